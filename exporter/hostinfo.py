@@ -1,0 +1,93 @@
+"""How many CPUs this host offers the probes: logical, physical and actually usable.
+
+"Usable" takes the CPU affinity mask and a cgroup CPU quota into account, because a
+container limit is a common reason processes stop scaling.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import psutil
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+@dataclass(frozen=True)
+class HostCpus:
+    logical: int
+    physical: Optional[int]
+    affinity: int
+    quota: Optional[float]  # CPUs allowed by a cgroup quota, None when unlimited
+
+    @property
+    def usable(self) -> float:
+        return min(float(self.affinity), self.quota) if self.quota else float(self.affinity)
+
+    @property
+    def default_workers(self) -> int:
+        """Usable cores rounded up: a fractional quota then shows as lost speedup."""
+        return max(1, math.ceil(self.usable - 1e-9))
+
+
+def _cgroup_paths(proc_cgroup: str) -> dict[str, str]:
+    """Map of controller ("" for cgroup v2) to this process's cgroup path."""
+    paths = {}
+    for line in proc_cgroup.splitlines():
+        _, controllers, path = line.split(":", 2)
+        for controller in controllers.split(",") if controllers else [""]:
+            paths[controller] = path
+    return paths
+
+
+def _quota_v2(directory: Path) -> Optional[float]:
+    """Tightest ``cpu.max`` quota from this cgroup up to the root, in CPUs."""
+    tightest = None
+    for level in [directory, *directory.parents]:
+        if not str(level).startswith(str(CGROUP_ROOT)):
+            break
+        try:
+            quota, period = (level / "cpu.max").read_text().split()
+        except (OSError, ValueError):
+            continue
+        if quota != "max":
+            cpus = int(quota) / int(period)
+            tightest = cpus if tightest is None else min(tightest, cpus)
+    return tightest
+
+
+def _quota_v1(directory: Path) -> Optional[float]:
+    try:
+        quota = int((directory / "cpu.cfs_quota_us").read_text())
+        period = int((directory / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return quota / period if quota > 0 and period > 0 else None
+
+
+def cgroup_cpu_quota(proc_cgroup: Optional[str] = None) -> Optional[float]:
+    """The CPU quota of this process's cgroup (v2 ``cpu.max`` or v1 CFS), None if unlimited."""
+    try:
+        text = proc_cgroup if proc_cgroup is not None else Path("/proc/self/cgroup").read_text()
+    except OSError:
+        return None
+    paths = _cgroup_paths(text)
+    if "cpu" in paths:
+        return _quota_v1(CGROUP_ROOT / "cpu" / paths["cpu"].lstrip("/"))
+    if "" in paths:
+        return _quota_v2(CGROUP_ROOT / paths[""].lstrip("/"))
+    return None
+
+
+def host_cpus() -> HostCpus:
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        affinity = psutil.cpu_count() or 1
+    return HostCpus(logical=psutil.cpu_count() or affinity,
+                    physical=psutil.cpu_count(logical=False),
+                    affinity=affinity, quota=cgroup_cpu_quota())

@@ -1,0 +1,347 @@
+"""Run one workload's probe in a child interpreter and turn its events into results.
+
+The parent side of ``exporter.runner``: it starts the runner in the chosen interpreter (in a
+new session, so its whole process tree can be killed), reads the kernel's per-CPU counters
+at the edges of every timed window, enforces the timeout, and reports a workload that
+raises, crashes its interpreter or hangs as failed steps with a reason — never an exception.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Mapping, Optional, Sequence
+
+import psutil
+
+from exporter import measurement
+
+log = logging.getLogger(__name__)
+
+PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
+
+# Appending (not prepending) the package's parent keeps the child's own stdlib and
+# site-packages first, so a 3.13t child never picks up the parent's compiled modules.
+BOOTSTRAP = (
+    "import sys\n"
+    "if sys.version_info < (3, 10):\n"
+    "    sys.exit('python >= 3.10 is required, this is ' + sys.version.split()[0])\n"
+    f"sys.path.append({PACKAGE_PARENT!r})\n"
+    "from exporter.runner import main\n"
+    "main()\n"
+)
+
+FAILURE_REASONS = ("error", "crash", "timeout", "interpreter")
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Interpreter:
+    """An interpreter to probe: a label for the metrics, a path and extra environment."""
+
+    name: str
+    path: str
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ProbeSpec:
+    """What to measure for one workload."""
+
+    workload: str
+    modes: Sequence[str]
+    workers: Sequence[int]
+    unit_seconds: float = 0.5
+    repeats: int = 3
+    timeout_seconds: float = 60.0
+    start_method: Optional[str] = None
+
+    def steps(self) -> list[tuple[str, int]]:
+        """Sequential (the baseline) first, then every other mode at every worker count."""
+        parallel = [(m, n) for m in self.modes if m != "sequential" for n in self.workers]
+        return [("sequential", 1)] + parallel
+
+
+@dataclass(frozen=True)
+class Identity:
+    version: str
+    implementation: str
+    executable: str
+    free_threaded_build: bool
+    gil_enabled: bool
+    start_methods: Sequence[str]
+    subinterpreters_unavailable: Optional[str]
+
+
+@dataclass
+class StepResult:
+    """The outcome of one (mode, workers) step; ``summary`` is set when it succeeded."""
+
+    workload: str
+    mode: str
+    workers: int
+    success: bool = False
+    available: bool = True
+    reason: Optional[str] = None
+    message: str = ""
+    duration_seconds: float = 0.0
+    summary: Optional[measurement.Summary] = None
+    windows: list[measurement.Window] = field(default_factory=list)
+
+    def fail(self, reason: str, message: str) -> None:
+        self.success, self.reason, self.message = False, reason, message
+
+
+@dataclass
+class WorkloadReport:
+    """Everything one runner child reported for one workload on one interpreter."""
+
+    interpreter: Interpreter
+    spec: ProbeSpec
+    identity: Optional[Identity] = None
+    ops_per_unit: int = 0
+    op_seconds: float = 0.0
+    steps: list[StepResult] = field(default_factory=list)
+    started_at: float = field(default_factory=time.time)
+    duration_seconds: float = 0.0
+
+    def step(self, mode: str, workers: int) -> StepResult:
+        return next(s for s in self.steps if s.mode == mode and s.workers == workers)
+
+    @property
+    def success(self) -> bool:
+        return all(s.success for s in self.steps if s.available)
+
+
+# --- the child process ------------------------------------------------------------------
+
+_live_runners: set["RunnerProcess"] = set()
+_live_lock = threading.Lock()
+
+
+def kill_all_runners() -> None:
+    """Kill every runner tree still alive (used on shutdown)."""
+    with _live_lock:
+        runners = list(_live_runners)
+    for runner in runners:
+        runner.kill()
+
+
+class RunnerProcess:
+    """A runner child in its own session, spoken to in JSON lines."""
+
+    def __init__(self, interpreter: Interpreter) -> None:
+        env = dict(os.environ, **interpreter.env)
+        self.process = subprocess.Popen(
+            [interpreter.path, "-c", BOOTSTRAP], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, env=env, text=True, start_new_session=True)
+        self.events: "queue.Queue[Optional[dict]]" = queue.Queue()
+        self.stderr_tail: list[str] = []
+        threading.Thread(target=self._read_events, daemon=True).start()
+        threading.Thread(target=self._read_stderr, daemon=True).start()
+        with _live_lock:
+            _live_runners.add(self)
+
+    def _read_events(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            try:
+                self.events.put(json.loads(line))
+            except json.JSONDecodeError:
+                log.warning("runner wrote a line that is not an event: %r", line[:200])
+        self.events.put(None)
+
+    def _read_stderr(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.stderr_tail = (self.stderr_tail + [line.rstrip()])[-20:]
+
+    def send(self, message: dict) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps(message) + "\n")
+        self.process.stdin.flush()
+
+    def next_event(self, timeout: float) -> Optional[dict]:
+        """The next event, None at end of output; raises queue.Empty after ``timeout``."""
+        return self.events.get(timeout=timeout)
+
+    def kill(self) -> None:
+        """Kill the runner and every descendant (worker processes may have their own pid)."""
+        try:
+            family = [psutil.Process(self.process.pid)]
+            family += family[0].children(recursive=True)
+        except psutil.NoSuchProcess:
+            family = []
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        for member in family:
+            try:
+                member.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(family, timeout=5)
+        self.close()
+
+    def close(self) -> None:
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
+            try:
+                if stream:
+                    stream.close()
+            except OSError:
+                pass  # a dead child's stdin can fail to flush
+        with _live_lock:
+            _live_runners.discard(self)
+
+    def exit_description(self) -> str:
+        code = self.process.returncode
+        if code is not None and code < 0:
+            what = f"killed by {signal.Signals(-code).name}"
+        else:
+            what = f"exited with code {code}"
+        tail = next((line for line in reversed(self.stderr_tail) if line.strip()), "")
+        return f"interpreter {what}" + (f": {tail}" if tail else "")
+
+
+def cpu_counters() -> list[dict[str, float]]:
+    return [t._asdict() for t in psutil.cpu_times(percpu=True)]
+
+
+def request_for(spec: ProbeSpec) -> dict:
+    return {"workload": spec.workload, "unit_seconds": spec.unit_seconds,
+            "repeats": spec.repeats, "start_method": spec.start_method, "handshake": True,
+            "extra_path": [os.getcwd()],
+            "steps": [{"mode": m, "workers": n} for m, n in spec.steps()]}
+
+
+# --- the conversation -------------------------------------------------------------------
+
+
+class Conversation:
+    """Folds a runner's events into a WorkloadReport."""
+
+    def __init__(self, report: WorkloadReport, runner: RunnerProcess, progress: Progress) -> None:
+        self.report, self.runner, self.progress = report, runner, progress
+        self.current: Optional[StepResult] = None
+        self.step_started = time.monotonic()
+        self.counters_before: list[dict[str, float]] = []
+
+    def events(self, timeout: float) -> Iterator[dict]:
+        while True:
+            event = self.runner.next_event(timeout)
+            if event is None or event["event"] == "done":
+                return
+            yield event
+
+    def handle(self, event: dict) -> None:
+        kind = event["event"]
+        if kind == "identity":
+            fields = {k: v for k, v in event.items() if k != "event"}
+            self.report.identity = Identity(**fields)
+        elif kind == "calibrated":
+            self.report.ops_per_unit, self.report.op_seconds = event["ops_per_unit"], event["op_seconds"]
+        elif kind == "step":
+            self.finish_step()
+            self.current = self.report.step(event["mode"], event["workers"])
+            self.step_started = time.monotonic()
+            self.progress(f"{self.report.spec.workload}: {event['mode']} × {event['workers']}")
+        elif kind == "ready":
+            self.counters_before = cpu_counters()
+            self.runner.send({"go": True})
+        elif kind == "window":
+            self.add_window(event)
+        elif kind == "step_failed":
+            self.report.step(event["mode"], event["workers"]).fail(event["reason"], event["message"])
+        elif kind == "unavailable":
+            step = self.report.step(event["mode"], event["workers"])
+            step.available, step.message = False, event["message"]
+        elif kind == "failed":
+            self.fail_unfinished(event["reason"], event["message"])
+
+    def add_window(self, event: dict) -> None:
+        after = cpu_counters()
+        window = measurement.Window(
+            starts=event["starts"], ends=event["ends"], cpu_seconds=event["cpu_seconds"],
+            startup_seconds=event["startup_seconds"],
+            core_utilisation=measurement.busy_fractions(self.counters_before, after))
+        self.report.step(event["mode"], event["workers"]).windows.append(window)
+
+    def finish_step(self) -> None:
+        if self.current is not None:
+            self.current.duration_seconds = time.monotonic() - self.step_started
+            self.current = None
+
+    def fail_unfinished(self, reason: str, message: str) -> None:
+        """Fail the running step and every step that has not run yet."""
+        running = self.current
+        for step in self.report.steps:
+            if step.available and step.reason is None and len(step.windows) < self.report.spec.repeats:
+                is_running = step is running or running is None
+                step.fail(reason, message if is_running else f"not run: {message}")
+        self.finish_step()
+
+
+def summarise_steps(report: WorkloadReport) -> None:
+    """Compute every successful step's figures against the sequential baseline."""
+    baseline = report.step("sequential", 1)
+    for step in report.steps:
+        if not step.available or step.reason is not None:
+            continue
+        if baseline.reason is not None:
+            step.fail(baseline.reason, f"no sequential baseline: {baseline.message}")
+            continue
+        t1 = measurement.summarise(baseline.windows, 1.0, 1, report.ops_per_unit).wall_seconds
+        step.summary = measurement.summarise(step.windows, t1, step.workers, report.ops_per_unit)
+        step.success = True
+
+
+def run_workload(interpreter: Interpreter, spec: ProbeSpec,
+                 progress: Progress = lambda _: None) -> WorkloadReport:
+    """Probe one workload on one interpreter; failures become failed steps with a reason."""
+    report = WorkloadReport(interpreter, spec,
+                            steps=[StepResult(spec.workload, m, n) for m, n in spec.steps()])
+    started = time.monotonic()
+    try:
+        runner = RunnerProcess(interpreter)
+    except OSError as exc:
+        for step in report.steps:
+            step.fail("interpreter", f"cannot start {interpreter.path}: {exc.strerror or exc}")
+        return report
+    conversation = Conversation(report, runner, progress)
+    try:
+        runner.send(request_for(spec))
+        for event in conversation.events(spec.timeout_seconds):
+            conversation.handle(event)
+        conversation.finish_step()
+        runner.close()
+        if runner.process.returncode != 0:
+            # No identity means the runner never started: a missing or too old interpreter.
+            reason = "crash" if report.identity else "interpreter"
+            conversation.fail_unfinished(reason, runner.exit_description())
+    except queue.Empty:
+        runner.kill()
+        conversation.fail_unfinished("timeout", f"no progress within {spec.timeout_seconds:g}s; process tree killed")
+    except (BrokenPipeError, OSError) as exc:
+        runner.kill()
+        reason = "crash" if report.identity else "interpreter"
+        conversation.fail_unfinished(reason, f"{runner.exit_description()} ({exc})")
+    finally:
+        if runner.process.returncode is None:
+            runner.kill()
+    summarise_steps(report)
+    report.duration_seconds = time.monotonic() - started
+    return report

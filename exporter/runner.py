@@ -1,0 +1,368 @@
+"""The probe runner: runs inside the interpreter under test and times the workers.
+
+It is started as a child process by ``exporter.probe`` (so probes never compete with the
+exporter's own threads for a GIL), reads one JSON request on stdin and writes JSON events,
+one per line, on a private copy of stdout. Standard library only, and it must run on any
+CPython >= 3.10, including free-threaded builds that have none of our dependencies.
+
+Every worker stamps its own start and end with ``time.perf_counter`` (system-wide monotonic
+on Linux), so process start-up and teardown stay outside the timed window; start-up is timed
+and reported separately. The parent does all the arithmetic (``exporter.measurement``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing
+import os
+import platform
+import queue
+import sys
+import sysconfig
+import threading
+import time
+import traceback
+from typing import Any, Callable, Dict, List, Optional, TextIO, Tuple
+
+from exporter import workloads
+
+POLL_SECONDS = 0.05
+CALIBRATION_SECONDS = 0.2
+MODES = ("sequential", "threads", "processes", "asyncio", "subinterpreters")
+
+Event = Dict[str, Any]
+
+
+class WorkerFailed(Exception):
+    """A worker raised (reason ``error``) or its process died (reason ``crash``)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+# --- identity -------------------------------------------------------------------------
+
+
+def gil_enabled() -> bool:
+    """Whether the GIL is enabled right now (always true before 3.13's free-threaded build)."""
+    check = getattr(sys, "_is_gil_enabled", None)
+    return True if check is None else bool(check())
+
+
+def subinterpreters_unavailable_reason() -> Optional[str]:
+    """None when ``concurrent.interpreters`` (CPython 3.14+) can be used, else why not."""
+    try:
+        import concurrent.interpreters  # noqa: F401
+    except ImportError:
+        return f"concurrent.interpreters needs CPython 3.14+, this is {platform.python_version()}"
+    return None
+
+
+def identity() -> Event:
+    """Who is running the probe: version, implementation, build and GIL state."""
+    return {
+        "event": "identity",
+        "version": platform.python_version(),
+        "implementation": platform.python_implementation().lower(),
+        "executable": sys.executable,
+        "free_threaded_build": bool(sysconfig.get_config_var("Py_GIL_DISABLED")),
+        "gil_enabled": gil_enabled(),
+        "start_methods": multiprocessing.get_all_start_methods(),
+        "subinterpreters_unavailable": subinterpreters_unavailable_reason(),
+    }
+
+
+# --- one unit of work ------------------------------------------------------------------
+
+
+def run_unit(operation: Callable[[], object], ops: int) -> None:
+    for _ in range(ops):
+        operation()
+
+
+def calibrate(operation: Callable[[], object], unit_seconds: float) -> Tuple[int, float]:
+    """Return (operations per unit, seconds per operation) for a unit of ``unit_seconds``."""
+    operation()  # warm caches and lazy imports before timing
+    count, started = 0, time.perf_counter()
+    while True:
+        operation()
+        count += 1
+        elapsed = time.perf_counter() - started
+        if elapsed >= CALIBRATION_SECONDS and count >= 3:
+            break
+    op_seconds = elapsed / count
+    return max(1, round(unit_seconds / op_seconds)), op_seconds
+
+
+def describe_exception(exc: BaseException) -> str:
+    return "".join(traceback.format_exception_only(type(exc), exc)).strip().splitlines()[-1]
+
+
+def timed_unit(workload_name: str, ops: int, cpu_clock: Callable[[], float]) -> Tuple[float, float, float]:
+    """Run one unit and return (start, end, cpu seconds), stamped here, inside the worker."""
+    operation = workloads.resolve(workload_name).operation
+    start, cpu_start = time.perf_counter(), cpu_clock()
+    run_unit(operation, ops)
+    return start, time.perf_counter(), cpu_clock() - cpu_start
+
+
+# --- workers ---------------------------------------------------------------------------
+# All worker kinds speak the same protocol over a queue: ("ready", i) once warmed up,
+# then ("result", i, start, end, cpu) after the go signal, or ("error", i, message).
+
+
+def worker_body(workload_name: str, ops: int, index: int, go: Any, results: Any,
+                cpu_clock: Callable[[], float]) -> None:
+    try:
+        workloads.resolve(workload_name).operation()  # warm up: imports, caches
+        results.put(("ready", index))
+        go.wait()
+        results.put(("result", index) + timed_unit(workload_name, ops, cpu_clock))
+    except BaseException as exc:  # a workload may raise anything, SystemExit included
+        results.put(("error", index, describe_exception(exc)))
+
+
+def process_worker(workload_name: str, extra_path: List[str], ops: int, index: int,
+                   go: Any, results: Any) -> None:
+    """Entry point of a worker process (module level so every start method can import it)."""
+    sys.path.extend(p for p in extra_path if p not in sys.path)
+    worker_body(workload_name, ops, index, go, results, time.process_time)
+
+
+def subinterpreter_worker(workload_name: str, extra_path: List[str], ops: int, index: int,
+                          go: threading.Event, results: "queue.Queue[tuple]") -> None:
+    """A host thread that drives one subinterpreter (CPython 3.14 concurrent.interpreters)."""
+    from concurrent import interpreters
+
+    try:
+        interp = interpreters.create()
+        setup = (f"import sys; sys.path[:] = {sys.path + extra_path!r}\n"
+                 f"from exporter import runner, workloads\n"
+                 f"workloads.resolve({workload_name!r}).operation()\n")
+        interp.exec(setup)
+        results.put(("ready", index))
+        go.wait()
+        start, cpu_start = time.perf_counter(), time.thread_time()
+        interp.exec(f"runner.run_unit(workloads.resolve({workload_name!r}).operation, {ops})")
+        results.put(("result", index, start, time.perf_counter(), time.thread_time() - cpu_start))
+        interp.close()
+    except BaseException as exc:
+        results.put(("error", index, describe_exception(exc)))
+
+
+def collect(results: Any, kind: str, count: int, alive: Callable[[], Optional[str]]) -> List[tuple]:
+    """Wait for ``count`` messages of ``kind``; raise WorkerFailed on an error or a death."""
+    messages: List[tuple] = []
+    while len(messages) < count:
+        try:
+            message = results.get(timeout=POLL_SECONDS)
+        except queue.Empty:
+            death = alive()
+            if death:
+                raise WorkerFailed("crash", death) from None
+            continue
+        if message[0] == "error":
+            raise WorkerFailed("error", message[2])
+        messages.append(message)
+    return messages
+
+
+class Window:
+    """Runs N warmed-up workers through one timed window, released together."""
+
+    def __init__(self, request: Event, handshake: Callable[[], None]) -> None:
+        self.workload = request["workload"]
+        self.ops = request["ops_per_unit"]
+        self.extra_path = request.get("extra_path", [])
+        self.start_method = request.get("start_method")
+        self.handshake = handshake
+
+    def run(self, mode: str, workers: int) -> Event:
+        runners = {"sequential": self.sequential, "threads": self.threads,
+                   "processes": self.processes, "asyncio": self.asyncio_tasks,
+                   "subinterpreters": self.subinterpreters}
+        return runners[mode](workers)
+
+    def sequential(self, workers: int) -> Event:
+        workloads.resolve(self.workload).operation()
+        self.handshake()
+        try:
+            start, end, cpu = timed_unit(self.workload, self.ops, time.thread_time)
+        except BaseException as exc:
+            raise WorkerFailed("error", describe_exception(exc)) from exc
+        return {"starts": [start], "ends": [end], "cpu_seconds": [cpu], "startup_seconds": 0.0}
+
+    def threads(self, workers: int) -> Event:
+        go, results = threading.Event(), queue.Queue()
+        pool = [threading.Thread(target=worker_body, daemon=True,
+                                 args=(self.workload, self.ops, i, go, results, time.thread_time))
+                for i in range(workers)]
+        return self.release(pool, go, results, lambda: None)
+
+    def subinterpreters(self, workers: int) -> Event:
+        go, results = threading.Event(), queue.Queue()
+        pool = [threading.Thread(target=subinterpreter_worker, daemon=True,
+                                 args=(self.workload, self.extra_path, self.ops, i, go, results))
+                for i in range(workers)]
+        return self.release(pool, go, results, lambda: None)
+
+    def processes(self, workers: int) -> Event:
+        context = multiprocessing.get_context(self.start_method)
+        go, results = context.Event(), context.Queue()
+        pool = [context.Process(target=process_worker, daemon=True,
+                                args=(self.workload, self.extra_path, self.ops, i, go, results))
+                for i in range(workers)]
+
+        def death() -> Optional[str]:
+            for process in pool:
+                if process.exitcode is not None and process.exitcode != 0:
+                    return f"worker process exited with code {process.exitcode}"
+            return None
+
+        try:
+            return self.release(pool, go, results, death)
+        finally:
+            for process in pool:
+                process.join(timeout=5)
+                if process.is_alive():
+                    process.kill()
+
+    def release(self, pool: list, go: Any, results: Any, death: Callable[[], Optional[str]]) -> Event:
+        """Start the pool, wait until every worker is warm, then time them from one signal."""
+        asked = time.perf_counter()
+        for worker in pool:
+            worker.start()
+        collect(results, "ready", len(pool), death)
+        startup = time.perf_counter() - asked
+        self.handshake()
+        go.set()
+        done = sorted(collect(results, "result", len(pool), death), key=lambda m: m[1])
+        return {"starts": [m[2] for m in done], "ends": [m[3] for m in done],
+                "cpu_seconds": [m[4] for m in done], "startup_seconds": startup}
+
+    def asyncio_tasks(self, workers: int) -> Event:
+        workload = workloads.resolve(self.workload)
+        ops = self.ops
+
+        async def task() -> Tuple[float, float]:
+            start = time.perf_counter()
+            for _ in range(ops):
+                if workload.async_operation is not None:
+                    await workload.async_operation()
+                else:
+                    # A CPU operation cannot overlap; yield between operations so the
+                    # coroutines interleave the way an event loop really schedules them.
+                    workload.operation()
+                    await asyncio.sleep(0)
+            return start, time.perf_counter()
+
+        async def all_tasks() -> List[Tuple[float, float]]:
+            return list(await asyncio.gather(*(task() for _ in range(workers))))
+
+        workload.operation()
+        self.handshake()
+        cpu_start = time.thread_time()
+        try:
+            stamps = asyncio.run(all_tasks())
+        except BaseException as exc:
+            raise WorkerFailed("error", describe_exception(exc)) from exc
+        cpu = time.thread_time() - cpu_start
+        # One thread ran every coroutine: its CPU time is shared out evenly between them.
+        return {"starts": [s for s, _ in stamps], "ends": [e for _, e in stamps],
+                "cpu_seconds": [cpu / workers] * workers, "startup_seconds": 0.0}
+
+
+# --- protocol --------------------------------------------------------------------------
+
+
+class Channel:
+    """The JSON-lines conversation with the parent, on private copies of stdin/stdout."""
+
+    def __init__(self) -> None:
+        # Keep the real stdout for the protocol and point fd 1 at stderr, so a workload
+        # that prints cannot corrupt the event stream.
+        self.out: TextIO = os.fdopen(os.dup(1), "w", buffering=1)
+        os.dup2(2, 1)
+        self.inp: TextIO = sys.stdin
+
+    def send(self, event: Event) -> None:
+        self.out.write(json.dumps(event) + "\n")
+        self.out.flush()
+
+    def receive(self) -> Event:
+        line = self.inp.readline()
+        if not line:
+            raise SystemExit("parent closed the channel")
+        return json.loads(line)
+
+
+def run_request(request: Event, channel: Channel) -> None:
+    """Answer one probe request: identity, calibration, then every (mode, workers) step."""
+    sys.path.extend(p for p in request.get("extra_path", []) if p not in sys.path)
+    try:
+        workload = workloads.resolve(request["workload"])
+    except BaseException as exc:
+        channel.send(identity())
+        channel.send({"event": "failed", "reason": "error", "message": describe_exception(exc)})
+        return
+    channel.send(identity())  # after the import: an extension may have re-enabled the GIL
+    ops, op_seconds = request.get("ops_per_unit") or 0, 0.0
+    if not ops:
+        try:
+            ops, op_seconds = calibrate(workload.operation, request["unit_seconds"])
+        except BaseException as exc:
+            channel.send({"event": "failed", "reason": "error", "message": describe_exception(exc)})
+            return
+    channel.send({"event": "calibrated", "ops_per_unit": ops, "op_seconds": op_seconds})
+
+    def handshake() -> None:
+        if request.get("handshake"):
+            channel.send({"event": "ready"})
+            channel.receive()  # "go": the parent has read the per-CPU counters
+
+    window = Window(dict(request, ops_per_unit=ops), handshake)
+    for step in request["steps"]:
+        mode, workers = step["mode"], step["workers"]
+        channel.send({"event": "step", "mode": mode, "workers": workers})
+        if mode == "subinterpreters" and subinterpreters_unavailable_reason():
+            channel.send({"event": "unavailable", "mode": mode, "workers": workers,
+                          "message": subinterpreters_unavailable_reason()})
+            continue
+        for repeat in range(request["repeats"]):
+            try:
+                timings = window.run(mode, workers)
+            except WorkerFailed as failure:
+                channel.send({"event": "step_failed", "mode": mode, "workers": workers,
+                              "reason": failure.reason, "message": str(failure)})
+                if mode == "sequential":
+                    return  # without the baseline no other step has a speedup
+                break
+            channel.send(dict(timings, event="window", mode=mode, workers=workers, repeat=repeat))
+
+
+def import_check(module: str) -> Event:
+    """Import one module and say whether the GIL is enabled afterwards."""
+    before = gil_enabled()
+    try:
+        __import__(module)
+    except BaseException as exc:
+        return {"event": "import", "module": module, "error": describe_exception(exc)}
+    return {"event": "import", "module": module, "gil_enabled_before": before,
+            "gil_enabled": gil_enabled()}
+
+
+def main() -> None:
+    channel = Channel()
+    request = channel.receive()
+    if "import_module" in request:
+        channel.send(identity())
+        channel.send(import_check(request["import_module"]))
+    else:
+        run_request(request, channel)
+    channel.send({"event": "done"})
+
+
+if __name__ == "__main__":
+    main()
