@@ -45,7 +45,7 @@ def setup_logging(level: str, fmt: str) -> None:
     root.setLevel(LEVELS[level])
 
 
-def log_kv(logger: logging.Logger, level: int, msg: str, **fields: Any) -> None:
+def log_kv(logger: logging.Logger, level: int, msg: str, /, **fields: Any) -> None:
     """Log ``msg`` with key/value fields, e.g. ``log_kv(log, logging.INFO, "done", n=3)``."""
     if logger.isEnabledFor(level):
         # stacklevel=2 so funcName/lineno name the caller, not this helper.

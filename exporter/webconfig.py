@@ -34,6 +34,7 @@ _VERIFY_MODES = {
     "RequireAnyClientCert": ssl.CERT_REQUIRED,
     "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
     "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
+    "RequireClientCert": ssl.CERT_REQUIRED,  # old name exporter-toolkit still accepts
 }
 
 TLS_VERSIONS = {
@@ -148,8 +149,10 @@ def load_web_config(path: str) -> WebConfig:
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise fail("", _reason(exc)) from exc
+    except OSError as exc:
+        raise fail("", f"cannot read file: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise fail("", f"not UTF-8 text: {exc.reason} at byte {exc.start}") from exc
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -192,7 +195,7 @@ def _parse_tls(section: dict[str, Any], base: str, fail: Any) -> TLSServerConfig
             if not os.path.isfile(values[key]):
                 raise fail(f"tls_server_config.{key}", f"file not found: {values[key]}")
     auth = values.get("client_auth_type", "NoClientCert")
-    if auth not in CLIENT_AUTH_TYPES:
+    if auth not in _VERIFY_MODES:
         raise fail("tls_server_config.client_auth_type",
                    f"must be one of {', '.join(CLIENT_AUTH_TYPES)}, got {auth!r}")
     if "client_ca_file" in values and auth == "NoClientCert":
@@ -292,5 +295,5 @@ def _reason(exc: BaseException) -> str:
             return "no PEM private key found (encrypted keys are not supported)"
         return text
     if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror + (f": {exc.filename}" if exc.filename else "")
-    return " ".join(str(exc).split())
+        return exc.strerror
+    return str(exc)

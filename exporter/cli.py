@@ -1,0 +1,191 @@
+"""Command line: ``parallelism-exporter probe`` (one-shot report) and ``serve`` (the daemon).
+
+``main()`` is ``sys.exit(run())``; every invalid flag or config value exits with code 2 and
+one line naming the flag or field.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import replace
+import sys
+from typing import NoReturn, Optional, Sequence
+
+from rich.console import Console
+
+from exporter import __version__, config, hostinfo, probe, report
+from exporter.errors import ConfigError
+
+EXIT_OK, EXIT_FAILED_PROBE, EXIT_USAGE = 0, 1, 2
+ONE_SHOT_WORKLOADS = ("pure_python", "sha256", "sleep")
+ONE_SHOT_MODES = ("sequential", "threads", "processes", "asyncio")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def comma_list(values: Optional[Sequence[str]]) -> list[str]:
+    """Flags may repeat and may hold comma-separated values: --mode threads,processes."""
+    return [item.strip() for value in values or [] for item in value.split(",") if item.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="parallelism-exporter",
+                           description="Measure how well this Python runs CPU-bound work in parallel.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+
+    one_shot = commands.add_parser("probe", help="run the probes once and print a report")
+    one_shot.add_argument("--config.file", dest="config_file", help="YAML config; flags override it")
+    one_shot.add_argument("--workload", action="append",
+                          help=f"workload name or package.module:function (default: {','.join(ONE_SHOT_WORKLOADS)})")
+    one_shot.add_argument("--mode", action="append",
+                          help=f"mode to compare (default: {','.join(ONE_SHOT_MODES)})")
+    one_shot.add_argument("--workers", action="append", help="worker count(s) (default: usable cores)")
+    one_shot.add_argument("--repeats", help="timed repeats per step; the median is reported (default 3)")
+    one_shot.add_argument("--seconds", help="target duration of one unit of work (default 0.5)")
+    one_shot.add_argument("--timeout", help="longest wait for the runner's next result (default 60s)")
+    one_shot.add_argument("--python", action="append", metavar="[NAME=]PATH",
+                          help="interpreter to probe; repeat to compare several (default: this one)")
+    one_shot.add_argument("--start-method", help="processes start method: fork, forkserver, spawn")
+    one_shot.add_argument("--json", action="store_true", help="print one JSON document instead")
+    one_shot.add_argument("--plot", metavar="FILE.png", help="also write a chart")
+    one_shot.add_argument("--textfile", metavar="PATH",
+                          help="also write the metrics for node_exporter's textfile collector")
+
+    serve = commands.add_parser("serve", help="run the exporter daemon")
+    add_serve_flags(serve)
+    return parser
+
+
+def add_serve_flags(serve: argparse.ArgumentParser) -> None:
+    serve.add_argument("--config.file", dest="config_file", help="YAML config (default: built-in defaults)")
+    serve.add_argument("--config.check", dest="config_check", action="store_true",
+                       help="validate the config file, print the result and exit 0 or 2")
+    serve.add_argument("--web.listen-address", dest="listen_address", default=":9860",
+                       help="address to listen on (default :9860)")
+    serve.add_argument("--web.telemetry-path", dest="telemetry_path", default="/metrics",
+                       help="path of the metrics endpoint (default /metrics)")
+    serve.add_argument("--web.config.file", dest="web_config_file",
+                       help="exporter-toolkit web config: TLS and basic auth")
+    serve.add_argument("--log.level", dest="log_level", default="info",
+                       help="debug, info, warn or error (default info)")
+    serve.add_argument("--log.format", dest="log_format", default="logfmt",
+                       help="logfmt or json (default logfmt)")
+
+
+def parse_interpreters(values: list[str]) -> tuple[config.InterpreterConfig, ...]:
+    """``--python PATH`` or ``--python NAME=PATH``; unnamed ones are named after the run."""
+    interpreters = []
+    for value in values:
+        name, _, path = value.rpartition("=")
+        if name:
+            config.check_flag("--python", config.label_value, name)
+        interpreters.append(config.InterpreterConfig(name, config.check_flag("--python", config.path_value, path)))
+    return tuple(interpreters)
+
+
+def one_shot_config(args: argparse.Namespace) -> config.Config:
+    """The config file (if any), then the flags on top, each checked by the config's validators."""
+    base = config.load_config(args.config_file)
+    probe_fields = base.probe
+    if args.config_file is None:
+        probe_fields = config.ProbeConfig(workloads=ONE_SHOT_WORKLOADS, modes=ONE_SHOT_MODES)
+    changes: dict = {}
+    if args.workload:
+        changes["workloads"] = config.check_flag("--workload", config.list_of(config.workload_name), comma_list(args.workload))
+    if args.mode:
+        changes["modes"] = config.check_flag("--mode", config.list_of(config.mode_name), comma_list(args.mode))
+    if args.workers:
+        counts = [int(v) if v.isdigit() else v for v in comma_list(args.workers)]
+        changes["workers"] = config.check_flag("--workers", config.list_of(config.positive_int), counts)
+    if args.repeats is not None:
+        value = int(args.repeats) if args.repeats.isdigit() else args.repeats
+        changes["repeats"] = config.check_flag("--repeats", config.positive_int, value)
+    if args.seconds is not None:
+        changes["unit_seconds"] = config.check_flag("--seconds", config.positive_float, _number(args.seconds))
+    if args.timeout is not None:
+        changes["timeout_seconds"] = config.check_flag("--timeout", config.parse_duration, _number(args.timeout))
+    if args.start_method is not None:
+        changes["start_method"] = config.check_flag("--start-method", config.start_method, args.start_method)
+    result = replace(base, probe=replace(probe_fields, **changes))
+    if args.python:
+        result = replace(result, interpreters=parse_interpreters(comma_list(args.python)))
+    return result
+
+
+def _number(text: str) -> object:
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def specs_for(cfg: config.Config, host: hostinfo.HostCpus) -> list[probe.ProbeSpec]:
+    p = cfg.probe
+    workers = p.workers or (host.default_workers,)
+    return [probe.ProbeSpec(w, p.modes, workers, p.unit_seconds, p.repeats, p.timeout_seconds,
+                            p.start_method) for w in p.workloads]
+
+
+def name_after_identity(reports: list[probe.WorkloadReport]) -> None:
+    """Give unnamed ``--python`` interpreters a label from what they reported."""
+    for item in reports:
+        if item.interpreter.name:
+            continue
+        identity = item.identity
+        name = item.interpreter.path
+        if identity is not None:
+            major_minor = ".".join(identity.version.split(".")[:2])
+            name = f"{identity.implementation}-{major_minor}{'t' if identity.free_threaded_build else ''}"
+        item.interpreter = probe.Interpreter(name, item.interpreter.path, item.interpreter.env)
+
+
+def run_one_shot(args: argparse.Namespace) -> int:
+    cfg = one_shot_config(args)
+    host = hostinfo.host_cpus()
+    err = Console(stderr=True)
+    reports: list[probe.WorkloadReport] = []
+    with err.status("probing…") as status:
+        for interpreter in cfg.interpreter_list():
+            target = probe.Interpreter(interpreter.name, interpreter.path, interpreter.env)
+            for spec in specs_for(cfg, host):
+                where = f"[{interpreter.name or interpreter.path}] "
+                reports.append(probe.run_workload(target, spec, lambda m: status.update(where + m)))
+    name_after_identity(reports)
+    if args.json:
+        print(json.dumps(report.json_document(reports, host), indent=2))
+    else:
+        report.render(reports, host, Console())
+    if args.plot:
+        from exporter.plot import write_chart
+
+        write_chart(reports, args.plot)
+        err.print(f"chart written to {args.plot}")
+    if args.textfile:
+        from exporter.collector import write_textfile
+
+        write_textfile(args.textfile, reports, host, cfg)
+    return EXIT_OK if all(r.success for r in reports) else EXIT_FAILED_PROBE
+
+
+def run(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "probe":
+            return run_one_shot(args)
+        from exporter.daemon import serve
+
+        return serve(args)
+    except ConfigError as exc:
+        print(f"parallelism-exporter: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def main() -> None:
+    sys.exit(run())

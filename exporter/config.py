@@ -1,0 +1,298 @@
+"""The exporter's configuration: validated dataclasses built in one place.
+
+Only this module reads a config file. Unknown keys are rejected and every problem is one
+line naming the file, the field and what is wrong, e.g.
+``error parsing config file: exporter.yml: probe.repeats: must be an integer >= 1, got 0``.
+Defaults live next to the fields. The ``probe`` command's flags are checked by the same
+field validators, so a flag and a config key can never disagree about what is valid.
+"""
+
+from __future__ import annotations
+
+import platform
+import re
+import sys
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+import yaml
+
+from exporter import workloads
+from exporter.errors import ConfigError
+from exporter.runner import MODES
+
+START_METHODS = ("fork", "forkserver", "spawn")
+PER_CORE_SERIES_MAX_CPUS = 64  # above this, per-CPU series would dominate a scrape
+DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION = re.compile(r"^((\d+(\.\d+)?)(ms|s|m|h|d))+$")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_LABEL_VALUE = re.compile(r"^[A-Za-z0-9_.:+-]+$")
+
+
+def default_interpreter_name() -> str:
+    """A label for the running Python, e.g. ``cpython-3.11`` or ``cpython-3.13t``."""
+    free_threaded = "t" if sysconfig_gil_disabled() else ""
+    major, minor = sys.version_info[:2]
+    return f"{platform.python_implementation().lower()}-{major}.{minor}{free_threaded}"
+
+
+def sysconfig_gil_disabled() -> bool:
+    import sysconfig
+
+    return bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+
+
+@dataclass(frozen=True)
+class InterpreterConfig:
+    name: str
+    path: str
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    workloads: tuple[str, ...] = ("pure_python", "sha256")
+    modes: tuple[str, ...] = ("sequential", "threads", "processes")
+    workers: tuple[int, ...] = ()  # empty: the usable core count, found at run time
+    unit_seconds: float = 0.5  # units under ~0.3 s are dominated by noise on small VMs
+    repeats: int = 3
+    timeout_seconds: float = 60.0  # the longest wait for the runner's next event
+    start_method: str = "forkserver"  # CPython 3.14's default on Linux; fork is unsafe with threads
+    per_core_series: Optional[bool] = None  # None: on up to PER_CORE_SERIES_MAX_CPUS CPUs
+
+
+@dataclass(frozen=True)
+class Config:
+    interval_seconds: float = 300.0
+    jitter_seconds: float = 15.0
+    duty_cycle: float = 0.05  # probe work may take at most this share of wall time
+    interpreters: tuple[InterpreterConfig, ...] = ()  # empty: the running Python only
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    import_check_modules: tuple[str, ...] = ()
+
+    def interpreter_list(self) -> tuple[InterpreterConfig, ...]:
+        return self.interpreters or (InterpreterConfig(default_interpreter_name(), sys.executable),)
+
+
+# --- field validators: each returns the clean value or raises ValueError(problem) --------
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from a number or a Prometheus-style duration such as ``5m`` or ``1m30s``."""
+    if isinstance(value, bool):
+        raise ValueError(f"must be a duration like 30s or 5m, got {value!r}")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str) and _DURATION.match(value.strip()):
+        seconds = sum(float(n) * DURATION_UNITS[u] for n, u in _DURATION_PART.findall(value))
+    else:
+        raise ValueError(f"must be a duration like 30s or 5m, got {value!r}")
+    if seconds <= 0:
+        raise ValueError(f"must be a positive duration, got {value!r}")
+    return seconds
+
+
+def positive_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"must be an integer >= 1, got {value!r}")
+    return value
+
+
+def positive_float(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ValueError(f"must be a number > 0, got {value!r}")
+    return float(value)
+
+
+def ratio(value: Any) -> float:
+    number = positive_float(value)
+    if number > 1:
+        raise ValueError(f"must be a number in (0, 1], got {value!r}")
+    return number
+
+
+def workload_name(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"must be a workload name, got {value!r}")
+    if workloads.is_user_workload(value):
+        module, _, function = value.partition(":")
+        if not module or not function.isidentifier():
+            raise ValueError(f"user workloads are written package.module:function, got {value!r}")
+        return value
+    if value not in workloads.ALL_WORKLOADS:
+        known = ", ".join(sorted(workloads.ALL_WORKLOADS))
+        raise ValueError(f"unknown workload {value!r} (known: {known}, or package.module:function)")
+    return value
+
+
+def mode_name(value: Any) -> str:
+    if value not in MODES:
+        raise ValueError(f"unknown mode {value!r} (known: {', '.join(MODES)})")
+    return value
+
+
+def start_method(value: Any) -> str:
+    if value not in START_METHODS:
+        raise ValueError(f"must be one of {', '.join(START_METHODS)}, got {value!r}")
+    return value
+
+
+def label_value(value: Any) -> str:
+    if not isinstance(value, str) or not _LABEL_VALUE.match(value):
+        raise ValueError(f"must be a short name of letters, digits and _.:+-, got {value!r}")
+    return value
+
+
+def module_name(value: Any) -> str:
+    if not isinstance(value, str) or not all(p.isidentifier() for p in value.split(".")):
+        raise ValueError(f"must be a dotted module name, got {value!r}")
+    return value
+
+
+def list_of(item: Callable[[Any], Any], *, unique: bool = True) -> Callable[[Any], tuple]:
+    """A validator for a non-empty list whose items pass ``item``."""
+
+    def validate(value: Any) -> tuple:
+        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or not value:
+            raise ValueError(f"must be a non-empty list, got {value!r}")
+        items = tuple(item(v) for v in value)
+        if unique and len(set(items)) != len(items):
+            raise ValueError(f"has duplicates: {list(value)!r}")
+        return items
+
+    return validate
+
+
+def optional_bool(value: Any) -> Optional[bool]:
+    if value in (None, "auto"):
+        return None
+    if not isinstance(value, bool):
+        raise ValueError(f"must be true, false or auto, got {value!r}")
+    return value
+
+
+# --- building the dataclasses -----------------------------------------------------------
+
+# key in the file -> (dataclass field, validator)
+PROBE_FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "workloads": ("workloads", list_of(workload_name)),
+    "modes": ("modes", list_of(mode_name)),
+    "workers": ("workers", list_of(positive_int)),
+    "unit_seconds": ("unit_seconds", positive_float),
+    "repeats": ("repeats", positive_int),
+    "timeout": ("timeout_seconds", parse_duration),
+    "start_method": ("start_method", start_method),
+    "per_core_series": ("per_core_series", optional_bool),
+}
+TOP_FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "interval": ("interval_seconds", parse_duration),
+    "jitter": ("jitter_seconds", lambda v: 0.0 if v in (0, "0", "0s") else parse_duration(v)),
+    "duty_cycle": ("duty_cycle", ratio),
+}
+
+
+class _Located(Exception):
+    """A problem with a field path, before the source (file or flag) is known."""
+
+    def __init__(self, where: str, problem: str) -> None:
+        super().__init__(f"{where}: {problem}")
+
+
+def _mapping(value: Any, where: str) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise _Located(where, f"must be a mapping, got {type(value).__name__}")
+    return value
+
+
+def _build(raw: Mapping[str, Any], fields: dict, allowed_extra: Sequence[str], where: str) -> dict:
+    """Validate the scalar keys of one mapping into dataclass keyword arguments."""
+    values = {}
+    for key, value in raw.items():
+        path = f"{where}{key}"
+        if key not in fields and key not in allowed_extra:
+            known = ", ".join(sorted([*fields, *allowed_extra]))
+            raise _Located(path, f"unknown field (known: {known})")
+        if key in fields:
+            name, validate = fields[key]
+            try:
+                values[name] = validate(value)
+            except ValueError as exc:
+                raise _Located(path, str(exc)) from None
+    return values
+
+
+def _interpreter(raw: Any, where: str) -> InterpreterConfig:
+    raw = _mapping(raw, where)
+    values = _build(raw, {"name": ("name", label_value), "path": ("path", path_value)}, ["env"], f"{where}.")
+    for required in ("name", "path"):
+        if required not in values:
+            raise _Located(f"{where}.{required}", "is required")
+    env = _mapping(raw.get("env"), f"{where}.env")
+    for key, value in env.items():
+        if not isinstance(value, (str, int)) or isinstance(value, bool):
+            raise _Located(f"{where}.env.{key}", f"must be a string, got {value!r}")
+    return InterpreterConfig(values["name"], values["path"], {str(k): str(v) for k, v in env.items()})
+
+
+def path_value(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"must be a path, got {value!r}")
+    return value
+
+
+def config_from_mapping(raw: Any) -> Config:
+    """Validate a parsed YAML document; raises _Located on the first problem."""
+    raw = _mapping(raw, "(top level)")
+    top = _build(raw, TOP_FIELDS, ["probe", "interpreters", "import_check"], "")
+    probe = ProbeConfig(**_build(_mapping(raw.get("probe"), "probe"), PROBE_FIELDS, [], "probe."))
+    interpreters: tuple[InterpreterConfig, ...] = ()
+    if "interpreters" in raw:
+        items = raw["interpreters"]
+        if not isinstance(items, list) or not items:
+            raise _Located("interpreters", f"must be a non-empty list, got {items!r}")
+        interpreters = tuple(_interpreter(item, f"interpreters[{i}]") for i, item in enumerate(items))
+        names = [i.name for i in interpreters]
+        if len(set(names)) != len(names):
+            raise _Located("interpreters", f"names must be unique, got {names}")
+    import_check = _build(_mapping(raw.get("import_check"), "import_check"),
+                          {"modules": ("modules", list_of(module_name))}, [], "import_check.")
+    config = Config(**top, probe=probe, interpreters=interpreters,
+                    import_check_modules=import_check.get("modules", ()))
+    if config.jitter_seconds >= config.interval_seconds:
+        raise _Located("jitter", "must be shorter than interval")
+    return config
+
+
+def load_config(path: Optional[str]) -> Config:
+    """Read and validate a config file; no path means the defaults."""
+    if path is None:
+        return Config()
+    prefix = f"error parsing config file: {path}"
+    try:
+        with open(path, encoding="utf-8") as handle:
+            raw = yaml.safe_load(handle)
+    except OSError as exc:
+        raise ConfigError(f"{prefix}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{prefix}: {where}invalid YAML: {problem}") from None
+    try:
+        return config_from_mapping(raw)
+    except _Located as exc:
+        raise ConfigError(f"{prefix}: {exc}") from None
+
+
+def check_flag(flag: str, validate: Callable[[Any], Any], value: Any) -> Any:
+    """Validate one command-line value with a config validator; errors name the flag."""
+    try:
+        return validate(value)
+    except ValueError as exc:
+        raise ConfigError(f"{flag}: {exc}") from None
+
+
+def with_probe(config: Config, **changes: Any) -> Config:
+    return replace(config, probe=replace(config.probe, **changes))
