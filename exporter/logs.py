@@ -46,7 +46,11 @@ def setup_logging(level: str, fmt: str) -> None:
 
 
 def log_kv(logger: logging.Logger, level: int, msg: str, /, **fields: Any) -> None:
-    """Log ``msg`` with key/value fields, e.g. ``log_kv(log, logging.INFO, "done", n=3)``."""
+    """Log ``msg`` with key/value fields, e.g. ``log_kv(log, logging.INFO, "done", n=3)``.
+
+    The first three parameters are positional-only so a field may be called ``msg`` or
+    ``level`` too.
+    """
     if logger.isEnabledFor(level):
         # stacklevel=2 so funcName/lineno name the caller, not this helper.
         logger.log(level, msg, extra={"kv": fields}, stacklevel=2)

@@ -181,7 +181,7 @@ class _Handler(WSGIRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         """Log nothing: one stderr line per scrape is noise (prometheus_client does the same)."""
 
-    def get_stderr(self) -> _ErrorLog:  # type: ignore[override]
+    def get_stderr(self) -> _ErrorLog:
         return _ErrorLog()
 
 
@@ -207,6 +207,8 @@ class _Server(socketserver.ThreadingMixIn, WSGIServer):
     """Thread-per-request WSGI server; TLS handshakes happen in the request's thread."""
 
     daemon_threads = True
+    # Never SO_REUSEPORT: a second exporter on the same port must fail, not share the traffic.
+    allow_reuse_port = False
     # socketserver's default backlog of 5 could refuse connections during a burst of scrapes.
     request_queue_size = 64
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -66,6 +66,9 @@ _UNSUPPORTED = {
                           "prefer_server_cipher_suites", "curve_preferences"},
     "http_server_config": {"http2"},
 }
+
+# Builds the one-line ConfigError for (field path, problem).
+_Fail = Callable[[str, str], ConfigError]
 
 # $2a$/$2b$/$2y$, two-digit cost, 22 characters of salt and 31 of hash (bcrypt's base64).
 _BCRYPT_RE = re.compile(r"^\$2[aby]\$(\d\d)\$[./A-Za-z0-9]{53}$")
@@ -173,7 +176,7 @@ def load_web_config(path: str) -> WebConfig:
     return config
 
 
-def _parse_tls(section: dict[str, Any], base: str, fail: Any) -> TLSServerConfig | None:
+def _parse_tls(section: dict[str, Any], base: str, fail: _Fail) -> TLSServerConfig | None:
     _check_keys(section, "tls_server_config", _TLS_KEYS, fail)
     values: dict[str, str] = {}
     for key, value in section.items():
@@ -213,7 +216,7 @@ def _parse_tls(section: dict[str, Any], base: str, fail: Any) -> TLSServerConfig
     return tls
 
 
-def _parse_headers(section: dict[str, Any], fail: Any) -> dict[str, str]:
+def _parse_headers(section: dict[str, Any], fail: _Fail) -> dict[str, str]:
     _check_keys(section, "http_server_config", _HTTP_KEYS, fail)
     headers = section.get("headers")
     if headers is None:
@@ -241,7 +244,7 @@ def _parse_headers(section: dict[str, Any], fail: Any) -> dict[str, str]:
     return result
 
 
-def _parse_users(users: Any, fail: Any) -> dict[str, str]:
+def _parse_users(users: Any, fail: _Fail) -> dict[str, str]:
     if users is None:
         return {}
     if not isinstance(users, dict):
@@ -261,7 +264,7 @@ def _parse_users(users: Any, fail: Any) -> dict[str, str]:
     return result
 
 
-def _section(raw: dict[str, Any], key: str, fail: Any) -> dict[str, Any]:
+def _section(raw: dict[str, Any], key: str, fail: _Fail) -> dict[str, Any]:
     value = raw.get(key)
     if value is None:
         return {}
@@ -270,7 +273,7 @@ def _section(raw: dict[str, Any], key: str, fail: Any) -> dict[str, Any]:
     return value
 
 
-def _check_keys(section: dict[Any, Any], where: str, allowed: set[str], fail: Any) -> None:
+def _check_keys(section: dict[Any, Any], where: str, allowed: set[str], fail: _Fail) -> None:
     for key in section:
         if key in allowed:
             continue

@@ -1,0 +1,534 @@
+"""Tests for exporter.web: routes, basic auth, headers and TLS over real sockets."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import gzip
+import http.client
+import ipaddress
+import socket
+import ssl
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import bcrypt
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client.registry import Collector
+
+import exporter
+from exporter.errors import ConfigError
+from exporter.web import WebServer, parse_listen_address, start_web_server
+from exporter.webconfig import load_web_config
+
+# --- fixtures: a tiny PKI, servers that are always shut down, and an HTTP client ----------
+
+
+@dataclass(frozen=True)
+class PKI:
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def _issue(subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Name,
+           issuer_key: ec.EllipticCurvePrivateKey, *, ca: bool = False,
+           usage: x509.ObjectIdentifier | None = None) -> x509.Certificate:
+    now = datetime.datetime.now(datetime.timezone.utc)
+    builder = (x509.CertificateBuilder().subject_name(_name(subject)).issuer_name(issuer)
+               .public_key(key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now - datetime.timedelta(minutes=5))
+               .not_valid_after(now + datetime.timedelta(days=1))
+               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+    if usage is not None:
+        builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+    if usage == ExtendedKeyUsageOID.SERVER_AUTH:
+        builder = builder.add_extension(x509.SubjectAlternativeName([
+            x509.DNSName("localhost"),
+            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+            x509.IPAddress(ipaddress.ip_address("::1")),
+        ]), critical=False)
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
+    """A CA, a server certificate for localhost/127.0.0.1/::1 and a client certificate."""
+    d = tmp_path_factory.mktemp("pki")
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_cert = _issue("test CA", ca_key, _name("test CA"), ca_key, ca=True)
+    files: dict[str, Any] = {"ca": ca_cert}
+    for role, usage in (("server", ExtendedKeyUsageOID.SERVER_AUTH),
+                        ("client", ExtendedKeyUsageOID.CLIENT_AUTH)):
+        key = ec.generate_private_key(ec.SECP256R1())
+        files[f"{role}_cert"] = _issue(role, key, ca_cert.subject, ca_key, usage=usage)
+        files[f"{role}_key"] = key
+    paths = {}
+    for name, obj in files.items():
+        path = d / f"{name}.pem"
+        if isinstance(obj, x509.Certificate):
+            path.write_bytes(obj.public_bytes(serialization.Encoding.PEM))
+        else:
+            path.write_bytes(obj.private_bytes(serialization.Encoding.PEM,
+                                               serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+        paths[name] = path
+    return PKI(**paths)
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    reg = CollectorRegistry()
+    Gauge("pyparallel_test_gauge", "A gauge the test registered.", registry=reg).set(42)
+    return reg
+
+
+@pytest.fixture
+def serve(registry: CollectorRegistry) -> Iterator[Callable[..., WebServer]]:
+    """Start servers on 127.0.0.1:0 by default and shut every one down after the test."""
+    servers: list[WebServer] = []
+
+    def start(listen_address: str = "127.0.0.1:0", **kwargs: Any) -> WebServer:
+        kwargs.setdefault("registry", registry)
+        server = start_web_server(listen_address, **kwargs)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.shutdown()
+
+
+@pytest.fixture
+def web_config_file(tmp_path: Path) -> Callable[[str], Any]:
+    def write(text: str) -> Any:
+        path = tmp_path / "web.yml"
+        path.write_text(text)
+        return load_web_config(str(path))
+    return write
+
+
+@dataclass
+class Response:
+    status: int
+    headers: http.client.HTTPMessage
+    body: bytes
+
+    @property
+    def text(self) -> str:
+        return self.body.decode()
+
+
+def fetch(server: WebServer, path: str, *, method: str = "GET",
+          headers: dict[str, str] | None = None, context: ssl.SSLContext | None = None,
+          auth: tuple[str, str] | None = None, timeout: float = 5) -> Response:
+    host = server.url.split("://", 1)[1].rsplit(":", 1)[0].strip("[]")
+    conn: http.client.HTTPConnection
+    if server.url.startswith("https:"):
+        conn = http.client.HTTPSConnection(host, server.port, context=context, timeout=timeout)
+    else:
+        conn = http.client.HTTPConnection(host, server.port, timeout=timeout)
+    headers = dict(headers or {})
+    if auth is not None:
+        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        headers["Authorization"] = f"Basic {token}"
+    try:
+        conn.request(method, path, headers=headers)
+        resp = conn.getresponse()
+        return Response(resp.status, resp.headers, resp.read())
+    finally:
+        conn.close()
+
+
+def client_context(pki: PKI, *, with_client_cert: bool = False) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(pki.ca))
+    if with_client_cert:
+        ctx.load_cert_chain(str(pki.client_cert), str(pki.client_key))
+    return ctx
+
+
+# --- routes -----------------------------------------------------------------------------
+
+
+def test_landing_page_links_metrics_health_readiness_and_shows_version(serve: Any) -> None:
+    server = serve(telemetry_path="/probe-metrics")
+    resp = fetch(server, "/")
+    assert resp.status == 200
+    assert resp.headers["Content-Type"] == "text/html; charset=utf-8"
+    assert "<title>Python Parallelism Exporter</title>" in resp.text
+    for link in ('href="/probe-metrics"', 'href="/-/healthy"', 'href="/-/ready"'):
+        assert link in resp.text
+    assert exporter.__version__ in resp.text
+
+
+def test_healthy_answers_200_healthy(serve: Any) -> None:
+    resp = fetch(serve(), "/-/healthy")
+    assert (resp.status, resp.text) == (200, "Healthy")
+
+
+def test_ready_follows_is_ready_503_then_200(serve: Any) -> None:
+    state = {"ready": False}
+    server = serve(is_ready=lambda: state["ready"])
+    resp = fetch(server, "/-/ready")
+    assert (resp.status, resp.text) == (503, "Not ready")
+    state["ready"] = True
+    resp = fetch(server, "/-/ready")
+    assert (resp.status, resp.text) == (200, "Ready")
+
+
+def test_ready_is_503_when_the_readiness_check_raises(serve: Any) -> None:
+    def broken() -> bool:
+        raise RuntimeError("no")
+    assert fetch(serve(is_ready=broken), "/-/ready").status == 503
+
+
+def test_metrics_serves_the_given_registry(serve: Any) -> None:
+    resp = fetch(serve(), "/metrics")
+    assert resp.status == 200
+    assert resp.headers["Content-Type"].startswith("text/plain")
+    assert "pyparallel_test_gauge 42.0" in resp.text
+
+
+def test_metrics_negotiates_gzip_and_openmetrics(serve: Any) -> None:
+    server = serve()
+    resp = fetch(server, "/metrics", headers={"Accept-Encoding": "gzip"})
+    assert resp.headers["Content-Encoding"] == "gzip"
+    assert b"pyparallel_test_gauge 42.0" in gzip.decompress(resp.body)
+    resp = fetch(server, "/metrics", headers={"Accept": "application/openmetrics-text"})
+    assert resp.headers["Content-Type"].startswith("application/openmetrics-text")
+    assert resp.text.endswith("# EOF\n")
+
+
+def test_custom_telemetry_path_replaces_metrics(serve: Any) -> None:
+    server = serve(telemetry_path="/x/metrics")
+    assert "pyparallel_test_gauge" in fetch(server, "/x/metrics").text
+    assert fetch(server, "/metrics").status == 404
+
+
+def test_telemetry_path_must_be_absolute(registry: CollectorRegistry) -> None:
+    with pytest.raises(ConfigError) as info:
+        start_web_server("127.0.0.1:0", registry, telemetry_path="metrics")
+    assert str(info.value) == "--web.telemetry-path: must start with '/', got 'metrics'"
+
+
+def test_failing_collector_gives_500_and_the_server_keeps_serving(serve: Any) -> None:
+    class Broken(Collector):
+        def collect(self) -> Any:
+            raise RuntimeError("collector exploded")
+
+    reg = CollectorRegistry()
+    server = serve(registry=reg)
+    reg.register(Broken())  # registered after start: registration itself calls collect()
+    resp = fetch(server, "/metrics")
+    assert resp.status == 500 and "collector exploded" in resp.text
+    assert fetch(server, "/-/healthy").status == 200
+
+
+def test_unknown_path_is_404(serve: Any) -> None:
+    assert fetch(serve(), "/nope").status == 404
+
+
+def test_reload_post_or_put_success_is_200(serve: Any) -> None:
+    calls = []
+
+    def reload() -> tuple[bool, str]:
+        calls.append(1)
+        return True, "config reloaded"
+
+    server = serve(reload=reload)
+    for method in ("POST", "PUT"):
+        resp = fetch(server, "/-/reload", method=method)
+        assert (resp.status, resp.text) == (200, "config reloaded")
+    assert len(calls) == 2
+
+
+def test_reload_failure_is_500_with_the_message(serve: Any) -> None:
+    server = serve(reload=lambda: (False, "error parsing config file: x.yml: boom"))
+    resp = fetch(server, "/-/reload", method="POST")
+    assert (resp.status, resp.text) == (500, "error parsing config file: x.yml: boom")
+
+
+def test_reload_that_raises_is_500(serve: Any) -> None:
+    def reload() -> tuple[bool, str]:
+        raise OSError("disk gone")
+    resp = fetch(serve(reload=reload), "/-/reload", method="POST")
+    assert (resp.status, resp.text) == (500, "reload failed: disk gone")
+
+
+def test_reload_with_get_is_405(serve: Any) -> None:
+    resp = fetch(serve(reload=lambda: (True, "")), "/-/reload")
+    assert resp.status == 405
+    assert resp.headers["Allow"] == "POST, PUT"
+
+
+def test_reload_without_a_reload_function_is_404(serve: Any) -> None:
+    assert fetch(serve(), "/-/reload", method="POST").status == 404
+
+
+def test_requests_are_not_logged_to_stderr(serve: Any, capfd: pytest.CaptureFixture[str]) -> None:
+    server = serve()
+    fetch(server, "/metrics")
+    fetch(server, "/nope")
+    assert capfd.readouterr().err == ""
+
+
+# --- basic auth and headers -------------------------------------------------------------
+
+
+@pytest.fixture
+def auth_server(serve: Any, web_config_file: Any) -> WebServer:
+    hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(4)).decode()
+    config = web_config_file(f"""
+http_server_config:
+  headers:
+    X-Frame-Options: deny
+    X-Content-Type-Options: nosniff
+basic_auth_users:
+  alice: {hashed}
+""")
+    return serve(web_config=config, reload=lambda: (True, "ok"))  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("auth", [None, ("alice", "wrong"), ("mallory", "s3cret"),
+                                  ("alice", "")])
+def test_basic_auth_rejects_missing_or_wrong_credentials_with_401(
+        auth_server: WebServer, auth: tuple[str, str] | None) -> None:
+    for path in ("/metrics", "/", "/-/healthy"):
+        resp = fetch(auth_server, path, auth=auth)
+        assert resp.status == 401
+        assert resp.headers["WWW-Authenticate"] == "Basic"
+        assert "pyparallel_test_gauge" not in resp.text
+    assert fetch(auth_server, "/-/reload", method="POST", auth=auth).status == 401
+
+
+@pytest.mark.parametrize("header", ["Bearer abc", "Basic !!!notbase64", "Basic YWxpY2U="])
+def test_basic_auth_rejects_malformed_authorization_headers(
+        auth_server: WebServer, header: str) -> None:
+    assert fetch(auth_server, "/metrics", headers={"Authorization": header}).status == 401
+
+
+def test_basic_auth_accepts_the_right_password(auth_server: WebServer) -> None:
+    resp = fetch(auth_server, "/metrics", auth=("alice", "s3cret"))
+    assert resp.status == 200
+    assert "pyparallel_test_gauge 42.0" in resp.text
+
+
+def test_basic_auth_verified_credentials_are_cached_not_rehashed(
+        auth_server: WebServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[bytes] = []
+    real_checkpw = bcrypt.checkpw
+
+    def counting_checkpw(password: bytes, hashed: bytes) -> bool:
+        calls.append(password)
+        return real_checkpw(password, hashed)
+
+    monkeypatch.setattr(bcrypt, "checkpw", counting_checkpw)
+    for _ in range(3):
+        assert fetch(auth_server, "/metrics", auth=("alice", "s3cret")).status == 200
+    assert calls == [b"s3cret"]
+    # A wrong password is never served from the cache of the right one.
+    assert fetch(auth_server, "/metrics", auth=("alice", "s3cret!")).status == 401
+    assert calls == [b"s3cret", b"s3cret!"]
+
+
+def test_unknown_user_still_costs_a_bcrypt_check(
+        auth_server: WebServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Otherwise response time would reveal which user names exist.
+    calls: list[bytes] = []
+    real_checkpw = bcrypt.checkpw
+
+    def counting_checkpw(password: bytes, hashed: bytes) -> bool:
+        calls.append(password)
+        return real_checkpw(password, hashed)
+
+    monkeypatch.setattr(bcrypt, "checkpw", counting_checkpw)
+    assert fetch(auth_server, "/metrics", auth=("mallory", "x")).status == 401
+    assert calls == [b"x"]
+
+
+def test_configured_headers_are_on_every_response(auth_server: WebServer) -> None:
+    responses = [
+        fetch(auth_server, "/metrics"),  # 401
+        fetch(auth_server, "/metrics", auth=("alice", "s3cret")),
+        fetch(auth_server, "/nope", auth=("alice", "s3cret")),
+        fetch(auth_server, "/-/reload", auth=("alice", "s3cret")),  # 405
+    ]
+    assert [r.status for r in responses] == [401, 200, 404, 405]
+    for resp in responses:
+        assert resp.headers["X-Frame-Options"] == "deny"
+        assert resp.headers["X-Content-Type-Options"] == "nosniff"
+
+
+# --- TLS --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tls_config(pki: PKI, web_config_file: Any) -> Any:
+    return web_config_file(
+        f"tls_server_config:\n  cert_file: {pki.server_cert}\n  key_file: {pki.server_key}\n")
+
+
+def test_tls_server_serves_https(serve: Any, pki: PKI, tls_config: Any) -> None:
+    server = serve(web_config=tls_config)
+    assert server.url == f"https://127.0.0.1:{server.port}"
+    resp = fetch(server, "/metrics", context=client_context(pki))
+    assert resp.status == 200
+    assert "pyparallel_test_gauge 42.0" in resp.text
+
+
+def test_plain_http_to_tls_port_fails_without_hanging_the_server(
+        serve: Any, pki: PKI, tls_config: Any) -> None:
+    server = serve(web_config=tls_config)
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = sock.recv(4096)
+    assert answer.startswith(b"HTTP/1.0 400 Bad Request")
+    assert b"pyparallel_test_gauge" not in answer
+    assert time.monotonic() - started < 3
+    assert fetch(server, "/-/healthy", context=client_context(pki)).status == 200
+
+
+def test_silent_client_does_not_block_other_tls_clients(
+        serve: Any, pki: PKI, tls_config: Any) -> None:
+    # The handshake runs in the request thread: a connection that never speaks must not
+    # hold up accept() for everyone else.
+    server = serve(web_config=tls_config)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5):
+        started = time.monotonic()
+        resp = fetch(server, "/-/healthy", context=client_context(pki), timeout=3)
+        assert resp.status == 200
+        assert time.monotonic() - started < 2
+
+
+def test_tls_client_that_does_not_trust_the_server_is_refused(
+        serve: Any, tls_config: Any, pki: PKI) -> None:
+    server = serve(web_config=tls_config)
+    with pytest.raises(ssl.SSLCertVerificationError):
+        fetch(server, "/metrics", context=ssl.create_default_context())
+    assert fetch(server, "/metrics", context=client_context(pki)).status == 200
+
+
+def test_client_certificate_required_and_verified(
+        serve: Any, pki: PKI, web_config_file: Any) -> None:
+    config = web_config_file(f"""
+tls_server_config:
+  cert_file: {pki.server_cert}
+  key_file: {pki.server_key}
+  client_auth_type: RequireAndVerifyClientCert
+  client_ca_file: {pki.ca}
+""")
+    server = serve(web_config=config)
+    with pytest.raises((ssl.SSLError, ConnectionError, http.client.HTTPException)):
+        fetch(server, "/metrics", context=client_context(pki))
+    resp = fetch(server, "/metrics", context=client_context(pki, with_client_cert=True))
+    assert resp.status == 200
+
+
+def test_tls_and_basic_auth_together(serve: Any, pki: PKI, web_config_file: Any) -> None:
+    hashed = bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode()
+    config = web_config_file(f"""
+tls_server_config:
+  cert_file: {pki.server_cert}
+  key_file: {pki.server_key}
+basic_auth_users:
+  prometheus: {hashed}
+""")
+    server = serve(web_config=config)
+    ctx = client_context(pki)
+    assert fetch(server, "/metrics", context=ctx).status == 401
+    assert fetch(server, "/metrics", context=ctx, auth=("prometheus", "pw")).status == 200
+
+
+# --- listen address and lifecycle -------------------------------------------------------
+
+
+@pytest.mark.parametrize(("address", "expected"), [
+    (":9860", ("", 9860)),
+    ("0.0.0.0:9860", ("0.0.0.0", 9860)),
+    ("127.0.0.1:0", ("127.0.0.1", 0)),
+    ("[::1]:9860", ("::1", 9860)),
+    ("[::]:9860", ("::", 9860)),
+    ("localhost:65535", ("localhost", 65535)),
+])
+def test_listen_address_parses_node_exporter_style(
+        address: str, expected: tuple[str, int]) -> None:
+    assert parse_listen_address(address) == expected
+
+
+@pytest.mark.parametrize(("address", "problem"), [
+    ("9860", "missing port (expected [host]:port such as :9860)"),
+    ("", "missing port (expected [host]:port such as :9860)"),
+    ("localhost:", "port must be a number from 0 to 65535"),
+    ("localhost:http", "port must be a number from 0 to 65535"),
+    (":65536", "port must be a number from 0 to 65535"),
+    (":-1", "port must be a number from 0 to 65535"),
+    ("::1:9860", "IPv6 addresses need brackets, e.g. [::1]:9860"),
+    ("[::1:9860", "missing ']' in IPv6 address"),
+    ("[::1]", "missing port after ']' (expected e.g. [::1]:9860)"),
+    ("[::1]9860", "missing port after ']' (expected e.g. [::1]:9860)"),
+    ("[localhost]:9860", "invalid IPv6 address 'localhost'"),
+    ("http://localhost:9860", "must be host:port, not a URL"),
+    ("local host:9860", "invalid host 'local host'"),
+])
+def test_malformed_listen_address_is_a_config_error(address: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_listen_address(address)
+    assert str(info.value) == f"--web.listen-address: {problem}, got {address!r}"
+
+
+def test_malformed_listen_address_is_rejected_by_start(registry: CollectorRegistry) -> None:
+    with pytest.raises(ConfigError, match=r"^--web\.listen-address: "):
+        start_web_server("9860", registry)
+
+
+def test_port_zero_picks_a_free_port_and_url_names_it(serve: Any) -> None:
+    server = serve("127.0.0.1:0")
+    assert server.port > 0
+    assert server.url == f"http://127.0.0.1:{server.port}"
+
+
+def test_wildcard_address_is_reachable_on_loopback(serve: Any) -> None:
+    server = serve(":0")
+    assert server.url == f"http://127.0.0.1:{server.port}"
+    assert fetch(server, "/-/healthy").status == 200
+
+
+def test_ipv6_loopback_address(serve: Any) -> None:
+    try:
+        server = serve("[::1]:0")
+    except ConfigError as exc:
+        pytest.skip(f"no IPv6 loopback here: {exc}")
+    assert server.url == f"http://[::1]:{server.port}"
+    assert fetch(server, "/-/healthy").status == 200
+
+
+def test_port_in_use_is_a_config_error(serve: Any, registry: CollectorRegistry) -> None:
+    server = serve()
+    with pytest.raises(ConfigError) as info:
+        start_web_server(f"127.0.0.1:{server.port}", registry)
+    assert str(info.value) == (f"--web.listen-address: cannot listen on "
+                               f"127.0.0.1:{server.port}: Address already in use")
+
+
+def test_shutdown_closes_the_socket_and_is_idempotent(registry: CollectorRegistry) -> None:
+    server = start_web_server("127.0.0.1:0", registry)
+    assert fetch(server, "/-/healthy").status == 200
+    server.shutdown()
+    server.shutdown()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", server.port), timeout=2).close()
