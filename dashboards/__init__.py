@@ -1,0 +1,1 @@
+"""The monitoring mixin: dashboards, Prometheus rules and deployment files, generated from Python."""

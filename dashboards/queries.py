@@ -1,0 +1,85 @@
+"""Reads the PromQL out of dashboard JSON, so tests can check and run every panel's query."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from dashboards.mixin_config import CONFIG
+
+# Panels that may show no data on a healthy host after a successful probe round, and why.
+# Every other panel's every query returns at least one series once a round has succeeded
+# (and the recording rules have been evaluated once).
+MAY_BE_EMPTY: dict[str, str] = {
+    f"Speedup baseline ({CONFIG.baseline_window} median ending {CONFIG.baseline_offset} ago)": (
+        f"the baseline window ends {CONFIG.baseline_offset} ago, so it needs that much history"
+    ),
+    "Modules re-enabling the GIL on import": (
+        "pyparallel_import_gil_enabled exists only when the config lists modules to check"
+    ),
+}
+
+# `$var`, `${var}`, `${var:format}` and the old `[[var]]` forms of a Grafana variable.
+_VARIABLE = re.compile(r"\$(\w+)|\$\{(\w+)(?::\w+)?\}|\[\[(\w+)\]\]")
+
+
+def iter_panels(dashboard: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every panel, including those nested in (collapsed) rows and old-style `rows`."""
+    stack = list(dashboard.get("panels", [])) + [
+        panel for row in dashboard.get("rows", []) for panel in row.get("panels", [])
+    ]
+    for panel in stack:
+        yield panel
+        yield from iter_panels({"panels": panel.get("panels", [])})
+
+
+def all_panel_queries(dashboard: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(panel title, PromQL expr) of every visible target of every panel, in dashboard order."""
+    return [
+        (panel.get("title", ""), target["expr"])
+        for panel in iter_panels(dashboard)
+        if panel.get("type") != "row"
+        for target in panel.get("targets", [])
+        if target.get("expr") and not target.get("hide")
+    ]
+
+
+def annotation_queries(dashboard: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(annotation name, PromQL expr) of every Prometheus annotation."""
+    return [(a["name"], a["expr"]) for a in dashboard.get("annotations", {}).get("list", []) if a.get("expr")]
+
+
+def variable_queries(dashboard: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(variable name, query) of every `query` template variable; these are label_values() calls."""
+    return [
+        (v["name"], v["query"] if isinstance(v["query"], str) else v["query"]["query"])
+        for v in dashboard.get("templating", {}).get("list", [])
+        if v.get("type") == "query"
+    ]
+
+
+def variable_names(dashboard: Mapping[str, Any]) -> set[str]:
+    """Names of the dashboard's template variables."""
+    return {v["name"] for v in dashboard.get("templating", {}).get("list", [])}
+
+
+def variables_used(text: str) -> set[str]:
+    """Names of the variables a query refers to, Grafana's own `$__...` ones included."""
+    return {next(name for name in match.groups() if name) for match in _VARIABLE.finditer(text)}
+
+
+def substitute(text: str, values: Mapping[str, str]) -> str:
+    """Replace every variable with its value; a variable missing from `values` is an error.
+
+    Variables appear as regex matchers (`=~"$instance"`), so a value may be a regex such as
+    `.+` (what "All" means in these dashboards) or an escaped literal.
+    """
+
+    def replace(match: re.Match[str]) -> str:
+        name = next(group for group in match.groups() if group)
+        if name not in values:
+            raise KeyError(f"no value for dashboard variable ${name} in {text!r}")
+        return values[name]
+
+    return _VARIABLE.sub(replace, text)
