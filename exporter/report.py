@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any, Optional, Sequence
 
+from rich import box
 from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
@@ -38,23 +39,21 @@ def fmt(value: Optional[float], pattern: str = "{:.2f}") -> str:
 def step_row(step: StepResult) -> list[str]:
     mode = step.mode
     if not step.available:
-        return [mode, str(step.workers), "", "", "", "", "", "", f"unavailable: {step.message}"]
+        return [f"[dim]{mode}[/dim]", str(step.workers)] + ["[dim]n/a[/dim]"] * 7
     if not step.success or step.summary is None:
-        return [mode, str(step.workers), "", "", "", "", "", "",
-                f"[red]failed ({step.reason})[/red]: {step.message}"]
+        return [f"[red]{mode}[/red]", str(step.workers)] + ["[red]fail[/red]"] * 7
     s = step.summary
-    return [mode, str(step.workers), f"{s.wall_seconds:.3f}", f"{s.throughput_units_per_second:.2f}",
-            f"{s.speedup:.2f}× ±{s.speedup_spread * 50:.0f}%", f"{s.efficiency * 100:.0f}%",
-            f"{s.cores_used:.2f}", f"{s.startup_seconds * 1000:.0f}", "[green]ok[/green]"]
+    return [mode, str(step.workers), f"{s.wall_seconds:.2f}s", f"{s.throughput_units_per_second:.2f}",
+            f"{s.speedup:.2f}×", f"{s.speedup_spread * 50:.0f}%", f"{s.efficiency * 100:.0f}%",
+            f"{s.cores_used:.2f}", f"{s.startup_seconds * 1000:.0f}ms"]
 
 
 def results_table(report: WorkloadReport) -> Table:
     identity = report.identity
     title = f"{report.spec.workload} — {interpreter_label(report)}"
-    table = Table(title=title, title_justify="left")
-    for column in ("mode", "N", "time s", "units/s", "speedup", "effic.", "cores",
-                   "start ms", "status"):
-        table.add_column(column, justify="left" if column in ("mode", "status") else "right")
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in ("mode", "N", "time", "unit/s", "speedup", "±", "eff", "cores", "start"):
+        table.add_column(column, justify="left" if column == "mode" else "right", no_wrap=True)
     for step in report.steps:
         table.add_row(*step_row(step))
     if identity is not None and report.ops_per_unit:
@@ -63,6 +62,13 @@ def results_table(report: WorkloadReport) -> Table:
                          f"{report.spec.repeats} ± half the spread; cores = CPU s / wall s; "
                          f"processes start with {report.spec.start_method}")
     return table
+
+
+def step_notes(report: WorkloadReport) -> list[Text]:
+    """Why each failed or unavailable step did not give figures."""
+    return [Text(f"  {s.mode} ×{s.workers}: " + (f"failed ({s.reason}): " if s.available else "unavailable: ")
+                 + s.message, style="red" if s.available else "dim")
+            for s in report.steps if not s.success]
 
 
 def bar(fraction: float, width: int = BAR_WIDTH) -> Text:
@@ -74,7 +80,7 @@ def bar(fraction: float, width: int = BAR_WIDTH) -> Text:
 def core_bars(report: WorkloadReport, width: int) -> Group:
     """Per-core busy fraction during each mode's timed window, fitted to ``width`` columns."""
     cpus = max((len(s.summary.core_utilisation) for s in report.steps if s.summary), default=1)
-    bar_width = max(4, min(BAR_WIDTH, (width - 22) // max(1, cpus) - 10))
+    bar_width = max(4, min(BAR_WIDTH, (width - 22) // max(1, cpus) - 12))
     lines = [Text("per-core utilisation during the timed window", style="bold")]
     for step in report.steps:
         if step.summary is None:
@@ -124,6 +130,8 @@ def render(reports: Sequence[WorkloadReport], host: HostCpus, console: Console) 
     for report in reports:
         console.print()
         console.print(results_table(report))
+        for note in step_notes(report):
+            console.print(note)
         console.print(core_bars(report, console.width))
         console.print(Text(verdict(report, host.usable), style="bold"))
 

@@ -1,0 +1,83 @@
+"""The command line as a user runs it: exit codes, one-line errors, JSON and the chart."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from exporter.hostinfo import host_cpus
+
+
+def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "exporter", *args], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["probe", "--workload", "nope"], "--workload: unknown workload 'nope'"),
+    (["probe", "--mode", "greenlets"], "--mode: unknown mode 'greenlets'"),
+    (["probe", "--repeats", "0"], "--repeats: must be an integer >= 1, got 0"),
+    (["probe", "--workers", "two"], "--workers: must be an integer >= 1, got 'two'"),
+    (["probe", "--seconds", "-1"], "--seconds: must be a number > 0, got -1.0"),
+    (["probe", "--start-method", "thread"], "--start-method: must be one of fork, forkserver, spawn"),
+    (["probe", "--timeout", "soon"], "--timeout: must be a duration like 30s or 5m, got 'soon'"),
+    (["probe", "--frobnicate"], "unrecognized arguments: --frobnicate"),
+    (["probe", "--config.file", "/no/such.yml"], "error parsing config file: /no/such.yml"),
+    (["bogus"], "invalid choice: 'bogus'"),
+])
+def test_bad_input_exits_2_with_one_line(args, message):
+    result = cli(*args)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert message in result.stderr
+
+
+def probe_json(*extra: str) -> dict:
+    result = cli("probe", "--workload", "sleep", "--mode", "threads,asyncio", "--workers", "2",
+                 "--seconds", "0.1", "--repeats", "1", "--json", *extra)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_json_document_has_interpreter_host_and_results():
+    document = probe_json()
+    assert document["interpreter"]["version"] == ".".join(map(str, sys.version_info[:3]))
+    assert document["interpreter"]["gil_enabled"] is True
+    assert document["host"]["usable_cpus"] == host_cpus().usable
+    modes = [(r["mode"], r["workers"]) for r in document["results"]]
+    assert modes == [("sequential", 1), ("threads", 2), ("asyncio", 2)]
+    for result in document["results"]:
+        assert result["success"] is True
+        assert result["workload"] == "sleep"
+        for key in ("speedup", "throughput_units_per_second", "efficiency", "cores_used"):
+            assert isinstance(result[key], float)
+        assert len(result["core_utilisation"]) == host_cpus().logical
+    assert document["results"][1]["speedup"] > 1.5  # sleeping threads overlap
+
+
+def test_failed_probe_exits_1_and_says_why(tmp_path):
+    result = cli("probe", "--python", str(tmp_path / "missing-python"), "--workload", "sleep",
+                 "--mode", "threads", "--seconds", "0.1", "--repeats", "1", "--json")
+    assert result.returncode == 1
+    results = json.loads(result.stdout)["results"]
+    assert {r["reason"] for r in results} == {"interpreter"}
+
+
+def test_plot_writes_a_png(tmp_path):
+    chart = tmp_path / "chart.png"
+    probe_json("--plot", str(chart))
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_terminal_report_has_table_bars_and_verdict():
+    result = cli("probe", "--workload", "sleep", "--mode", "threads", "--workers", "2",
+                 "--seconds", "0.1", "--repeats", "1")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "sleep" in out and "threads" in out and "speedup" in out
+    assert "per-core utilisation" in out and "cpu0" in out
+    assert "sleep: threads: scales" in out

@@ -1,0 +1,87 @@
+"""Config validation: defaults, a full file, and one exact message per invalid file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from exporter import config
+from exporter.errors import ConfigError
+
+TESTDATA = Path(__file__).parent / "testdata"
+
+INVALID = {
+    "invalid-repeats-zero.yml": "probe.repeats: must be an integer >= 1, got 0",
+    "invalid-unknown-workload.yml": "probe.workloads: unknown workload 'nope' (known: json, objects, pure_python, sha256, sleep, zlib, or package.module:function)",
+    "invalid-unknown-mode.yml": "probe.modes: unknown mode 'greenlets' (known: sequential, threads, processes, asyncio, subinterpreters)",
+    "invalid-unknown-key.yml": "intervall: unknown field (known: duty_cycle, import_check, interpreters, interval, jitter, probe)",
+    "invalid-unknown-probe-key.yml": "probe.unit_second: unknown field (known: modes, per_core_series, repeats, start_method, timeout, unit_seconds, workers, workloads)",
+    "invalid-interval.yml": "interval: must be a duration like 30s or 5m, got 'soon'",
+    "invalid-workers.yml": "probe.workers: must be an integer >= 1, got -1",
+    "invalid-start-method.yml": "probe.start_method: must be one of fork, forkserver, spawn, got 'thread'",
+    "invalid-yaml.yml": "line 2: invalid YAML: expected ',' or ']', but got '<stream end>'",
+    "invalid-top-level.yml": "(top level): must be a mapping, got list",
+    "invalid-interpreter-no-path.yml": "interpreters[0].path: is required",
+    "invalid-interpreter-duplicate.yml": "interpreters: names must be unique, got ['a', 'a']",
+    "invalid-duty-cycle.yml": "duty_cycle: must be a number in (0, 1], got 1.5",
+    "invalid-jitter.yml": "jitter: must be shorter than interval",
+    "invalid-import-module.yml": "import_check.modules: must be a dotted module name, got 'not a module'",
+    "invalid-timeout.yml": "probe.timeout: must be a duration like 30s or 5m, got '-5s'",
+}
+
+
+def test_every_invalid_file_in_testdata_has_an_expected_message():
+    assert {p.name for p in TESTDATA.glob("invalid-*.yml")} == set(INVALID)
+
+
+@pytest.mark.parametrize("name", sorted(INVALID))
+def test_invalid_config_file_is_one_line_naming_file_field_and_problem(name):
+    path = TESTDATA / name
+    with pytest.raises(ConfigError) as error:
+        config.load_config(str(path))
+    assert str(error.value) == f"error parsing config file: {path}: {INVALID[name]}"
+    assert "\n" not in str(error.value)
+
+
+def test_missing_config_file_names_the_file():
+    with pytest.raises(ConfigError, match=r"^error parsing config file: /no/such\.yml: No such file"):
+        config.load_config("/no/such.yml")
+
+
+def test_no_file_means_defaults():
+    cfg = config.load_config(None)
+    assert cfg == config.Config()
+    assert cfg.interval_seconds == 300 and cfg.duty_cycle == 0.05
+    assert cfg.probe.workers == ()  # the usable cores, found at run time
+
+
+def test_default_interpreter_is_the_running_python():
+    (only,) = config.Config().interpreter_list()
+    assert only.name.startswith("cpython-3.")
+
+
+def test_full_file_sets_every_field():
+    cfg = config.load_config(str(TESTDATA / "valid-full.yml"))
+    assert cfg.interval_seconds == 90 and cfg.jitter_seconds == 5 and cfg.duty_cycle == 0.1
+    assert cfg.interpreters[1] == config.InterpreterConfig(
+        "cpython-3.13t-gil", "/opt/python3.13t/bin/python3.13t", {"PYTHON_GIL": "1"})
+    assert cfg.probe == config.ProbeConfig(
+        workloads=("pure_python", "json:dumps"),
+        modes=("sequential", "threads", "processes", "asyncio", "subinterpreters"),
+        workers=(1, 2, 4), unit_seconds=0.3, repeats=5, timeout_seconds=30,
+        start_method="spawn", per_core_series=False)
+    assert cfg.import_check_modules == ("json", "xml.etree.ElementTree")
+
+
+def test_the_shipped_example_config_is_valid():
+    example = Path(__file__).parent.parent / "deploy" / "config.example.yml"
+    if not example.exists():
+        pytest.skip("deploy/config.example.yml not written yet")
+    config.load_config(str(example))
+
+
+@pytest.mark.parametrize("text, seconds", [("30s", 30), ("5m", 300), ("1h30m", 5400),
+                                           ("250ms", 0.25), (42, 42), (1.5, 1.5)])
+def test_durations_in_prometheus_style(text, seconds):
+    assert config.parse_duration(text) == seconds

@@ -1,0 +1,187 @@
+"""Real probes in a child interpreter: sane figures on this host, and isolated failures.
+
+The ranges are physical, loose enough never to flake on a 2-core machine: they check that
+the harness measures what it says (GIL threads on one core, processes on all), not speed.
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from pathlib import Path
+
+import psutil
+import pytest
+
+from exporter import probe
+from exporter.hostinfo import host_cpus
+
+TESTS = Path(__file__).parent
+TWO_CORES = host_cpus().usable >= 2
+needs_two_cores = pytest.mark.skipif(not TWO_CORES, reason="needs 2 usable CPUs")
+
+
+def this_python(**env: str) -> probe.Interpreter:
+    return probe.Interpreter("test", sys.executable, env)
+
+
+def run(workload: str, modes=("threads", "processes"), workers=(2,), unit=0.3, repeats=3,
+        timeout=60.0, env=None) -> probe.WorkloadReport:
+    spec = probe.ProbeSpec(workload, modes, workers, unit, repeats, timeout, "forkserver")
+    return probe.run_workload(this_python(**(env or {})), spec)
+
+
+@pytest.fixture(scope="module")
+def pure_python_report() -> probe.WorkloadReport:
+    return run("pure_python", modes=("threads", "processes", "asyncio"))
+
+
+def test_identity_of_this_interpreter(pure_python_report):
+    identity = pure_python_report.identity
+    assert identity.version == ".".join(map(str, sys.version_info[:3]))
+    assert identity.implementation == "cpython"
+    assert identity.free_threaded_build is False
+    assert identity.gil_enabled is True
+
+
+def test_calibration_sizes_a_unit_near_the_target(pure_python_report):
+    unit = pure_python_report.ops_per_unit * pure_python_report.op_seconds
+    assert 0.15 < unit < 0.6
+
+
+@needs_two_cores
+def test_processes_scale_for_pure_python(pure_python_report):
+    step = pure_python_report.step("processes", 2)
+    assert step.success, step.message
+    assert step.summary.speedup > 1.4
+    assert step.summary.cores_used > 1.5
+    assert step.summary.startup_seconds > 0
+
+
+@needs_two_cores
+def test_gil_threads_do_not_scale_and_use_one_core(pure_python_report):
+    step = pure_python_report.step("threads", 2)
+    assert step.success, step.message
+    assert step.summary.speedup < 1.3
+    assert step.summary.cores_used < 1.3
+
+
+def test_asyncio_runs_cpu_work_on_one_core(pure_python_report):
+    summary = pure_python_report.step("asyncio", 2).summary
+    assert summary.speedup < 1.3
+    assert summary.cores_used < 1.3
+
+
+def test_sequential_baseline_has_speedup_one(pure_python_report):
+    summary = pure_python_report.step("sequential", 1).summary
+    assert summary.speedup == pytest.approx(1.0, abs=0.15)
+    assert summary.serial_fraction is None
+
+
+@needs_two_cores
+def test_per_core_utilisation_shows_processes_on_every_core(pure_python_report):
+    cores = pure_python_report.step("processes", 2).summary.core_utilisation
+    assert len(cores) == psutil.cpu_count()
+    assert all(0.0 <= c <= 1.0 for c in cores)
+    assert sum(cores) > 1.5  # two busy workers: about two whole CPUs busy
+
+
+def test_sleep_overlaps_in_threads_and_asyncio():
+    report = run("sleep", modes=("threads", "asyncio"), unit=0.3, repeats=1)
+    assert report.step("threads", 2).summary.speedup > 1.7
+    assert report.step("asyncio", 2).summary.speedup > 1.7
+    assert report.step("threads", 2).summary.cores_used < 0.5
+
+
+def test_subinterpreters_mode_reports_itself_unavailable_before_3_14():
+    if sys.version_info >= (3, 14):
+        pytest.skip("this interpreter has concurrent.interpreters")
+    report = run("sleep", modes=("subinterpreters",), unit=0.05, repeats=1)
+    step = report.step("subinterpreters", 2)
+    assert step.available is False and step.success is False and step.reason is None
+    assert "3.14" in step.message
+    assert report.success  # unavailable is not a failure
+
+
+# --- failures are isolated ----------------------------------------------------------------
+
+
+def leftover_processes(token: str) -> list[psutil.Process]:
+    """Processes still carrying the probe's unique environment token."""
+    found = []
+    for process in psutil.process_iter():
+        try:
+            if process.environ().get("PYPARALLEL_TEST_TOKEN") == token:
+                found.append(process)
+        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def run_faulty(function: str, monkeypatch, modes=("threads", "processes"), timeout=5.0):
+    monkeypatch.chdir(TESTS)  # the runner imports user workloads from the working directory
+    token = uuid.uuid4().hex
+    report = run(f"faulty_workloads:{function}", modes=modes, unit=0.05, repeats=1,
+                 timeout=timeout, env={"PYPARALLEL_TEST_TOKEN": token})
+    return report, leftover_processes(token)
+
+
+def test_raising_workload_fails_every_step_with_reason_error(monkeypatch):
+    report, leftovers = run_faulty("raises", monkeypatch)
+    assert not report.success
+    assert {s.reason for s in report.steps} == {"error"}
+    assert "ValueError: boom from a workload" in report.step("sequential", 1).message
+    assert leftovers == []
+
+
+def test_aborting_workload_is_a_crash_with_the_signal_named(monkeypatch):
+    report, leftovers = run_faulty("aborts", monkeypatch)
+    assert {s.reason for s in report.steps} == {"crash"}
+    assert "SIGABRT" in report.step("sequential", 1).message
+    assert leftovers == []
+
+
+def test_hanging_workload_is_killed_after_its_timeout(monkeypatch):
+    report, leftovers = run_faulty("hangs", monkeypatch, timeout=2.0)
+    assert {s.reason for s in report.steps} == {"timeout"}
+    assert report.duration_seconds < 15
+    assert leftovers == []
+
+
+def test_crash_in_one_worker_process_fails_only_the_processes_step(monkeypatch):
+    report, leftovers = run_faulty("aborts_in_worker_process", monkeypatch)
+    assert report.step("sequential", 1).success
+    assert report.step("threads", 2).success
+    processes = report.step("processes", 2)
+    assert processes.reason == "crash"
+    assert "-6" in processes.message  # the worker's exit code: SIGABRT
+    assert leftovers == []
+
+
+def test_hang_in_a_worker_process_kills_the_whole_tree(monkeypatch):
+    report, leftovers = run_faulty("hangs_in_worker_process", monkeypatch, timeout=2.0)
+    assert report.step("threads", 2).success
+    assert report.step("processes", 2).reason == "timeout"
+    assert leftovers == []
+
+
+def test_workload_printing_to_stdout_does_not_corrupt_the_results(monkeypatch):
+    report, _ = run_faulty("prints", monkeypatch, modes=("threads",))
+    assert report.success
+
+
+def test_missing_interpreter_is_a_failed_probe_with_reason_interpreter():
+    spec = probe.ProbeSpec("pure_python", ("threads",), (2,), 0.1, 1, 5.0)
+    report = probe.run_workload(probe.Interpreter("ghost", "/nonexistent/python3"), spec)
+    assert {s.reason for s in report.steps} == {"interpreter"}
+    assert "/nonexistent/python3" in report.step("threads", 2).message
+
+
+def test_interpreter_that_cannot_run_the_runner_is_reason_interpreter(tmp_path):
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/sh\necho 'Python 2.7 says no' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    spec = probe.ProbeSpec("pure_python", ("threads",), (2,), 0.1, 1, 5.0)
+    report = probe.run_workload(probe.Interpreter("old", str(fake)), spec)
+    assert {s.reason for s in report.steps} == {"interpreter"}
+    assert "Python 2.7 says no" in report.step("sequential", 1).message
