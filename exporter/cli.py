@@ -126,13 +126,6 @@ def _number(text: str) -> object:
         return text
 
 
-def specs_for(cfg: config.Config, host: hostinfo.HostCpus) -> list[probe.ProbeSpec]:
-    p = cfg.probe
-    workers = p.workers or (host.default_workers,)
-    return [probe.ProbeSpec(w, p.modes, workers, p.unit_seconds, p.repeats, p.timeout_seconds,
-                            p.start_method) for w in p.workloads]
-
-
 def name_after_identity(reports: list[probe.WorkloadReport]) -> None:
     """Give unnamed ``--python`` interpreters a label from what they reported."""
     for item in reports:
@@ -153,10 +146,9 @@ def run_one_shot(args: argparse.Namespace) -> int:
     reports: list[probe.WorkloadReport] = []
     with err.status("probing…") as status:
         for interpreter in cfg.interpreter_list():
-            target = probe.Interpreter(interpreter.name, interpreter.path, interpreter.env)
-            for spec in specs_for(cfg, host):
+            for spec in cfg.probe_specs(host.default_workers):
                 where = f"[{interpreter.name or interpreter.path}] "
-                reports.append(probe.run_workload(target, spec, lambda m: status.update(where + m)))
+                reports.append(probe.run_workload(interpreter, spec, lambda m: status.update(where + m)))
     name_after_identity(reports)
     if args.json:
         print(json.dumps(report.json_document(reports, host), indent=2))

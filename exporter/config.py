@@ -19,6 +19,7 @@ import yaml
 
 from exporter import workloads
 from exporter.errors import ConfigError
+from exporter.probe import Interpreter, ProbeSpec
 from exporter.runner import MODES
 
 START_METHODS = ("fork", "forkserver", "spawn")
@@ -70,8 +71,17 @@ class Config:
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     import_check_modules: tuple[str, ...] = ()
 
-    def interpreter_list(self) -> tuple[InterpreterConfig, ...]:
-        return self.interpreters or (InterpreterConfig(default_interpreter_name(), sys.executable),)
+    def interpreter_list(self) -> tuple[Interpreter, ...]:
+        """The configured interpreters, or the running Python."""
+        configured = self.interpreters or (InterpreterConfig(default_interpreter_name(), sys.executable),)
+        return tuple(Interpreter(i.name, i.path, i.env) for i in configured)
+
+    def probe_specs(self, default_workers: int) -> list[ProbeSpec]:
+        """One probe per workload; no configured worker counts means the usable cores."""
+        p = self.probe
+        workers = p.workers or (default_workers,)
+        return [ProbeSpec(w, p.modes, workers, p.unit_seconds, p.repeats, p.timeout_seconds,
+                          p.start_method) for w in p.workloads]
 
 
 # --- field validators: each returns the clean value or raises ValueError(problem) --------

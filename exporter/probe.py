@@ -121,6 +121,16 @@ class WorkloadReport:
         return all(s.success for s in self.steps if s.available)
 
 
+@dataclass(frozen=True)
+class ImportCheck:
+    """Whether importing ``module`` re-enabled the GIL of a free-threaded interpreter."""
+
+    interpreter: str
+    module: str
+    gil_enabled: Optional[bool]  # None: the import failed or the runner did not answer
+    error: str = ""
+
+
 # --- the child process ------------------------------------------------------------------
 
 _live_runners: set["RunnerProcess"] = set()
@@ -345,3 +355,31 @@ def run_workload(interpreter: Interpreter, spec: ProbeSpec,
     summarise_steps(report)
     report.duration_seconds = time.monotonic() - started
     return report
+
+
+def check_import(interpreter: Interpreter, module: str, timeout: float) -> ImportCheck:
+    """Import ``module`` in a fresh runner and say whether that import turned the GIL on."""
+    def failed(message: str) -> ImportCheck:
+        return ImportCheck(interpreter.name, module, None, message)
+
+    try:
+        runner = RunnerProcess(interpreter)
+    except OSError as exc:
+        return failed(f"cannot start {interpreter.path}: {exc.strerror or exc}")
+    try:
+        runner.send({"import_module": module, "extra_path": [os.getcwd()]})
+        while (event := runner.next_event(timeout)) is not None:
+            if event["event"] == "import":
+                if "error" in event:
+                    return failed(event["error"])
+                # Only a flip counts: with PYTHON_GIL=1 the GIL was on before the import.
+                return ImportCheck(interpreter.name, module,
+                                   event["gil_enabled"] and not event["gil_enabled_before"])
+        runner.close()
+        return failed(runner.exit_description())
+    except queue.Empty:
+        return failed(f"no answer within {timeout:g}s")
+    except OSError as exc:
+        return failed(str(exc))
+    finally:
+        runner.kill()

@@ -300,7 +300,6 @@ class Channel:
 
 def run_request(request: Event, channel: Channel) -> None:
     """Answer one probe request: identity, calibration, then every (mode, workers) step."""
-    sys.path.extend(p for p in request.get("extra_path", []) if p not in sys.path)
     try:
         workload = workloads.resolve(request["workload"])
     except BaseException as exc:
@@ -356,6 +355,7 @@ def import_check(module: str) -> Event:
 def main() -> None:
     channel = Channel()
     request = channel.receive()
+    sys.path.extend(p for p in request.get("extra_path", []) if p not in sys.path)
     if "import_module" in request:
         channel.send(identity())
         channel.send(import_check(request["import_module"]))

@@ -1,0 +1,226 @@
+"""The Prometheus collector: metric families from the last completed probe results.
+
+Like client_python's own collectors, ``collect()`` only reads a snapshot that is already at
+hand (swapped atomically by the daemon when a probe finishes) and never does probe work, so
+a scrape is fast and never waits for a probe. The metric names are a contract that the
+dashboards and alert rules depend on.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from typing import Callable, Iterator, Mapping, Optional
+
+from prometheus_client import CollectorRegistry, write_to_textfile
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from exporter import __version__
+from exporter.config import PER_CORE_SERIES_MAX_CPUS, Config
+from exporter.hostinfo import HostCpus
+from exporter.probe import FAILURE_REASONS, Identity, ImportCheck, StepResult, WorkloadReport
+
+PREFIX = "pyparallel"
+STEP_LABELS = ["interpreter", "workload", "mode", "workers"]
+StepKey = tuple[str, str, str, str]  # interpreter, workload, mode, workers
+
+
+def step_key(report: WorkloadReport, step: StepResult) -> StepKey:
+    return (report.interpreter.name, step.workload, step.mode, str(step.workers))
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything one scrape shows; replaced as a whole, never mutated."""
+
+    host: HostCpus
+    per_core_series: bool
+    interval_seconds: float
+    start_method: str
+    reports: Mapping[tuple[str, str], WorkloadReport] = field(default_factory=dict)
+    identities: Mapping[str, Identity] = field(default_factory=dict)
+    last_success: Mapping[StepKey, float] = field(default_factory=dict)
+    failures: Mapping[tuple[StepKey, str], int] = field(default_factory=dict)
+    import_checks: Mapping[tuple[str, str], ImportCheck] = field(default_factory=dict)
+    round_duration_seconds: Optional[float] = None
+    duty_cycle_ratio: Optional[float] = None
+    reload_successful: bool = True
+    reload_timestamp: float = field(default_factory=time.time)
+
+
+def gauge(name: str, documentation: str, labels: Optional[list[str]] = None, unit: str = "") -> GaugeMetricFamily:
+    return GaugeMetricFamily(f"{PREFIX}_{name}", documentation, labels=labels, unit=unit)
+
+
+def step_families(snapshot: Snapshot) -> Iterator[Metric]:
+    """Per-(interpreter, workload, mode, workers) results and health."""
+    success = gauge("probe_success", "Whether the last probe of this step succeeded (1) or failed (0).", STEP_LABELS)
+    duration = gauge("probe_duration_seconds", "Wall time the last probe of this step took, start-up and repeats included.", STEP_LABELS)
+    speedup = gauge("speedup_ratio", "Weak-scaling speedup T1*N/TN against the sequential baseline, median of repeats.", STEP_LABELS)
+    spread = gauge("speedup_spread_ratio", "Relative spread (max-min)/median of the speedup over the repeats.", STEP_LABELS)
+    efficiency = gauge("efficiency_ratio", "Parallel efficiency: speedup divided by the number of workers.", STEP_LABELS)
+    serial = gauge("serial_fraction_ratio", "Karp-Flatt experimentally determined serial fraction (2 or more workers).", STEP_LABELS)
+    throughput = gauge("throughput_units_per_second", "Units of work completed per second by all workers together.", STEP_LABELS)
+    cores = gauge("cpu_cores_used", "CPU seconds of the workers divided by wall seconds of the timed window.", STEP_LABELS)
+    per_core = gauge("core_utilisation_ratio", "Busy fraction of each logical CPU during the timed window (kernel per-CPU counters).", STEP_LABELS + ["cpu"])
+    for report in snapshot.reports.values():
+        for step in report.steps:
+            if not step.available:
+                continue
+            key = list(step_key(report, step))
+            success.add_metric(key, 1.0 if step.success else 0.0)
+            duration.add_metric(key, step.duration_seconds)
+            summary = step.summary
+            if summary is None:
+                continue
+            speedup.add_metric(key, summary.speedup)
+            spread.add_metric(key, summary.speedup_spread)
+            efficiency.add_metric(key, summary.efficiency)
+            if summary.serial_fraction is not None:
+                serial.add_metric(key, summary.serial_fraction)
+            throughput.add_metric(key, summary.throughput_units_per_second)
+            cores.add_metric(key, summary.cores_used)
+            if snapshot.per_core_series:
+                for cpu, busy in enumerate(summary.core_utilisation):
+                    per_core.add_metric(key + [str(cpu)], busy)
+    yield from (success, duration, speedup, spread, efficiency, serial, throughput, cores)
+    if snapshot.per_core_series:
+        yield per_core
+
+
+def health_families(snapshot: Snapshot) -> Iterator[Metric]:
+    last_success = gauge("probe_last_success_timestamp_seconds", "Unix time of the last successful probe of this step.", STEP_LABELS)
+    for key, timestamp in snapshot.last_success.items():
+        last_success.add_metric(list(key), timestamp)
+    yield last_success
+    failures = CounterMetricFamily(f"{PREFIX}_probe_failures", "Failed probes of this step by reason: error, crash, timeout, interpreter.", labels=STEP_LABELS + ["reason"])
+    for (key, reason), count in snapshot.failures.items():
+        failures.add_metric(list(key) + [reason], count)
+    yield failures
+    startup = gauge("worker_startup_seconds", "Time to start and warm up the workers of a mode, median over workloads and repeats.", ["interpreter", "mode", "workers"])
+    for labels, seconds in startup_medians(snapshot).items():
+        startup.add_metric(list(labels), seconds)
+    yield startup
+
+
+def startup_medians(snapshot: Snapshot) -> dict[tuple[str, str, str], float]:
+    values: dict[tuple[str, str, str], list[float]] = {}
+    for report in snapshot.reports.values():
+        for step in report.steps:
+            if step.summary is not None and step.mode != "sequential":
+                labels = (report.interpreter.name, step.mode, str(step.workers))
+                values.setdefault(labels, []).append(step.summary.startup_seconds)
+    return {labels: sorted(v)[len(v) // 2] for labels, v in values.items()}
+
+
+def interpreter_families(snapshot: Snapshot) -> Iterator[Metric]:
+    info = gauge("python_info", "Identity of a probed interpreter; always 1.", ["interpreter", "version", "implementation", "free_threaded_build"])
+    gil = gauge("gil_enabled", "Whether the GIL was enabled at run time in the probe's interpreter (after importing the workload).", ["interpreter"])
+    available = gauge("mode_available", "Whether the interpreter offers this mode (subinterpreters need CPython 3.14+).", ["interpreter", "mode"])
+    for name, identity in snapshot.identities.items():
+        info.add_metric([name, identity.version, identity.implementation, str(identity.free_threaded_build).lower()], 1)
+        gil.add_metric([name], 1 if identity.gil_enabled else 0)
+    seen: dict[tuple[str, str], bool] = {}
+    for report in snapshot.reports.values():
+        for step in report.steps:
+            seen[(report.interpreter.name, step.mode)] = step.available
+    for (name, mode), is_available in seen.items():
+        available.add_metric([name, mode], 1 if is_available else 0)
+    imports = gauge("import_gil_enabled", "Whether importing this configured module re-enabled the GIL of a free-threaded interpreter.", ["interpreter", "module"])
+    for check in snapshot.import_checks.values():
+        if check.gil_enabled is not None:
+            imports.add_metric([check.interpreter, check.module], 1 if check.gil_enabled else 0)
+    yield from (info, gil, available, imports)
+
+
+def exporter_families(snapshot: Snapshot) -> Iterator[Metric]:
+    host = gauge("host_cpus", "CPUs of this host: logical, physical, and usable (affinity and cgroup CPU quota).", ["kind"])
+    host.add_metric(["logical"], snapshot.host.logical)
+    if snapshot.host.physical:
+        host.add_metric(["physical"], snapshot.host.physical)
+    host.add_metric(["usable"], snapshot.host.usable)
+    yield host
+    if snapshot.round_duration_seconds is not None:
+        round_duration = gauge("round_duration_seconds", "Wall time of the last complete probe round.")
+        round_duration.add_metric([], snapshot.round_duration_seconds)
+        yield round_duration
+    if snapshot.duty_cycle_ratio is not None:
+        duty = gauge("duty_cycle_ratio", "Share of wall time spent probing: last round's duration over the interval in force.")
+        duty.add_metric([], snapshot.duty_cycle_ratio)
+        yield duty
+    interval = gauge("probe_interval_seconds", "Configured interval between probe rounds.")
+    interval.add_metric([], snapshot.interval_seconds)
+    yield interval
+    start_method = gauge("process_start_method_info", "Start method of the processes mode's workers; always 1.", ["start_method"])
+    start_method.add_metric([snapshot.start_method], 1)
+    yield start_method
+    reload_ok = gauge("config_last_reload_successful", "Whether the last configuration reload succeeded.")
+    reload_ok.add_metric([], 1 if snapshot.reload_successful else 0)
+    yield reload_ok
+    reload_time = gauge("config_last_reload_success_timestamp_seconds", "Unix time of the last successful configuration load.")
+    reload_time.add_metric([], snapshot.reload_timestamp)
+    yield reload_time
+    build = gauge("exporter_build_info", "Version of python-parallelism-exporter; always 1.", ["version"])
+    build.add_metric([__version__], 1)
+    yield build
+
+
+class ParallelismCollector(Collector):
+    """Yields every pyparallel_ family from whatever snapshot ``source()`` returns now."""
+
+    def __init__(self, source: Callable[[], Snapshot]) -> None:
+        self.source = source
+
+    def collect(self) -> Iterator[Metric]:
+        snapshot = self.source()  # one read: the whole scrape sees one consistent snapshot
+        for families in (step_families, health_families, interpreter_families, exporter_families):
+            yield from families(snapshot)
+
+
+def record_round(snapshot: Snapshot, reports: list[WorkloadReport]) -> dict:
+    """The snapshot fields that change when these reports complete (for ``replace``)."""
+    results = dict(snapshot.reports)
+    identities = dict(snapshot.identities)
+    last_success = dict(snapshot.last_success)
+    failures = dict(snapshot.failures)
+    for report in reports:
+        results[(report.interpreter.name, report.spec.workload)] = report
+        if report.identity is not None:
+            identities[report.interpreter.name] = report.identity
+        finished = report.started_at + report.duration_seconds
+        for step in report.steps:
+            if not step.available:
+                continue
+            key = step_key(report, step)
+            for reason in FAILURE_REASONS:  # every reason exists from the start, at 0
+                failures.setdefault((key, reason), 0)
+            if step.success:
+                last_success[key] = finished
+            elif step.reason:
+                failures[(key, step.reason)] += 1
+    return {"reports": results, "identities": identities, "last_success": last_success,
+            "failures": failures}
+
+
+def empty_snapshot(cfg: Config, host: HostCpus) -> Snapshot:
+    """A snapshot with no results yet, for this config; per-core series only on hosts of
+    up to PER_CORE_SERIES_MAX_CPUS CPUs unless configured."""
+    per_core = cfg.probe.per_core_series
+    if per_core is None:
+        per_core = host.logical <= PER_CORE_SERIES_MAX_CPUS
+    return Snapshot(host=host, per_core_series=per_core, interval_seconds=cfg.interval_seconds,
+                    start_method=cfg.probe.start_method)
+
+
+def write_textfile(path: str, reports: list[WorkloadReport], host: HostCpus, cfg: Config) -> None:
+    """Write the metrics of a one-shot run for node_exporter's textfile collector.
+
+    prometheus_client writes a temporary file and renames it, so node_exporter never reads
+    a half-written file.
+    """
+    snapshot = empty_snapshot(cfg, host)
+    snapshot = replace(snapshot, **record_round(snapshot, reports))
+    registry = CollectorRegistry()
+    registry.register(ParallelismCollector(lambda: snapshot))
+    write_to_textfile(path, registry)

@@ -1,0 +1,236 @@
+"""The exporter daemon: probe rounds on a schedule, one lane, results swapped atomically.
+
+APScheduler runs one round at start-up and then every ``interval`` (with jitter) on a
+single-thread executor, so probes never overlap: concurrent probes would disturb each
+other's numbers. A duty-cycle budget stretches the interval when rounds take too long.
+Scrapes only read the latest snapshot. SIGHUP and ``POST /-/reload`` reload the config (a
+bad one is kept out and reported); SIGTERM/SIGINT kill any running probe tree and exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+import time
+from dataclasses import replace
+from datetime import datetime, timezone
+from typing import Optional
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
+
+from exporter import __version__, probe
+from exporter.collector import ParallelismCollector, Snapshot, empty_snapshot, record_round
+from exporter.config import Config, load_config
+from exporter.errors import ConfigError
+from exporter.hostinfo import host_cpus
+from exporter.logs import log_kv, setup_logging
+from exporter.web import start_web_server
+from exporter.webconfig import load_web_config
+
+log = logging.getLogger(__name__)
+JOB_ID = "probe-round"
+SHUTDOWN_GRACE_SECONDS = 3.0
+
+
+class Daemon:
+    """Holds the config and the latest snapshot, and runs probe rounds."""
+
+    def __init__(self, config: Config, config_path: Optional[str]) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.host = host_cpus()
+        self._snapshot = empty_snapshot(config, self.host)
+        self._lock = threading.Lock()  # guards swaps of _snapshot and config
+        self.ready = threading.Event()  # set when the first round has finished
+        self.stopping = threading.Event()
+        self.round_idle = threading.Event()
+        self.round_idle.set()
+        self.interval_in_force = config.interval_seconds
+        self.scheduler = BackgroundScheduler(
+            executors={"default": ThreadPoolExecutor(max_workers=1)},  # the one probe lane
+            job_defaults={"coalesce": True, "max_instances": 1},
+        )
+
+    # --- snapshot -------------------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        return self._snapshot
+
+    def _update(self, **fields: object) -> None:
+        with self._lock:
+            self._snapshot = replace(self._snapshot, **fields)
+
+    def _publish(self, reports: list[probe.WorkloadReport]) -> None:
+        with self._lock:
+            self._snapshot = replace(self._snapshot, **record_round(self._snapshot, reports))
+
+    # --- scheduling -------------------------------------------------------------------------
+
+    def trigger(self, interval: float) -> IntervalTrigger:
+        return IntervalTrigger(seconds=interval, jitter=self.config.jitter_seconds or None)
+
+    def start(self) -> None:
+        self.scheduler.start()
+        self.scheduler.add_job(self.run_round, self.trigger(self.interval_in_force), id=JOB_ID,
+                               next_run_time=datetime.now(timezone.utc), misfire_grace_time=int(self.interval_in_force))
+
+    def stop(self) -> None:
+        """Stop scheduling, kill the running probe tree, and wait briefly for the lane."""
+        self.stopping.set()
+        self.scheduler.shutdown(wait=False)
+        probe.kill_all_runners()
+        self.round_idle.wait(SHUTDOWN_GRACE_SECONDS)
+        probe.kill_all_runners()  # one may have started while we waited
+
+    def run_round(self) -> None:
+        """Probe every workload on every interpreter, publishing each result as it lands."""
+        self.round_idle.clear()
+        try:
+            started = time.monotonic()
+            config = self.config
+            for interpreter in config.interpreter_list():
+                self._probe_interpreter(config, interpreter)
+                if self.stopping.is_set():
+                    return
+            duration = time.monotonic() - started
+            self._apply_duty_cycle(config, duration)
+            self.ready.set()
+        except Exception:  # a bug must not kill the lane: log it, the next round runs
+            log.exception("probe round failed")
+        finally:
+            self.round_idle.set()
+
+    def _probe_interpreter(self, config: Config, interpreter: probe.Interpreter) -> None:
+        free_threaded = False
+        for spec in config.probe_specs(self.host.default_workers):
+            if self.stopping.is_set():
+                return
+            report = probe.run_workload(interpreter, spec)
+            self._publish([report])
+            free_threaded = free_threaded or bool(report.identity and report.identity.free_threaded_build)
+            for step in report.steps:
+                if step.available and not step.success:
+                    log_kv(log, logging.WARNING, "probe failed", interpreter=interpreter.name,
+                           workload=spec.workload, mode=step.mode, workers=step.workers,
+                           reason=step.reason, message=step.message)
+        # The import check only means something where the GIL can be off.
+        if free_threaded:
+            self._check_imports(config, interpreter)
+
+    def _check_imports(self, config: Config, interpreter: probe.Interpreter) -> None:
+        checks = dict(self.snapshot().import_checks)
+        for module in config.import_check_modules:
+            if self.stopping.is_set():
+                return
+            check = probe.check_import(interpreter, module, config.probe.timeout_seconds)
+            checks[(interpreter.name, module)] = check
+            if check.gil_enabled:
+                log_kv(log, logging.WARNING, "import re-enables the GIL", interpreter=interpreter.name, module=module)
+            elif check.error:
+                log_kv(log, logging.WARNING, "import check failed", interpreter=interpreter.name,
+                       module=module, error=check.error)
+        self._update(import_checks=checks)
+
+    def _apply_duty_cycle(self, config: Config, duration: float) -> None:
+        """Stretch the interval when a round takes more than the duty-cycle budget."""
+        needed = max(config.interval_seconds, duration / config.duty_cycle)
+        if abs(needed - self.interval_in_force) > 1e-6 and not self.stopping.is_set():
+            if needed > config.interval_seconds:
+                log_kv(log, logging.WARNING, "probe round exceeds the duty-cycle budget; stretching the interval",
+                       round_seconds=round(duration, 2), duty_cycle=config.duty_cycle,
+                       interval_seconds=round(needed, 1))
+            self.interval_in_force = needed
+            self.scheduler.reschedule_job(JOB_ID, trigger=self.trigger(needed))
+        self._update(round_duration_seconds=duration, duty_cycle_ratio=duration / self.interval_in_force)
+        log_kv(log, logging.INFO, "probe round finished", duration_seconds=round(duration, 2))
+
+    # --- reload -----------------------------------------------------------------------------
+
+    def reload(self) -> tuple[bool, str]:
+        """Load the config file again; a bad one keeps the old config and is reported."""
+        try:
+            config = load_config(self.config_path)
+        except ConfigError as exc:
+            self._update(reload_successful=False)
+            log_kv(log, logging.ERROR, "config reload failed", error=str(exc))
+            return False, str(exc)
+        with self._lock:
+            self.config = config
+            kept = {k: v for k, v in self._snapshot.reports.items() if _still_configured(config, *k)}
+            fresh = empty_snapshot(config, self.host)
+            self._snapshot = replace(self._snapshot, reports=kept, reload_successful=True,
+                                     reload_timestamp=time.time(), interval_seconds=config.interval_seconds,
+                                     per_core_series=fresh.per_core_series, start_method=fresh.start_method,
+                                     **_prune(self._snapshot, config))
+        self.interval_in_force = config.interval_seconds
+        if self.scheduler.running and not self.stopping.is_set():
+            self.scheduler.reschedule_job(JOB_ID, trigger=self.trigger(config.interval_seconds))
+        log_kv(log, logging.INFO, "config reloaded", file=self.config_path or "(defaults)")
+        return True, "config reloaded"
+
+
+def _still_configured(config: Config, interpreter: str, workload: str) -> bool:
+    return (interpreter in {i.name for i in config.interpreter_list()}
+            and workload in config.probe.workloads)
+
+
+def _prune(snapshot: Snapshot, config: Config) -> dict:
+    """Drop series of interpreters, workloads and modules no longer configured (bounded cardinality)."""
+    def kept(key: tuple) -> bool:
+        return _still_configured(config, key[0], key[1])
+
+    names = {i.name for i in config.interpreter_list()}
+    return {
+        "identities": {k: v for k, v in snapshot.identities.items() if k in names},
+        "last_success": {k: v for k, v in snapshot.last_success.items() if kept(k)},
+        "failures": {k: v for k, v in snapshot.failures.items() if kept(k[0])},
+        "import_checks": {k: v for k, v in snapshot.import_checks.items()
+                          if k[0] in names and k[1] in config.import_check_modules},
+    }
+
+
+def build_registry(daemon: Daemon) -> CollectorRegistry:
+    """Our families plus the usual process_/python_ ones, as every exporter has."""
+    registry = CollectorRegistry()
+    registry.register(ParallelismCollector(daemon.snapshot))
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    return registry
+
+
+def serve(args: argparse.Namespace) -> int:
+    """``parallelism-exporter serve``: returns the exit code."""
+    setup_logging(args.log_level, args.log_format)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # one line per job run is noise
+    config = load_config(args.config_file)
+    web_config = load_web_config(args.web_config_file) if args.web_config_file else None
+    if args.config_check:
+        print(f"config OK: {args.config_file or '(built-in defaults)'}"
+              + (f"; web config OK: {args.web_config_file}" if web_config else ""))
+        return 0
+    daemon = Daemon(config, args.config_file)
+    server = start_web_server(args.listen_address, build_registry(daemon),
+                              telemetry_path=args.telemetry_path, web_config=web_config,
+                              is_ready=daemon.ready.is_set, reload=daemon.reload)
+    log_kv(log, logging.INFO, "starting", version=__version__, telemetry=server.url + args.telemetry_path,
+           interpreters=",".join(i.name for i in config.interpreter_list()))
+    stop = threading.Event()
+    reload_wanted = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGHUP, lambda *_: reload_wanted.set())
+    daemon.start()
+    while not stop.wait(0.2):
+        if reload_wanted.is_set():
+            reload_wanted.clear()
+            daemon.reload()
+    log_kv(log, logging.INFO, "shutting down")
+    daemon.stop()
+    server.shutdown()
+    return 0
