@@ -1,0 +1,210 @@
+"""Grafana dashboards: generated from their sources, structurally sound, every query valid PromQL."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from conftest import require_binary
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # dashboards/ is not installed; the `pytest` script does not add the root
+    sys.path.insert(0, str(ROOT))
+
+from dashboards import queries  # noqa: E402
+from dashboards.generate import FLEET_DASHBOARD, HOST_DASHBOARD  # noqa: E402
+
+DASHBOARD_FILES = {"host": ROOT / HOST_DASHBOARD, "fleet": ROOT / FLEET_DASHBOARD}
+STABLE_UIDS = {"host": "pyparallel-host", "fleet": "pyparallel-fleet"}
+# Panel types Grafana ships (core visualisations); a typo or a plugin id would render as an error.
+GRAFANA_PANEL_TYPES = {
+    "alertlist", "annolist", "barchart", "bargauge", "candlestick", "canvas", "dashlist", "flamegraph",
+    "gauge", "geomap", "graph", "heatmap", "histogram", "logs", "news", "nodeGraph", "piechart", "row",
+    "stat", "state-timeline", "status-history", "table", "text", "timeseries", "traces", "trend", "xychart",
+}
+# Values the later integration test would use; here only to make the queries parseable.
+SAMPLE_VALUES = {"datasource": "prometheus", "job": "pyparallel", "instance": "host:9860",
+                 "interpreter": ".+", "workload": "pure_python"}
+
+
+def _load(name: str) -> dict[str, Any]:
+    return json.loads(DASHBOARD_FILES[name].read_text())
+
+
+def _panels(name: str) -> list[dict[str, Any]]:
+    return [p for p in queries.iter_panels(_load(name)) if p["type"] != "row"]
+
+
+@pytest.fixture(params=sorted(DASHBOARD_FILES))
+def name(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def test_committed_dashboards_equal_a_fresh_generation(tmp_path: Path) -> None:
+    subprocess.run([sys.executable, "-m", "dashboards.generate", "--output-dir", str(tmp_path)], cwd=ROOT, check=True,
+                   capture_output=True)
+    for path in DASHBOARD_FILES.values():
+        fresh = tmp_path / path.relative_to(ROOT)
+        assert fresh.read_text() == path.read_text(), f"{path.name} is stale: run python -m dashboards.generate"
+
+
+def test_generator_check_mode_flags_an_edited_file(tmp_path: Path) -> None:
+    generate = [sys.executable, "-m", "dashboards.generate", "--output-dir", str(tmp_path)]
+    subprocess.run(generate, cwd=ROOT, check=True, capture_output=True)
+    assert subprocess.run([*generate, "--check"], cwd=ROOT, capture_output=True).returncode == 0
+    (tmp_path / HOST_DASHBOARD).write_text("{}\n")
+    result = subprocess.run([*generate, "--check"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 1 and str(HOST_DASHBOARD) in result.stderr
+
+
+def test_schema_version_is_what_grafanalib_emits(name: str) -> None:
+    from grafanalib.core import SCHEMA_VERSION
+
+    assert _load(name)["schemaVersion"] == SCHEMA_VERSION
+
+
+def test_dashboard_uids_are_stable_and_unique() -> None:
+    assert {name: _load(name)["uid"] for name in DASHBOARD_FILES} == STABLE_UIDS
+    assert len(set(STABLE_UIDS.values())) == len(STABLE_UIDS)
+
+
+def test_panel_ids_are_unique_and_panels_fit_the_grid(name: str) -> None:
+    panels = list(queries.iter_panels(_load(name)))
+    ids = [p["id"] for p in panels]
+    assert len(ids) == len(set(ids)) and None not in ids
+    for panel in panels:
+        pos = panel["gridPos"]
+        assert pos["x"] >= 0 and pos["w"] > 0 and pos["x"] + pos["w"] <= 24, panel["title"]
+
+
+def test_every_panel_type_is_a_known_grafana_type(name: str) -> None:
+    for panel in queries.iter_panels(_load(name)):
+        assert panel["type"] in GRAFANA_PANEL_TYPES, f"{panel['title']}: {panel['type']}"
+
+
+def test_every_panel_has_a_title_and_at_least_one_target(name: str) -> None:
+    for panel in _panels(name):
+        assert panel["title"].strip(), panel
+        assert [t for t in panel["targets"] if t["expr"].strip()], panel["title"]
+
+
+def test_every_panel_and_target_uses_the_datasource_variable(name: str) -> None:
+    reference = {"type": "prometheus", "uid": "${datasource}"}
+    for panel in _panels(name):
+        assert panel["datasource"] == reference, panel["title"]
+        for target in panel["targets"]:
+            assert target["datasource"] == reference, panel["title"]
+    for annotation in _load(name)["annotations"]["list"]:
+        assert annotation["datasource"] == reference, annotation["name"]
+    datasource = next(v for v in _load(name)["templating"]["list"] if v["name"] == "datasource")
+    assert datasource["type"] == "datasource" and datasource["query"] == "prometheus"
+
+
+def test_every_variable_used_is_defined(name: str) -> None:
+    dashboard = _load(name)
+    defined = queries.variable_names(dashboard)
+    texts = [expr for _, expr in queries.all_panel_queries(dashboard) + queries.annotation_queries(dashboard)]
+    texts += [query for _, query in queries.variable_queries(dashboard)]
+    texts += [p["title"] for p in queries.iter_panels(dashboard)]
+    for text in texts:
+        assert queries.variables_used(text) <= defined, text
+
+
+def test_host_dashboard_has_the_variables_and_rows_asked_for() -> None:
+    dashboard = _load("host")
+    assert [v["name"] for v in dashboard["templating"]["list"]] == [
+        "datasource", "job", "instance", "interpreter", "workload"]
+    rows = [p["title"] for p in dashboard["panels"] if p["type"] == "row"]
+    assert rows == ["Overview", "Speedup", "Efficiency and serial fraction", "CPU cores", "Probe health",
+                    "Interpreter comparison"]
+    exprs = " ".join(expr for _, expr in queries.all_panel_queries(dashboard))
+    for metric in ("pyparallel_speedup_ratio", "pyparallel_gil_enabled", "pyparallel_python_info",
+                   "pyparallel_core_utilisation_ratio", "pyparallel_cpu_cores_used", "pyparallel_worker_startup_seconds",
+                   "pyparallel_probe_failures_total", "pyparallel_probe_last_success_timestamp_seconds"):
+        assert metric in exprs, metric
+
+
+def test_speedup_panel_draws_the_ideal_as_a_reference_line() -> None:
+    panel = next(p for p in _panels("host") if p["title"].startswith("Speedup by mode (ideal"))
+    legends = [t["legendFormat"] for t in panel["targets"]]
+    assert any(legend.startswith("ideal") for legend in legends)
+    assert panel["fieldConfig"]["overrides"][0]["matcher"]["options"].startswith("^(ideal")
+
+
+def test_failure_panel_counts_with_increase_and_a_zero_fallback() -> None:
+    expr = next(e for t, e in queries.all_panel_queries(_load("host")) if t.startswith("Probe failures by reason"))
+    assert "increase(pyparallel_probe_failures_total" in expr and "or on() label_replace(vector(0)" in expr
+
+
+def test_host_dashboard_annotates_python_version_changes() -> None:
+    (name, expr), = queries.annotation_queries(_load("host"))
+    assert name == "Python version change" and "pyparallel_python_info" in expr
+
+
+def test_fleet_table_has_one_column_per_fact_asked_for() -> None:
+    table = next(p for p in _panels("fleet") if p["type"] == "table")
+    organize = next(t for t in table["transformations"] if t["id"] == "organize")
+    columns = set(organize["options"]["renameByName"].values())
+    assert {"Instance", "Interpreter", "Version", "Free-threaded build", "GIL at run time",
+            "threads speedup", "processes speedup", "Last success (oldest probe)"} <= columns
+    assert all(t["format"] == "table" and t["instant"] for t in table["targets"])
+
+
+def test_every_query_parses_as_promql(tmp_path: Path) -> None:
+    """promtool parses each query (variables filled in) as the expr of a recording rule."""
+    promtool = require_binary("promtool")
+    rules = []
+    for name in DASHBOARD_FILES:
+        dashboard = _load(name)
+        for i, (title, expr) in enumerate(queries.all_panel_queries(dashboard) + queries.annotation_queries(dashboard)):
+            rules.append({"record": f"dashboard:{name}:query{i}", "expr": queries.substitute(expr, SAMPLE_VALUES),
+                          "labels": {"panel": title}})
+    path = tmp_path / "queries.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard-queries", "rules": rules}]}))
+    result = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_queries_read_only_exported_metrics_and_recording_rules(name: str) -> None:
+    recorded = {rule["record"] for path in (ROOT / "deploy/prometheus/rules").glob("*.yml")
+                for group in yaml.safe_load(path.read_text())["groups"] for rule in group["rules"] if "record" in rule}
+    dashboard = _load(name)
+    texts = [e for _, e in queries.all_panel_queries(dashboard) + queries.annotation_queries(dashboard)]
+    texts += [q for _, q in queries.variable_queries(dashboard)]
+    for text in texts:
+        for rule in re.findall(r"\b[a-z_]+:[a-z_]+:[a-z0-9_]+\b", text):
+            assert rule in recorded, text
+        bare = re.sub(r"\b[a-z_]+:[a-z_]+:[a-z0-9_]+\b", "", text)
+        assert set(re.findall(r"\bpyparallel_\w+", bare)) <= queries.EXPORTED_METRICS, text
+
+
+def test_may_be_empty_lists_existing_panels_with_a_reason() -> None:
+    titles = {p["title"] for name in DASHBOARD_FILES for p in _panels(name)}
+    for title, reason in queries.MAY_BE_EMPTY.items():
+        assert title in titles and reason.strip(), title
+
+
+def test_all_panel_queries_reads_nested_rows_and_skips_hidden_targets() -> None:
+    dashboard = {"panels": [
+        {"type": "row", "title": "open", "panels": [], "targets": []},
+        {"type": "stat", "title": "a", "targets": [{"expr": "up"}, {"expr": "hidden", "hide": True}]},
+        {"type": "row", "title": "collapsed", "panels": [
+            {"type": "timeseries", "title": "b", "targets": [{"expr": 'up{job=~"$job"}'}, {"expr": ""}]},
+        ]},
+    ]}
+    assert queries.all_panel_queries(dashboard) == [("a", "up"), ("b", 'up{job=~"$job"}')]
+
+
+def test_substitute_fills_every_variable_form_and_rejects_unknown_ones() -> None:
+    expr = 'x{a=~"$job", b=~"${instance}", c=~"${interpreter:regex}", d="[[workload]]"}'
+    assert queries.substitute(expr, {"job": "j", "instance": "i", "interpreter": ".+", "workload": "w"}) == (
+        'x{a=~"j", b=~"i", c=~".+", d="w"}')
+    with pytest.raises(KeyError, match=r"\$job"):
+        queries.substitute('up{job="$job"}', {})
