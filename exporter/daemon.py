@@ -111,6 +111,8 @@ class Daemon:
             if self.stopping.is_set():
                 return
             report = probe.run_workload(interpreter, spec)
+            if self.stopping.is_set():
+                return  # killed by shutdown: not a failure of the workload
             self._publish([report])
             free_threaded = free_threaded or bool(report.identity and report.identity.free_threaded_build)
             for step in report.steps:

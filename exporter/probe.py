@@ -186,21 +186,23 @@ class RunnerProcess:
     def kill(self) -> None:
         """Kill the runner and every descendant (worker processes may have their own pid)."""
         try:
-            family = [psutil.Process(self.process.pid)]
-            family += family[0].children(recursive=True)
+            descendants = psutil.Process(self.process.pid).children(recursive=True)
         except psutil.NoSuchProcess:
-            family = []
+            descendants = []
         try:
             os.killpg(self.process.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-        for member in family:
+        self.process.kill()
+        for member in descendants:
             try:
                 member.kill()
             except psutil.NoSuchProcess:
                 pass
-        psutil.wait_procs(family, timeout=5)
+        # Popen must reap its own child (psutil reaping it would turn the exit code into 0);
+        # psutil waits for the rest, which have been re-parented away from us.
         self.close()
+        psutil.wait_procs(descendants, timeout=5)
 
     def close(self) -> None:
         try:
@@ -311,8 +313,8 @@ def summarise_steps(report: WorkloadReport) -> None:
     for step in report.steps:
         if not step.available or step.reason is not None:
             continue
-        if baseline.reason is not None:
-            step.fail(baseline.reason, f"no sequential baseline: {baseline.message}")
+        if baseline.reason is not None or not baseline.windows:
+            step.fail(baseline.reason or "error", f"no sequential baseline: {baseline.message}")
             continue
         t1 = measurement.summarise(baseline.windows, 1.0, 1, report.ops_per_unit).wall_seconds
         step.summary = measurement.summarise(step.windows, t1, step.workers, report.ops_per_unit)
