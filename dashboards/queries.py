@@ -22,7 +22,8 @@ EXPORTED_METRICS: frozenset[str] = frozenset({
     "pyparallel_probe_interval_seconds",
 })
 
-# Panels that may show no data on a healthy host after a successful probe round, and why.
+# Panels (and annotations) that may show no data on a healthy host after a successful probe
+# round, and why.
 # Every other panel's every query returns at least one series once a round has succeeded
 # (and the recording rules have been evaluated once).
 MAY_BE_EMPTY: dict[str, str] = {
@@ -32,6 +33,8 @@ MAY_BE_EMPTY: dict[str, str] = {
     "Modules re-enabling the GIL on import": (
         "pyparallel_import_gil_enabled exists only when the config lists modules to check"
     ),
+    # An annotation (see annotation_queries), not a panel: it marks upgrades only.
+    "Python version change": "shows data only within minutes of a Python version change",
 }
 
 # `$var`, `${var}`, `${var:format}` and the old `[[var]]` forms of a Grafana variable.
