@@ -10,8 +10,8 @@ from dashboards.mixin_config import CONFIG, MixinConfig
 from dashboards.panels import (
     DATASOURCE,
     Grid,
-    dashboard as make_dashboard,
     datasource_variable,
+    make_dashboard,
     query_variable,
     stat,
     targets,
@@ -22,7 +22,7 @@ from dashboards.recording import speedup_median
 
 JOB = 'job=~"$job"'
 BY = "job, instance, interpreter"
-GOOD_IF_ZERO = [{"color": "green", "value": None}, {"color": "red", "value": 1}]
+GOOD_IF_ZERO: list[dict[str, Any]] = [{"color": "green", "value": None}, {"color": "red", "value": 1}]
 
 
 def variables(config: MixinConfig) -> list[g.Template]:
@@ -107,15 +107,15 @@ def build(config: MixinConfig = CONFIG) -> g.Dashboard:
     ), w=6, h=4)
     grid.add(stat(
         "Stale probes", f"Probes without a success in {config.stale_intervals} probe intervals.",
-        (f"count(time() - pyparallel_probe_last_success_timestamp_seconds{{{JOB}}}"
-         f" > on(job, instance) group_left() {config.stale_intervals} * pyparallel_probe_interval_seconds{{{JOB}}})"
-         " or vector(0)", "stale"),
+        ((f"count(time() - pyparallel_probe_last_success_timestamp_seconds{{{JOB}}}"
+          f" > on(job, instance) group_left() {config.stale_intervals} * pyparallel_probe_interval_seconds{{{JOB}}})"
+          " or vector(0)"), "stale"),
         thresholds=GOOD_IF_ZERO,
     ), w=6, h=4)
     grid.add(stat(
         "Free-threaded builds running with the GIL", "Free-threaded interpreters whose GIL was on at run time.",
-        (f"count(pyparallel_gil_enabled{{{JOB}}} == 1 and on({BY})"
-         f' pyparallel_python_info{{{JOB}, free_threaded_build="true"}}) or vector(0)', "GIL on"),
+        ((f"count(pyparallel_gil_enabled{{{JOB}}} == 1 and on({BY})"
+          f' pyparallel_python_info{{{JOB}, free_threaded_build="true"}}) or vector(0)'), "GIL on"),
         thresholds=GOOD_IF_ZERO,
     ), w=6, h=4)
     grid.add(interpreters_table(config), w=24, h=10)

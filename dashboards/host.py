@@ -10,9 +10,9 @@ from dashboards.mixin_config import CONFIG, MixinConfig
 from dashboards.panels import (
     DATASOURCE,
     Grid,
-    dashboard as make_dashboard,
     dashed,
     datasource_variable,
+    make_dashboard,
     query_variable,
     stat,
     timeseries,
@@ -233,8 +233,8 @@ def health(grid: Grid, config: MixinConfig) -> None:
     grid.add(timeseries(
         f"Probe failures by reason (increase over {config.failure_window})",
         "Failed probe runs by reason: error, crash, timeout, interpreter (could not start it). 0 when none failed.",
-        (f"sum by (interpreter, reason) (increase(pyparallel_probe_failures_total{{{PROBE}}}[{config.failure_window}]))\n"
-         'or on() label_replace(vector(0), "reason", "none", "", "")',
+        ((f"sum by (interpreter, reason) (increase(pyparallel_probe_failures_total{{{PROBE}}}[{config.failure_window}]))\n"
+          'or on() label_replace(vector(0), "reason", "none", "", "")'),
          "{{interpreter}} {{reason}}"),
         unit="short", minimum=0,
     ), w=8)

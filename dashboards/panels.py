@@ -161,7 +161,7 @@ def datasource_variable() -> g.Template:
     )
 
 
-def dashboard(
+def make_dashboard(
     title: str, uid: str, description: str, tags: tuple[str, ...], refresh: str, time_from: str,
     variables: list[g.Template], panels: list[g.Panel], annotations: list[dict[str, Any]] | None = None,
 ) -> g.Dashboard:

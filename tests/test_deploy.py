@@ -11,14 +11,13 @@ from typing import Any
 
 import pytest
 import yaml
-
 from conftest import require_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # dashboards/ is not installed; the `pytest` script does not add the root
     sys.path.insert(0, str(ROOT))
 
-from dashboards.generate import CONFIG_MAP, PROMETHEUS_RULE  # noqa: E402
+from dashboards.generate import CONFIG_MAP, PROMETHEUS_RULE
 
 DEPLOY = ROOT / "deploy"
 PROMETHEUS_DIR = DEPLOY / "prometheus"
@@ -52,7 +51,7 @@ def _optional_binary(name: str) -> str:
 def test_prometheus_config_passes_promtool_check() -> None:
     promtool = require_binary("promtool")
     result = subprocess.run([promtool, "check", "config", str(PROMETHEUS_DIR / "prometheus.yml")],
-                            capture_output=True, text=True)
+                            check=False, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2 rule files found" in result.stdout
 
@@ -77,7 +76,7 @@ def test_a_copied_prometheus_dir_with_retargeted_addresses_still_checks(tmp_path
     config["scrape_configs"][0]["static_configs"][0]["targets"] = ["127.0.0.1:19860"]
     config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] = ["127.0.0.1:19093"]
     (copy / "prometheus.yml").write_text(yaml.safe_dump(config))
-    result = subprocess.run([promtool, "check", "config", str(copy / "prometheus.yml")], capture_output=True, text=True)
+    result = subprocess.run([promtool, "check", "config", str(copy / "prometheus.yml")], check=False, capture_output=True, text=True)
     assert result.returncode == 0 and "2 rule files found" in result.stdout, result.stdout + result.stderr
 
 
@@ -86,7 +85,7 @@ def test_a_copied_prometheus_dir_with_retargeted_addresses_still_checks(tmp_path
 
 def test_alertmanager_config_passes_amtool_check() -> None:
     amtool = require_binary("amtool")
-    result = subprocess.run([amtool, "check-config", str(ALERTMANAGER_CONFIG)], capture_output=True, text=True)
+    result = subprocess.run([amtool, "check-config", str(ALERTMANAGER_CONFIG)], check=False, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -111,7 +110,7 @@ def test_alertmanager_inhibitions_name_existing_alerts() -> None:
 def test_compose_file_matches_the_compose_spec() -> None:
     check = require_binary("check-jsonschema")
     result = subprocess.run([check, "--builtin-schema", "vendor.compose-spec", str(COMPOSE)],
-                            capture_output=True, text=True)
+                            check=False, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -177,7 +176,7 @@ def test_systemd_analyze_verifies_the_unit(tmp_path: Path) -> None:
     # verify also checks that ExecStart exists; the exporter is not installed system-wide here.
     unit = tmp_path / UNIT.name
     unit.write_text(re.sub(r"^ExecStart=\S+", "ExecStart=/bin/true", UNIT.read_text(), flags=re.MULTILINE))
-    result = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True)
+    result = subprocess.run([analyze, "verify", str(unit)], check=False, capture_output=True, text=True)
     assert result.returncode == 0 and not result.stderr.strip(), result.stderr
 
 
@@ -188,7 +187,7 @@ def test_kubernetes_core_manifests_validate() -> None:
     validate = require_binary("kubernetes-validate")
     core = [K8S / name for name, doc in _k8s_documents().items() if doc["kind"] not in CUSTOM_RESOURCES]
     assert {_yaml(p)["kind"] for p in core} == {"Namespace", "ConfigMap", "DaemonSet", "Service"}
-    result = subprocess.run([validate, "--strict", *map(str, core)], capture_output=True, text=True)
+    result = subprocess.run([validate, "--strict", *map(str, core)], check=False, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -201,7 +200,7 @@ def test_kustomization_lists_every_manifest() -> None:
 
 def test_kustomize_builds_the_manifests() -> None:
     kubectl = _optional_binary("kubectl")
-    result = subprocess.run([kubectl, "kustomize", str(K8S)], capture_output=True, text=True)
+    result = subprocess.run([kubectl, "kustomize", str(K8S)], check=False, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     kinds = sorted(doc["kind"] for doc in yaml.safe_load_all(result.stdout))
     assert kinds == ["ConfigMap", "DaemonSet", "Namespace", "PrometheusRule", "Service", "ServiceMonitor"]
