@@ -20,3 +20,114 @@ def require_binary(name: str) -> str:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+def free_threaded_python() -> str | None:
+    """A free-threaded CPython (3.13t) if one is built here: PYPARALLEL_FT_PYTHON or the
+    default path of ../shared/tools/build-free-threaded-python."""
+    candidates = [os.environ.get("PYPARALLEL_FT_PYTHON", ""),
+                  os.path.expanduser("~/.cache/python3.13t/bin/python3.13t")]
+    return next((c for c in candidates if c and os.access(c, os.X_OK)), None)
+
+
+def require_free_threaded_python() -> str:
+    """The free-threaded interpreter, or a skip saying how to get one (a failure in CI)."""
+    path = free_threaded_python()
+    if path is None:
+        message = ("no free-threaded CPython: run ../shared/tools/build-free-threaded-python "
+                   "or set PYPARALLEL_FT_PYTHON (.ci/run builds it)")
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+C_EXTENSION_WITHOUT_FREE_THREADING_SLOT = r"""
+#include <Python.h>
+/* Single-phase init and no Py_mod_gil slot: a free-threaded CPython re-enables the GIL
+   when this module is imported, as it does for any extension not declared safe. */
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "legacy_ext", NULL, -1, NULL};
+PyMODINIT_FUNC PyInit_legacy_ext(void) { return PyModule_Create(&module); }
+"""
+
+
+def build_legacy_extension(python: str, directory) -> str:
+    """Compile ``legacy_ext`` for ``python`` with the machine's C compiler; returns its dir."""
+    import subprocess
+
+    compiler = require_binary("gcc")
+    paths = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['include']);"
+                            "print(sysconfig.get_config_var('EXT_SUFFIX'))"],
+                           capture_output=True, text=True, check=True).stdout.split()
+    include, suffix = paths[0], paths[1]
+    source = directory / "legacy_ext.c"
+    source.write_text(C_EXTENSION_WITHOUT_FREE_THREADING_SLOT)
+    subprocess.run([compiler, "-shared", "-fPIC", f"-I{include}", str(source), "-o",
+                    str(directory / f"legacy_ext{suffix}")], check=True)
+    return str(directory)
+
+
+class Stack:
+    """A running exporter, Prometheus (shipped config and rules) and Alertmanager."""
+
+    def __init__(self, exporter, prometheus, alertmanager, interpreters: list[str]) -> None:
+        self.exporter, self.prometheus, self.alertmanager = exporter, prometheus, alertmanager
+        self.interpreters = interpreters
+
+    def query(self, expr: str) -> list[dict]:
+        from support import query
+
+        return query(self.prometheus, expr)
+
+
+STACK_WORKLOADS = ["pure_python", "sleep", "faulty_workloads:raises"]
+
+
+@pytest.fixture(scope="session")
+def live_stack(tmp_path_factory):
+    """One real stack for all integration tests: the exporter probes the system Python and,
+    when built, 3.13t and 3.13t with PYTHON_GIL=1; Prometheus scrapes it every second with
+    the shipped config and rules (alert hold times set to 0s) and alerts a real Alertmanager.
+    One workload always raises, so a failure alert fires for real."""
+    import sys
+
+    import support
+
+    for tool in ("prometheus", "prometheus-alertmanager"):
+        require_binary(tool)
+    workdir = tmp_path_factory.mktemp("stack")
+    interpreters = [{"name": "cpython-system", "path": sys.executable}]
+    modules = ["json"]
+    free_threaded = free_threaded_python()
+    if free_threaded:
+        extension_dir = build_legacy_extension(free_threaded, workdir)
+        interpreters += [
+            {"name": "cpython-3.13t", "path": free_threaded, "env": {"PYTHONPATH": extension_dir}},
+            {"name": "cpython-3.13t-gil", "path": free_threaded,
+             "env": {"PYTHON_GIL": "1", "PYTHONPATH": extension_dir}},
+        ]
+        modules.append("legacy_ext")
+    config = {
+        "interval": "20s", "jitter": "1s", "duty_cycle": 1,
+        "interpreters": interpreters,
+        "probe": {"workloads": STACK_WORKLOADS, "workers": [2], "unit_seconds": 0.3, "repeats": 3,
+                  "modes": ["sequential", "threads", "processes", "asyncio", "subinterpreters"],
+                  "timeout": "30s"},
+        "import_check": {"modules": modules},
+    }
+    alertmanager = support.start_alertmanager(workdir)
+    exporter = support.start_exporter(workdir, config)
+    prometheus = None
+    try:
+        support.wait_ready(exporter, timeout=300)
+        target = exporter.url.split("//")[1]
+        prometheus = support.start_prometheus(
+            workdir, support.prometheus_config(target, alertmanager.url.split("//")[1]), rules_for="0s")
+        stack = Stack(exporter, prometheus, alertmanager, [i["name"] for i in interpreters])
+        support.wait_for(lambda: len(stack.query("pyparallel_speedup_ratio")) > 0, 60,
+                         "prometheus to scrape the first round")
+        yield stack
+    finally:
+        for service in (prometheus, exporter, alertmanager):
+            if service is not None:
+                service.stop()

@@ -1,0 +1,195 @@
+"""Real processes for the integration tests: the exporter daemon, Prometheus, Alertmanager.
+
+Each runs on a free loopback port in a temporary directory and is stopped by the test that
+started it. Nothing here fakes a component: the tests talk to them over HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any, Callable, Optional, TypeVar
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+TESTS = REPO / "tests"
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def http_get(url: str, timeout: float = 5.0, **kwargs: Any) -> tuple[int, str]:
+    """(status, body) of a GET; HTTP errors are returned, not raised."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout, **kwargs) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def wait_for(check: Callable[[], Optional[T]], timeout: float, what: str, interval: float = 0.25) -> T:
+    """Poll ``check`` until it returns something truthy; fail with ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last_error: Optional[BaseException] = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except (OSError, ValueError, KeyError) as error:
+            last_error = error
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:g}s waiting for {what} (last error: {last_error})")
+
+
+class Service:
+    """A started server process with its log file."""
+
+    def __init__(self, name: str, args: list[str], workdir: Path, url: str,
+                 cwd: Optional[Path] = None, env: Optional[dict[str, str]] = None) -> None:
+        self.name, self.url, self.workdir = name, url, workdir
+        self.log_path = workdir / f"{name}.log"
+        self.log = open(self.log_path, "w")
+        self.process = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT,
+                                        cwd=cwd or workdir, env=dict(os.environ, **(env or {})))
+
+    def log_text(self) -> str:
+        self.log.flush()
+        return self.log_path.read_text()
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+        if self.alive():
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+        return self.process.returncode
+
+
+def start_exporter(workdir: Path, config: dict, *extra: str, scheme: str = "http",
+                   env: Optional[dict[str, str]] = None) -> Service:
+    """Run ``parallelism-exporter serve`` with this config (see ``wait_ready``)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    config_path = workdir / "exporter.yml"
+    config_path.write_text(yaml.safe_dump(config))
+    port = free_port()
+    args = [sys.executable, "-m", "exporter", "serve", f"--config.file={config_path}",
+            f"--web.listen-address=127.0.0.1:{port}", *extra]
+    # The working directory is tests/, so the faulty_workloads module can be imported.
+    return Service("exporter", args, workdir, f"{scheme}://127.0.0.1:{port}", cwd=TESTS, env=env)
+
+
+def wait_ready(service: Service, timeout: float = 120.0, **kwargs: Any) -> None:
+    def ready() -> bool:
+        assert service.alive(), f"{service.name} exited:\n{service.log_text()}"
+        return http_get(service.url + "/-/ready", **kwargs)[0] == 200
+
+    wait_for(ready, timeout, f"{service.name} to be ready")
+
+
+def prometheus_config(exporter_target: str, alertmanager: Optional[str] = None,
+                      scrape: Optional[dict] = None) -> dict:
+    """The shipped deploy/prometheus/prometheus.yml, pointed at loopback and made fast."""
+    config = yaml.safe_load((REPO / "deploy/prometheus/prometheus.yml").read_text())
+    config["global"]["scrape_interval"] = "1s"
+    config["global"]["evaluation_interval"] = "1s"
+    job = config["scrape_configs"][0]
+    job["static_configs"][0]["targets"] = [exporter_target]
+    job.update(scrape or {})
+    if alertmanager:
+        config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] = [alertmanager]
+    else:
+        config.pop("alerting", None)
+    return config
+
+
+def start_prometheus(workdir: Path, config: dict, rules_for: Optional[str] = None) -> Service:
+    """Start the real ``prometheus`` with a copy of deploy/prometheus (rules included).
+
+    ``rules_for`` replaces every alert's ``for`` duration, so a test can see an alert fire
+    without waiting the production hold time; the expressions stay as shipped.
+    """
+    binary = shutil.which("prometheus")
+    assert binary, "prometheus is not installed"
+    home = workdir / "prometheus"
+    shutil.copytree(REPO / "deploy/prometheus", home, dirs_exist_ok=True)
+    if rules_for is not None:
+        for rule_file in (home / "rules").glob("*.yml"):
+            rules = yaml.safe_load(rule_file.read_text())
+            for group in rules["groups"]:
+                for rule in group["rules"]:
+                    if "alert" in rule:
+                        rule["for"] = rules_for
+            rule_file.write_text(yaml.safe_dump(rules))
+    (home / "prometheus.yml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    args = [binary, f"--config.file={home / 'prometheus.yml'}", f"--storage.tsdb.path={home / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}"]
+    service = Service("prometheus", args, workdir, f"http://127.0.0.1:{port}")
+    wait_for(lambda: http_get(service.url + "/-/ready")[0] == 200, 60, "prometheus to be ready")
+    return service
+
+
+def start_alertmanager(workdir: Path) -> Service:
+    binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+    assert binary, "prometheus-alertmanager is not installed"
+    home = workdir / "alertmanager"
+    home.mkdir(parents=True, exist_ok=True)
+    port, cluster = free_port(), free_port()
+    args = [binary, f"--config.file={REPO / 'deploy/alertmanager/alertmanager.yml'}",
+            f"--storage.path={home}", f"--web.listen-address=127.0.0.1:{port}",
+            f"--cluster.listen-address=127.0.0.1:{cluster}"]
+    service = Service("alertmanager", args, workdir, f"http://127.0.0.1:{port}")
+    wait_for(lambda: http_get(service.url + "/-/ready")[0] == 200, 60, "alertmanager to be ready")
+    return service
+
+
+def query(prometheus: Service, expr: str, at: Optional[float] = None) -> list[dict]:
+    """Run an instant PromQL query; returns the result vector (raises on a query error)."""
+    params = {"query": expr}
+    if at is not None:
+        params["time"] = str(at)
+    status, body = http_get(f"{prometheus.url}/api/v1/query?{urllib.parse.urlencode(params)}")
+    document = json.loads(body)
+    if status != 200 or document.get("status") != "success":
+        raise AssertionError(f"query {expr!r} failed: {document.get('error', body)}")
+    return document["data"]["result"]
+
+
+def values(result: list[dict], label: str) -> dict[str, float]:
+    return {series["metric"].get(label, ""): float(series["value"][1]) for series in result}
+
+
+def processes_with_token(token: str) -> list:
+    """Live processes whose environment carries PYPARALLEL_TEST_TOKEN=token."""
+    import psutil
+
+    found = []
+    for process in psutil.process_iter():
+        try:
+            if process.environ().get("PYPARALLEL_TEST_TOKEN") == token:
+                found.append(process)
+        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+    return found

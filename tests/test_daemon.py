@@ -1,0 +1,299 @@
+"""The exporter daemon as a user runs it, with a real Prometheus scraping it over HTTP(S)."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import signal
+import ssl
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import bcrypt
+import psutil
+import pytest
+from conftest import require_binary
+from test_config import INVALID, TESTDATA
+
+import support
+
+pytestmark = pytest.mark.integration
+
+QUICK = {"interval": "60s", "jitter": "1s", "duty_cycle": 1,
+         "probe": {"workloads": ["sleep"], "modes": ["sequential", "threads"], "workers": [2],
+                   "unit_seconds": 0.1, "repeats": 1, "timeout": "10s"}}
+
+
+def scrape(service: support.Service, **kwargs) -> str:
+    status, body = support.http_get(service.url + "/metrics", **kwargs)
+    assert status == 200, body
+    return body
+
+
+def sample(text: str, name: str, **labels: str) -> float | None:
+    """The value of one sample in a text exposition, or None."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                return s.value
+    return None
+
+
+@pytest.fixture
+def exporter_factory(tmp_path):
+    started: list[support.Service] = []
+
+    def start(config: dict, *extra: str, **kwargs) -> support.Service:
+        service = support.start_exporter(tmp_path / f"exporter{len(started)}", config, *extra, **kwargs)
+        started.append(service)
+        return service
+
+    yield start
+    for service in started:
+        service.stop(signal.SIGKILL)
+
+
+# --- the shared live stack: exporter -> prometheus ------------------------------------------
+
+
+def test_prometheus_scrapes_processes_speedup_from_the_shipped_config(live_stack):
+    result = live_stack.query('pyparallel_speedup_ratio{interpreter="cpython-system",'
+                              'workload="pure_python",mode="processes"}')
+    assert len(result) == 1
+    assert float(result[0]["value"][1]) > 1.3
+    assert result[0]["metric"]["job"] == "pyparallel"
+
+
+def test_per_core_series_exist_for_every_cpu(live_stack):
+    result = live_stack.query('pyparallel_core_utilisation_ratio{interpreter="cpython-system",'
+                              'workload="pure_python",mode="processes"}')
+    assert sorted(int(s["metric"]["cpu"]) for s in result) == list(range(psutil.cpu_count()))
+
+
+def test_probe_success_is_1_for_healthy_workloads_and_0_for_a_raising_one(live_stack):
+    ok = support.values(live_stack.query('pyparallel_probe_success{workload!~"faulty.*"}'), "mode")
+    assert ok and set(ok.values()) == {1.0}
+    failed = live_stack.query('pyparallel_probe_success{workload="faulty_workloads:raises"}')
+    assert failed and {float(s["value"][1]) for s in failed} == {0.0}
+    errors = live_stack.query('pyparallel_probe_failures_total{workload="faulty_workloads:raises",reason="error"}')
+    assert errors and min(float(s["value"][1]) for s in errors) >= 1
+
+
+def test_identity_and_host_metrics_reach_prometheus(live_stack):
+    info = live_stack.query('pyparallel_python_info{interpreter="cpython-system"}')
+    assert info[0]["metric"]["version"] == ".".join(map(str, sys.version_info[:3]))
+    assert info[0]["metric"]["free_threaded_build"] == "false"
+    assert support.values(live_stack.query("pyparallel_gil_enabled"), "interpreter")["cpython-system"] == 1
+    host = support.values(live_stack.query("pyparallel_host_cpus"), "kind")
+    assert host["logical"] == psutil.cpu_count()
+    assert support.values(live_stack.query("up"), "job")["pyparallel"] == 1
+
+
+def test_a_real_scrape_passes_promtool_check_metrics(live_stack):
+    promtool = require_binary("promtool")
+    checked = subprocess.run([promtool, "check", "metrics"], input=scrape(live_stack.exporter),
+                             capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_every_pyparallel_metric_has_help_text(live_stack):
+    text = scrape(live_stack.exporter)
+    names = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE pyparallel_")}
+    helped = {line.split()[2] for line in text.splitlines() if line.startswith("# HELP pyparallel_")}
+    assert names and names == helped
+
+
+def test_metrics_are_served_quickly_while_a_probe_runs(live_stack):
+    """Probes run in child processes, so a scrape never waits for one (the latency figures
+    are in benchmarks/; this only checks that a scrape is not blocked for a probe's length)."""
+    slowest = 0.0
+    for _ in range(40):
+        started = time.monotonic()
+        scrape(live_stack.exporter)
+        slowest = max(slowest, time.monotonic() - started)
+        time.sleep(0.05)
+    assert slowest < 1.0
+
+
+# --- faults --------------------------------------------------------------------------------
+
+
+def test_raising_aborting_and_hanging_workloads_are_counted_and_the_daemon_keeps_serving(exporter_factory):
+    token = uuid.uuid4().hex
+    config = dict(QUICK, probe=dict(QUICK["probe"], timeout="2s", workloads=[
+        "faulty_workloads:raises", "faulty_workloads:aborts", "faulty_workloads:hangs", "sleep"]))
+    exporter = exporter_factory(config, env={"PYPARALLEL_TEST_TOKEN": token})
+    support.wait_ready(exporter, timeout=60)
+    text = scrape(exporter)
+    for workload, reason in (("raises", "error"), ("aborts", "crash"), ("hangs", "timeout")):
+        labels = {"workload": f"faulty_workloads:{workload}", "mode": "threads"}
+        assert sample(text, "pyparallel_probe_success", **labels) == 0
+        assert sample(text, "pyparallel_probe_failures_total", reason=reason, **labels) == 1
+    assert sample(text, "pyparallel_probe_success", workload="sleep", mode="threads") == 1
+    assert support.http_get(exporter.url + "/-/healthy")[0] == 200
+    assert exporter.alive()
+    exporter_pid = exporter.process.pid
+    leftovers = [p for p in support.processes_with_token(token) if p.pid != exporter_pid]
+    assert leftovers == []
+
+
+def test_sigterm_during_a_probe_exits_0_within_5_seconds_and_kills_the_probe(exporter_factory):
+    token = uuid.uuid4().hex
+    config = dict(QUICK, probe=dict(QUICK["probe"], workloads=["faulty_workloads:hangs"], timeout="60s"))
+    exporter = exporter_factory(config, env={"PYPARALLEL_TEST_TOKEN": token})
+    support.wait_for(lambda: len(support.processes_with_token(token)) > 1, 30, "the probe to start")
+    started = time.monotonic()
+    exporter.process.send_signal(signal.SIGTERM)
+    assert exporter.process.wait(timeout=5) == 0
+    assert time.monotonic() - started < 5
+    support.wait_for(lambda: not support.processes_with_token(token), 5, "the probe tree to be gone")
+
+
+def test_missing_interpreter_is_a_failed_probe_not_a_crash(exporter_factory):
+    config = dict(QUICK, interpreters=[{"name": "ghost", "path": "/nonexistent/python3"}])
+    exporter = exporter_factory(config)
+    support.wait_ready(exporter, timeout=60)
+    text = scrape(exporter)
+    assert sample(text, "pyparallel_probe_success", interpreter="ghost", mode="threads") == 0
+    assert sample(text, "pyparallel_probe_failures_total", interpreter="ghost", mode="threads",
+                  reason="interpreter") == 1
+
+
+# --- config --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(INVALID))
+def test_serve_with_an_invalid_config_exits_2_with_one_line(name):
+    path = TESTDATA / name
+    result = subprocess.run([sys.executable, "-m", "exporter", "serve", f"--config.file={path}"],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"parallelism-exporter: error parsing config file: {path}: {INVALID[name]}"
+
+
+def test_config_check_validates_and_exits_0():
+    result = subprocess.run([sys.executable, "-m", "exporter", "serve", "--config.check",
+                             f"--config.file={TESTDATA / 'valid-full.yml'}"],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0
+    assert "config OK" in result.stdout
+
+
+def test_bad_reload_keeps_the_old_config_and_a_good_one_applies(exporter_factory):
+    exporter = exporter_factory(QUICK)
+    support.wait_ready(exporter, timeout=60)
+    config_path = exporter.workdir / "exporter.yml"
+    original = config_path.read_text()
+    config_path.write_text("probe:\n  repeats: 0\n")
+    exporter.process.send_signal(signal.SIGHUP)
+    support.wait_for(lambda: sample(scrape(exporter), "pyparallel_config_last_reload_successful") == 0,
+                     10, "the failed reload to be reported")
+    assert exporter.alive()
+    assert sample(scrape(exporter), "pyparallel_probe_interval_seconds") == 60  # old config kept
+    config_path.write_text(original.replace("interval: 60s", "interval: 45s"))
+    request = urllib.request.Request(exporter.url + "/-/reload", method="POST")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200
+    text = scrape(exporter)
+    assert sample(text, "pyparallel_config_last_reload_successful") == 1
+    assert sample(text, "pyparallel_probe_interval_seconds") == 45
+
+
+# --- TLS and basic auth ---------------------------------------------------------------------
+
+
+def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    import ipaddress
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(minutes=5))
+                   .not_valid_after(now + datetime.timedelta(days=1))
+                   .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+                   .sign(key, hashes.SHA256()))
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def test_tls_and_basic_auth_and_prometheus_scrapes_through_them(exporter_factory, tmp_path):
+    cert, key = self_signed_certificate(tmp_path)
+    password_hash = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=10)).decode()
+    web_config = tmp_path / "web.yml"
+    web_config.write_text(f"tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n"
+                          f"basic_auth_users:\n  prom: '{password_hash}'\n")
+    exporter = exporter_factory(QUICK, f"--web.config.file={web_config}", scheme="https")
+    context = ssl.create_default_context(cafile=str(cert))
+
+    def get(user: str | None, password: str | None) -> int:
+        request = urllib.request.Request(exporter.url + "/metrics")
+        if user is not None:
+            token = base64.b64encode(f"{user}:{password}".encode()).decode()
+            request.add_header("Authorization", f"Basic {token}")
+        return support.http_get(request, context=context)[0]  # type: ignore[arg-type]
+
+    support.wait_for(lambda: get("prom", "s3cret") == 200, 30, "the TLS exporter")
+    assert get(None, None) == 401
+    assert get("prom", "wrong") == 401
+    assert get("prom", "s3cret") == 200
+
+    scrape_config = {"scheme": "https", "tls_config": {"ca_file": str(cert)},
+                     "basic_auth": {"username": "prom", "password": "s3cret"}}
+    prometheus = support.start_prometheus(
+        tmp_path, support.prometheus_config(exporter.url.split("//")[1], scrape=scrape_config))
+    try:
+        support.wait_for(lambda: support.values(support.query(prometheus, "up"), "job").get("pyparallel") == 1,
+                         30, "prometheus to scrape over TLS with basic auth")
+    finally:
+        prometheus.stop()
+
+
+# --- textfile -------------------------------------------------------------------------------
+
+
+def test_probe_textfile_is_written_atomically_and_passes_promtool(tmp_path):
+    promtool = require_binary("promtool")
+    target = tmp_path / "pyparallel.prom"
+    result = subprocess.run([sys.executable, "-m", "exporter", "probe", "--workload", "sleep",
+                             "--mode", "threads", "--workers", "2", "--seconds", "0.1", "--repeats", "1",
+                             "--textfile", str(target)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    text = target.read_text()
+    assert sample(text, "pyparallel_speedup_ratio", mode="threads", workload="sleep") > 1.5
+    assert list(tmp_path.iterdir()) == [target]  # no temporary file left behind
+    checked = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_scrape_during_reload_and_probe_never_errors(exporter_factory):
+    """Concurrent scrapes while the lane probes: every one answers 200."""
+    exporter = exporter_factory(dict(QUICK, probe=dict(QUICK["probe"], unit_seconds=0.5)))
+    support.wait_for(lambda: support.http_get(exporter.url + "/-/healthy")[0] == 200, 30, "the exporter")
+    statuses: list[int] = []
+
+    def hammer() -> None:
+        for _ in range(30):
+            statuses.append(support.http_get(exporter.url + "/metrics")[0])
+
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert statuses == [200] * 120
