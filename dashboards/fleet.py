@@ -20,6 +20,7 @@ from dashboards.panels import (
 )
 from dashboards.recording import speedup_median
 
+# Variables are used as regex matchers, so any value (or ".+") can be substituted.
 JOB = 'job=~"$job"'
 BY = "job, instance, interpreter"
 GOOD_IF_ZERO: list[dict[str, Any]] = [{"color": "green", "value": None}, {"color": "red", "value": 1}]
@@ -39,7 +40,7 @@ def variables(config: MixinConfig) -> list[g.Template]:
 def mode_speedup(mode: str) -> str:
     """Best speedup of `mode` per interpreter; NaN (shown as "not probed") when there is none."""
     return (
-        f'max by ({BY}) (pyparallel_speedup_ratio{{{JOB}, workload="$workload", mode="{mode}"}})\n'
+        f'max by ({BY}) (pyparallel_speedup_ratio{{{JOB}, workload=~"$workload", mode="{mode}"}})\n'
         f"or on({BY})\n"
         f"max by ({BY}) (pyparallel_python_info{{{JOB}}}) * NaN"
     )
@@ -123,14 +124,14 @@ def build(config: MixinConfig = CONFIG) -> g.Dashboard:
     grid.add(timeseries(
         f"Threads speedup, {config.speedup_median_window} median",
         "Best threads speedup of the selected workload per instance and interpreter.",
-        (f'max by (instance, interpreter) ({median}{{{JOB}, workload="$workload", mode="threads"}})',
+        (f'max by (instance, interpreter) ({median}{{{JOB}, workload=~"$workload", mode="threads"}})',
          "{{instance}} {{interpreter}}"),
         minimum=0,
     ), w=12, h=9)
     grid.add(timeseries(
         f"Processes speedup, {config.speedup_median_window} median",
         "Best processes speedup of the selected workload per instance and interpreter.",
-        (f'max by (instance, interpreter) ({median}{{{JOB}, workload="$workload", mode="processes"}})',
+        (f'max by (instance, interpreter) ({median}{{{JOB}, workload=~"$workload", mode="processes"}})',
          "{{instance}} {{interpreter}}"),
         minimum=0,
     ), w=12, h=9)

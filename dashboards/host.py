@@ -15,6 +15,7 @@ from dashboards.panels import (
     make_dashboard,
     query_variable,
     stat,
+    steps,
     timeseries,
     value_text,
 )
@@ -73,7 +74,7 @@ def upgrade_annotation(config: MixinConfig) -> dict[str, Any]:
     }
 
 
-def overview(grid: Grid) -> None:
+def overview(grid: Grid, config: MixinConfig) -> None:
     grid.row("Overview")
     grid.add(stat(
         "Speedup by mode",
@@ -81,7 +82,7 @@ def overview(grid: Grid) -> None:
         (f'max by (interpreter, workload, mode) (pyparallel_speedup_ratio{{{PROBE}, mode!="sequential"}})',
          "{{interpreter}} {{workload}} {{mode}}"),
         decimals=2,
-        thresholds=[{"color": "red", "value": None}, {"color": "orange", "value": 0.9}, {"color": "green", "value": 1.5}],
+        thresholds=steps(config.speedup_colour_steps),
     ), w=8, h=6)
     grid.add(stat(
         "GIL enabled at run time",
@@ -101,7 +102,7 @@ def overview(grid: Grid) -> None:
         "Share of probes whose last round succeeded.",
         (f"avg(pyparallel_probe_success{{{PROBE}}})", "probes"),
         unit="percentunit",
-        thresholds=[{"color": "red", "value": None}, {"color": "orange", "value": 0.5}, {"color": "green", "value": 1}],
+        thresholds=steps(config.success_colour_steps),
     ), w=4, h=6)
     grid.add(stat(
         "Host CPUs",
@@ -298,7 +299,7 @@ def comparison(grid: Grid) -> None:
 
 def build(config: MixinConfig = CONFIG) -> g.Dashboard:
     grid = Grid()
-    overview(grid)
+    overview(grid, config)
     speedup(grid, config)
     efficiency(grid)
     cores(grid)

@@ -84,6 +84,10 @@ class MixinConfig:
     # Workload shown by default in the fleet table: pure-Python bytecode is what the GIL
     # serialises, so its threads speedup separates GIL builds from free-threaded ones.
     headline_workload: str = "pure_python"
+    # Colours of the overview stats: red below the first value, orange below the second,
+    # green above. A speedup under 0.9 means parallel work runs slower than sequential.
+    speedup_colour_steps: tuple[float, float] = (0.9, 1.5)
+    success_colour_steps: tuple[float, float] = (0.5, 1.0)  # share of probes succeeding
     # Modes with a speedup column in the fleet table and a panel in the comparison row.
     parallel_modes: tuple[str, ...] = ("threads", "processes", "asyncio", "subinterpreters")
 

@@ -15,6 +15,12 @@ DATASOURCE: dict[str, str] = {"type": "prometheus", "uid": "${datasource}"}
 NEUTRAL = [{"color": "text", "value": None}]
 
 
+def steps(bounds: tuple[float, float]) -> list[dict[str, Any]]:
+    """Red below the first bound, orange below the second, green from it on."""
+    low, high = bounds
+    return [{"color": "red", "value": None}, {"color": "orange", "value": low}, {"color": "green", "value": high}]
+
+
 def targets(*queries: tuple[str, str], instant: bool = False, table: bool = False) -> list[g.Target]:
     """Targets A, B, ... from (expr, legend) pairs, all on the datasource variable."""
     return [
