@@ -13,6 +13,7 @@ import sys
 from typing import NoReturn, Optional, Sequence
 
 from rich.console import Console
+from rich.text import Text
 
 from exporter import __version__, config, hostinfo, probe, report
 from exporter.errors import ConfigError
@@ -147,8 +148,9 @@ def run_one_shot(args: argparse.Namespace) -> int:
     with err.status("probing…") as status:
         for interpreter in cfg.interpreter_list():
             for spec in cfg.probe_specs(host.default_workers):
-                where = f"[{interpreter.name or interpreter.path}] "
-                reports.append(probe.run_workload(interpreter, spec, lambda m: status.update(where + m)))
+                where = f"{interpreter.name or interpreter.path}: "
+                # Text, not a markup string: paths and workload names may contain brackets.
+                reports.append(probe.run_workload(interpreter, spec, lambda m: status.update(Text(where + m))))
     name_after_identity(reports)
     if args.json:
         print(json.dumps(report.json_document(reports, host), indent=2))

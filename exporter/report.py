@@ -123,6 +123,34 @@ def verdict(report: WorkloadReport, usable: float) -> str:
     return f"{report.spec.workload}: " + "; ".join(parts)
 
 
+def comparison_table(reports: Sequence[WorkloadReport]) -> Optional[Table]:
+    """Interpreters side by side: speedup and cores used of every (workload, mode, workers)."""
+    names = list(dict.fromkeys(r.interpreter.name for r in reports))
+    if len(names) < 2:
+        return None
+    table = Table(title="interpreters side by side: speedup (cores used)", title_justify="left",
+                  box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("workload")
+    table.add_column("mode")
+    table.add_column("N", justify="right")
+    for name in names:
+        table.add_column(name, justify="right", no_wrap=True)
+    by_key = {(r.interpreter.name, s.workload, s.mode, s.workers): s for r in reports for s in r.steps}
+    rows = dict.fromkeys((s.workload, s.mode, s.workers) for r in reports for s in r.steps)
+    for workload, mode, workers in rows:
+        cells = []
+        for name in names:
+            step = by_key.get((name, workload, mode, workers))
+            if step is None or not step.available:
+                cells.append("[dim]n/a[/dim]")
+            elif step.summary is None:
+                cells.append(f"[red]failed ({step.reason})[/red]")
+            else:
+                cells.append(f"{step.summary.speedup:.2f}× ({step.summary.cores_used:.2f})")
+        table.add_row(workload, mode, str(workers), *cells)
+    return table
+
+
 def render(reports: Sequence[WorkloadReport], host: HostCpus, console: Console) -> None:
     console.print(f"[bold]Host[/bold]: {host.logical} logical CPUs, {host.physical or '?'} physical, "
                   f"{host.usable:g} usable (affinity {host.affinity}"
@@ -134,6 +162,10 @@ def render(reports: Sequence[WorkloadReport], host: HostCpus, console: Console) 
             console.print(note)
         console.print(core_bars(report, console.width))
         console.print(Text(verdict(report, host.usable), style="bold"))
+    comparison = comparison_table(reports)
+    if comparison is not None:
+        console.print()
+        console.print(comparison)
 
 
 def step_document(step: StepResult, report: WorkloadReport) -> dict[str, Any]:

@@ -126,6 +126,8 @@ def live_stack(tmp_path_factory):
         stack = Stack(exporter, prometheus, alertmanager, [i["name"] for i in interpreters])
         support.wait_for(lambda: len(stack.query("pyparallel_speedup_ratio")) > 0, 60,
                          "prometheus to scrape the first round")
+        support.wait_for(lambda: stack.query("instance_interpreter_workload_mode_workers:pyparallel_speedup_ratio:median1h"),
+                         60, "the recording rules to be evaluated")
         yield stack
     finally:
         for service in (prometheus, exporter, alertmanager):

@@ -13,8 +13,6 @@ import yaml
 from conftest import require_binary
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # dashboards/ is not installed; the `pytest` script does not add the root
-    sys.path.insert(0, str(ROOT))
 
 from dashboards.queries import EXPORTED_METRICS
 

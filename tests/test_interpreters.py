@@ -1,0 +1,111 @@
+"""Several interpreters side by side: a GIL build, free-threaded 3.13t, and 3.13t with the GIL
+forced on. These need the free-threaded build (.ci/run builds it); without it they skip
+locally and fail in CI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import build_legacy_extension, require_free_threaded_python
+
+import support
+from exporter import probe
+
+pytestmark = pytest.mark.freethreaded
+
+
+@pytest.fixture(scope="module")
+def ft_python() -> str:
+    return require_free_threaded_python()
+
+
+@pytest.fixture
+def ft_stack(live_stack, ft_python):
+    assert "cpython-3.13t" in live_stack.interpreters
+    return live_stack
+
+
+def speedups(stack, workload: str, mode: str) -> dict[str, float]:
+    return support.values(stack.query(
+        f'pyparallel_speedup_ratio{{workload="{workload}",mode="{mode}"}}'), "interpreter")
+
+
+@pytest.mark.integration
+def test_free_threaded_threads_scale_where_the_gil_build_does_not(ft_stack):
+    threads = speedups(ft_stack, "pure_python", "threads")
+    assert threads["cpython-3.13t"] > 1.5
+    assert threads["cpython-system"] < 1.3
+    assert threads["cpython-3.13t-gil"] < 1.3
+
+
+@pytest.mark.integration
+def test_gil_state_at_run_time_per_interpreter(ft_stack):
+    gil = support.values(ft_stack.query("pyparallel_gil_enabled"), "interpreter")
+    assert gil == {"cpython-system": 1, "cpython-3.13t": 0, "cpython-3.13t-gil": 1}
+    builds = support.values(ft_stack.query('pyparallel_python_info{free_threaded_build="true"}'), "interpreter")
+    assert set(builds) == {"cpython-3.13t", "cpython-3.13t-gil"}
+
+
+@pytest.mark.integration
+def test_gil_enabled_on_free_threaded_build_alert_fires_for_python_gil_1(ft_stack):
+    def firing() -> set[str]:
+        alerts = ft_stack.query('ALERTS{alertname="PyParallelGILEnabledOnFreeThreadedBuild",alertstate="firing"}')
+        return {a["metric"]["interpreter"] for a in alerts}
+
+    assert support.wait_for(firing, 60, "the GIL alert to fire") == {"cpython-3.13t-gil"}
+
+
+@pytest.mark.integration
+def test_import_check_flags_an_extension_without_the_free_threading_slot(ft_stack):
+    flags = {(s["metric"]["interpreter"], s["metric"]["module"]): float(s["value"][1])
+             for s in ft_stack.query("pyparallel_import_gil_enabled")}
+    assert flags[("cpython-3.13t", "legacy_ext")] == 1
+    assert flags[("cpython-3.13t", "json")] == 0
+    # With PYTHON_GIL=1 the GIL was on before the import: the import did not re-enable it.
+    assert flags[("cpython-3.13t-gil", "legacy_ext")] == 0
+    assert not any(interpreter == "cpython-system" for interpreter, _ in flags)  # GIL build: no check
+
+
+@pytest.mark.integration
+def test_module_alert_reaches_alertmanager_with_the_module_in_the_summary(ft_stack):
+    def delivered() -> list[dict]:
+        status, body = support.http_get(ft_stack.alertmanager.url + "/api/v2/alerts")
+        return [a for a in json.loads(body) if a["labels"]["alertname"] == "PyParallelModuleReenablesGIL"]
+
+    alerts = support.wait_for(delivered, 90, "the module alert in Alertmanager")
+    assert {a["labels"]["module"] for a in alerts} == {"legacy_ext"}
+    assert "legacy_ext" in alerts[0]["annotations"]["summary"]
+
+
+def test_check_import_directly(ft_python, tmp_path):
+    extension_dir = build_legacy_extension(ft_python, tmp_path)
+    interpreter = probe.Interpreter("ft", ft_python, {"PYTHONPATH": extension_dir})
+    assert probe.check_import(interpreter, "legacy_ext", 30).gil_enabled is True
+    assert probe.check_import(interpreter, "json", 30).gil_enabled is False
+    missing = probe.check_import(interpreter, "no_such_module_here", 30)
+    assert missing.gil_enabled is None and "No module named" in missing.error
+
+
+def test_one_shot_report_compares_interpreters_side_by_side(ft_python):
+    result = subprocess.run(
+        [sys.executable, "-m", "exporter", "probe", "--python", ft_python, "--python", f"gil={sys.executable}",
+         "--workload", "sleep", "--mode", "threads", "--workers", "2", "--seconds", "0.1", "--repeats", "1"],
+        capture_output=True, text=True, timeout=120, env={"COLUMNS": "120", "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr
+    assert "interpreters side by side" in result.stdout
+    assert "cpython-3.13t" in result.stdout and "gil" in result.stdout
+    assert "free-threaded, GIL disabled" in result.stdout
+
+
+def test_one_shot_json_lists_both_interpreters(ft_python):
+    result = subprocess.run(
+        [sys.executable, "-m", "exporter", "probe", "--python", ft_python, "--python", sys.executable,
+         "--workload", "sleep", "--mode", "threads", "--workers", "2", "--seconds", "0.1", "--repeats", "1", "--json"],
+        capture_output=True, text=True, timeout=120)
+    document = json.loads(result.stdout)
+    builds = {i["name"]: i["free_threaded_build"] for i in document["interpreters"]}
+    assert builds == {"cpython-3.13t": True, f"cpython-{sys.version_info[0]}.{sys.version_info[1]}": False}
+    assert {r["interpreter"] for r in document["results"]} == set(builds)
