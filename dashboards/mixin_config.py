@@ -68,9 +68,9 @@ class MixinConfig:
 
     # --- alert annotations ---------------------------------------------------------------
     # %s is the alert name in lower case; deploy/RUNBOOK.md has a matching "Runbook: <Alert>"
-    # heading, which the main README includes.
+    # heading (the README links to it).
     runbook_url_template: str = (
-        "https://github.com/python-parallelism-exporter/python-parallelism-exporter#runbook-%s"
+        "https://github.com/python-parallelism-exporter/python-parallelism-exporter/blob/main/deploy/RUNBOOK.md#runbook-%s"
     )
 
     # --- dashboards ----------------------------------------------------------------------

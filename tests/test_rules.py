@@ -20,7 +20,7 @@ RULES_DIR = ROOT / "deploy" / "prometheus" / "rules"
 RULE_FILES = sorted(RULES_DIR.glob("*.yml"))
 TEST_FILES = sorted((ROOT / "deploy" / "prometheus" / "tests").glob("*.yml"))
 RUNBOOK = ROOT / "deploy" / "RUNBOOK.md"
-RUNBOOK_URL = re.compile(r"^https://github\.com/python-parallelism-exporter/python-parallelism-exporter#(runbook-[a-z0-9-]+)$")
+RUNBOOK_URL = re.compile(r"^https://github\.com/python-parallelism-exporter/python-parallelism-exporter/blob/main/deploy/RUNBOOK\.md#(runbook-[a-z0-9-]+)$")
 LEVEL_METRIC_OPERATION = re.compile(r"^[a-z]+(_[a-z]+)*:([a-z_]+):[a-z0-9_]+$")
 
 
