@@ -15,6 +15,7 @@ import pytest
 
 from exporter import probe
 from exporter.hostinfo import host_cpus
+from support import processes_with_token
 
 TESTS = Path(__file__).parent
 TWO_CORES = host_cpus().usable >= 2
@@ -106,24 +107,12 @@ def test_subinterpreters_mode_reports_itself_unavailable_before_3_14():
 # --- failures are isolated ----------------------------------------------------------------
 
 
-def leftover_processes(token: str) -> list[psutil.Process]:
-    """Processes still carrying the probe's unique environment token."""
-    found = []
-    for process in psutil.process_iter():
-        try:
-            if process.environ().get("PYPARALLEL_TEST_TOKEN") == token:
-                found.append(process)
-        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
-            continue
-    return found
-
-
 def run_faulty(function: str, monkeypatch, modes=("threads", "processes"), timeout=5.0):
     monkeypatch.chdir(TESTS)  # the runner imports user workloads from the working directory
     token = uuid.uuid4().hex
     report = run(f"faulty_workloads:{function}", modes=modes, unit=0.05, repeats=1,
                  timeout=timeout, env={"PYPARALLEL_TEST_TOKEN": token})
-    return report, leftover_processes(token)
+    return report, processes_with_token(token)
 
 
 def test_raising_workload_fails_every_step_with_reason_error(monkeypatch):
