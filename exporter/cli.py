@@ -80,14 +80,14 @@ def add_serve_flags(serve: argparse.ArgumentParser) -> None:
                        help="logfmt or json (default logfmt)")
 
 
-def parse_interpreters(values: list[str]) -> tuple[config.InterpreterConfig, ...]:
+def parse_interpreters(values: list[str]) -> tuple[config.Interpreter, ...]:
     """``--python PATH`` or ``--python NAME=PATH``; unnamed ones are named after the run."""
     interpreters = []
     for value in values:
         name, _, path = value.rpartition("=")
         if name:
             config.check_flag("--python", config.label_value, name)
-        interpreters.append(config.InterpreterConfig(name, config.check_flag("--python", config.path_value, path)))
+        interpreters.append(config.Interpreter(name, config.check_flag("--python", config.path_value, path)))
     return tuple(interpreters)
 
 
@@ -149,8 +149,12 @@ def run_one_shot(args: argparse.Namespace) -> int:
         for interpreter in cfg.interpreter_list():
             for spec in cfg.probe_specs(host.default_workers):
                 where = f"{interpreter.name or interpreter.path}: "
-                # Text, not a markup string: paths and workload names may contain brackets.
-                reports.append(probe.run_workload(interpreter, spec, lambda m: status.update(Text(where + m))))
+
+                def progress(message: str, where: str = where) -> None:
+                    # Text, not a markup string: paths and workload names may contain brackets.
+                    status.update(Text(where + message))
+
+                reports.append(probe.run_workload(interpreter, spec, progress))
     name_after_identity(reports)
     if args.json:
         print(json.dumps(report.json_document(reports, host), indent=2))

@@ -56,14 +56,22 @@ def gauge(name: str, documentation: str, labels: Optional[list[str]] = None, uni
 def step_families(snapshot: Snapshot) -> Iterator[Metric]:
     """Per-(interpreter, workload, mode, workers) results and health."""
     success = gauge("probe_success", "Whether the last probe of this step succeeded (1) or failed (0).", STEP_LABELS)
-    duration = gauge("probe_duration_seconds", "Wall time the last probe of this step took, start-up and repeats included.", STEP_LABELS)
-    speedup = gauge("speedup_ratio", "Weak-scaling speedup T1*N/TN against the sequential baseline, median of repeats.", STEP_LABELS)
+    duration = gauge("probe_duration_seconds",
+                     "Wall time the last probe of this step took, start-up and repeats included.",
+                     STEP_LABELS)
+    speedup = gauge("speedup_ratio",
+                    "Weak-scaling speedup T1*N/TN against the sequential baseline, median of repeats.",
+                    STEP_LABELS)
     spread = gauge("speedup_spread_ratio", "Relative spread (max-min)/median of the speedup over the repeats.", STEP_LABELS)
     efficiency = gauge("efficiency_ratio", "Parallel efficiency: speedup divided by the number of workers.", STEP_LABELS)
-    serial = gauge("serial_fraction_ratio", "Karp-Flatt experimentally determined serial fraction (2 or more workers).", STEP_LABELS)
+    serial = gauge("serial_fraction_ratio",
+                   "Karp-Flatt experimentally determined serial fraction (2 or more workers).",
+                   STEP_LABELS)
     throughput = gauge("throughput_units_per_second", "Units of work completed per second by all workers together.", STEP_LABELS)
     cores = gauge("cpu_cores_used", "CPU seconds of the workers divided by wall seconds of the timed window.", STEP_LABELS)
-    per_core = gauge("core_utilisation_ratio", "Busy fraction of each logical CPU during the timed window (kernel per-CPU counters).", STEP_LABELS + ["cpu"])
+    per_core = gauge("core_utilisation_ratio",
+                     "Busy fraction of each logical CPU during the timed window (kernel per-CPU counters).",
+                     STEP_LABELS + ["cpu"])
     for report in snapshot.reports.values():
         for step in report.steps:
             if not step.available:
@@ -90,15 +98,21 @@ def step_families(snapshot: Snapshot) -> Iterator[Metric]:
 
 
 def health_families(snapshot: Snapshot) -> Iterator[Metric]:
-    last_success = gauge("probe_last_success_timestamp_seconds", "Unix time of the last successful probe of this step.", STEP_LABELS)
+    last_success = gauge("probe_last_success_timestamp_seconds",
+                         "Unix time of the last successful probe of this step.",
+                         STEP_LABELS)
     for key, timestamp in snapshot.last_success.items():
         last_success.add_metric(list(key), timestamp)
     yield last_success
-    failures = CounterMetricFamily(f"{PREFIX}_probe_failures", "Failed probes of this step by reason: error, crash, timeout, interpreter.", labels=STEP_LABELS + ["reason"])
+    failures = CounterMetricFamily(f"{PREFIX}_probe_failures",
+        "Failed probes of this step by reason: error, crash, timeout, interpreter.",
+        labels=STEP_LABELS + ["reason"])
     for (key, reason), count in snapshot.failures.items():
         failures.add_metric(list(key) + [reason], count)
     yield failures
-    startup = gauge("worker_startup_seconds", "Time to start and warm up the workers of a mode, median over workloads and repeats.", ["interpreter", "mode", "workers"])
+    startup = gauge("worker_startup_seconds",
+                    "Time to start and warm up the workers of a mode, median over workloads and repeats.",
+                    ["interpreter", "mode", "workers"])
     for labels, seconds in startup_medians(snapshot).items():
         startup.add_metric(list(labels), seconds)
     yield startup
@@ -115,9 +129,15 @@ def startup_medians(snapshot: Snapshot) -> dict[tuple[str, str, str], float]:
 
 
 def interpreter_families(snapshot: Snapshot) -> Iterator[Metric]:
-    info = gauge("python_info", "Identity of a probed interpreter; always 1.", ["interpreter", "version", "implementation", "free_threaded_build"])
-    gil = gauge("gil_enabled", "Whether the GIL was enabled at run time in the probe's interpreter (after importing the workload).", ["interpreter"])
-    available = gauge("mode_available", "Whether the interpreter offers this mode (subinterpreters need CPython 3.14+).", ["interpreter", "mode"])
+    info = gauge("python_info",
+                 "Identity of a probed interpreter; always 1.",
+                 ["interpreter", "version", "implementation", "free_threaded_build"])
+    gil = gauge("gil_enabled",
+                "Whether the GIL was enabled at run time in the probe's interpreter (after importing the workload).",
+                ["interpreter"])
+    available = gauge("mode_available",
+                      "Whether the interpreter offers this mode (subinterpreters need CPython 3.14+).",
+                      ["interpreter", "mode"])
     for name, identity in snapshot.identities.items():
         info.add_metric([name, identity.version, identity.implementation, str(identity.free_threaded_build).lower()], 1)
         gil.add_metric([name], 1 if identity.gil_enabled else 0)
@@ -127,7 +147,9 @@ def interpreter_families(snapshot: Snapshot) -> Iterator[Metric]:
             seen[(report.interpreter.name, step.mode)] = step.available
     for (name, mode), is_available in seen.items():
         available.add_metric([name, mode], 1 if is_available else 0)
-    imports = gauge("import_gil_enabled", "Whether importing this configured module re-enabled the GIL of a free-threaded interpreter.", ["interpreter", "module"])
+    imports = gauge("import_gil_enabled",
+                    "Whether importing this configured module re-enabled the GIL of a free-threaded interpreter.",
+                    ["interpreter", "module"])
     for check in snapshot.import_checks.values():
         if check.gil_enabled is not None:
             imports.add_metric([check.interpreter, check.module], 1 if check.gil_enabled else 0)

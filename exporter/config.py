@@ -12,7 +12,7 @@ from __future__ import annotations
 import platform
 import re
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import yaml
@@ -44,13 +44,6 @@ def sysconfig_gil_disabled() -> bool:
 
 
 @dataclass(frozen=True)
-class InterpreterConfig:
-    name: str
-    path: str
-    env: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
 class ProbeConfig:
     workloads: tuple[str, ...] = ("pure_python", "sha256")
     modes: tuple[str, ...] = ("sequential", "threads", "processes")
@@ -67,14 +60,13 @@ class Config:
     interval_seconds: float = 300.0
     jitter_seconds: float = 15.0
     duty_cycle: float = 0.05  # probe work may take at most this share of wall time
-    interpreters: tuple[InterpreterConfig, ...] = ()  # empty: the running Python only
+    interpreters: tuple[Interpreter, ...] = ()  # empty: the running Python only
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     import_check_modules: tuple[str, ...] = ()
 
     def interpreter_list(self) -> tuple[Interpreter, ...]:
         """The configured interpreters, or the running Python."""
-        configured = self.interpreters or (InterpreterConfig(default_interpreter_name(), sys.executable),)
-        return tuple(Interpreter(i.name, i.path, i.env) for i in configured)
+        return self.interpreters or (Interpreter(default_interpreter_name(), sys.executable),)
 
     def probe_specs(self, default_workers: int) -> list[ProbeSpec]:
         """One probe per workload; no configured worker counts means the usable cores."""
@@ -233,7 +225,7 @@ def _build(raw: Mapping[str, Any], fields: dict, allowed_extra: Sequence[str], w
     return values
 
 
-def _interpreter(raw: Any, where: str) -> InterpreterConfig:
+def _interpreter(raw: Any, where: str) -> Interpreter:
     raw = _mapping(raw, where)
     values = _build(raw, {"name": ("name", label_value), "path": ("path", path_value)}, ["env"], f"{where}.")
     for required in ("name", "path"):
@@ -243,7 +235,7 @@ def _interpreter(raw: Any, where: str) -> InterpreterConfig:
     for key, value in env.items():
         if not isinstance(value, (str, int)) or isinstance(value, bool):
             raise _Located(f"{where}.env.{key}", f"must be a string, got {value!r}")
-    return InterpreterConfig(values["name"], values["path"], {str(k): str(v) for k, v in env.items()})
+    return Interpreter(values["name"], values["path"], {str(k): str(v) for k, v in env.items()})
 
 
 def path_value(value: Any) -> str:
@@ -257,7 +249,7 @@ def config_from_mapping(raw: Any) -> Config:
     raw = _mapping(raw, "(top level)")
     top = _build(raw, TOP_FIELDS, ["probe", "interpreters", "import_check"], "")
     probe = ProbeConfig(**_build(_mapping(raw.get("probe"), "probe"), PROBE_FIELDS, [], "probe."))
-    interpreters: tuple[InterpreterConfig, ...] = ()
+    interpreters: tuple[Interpreter, ...] = ()
     if "interpreters" in raw:
         items = raw["interpreters"]
         if not isinstance(items, list) or not items:
@@ -302,7 +294,3 @@ def check_flag(flag: str, validate: Callable[[Any], Any], value: Any) -> Any:
         return validate(value)
     except ValueError as exc:
         raise ConfigError(f"{flag}: {exc}") from None
-
-
-def with_probe(config: Config, **changes: Any) -> Config:
-    return replace(config, probe=replace(config.probe, **changes))

@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import replace
 from datetime import datetime, timezone
-from typing import Optional
+from typing import Any, Optional
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -61,7 +61,7 @@ class Daemon:
     def snapshot(self) -> Snapshot:
         return self._snapshot
 
-    def _update(self, **fields: object) -> None:
+    def _update(self, **fields: Any) -> None:
         with self._lock:
             self._snapshot = replace(self._snapshot, **fields)
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Sequence
 
 from exporter.errors import ConfigError
-from exporter.probe import WorkloadReport
+from exporter.measurement import Summary
+from exporter.probe import StepResult, WorkloadReport
 
 
 def write_chart(reports: Sequence[WorkloadReport], path: str) -> None:
@@ -32,15 +33,15 @@ def write_chart(reports: Sequence[WorkloadReport], path: str) -> None:
     plt.close(figure)
 
 
-def _bars(reports: Sequence[WorkloadReport]) -> list[tuple[str, object]]:
-    """(label, step) for every successful parallel step, labelled with the interpreter when several."""
+def _bars(reports: Sequence[WorkloadReport]) -> list[tuple[str, StepResult, Summary]]:
+    """(label, step, summary) of every successful step; labels name the interpreter when several."""
     several = len({r.interpreter.name for r in reports}) > 1
     bars = []
     for report in reports:
         for step in report.steps:
             if step.summary is not None:
                 prefix = f"{report.interpreter.name}\n" if several else ""
-                bars.append((f"{prefix}{step.mode}×{step.workers}", step))
+                bars.append((f"{prefix}{step.mode}×{step.workers}", step, step.summary))
     return bars
 
 
@@ -49,12 +50,12 @@ def draw_cores(axis, reports: Sequence[WorkloadReport]) -> None:
     if not bars:
         axis.text(0.5, 0.5, "no successful step", ha="center", transform=axis.transAxes)
         return
-    cpus = len(bars[0][1].summary.core_utilisation)
+    cpus = len(bars[0][2].core_utilisation)
     width = 0.8 / max(1, cpus)
     for cpu in range(cpus):
-        values = [step.summary.core_utilisation[cpu] * 100 for _, step in bars]
+        values = [summary.core_utilisation[cpu] * 100 for _, _, summary in bars]
         axis.bar([i + cpu * width for i in range(len(bars))], values, width, label=f"cpu{cpu}")
-    axis.set_xticks([i + 0.4 - width / 2 for i in range(len(bars))], [label for label, _ in bars],
+    axis.set_xticks([i + 0.4 - width / 2 for i in range(len(bars))], [label for label, _, _ in bars],
                     fontsize=8)
     axis.set_ylabel("busy %")
     axis.set_ylim(0, 105)
@@ -65,11 +66,9 @@ def draw_cores(axis, reports: Sequence[WorkloadReport]) -> None:
 def draw_speedups(axis, reports: Sequence[WorkloadReport]) -> None:
     bars = _bars(reports)
     positions = range(len(bars))
-    axis.bar(positions, [step.summary.speedup for _, step in bars], color="tab:blue")
-    for i, (_, step) in enumerate(bars):
-        ideal = step.workers
-        axis.hlines(ideal, i - 0.4, i + 0.4, colors="black", linestyles="dashed")
-        axis.text(i, step.summary.speedup, f"{step.summary.speedup:.2f}", ha="center", va="bottom",
-                  fontsize=8)
-    axis.set_xticks(list(positions), [label for label, _ in bars], fontsize=8)
+    axis.bar(positions, [summary.speedup for _, _, summary in bars], color="tab:blue")
+    for i, (_, step, summary) in enumerate(bars):
+        axis.hlines(step.workers, i - 0.4, i + 0.4, colors="black", linestyles="dashed")  # ideal
+        axis.text(i, summary.speedup, f"{summary.speedup:.2f}", ha="center", va="bottom", fontsize=8)
+    axis.set_xticks(list(positions), [label for label, _, _ in bars], fontsize=8)
     axis.set_ylabel("speedup ×")

@@ -195,14 +195,14 @@ class Window:
         return {"starts": [start], "ends": [end], "cpu_seconds": [cpu], "startup_seconds": 0.0}
 
     def threads(self, workers: int) -> Event:
-        go, results = threading.Event(), queue.Queue()
+        go, results = threading.Event(), queue.Queue()  # type: ignore[var-annotated]
         pool = [threading.Thread(target=worker_body, daemon=True,
                                  args=(self.workload, self.ops, i, go, results, time.thread_time))
                 for i in range(workers)]
         return self.release(pool, go, results, lambda: None)
 
     def subinterpreters(self, workers: int) -> Event:
-        go, results = threading.Event(), queue.Queue()
+        go, results = threading.Event(), queue.Queue()  # type: ignore[var-annotated]
         pool = [threading.Thread(target=subinterpreter_worker, daemon=True,
                                  args=(self.workload, self.extra_path, self.ops, i, go, results))
                 for i in range(workers)]

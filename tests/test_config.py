@@ -64,7 +64,7 @@ def test_default_interpreter_is_the_running_python():
 def test_full_file_sets_every_field():
     cfg = config.load_config(str(TESTDATA / "valid-full.yml"))
     assert cfg.interval_seconds == 90 and cfg.jitter_seconds == 5 and cfg.duty_cycle == 0.1
-    assert cfg.interpreters[1] == config.InterpreterConfig(
+    assert cfg.interpreters[1] == config.Interpreter(
         "cpython-3.13t-gil", "/opt/python3.13t/bin/python3.13t", {"PYTHON_GIL": "1"})
     assert cfg.probe == config.ProbeConfig(
         workloads=("pure_python", "json:dumps"),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import datetime
 import signal
 import ssl
 import subprocess
@@ -17,7 +16,7 @@ from pathlib import Path
 import bcrypt
 import psutil
 import pytest
-from conftest import require_binary
+from conftest import key_pem, require_binary, self_signed_pem
 from test_config import INVALID, TESTDATA
 
 import support
@@ -210,25 +209,12 @@ def test_bad_reload_keeps_the_old_config_and_a_good_one_applies(exporter_factory
 
 
 def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-    import ipaddress
 
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
-                   .not_valid_before(now - datetime.timedelta(minutes=5))
-                   .not_valid_after(now + datetime.timedelta(days=1))
-                   .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-                   .sign(key, hashes.SHA256()))
     cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    cert_path.write_bytes(self_signed_pem(key, "127.0.0.1"))
+    key_path.write_bytes(key_pem(key))
     return cert_path, key_path
 
 

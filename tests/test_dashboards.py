@@ -12,11 +12,10 @@ from typing import Any
 import pytest
 import yaml
 from conftest import require_binary
-
-ROOT = Path(__file__).resolve().parent.parent
-
 from dashboards import queries
 from dashboards.generate import FLEET_DASHBOARD, HOST_DASHBOARD
+
+ROOT = Path(__file__).resolve().parent.parent
 
 DASHBOARD_FILES = {"host": ROOT / HOST_DASHBOARD, "fleet": ROOT / FLEET_DASHBOARD}
 STABLE_UIDS = {"host": "pyparallel-host", "fleet": "pyparallel-fleet"}

@@ -12,10 +12,9 @@ from typing import Any
 import pytest
 import yaml
 from conftest import require_binary
+from dashboards.generate import CONFIG_MAP, PROMETHEUS_RULE
 
 ROOT = Path(__file__).resolve().parent.parent
-
-from dashboards.generate import CONFIG_MAP, PROMETHEUS_RULE
 
 DEPLOY = ROOT / "deploy"
 PROMETHEUS_DIR = DEPLOY / "prometheus"

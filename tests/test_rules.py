@@ -11,10 +11,9 @@ from typing import Any
 import pytest
 import yaml
 from conftest import require_binary
+from dashboards.queries import EXPORTED_METRICS
 
 ROOT = Path(__file__).resolve().parent.parent
-
-from dashboards.queries import EXPORTED_METRICS
 
 RULES_DIR = ROOT / "deploy" / "prometheus" / "rules"
 RULE_FILES = sorted(RULES_DIR.glob("*.yml"))

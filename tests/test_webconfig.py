@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import datetime
 import shutil
 import ssl
 from pathlib import Path
 
 import bcrypt
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from conftest import key_pem, self_signed_pem
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from exporter.errors import ConfigError
 from exporter.webconfig import WebConfig, load_web_config
@@ -81,32 +78,14 @@ INVALID: dict[str, str] = {
 }
 
 
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
-
-
-def _self_signed(key: ec.EllipticCurvePrivateKey) -> bytes:
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]),
-                           critical=False)
-            .sign(key, hashes.SHA256()))
-    return cert.public_bytes(serialization.Encoding.PEM)
-
-
 @pytest.fixture(scope="module")
 def pem_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     """A matching server.crt/server.key, an unrelated other.key and a junk.pem."""
     key = ec.generate_private_key(ec.SECP256R1())
     return {
-        "server.crt": _self_signed(key),
-        "server.key": _key_pem(key),
-        "other.key": _key_pem(ec.generate_private_key(ec.SECP256R1())),
+        "server.crt": self_signed_pem(key),
+        "server.key": key_pem(key),
+        "other.key": key_pem(ec.generate_private_key(ec.SECP256R1())),
         "junk.pem": b"this is not PEM\n",
     }
 
