@@ -72,7 +72,8 @@ def interpreters_table(config: MixinConfig) -> g.Table:
     not_probed = {"type": "special", "options": {"match": "nan", "result": {"text": "not probed", "index": 0}}}
     return g.Table(
         title="Interpreters",
-        description="One row per exporter instance and interpreter: identity, GIL state, best speedup per mode for the selected workload, and the age of the oldest last success.",
+        description=("One row per exporter instance and interpreter: identity, GIL state, "
+                     "best speedup per mode for the selected workload, and the age of the oldest last success."),
         dataSource=DATASOURCE,
         targets=targets(*queries, table=True),
         transformations=[

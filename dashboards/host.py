@@ -176,7 +176,8 @@ def cores(grid: Grid) -> None:
     grid.row("CPU cores")
     grid.add(g.BarGauge(
         title="Per-core utilisation by mode (last round)",
-        description="Busy fraction of each logical CPU while the probe ran: under the GIL threads keep about one core busy, processes all of them.",
+        description=("Busy fraction of each logical CPU while the probe ran: under the GIL "
+                     "threads keep about one core busy, processes all of them."),
         dataSource=DATASOURCE,
         targets=[g.Target(
             expr=f"avg by (interpreter, mode, cpu) (pyparallel_core_utilisation_ratio{{{PROBE}}})",
@@ -308,7 +309,8 @@ def build(config: MixinConfig = CONFIG) -> g.Dashboard:
     return make_dashboard(
         title=config.host_dashboard_title,
         uid=config.host_dashboard_uid,
-        description="How well Python runs CPU-bound work in parallel on one host: threads, processes, asyncio and subinterpreters.",
+        description=("How well Python runs CPU-bound work in parallel on one host: "
+                     "threads, processes, asyncio and subinterpreters."),
         tags=config.dashboard_tags,
         refresh=config.dashboard_refresh,
         time_from=config.dashboard_time_from,
