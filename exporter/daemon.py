@@ -71,8 +71,9 @@ class Daemon:
 
     # --- scheduling -------------------------------------------------------------------------
 
-    def trigger(self, interval: float) -> IntervalTrigger:
-        return IntervalTrigger(seconds=interval, jitter=self.config.jitter_seconds or None)
+    def trigger(self, interval: float, start: Optional[datetime] = None) -> IntervalTrigger:
+        """Every ``interval`` seconds counted from ``start`` (round starts, not round ends)."""
+        return IntervalTrigger(seconds=interval, start_date=start, jitter=self.config.jitter_seconds or None)
 
     def start(self) -> None:
         self.scheduler.start()
@@ -91,14 +92,14 @@ class Daemon:
         """Probe every workload on every interpreter, publishing each result as it lands."""
         self.round_idle.clear()
         try:
-            started = time.monotonic()
+            started, started_at = time.monotonic(), datetime.now(timezone.utc)
             config = self.config
             for interpreter in config.interpreter_list():
                 self._probe_interpreter(config, interpreter)
                 if self.stopping.is_set():
                     return
             duration = time.monotonic() - started
-            self._apply_duty_cycle(config, duration)
+            self._apply_duty_cycle(config, duration, started_at)
             self.ready.set()
         except Exception:  # a bug must not kill the lane: log it, the next round runs
             log.exception("probe round failed")
@@ -138,16 +139,23 @@ class Daemon:
                        module=module, error=check.error)
         self._update(import_checks=checks)
 
-    def _apply_duty_cycle(self, config: Config, duration: float) -> None:
-        """Stretch the interval when a round takes more than the duty-cycle budget."""
+    def _apply_duty_cycle(self, config: Config, duration: float, started_at: datetime) -> None:
+        """Stretch the interval when a round takes more than the duty-cycle budget.
+
+        The next round then starts ``duration / duty_cycle`` after this one *started*, so
+        probing takes exactly the budgeted share of wall time.
+        """
         needed = max(config.interval_seconds, duration / config.duty_cycle)
-        if abs(needed - self.interval_in_force) > 1e-6 and not self.stopping.is_set():
-            if needed > config.interval_seconds:
-                log_kv(log, logging.WARNING, "probe round exceeds the duty-cycle budget; stretching the interval",
+        stretched = needed > config.interval_seconds
+        if (stretched or self.interval_in_force != needed) and not self.stopping.is_set():
+            if stretched:
+                # Warn when the stretching starts; later rounds only adjust it.
+                level = logging.WARNING if self.interval_in_force <= config.interval_seconds else logging.DEBUG
+                log_kv(log, level, "probe round exceeds the duty-cycle budget; stretching the interval",
                        round_seconds=round(duration, 2), duty_cycle=config.duty_cycle,
                        interval_seconds=round(needed, 1))
             self.interval_in_force = needed
-            self.scheduler.reschedule_job(JOB_ID, trigger=self.trigger(needed))
+            self.scheduler.reschedule_job(JOB_ID, trigger=self.trigger(needed, started_at))
         self._update(round_duration_seconds=duration, duty_cycle_ratio=duration / self.interval_in_force)
         log_kv(log, logging.INFO, "probe round finished", duration_seconds=round(duration, 2))
 

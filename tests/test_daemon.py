@@ -283,3 +283,26 @@ def test_scrape_during_reload_and_probe_never_errors(exporter_factory):
     for thread in threads:
         thread.join()
     assert statuses == [200] * 120
+
+
+def test_duty_cycle_budget_spaces_round_starts(exporter_factory):
+    """With rounds longer than duty_cycle × interval, round starts are stretched to
+    round duration / duty_cycle apart, and the exported duty cycle stays within budget."""
+    config = dict(QUICK, interval="1s", jitter="0s", duty_cycle=0.5,
+                  probe=dict(QUICK["probe"], unit_seconds=0.3))
+    exporter = exporter_factory(config)
+    support.wait_ready(exporter, timeout=60)
+    stamps: list[float] = []
+
+    def next_round() -> bool:
+        stamp = sample(scrape(exporter), "pyparallel_probe_last_success_timestamp_seconds", mode="threads")
+        if stamp is not None and (not stamps or stamp != stamps[-1]):
+            stamps.append(stamp)
+        return len(stamps) >= 3
+
+    support.wait_for(next_round, 60, "three rounds", interval=0.05)
+    text = scrape(exporter)
+    duration = sample(text, "pyparallel_round_duration_seconds")
+    assert 0 < sample(text, "pyparallel_duty_cycle_ratio") <= 0.5 + 1e-9
+    gaps = [later - earlier for earlier, later in zip(stamps, stamps[1:])]
+    assert min(gaps) > 1.5 * duration  # about duration / 0.5 apart, not back to back
