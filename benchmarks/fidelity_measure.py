@@ -7,6 +7,7 @@ work and their unit times can be compared directly.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import statistics
@@ -16,7 +17,6 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Optional, Sequence
-from unittest import mock
 
 import procstat_sampler
 from exporter import probe
@@ -100,14 +100,8 @@ def describe_build(interpreter: Interpreter) -> Build:
 
 
 def probe_fixed(interpreter: Interpreter, spec: ProbeSpec, ops: int) -> WorkloadReport:
-    """run_workload with a fixed ``ops_per_unit``, so every run and interpreter does equal work.
-
-    ProbeSpec has no such field, but the runner skips calibration when its request carries
-    one; patching the request (not copying run_workload) keeps all its failure handling.
-    """
-    original = probe.request_for
-    with mock.patch.object(probe, "request_for", lambda s: dict(original(s), ops_per_unit=ops)):
-        return probe.run_workload(interpreter, spec)
+    """run_workload with a fixed ``ops_per_unit``, so every run and interpreter does equal work."""
+    return probe.run_workload(interpreter, dataclasses.replace(spec, ops_per_unit=ops))
 
 
 def calibrate(interpreter: Interpreter, workload: str, settings: Settings) -> int:

@@ -63,6 +63,8 @@ class ProbeSpec:
     repeats: int = 3
     timeout_seconds: float = 60.0
     start_method: Optional[str] = None
+    # A fixed unit size instead of calibrating, so different interpreters do equal work.
+    ops_per_unit: Optional[int] = None
 
     def steps(self) -> list[tuple[str, int]]:
         """Sequential (the baseline) first, then every other mode at every worker count."""
@@ -236,6 +238,7 @@ def cpu_counters() -> list[dict[str, float]]:
 def request_for(spec: ProbeSpec) -> dict:
     return {"workload": spec.workload, "unit_seconds": spec.unit_seconds,
             "repeats": spec.repeats, "start_method": spec.start_method, "handshake": True,
+            "ops_per_unit": spec.ops_per_unit,
             "extra_path": [os.getcwd()],
             "steps": [{"mode": m, "workers": n} for m, n in spec.steps()]}
 

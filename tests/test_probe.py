@@ -174,3 +174,11 @@ def test_interpreter_that_cannot_run_the_runner_is_reason_interpreter(tmp_path):
     report = probe.run_workload(probe.Interpreter("old", str(fake)), spec)
     assert {s.reason for s in report.steps} == {"interpreter"}
     assert "Python 2.7 says no" in report.step("sequential", 1).message
+
+
+def test_fixed_unit_size_skips_calibration_for_equal_work_across_interpreters():
+    spec = probe.ProbeSpec("sleep", ("threads",), (2,), 0.5, 1, 30.0, ops_per_unit=7)
+    report = probe.run_workload(this_python(), spec)
+    assert report.ops_per_unit == 7
+    # 7 sleeps of 5 ms: far shorter than the 0.5 s a calibrated unit would take.
+    assert report.step("sequential", 1).summary.wall_seconds < 0.3
