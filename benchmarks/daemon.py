@@ -34,6 +34,7 @@ from typing import Callable, Optional, Sequence
 import psutil
 import yaml
 
+from machine import cpu_model
 from exporter import config, hostinfo, probe
 
 NODE_EXPORTER = "/usr/bin/prometheus-node-exporter"
@@ -75,15 +76,6 @@ def progress(message: str) -> None:
 
 # --- the machine -------------------------------------------------------------------------
 
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def node_exporter_version() -> str:
@@ -447,23 +439,27 @@ def latency_section(loads: dict[str, TargetLoad], targets: list[Target], total: 
     sent_ok = all(len(load.scrapes) == total for load in loads.values())
     section.checks = [
         Check(["scrapes sent (of which while a probe ran)",
-               *both(lambda l: f"{len(l.scrapes)} ({sum(s.during_probe for s in l.scrapes)})"),
+               *both(lambda ld: f"{len(ld.scrapes)} ({sum(s.during_probe for s in ld.scrapes)})"),
                f"{total} each"], sent_ok),
         Check(["errors", *both(errors), f"{MAX_ERRORS}"],
               sum(s.error is not None for s in ours.scrapes) <= MAX_ERRORS),
-        Check(["p50 latency, while a probe ran", *both(lambda l: ms(percentile(during(l), 50))), ""]),
+        Check(["p50 latency, while a probe ran", *both(lambda ld: ms(percentile(during(ld), 50))), ""]),
         Check(["p99 latency, while a probe ran", ms(p99_ours), ms(p99_theirs),
                f"≤ {P99_TARGET_MS:g} ms and ≤ node_exporter's"],
               p99_ours <= P99_TARGET_MS / 1000 and p99_ours <= p99_theirs),
-        Check(["max latency, while a probe ran", *both(lambda l: ms(max(during(l), default=math.nan))), ""]),
-        Check(["mean latency, all (concurrency ÷ throughput)", *both(lambda l: f"{ms(statistics.mean(every(l) or [math.nan]))}"
-               f" ({ms(concurrency * l.wall_seconds / len(l.scrapes)) if l.scrapes else 'n/a'})"), ""]),
-        Check(["p99 latency, all scrapes", *both(lambda l: ms(percentile(every(l), 99))), ""]),
-        Check(["TCP connections opened", *both(lambda l: str(sum(s.new_connection for s in l.scrapes))), ""]),
-        Check(["response size (median)", *both(lambda l: f"{statistics.median([s.size for s in l.scrapes] or [0]) / 1024:.1f} KiB"), ""]),
-        Check(["server CPU per scrape", *both(lambda l: ms(l.server_cpu_seconds / max(1, len(l.scrapes)))), ""]),
-        Check(["load generator CPU (cores busy)", *both(lambda l: f"{l.client_cpu_seconds / l.wall_seconds:.2f}" if l.wall_seconds else "n/a"), ""]),
-        Check(["throughput", *both(lambda l: f"{len(l.scrapes) / l.wall_seconds:.0f} scrapes/s" if l.wall_seconds else "n/a"), ""]),
+        Check(["max latency, while a probe ran", *both(lambda ld: ms(max(during(ld), default=math.nan))), ""]),
+        Check(["mean latency, all (concurrency ÷ throughput)",
+               *both(lambda ld: f"{ms(statistics.mean(every(ld) or [math.nan]))}"
+                     f" ({ms(concurrency * ld.wall_seconds / len(ld.scrapes)) if ld.scrapes else 'n/a'})"), ""]),
+        Check(["p99 latency, all scrapes", *both(lambda ld: ms(percentile(every(ld), 99))), ""]),
+        Check(["TCP connections opened", *both(lambda ld: str(sum(s.new_connection for s in ld.scrapes))), ""]),
+        Check(["response size (median)",
+               *both(lambda ld: f"{statistics.median([s.size for s in ld.scrapes] or [0]) / 1024:.1f} KiB"), ""]),
+        Check(["server CPU per scrape", *both(lambda ld: ms(ld.server_cpu_seconds / max(1, len(ld.scrapes)))), ""]),
+        Check(["load generator CPU (cores busy)",
+               *both(lambda ld: f"{ld.client_cpu_seconds / ld.wall_seconds:.2f}" if ld.wall_seconds else "n/a"), ""]),
+        Check(["throughput",
+               *both(lambda ld: f"{len(ld.scrapes) / ld.wall_seconds:.0f} scrapes/s" if ld.wall_seconds else "n/a"), ""]),
     ]
     section.notes = [
         f"{concurrency} concurrent scrapes, in blocks of {LOAD_BLOCK} alternating between the two targets;"

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import procstat_sampler
+from machine import cpu_model
 from exporter import config, hostinfo, workloads
 from exporter.probe import Interpreter
 from fidelity_measure import (MODES, PER_CORE_REPEATS, PER_CORE_WORKLOAD, STARTED, Build, CoreAgreement, Key, Run,
@@ -201,15 +202,6 @@ def render_markdown(table: Table) -> str:
 
 # --- the machine ------------------------------------------------------------------------
 
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def steal_share(before: str, after: str) -> float:
