@@ -296,8 +296,9 @@ class Conversation:
         self.report.step(event["mode"], event["workers"]).windows.append(window)
 
     def finish_step(self) -> None:
+        """Add the time since the step's last start to it (its repeats are interleaved)."""
         if self.current is not None:
-            self.current.duration_seconds = time.monotonic() - self.step_started
+            self.current.duration_seconds += time.monotonic() - self.step_started
             self.current = None
 
     def fail_unfinished(self, reason: str, message: str) -> None:

@@ -322,14 +322,17 @@ def run_request(request: Event, channel: Channel) -> None:
             channel.receive()  # "go": the parent has read the per-CPU counters
 
     window = Window(dict(request, ops_per_unit=ops), handshake)
-    for step in request["steps"]:
-        mode, workers = step["mode"], step["workers"]
-        channel.send({"event": "step", "mode": mode, "workers": workers})
+    steps = [(step["mode"], step["workers"]) for step in request["steps"]]
+    for mode, workers in steps:
         if mode == "subinterpreters" and subinterpreters_unavailable_reason():
             channel.send({"event": "unavailable", "mode": mode, "workers": workers,
                           "message": subinterpreters_unavailable_reason()})
-            continue
-        for repeat in range(request["repeats"]):
+    runnable = [(m, n) for m, n in steps if m != "subinterpreters" or not subinterpreters_unavailable_reason()]
+    # Repeats go round the steps (baseline, threads, processes, baseline, ...), so the slow
+    # drift of a shared VM's speed falls on every mode alike instead of on whichever ran first.
+    for repeat in range(request["repeats"]):
+        for mode, workers in list(runnable):
+            channel.send({"event": "step", "mode": mode, "workers": workers})
             try:
                 timings = window.run(mode, workers)
             except WorkerFailed as failure:
@@ -337,7 +340,8 @@ def run_request(request: Event, channel: Channel) -> None:
                               "reason": failure.reason, "message": str(failure)})
                 if mode == "sequential":
                     return  # without the baseline no other step has a speedup
-                break
+                runnable.remove((mode, workers))
+                continue
             channel.send(dict(timings, event="window", mode=mode, workers=workers, repeat=repeat))
 
 

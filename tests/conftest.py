@@ -110,7 +110,7 @@ def live_stack(tmp_path_factory):
     config = {
         "interval": "20s", "jitter": "1s", "duty_cycle": 1,
         "interpreters": interpreters,
-        "probe": {"workloads": STACK_WORKLOADS, "workers": [2], "unit_seconds": 0.3, "repeats": 3,
+        "probe": {"workloads": STACK_WORKLOADS, "workers": [2], "unit_seconds": 0.3, "repeats": 5,
                   "modes": ["sequential", "threads", "processes", "asyncio", "subinterpreters"],
                   "timeout": "30s"},
         "import_check": {"modules": modules},

@@ -26,7 +26,7 @@ def this_python(**env: str) -> probe.Interpreter:
     return probe.Interpreter("test", sys.executable, env)
 
 
-def run(workload: str, modes=("threads", "processes"), workers=(2,), unit=0.3, repeats=3,
+def run(workload: str, modes=("threads", "processes"), workers=(2,), unit=0.3, repeats=5,
         timeout=60.0, env=None) -> probe.WorkloadReport:
     spec = probe.ProbeSpec(workload, modes, workers, unit, repeats, timeout, "forkserver")
     return probe.run_workload(this_python(**(env or {})), spec)
@@ -54,8 +54,10 @@ def test_calibration_sizes_a_unit_near_the_target(pure_python_report):
 def test_processes_scale_for_pure_python(pure_python_report):
     step = pure_python_report.step("processes", 2)
     assert step.success, step.message
-    assert step.summary.speedup > 1.4
-    assert step.summary.cores_used > 1.5
+    # This shared VM's per-core speed wanders by up to 2x within seconds, so the speedup
+    # bound is loose; cores used (CPU seconds / wall seconds) does not depend on that speed.
+    assert step.summary.speedup > 1.3
+    assert step.summary.cores_used > 1.6
     assert step.summary.startup_seconds > 0
 
 
