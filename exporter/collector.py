@@ -171,7 +171,9 @@ def exporter_families(snapshot: Snapshot) -> Iterator[Metric]:
         duty = gauge("duty_cycle_ratio", "Share of wall time spent probing: last round's duration over the interval in force.")
         duty.add_metric([], snapshot.duty_cycle_ratio)
         yield duty
-    interval = gauge("probe_interval_seconds", "Configured interval between probe rounds.")
+    interval = gauge("probe_interval_seconds",
+                     "Interval between probe round starts in force: the configured one, stretched when "
+                     "rounds exceed the duty-cycle budget.")
     interval.add_metric([], snapshot.interval_seconds)
     yield interval
     start_method = gauge("process_start_method_info", "Start method of the processes mode's workers; always 1.", ["start_method"])

@@ -156,7 +156,8 @@ class Daemon:
                        interval_seconds=round(needed, 1))
             self.interval_in_force = needed
             self.scheduler.reschedule_job(JOB_ID, trigger=self.trigger(needed, started_at))
-        self._update(round_duration_seconds=duration, duty_cycle_ratio=duration / self.interval_in_force)
+        self._update(round_duration_seconds=duration, duty_cycle_ratio=duration / self.interval_in_force,
+                     interval_seconds=self.interval_in_force)
         log_kv(log, logging.INFO, "probe round finished", duration_seconds=round(duration, 2))
 
     # --- reload -----------------------------------------------------------------------------
