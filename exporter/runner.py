@@ -51,12 +51,27 @@ def gil_enabled() -> bool:
     return True if check is None else bool(check())
 
 
-def subinterpreters_unavailable_reason() -> Optional[str]:
-    """None when ``concurrent.interpreters`` (CPython 3.14+) can be used, else why not."""
+def interpreters_module() -> Any:
+    """PEP 734's ``concurrent.interpreters`` (CPython 3.14+), its backport on 3.13, or None."""
     try:
-        import concurrent.interpreters  # noqa: F401
+        from concurrent import interpreters  # type: ignore[attr-defined]
+
+        return interpreters
     except ImportError:
-        return f"concurrent.interpreters needs CPython 3.14+, this is {platform.python_version()}"
+        pass
+    try:
+        from backports import interpreters  # type: ignore[import-not-found]  # pip install backports-interpreters
+
+        return interpreters
+    except ImportError:
+        return None
+
+
+def subinterpreters_unavailable_reason() -> Optional[str]:
+    """None when subinterpreters can be used, else why not."""
+    if interpreters_module() is None:
+        return (f"concurrent.interpreters needs CPython 3.14+ (or the backports-interpreters "
+                f"package on 3.13), this is {platform.python_version()}")
     return None
 
 
@@ -133,19 +148,20 @@ def process_worker(workload_name: str, extra_path: List[str], ops: int, index: i
 
 def subinterpreter_worker(workload_name: str, extra_path: List[str], ops: int, index: int,
                           go: threading.Event, results: "queue.Queue[tuple]") -> None:
-    """A host thread that drives one subinterpreter (CPython 3.14 concurrent.interpreters)."""
-    from concurrent import interpreters
-
+    """A host thread that drives one subinterpreter (PEP 734); the unit runs in this thread."""
     try:
-        interp = interpreters.create()
+        interp = interpreters_module().create()
+        # Only the workload catalogue is imported there: the runner's own imports
+        # (multiprocessing, ...) need not support subinterpreters.
         setup = (f"import sys; sys.path[:] = {sys.path + extra_path!r}\n"
-                 f"from exporter import runner, workloads\n"
-                 f"workloads.resolve({workload_name!r}).operation()\n")
+                 f"from exporter import workloads\n"
+                 f"operation = workloads.resolve({workload_name!r}).operation\n"
+                 f"operation()\n")
         interp.exec(setup)
         results.put(("ready", index))
         go.wait()
         start, cpu_start = time.perf_counter(), time.thread_time()
-        interp.exec(f"runner.run_unit(workloads.resolve({workload_name!r}).operation, {ops})")
+        interp.exec(f"for _ in range({ops}): operation()")
         results.put(("result", index, start, time.perf_counter(), time.thread_time() - cpu_start))
         interp.close()
     except BaseException as exc:

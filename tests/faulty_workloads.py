@@ -40,3 +40,12 @@ def prints() -> None:
     """Writes to stdout, which must not corrupt the runner's event stream."""
     print("noise on stdout {not json")
     time.sleep(0.001)
+
+
+def raises_in_subinterpreter() -> None:
+    """Fine in the main interpreter; raises inside a PEP 734 subinterpreter."""
+    import _interpreters  # CPython 3.13+
+
+    if _interpreters.get_current()[0] != _interpreters.get_main()[0]:
+        raise ValueError("boom in a subinterpreter")
+    time.sleep(0.001)

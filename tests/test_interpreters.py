@@ -9,7 +9,9 @@ import subprocess
 import sys
 
 import pytest
-from conftest import build_legacy_extension, require_free_threaded_python
+from pathlib import Path
+
+from conftest import IN_CI, build_legacy_extension, require_free_threaded_python
 
 import support
 from exporter import probe
@@ -109,3 +111,33 @@ def test_one_shot_json_lists_both_interpreters(ft_python):
     builds = {i["name"]: i["free_threaded_build"] for i in document["interpreters"]}
     assert builds == {"cpython-3.13t": True, f"cpython-{sys.version_info[0]}.{sys.version_info[1]}": False}
     assert {r["interpreter"] for r in document["results"]} == set(builds)
+
+
+@pytest.fixture(scope="module")
+def ft_with_subinterpreters(ft_python) -> str:
+    has_backport = subprocess.run([ft_python, "-c", "import backports.interpreters"], capture_output=True).returncode == 0
+    if not has_backport:
+        message = f"{ft_python} lacks backports-interpreters (.ci/run installs it)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return ft_python
+
+
+def test_subinterpreters_run_in_parallel_on_3_13t(ft_with_subinterpreters):
+    spec = probe.ProbeSpec("pure_python", ("threads", "subinterpreters"), (2,), 0.3, 5, 60.0)
+    report = probe.run_workload(probe.Interpreter("ft", ft_with_subinterpreters), spec)
+    step = report.step("subinterpreters", 2)
+    assert step.available and step.success, step.message
+    assert step.summary.cores_used > 1.6  # two interpreters, each in its own thread, both busy
+    assert step.summary.speedup > 1.3
+
+
+def test_a_workload_raising_in_a_subinterpreter_is_an_error(ft_with_subinterpreters, monkeypatch):
+    monkeypatch.chdir(Path(__file__).parent)
+    spec = probe.ProbeSpec("faulty_workloads:raises_in_subinterpreter", ("subinterpreters",), (2,), 0.05, 1, 30.0)
+    report = probe.run_workload(probe.Interpreter("ft", ft_with_subinterpreters), spec)
+    assert report.step("sequential", 1).success
+    step = report.step("subinterpreters", 2)
+    assert step.reason == "error"
+    assert "boom in a subinterpreter" in step.message
