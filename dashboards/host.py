@@ -250,7 +250,7 @@ def health(grid: Grid, config: MixinConfig) -> None:
     ), w=8)
     grid.add(timeseries(
         "Round duration and interval",
-        "Wall time of a whole probe round against the configured interval between rounds.",
+        "Wall time of a whole probe round against the interval in force (stretched when rounds exceed the duty-cycle budget).",
         (f"pyparallel_round_duration_seconds{{{HOST}}}", "round duration"),
         (f"pyparallel_probe_interval_seconds{{{HOST}}}", "interval"),
         unit="s", minimum=0,

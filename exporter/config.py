@@ -12,6 +12,7 @@ from __future__ import annotations
 import platform
 import re
 import sys
+import sysconfig
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional, Sequence
 
@@ -32,15 +33,9 @@ _LABEL_VALUE = re.compile(r"^[A-Za-z0-9_.:+-]+$")
 
 def default_interpreter_name() -> str:
     """A label for the running Python, e.g. ``cpython-3.11`` or ``cpython-3.13t``."""
-    free_threaded = "t" if sysconfig_gil_disabled() else ""
+    free_threaded = "t" if sysconfig.get_config_var("Py_GIL_DISABLED") else ""
     major, minor = sys.version_info[:2]
     return f"{platform.python_implementation().lower()}-{major}.{minor}{free_threaded}"
-
-
-def sysconfig_gil_disabled() -> bool:
-    import sysconfig
-
-    return bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
 
 
 @dataclass(frozen=True)

@@ -32,10 +32,6 @@ def interpreter_label(report: WorkloadReport) -> str:
     return f"{report.interpreter.name}: {identity.implementation} {identity.version}, {build}, {gil}"
 
 
-def fmt(value: Optional[float], pattern: str = "{:.2f}") -> str:
-    return "—" if value is None else pattern.format(value)
-
-
 def step_row(step: StepResult) -> list[str]:
     mode = step.mode
     if not step.available:

@@ -181,6 +181,8 @@ def collect(results: Any, kind: str, count: int, alive: Callable[[], Optional[st
             continue
         if message[0] == "error":
             raise WorkerFailed("error", message[2])
+        if message[0] != kind:  # the protocol is ready-then-result; anything else is a bug
+            raise WorkerFailed("error", f"worker sent {message[0]!r} while the runner waited for {kind!r}")
         messages.append(message)
     return messages
 
