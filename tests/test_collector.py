@@ -91,3 +91,9 @@ def test_collect_reads_the_snapshot_once_per_scrape(sleep_report):
 
     list(collector.ParallelismCollector(source).collect())
     assert calls == [1]
+
+
+@pytest.mark.parametrize("cpus, expected", [(2, True), (64, True), (65, False), (256, False)])
+def test_per_core_series_default_on_up_to_64_cpus(cpus, expected):
+    host = hostinfo.HostCpus(logical=cpus, physical=cpus // 2, affinity=cpus, quota=None)
+    assert collector.empty_snapshot(config.Config(), host).per_core_series is expected
