@@ -24,9 +24,10 @@ from apscheduler.triggers.interval import IntervalTrigger
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
 from exporter import __version__, probe
-from exporter.collector import ParallelismCollector, Snapshot, empty_snapshot, record_round
+from exporter.collector import Snapshot, empty_snapshot, record_round
 from exporter.config import Config, load_config
 from exporter.errors import ConfigError
+from exporter.exposition import TelemetryApp
 from exporter.hostinfo import host_cpus
 from exporter.logs import log_kv, setup_logging
 from exporter.web import start_web_server
@@ -205,14 +206,12 @@ def _prune(snapshot: Snapshot, config: Config) -> dict:
     }
 
 
-def build_registry(daemon: Daemon) -> CollectorRegistry:
+def telemetry_app(daemon: Daemon) -> TelemetryApp:
     """Our families plus the usual process_/python_ ones, as every exporter has."""
-    registry = CollectorRegistry()
-    registry.register(ParallelismCollector(daemon.snapshot))
-    ProcessCollector(registry=registry)
-    PlatformCollector(registry=registry)
-    GCCollector(registry=registry)
-    return registry
+    live = CollectorRegistry()
+    for collector in (ProcessCollector, PlatformCollector, GCCollector):
+        collector(registry=live)
+    return TelemetryApp(daemon.snapshot, live)
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -226,7 +225,7 @@ def serve(args: argparse.Namespace) -> int:
               + (f"; web config OK: {args.web_config_file}" if web_config else ""))
         return 0
     daemon = Daemon(config, args.config_file)
-    server = start_web_server(args.listen_address, build_registry(daemon),
+    server = start_web_server(args.listen_address, telemetry_app(daemon),
                               telemetry_path=args.telemetry_path, web_config=web_config,
                               is_ready=daemon.ready.is_set, reload=daemon.reload)
     log_kv(log, logging.INFO, "starting", version=__version__, telemetry=server.url + args.telemetry_path,

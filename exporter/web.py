@@ -48,6 +48,7 @@ _PLAIN_HTTP_ON_TLS_PORT = (
 )
 
 StartResponse = Callable[..., Any]
+WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
 class WebServer:
@@ -80,7 +81,7 @@ class WebServer:
 
 def start_web_server(
     listen_address: str,
-    registry: CollectorRegistry,
+    metrics: CollectorRegistry | WSGIApp,
     *,
     telemetry_path: str = "/metrics",
     web_config: WebConfig | None = None,
@@ -88,14 +89,15 @@ def start_web_server(
     reload: Callable[[], tuple[bool, str]] | None = None,
 ) -> WebServer:
     """Bind ``listen_address`` (``:9860``, ``127.0.0.1:0``, ``[::1]:9860``) and serve in a
-    daemon thread. Raises ConfigError for a bad address, telemetry path or TLS setup."""
+    daemon thread. ``metrics`` is a registry, or a WSGI app of its own for the telemetry
+    path. Raises ConfigError for a bad address, telemetry path or TLS setup."""
     if not telemetry_path.startswith("/"):
         raise ConfigError(f"--web.telemetry-path: must start with '/', got {telemetry_path!r}")
     host, port = parse_listen_address(listen_address)
     family, sockaddr, dualstack = _resolve(host, port, listen_address)
     web_config = web_config or WebConfig()
     ssl_context = web_config.ssl_context()
-    app = _App(registry, telemetry_path, web_config, is_ready, reload)
+    app = _App(metrics, telemetry_path, web_config, is_ready, reload)
     try:
         server = _Server(sockaddr, family, dualstack, ssl_context, app)
     except OSError as exc:
@@ -369,10 +371,11 @@ def _digest(user: str, password: bytes, hashed: bytes) -> bytes:
 class _App:
     """The WSGI application: auth, extra headers, then one of a handful of routes."""
 
-    def __init__(self, registry: CollectorRegistry, telemetry_path: str, web_config: WebConfig,
+    def __init__(self, metrics: CollectorRegistry | WSGIApp, telemetry_path: str, web_config: WebConfig,
                  is_ready: Callable[[], bool],
                  reload: Callable[[], tuple[bool, str]] | None) -> None:
-        self._metrics = make_wsgi_app(registry)  # gzip and OpenMetrics negotiation
+        # prometheus_client's app negotiates gzip and OpenMetrics for a plain registry.
+        self._metrics = make_wsgi_app(metrics) if isinstance(metrics, CollectorRegistry) else metrics
         self._telemetry_path = telemetry_path
         self._extra_headers = list(web_config.headers.items())
         users = web_config.basic_auth_users

@@ -103,7 +103,7 @@ def serve(registry: CollectorRegistry) -> Iterator[Callable[..., WebServer]]:
     servers: list[WebServer] = []
 
     def start(listen_address: str = "127.0.0.1:0", **kwargs: Any) -> WebServer:
-        kwargs.setdefault("registry", registry)
+        kwargs.setdefault("metrics", registry)
         server = start_web_server(listen_address, **kwargs)
         servers.append(server)
         return server
@@ -231,7 +231,7 @@ def test_failing_collector_gives_500_and_the_server_keeps_serving(serve: Any) ->
             raise RuntimeError("collector exploded")
 
     reg = CollectorRegistry()
-    server = serve(registry=reg)
+    server = serve(metrics=reg)
     reg.register(Broken())  # registered after start: registration itself calls collect()
     resp = fetch(server, "/metrics")
     assert resp.status == 500 and "collector exploded" in resp.text
