@@ -66,8 +66,11 @@ def test_prometheus_scrapes_processes_speedup_from_the_shipped_config(live_stack
     result = live_stack.query('pyparallel_speedup_ratio{interpreter="cpython-system",'
                               'workload="pure_python",mode="processes"}')
     assert len(result) == 1
-    assert float(result[0]["value"][1]) > 1.3
+    assert float(result[0]["value"][1]) > 1.1  # two processes beat one (see test_probe for why so loose)
     assert result[0]["metric"]["job"] == "pyparallel"
+    cores = live_stack.query('pyparallel_cpu_cores_used{interpreter="cpython-system",'
+                             'workload="pure_python",mode="processes"}')
+    assert float(cores[0]["value"][1]) > 1.6
 
 
 def test_per_core_series_exist_for_every_cpu(live_stack):
@@ -109,15 +112,21 @@ def test_every_pyparallel_metric_has_help_text(live_stack):
     assert names and names == helped
 
 
-def test_metrics_are_served_quickly_while_a_probe_runs(live_stack):
+def test_metrics_are_served_quickly_while_a_probe_runs(exporter_factory):
     """Probes run in child processes, so a scrape never waits for one (the latency figures
     are in benchmarks/; this only checks that a scrape is not blocked for a probe's length)."""
+    token = uuid.uuid4().hex
+    config = dict(QUICK, probe=dict(QUICK["probe"], workloads=["pure_python"], modes=["sequential", "processes"],
+                                    unit_seconds=1.0, repeats=3))
+    exporter = exporter_factory(config, env={"PYPARALLEL_TEST_TOKEN": token})
+    support.wait_for(lambda: len(support.processes_with_token(token)) > 1, 30, "the probe to start")
     slowest = 0.0
-    for _ in range(40):
+    for _ in range(20):
         started = time.monotonic()
-        scrape(live_stack.exporter)
+        scrape(exporter)
         slowest = max(slowest, time.monotonic() - started)
         time.sleep(0.05)
+    assert len(support.processes_with_token(token)) > 1, "the probe ended before the scrapes did"
     assert slowest < 1.0
 
 

@@ -38,9 +38,12 @@ def speedups(stack, workload: str, mode: str) -> dict[str, float]:
 @pytest.mark.integration
 def test_free_threaded_threads_scale_where_the_gil_build_does_not(ft_stack):
     threads = speedups(ft_stack, "pure_python", "threads")
-    assert threads["cpython-3.13t"] > 1.5
+    assert threads["cpython-3.13t"] > 1.5  # the median of 7 repeats in the stack
     assert threads["cpython-system"] < 1.3
     assert threads["cpython-3.13t-gil"] < 1.3
+    cores = support.values(ft_stack.query('pyparallel_cpu_cores_used{workload="pure_python",mode="threads"}'),
+                           "interpreter")
+    assert cores["cpython-3.13t"] > 1.6 and cores["cpython-system"] < 1.3
 
 
 @pytest.mark.integration
@@ -130,7 +133,7 @@ def test_subinterpreters_run_in_parallel_on_3_13t(ft_with_subinterpreters):
     step = report.step("subinterpreters", 2)
     assert step.available and step.success, step.message
     assert step.summary.cores_used > 1.6  # two interpreters, each in its own thread, both busy
-    assert step.summary.speedup > 1.3
+    assert step.summary.speedup > 1.1  # beats one interpreter (see test_probe for why so loose)
 
 
 def test_a_workload_raising_in_a_subinterpreter_is_an_error(ft_with_subinterpreters, monkeypatch):

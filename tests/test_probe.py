@@ -54,9 +54,11 @@ def test_calibration_sizes_a_unit_near_the_target(pure_python_report):
 def test_processes_scale_for_pure_python(pure_python_report):
     step = pure_python_report.step("processes", 2)
     assert step.success, step.message
-    # This shared VM's per-core speed wanders by up to 2x within seconds, so the speedup
-    # bound is loose; cores used (CPU seconds / wall seconds) does not depend on that speed.
-    assert step.summary.speedup > 1.3
+    # On this shared VM two busy vCPUs sometimes share one physical core, and then any
+    # CPU-bound mode tops out well below 2x (1.1-1.4x seen): the speedup bound only says
+    # two processes beat one. Cores used (CPU seconds / wall seconds) is the firm check.
+    assert step.summary.speedup > 1.1
+    assert step.summary.speedup > pure_python_report.step("threads", 2).summary.speedup
     assert step.summary.cores_used > 1.6
     assert step.summary.startup_seconds > 0
 
