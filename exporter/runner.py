@@ -241,6 +241,11 @@ class Window:
 
         try:
             return self.release(pool, go, results, death)
+        except WorkerFailed:
+            for process in pool:  # the others may wait for a go signal that never comes
+                if process.is_alive():
+                    process.kill()
+            raise
         finally:
             for process in pool:
                 process.join(timeout=5)
