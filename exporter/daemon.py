@@ -95,6 +95,9 @@ class Daemon:
         try:
             started, started_at = time.monotonic(), datetime.now(timezone.utc)
             config = self.config
+            # Read again each round: a container's CPU limit can change under a running exporter.
+            self.host = host_cpus()
+            self._update(host=self.host)
             for interpreter in config.interpreter_list():
                 self._probe_interpreter(config, interpreter)
                 if self.stopping.is_set():
