@@ -302,12 +302,19 @@ class Conversation:
             self.current = None
 
     def fail_unfinished(self, reason: str, message: str) -> None:
-        """Fail the running step and every step that has not run yet."""
+        """The runner died: fail the running step and the steps that never ran.
+
+        Repeats go round the steps, so other steps may hold some of their windows; they
+        keep them and are summarised from fewer repeats.
+        """
         running = self.current
         for step in self.report.steps:
-            if step.available and step.reason is None and len(step.windows) < self.report.spec.repeats:
-                is_running = step is running or running is None
-                step.fail(reason, message if is_running else f"not run: {message}")
+            if not step.available or step.reason is not None:
+                continue
+            if step is running or running is None:
+                step.fail(reason, message)
+            elif not step.windows:
+                step.fail(reason, f"not run: {message}")
         self.finish_step()
 
 

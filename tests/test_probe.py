@@ -186,3 +186,15 @@ def test_fixed_unit_size_skips_calibration_for_equal_work_across_interpreters():
     assert report.ops_per_unit == 7
     # 7 sleeps of 5 ms: far shorter than the 0.5 s a calibrated unit would take.
     assert report.step("sequential", 1).summary.wall_seconds < 0.3
+
+
+def test_steps_measured_before_a_timeout_keep_their_windows(monkeypatch):
+    monkeypatch.chdir(TESTS)
+    spec = probe.ProbeSpec("faulty_workloads:hangs_in_worker_process", ("threads", "processes"), (2,),
+                           0.05, 3, 2.0, "forkserver")
+    report = probe.run_workload(this_python(), spec)
+    # Repeat 0 ran sequential and threads, then processes hung and the runner was killed.
+    assert report.step("processes", 2).reason == "timeout"
+    for mode, workers in (("sequential", 1), ("threads", 2)):
+        step = report.step(mode, workers)
+        assert step.success and len(step.windows) == 1
