@@ -254,11 +254,15 @@ class Conversation:
         self.current: Optional[StepResult] = None
         self.step_started = time.monotonic()
         self.counters_before: list[dict[str, float]] = []
+        self.done = False  # the runner said everything it had to say
 
     def events(self, timeout: float) -> Iterator[dict]:
         while True:
             event = self.runner.next_event(timeout)
-            if event is None or event["event"] == "done":
+            if event is None:
+                return
+            if event["event"] == "done":
+                self.done = True
                 return
             yield event
 
@@ -351,7 +355,9 @@ def run_workload(interpreter: Interpreter, spec: ProbeSpec,
             conversation.handle(event)
         conversation.finish_step()
         runner.close()
-        if runner.process.returncode != 0:
+        if conversation.done and runner.process.returncode != 0:
+            log.warning("runner %s after reporting every result", runner.exit_description())
+        elif runner.process.returncode != 0:
             # No identity means the runner never started: a missing or too old interpreter.
             reason = "crash" if report.identity else "interpreter"
             conversation.fail_unfinished(reason, runner.exit_description())
