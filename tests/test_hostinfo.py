@@ -83,14 +83,17 @@ def test_a_real_one_cpu_quota_shows_as_usable_cores_and_caps_processes():
 
         result = subprocess.run(
             [sys.executable, "-m", "exporter", "probe", "--workload", "pure_python", "--mode", "processes",
-             "--workers", "2", "--seconds", "0.3", "--repeats", "1", "--json"],
+             "--workers", "2", "--seconds", "0.3", "--repeats", "3", "--json"],
             capture_output=True, text=True, timeout=120, preexec_fn=enter_group)
         assert result.returncode == 0, result.stderr
         document = json.loads(result.stdout)
         assert document["host"]["cgroup_quota_cpus"] == 1.0
         assert document["host"]["usable_cpus"] == 1.0
         processes = next(r for r in document["results"] if r["mode"] == "processes")
-        assert processes["speedup"] < 1.3  # two processes, one CPU of quota
+        # Two processes, one CPU of quota: together they get about one CPU-second per second.
+        # (CPU time is the firm check; the speedup bound is loose for this VM's noisy speed.)
+        assert processes["cores_used"] < 1.25
+        assert processes["speedup"] < 1.5
     finally:
         for pid in (group / "cgroup.procs").read_text().split():
             (CGROUP_V1_CPU / "cgroup.procs").write_text(pid)
