@@ -79,6 +79,18 @@ class Stack:
 
         return query(self.prometheus, expr)
 
+    def delivered_alerts(self, alertname: str, timeout: float = 90) -> list[dict]:
+        """Wait until Alertmanager holds alerts of this name; returns them (its API v2 form)."""
+        import json
+
+        from support import http_get, wait_for
+
+        def delivered() -> list[dict]:
+            _, body = http_get(self.alertmanager.url + "/api/v2/alerts")
+            return [a for a in json.loads(body) if a["labels"]["alertname"] == alertname]
+
+        return wait_for(delivered, timeout, f"{alertname} in Alertmanager")
+
 
 STACK_WORKLOADS = ["pure_python", "sleep", "faulty_workloads:raises"]
 

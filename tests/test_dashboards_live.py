@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-import support
 from dashboards import queries
 
 pytestmark = pytest.mark.integration
@@ -55,11 +54,7 @@ def test_every_template_variable_finds_values(live_stack, dashboard_path):
 
 
 def test_probe_failing_alert_for_a_raising_workload_reaches_alertmanager(live_stack):
-    def delivered() -> list[dict]:
-        _, body = support.http_get(live_stack.alertmanager.url + "/api/v2/alerts")
-        return [a for a in json.loads(body) if a["labels"]["alertname"] == "PyParallelProbeFailing"]
-
-    alerts = support.wait_for(delivered, 90, "PyParallelProbeFailing in Alertmanager")
+    alerts = live_stack.delivered_alerts("PyParallelProbeFailing")
     assert {a["labels"]["workload"] for a in alerts} == {"faulty_workloads:raises"}
     assert all(a["labels"]["severity"] for a in alerts)
     assert all(a["annotations"]["runbook_url"] for a in alerts)

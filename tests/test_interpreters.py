@@ -80,11 +80,7 @@ def test_import_check_flags_an_extension_without_the_free_threading_slot(ft_stac
 
 @pytest.mark.integration
 def test_module_alert_reaches_alertmanager_with_the_module_in_the_summary(ft_stack):
-    def delivered() -> list[dict]:
-        status, body = support.http_get(ft_stack.alertmanager.url + "/api/v2/alerts")
-        return [a for a in json.loads(body) if a["labels"]["alertname"] == "PyParallelModuleReenablesGIL"]
-
-    alerts = support.wait_for(delivered, 90, "the module alert in Alertmanager")
+    alerts = ft_stack.delivered_alerts("PyParallelModuleReenablesGIL")
     assert {a["labels"]["module"] for a in alerts} == {"legacy_ext"}
     assert "legacy_ext" in alerts[0]["annotations"]["summary"]
 

@@ -327,8 +327,9 @@ def test_basic_auth_accepts_the_right_password(auth_server: WebServer) -> None:
     assert "pyparallel_test_gauge 42.0" in resp.text
 
 
-def test_basic_auth_verified_credentials_are_cached_not_rehashed(
-        auth_server: WebServer, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def bcrypt_checks(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """The passwords bcrypt.checkpw is asked to check, in order."""
     calls: list[bytes] = []
     real_checkpw = bcrypt.checkpw
 
@@ -337,6 +338,12 @@ def test_basic_auth_verified_credentials_are_cached_not_rehashed(
         return real_checkpw(password, hashed)
 
     monkeypatch.setattr(bcrypt, "checkpw", counting_checkpw)
+    return calls
+
+
+def test_basic_auth_verified_credentials_are_cached_not_rehashed(
+        auth_server: WebServer, bcrypt_checks: list[bytes]) -> None:
+    calls = bcrypt_checks
     for _ in range(3):
         assert fetch(auth_server, "/metrics", auth=("alice", "s3cret")).status == 200
     assert calls == [b"s3cret"]
@@ -346,16 +353,9 @@ def test_basic_auth_verified_credentials_are_cached_not_rehashed(
 
 
 def test_unknown_user_still_costs_a_bcrypt_check(
-        auth_server: WebServer, monkeypatch: pytest.MonkeyPatch) -> None:
+        auth_server: WebServer, bcrypt_checks: list[bytes]) -> None:
     # Otherwise response time would reveal which user names exist.
-    calls: list[bytes] = []
-    real_checkpw = bcrypt.checkpw
-
-    def counting_checkpw(password: bytes, hashed: bytes) -> bool:
-        calls.append(password)
-        return real_checkpw(password, hashed)
-
-    monkeypatch.setattr(bcrypt, "checkpw", counting_checkpw)
+    calls = bcrypt_checks
     assert fetch(auth_server, "/metrics", auth=("mallory", "x")).status == 401
     assert calls == [b"x"]
 
