@@ -19,7 +19,7 @@ from typing import Optional, Sequence
 import procstat_sampler
 from machine import cpu_model
 from exporter import config, hostinfo, workloads
-from exporter.probe import Interpreter
+from exporter.results import Interpreter
 from fidelity_measure import (MODES, PER_CORE_REPEATS, PER_CORE_WORKLOAD, STARTED, Build, CoreAgreement, Key, Run,
                               Settings, all_runs, calibrate, describe_build, median_sequential, mode_spread,
                               overhead_of, per_core, progress)

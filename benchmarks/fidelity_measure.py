@@ -20,7 +20,7 @@ from typing import Optional, Sequence
 
 import procstat_sampler
 from exporter import probe
-from exporter.probe import Interpreter, ProbeSpec, StepResult, WorkloadReport
+from exporter.results import Interpreter, ProbeSpec, StepResult, WorkloadReport
 
 MODES = ("sequential", "threads", "processes")
 PER_CORE_WORKLOAD = "pure_python"

@@ -17,6 +17,7 @@ from rich.text import Text
 
 from exporter import __version__, config, hostinfo, probe, report
 from exporter.errors import ConfigError
+from exporter.results import Interpreter, WorkloadReport
 
 EXIT_OK, EXIT_FAILED_PROBE, EXIT_USAGE = 0, 1, 2
 ONE_SHOT_WORKLOADS = ("pure_python", "sha256", "sleep")
@@ -127,7 +128,7 @@ def _number(text: str) -> object:
         return text
 
 
-def name_after_identity(reports: list[probe.WorkloadReport]) -> None:
+def name_after_identity(reports: list[WorkloadReport]) -> None:
     """Give unnamed ``--python`` interpreters a label from what they reported."""
     for item in reports:
         if item.interpreter.name:
@@ -137,14 +138,14 @@ def name_after_identity(reports: list[probe.WorkloadReport]) -> None:
         if identity is not None:
             major_minor = ".".join(identity.version.split(".")[:2])
             name = f"{identity.implementation}-{major_minor}{'t' if identity.free_threaded_build else ''}"
-        item.interpreter = probe.Interpreter(name, item.interpreter.path, item.interpreter.env)
+        item.interpreter = Interpreter(name, item.interpreter.path, item.interpreter.env)
 
 
 def run_one_shot(args: argparse.Namespace) -> int:
     cfg = one_shot_config(args)
     host = hostinfo.host_cpus()
     err = Console(stderr=True)
-    reports: list[probe.WorkloadReport] = []
+    reports: list[WorkloadReport] = []
     with err.status("probing…") as status:
         for interpreter in cfg.interpreter_list():
             for spec in cfg.probe_specs(host.default_workers):

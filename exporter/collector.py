@@ -19,7 +19,7 @@ from prometheus_client.registry import Collector
 from exporter import __version__
 from exporter.config import PER_CORE_SERIES_MAX_CPUS, Config
 from exporter.hostinfo import HostCpus
-from exporter.probe import FAILURE_REASONS, Identity, ImportCheck, StepResult, WorkloadReport
+from exporter.results import FAILURE_REASONS, Identity, ImportCheck, StepResult, WorkloadReport
 
 PREFIX = "pyparallel"
 STEP_LABELS = ["interpreter", "workload", "mode", "workers"]
@@ -225,6 +225,27 @@ def record_round(snapshot: Snapshot, reports: list[WorkloadReport]) -> dict:
                 failures[(key, step.reason)] += 1
     return {"reports": results, "identities": identities, "last_success": last_success,
             "failures": failures}
+
+
+def still_configured(config: Config, interpreter: str, workload: str) -> bool:
+    return (interpreter in {i.name for i in config.interpreter_list()}
+            and workload in config.probe.workloads)
+
+
+def prune_snapshot(snapshot: Snapshot, config: Config) -> dict:
+    """Drop series of interpreters, workloads and modules no longer configured (bounded cardinality)."""
+    def kept(key: tuple) -> bool:
+        return still_configured(config, key[0], key[1])
+
+    names = {i.name for i in config.interpreter_list()}
+    return {
+        "reports": {k: v for k, v in snapshot.reports.items() if still_configured(config, *k)},
+        "identities": {k: v for k, v in snapshot.identities.items() if k in names},
+        "last_success": {k: v for k, v in snapshot.last_success.items() if kept(k)},
+        "failures": {k: v for k, v in snapshot.failures.items() if kept(k[0])},
+        "import_checks": {k: v for k, v in snapshot.import_checks.items()
+                          if k[0] in names and k[1] in config.import_check_modules},
+    }
 
 
 def empty_snapshot(cfg: Config, host: HostCpus) -> Snapshot:

@@ -20,8 +20,7 @@ import yaml
 
 from exporter import workloads
 from exporter.errors import ConfigError
-from exporter.probe import Interpreter, ProbeSpec
-from exporter.runner import MODES
+from exporter.results import MODES, Interpreter, ProbeSpec
 
 START_METHODS = ("fork", "forkserver", "spawn")
 PER_CORE_SERIES_MAX_CPUS = 64  # above this, per-CPU series would dominate a scrape

@@ -24,9 +24,10 @@ from apscheduler.triggers.interval import IntervalTrigger
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
 from exporter import __version__, probe
-from exporter.collector import Snapshot, empty_snapshot, record_round
+from exporter.collector import Snapshot, empty_snapshot, prune_snapshot, record_round
 from exporter.config import Config, load_config
 from exporter.errors import ConfigError
+from exporter.results import Interpreter, WorkloadReport
 from exporter.exposition import TelemetryApp
 from exporter.hostinfo import host_cpus
 from exporter.logs import log_kv, setup_logging
@@ -66,7 +67,7 @@ class Daemon:
         with self._lock:
             self._snapshot = replace(self._snapshot, **fields)
 
-    def _publish(self, reports: list[probe.WorkloadReport]) -> None:
+    def _publish(self, reports: list[WorkloadReport]) -> None:
         with self._lock:
             self._snapshot = replace(self._snapshot, **record_round(self._snapshot, reports))
 
@@ -110,7 +111,7 @@ class Daemon:
         finally:
             self.round_idle.set()
 
-    def _probe_interpreter(self, config: Config, interpreter: probe.Interpreter) -> None:
+    def _probe_interpreter(self, config: Config, interpreter: Interpreter) -> None:
         free_threaded = False
         for spec in config.probe_specs(self.host.default_workers):
             if self.stopping.is_set():
@@ -129,7 +130,7 @@ class Daemon:
         if free_threaded:
             self._check_imports(config, interpreter)
 
-    def _check_imports(self, config: Config, interpreter: probe.Interpreter) -> None:
+    def _check_imports(self, config: Config, interpreter: Interpreter) -> None:
         checks = dict(self.snapshot().import_checks)
         for module in config.import_check_modules:
             if self.stopping.is_set():
@@ -176,37 +177,16 @@ class Daemon:
             return False, str(exc)
         with self._lock:
             self.config = config
-            kept = {k: v for k, v in self._snapshot.reports.items() if _still_configured(config, *k)}
             fresh = empty_snapshot(config, self.host)
-            self._snapshot = replace(self._snapshot, reports=kept, reload_successful=True,
+            self._snapshot = replace(self._snapshot, reload_successful=True,
                                      reload_timestamp=time.time(), interval_seconds=config.interval_seconds,
                                      per_core_series=fresh.per_core_series, start_method=fresh.start_method,
-                                     **_prune(self._snapshot, config))
+                                     **prune_snapshot(self._snapshot, config))
         self.interval_in_force = config.interval_seconds
         if self.scheduler.running and not self.stopping.is_set():
             self.scheduler.reschedule_job(JOB_ID, trigger=self.trigger(config.interval_seconds))
         log_kv(log, logging.INFO, "config reloaded", file=self.config_path or "(defaults)")
         return True, "config reloaded"
-
-
-def _still_configured(config: Config, interpreter: str, workload: str) -> bool:
-    return (interpreter in {i.name for i in config.interpreter_list()}
-            and workload in config.probe.workloads)
-
-
-def _prune(snapshot: Snapshot, config: Config) -> dict:
-    """Drop series of interpreters, workloads and modules no longer configured (bounded cardinality)."""
-    def kept(key: tuple) -> bool:
-        return _still_configured(config, key[0], key[1])
-
-    names = {i.name for i in config.interpreter_list()}
-    return {
-        "identities": {k: v for k, v in snapshot.identities.items() if k in names},
-        "last_success": {k: v for k, v in snapshot.last_success.items() if kept(k)},
-        "failures": {k: v for k, v in snapshot.failures.items() if kept(k[0])},
-        "import_checks": {k: v for k, v in snapshot.import_checks.items()
-                          if k[0] in names and k[1] in config.import_check_modules},
-    }
 
 
 def telemetry_app(daemon: Daemon) -> TelemetryApp:

@@ -6,7 +6,7 @@ from typing import Sequence
 
 from exporter.errors import ConfigError
 from exporter.measurement import Summary
-from exporter.probe import StepResult, WorkloadReport
+from exporter.results import StepResult, WorkloadReport
 
 
 def write_chart(reports: Sequence[WorkloadReport], path: str) -> None:

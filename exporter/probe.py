@@ -23,6 +23,7 @@ from typing import Callable, Iterator, Mapping, Optional, Sequence
 import psutil
 
 from exporter import measurement
+from exporter.results import Identity, ImportCheck, Interpreter, ProbeSpec, StepResult, WorkloadReport
 
 log = logging.getLogger(__name__)
 
@@ -39,98 +40,7 @@ BOOTSTRAP = (
     "main()\n"
 )
 
-FAILURE_REASONS = ("error", "crash", "timeout", "interpreter")
 Progress = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class Interpreter:
-    """An interpreter to probe: a label for the metrics, a path and extra environment."""
-
-    name: str
-    path: str
-    env: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class ProbeSpec:
-    """What to measure for one workload."""
-
-    workload: str
-    modes: Sequence[str]
-    workers: Sequence[int]
-    unit_seconds: float = 0.5
-    repeats: int = 3
-    timeout_seconds: float = 60.0
-    start_method: Optional[str] = None
-    # A fixed unit size instead of calibrating, so different interpreters do equal work.
-    ops_per_unit: Optional[int] = None
-
-    def steps(self) -> list[tuple[str, int]]:
-        """Sequential (the baseline) first, then every other mode at every worker count."""
-        parallel = [(m, n) for m in self.modes if m != "sequential" for n in self.workers]
-        return [("sequential", 1)] + parallel
-
-
-@dataclass(frozen=True)
-class Identity:
-    version: str
-    implementation: str
-    executable: str
-    free_threaded_build: bool
-    gil_enabled: bool
-    start_methods: Sequence[str]
-    subinterpreters_unavailable: Optional[str]
-
-
-@dataclass
-class StepResult:
-    """The outcome of one (mode, workers) step; ``summary`` is set when it succeeded."""
-
-    workload: str
-    mode: str
-    workers: int
-    success: bool = False
-    available: bool = True
-    reason: Optional[str] = None
-    message: str = ""
-    duration_seconds: float = 0.0
-    summary: Optional[measurement.Summary] = None
-    windows: list[measurement.Window] = field(default_factory=list)
-
-    def fail(self, reason: str, message: str) -> None:
-        self.success, self.reason, self.message = False, reason, message
-
-
-@dataclass
-class WorkloadReport:
-    """Everything one runner child reported for one workload on one interpreter."""
-
-    interpreter: Interpreter
-    spec: ProbeSpec
-    identity: Optional[Identity] = None
-    ops_per_unit: int = 0
-    op_seconds: float = 0.0
-    steps: list[StepResult] = field(default_factory=list)
-    started_at: float = field(default_factory=time.time)
-    duration_seconds: float = 0.0
-
-    def step(self, mode: str, workers: int) -> StepResult:
-        return next(s for s in self.steps if s.mode == mode and s.workers == workers)
-
-    @property
-    def success(self) -> bool:
-        return all(s.success for s in self.steps if s.available)
-
-
-@dataclass(frozen=True)
-class ImportCheck:
-    """Whether importing ``module`` re-enabled the GIL of a free-threaded interpreter."""
-
-    interpreter: str
-    module: str
-    gil_enabled: Optional[bool]  # None: the import failed or the runner did not answer
-    error: str = ""
 
 
 # --- the child process ------------------------------------------------------------------

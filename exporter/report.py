@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from exporter.hostinfo import HostCpus
-from exporter.probe import StepResult, WorkloadReport
+from exporter.results import StepResult, WorkloadReport
 
 BAR_WIDTH = 20
 MAX_CPUS_WITH_BARS = 16  # more CPUs than this get a one-line summary instead of bars

@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 from prometheus_client import CollectorRegistry
 
-from exporter import collector, config, hostinfo, probe
+from exporter import collector, config, hostinfo, probe, results
 
 LABELS = {"interpreter": "test", "workload": "sleep", "mode": "threads", "workers": "2"}
 
@@ -60,7 +60,7 @@ def test_sequential_has_no_serial_fraction(sleep_report):
 
 def test_every_failure_reason_starts_at_zero_and_counts_up(sleep_report):
     registry = registry_for(snapshot_with(sleep_report, failed_copy(sleep_report, "timeout")))
-    for reason in probe.FAILURE_REASONS:
+    for reason in results.FAILURE_REASONS:
         expected = 1 if reason == "timeout" else 0
         assert registry.get_sample_value("pyparallel_probe_failures_total", dict(LABELS, reason=reason)) == expected
 

@@ -36,3 +36,10 @@ def test_user_workload_is_imported_from_package_module_function():
 def test_unknown_workload_names_the_known_ones():
     with pytest.raises(KeyError, match="pure_python"):
         workloads.resolve("nope")
+
+
+def test_runner_knows_exactly_the_modes_the_data_types_name():
+    """The runner keeps its own mode table (standard library only); it must match results.MODES."""
+    from exporter import results, runner
+
+    assert runner.MODES == results.MODES
