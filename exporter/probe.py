@@ -281,6 +281,9 @@ def run_workload(interpreter: Interpreter, spec: ProbeSpec,
     finally:
         if runner.process.returncode is None:
             runner.kill()
+    for step in report.steps:
+        if step.reason is not None:
+            step.log = list(runner.stderr_tail)
     summarise_steps(report)
     report.duration_seconds = time.monotonic() - started
     return report

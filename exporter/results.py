@@ -73,6 +73,8 @@ class StepResult:
     duration_seconds: float = 0.0
     summary: Optional[measurement.Summary] = None
     windows: list[measurement.Window] = field(default_factory=list)
+    # The runner's last lines on stderr when the step failed: its debug log, as blackbox's.
+    log: list[str] = field(default_factory=list)
 
     def fail(self, reason: str, message: str) -> None:
         self.success, self.reason, self.message = False, reason, message

@@ -49,3 +49,11 @@ def raises_in_subinterpreter() -> None:
     if _interpreters.get_current()[0] != _interpreters.get_main()[0]:
         raise ValueError("boom in a subinterpreter")
     time.sleep(0.001)
+
+
+def complains_then_aborts() -> None:
+    """Leaves a line on stderr, then dies: the step's log must keep that line."""
+    import sys
+
+    print("workload: about to abort", file=sys.stderr, flush=True)
+    os.abort()

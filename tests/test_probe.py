@@ -134,6 +134,14 @@ def test_aborting_workload_is_a_crash_with_the_signal_named(monkeypatch):
     assert leftovers == []
 
 
+def test_failed_step_keeps_the_runners_last_stderr_lines_as_its_log(monkeypatch):
+    report, leftovers = run_faulty("complains_then_aborts", monkeypatch, modes=("threads",))
+    step = report.step("sequential", 1)
+    assert step.reason == "crash"
+    assert "workload: about to abort" in step.log
+    assert leftovers == []
+
+
 def test_hanging_workload_is_killed_after_its_timeout(monkeypatch):
     report, leftovers = run_faulty("hangs", monkeypatch, timeout=2.0)
     assert {s.reason for s in report.steps} == {"timeout"}
