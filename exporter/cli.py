@@ -52,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     one_shot.add_argument("--repeats", help="timed repeats per step; the median is reported (default 3)")
     one_shot.add_argument("--seconds", help="target duration of one unit of work (default 0.5)")
     one_shot.add_argument("--timeout", help="longest wait for the runner's next result (default 60s)")
+    one_shot.add_argument("--precision", help="target relative half-width of the speedup's 95%% interval (default 0.05)")
+    one_shot.add_argument("--max-repeats", help="most rounds a step runs to reach the precision (default 10)")
+    one_shot.add_argument("--step-budget", help="time one step may spend reaching the precision (default 4s)")
+    one_shot.add_argument("--nice", help="run the probe at a lower priority: 0..19 or idle (SCHED_IDLE) (default 0)")
     one_shot.add_argument("--python", action="append", metavar="[NAME=]PATH",
                           help="interpreter to probe; repeat to compare several (default: this one)")
     one_shot.add_argument("--start-method", help="processes start method: fork, forkserver, spawn")
@@ -115,7 +119,18 @@ def one_shot_config(args: argparse.Namespace) -> config.Config:
         changes["timeout_seconds"] = config.check_flag("--timeout", config.parse_duration, _number(args.timeout))
     if args.start_method is not None:
         changes["start_method"] = config.check_flag("--start-method", config.start_method, args.start_method)
+    if args.precision is not None:
+        changes["precision"] = config.check_flag("--precision", config.ratio, _number(args.precision))
+    if args.max_repeats is not None:
+        value = int(args.max_repeats) if args.max_repeats.isdigit() else args.max_repeats
+        changes["max_repeats"] = config.check_flag("--max-repeats", config.positive_int, value)
+    if args.step_budget is not None:
+        changes["step_budget_seconds"] = config.check_flag("--step-budget", config.parse_duration, _number(args.step_budget))
+    if args.nice is not None:
+        value = int(args.nice) if args.nice.lstrip("-").isdigit() else args.nice
+        changes["nice"] = config.check_flag("--nice", config.nice_value, value)
     result = replace(base, probe=replace(probe_fields, **changes))
+    config.check_probe_flags(result.probe)
     if args.python:
         result = replace(result, interpreters=parse_interpreters(comma_list(args.python)))
     return result

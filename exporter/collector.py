@@ -19,10 +19,11 @@ from prometheus_client.registry import Collector
 from exporter import __version__
 from exporter.config import PER_CORE_SERIES_MAX_CPUS, Config
 from exporter.hostinfo import HostCpus
-from exporter.results import FAILURE_REASONS, Identity, ImportCheck, StepResult, WorkloadReport
+from exporter.results import FAILURE_REASONS, SCHED_IDLE, Identity, ImportCheck, Nice, StepResult, WorkloadReport
 
 PREFIX = "pyparallel"
 STEP_LABELS = ["interpreter", "workload", "mode", "workers"]
+SCHED_IDLE_NICE = 20  # pyparallel_probe_nice for the SCHED_IDLE policy: below every nice value
 StepKey = tuple[str, str, str, str]  # interpreter, workload, mode, workers
 
 
@@ -54,21 +55,43 @@ def gauge(name: str, documentation: str, labels: Optional[list[str]] = None, uni
 
 
 def step_families(snapshot: Snapshot) -> Iterator[Metric]:
-    """Per-(interpreter, workload, mode, workers) results and health."""
+    """Per-(interpreter, workload, mode, workers) results and health.
+
+    An unsteady step (a speedup the host's cores cannot explain) keeps its success and its
+    CPU-time figures but exports no speedup, interval, efficiency or serial fraction.
+    """
     success = gauge("probe_success", "Whether the last probe of this step succeeded (1) or failed (0).", STEP_LABELS)
     duration = gauge("probe_duration_seconds",
                      "Wall time the last probe of this step took, start-up and repeats included.",
                      STEP_LABELS)
     speedup = gauge("speedup_ratio",
-                    "Weak-scaling speedup T1*N/TN against the sequential baseline, median of repeats.",
+                    "Weak-scaling speedup T1*N/TN against the neighbouring sequential windows: "
+                    "geometric mean over the paired windows.",
                     STEP_LABELS)
-    spread = gauge("speedup_spread_ratio", "Relative spread (max-min)/median of the speedup over the repeats.", STEP_LABELS)
+    lower = gauge("speedup_lower_ratio", "Lower end of the speedup's 95% confidence interval (Student t over the pairs).",
+                  STEP_LABELS)
+    upper = gauge("speedup_upper_ratio", "Upper end of the speedup's 95% confidence interval (Student t over the pairs).",
+                  STEP_LABELS)
+    unsteady = gauge("speedup_unsteady",
+                     "1 when the speedup was withheld as physically implausible (CPU-bound and above the "
+                     "usable cores beyond its interval), else 0.", STEP_LABELS)
+    spread = gauge("speedup_spread_ratio", "Relative spread (max-min)/median of the pair speedups.", STEP_LABELS)
     efficiency = gauge("efficiency_ratio", "Parallel efficiency: speedup divided by the number of workers.", STEP_LABELS)
     serial = gauge("serial_fraction_ratio",
                    "Karp-Flatt experimentally determined serial fraction (2 or more workers).",
                    STEP_LABELS)
     throughput = gauge("throughput_units_per_second", "Units of work completed per second by all workers together.", STEP_LABELS)
     cores = gauge("cpu_cores_used", "CPU seconds of the workers divided by wall seconds of the timed window.", STEP_LABELS)
+    rate = gauge("cpu_rate_ratio",
+                 "Work per CPU-second of the workers relative to the sequential baseline's; "
+                 "speedup ~ cpu_cores_used * cpu_rate_ratio.", STEP_LABELS)
+    interference = gauge("interference_cores",
+                         "CPU used by other processes during the timed windows, in cores: host busy time "
+                         "(kernel per-CPU counters, steal excluded) minus the probe's process tree, median of windows.",
+                         STEP_LABELS)
+    steal = gauge("steal_ratio",
+                  "Share of the host's CPU time stolen by the hypervisor during the timed windows, median of windows.",
+                  STEP_LABELS)
     per_core = gauge("core_utilisation_ratio",
                      "Busy fraction of each logical CPU during the timed window (kernel per-CPU counters).",
                      STEP_LABELS + ["cpu"])
@@ -82,19 +105,36 @@ def step_families(snapshot: Snapshot) -> Iterator[Metric]:
             summary = step.summary
             if summary is None:
                 continue
-            speedup.add_metric(key, summary.speedup)
+            unsteady.add_metric(key, 1.0 if summary.unsteady else 0.0)
+            if not summary.unsteady:
+                speedup.add_metric(key, summary.speedup)
+                efficiency.add_metric(key, summary.efficiency)
+                if summary.serial_fraction is not None:
+                    serial.add_metric(key, summary.serial_fraction)
+                if summary.speedup_ci is not None:
+                    lower.add_metric(key, summary.speedup_ci[0])
+                    upper.add_metric(key, summary.speedup_ci[1])
             spread.add_metric(key, summary.speedup_spread)
-            efficiency.add_metric(key, summary.efficiency)
-            if summary.serial_fraction is not None:
-                serial.add_metric(key, summary.serial_fraction)
             throughput.add_metric(key, summary.throughput_units_per_second)
             cores.add_metric(key, summary.cores_used)
+            if summary.cpu_rate_ratio is not None:
+                rate.add_metric(key, summary.cpu_rate_ratio)
+            if summary.interference_cores is not None:
+                interference.add_metric(key, summary.interference_cores)
+            if summary.steal_ratio is not None:
+                steal.add_metric(key, summary.steal_ratio)
             if snapshot.per_core_series:
                 for cpu, busy in enumerate(summary.core_utilisation):
                     per_core.add_metric(key + [str(cpu)], busy)
-    yield from (success, duration, speedup, spread, efficiency, serial, throughput, cores)
+    yield from (success, duration, speedup, lower, upper, unsteady, spread, efficiency, serial,
+                throughput, cores, rate, interference, steal)
     if snapshot.per_core_series:
         yield per_core
+
+
+def nice_number(nice: Nice) -> int:
+    """The exported value of probe.nice: the nice value, SCHED_IDLE as 20."""
+    return SCHED_IDLE_NICE if nice == SCHED_IDLE else int(nice)
 
 
 def health_families(snapshot: Snapshot) -> Iterator[Metric]:
@@ -153,7 +193,13 @@ def interpreter_families(snapshot: Snapshot) -> Iterator[Metric]:
     for check in snapshot.import_checks.values():
         if check.gil_enabled is not None:
             imports.add_metric([check.interpreter, check.module], 1 if check.gil_enabled else 0)
-    yield from (info, gil, available, imports)
+    nice = gauge("probe_nice",
+                 "Priority the probe's process tree ran at (probe.nice): a nice value 0..19, or 20 for the "
+                 "SCHED_IDLE policy; above 0 the figures show what the host leaves over.",
+                 ["interpreter"])
+    for name, value in {r.interpreter.name: nice_number(r.spec.nice) for r in snapshot.reports.values()}.items():
+        nice.add_metric([name], value)
+    yield from (info, gil, available, imports, nice)
 
 
 def exporter_families(snapshot: Snapshot) -> Iterator[Metric]:

@@ -20,7 +20,7 @@ import yaml
 
 from exporter import workloads
 from exporter.errors import ConfigError
-from exporter.results import MODES, Interpreter, ProbeSpec
+from exporter.results import MODES, SCHED_IDLE, Interpreter, Nice, ProbeSpec
 
 START_METHODS = ("fork", "forkserver", "spawn")
 PER_CORE_SERIES_MAX_CPUS = 64  # above this, per-CPU series would dominate a scrape
@@ -47,6 +47,14 @@ class ProbeConfig:
     timeout_seconds: float = 60.0  # the longest wait for the runner's next event
     start_method: str = "forkserver"  # CPython 3.14's default on Linux; fork is unsafe with threads
     per_core_series: Optional[bool] = None  # None: on up to PER_CORE_SERIES_MAX_CPUS CPUs
+    # Precision: ``repeats`` is the minimum; a step runs more rounds until its speedup's 95 %
+    # interval is within ``precision`` (relative half-width), ``max_repeats`` or the budget.
+    # The 4 s default keeps the default round (2 workloads, 3 modes, 2 cores) within 5 %
+    # of the 5-minute interval.
+    precision: float = 0.05
+    max_repeats: int = 10
+    step_budget_seconds: float = 4.0
+    nice: Nice = 0  # 0..19, or "idle" (SCHED_IDLE): run the probe's process tree niced
 
 
 @dataclass(frozen=True)
@@ -67,7 +75,9 @@ class Config:
         p = self.probe
         workers = p.workers or (default_workers,)
         return [ProbeSpec(w, p.modes, workers, p.unit_seconds, p.repeats, p.timeout_seconds,
-                          p.start_method) for w in p.workloads]
+                          p.start_method, precision=p.precision, max_repeats=p.max_repeats,
+                          step_budget_seconds=p.step_budget_seconds, nice=p.nice)
+                for w in p.workloads]
 
 
 # --- field validators: each returns the clean value or raises ValueError(problem) --------
@@ -105,6 +115,15 @@ def ratio(value: Any) -> float:
     if number > 1:
         raise ValueError(f"must be a number in (0, 1], got {value!r}")
     return number
+
+
+def nice_value(value: Any) -> Nice:
+    """A nice value 0..19 (lower priority only) or ``idle`` for the SCHED_IDLE policy."""
+    if value == SCHED_IDLE:
+        return SCHED_IDLE
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 19:
+        raise ValueError(f"must be an integer 0..19 or idle, got {value!r}")
+    return value
 
 
 def workload_name(value: Any) -> str:
@@ -179,6 +198,10 @@ PROBE_FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "timeout": ("timeout_seconds", parse_duration),
     "start_method": ("start_method", start_method),
     "per_core_series": ("per_core_series", optional_bool),
+    "precision": ("precision", ratio),
+    "max_repeats": ("max_repeats", positive_int),
+    "step_budget": ("step_budget_seconds", parse_duration),
+    "nice": ("nice", nice_value),
 }
 TOP_FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "interval": ("interval_seconds", parse_duration),
@@ -242,7 +265,9 @@ def config_from_mapping(raw: Any) -> Config:
     """Validate a parsed YAML document; raises _Located on the first problem."""
     raw = _mapping(raw, "(top level)")
     top = _build(raw, TOP_FIELDS, ["probe", "interpreters", "import_check"], "")
-    probe = ProbeConfig(**_build(_mapping(raw.get("probe"), "probe"), PROBE_FIELDS, [], "probe."))
+    raw_probe = _mapping(raw.get("probe"), "probe")
+    probe = ProbeConfig(**_build(raw_probe, PROBE_FIELDS, [], "probe."))
+    check_probe_bounds(probe, max_repeats_given="max_repeats" in raw_probe)
     interpreters: tuple[Interpreter, ...] = ()
     if "interpreters" in raw:
         items = raw["interpreters"]
@@ -259,6 +284,24 @@ def config_from_mapping(raw: Any) -> Config:
     if config.jitter_seconds >= config.interval_seconds:
         raise _Located("jitter", "must be shorter than interval")
     return config
+
+
+def check_probe_bounds(probe: ProbeConfig, max_repeats_given: bool = True) -> None:
+    """Fields that bound each other: the step budget and the timeout, the repeats."""
+    if probe.step_budget_seconds >= probe.timeout_seconds:
+        raise _Located("probe.step_budget", f"must be shorter than probe.timeout "
+                       f"({probe.timeout_seconds:g}s), got {probe.step_budget_seconds:g}s")
+    if max_repeats_given and probe.max_repeats < probe.repeats:
+        raise _Located("probe.max_repeats", f"must be >= probe.repeats ({probe.repeats}), "
+                       f"got {probe.max_repeats}")
+
+
+def check_probe_flags(probe: ProbeConfig) -> None:
+    """The same bounds for a probe built from flags on top of a config file."""
+    try:
+        check_probe_bounds(probe, max_repeats_given=False)
+    except _Located as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def load_config(path: Optional[str]) -> Config:

@@ -16,13 +16,13 @@ import signal
 import subprocess
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Optional, Sequence
+from typing import Callable, Iterator, Optional
 
 import psutil
 
 from exporter import measurement
+from exporter.hostinfo import host_cpus
 from exporter.results import Identity, ImportCheck, Interpreter, ProbeSpec, StepResult, WorkloadReport
 
 log = logging.getLogger(__name__)
@@ -148,6 +148,8 @@ def cpu_counters() -> list[dict[str, float]]:
 def request_for(spec: ProbeSpec) -> dict:
     return {"workload": spec.workload, "unit_seconds": spec.unit_seconds,
             "repeats": spec.repeats, "start_method": spec.start_method, "handshake": True,
+            "precision": spec.precision, "max_repeats": spec.max_repeats,
+            "step_budget_seconds": spec.step_budget_seconds, "nice": spec.nice,
             "ops_per_unit": spec.ops_per_unit,
             "extra_path": [os.getcwd()],
             "steps": [{"mode": m, "workers": n} for m, n in spec.steps()]}
@@ -164,6 +166,7 @@ class Conversation:
         self.current: Optional[StepResult] = None
         self.step_started = time.monotonic()
         self.counters_before: list[dict[str, float]] = []
+        self.counters_read_at = time.monotonic()
         self.done = False  # the runner said everything it had to say
 
     def events(self, timeout: float) -> Iterator[dict]:
@@ -189,7 +192,7 @@ class Conversation:
             self.step_started = time.monotonic()
             self.progress(f"{self.report.spec.workload}: {event['mode']} × {event['workers']}")
         elif kind == "ready":
-            self.counters_before = cpu_counters()
+            self.counters_before, self.counters_read_at = cpu_counters(), time.monotonic()
             self.runner.send({"go": True})
         elif kind == "window":
             self.add_window(event)
@@ -202,11 +205,16 @@ class Conversation:
             self.fail_unfinished(event["reason"], event["message"])
 
     def add_window(self, event: dict) -> None:
-        after = cpu_counters()
+        after, wall = cpu_counters(), time.monotonic() - self.counters_read_at
+        # The runner's own figure for its process tree, workers included (see StepLoop.timed).
+        probe_cpu = event.get("tree_cpu_seconds", sum(event["cpu_seconds"]))
+        load = measurement.host_load(self.counters_before, after, wall, probe_cpu)
         window = measurement.Window(
             starts=event["starts"], ends=event["ends"], cpu_seconds=event["cpu_seconds"],
             startup_seconds=event["startup_seconds"],
-            core_utilisation=measurement.busy_fractions(self.counters_before, after))
+            core_utilisation=measurement.busy_fractions(self.counters_before, after),
+            index=event.get("index", -1), interference_cores=load.interference_cores,
+            steal_ratio=load.steal_ratio)
         self.report.step(event["mode"], event["workers"]).windows.append(window)
 
     def finish_step(self) -> None:
@@ -232,8 +240,11 @@ class Conversation:
         self.finish_step()
 
 
-def summarise_steps(report: WorkloadReport) -> None:
-    """Compute every successful step's figures against the sequential baseline."""
+def summarise_steps(report: WorkloadReport, usable_cpus: Optional[float] = None) -> None:
+    """Compute every successful step's figures against the sequential baseline.
+
+    A CPU-bound speedup above ``usable_cpus`` beyond its interval marks the step unsteady.
+    """
     baseline = report.step("sequential", 1)
     for step in report.steps:
         if not step.available or step.reason is not None:
@@ -241,8 +252,11 @@ def summarise_steps(report: WorkloadReport) -> None:
         if baseline.reason is not None or not baseline.windows:
             step.fail(baseline.reason or "error", f"no sequential baseline: {baseline.message}")
             continue
-        t1 = measurement.summarise(baseline.windows, 1.0, 1, report.ops_per_unit).wall_seconds
-        step.summary = measurement.summarise(step.windows, t1, step.workers, report.ops_per_unit)
+        if not step.windows:
+            step.fail("error", "the runner stopped before this step's first timed window")
+            continue
+        step.summary = measurement.summarise(step.windows, baseline.windows, step.workers,
+                                             report.ops_per_unit, usable_cpus)
         step.success = True
 
 
@@ -284,7 +298,7 @@ def run_workload(interpreter: Interpreter, spec: ProbeSpec,
     for step in report.steps:
         if step.reason is not None:
             step.log = list(runner.stderr_tail)
-    summarise_steps(report)
+    summarise_steps(report, host_cpus().usable)
     report.duration_seconds = time.monotonic() - started
     return report
 

@@ -15,12 +15,18 @@ from rich.table import Table
 from rich.text import Text
 
 from exporter.hostinfo import HostCpus
-from exporter.results import StepResult, WorkloadReport
+from exporter.measurement import CPU_BOUND_CORES, Summary
+from exporter.results import SCHED_IDLE, Nice, StepResult, WorkloadReport
 
 BAR_WIDTH = 20
 MAX_CPUS_WITH_BARS = 16  # more CPUs than this get a one-line summary instead of bars
 SCALES_FRACTION = 0.8  # a speedup within 80 % of the possible one "scales"
-NO_SPEEDUP = 1.2  # below this a parallel mode gave no useful speedup
+NO_SPEEDUP = 1.2  # below this a parallel mode gave no useful speedup (or used no more cores)
+SERIALISED_SHORTFALL = 0.5  # cores below the possible ones that mean the workers took turns
+FREE_CORES = 0.5  # idle capacity left by probe and neighbours that the runtime could have used
+NOTABLE_INTERFERENCE = 0.1  # cores of other load worth naming in a verdict
+NOTABLE_STEAL = 0.05
+NOTABLE_STARTUP = 0.25  # start-up over the timed window's wall time
 
 
 def interpreter_label(report: WorkloadReport) -> str:
@@ -32,30 +38,52 @@ def interpreter_label(report: WorkloadReport) -> str:
     return f"{report.interpreter.name}: {identity.implementation} {identity.version}, {build}, {gil}"
 
 
+COLUMNS = ("mode", "N", "time", "unit/s", "speedup (95 % CI)", "eff", "cores", "rate", "other", "steal", "start")
+
+
+def speedup_text(summary: Summary) -> str:
+    """``×1.91 (1.86–1.95)``: the estimate and its 95 % interval, when there is one."""
+    text = f"×{summary.speedup:.2f}"
+    if summary.speedup_ci is not None:
+        text += f" ({summary.speedup_ci[0]:.2f}–{summary.speedup_ci[1]:.2f})"
+    return text
+
+
+def optional(value: Optional[float], fmt: str) -> str:
+    return "–" if value is None else format(value, fmt)
+
+
 def step_row(step: StepResult) -> list[str]:
     mode = step.mode
+    blank = len(COLUMNS) - 2
     if not step.available:
-        return [f"[dim]{mode}[/dim]", str(step.workers)] + ["[dim]n/a[/dim]"] * 7
+        return [f"[dim]{mode}[/dim]", str(step.workers)] + ["[dim]n/a[/dim]"] * blank
     if not step.success or step.summary is None:
-        return [f"[red]{mode}[/red]", str(step.workers)] + ["[red]fail[/red]"] * 7
+        return [f"[red]{mode}[/red]", str(step.workers)] + ["[red]fail[/red]"] * blank
     s = step.summary
+    shown = "[yellow]unsteady[/yellow]" if s.unsteady else speedup_text(s)
+    efficiency = "–" if s.unsteady else f"{s.efficiency * 100:.0f}%"
     return [mode, str(step.workers), f"{s.wall_seconds:.2f}s", f"{s.throughput_units_per_second:.2f}",
-            f"{s.speedup:.2f}×", f"{s.speedup_spread * 50:.0f}%", f"{s.efficiency * 100:.0f}%",
-            f"{s.cores_used:.2f}", f"{s.startup_seconds * 1000:.0f}ms"]
+            shown, efficiency, f"{s.cores_used:.2f}", optional(s.cpu_rate_ratio, ".2f"),
+            optional(s.interference_cores, ".2f"), optional(s.steal_ratio, ".0%"),
+            f"{s.startup_seconds * 1000:.0f}ms"]
 
 
 def results_table(report: WorkloadReport) -> Table:
     identity = report.identity
     title = f"{report.spec.workload} — {interpreter_label(report)}"
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
-    for column in ("mode", "N", "time", "unit/s", "speedup", "±", "eff", "cores", "start"):
+    for column in COLUMNS:
         table.add_column(column, justify="left" if column == "mode" else "right", no_wrap=True)
     for step in report.steps:
         table.add_row(*step_row(step))
     if identity is not None and report.ops_per_unit:
         table.caption = (f"N workers, one unit each ({report.ops_per_unit} operations ≈ "
-                         f"{report.spec.unit_seconds:g} s); speedup = T1·N/TN, median of "
-                         f"{report.spec.repeats} ± half the spread; cores = CPU s / wall s; "
+                         f"{report.spec.unit_seconds:g} s); speedup = T1·N/TN, each parallel window "
+                         f"against its neighbouring sequential windows, {report.spec.repeats}+ pairs "
+                         f"(until ±{report.spec.precision:.0%}, {report.spec.max_repeats} or "
+                         f"{report.spec.step_budget_seconds:g} s); cores = CPU s / wall s; rate = work "
+                         f"per CPU s vs sequential; other = cores used by other processes; "
                          f"processes start with {report.spec.start_method}")
     return table
 
@@ -67,48 +95,113 @@ def step_notes(report: WorkloadReport) -> list[Text]:
             for s in report.steps if not s.success]
 
 
-def bar(fraction: float, width: int = BAR_WIDTH) -> Text:
+def bar(fraction: float, width: int = BAR_WIDTH, other: float = 0.0) -> Text:
+    """Busy share of one CPU: the probe's part solid, other processes' part shaded."""
     filled = round(fraction * width)
+    theirs = min(filled, round(other * width))
     colour = "green" if fraction >= 0.75 else "yellow" if fraction >= 0.25 else "dim"
-    return Text("█" * filled, style=colour) + Text("░" * (width - filled), style="dim")
+    return (Text("█" * (filled - theirs), style=colour) + Text("▓" * theirs, style="magenta")
+            + Text("░" * (width - filled), style="dim"))
+
+
+def other_share(summary: Summary) -> float:
+    """Share of the busy CPU time that other processes used (host-wide, not per CPU)."""
+    busy = sum(summary.core_utilisation)
+    if not summary.interference_cores or busy <= 0:
+        return 0.0
+    return min(1.0, summary.interference_cores / busy)
 
 
 def core_bars(report: WorkloadReport, width: int) -> Group:
-    """Per-core busy fraction during each mode's timed window, fitted to ``width`` columns."""
+    """Per-core busy fraction during each mode's timed window, fitted to ``width`` columns.
+
+    The kernel tells busy time per CPU but not whose it was, so the other processes' share
+    (interference over all busy time) is drawn as the same part of every CPU's bar.
+    """
     cpus = max((len(s.summary.core_utilisation) for s in report.steps if s.summary), default=1)
     bar_width = max(4, min(BAR_WIDTH, (width - 22) // max(1, cpus) - 12))
-    lines = [Text("per-core utilisation during the timed window", style="bold")]
+    lines = [Text("per-core utilisation during the timed windows: ", style="bold")
+             + Text("█ probe ", style="green") + Text("▓ other processes (host-wide share) ", style="magenta")
+             + Text("░ idle", style="dim")]
     for step in report.steps:
         if step.summary is None:
             continue
         cores = step.summary.core_utilisation
+        share = other_share(step.summary)
         label = Text(f"  {step.mode:<15} ×{step.workers:<2}")
         if len(cores) > MAX_CPUS_WITH_BARS:
             busy = sorted(cores, reverse=True)
-            label += Text(f"{len(cores)} CPUs: busiest {busy[0]:.0%}, mean {sum(cores) / len(cores):.0%}")
+            label += Text(f"{len(cores)} CPUs: busiest {busy[0]:.0%}, mean {sum(cores) / len(cores):.0%}, "
+                          f"other processes {share:.0%} of the busy time")
             lines.append(label)
             continue
         for cpu, fraction in enumerate(cores):
-            label += Text(f" cpu{cpu} ") + bar(fraction, bar_width) + Text(f" {fraction:4.0%}")
+            label += Text(f" cpu{cpu} ") + bar(fraction, bar_width, fraction * share) + Text(f" {fraction:4.0%}")
         lines.append(label)
     return Group(*lines)
 
 
+def serialisation_cause(step: StepResult, report: WorkloadReport) -> str:
+    if step.mode == "threads" and report.identity is not None and report.identity.gil_enabled:
+        return "GIL enabled"
+    if step.mode == "asyncio":
+        return "one event loop"
+    return "the workers ran one at a time"
+
+
+def free_cores(summary: Summary, usable: float) -> float:
+    """Capacity neither the probe nor other processes used."""
+    return usable - summary.cores_used - (summary.interference_cores or 0.0)
+
+
+def shortfall_causes(step: StepResult, report: WorkloadReport, usable: float, possible: float) -> list[str]:
+    """Where the speedup went, from the measured parts: cores busy, rate, other load, limits."""
+    s = step.summary
+    assert s is not None
+    causes = [f"{s.cores_used:.2f} cores busy"
+              + (f", each at {s.cpu_rate_ratio * 100:.0f} % of the sequential speed" if s.cpu_rate_ratio else "")]
+    cpu_bound = s.cores_used > CPU_BOUND_CORES
+    if cpu_bound and s.cores_used < possible - SERIALISED_SHORTFALL and free_cores(s, usable) >= FREE_CORES:
+        causes.append(f"serialised: {serialisation_cause(step, report)} while "
+                      f"{free_cores(s, usable):.1f} cores stood idle")
+    if (s.interference_cores or 0.0) >= NOTABLE_INTERFERENCE:
+        causes.append(f"other processes used {s.interference_cores:.1f} cores during the run")
+    if (s.steal_ratio or 0.0) >= NOTABLE_STEAL:
+        causes.append(f"the hypervisor stole {s.steal_ratio:.0%} of the CPU time")
+    if possible < step.workers:
+        causes.append(f"only {usable:g} usable cores (CPU affinity or quota)")
+    if s.wall_seconds > 0 and s.startup_seconds >= NOTABLE_STARTUP * s.wall_seconds:
+        causes.append(f"start-up {s.startup_seconds:.2f} s per run on top of {s.wall_seconds:.2f} s of work")
+    return causes
+
+
 def mode_verdict(step: StepResult, report: WorkloadReport, usable: float) -> str:
+    """Leading words scripts read: ``no parallel speedup``, ``scales``, ``partial speedup``
+    (``unsteady`` when the figure is withheld), then the evidence and the cause."""
     if not step.available:
         return f"{step.mode}: unavailable"
     if step.summary is None:
         return f"{step.mode}: failed ({step.reason})"
-    speedup = step.summary.speedup
+    s = step.summary
+    if s.unsteady:
+        return f"{step.mode}: unsteady — {s.unsteady_reason}"
     # CPU-bound work cannot beat the usable cores; waiting (sleep) can overlap up to N.
-    ceiling = min(step.workers, usable) if step.summary.cores_used > 0.5 else step.workers
-    if speedup < NO_SPEEDUP and step.workers > 1:
-        gil_bound = step.mode == "threads" and report.identity is not None and report.identity.gil_enabled
-        why = " — GIL enabled" if gil_bound else " — one event loop" if step.mode == "asyncio" else ""
-        return f"{step.mode}: no parallel speedup (×{speedup:.2f}){why}"
-    if speedup >= SCALES_FRACTION * ceiling:
-        return f"{step.mode}: scales ×{speedup:.2f} (ideal ×{step.workers})"
-    return f"{step.mode}: partial speedup ×{speedup:.2f} of ×{ceiling:g} possible"
+    cpu_bound = s.cores_used > CPU_BOUND_CORES
+    possible = min(step.workers, usable) if cpu_bound else step.workers
+    low, high = s.speedup_ci or (s.speedup, s.speedup)
+    shown = speedup_text(s)
+    # The CPU-time evidence decides first: workers that never kept more than ~one core busy
+    # did not run in parallel, whatever a noisy wall-clock ratio says.
+    if step.workers > 1 and (high < NO_SPEEDUP or (cpu_bound and s.cores_used < NO_SPEEDUP)):
+        cause = serialisation_cause(step, report)
+        if cause == "the workers ran one at a time" and free_cores(s, usable) < FREE_CORES:
+            cause = f"other processes used {s.interference_cores or 0.0:.1f} cores during the run"
+        return f"{step.mode}: no parallel speedup {shown} — {cause}; {s.cores_used:.2f} cores busy"
+    good = SCALES_FRACTION * possible
+    if low >= good or (s.speedup >= good and (not cpu_bound or s.cores_used >= good)):
+        return f"{step.mode}: scales {shown} (ideal ×{step.workers})"
+    causes = shortfall_causes(step, report, usable, possible)
+    return f"{step.mode}: partial speedup {shown} of ×{possible:g} possible — " + "; ".join(causes)
 
 
 def verdict(report: WorkloadReport, usable: float) -> str:
@@ -141,16 +234,29 @@ def comparison_table(reports: Sequence[WorkloadReport]) -> Optional[Table]:
                 cells.append("[dim]n/a[/dim]")
             elif step.summary is None:
                 cells.append(f"[red]failed ({step.reason})[/red]")
+            elif step.summary.unsteady:
+                cells.append(f"[yellow]unsteady[/yellow] ({step.summary.cores_used:.2f})")
             else:
                 cells.append(f"{step.summary.speedup:.2f}× ({step.summary.cores_used:.2f})")
         table.add_row(workload, mode, str(workers), *cells)
     return table
 
 
+def nice_text(nice: Nice) -> str:
+    if nice == SCHED_IDLE:
+        return "SCHED_IDLE (runs only on CPU time nothing else wants)"
+    return f"nice {nice}" + ("" if nice == 0 else " (lower priority than the host's other work)")
+
+
 def render(reports: Sequence[WorkloadReport], host: HostCpus, console: Console) -> None:
     console.print(f"[bold]Host[/bold]: {host.logical} logical CPUs, {host.physical or '?'} physical, "
                   f"{host.usable:g} usable (affinity {host.affinity}"
                   + (f", cgroup quota {host.quota:g}" if host.quota else ", no cgroup quota") + ")")
+    nice = probe_nice(reports)
+    line = f"[bold]Probe priority[/bold]: {nice_text(nice)}"
+    if nice != 0:
+        line += " — figures show what the host leaves over, not what Python can do"
+    console.print(line)
     for report in reports:
         console.print()
         console.print(results_table(report))
@@ -164,8 +270,14 @@ def render(reports: Sequence[WorkloadReport], host: HostCpus, console: Console) 
         console.print(comparison)
 
 
+def probe_nice(reports: Sequence[WorkloadReport]) -> Nice:
+    return reports[0].spec.nice if reports else 0
+
+
 def step_document(step: StepResult, report: WorkloadReport) -> dict[str, Any]:
     summary = step.summary
+    # An unsteady step's speedup is withheld: its pairs and CPU-time figures stay.
+    shown = summary if summary is not None and not summary.unsteady else None
     return {
         "interpreter": report.interpreter.name,
         "workload": step.workload,
@@ -178,13 +290,20 @@ def step_document(step: StepResult, report: WorkloadReport) -> dict[str, Any]:
         "message": step.message,
         "duration_seconds": step.duration_seconds,
         "wall_seconds": summary.wall_seconds if summary else None,
-        "speedup": summary.speedup if summary else None,
+        "speedup": shown.speedup if shown else None,
+        "speedup_ci": list(shown.speedup_ci) if shown and shown.speedup_ci else None,
+        "pair_speedups": list(summary.pair_speedups) if summary else [],
         "speedup_spread": summary.speedup_spread if summary else None,
         "throughput_units_per_second": summary.throughput_units_per_second if summary else None,
         "throughput_ops_per_second": summary.throughput_ops_per_second if summary else None,
-        "efficiency": summary.efficiency if summary else None,
-        "serial_fraction": summary.serial_fraction if summary else None,
+        "efficiency": shown.efficiency if shown else None,
+        "serial_fraction": shown.serial_fraction if shown else None,
         "cores_used": summary.cores_used if summary else None,
+        "cpu_rate_ratio": summary.cpu_rate_ratio if summary else None,
+        "interference_cores": summary.interference_cores if summary else None,
+        "steal_ratio": summary.steal_ratio if summary else None,
+        "unsteady": summary.unsteady if summary else False,
+        "unsteady_reason": summary.unsteady_reason if summary else None,
         "core_utilisation": summary.core_utilisation if summary else [],
         "startup_seconds": summary.startup_seconds if summary else None,
         "repeats": [w.wall_seconds for w in step.windows],
@@ -210,6 +329,7 @@ def json_document(reports: Sequence[WorkloadReport], host: HostCpus) -> dict[str
         "host": {"logical_cpus": host.logical, "physical_cpus": host.physical,
                  "affinity_cpus": host.affinity, "cgroup_quota_cpus": host.quota,
                  "usable_cpus": host.usable},
+        "nice": probe_nice(reports),
         "results": [step_document(s, r) for r in reports for s in r.steps],
         "verdicts": [verdict(r, host.usable) for r in reports],
     }

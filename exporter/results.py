@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Mapping, Optional, Sequence
+from typing import Mapping, Optional, Sequence, Union
 
 from exporter import measurement
 
@@ -17,6 +17,10 @@ from exporter import measurement
 MODES = ("sequential", "threads", "processes", "asyncio", "subinterpreters")
 
 FAILURE_REASONS = ("error", "crash", "timeout", "interpreter")
+
+# probe.nice: a nice value 0..19, or "idle" for the SCHED_IDLE policy.
+Nice = Union[int, str]
+SCHED_IDLE = "idle"
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,12 @@ class ProbeSpec:
     start_method: Optional[str] = None
     # A fixed unit size instead of calibrating, so different interpreters do equal work.
     ops_per_unit: Optional[int] = None
+    # A step runs at least ``repeats`` rounds, then more until its speedup's 95 % interval
+    # is within ``precision`` (relative half-width), ``max_repeats`` or its time budget.
+    precision: float = 0.05
+    max_repeats: int = 10
+    step_budget_seconds: float = 4.0
+    nice: Nice = 0
 
     def steps(self) -> list[tuple[str, int]]:
         """Sequential (the baseline) first, then every other mode at every worker count."""

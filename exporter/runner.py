@@ -7,7 +7,9 @@ CPython >= 3.10, including free-threaded builds that have none of our dependenci
 
 Every worker stamps its own start and end with ``time.perf_counter`` (system-wide monotonic
 on Linux), so process start-up and teardown stay outside the timed window; start-up is timed
-and reported separately. The parent does all the arithmetic (``exporter.measurement``).
+and reported separately. Sequential and parallel windows alternate, and a step asks for more
+windows until its speedup is precise enough or its budget is spent; the parent does the rest
+of the arithmetic (``exporter.measurement``, which is standard library only too).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import time
 import traceback
 from typing import Any, Callable, Dict, List, Optional, TextIO, Tuple
 
-from exporter import workloads
+from exporter import measurement, workloads
 
 POLL_SECONDS = 0.05
 CALIBRATION_SECONDS = 0.2
@@ -321,6 +323,111 @@ class Channel:
         return json.loads(line)
 
 
+def apply_priority(nice: Any) -> None:
+    """Lower this process's priority (a nice value, or "idle" for SCHED_IDLE) before any
+    worker exists: threads, forkserver and worker processes all inherit it."""
+    if nice == "idle":
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # type: ignore[attr-defined]
+    elif nice:
+        # Never raise the priority: an exporter already running niced stays as nice.
+        os.setpriority(os.PRIO_PROCESS, 0, max(int(nice), os.getpriority(os.PRIO_PROCESS, 0)))
+
+
+Step = Tuple[str, int]
+SEQUENTIAL: Step = ("sequential", 1)
+
+
+class StepLoop:
+    """Alternates baseline and parallel windows until every step is precise enough.
+
+    The order is baseline, A, B, baseline, A, B, baseline, ...: every parallel window has
+    a baseline window on each side, which the parent averages, so a slow drift of the
+    host's speed cancels in each pair. After ``repeats`` rounds a step runs again only while
+    its speedup's 95 % interval is wider than ``precision`` (relative half-width), it has had
+    fewer than ``max_repeats`` rounds, and one more round fits in ``step_budget_seconds`` —
+    a step is charged its own windows and the baseline windows run for it.
+    """
+
+    def __init__(self, request: Event, window: Window, channel: Channel, steps: List[Step],
+                 started: Callable[[], float]) -> None:
+        self.window, self.channel, self.started = window, channel, started
+        self.minimum = request["repeats"]
+        self.maximum = max(self.minimum, request.get("max_repeats") or self.minimum)
+        self.precision = request.get("precision") or 0.0
+        self.budget = request.get("step_budget_seconds") or float("inf")
+        self.parallel = [step for step in steps if step != SEQUENTIAL]
+        self.baseline: List[measurement.Window] = []
+        self.windows: Dict[Step, List[measurement.Window]] = {step: [] for step in self.parallel}
+        self.spent: Dict[Step, float] = {step: 0.0 for step in self.parallel}
+        self.last_cost: Dict[Step, float] = {step: 0.0 for step in self.parallel}
+        self.index = 0
+
+    def timed(self, step: Step, repeat: int) -> Optional[measurement.Window]:
+        """Run one window and send it; None (after a step_failed event) if it failed."""
+        mode, workers = step
+        self.channel.send({"event": "step", "mode": mode, "workers": workers})
+        try:
+            timings = self.window.run(mode, workers)
+        except WorkerFailed as failure:
+            self.channel.send({"event": "step_failed", "mode": mode, "workers": workers,
+                               "reason": failure.reason, "message": str(failure)})
+            return None
+        # The probe's process tree: this process (every thread, the coordinating ones
+        # included) since just before the handshake, plus — for worker processes, which are
+        # not our children under forkserver and are never reaped before the window ends —
+        # the CPU seconds each of them measured around its own unit.
+        tree = time.process_time() - self.started()
+        if mode == "processes":
+            tree += sum(timings["cpu_seconds"])
+        self.channel.send(dict(timings, event="window", mode=mode, workers=workers, repeat=repeat,
+                               index=self.index, tree_cpu_seconds=tree))
+        self.index += 1
+        return measurement.Window(timings["starts"], timings["ends"], timings["cpu_seconds"],
+                                  timings["startup_seconds"], index=self.index - 1)
+
+    def wants_more(self, step: Step, rounds: int) -> bool:
+        if rounds < self.minimum:
+            return True
+        if rounds >= self.maximum or self.spent[step] + self.last_cost[step] > self.budget:
+            return False
+        return measurement.speedup_precision(self.windows[step], self.baseline, step[1]) > self.precision
+
+    def baseline_window(self, repeat: int) -> bool:
+        window = self.timed(SEQUENTIAL, repeat)
+        if window is not None:
+            self.baseline.append(window)
+        return window is not None
+
+    def run(self) -> None:
+        if not self.parallel:  # only the baseline was asked for
+            for repeat in range(self.minimum):
+                if not self.baseline_window(repeat):
+                    return
+            return
+        if not self.baseline_window(0):
+            return  # without the baseline no other step has a speedup
+        for repeat in range(self.maximum):
+            active = [step for step in self.parallel if self.wants_more(step, repeat)]
+            if not active:
+                return
+            costs: Dict[Step, float] = {}
+            for step in active:
+                began = time.perf_counter()
+                window = self.timed(step, repeat)
+                if window is None:
+                    self.parallel.remove(step)
+                    continue
+                self.windows[step].append(window)
+                costs[step] = time.perf_counter() - began
+            began = time.perf_counter()
+            if not self.baseline_window(repeat + 1):
+                return
+            baseline_cost = time.perf_counter() - began
+            for step, cost in costs.items():
+                self.last_cost[step] = cost + baseline_cost
+                self.spent[step] += cost + baseline_cost
+
+
 def run_request(request: Event, channel: Channel) -> None:
     """Answer one probe request: identity, calibration, then every (mode, workers) step."""
     try:
@@ -330,6 +437,12 @@ def run_request(request: Event, channel: Channel) -> None:
         channel.send({"event": "failed", "reason": "error", "message": describe_exception(exc)})
         return
     channel.send(identity())  # after the import: an extension may have re-enabled the GIL
+    try:
+        apply_priority(request.get("nice"))
+    except (OSError, ValueError) as exc:
+        channel.send({"event": "failed", "reason": "error",
+                      "message": f"cannot apply probe.nice {request.get('nice')!r}: {describe_exception(exc)}"})
+        return
     ops, op_seconds = request.get("ops_per_unit") or 0, 0.0
     if not ops:
         try:
@@ -338,8 +451,10 @@ def run_request(request: Event, channel: Channel) -> None:
             channel.send({"event": "failed", "reason": "error", "message": describe_exception(exc)})
             return
     channel.send({"event": "calibrated", "ops_per_unit": ops, "op_seconds": op_seconds})
+    tree_started = [time.process_time()]
 
     def handshake() -> None:
+        tree_started[0] = time.process_time()
         if request.get("handshake"):
             channel.send({"event": "ready"})
             channel.receive()  # "go": the parent has read the per-CPU counters
@@ -351,21 +466,7 @@ def run_request(request: Event, channel: Channel) -> None:
             channel.send({"event": "unavailable", "mode": mode, "workers": workers,
                           "message": subinterpreters_unavailable_reason()})
     runnable = [(m, n) for m, n in steps if m != "subinterpreters" or not subinterpreters_unavailable_reason()]
-    # Repeats go round the steps (baseline, threads, processes, baseline, ...), so the slow
-    # drift of a shared VM's speed falls on every mode alike instead of on whichever ran first.
-    for repeat in range(request["repeats"]):
-        for mode, workers in list(runnable):
-            channel.send({"event": "step", "mode": mode, "workers": workers})
-            try:
-                timings = window.run(mode, workers)
-            except WorkerFailed as failure:
-                channel.send({"event": "step_failed", "mode": mode, "workers": workers,
-                              "reason": failure.reason, "message": str(failure)})
-                if mode == "sequential":
-                    return  # without the baseline no other step has a speedup
-                runnable.remove((mode, workers))
-                continue
-            channel.send(dict(timings, event="window", mode=mode, workers=workers, repeat=repeat))
+    StepLoop(request, window, channel, runnable, lambda: tree_started[0]).run()
 
 
 def import_check(module: str) -> Event:

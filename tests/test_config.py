@@ -16,7 +16,7 @@ INVALID = {
     "invalid-unknown-workload.yml": "probe.workloads: unknown workload 'nope' (known: json, objects, pure_python, sha256, sleep, zlib, or package.module:function)",
     "invalid-unknown-mode.yml": "probe.modes: unknown mode 'greenlets' (known: sequential, threads, processes, asyncio, subinterpreters)",
     "invalid-unknown-key.yml": "intervall: unknown field (known: duty_cycle, import_check, interpreters, interval, jitter, probe)",
-    "invalid-unknown-probe-key.yml": "probe.unit_second: unknown field (known: modes, per_core_series, repeats, start_method, timeout, unit_seconds, workers, workloads)",
+    "invalid-unknown-probe-key.yml": "probe.unit_second: unknown field (known: max_repeats, modes, nice, per_core_series, precision, repeats, start_method, step_budget, timeout, unit_seconds, workers, workloads)",
     "invalid-interval.yml": "interval: must be a duration like 30s or 5m, got 'soon'",
     "invalid-workers.yml": "probe.workers: must be an integer >= 1, got -1",
     "invalid-start-method.yml": "probe.start_method: must be one of fork, forkserver, spawn, got 'thread'",
@@ -28,6 +28,10 @@ INVALID = {
     "invalid-jitter.yml": "jitter: must be shorter than interval",
     "invalid-import-module.yml": "import_check.modules: must be a dotted module name, got 'not a module'",
     "invalid-timeout.yml": "probe.timeout: must be a duration like 30s or 5m, got '-5s'",
+    "invalid-precision.yml": "probe.precision: must be a number > 0, got 0",
+    "invalid-max-repeats.yml": "probe.max_repeats: must be >= probe.repeats (5), got 3",
+    "invalid-step-budget.yml": "probe.step_budget: must be shorter than probe.timeout (10s), got 10s",
+    "invalid-nice.yml": "probe.nice: must be an integer 0..19 or idle, got -5",
 }
 
 
@@ -70,7 +74,8 @@ def test_full_file_sets_every_field():
         workloads=("pure_python", "json:dumps"),
         modes=("sequential", "threads", "processes", "asyncio", "subinterpreters"),
         workers=(1, 2, 4), unit_seconds=0.3, repeats=5, timeout_seconds=30,
-        start_method="spawn", per_core_series=False)
+        start_method="spawn", per_core_series=False, precision=0.1, max_repeats=8,
+        step_budget_seconds=6, nice="idle")
     assert cfg.import_check_modules == ("json", "xml.etree.ElementTree")
 
 
@@ -85,3 +90,21 @@ def test_the_shipped_example_config_is_valid():
                                            ("250ms", 0.25), (42, 42), (1.5, 1.5)])
 def test_durations_in_prometheus_style(text, seconds):
     assert config.parse_duration(text) == seconds
+
+
+def test_nice_accepts_0_to_19_and_idle_only():
+    assert config.nice_value(0) == 0 and config.nice_value(19) == 19 and config.nice_value("idle") == "idle"
+    for bad in (20, -1, True, "10", 1.5):
+        with pytest.raises(ValueError):
+            config.nice_value(bad)
+
+
+def test_precision_fields_reach_every_probe_spec():
+    cfg = config.config_from_mapping({"probe": {"precision": 0.02, "max_repeats": 6, "step_budget": "5s", "nice": 10}})
+    spec = cfg.probe_specs(2)[0]
+    assert (spec.precision, spec.max_repeats, spec.step_budget_seconds, spec.nice) == (0.02, 6, 5.0, 10)
+
+
+def test_default_max_repeats_below_a_configured_repeats_is_not_an_error():
+    # Only an explicit max_repeats below repeats contradicts; the runner uses max(repeats, max_repeats).
+    assert config.config_from_mapping({"probe": {"repeats": 12}}).probe.repeats == 12
