@@ -38,7 +38,7 @@ def interpreter_label(report: WorkloadReport) -> str:
     return f"{report.interpreter.name}: {identity.implementation} {identity.version}, {build}, {gil}"
 
 
-COLUMNS = ("mode", "N", "time", "unit/s", "speedup (95 % CI)", "eff", "cores", "rate", "other", "steal", "start")
+COLUMNS = ("mode", "N", "time", "unit/s", "speedup", "eff", "cores", "rate", "other", "start")
 
 
 def speedup_text(summary: Summary) -> str:
@@ -65,8 +65,7 @@ def step_row(step: StepResult) -> list[str]:
     efficiency = "–" if s.unsteady else f"{s.efficiency * 100:.0f}%"
     return [mode, str(step.workers), f"{s.wall_seconds:.2f}s", f"{s.throughput_units_per_second:.2f}",
             shown, efficiency, f"{s.cores_used:.2f}", optional(s.cpu_rate_ratio, ".2f"),
-            optional(s.interference_cores, ".2f"), optional(s.steal_ratio, ".0%"),
-            f"{s.startup_seconds * 1000:.0f}ms"]
+            optional(s.interference_cores, ".2f"), f"{s.startup_seconds * 1000:.0f}ms"]
 
 
 def results_table(report: WorkloadReport) -> Table:
@@ -79,7 +78,7 @@ def results_table(report: WorkloadReport) -> Table:
         table.add_row(*step_row(step))
     if identity is not None and report.ops_per_unit:
         table.caption = (f"N workers, one unit each ({report.ops_per_unit} operations ≈ "
-                         f"{report.spec.unit_seconds:g} s); speedup = T1·N/TN, each parallel window "
+                         f"{report.spec.unit_seconds:g} s); speedup = T1·N/TN (95 % interval), each parallel window "
                          f"against its neighbouring sequential windows, {report.spec.repeats}+ pairs "
                          f"(until ±{report.spec.precision:.0%}, {report.spec.max_repeats} or "
                          f"{report.spec.step_budget_seconds:g} s); cores = CPU s / wall s; rate = work "
@@ -89,8 +88,13 @@ def results_table(report: WorkloadReport) -> Table:
 
 
 def step_notes(report: WorkloadReport) -> list[Text]:
-    """Why each failed or unavailable step did not give figures."""
-    return [Text(f"  {s.mode} ×{s.workers}: " + (f"failed ({s.reason}): " if s.available else "unavailable: ")
+    """Why each failed, unavailable or unsteady step did not give figures; hypervisor steal."""
+    notes = [Text(f"  {s.mode} ×{s.workers}: unsteady: {s.summary.unsteady_reason}", style="yellow")
+             for s in report.steps if s.summary is not None and s.summary.unsteady]
+    notes += [Text(f"  {s.mode} ×{s.workers}: the hypervisor stole {s.summary.steal_ratio:.0%} of the CPU time",
+                   style="yellow")
+              for s in report.steps if s.summary is not None and (s.summary.steal_ratio or 0.0) >= NOTABLE_STEAL]
+    return notes + [Text(f"  {s.mode} ×{s.workers}: " + (f"failed ({s.reason}): " if s.available else "unavailable: ")
                  + s.message, style="red" if s.available else "dim")
             for s in report.steps if not s.success]
 
