@@ -199,7 +199,11 @@ def mode_verdict(step: StepResult, report: WorkloadReport, usable: float) -> str
     if step.workers > 1 and (high < NO_SPEEDUP or (cpu_bound and s.cores_used < NO_SPEEDUP)):
         cause = serialisation_cause(step, report)
         if cause == "the workers ran one at a time" and free_cores(s, usable) < FREE_CORES:
-            cause = f"other processes used {s.interference_cores or 0.0:.1f} cores during the run"
+            # No core stood idle: the host, not the runtime, kept the workers from running.
+            if (s.interference_cores or 0.0) >= NOTABLE_INTERFERENCE:
+                cause = f"other processes used {s.interference_cores:.1f} cores during the run"
+            elif possible < step.workers:
+                cause = f"only {usable:g} usable cores (CPU affinity or quota)"
         return f"{step.mode}: no parallel speedup {shown} — {cause}; {s.cores_used:.2f} cores busy"
     good = SCALES_FRACTION * possible
     if low >= good or (s.speedup >= good and (not cpu_bound or s.cores_used >= good)):

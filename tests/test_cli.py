@@ -81,3 +81,26 @@ def test_terminal_report_has_table_bars_and_verdict():
     assert "sleep" in out and "threads" in out and "speedup" in out
     assert "per-core utilisation" in out and "cpu0" in out
     assert "sleep: threads: scales" in out
+
+
+def test_json_has_the_measurement_fields_and_the_nice_used():
+    document = probe_json("--nice", "3", "--max-repeats", "2", "--precision", "0.5", "--step-budget", "2s")
+    assert document["nice"] == 3
+    threads = document["results"][1]
+    for key in ("cpu_rate_ratio", "interference_cores"):
+        assert isinstance(threads[key], float), key
+    assert threads["unsteady"] is False and threads["unsteady_reason"] is None
+    assert "steal_ratio" in threads and isinstance(threads["pair_speedups"], list)
+    assert threads["speedup_ci"] is None or threads["speedup_ci"][0] <= threads["speedup"] <= threads["speedup_ci"][1]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--nice", "20"], "--nice: must be an integer 0..19 or idle, got 20"),
+    (["--precision", "2"], "--precision: must be a number in (0, 1], got 2.0"),
+    (["--step-budget", "soon"], "--step-budget: must be a duration like 30s or 5m, got 'soon'"),
+    (["--timeout", "3", "--step-budget", "5s"], "probe.step_budget: must be shorter than probe.timeout (3s), got 5s"),
+])
+def test_bad_measurement_flags_are_one_line_and_exit_2(flags, message):
+    result = cli("probe", "--workload", "sleep", *flags)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"parallelism-exporter: {message}"

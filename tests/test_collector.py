@@ -97,3 +97,38 @@ def test_collect_reads_the_snapshot_once_per_scrape(sleep_report):
 def test_per_core_series_default_on_up_to_64_cpus(cpus, expected):
     host = hostinfo.HostCpus(logical=cpus, physical=cpus // 2, affinity=cpus, quota=None)
     assert collector.empty_snapshot(config.Config(), host).per_core_series is expected
+
+
+def test_interval_rate_interference_and_nice_become_samples(sleep_report):
+    registry = registry_for(snapshot_with(sleep_report))
+    summary = sleep_report.step("threads", 2).summary
+    low = registry.get_sample_value("pyparallel_speedup_lower_ratio", LABELS)
+    high = registry.get_sample_value("pyparallel_speedup_upper_ratio", LABELS)
+    if summary.speedup_ci is None:
+        assert low is None and high is None
+    else:
+        assert low <= registry.get_sample_value("pyparallel_speedup_ratio", LABELS) <= high
+    assert registry.get_sample_value("pyparallel_speedup_unsteady", LABELS) == 0
+    assert 0 <= registry.get_sample_value("pyparallel_interference_cores", LABELS) <= hostinfo.host_cpus().logical
+    assert registry.get_sample_value("pyparallel_cpu_rate_ratio", dict(LABELS, mode="sequential", workers="1")) == 1
+    steal = registry.get_sample_value("pyparallel_steal_ratio", LABELS)
+    assert steal is None or 0 <= steal <= 1
+    assert registry.get_sample_value("pyparallel_probe_nice", {"interpreter": "test"}) == 0
+
+
+def test_an_unsteady_step_keeps_success_but_exports_no_speedup(sleep_report):
+    steps = [replace(s, summary=replace(s.summary, unsteady_reason="speedup ×2.30 exceeds the 2 cores"))
+             if s.mode == "threads" else s for s in sleep_report.steps]
+    registry = registry_for(snapshot_with(replace(sleep_report, steps=steps)))
+    assert registry.get_sample_value("pyparallel_probe_success", LABELS) == 1
+    assert registry.get_sample_value("pyparallel_speedup_unsteady", LABELS) == 1
+    for name in ("speedup_ratio", "speedup_lower_ratio", "speedup_upper_ratio", "efficiency_ratio",
+                 "serial_fraction_ratio"):
+        assert registry.get_sample_value(f"pyparallel_{name}", LABELS) is None, name
+    assert registry.get_sample_value("pyparallel_cpu_cores_used", LABELS) is not None
+
+
+def test_sched_idle_is_exported_as_nice_20(sleep_report):
+    idle = replace(sleep_report, spec=replace(sleep_report.spec, nice="idle"))
+    registry = registry_for(snapshot_with(idle))
+    assert registry.get_sample_value("pyparallel_probe_nice", {"interpreter": "test"}) == 20

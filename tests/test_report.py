@@ -1,0 +1,158 @@
+"""The report's verdicts, bars and JSON on constructed results: causes named from the
+measured parts, leading words kept, unsteady figures withheld."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from typing import Optional
+
+from rich.console import Console
+
+from exporter import report
+from exporter.hostinfo import HostCpus
+from exporter.measurement import Summary
+from exporter.results import Identity, Interpreter, ProbeSpec, StepResult, WorkloadReport
+
+TWO_CORES = HostCpus(logical=2, physical=2, affinity=2, quota=None)
+
+
+def identity(gil: bool = True) -> Identity:
+    return Identity("3.13.0", "cpython", "/usr/bin/python3", not gil, gil, ("fork",), None)
+
+
+def summary(speedup: float, ci: Optional[tuple[float, float]], cores: float, rate: Optional[float] = 1.0,
+            other: float = 0.0, workers: int = 2, unsteady: Optional[str] = None, **fields) -> Summary:
+    values = dict(wall_seconds=1.0, speedup=speedup, speedup_spread=0.05, efficiency=speedup / workers,
+                  serial_fraction=None, throughput_units_per_second=2.0, throughput_ops_per_second=200.0,
+                  cores_used=cores, core_utilisation=[1.0, 1.0], startup_seconds=0.05, speedup_ci=ci,
+                  pair_speedups=[speedup] * 3, cpu_rate_ratio=rate, interference_cores=other,
+                  steal_ratio=0.0, unsteady_reason=unsteady)
+    values.update(fields)
+    return Summary(**values)
+
+
+def step(mode: str, s: Summary, workers: int = 2) -> StepResult:
+    return StepResult("pure_python", mode, workers, success=True, summary=s)
+
+
+def workload_report(*steps: StepResult, gil: bool = True, nice: object = 0) -> WorkloadReport:
+    baseline = step("sequential", summary(1.0, None, 1.0, workers=1), workers=1)
+    spec = ProbeSpec("pure_python", ("sequential", "threads", "processes"), (2,), nice=nice)  # type: ignore[arg-type]
+    return WorkloadReport(Interpreter("test", "/usr/bin/python3"), spec, identity(gil), 100, 0.005,
+                          [baseline, *steps])
+
+
+def verdict_of(s: StepResult, gil: bool = True, host: HostCpus = TWO_CORES) -> str:
+    return report.mode_verdict(s, workload_report(s, gil=gil), host.usable)
+
+
+def test_gil_threads_get_no_parallel_speedup_from_cpu_time_even_when_the_wall_clock_says_more():
+    # A slow baseline window made the wall-clock ratio read 1.45; the CPU time says one core.
+    text = verdict_of(step("threads", summary(1.45, (1.1, 1.9), cores=1.02)))
+    assert text.startswith("threads: no parallel speedup ×1.45 (1.10–1.90) — GIL enabled")
+
+
+def test_a_speedup_interval_below_the_threshold_is_no_parallel_speedup():
+    assert verdict_of(step("asyncio", summary(1.0, (0.95, 1.05), cores=0.2))).startswith(
+        "asyncio: no parallel speedup ×1.00 (0.95–1.05) — one event loop")
+
+
+def test_free_threaded_threads_on_one_core_with_idle_cores_are_serialised():
+    text = verdict_of(step("threads", summary(1.0, (0.9, 1.1), cores=1.0)), gil=False)
+    assert text.startswith("threads: no parallel speedup") and "the workers ran one at a time" in text
+
+
+def test_no_speedup_on_a_host_full_of_other_work_blames_the_other_work():
+    text = verdict_of(step("processes", summary(1.05, (0.9, 1.2), cores=1.05, other=1.0)))
+    assert "other processes used 1.0 cores during the run" in text and "one at a time" not in text
+
+
+def test_partial_speedup_names_busy_cores_their_rate_and_the_other_load():
+    text = verdict_of(step("processes", summary(1.41, (1.35, 1.47), cores=1.95, rate=0.72, other=0.8)))
+    assert text == ("processes: partial speedup ×1.41 (1.35–1.47) of ×2 possible — 1.95 cores busy, "
+                    "each at 72 % of the sequential speed; other processes used 0.8 cores during the run")
+
+
+def test_partial_speedup_with_idle_cores_is_serialisation():
+    text = verdict_of(step("threads", summary(1.4, (1.3, 1.5), cores=1.4)), gil=False)
+    assert text.startswith("threads: partial speedup") and "serialised: the workers ran one at a time" in text
+
+
+def test_a_cpu_quota_below_the_workers_is_named():
+    quota = HostCpus(logical=4, physical=4, affinity=4, quota=1.5)
+    s = step("processes", summary(1.15, (1.12, 1.25), cores=1.45, rate=0.79), workers=2)
+    text = verdict_of(s, host=quota)
+    assert text.startswith("processes: partial speedup ×1.15 (1.12–1.25) of ×1.5 possible")
+    assert "only 1.5 usable cores" in text
+    one_core = HostCpus(logical=4, physical=4, affinity=1, quota=None)
+    s = step("processes", summary(1.0, (0.95, 1.05), cores=0.98), workers=2)
+    assert verdict_of(s, host=one_core).startswith(
+        "processes: no parallel speedup ×1.00 (0.95–1.05) — only 1 usable cores (CPU affinity or quota)")
+
+
+def test_start_up_cost_is_named_when_it_rivals_the_work():
+    text = verdict_of(step("processes", summary(1.3, (1.2, 1.4), cores=1.5, startup_seconds=0.6)))
+    assert "start-up 0.60 s per run" in text
+
+
+def test_scales_needs_the_interval_or_the_cpu_time_to_agree():
+    assert verdict_of(step("processes", summary(1.9, (1.85, 1.95), cores=1.96))).startswith(
+        "processes: scales ×1.90 (1.85–1.95) (ideal ×2)")
+    # A wide interval but both cores busy at full rate: the CPU time confirms the estimate.
+    assert verdict_of(step("processes", summary(1.7, (1.2, 2.4), cores=1.9))).startswith("processes: scales")
+    # A high wall-clock estimate on 1.3 cores is not scaling.
+    assert verdict_of(step("threads", summary(1.7, (1.2, 2.4), cores=1.3)), gil=False).startswith(
+        "threads: partial speedup")
+
+
+def test_unsteady_step_shows_no_figure_in_verdict_table_or_json():
+    reason = "speedup ×2.30 (2.20–2.40) exceeds the 2 cores CPU-bound work can use"
+    s = step("processes", summary(2.3, (2.2, 2.4), cores=1.9, unsteady=reason))
+    assert verdict_of(s) == f"processes: unsteady — {reason}"
+    assert "unsteady" in report.step_row(s)[4] and "2.30" not in report.step_row(s)[4]
+    document = report.json_document([workload_report(s)], TWO_CORES)
+    result = document["results"][1]
+    assert result["unsteady"] is True and result["unsteady_reason"] == reason
+    assert result["speedup"] is None and result["speedup_ci"] is None and result["efficiency"] is None
+    assert result["pair_speedups"] == [2.3, 2.3, 2.3] and result["cores_used"] == 1.9
+
+
+def test_json_carries_interval_pairs_rate_interference_steal_and_nice():
+    s = step("processes", summary(1.91, (1.86, 1.95), cores=1.96, rate=0.97, other=0.12, steal_ratio=None))
+    document = json.loads(json.dumps(report.json_document([workload_report(s, nice="idle")], TWO_CORES)))
+    result = document["results"][1]
+    assert result["speedup_ci"] == [1.86, 1.95] and result["pair_speedups"] == [1.91] * 3
+    assert result["cpu_rate_ratio"] == 0.97 and result["interference_cores"] == 0.12
+    assert result["steal_ratio"] is None and result["unsteady"] is False and result["unsteady_reason"] is None
+    assert document["nice"] == "idle"
+    assert document["results"][0]["speedup_ci"] is None  # the baseline has no interval
+
+
+def test_speedup_cell_shows_the_interval():
+    s = step("processes", summary(1.91, (1.86, 1.95), cores=1.96))
+    assert report.step_row(s)[4] == "×1.91 (1.86–1.95)"
+
+
+def test_core_bars_shade_the_other_processes_share():
+    quiet = step("processes", summary(1.9, (1.85, 1.95), cores=1.96, other=0.0))
+    busy = step("processes", summary(1.2, (1.1, 1.3), cores=1.0, other=1.0))
+    console = Console(width=120, record=True)
+    console.print(report.core_bars(workload_report(quiet), 120))
+    assert "▓" not in console.export_text().split("\n", 1)[1]
+    console = Console(width=120, record=True)
+    console.print(report.core_bars(workload_report(busy), 120))
+    processes_line = [line for line in console.export_text().splitlines() if "processes" in line][0]
+    # Both CPUs fully busy, half of it other processes: half of each bar is shaded.
+    assert processes_line.count("▓") == processes_line.count("█")
+
+
+def test_report_states_the_probe_priority():
+    console = Console(width=200, record=True)
+    report.render([workload_report(nice=10)], TWO_CORES, console)
+    text = console.export_text()
+    assert "nice 10" in text and "what the host leaves over" in text
+    console = Console(width=200, record=True)
+    report.render([replace(workload_report(), spec=ProbeSpec("pure_python", ("sequential",), (2,)))],
+                  TWO_CORES, console)
+    assert "Probe priority: nice 0" in console.export_text()
