@@ -17,9 +17,11 @@ from typing import Mapping, Optional, Sequence, Tuple
 IDLE_FIELDS = ("idle", "iowait")
 DOUBLE_COUNTED_FIELDS = ("guest", "guest_nice")
 STEAL_FIELD = "steal"
-# A step's workers are CPU-bound when they keep at least half a core busy (sleeping
-# workers use almost none); only CPU-bound work is capped by the usable cores.
-CPU_BOUND_CORES = 0.5
+# A step's work is CPU-bound when a unit's CPU seconds are at least this share of the
+# baseline's wall seconds per unit (sleeping workers use almost none). CPU seconds per unit
+# do not grow when other load preempts the workers, so this holds on a busy host down to a
+# quarter of a core. Only CPU-bound work is capped by the usable cores.
+CPU_BOUND_SHARE = 0.25
 # Two-sided 95 % quantiles of Student's t by degrees of freedom (beyond 30: the normal 1.96
 # plus the usual 2.4/df correction, good to 0.005).
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
@@ -135,6 +137,10 @@ class Pair:
     def speedup(self, workers: int) -> float:
         return speedup(self.baseline_wall_seconds, self.window.wall_seconds, workers)
 
+    def cpu_share(self, workers: int) -> float:
+        """CPU seconds per unit in the parallel window over the baseline's wall seconds per unit."""
+        return sum(self.window.cpu_seconds) / workers / self.baseline_wall_seconds
+
     def cpu_rate_ratio(self, workers: int) -> Optional[float]:
         """Work per CPU-second in the parallel window over the baseline's (N units each)."""
         spent = sum(self.window.cpu_seconds)
@@ -210,10 +216,10 @@ def speedup_precision(parallel: Sequence[Window], baseline: Sequence[Window], wo
     return relative_half_width(*ratio_estimate(values))
 
 
-def unsteady_reason(speedup_ratio: float, interval: Optional[Tuple[float, float]], cores_used: float,
+def unsteady_reason(speedup_ratio: float, interval: Optional[Tuple[float, float]], cpu_bound: bool,
                     workers: int, usable_cpus: Optional[float]) -> Optional[str]:
     """Why a CPU-bound speedup cannot be physical: above the usable cores beyond its interval."""
-    if usable_cpus is None or cores_used <= CPU_BOUND_CORES:
+    if usable_cpus is None or not cpu_bound:
         return None
     ceiling = min(float(workers), usable_cpus)
     lowest = interval[0] if interval is not None else speedup_ratio
@@ -249,6 +255,7 @@ class Summary:
     interference_cores: Optional[float] = None
     steal_ratio: Optional[float] = None
     unsteady_reason: Optional[str] = None
+    cpu_bound: bool = True  # the workers compute (capped by the usable cores) rather than wait
 
     @property
     def unsteady(self) -> bool:
@@ -268,11 +275,14 @@ def summarise(windows: Sequence[Window], baseline: Sequence[Window], workers: in
     interval: Optional[Tuple[float, float]]
     if windows is baseline:
         speedups, estimate, interval, rate = [1.0], 1.0, None, 1.0
+        cpu_share = statistics.median(w.cores_used for w in windows)
     else:
         pairs = pair_windows(windows, baseline)
         speedups = [p.speedup(workers) for p in pairs]
         estimate, interval = ratio_estimate(speedups)
         rate = _median_of([p.cpu_rate_ratio(workers) for p in pairs])
+        cpu_share = statistics.median(p.cpu_share(workers) for p in pairs)
+    cpu_bound = cpu_share >= CPU_BOUND_SHARE
     per_cpu = [list(cpu) for cpu in zip(*(w.core_utilisation for w in windows))]
     cores = statistics.median(w.cores_used for w in windows)
     return Summary(
@@ -291,5 +301,6 @@ def summarise(windows: Sequence[Window], baseline: Sequence[Window], workers: in
         cpu_rate_ratio=rate,
         interference_cores=_median_of([w.interference_cores for w in windows]),
         steal_ratio=_median_of([w.steal_ratio for w in windows]),
-        unsteady_reason=unsteady_reason(estimate, interval, cores, workers, usable_cpus),
+        unsteady_reason=unsteady_reason(estimate, interval, cpu_bound, workers, usable_cpus),
+        cpu_bound=cpu_bound,
     )

@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from exporter.hostinfo import HostCpus
-from exporter.measurement import CPU_BOUND_CORES, Summary
+from exporter.measurement import Summary
 from exporter.results import SCHED_IDLE, Nice, StepResult, WorkloadReport
 
 BAR_WIDTH = 20
@@ -164,7 +164,7 @@ def shortfall_causes(step: StepResult, report: WorkloadReport, usable: float, po
     assert s is not None
     causes = [f"{s.cores_used:.2f} cores busy"
               + (f", each at {s.cpu_rate_ratio * 100:.0f} % of the sequential speed" if s.cpu_rate_ratio else "")]
-    cpu_bound = s.cores_used > CPU_BOUND_CORES
+    cpu_bound = s.cpu_bound
     if cpu_bound and s.cores_used < possible - SERIALISED_SHORTFALL and free_cores(s, usable) >= FREE_CORES:
         causes.append(f"serialised: {serialisation_cause(step, report)} while "
                       f"{free_cores(s, usable):.1f} cores stood idle")
@@ -190,7 +190,7 @@ def mode_verdict(step: StepResult, report: WorkloadReport, usable: float) -> str
     if s.unsteady:
         return f"{step.mode}: unsteady — {s.unsteady_reason}"
     # CPU-bound work cannot beat the usable cores; waiting (sleep) can overlap up to N.
-    cpu_bound = s.cores_used > CPU_BOUND_CORES
+    cpu_bound = s.cpu_bound
     possible = min(step.workers, usable) if cpu_bound else step.workers
     low, high = s.speedup_ci or (s.speedup, s.speedup)
     shown = speedup_text(s)

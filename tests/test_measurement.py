@@ -194,16 +194,24 @@ def test_step_interference_and_steal_are_medians_of_the_windows():
 
 
 def test_cpu_bound_speedup_above_the_usable_cores_beyond_its_interval_is_unsteady():
-    reason = measurement.unsteady_reason(2.12, (2.05, 2.19), cores_used=1.9, workers=2, usable_cpus=2)
+    reason = measurement.unsteady_reason(2.12, (2.05, 2.19), cpu_bound=True, workers=2, usable_cpus=2)
     assert reason is not None and "×2.12 (2.05–2.19)" in reason and "2 cores" in reason
     # Within its interval of the ceiling: a figure, not an impossibility.
-    assert measurement.unsteady_reason(2.05, (1.95, 2.15), 1.9, 2, 2) is None
+    assert measurement.unsteady_reason(2.05, (1.95, 2.15), True, 2, 2) is None
     # Without an interval the estimate itself must not exceed the ceiling.
-    assert measurement.unsteady_reason(2.01, None, 1.9, 2, 2) is not None
+    assert measurement.unsteady_reason(2.01, None, True, 2, 2) is not None
     # Sleeping workers (no CPU) may overlap beyond the cores; 4 workers on 2 cores cap at 2.
-    assert measurement.unsteady_reason(3.9, (3.8, 4.0), 0.01, 4, 2) is None
-    assert measurement.unsteady_reason(2.5, (2.3, 2.7), 2.0, 4, 2) is not None
-    assert measurement.unsteady_reason(2.5, (2.3, 2.7), 2.0, 4, None) is None
+    assert measurement.unsteady_reason(3.9, (3.8, 4.0), False, 4, 2) is None
+    assert measurement.unsteady_reason(2.5, (2.3, 2.7), True, 4, 2) is not None
+    assert measurement.unsteady_reason(2.5, (2.3, 2.7), True, 4, None) is None
+
+
+def test_cpu_bound_is_cpu_per_unit_against_the_baseline_wall_and_survives_preemption():
+    baseline = [window(2.0, 0, cpu=1.0), window(2.0, 2, cpu=1.0)]  # the baseline got half a core
+    preempted = measurement.summarise([window(4.0, 1, cpu=1.0, workers=2)], baseline, 2, 1)
+    assert preempted.cores_used == pytest.approx(0.5) and preempted.cpu_bound
+    sleeping = measurement.summarise([window(1.0, 1, cpu=0.001, workers=2)], [window(1.0, 0, cpu=0.001)], 2, 1)
+    assert not sleeping.cpu_bound
 
 
 def test_summary_of_an_impossible_speedup_is_marked_unsteady():

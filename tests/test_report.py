@@ -27,7 +27,7 @@ def summary(speedup: float, ci: Optional[tuple[float, float]], cores: float, rat
                   serial_fraction=None, throughput_units_per_second=2.0, throughput_ops_per_second=200.0,
                   cores_used=cores, core_utilisation=[1.0, 1.0], startup_seconds=0.05, speedup_ci=ci,
                   pair_speedups=[speedup] * 3, cpu_rate_ratio=rate, interference_cores=other,
-                  steal_ratio=0.0, unsteady_reason=unsteady)
+                  steal_ratio=0.0, unsteady_reason=unsteady, cpu_bound=cores > 0.1)
     values.update(fields)
     return Summary(**values)
 
