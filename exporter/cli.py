@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     one_shot.add_argument("--timeout", help="longest wait for the runner's next result (default 60s)")
     one_shot.add_argument("--precision", help="target relative half-width of the speedup's 95%% interval (default 0.05)")
     one_shot.add_argument("--max-repeats", help="most rounds a step runs to reach the precision (default 10)")
-    one_shot.add_argument("--step-budget", help="time one step may spend reaching the precision (default 4s)")
+    one_shot.add_argument("--step-budget", help="time one step may spend reaching the precision (default 3s)")
     one_shot.add_argument("--nice", help="run the probe at a lower priority: 0..19 or idle (SCHED_IDLE) (default 0)")
     one_shot.add_argument("--python", action="append", metavar="[NAME=]PATH",
                           help="interpreter to probe; repeat to compare several (default: this one)")

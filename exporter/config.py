@@ -49,11 +49,12 @@ class ProbeConfig:
     per_core_series: Optional[bool] = None  # None: on up to PER_CORE_SERIES_MAX_CPUS CPUs
     # Precision: ``repeats`` is the minimum; a step runs more rounds until its speedup's 95 %
     # interval is within ``precision`` (relative half-width), ``max_repeats`` or the budget.
-    # The 4 s default keeps the default round (2 workloads, 3 modes, 2 cores) within 5 %
-    # of the 5-minute interval.
+    # The 3 s budget keeps the default round (2 workloads, 3 modes, 2 cores, 0.5 s units:
+    # ~12.5 s when 3 pairs suffice, ~16 s at worst) near 5 % of the 5-minute interval; the
+    # daemon stretches the interval when a round takes longer, so the duty cycle holds.
     precision: float = 0.05
     max_repeats: int = 10
-    step_budget_seconds: float = 4.0
+    step_budget_seconds: float = 3.0
     nice: Nice = 0  # 0..19, or "idle" (SCHED_IDLE): run the probe's process tree niced
 
 

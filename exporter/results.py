@@ -49,7 +49,7 @@ class ProbeSpec:
     # is within ``precision`` (relative half-width), ``max_repeats`` or its time budget.
     precision: float = 0.05
     max_repeats: int = 10
-    step_budget_seconds: float = 4.0
+    step_budget_seconds: float = 3.0
     nice: Nice = 0
 
     def steps(self) -> list[tuple[str, int]]:
