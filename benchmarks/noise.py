@@ -306,6 +306,7 @@ def interpreter_version(path: str) -> str:
 def markdown(records: list[ProbeRecord], interpreters: Sequence[Interpreter], args: argparse.Namespace,
              load_before: Sequence[float], load_after: Sequence[float], elapsed: float) -> str:
     host = host_cpus()
+    defaults = ProbeConfig()
     names = [i.name for i in interpreters]
     lines = ["# Noise benchmark: interference, verdicts and precision under a noisy neighbour", "",
              f"`python benchmarks/noise.py --probes {args.probes} --unit {args.unit:g}"
@@ -320,8 +321,9 @@ def markdown(records: list[ProbeRecord], interpreters: Sequence[Interpreter], ar
              ]), "",
              "Other work may have run on this host during the benchmark (other sessions share the VM): the "
              "'quiet' scenario is quiet only of *our* neighbour, and its interference figure shows how much "
-             "else ran. Settings: the exporter's defaults (3–10 pairs per step, precision ±5 %, step budget "
-             f"4 s), unit {args.unit:g} s, {args.probes} probes per scenario, interpreter and workload.", ""]
+             f"else ran. Settings: the exporter's defaults ({defaults.repeats}–{defaults.max_repeats} pairs per step, "
+             f"precision ±{defaults.precision:.0%}, step budget {defaults.step_budget_seconds:g} s), unit "
+             f"{args.unit:g} s, {args.probes} probes per scenario, interpreter and workload.", ""]
     rows, interference_met = interference_rows(records, names)
     lines += ["## 1. Interference vs the neighbour's own CPU", "",
               "neighbour = the burner processes' user+system CPU over each probe (psutil), in cores; interference = "
