@@ -130,7 +130,9 @@ def one_shot_config(args: argparse.Namespace) -> config.Config:
         value = int(args.nice) if args.nice.lstrip("-").isdigit() else args.nice
         changes["nice"] = config.check_flag("--nice", config.nice_value, value)
     result = replace(base, probe=replace(probe_fields, **changes))
-    config.check_probe_flags(result.probe)
+    budget_set = args.step_budget is not None or (args.config_file is not None and
+                                                   base.probe.step_budget_seconds != config.ProbeConfig().step_budget_seconds)
+    config.check_probe_flags(result.probe, step_budget_given=budget_set)
     if args.python:
         result = replace(result, interpreters=parse_interpreters(comma_list(args.python)))
     return result

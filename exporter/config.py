@@ -268,7 +268,8 @@ def config_from_mapping(raw: Any) -> Config:
     top = _build(raw, TOP_FIELDS, ["probe", "interpreters", "import_check"], "")
     raw_probe = _mapping(raw.get("probe"), "probe")
     probe = ProbeConfig(**_build(raw_probe, PROBE_FIELDS, [], "probe."))
-    check_probe_bounds(probe, max_repeats_given="max_repeats" in raw_probe)
+    check_probe_bounds(probe, max_repeats_given="max_repeats" in raw_probe,
+                       step_budget_given="step_budget" in raw_probe)
     interpreters: tuple[Interpreter, ...] = ()
     if "interpreters" in raw:
         items = raw["interpreters"]
@@ -287,9 +288,13 @@ def config_from_mapping(raw: Any) -> Config:
     return config
 
 
-def check_probe_bounds(probe: ProbeConfig, max_repeats_given: bool = True) -> None:
-    """Fields that bound each other: the step budget and the timeout, the repeats."""
-    if probe.step_budget_seconds >= probe.timeout_seconds:
+def check_probe_bounds(probe: ProbeConfig, max_repeats_given: bool = True, step_budget_given: bool = True) -> None:
+    """Fields that bound each other: the step budget and the timeout, the repeats.
+
+    Only values set explicitly are held against each other: a short ``timeout`` alone (the
+    longest wait for the runner's next event) stays valid with the default budget.
+    """
+    if step_budget_given and probe.step_budget_seconds >= probe.timeout_seconds:
         raise _Located("probe.step_budget", f"must be shorter than probe.timeout "
                        f"({probe.timeout_seconds:g}s), got {probe.step_budget_seconds:g}s")
     if max_repeats_given and probe.max_repeats < probe.repeats:
@@ -297,10 +302,10 @@ def check_probe_bounds(probe: ProbeConfig, max_repeats_given: bool = True) -> No
                        f"got {probe.max_repeats}")
 
 
-def check_probe_flags(probe: ProbeConfig) -> None:
+def check_probe_flags(probe: ProbeConfig, step_budget_given: bool) -> None:
     """The same bounds for a probe built from flags on top of a config file."""
     try:
-        check_probe_bounds(probe, max_repeats_given=False)
+        check_probe_bounds(probe, max_repeats_given=False, step_budget_given=step_budget_given)
     except _Located as exc:
         raise ConfigError(str(exc)) from None
 

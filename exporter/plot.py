@@ -66,9 +66,11 @@ def draw_cores(axis, reports: Sequence[WorkloadReport]) -> None:
 def draw_speedups(axis, reports: Sequence[WorkloadReport]) -> None:
     bars = _bars(reports)
     positions = range(len(bars))
-    axis.bar(positions, [summary.speedup for _, _, summary in bars], color="tab:blue")
+    # An unsteady step's speedup is withheld (physically implausible): no bar, a label instead.
+    axis.bar(positions, [0.0 if summary.unsteady else summary.speedup for _, _, summary in bars], color="tab:blue")
     for i, (_, step, summary) in enumerate(bars):
         axis.hlines(step.workers, i - 0.4, i + 0.4, colors="black", linestyles="dashed")  # ideal
-        axis.text(i, summary.speedup, f"{summary.speedup:.2f}", ha="center", va="bottom", fontsize=8)
+        label = "unsteady" if summary.unsteady else f"{summary.speedup:.2f}"
+        axis.text(i, 0.0 if summary.unsteady else summary.speedup, label, ha="center", va="bottom", fontsize=8)
     axis.set_xticks(list(positions), [label for label, _, _ in bars], fontsize=8)
     axis.set_ylabel("speedup ×")

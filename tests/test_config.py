@@ -108,3 +108,7 @@ def test_precision_fields_reach_every_probe_spec():
 def test_default_max_repeats_below_a_configured_repeats_is_not_an_error():
     # Only an explicit max_repeats below repeats contradicts; the runner uses max(repeats, max_repeats).
     assert config.config_from_mapping({"probe": {"repeats": 12}}).probe.repeats == 12
+
+
+def test_a_short_timeout_alone_keeps_the_default_step_budget_valid():
+    assert config.config_from_mapping({"probe": {"timeout": "2s"}}).probe.timeout_seconds == 2
