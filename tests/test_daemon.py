@@ -25,7 +25,7 @@ pytestmark = pytest.mark.integration
 
 QUICK = {"interval": "60s", "jitter": "1s", "duty_cycle": 1,
          "probe": {"workloads": ["sleep"], "modes": ["sequential", "threads"], "workers": [2],
-                   "unit_seconds": 0.1, "repeats": 1, "timeout": "10s"}}
+                   "unit_seconds": 0.1, "repeats": 1, "max_repeats": 1, "timeout": "10s"}}
 
 
 def scrape(service: support.Service, **kwargs) -> str:
@@ -117,7 +117,7 @@ def test_metrics_are_served_quickly_while_a_probe_runs(exporter_factory):
     are in benchmarks/; this only checks that a scrape is not blocked for a probe's length)."""
     token = uuid.uuid4().hex
     config = dict(QUICK, probe=dict(QUICK["probe"], workloads=["pure_python"], modes=["sequential", "processes"],
-                                    unit_seconds=1.0, repeats=3))
+                                    unit_seconds=1.0, repeats=3, max_repeats=3))
     exporter = exporter_factory(config, env={"PYPARALLEL_TEST_TOKEN": token})
     support.wait_for(lambda: len(support.processes_with_token(token)) > 1, 30, "the probe to start")
     slowest = 0.0
