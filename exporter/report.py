@@ -65,13 +65,15 @@ def step_row(step: StepResult) -> list[str]:
     efficiency = "–" if s.unsteady else f"{s.efficiency * 100:.0f}%"
     return [mode, str(step.workers), f"{s.wall_seconds:.2f}s", f"{s.throughput_units_per_second:.2f}",
             shown, efficiency, f"{s.cores_used:.2f}", optional(s.cpu_rate_ratio, ".2f"),
-            optional(s.interference_cores, ".2f"), f"{s.startup_seconds * 1000:.0f}ms"]
+            optional(s.interference_cores, ".2f"), f"{s.startup_seconds:.2f}s"]
 
 
 def results_table(report: WorkloadReport) -> Table:
     identity = report.identity
     title = f"{report.spec.workload} — {interpreter_label(report)}"
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    # One space between columns (not two), so the interval fits an 80-column terminal.
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+                  padding=(0, 1, 0, 0), collapse_padding=True, show_edge=False)
     for column in COLUMNS:
         table.add_column(column, justify="left" if column == "mode" else "right", no_wrap=True)
     for step in report.steps:
