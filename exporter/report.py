@@ -126,8 +126,8 @@ def core_bars(report: WorkloadReport, width: int) -> Group:
     """
     cpus = max((len(s.summary.core_utilisation) for s in report.steps if s.summary), default=1)
     bar_width = max(4, min(BAR_WIDTH, (width - 22) // max(1, cpus) - 12))
-    lines = [Text("per-core utilisation during the timed windows: ", style="bold")
-             + Text("█ probe ", style="green") + Text("▓ other processes (host-wide share) ", style="magenta")
+    lines = [Text("per-core utilisation in the timed windows: ", style="bold")
+             + Text("█ probe ", style="green") + Text("▓ other processes ", style="magenta")
              + Text("░ idle", style="dim")]
     for step in report.steps:
         if step.summary is None:
