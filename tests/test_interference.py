@@ -44,12 +44,13 @@ def test_every_parallel_window_sits_between_two_baseline_windows():
 
 
 def test_a_step_stops_at_the_minimum_once_precise_enough():
-    # Sleeping threads overlap the same way every time: two pairs give a narrow interval.
-    result = run("sleep", repeats=2, precision=0.5, max_repeats=10)
+    # Sleeping threads overlap the same way every time: two pairs give an interval well
+    # within ±100 % (a sleep's wake-up jitter is milliseconds against 0.3 s units).
+    result = run("sleep", unit=0.3, repeats=2, precision=1.0, max_repeats=10)
     assert len(result.step("threads", 2).windows) == 2
     summary = result.step("threads", 2).summary
     low, high = summary.speedup_ci
-    assert low <= summary.speedup <= high and (high - low) / 2 / summary.speedup <= 0.5
+    assert low <= summary.speedup <= high and (high - low) / 2 / summary.speedup <= 1.0
 
 
 def test_a_step_runs_up_to_max_repeats_while_the_precision_is_not_reached():
@@ -82,23 +83,30 @@ def test_quiet_windows_report_interference_and_steal_in_range():
 
 @needs_two_cores
 def test_a_busy_neighbour_raises_the_interference_by_about_its_own_cpu():
+    # The neighbour spins on the first CPU, the probe (which inherits our affinity) on the
+    # second, so the two never compete and the neighbour's CPU use stays steady all along.
+    first, second, *_ = sorted(os.sched_getaffinity(0))
+    ours = os.sched_getaffinity(0)
     neighbour = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
-        os.sched_setaffinity(neighbour.pid, {sorted(os.sched_getaffinity(0))[0]})
+        os.sched_setaffinity(neighbour.pid, {first})
+        os.sched_setaffinity(0, {second})
         time.sleep(0.2)
         watched = psutil.Process(neighbour.pid)
         cpu_before, started = sum(watched.cpu_times()[:2]), time.monotonic()
         result = run("pure_python", modes=("threads",), unit=0.3, repeats=3)
         neighbour_cores = (sum(watched.cpu_times()[:2]) - cpu_before) / (time.monotonic() - started)
     finally:
+        os.sched_setaffinity(0, ours)
         neighbour.kill()
         neighbour.wait()
-    interference = [w.interference_cores for s in result.steps for w in s.windows]
-    measured = sorted(interference)[len(interference) // 2]
-    # The neighbour is part of the other load: the figure holds at least most of it, and
-    # no more than the whole host. (Other work on this VM can only add to it.)
-    assert neighbour_cores > 0.3
-    assert measured >= neighbour_cores - 0.25
+    interference = sorted(w.interference_cores for s in result.steps for w in s.windows)
+    measured = interference[len(interference) // 2]
+    # The neighbour is part of the other load: the figure holds about all of it (tick
+    # accounting and the probe's own untimed moments give a few hundredths either way), and
+    # no more than the whole host. Other work on this VM can only add to it.
+    assert neighbour_cores > 0.1  # it ran (other work on this VM may take part of its CPU)
+    assert measured >= neighbour_cores - 0.15
     assert measured <= HOST.logical
 
 
