@@ -120,3 +120,18 @@ def test_probe_nice_applies_to_the_whole_process_tree(monkeypatch, tmp_path, nic
     lines = [line.split() for line in record.read_text().splitlines()]
     assert len({thread for _, _, thread in lines}) >= 5  # runner, 2 threads, 2 worker processes
     assert {(int(n), int(p)) for n, p, _ in lines} == {(expected_nice, expected_policy)}
+
+
+def test_interval_interference_rate_and_nice_reach_prometheus(live_stack):
+    """A real Prometheus scraping the real exporter holds the measurement series."""
+    processes = 'interpreter="cpython-system",workload="pure_python",mode="processes",workers="2"'
+    for name in ("interference_cores", "cpu_rate_ratio", "speedup_unsteady", "steal_ratio"):
+        assert live_stack.query(f"pyparallel_{name}{{{processes}}}"), name
+    assert [s["metric"]["interpreter"] for s in live_stack.query("pyparallel_probe_nice == 0")]
+    unsteady = float(live_stack.query(f"pyparallel_speedup_unsteady{{{processes}}}")[0]["value"][1])
+    if unsteady == 0:  # a steady step shows its interval around its figure
+        inside = live_stack.query(f"(pyparallel_speedup_lower_ratio{{{processes}}} <= bool pyparallel_speedup_ratio) "
+                                  f"* (pyparallel_speedup_upper_ratio{{{processes}}} >= bool pyparallel_speedup_ratio)")
+        assert inside and float(inside[0]["value"][1]) == 1
+    else:
+        assert not live_stack.query(f"pyparallel_speedup_ratio{{{processes}}}")
