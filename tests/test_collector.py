@@ -97,3 +97,12 @@ def test_collect_reads_the_snapshot_once_per_scrape(sleep_report):
 def test_per_core_series_default_on_up_to_64_cpus(cpus, expected):
     host = hostinfo.HostCpus(logical=cpus, physical=cpus // 2, affinity=cpus, quota=None)
     assert collector.empty_snapshot(config.Config(), host).per_core_series is expected
+
+
+def test_gil_requested_says_whether_the_configured_env_sets_python_gil_1(sleep_report):
+    asked = replace(sleep_report, interpreter=probe.Interpreter("control", sys.executable, {"PYTHON_GIL": "1"}))
+    off = replace(sleep_report, interpreter=probe.Interpreter("off", sys.executable, {"PYTHON_GIL": "0"}))
+    registry = registry_for(snapshot_with(sleep_report, asked, off))
+    assert registry.get_sample_value("pyparallel_gil_requested", {"interpreter": "test"}) == 0
+    assert registry.get_sample_value("pyparallel_gil_requested", {"interpreter": "control"}) == 1
+    assert registry.get_sample_value("pyparallel_gil_requested", {"interpreter": "off"}) == 0
