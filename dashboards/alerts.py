@@ -14,6 +14,8 @@ from dashboards.recording import (
 )
 
 STEP = "interpreter, workload, mode, workers"
+# An alert's value with two decimals: `humanize` would print 0.95 cores as "950m".
+VALUE = '{{ printf "%.2f" $value }}'
 
 
 def probe_text(where: str) -> str:
@@ -78,7 +80,7 @@ def _probe_alerts(c: MixinConfig) -> list[dict[str, Any]]:
             "(\n"
             f"    time() - pyparallel_probe_last_success_timestamp_seconds{{{sel}}}\n"
             f"  > on({target}) group_left()\n"
-            f"    {rounds - 0.5:g} * pyparallel_probe_interval_seconds{{{sel}}}\n"
+            f"    {rounds - 0.25:g} * pyparallel_probe_interval_seconds{{{sel}}}\n"
             "  or\n"
             f"    sum by ({step}) (pyparallel_probe_failures_total{{{sel}}}) >= {rounds}\n"
             f"  unless on({step})\n"
@@ -86,8 +88,8 @@ def _probe_alerts(c: MixinConfig) -> list[dict[str, Any]]:
             ")",
             c.probe_failing_for,
             "A parallelism probe keeps failing.",
-            f"The probe {where} failed in its last {rounds} rounds or more; "
-            "see pyparallel_probe_failures_total by reason.",
+            f"The probe {where} failed and has not succeeded for {rounds - 0.25:g} probe intervals "
+            f"(about {rounds} rounds); see pyparallel_probe_failures_total by reason.",
         ),
         _alert(
             c,
@@ -120,7 +122,7 @@ def _probe_alerts(c: MixinConfig) -> list[dict[str, Any]]:
             # the last round.
             "PyParallelRoundLongerThanInterval",
             f"pyparallel_round_duration_seconds{{{sel}}}\n"
-            f"  >= on({target})\n"
+            f"  >= on({target}) group_left()\n"
             f"    pyparallel_probe_interval_seconds{{{sel}}}",
             c.round_overrun_for,
             "A probe round takes as long as the probe interval.",
@@ -183,7 +185,7 @@ def _speedup_alerts(c: MixinConfig) -> list[dict[str, Any]]:
             f'  quantile_over_time(0.5, pyparallel_efficiency_ratio{{{sel}, mode="processes"}}[{window}]) < {fraction:g}',
             c.processes_far_below_for,
             "Process-parallel speedup is far below the usable CPU cores.",
-            f"The probe {where} reaches a median speedup of {{{{ $value | humanize }}}} over "
+            f"The probe {where} reaches a median speedup of {VALUE} over "
             f"{window}, less than {fraction:g} of min(workers, usable cores); the host or "
             "container is not giving the exporter the cores it reports as usable.",
         ),
@@ -198,7 +200,7 @@ def _speedup_alerts(c: MixinConfig) -> list[dict[str, Any]]:
             f"{_free_threaded_gil_off(c)}",
             c.threads_below_processes_for,
             "Threads of a free-threaded Python fall far behind processes.",
-            f"The threads probe {where} reaches a speedup of {{{{ $value | humanize }}}}, less "
+            f"The threads probe {where} reaches a speedup of {VALUE}, less "
             f"than {c.threads_vs_processes_fraction:g} of the processes speedup of the same round, "
             "although the GIL is off: something serialises the threads (a lock, a shared object, "
             "reference-count contention).",
@@ -216,7 +218,7 @@ def _speedup_alerts(c: MixinConfig) -> list[dict[str, Any]]:
             f"  pyparallel_interference_cores{{{sel}}} > {c.busy_host_cores:g}",
             c.threads_not_parallel_for,
             "Threads of a free-threaded Python no longer run in parallel.",
-            f"The threads probe {where} kept only {{{{ $value | humanize }}}} cores busy with "
+            f"The threads probe {where} kept only {VALUE} cores busy with "
             "its workers on a free-threaded build whose GIL is off: the threads take turns "
             "instead of running in parallel.",
         ),
@@ -229,7 +231,7 @@ def _speedup_alerts(c: MixinConfig) -> list[dict[str, Any]]:
             c.regression_for,
             "Parallel speedup regressed against its own baseline.",
             f"The {c.speedup_median_window} median speedup of {on_host} is "
-            f"{{{{ $value | humanize }}}}, more than {drop_pct}% below its median over the "
+            f"{VALUE}, more than {drop_pct}% below its median over the "
             f"{c.baseline_window} that ended {c.baseline_offset} ago.",
         ),
         _alert(
@@ -251,7 +253,7 @@ def _speedup_alerts(c: MixinConfig) -> list[dict[str, Any]]:
             f"The Python version of {{{{ $labels.interpreter }}}} on {{{{ $labels.{host} }}}} changed "
             f"within {c.version_memory} and the {c.speedup_median_window} median speedup of "
             "{{ $labels.workload }}/{{ $labels.mode }} with {{ $labels.workers }} workers is now "
-            f"{{{{ $value | humanize }}}}, more than {drop_pct}% below what the earlier version reached.",
+            f"{VALUE}, more than {drop_pct}% below what the earlier version reached.",
         ),
         _alert(
             c,
@@ -261,7 +263,7 @@ def _speedup_alerts(c: MixinConfig) -> list[dict[str, Any]]:
             f") > {c.busy_host_cores:g}",
             c.host_busy_for,
             "The host is too busy for the probes to measure Python's parallelism.",
-            f"Other processes on {{{{ $labels.{host} }}}} used a median of {{{{ $value | humanize }}}} "
+            f"Other processes on {{{{ $labels.{host} }}}} used a median of {VALUE} "
             f"cores during the probes over {c.interference_window} (above {c.busy_host_cores:g}); "
             "the speedup figures show what the host leaves over, and the regression alerts hold back.",
             severity=c.info_severity,

@@ -94,9 +94,9 @@ class MixinConfig:
     # Stale when the last success is older than this many probe intervals
     # (pyparallel_probe_interval_seconds), leaving room for one slow or failed round.
     stale_intervals: int = 3
-    # A probe is failing once this many rounds in a row failed: its last success is older
-    # than (rounds - 0.5) probe intervals (half an interval absorbs the jitter), or it never
-    # succeeded and failed this many times.
+    # A probe is failing once about this many rounds in a row failed: its last round failed
+    # and its last success is older than (rounds - 0.25) probe intervals (the quarter absorbs
+    # jitter and round length), or it never succeeded and failed this many times.
     probe_failing_rounds: int = 2
     # Share of rounds (time-weighted) failing over failure_ratio_window.
     failure_ratio_threshold: float = 0.2
