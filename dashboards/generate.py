@@ -66,7 +66,9 @@ SCHEMA_VERSION = 39
 # Keys grafanalib still writes that Grafana 7+ no longer reads (dashboard, panel, target).
 LEGACY_DASHBOARD_KEYS = ("rows", "sharedCrosshair", "hideControls", "style", "gnetId", "__inputs")
 LEGACY_PANEL_KEYS = ("span", "height", "minSpan", "maxPerRow", "error", "cacheTimeout", "repeatDirection",
-                     "timeFrom", "timeShift", "hideTimeOverride", "transparent", "repeat", "editable")
+                     "timeFrom", "timeShift", "hideTimeOverride", "transparent", "repeat", "editable",
+                     # grafanalib's fixed 100 points; Grafana's default follows the panel width.
+                     "maxDataPoints")
 LEGACY_TARGET_KEYS = ("intervalFactor", "step", "query", "metric", "target")
 
 
