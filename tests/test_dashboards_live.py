@@ -17,9 +17,9 @@ DASHBOARDS = sorted((Path(__file__).resolve().parent.parent / "dashboards").glob
 
 
 def variable_values(stack) -> dict[str, str]:
-    """What a user picking "All" (or this stack's instance) would send for each variable."""
-    instance = stack.exporter.url.split("//")[1]
-    return {"job": "pyparallel", "instance": instance, "interpreter": ".+",
+    """What a user picking "All" (or this stack's host) would send for each variable."""
+    host = stack.exporter.url.split("//")[1].rsplit(":", 1)[0]  # deploy/prometheus sets it from the address
+    return {"job": "pyparallel", "host": host, "interpreter": ".+",
             "workload": ".+", "datasource": "prometheus", "__all": ".+",
             "__rate_interval": "1m", "__interval": "15s", "__range": "1h"}
 
@@ -35,7 +35,7 @@ def test_every_panel_query_returns_data_from_the_live_stack(live_stack, dashboar
     empty = []
     for title, expr in panel_queries(dashboard_path):
         result = live_stack.query(queries.substitute(expr, values))  # raises on a PromQL error
-        if not result and title not in queries.MAY_BE_EMPTY:
+        if not result and not queries.may_be_empty(title, expr):
             empty.append((title, expr))
     assert empty == []
 
