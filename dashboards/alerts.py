@@ -177,7 +177,8 @@ def _speedup_alerts(c: MixinConfig) -> list[dict[str, Any]]:
             # over several rounds, so one noisy round neither fires nor clears it.
             "PyParallelProcessesSpeedupFarBelowUsableCores",
             "(\n"
-            f'  quantile_over_time(0.5, pyparallel_speedup_ratio{{{sel}, mode="processes", {c.cpu_bound_workload_selector}}}[{window}])\n'
+            f"  quantile_over_time(0.5, pyparallel_speedup_ratio{{{sel}, mode=\"processes\", "
+            f"{c.cpu_bound_workload_selector}}}[{window}])\n"
             f"    < on({target}) group_left()\n"
             f'      {fraction:g} * pyparallel_host_cpus{{{sel}, kind="usable"}}\n'
             ")\n"

@@ -170,7 +170,8 @@ def run(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--selector", help=f"PromQL matchers picking the exporter's series (default: {CONFIG.exporter_selector})")
     parser.add_argument("--runbook-url-template",
-                        help=f"runbook link of each alert, %%s = alert name in lower case (default: {CONFIG.runbook_url_template})")
+                        help="runbook link of each alert, %%s = alert name in lower case "
+                             f"(default: {CONFIG.runbook_url_template})")
     parser.add_argument("--host-label", help=f"label naming the host a series was measured on (default: {CONFIG.host_label})")
     args = parser.parse_args(argv)
     config = config_from_args(args)

@@ -154,10 +154,10 @@ def questions(grid: Grid, config: MixinConfig) -> None:
     ), w=4, h=4)
     grid.add(stat(
         "Probe intervals since the last result",
-        f"Time since the newest successful probe on this host, in probe intervals; above "
+        f"Time since each probe's last success, in probe intervals; above "
         f"{config.stale_intervals} the rounds have stopped or keep failing.",
-        (f"(time() - max by (instance) (pyparallel_probe_last_success_timestamp_seconds{{{s.host}}}))\n"
-         f"/ on(instance) pyparallel_probe_interval_seconds{{{s.host}}}", "{{instance}}"),
+        (f"max by (instance, {STEP_BY}) (time() - pyparallel_probe_last_success_timestamp_seconds{{{s.probe}}})\n"
+         f"/ on(instance) group_left() pyparallel_probe_interval_seconds{{{s.host}}}", PROBE_LEGEND),
         decimals=1,
         thresholds=[{"color": "green", "value": None}, {"color": "orange", "value": 1.5},
                     {"color": "red", "value": float(config.stale_intervals)}],

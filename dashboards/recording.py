@@ -144,7 +144,8 @@ def baseline_group(config: MixinConfig = CONFIG) -> dict[str, Any]:
                 "expr": (
                     f"quantile_over_time(0.5, {speedup_median_by_version(config)}{{{sel}}}[{config.version_memory}])\n"
                     "and\n"
-                    f"count_over_time({speedup_median_by_version(config)}{{{sel}}}[{config.version_memory}:{step}]) >= {min_steps}"
+                    f"count_over_time({speedup_median_by_version(config)}{{{sel}}}[{config.version_memory}:{step}])"
+                    f" >= {min_steps}"
                 ),
             },
         ],
