@@ -687,7 +687,7 @@ def promtool_test_files(config: MixinConfig = CONFIG) -> dict[str, dict[str, Any
         "probes_test.yml": unit_test_file(probe_tests(config)),
         "speedup_test.yml": unit_test_file(capacity_tests(config) + free_threading_tests(config)),
         "gil_test.yml": unit_test_file(gil_tests(config)),
-        "regression_test.yml": unit_test_file(regression_tests(config)),
+        "regression_test.yml": unit_test_file(regression_tests(config), evaluation_interval="5m"),
         "upgrade_test.yml": unit_test_file(upgrade_tests(config),
                                       evaluation_interval="5m"),
         "recording_test.yml": unit_test_file(recording_tests(config)),
