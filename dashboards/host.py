@@ -137,17 +137,18 @@ def questions(grid: Grid, config: MixinConfig) -> None:
         overrides=[dashed("^usable.*")],
         interval=config.dashboard_min_interval,
     ), w=6, h=8)
+    # Every workload of the host's interpreters, not only the selected one: health is per probe.
     fresh = (
-        f"pyparallel_probe_success{{{s.probe}}} == 1\n"
+        f"pyparallel_probe_success{{{s.interpreter}}} == 1\n"
         f"and on(instance, {STEP_BY})\n"
-        f"  time() - pyparallel_probe_last_success_timestamp_seconds{{{s.probe}}}\n"
+        f"  time() - pyparallel_probe_last_success_timestamp_seconds{{{s.interpreter}}}\n"
         f"    < on(instance) group_left() {config.stale_intervals} * pyparallel_probe_interval_seconds{{{s.host}}}"
     )
     grid.add(stat(
         "Is the probe healthy?",
-        f"Share of probes whose last round succeeded within the last {config.stale_intervals} probe intervals "
-        "(so stopped rounds count as unhealthy), and the probe intervals since the newest result.",
-        (f"(count({fresh}) or vector(0))\n/ count(pyparallel_probe_success{{{s.probe}}})", "probes fresh and ok"),
+        f"Share of all probes (every workload) whose last round succeeded within the last "
+        f"{config.stale_intervals} probe intervals, so stopped rounds count as unhealthy.",
+        (f"(count({fresh}) or vector(0))\n/ count(pyparallel_probe_success{{{s.interpreter}}})", "probes fresh and ok"),
         thresholds=steps(config.success_colour_steps),
         unit="percentunit",
         text_mode="value_and_name",
