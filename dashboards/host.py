@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from grafanalib import core as g
@@ -13,48 +14,71 @@ from dashboards.panels import (
     dashed,
     datasource_variable,
     make_dashboard,
+    over,
     query_variable,
     stat,
     steps,
+    targets,
     timeseries,
     value_text,
 )
-from dashboards.recording import speedup_baseline, speedup_median
+from dashboards.recording import python_version, speedup_baseline, speedup_median
 
-HOST = 'job=~"$job", instance=~"$instance"'
-INTERPRETER = HOST + ', interpreter=~"$interpreter"'
-PROBE = INTERPRETER + ', workload=~"$workload"'
+# The host dashboard follows one host (the host label, stable across pod rollouts) rather
+# than one scrape address. Every query also carries the mixin's selector.
 PROBE_LEGEND = "{{interpreter}} {{workload}} {{mode}} ×{{workers}}"
+STEP_BY = "interpreter, workload, mode, workers"
 
 ON_OFF = value_text({"0": ("off", "green"), "1": ("on", "orange")})
 CORE_STEPS = [{"color": "blue", "value": None}, {"color": "green", "value": 0.5}, {"color": "orange", "value": 0.9}]
 OK_FAIL = value_text({"0": ("failing", "red"), "1": ("ok", "green")})
 
 
-def variables() -> list[g.Template]:
+@dataclass(frozen=True)
+class Selectors:
+    """Matchers of one host, its interpreters and its probes, for one MixinConfig."""
+
+    host: str
+    interpreter: str
+    probe: str
+
+    @classmethod
+    def of(cls, config: MixinConfig) -> Selectors:
+        host = f'{config.exporter_selector}, job=~"$job", {config.host_label}=~"$host"'
+        interpreter = host + ', interpreter=~"$interpreter"'
+        return cls(host, interpreter, interpreter + ', workload=~"$workload"')
+
+
+def variables(config: MixinConfig) -> list[g.Template]:
+    sel = config.exporter_selector
+    s = Selectors.of(config)
     return [
         datasource_variable(),
-        query_variable("job", "Job", "label_values(pyparallel_exporter_build_info, job)", multi=False),
+        query_variable("job", "Job", f"label_values(pyparallel_exporter_build_info{{{sel}}}, job)", multi=False),
         query_variable(
-            "instance", "Instance", 'label_values(pyparallel_exporter_build_info{job=~"$job"}, instance)', multi=False
+            "host", "Host", f'label_values(pyparallel_exporter_build_info{{{sel}, job=~"$job"}}, {config.host_label})',
+            multi=False,
         ),
         query_variable(
-            "interpreter", "Interpreter", f"label_values(pyparallel_python_info{{{HOST}}}, interpreter)", multi=True
+            "interpreter", "Interpreter", f"label_values(pyparallel_python_info{{{s.host}}}, interpreter)", multi=True
         ),
         query_variable(
-            "workload", "Workload", f"label_values(pyparallel_probe_success{{{INTERPRETER}}}, workload)", multi=True
+            "workload", "Workload", f"label_values(pyparallel_probe_success{{{s.interpreter}}}, workload)",
+            multi=True, default=config.headline_workload,
         ),
     ]
 
 
 def upgrade_annotation(config: MixinConfig) -> dict[str, Any]:
-    """Marks where an interpreter's Python version changed.
+    """Marks where the Python version of an interpreter role on this host changed.
 
-    `changes(pyparallel_python_info[...])` stays 0 (the value is always 1; a new version is a
-    new series), so the annotation shows the current info series while two versions of the
-    same interpreter were seen within the window.
+    Reads the host-level version rule, so a rollout that changes `instance` keeps one series.
+    `changes()` cannot see it (the info value is always 1; a new version is a new series),
+    so the annotation shows while two versions of one role were seen within the window.
     """
     window = config.annotation_window
+    s = Selectors.of(config)
+    versions = f"{python_version(config)}{{{s.interpreter}}}"
     return {
         "name": "Python version change",
         "datasource": DATASOURCE,
@@ -62,250 +86,389 @@ def upgrade_annotation(config: MixinConfig) -> dict[str, Any]:
         "hide": False,
         "iconColor": "orange",
         "expr": (
-            f"pyparallel_python_info{{{HOST}}}\n"
-            "and on(job, instance, interpreter)\n"
-            f"  (count by (job, instance, interpreter) (max_over_time(pyparallel_python_info{{{HOST}}}[{window}])) > 1)"
+            f"{versions}\n"
+            f"and on({config.role_by})\n"
+            f"  (count by ({config.role_by}) (max_over_time({versions}[{window}])) > 1)"
         ),
         "step": "60s",
         "titleFormat": "Python version change",
-        "textFormat": "{{interpreter}} is now {{implementation}} {{version}} (free-threaded build: {{free_threaded_build}})",
+        "textFormat": "{{interpreter}} is now Python {{version}}",
         "tagKeys": "interpreter,version",
         "useValueForTime": False,
     }
 
 
+def questions(grid: Grid, config: MixinConfig) -> None:
+    """The four questions the dashboard answers, each from one panel at the top."""
+    s = Selectors.of(config)
+    grid.row("The four questions")
+    grid.add(stat(
+        "Do threads run in parallel?",
+        "Cores the threads probe kept busy (CPU seconds / wall seconds) and its speedup, per interpreter and "
+        "worker count, last round. About 1 core: the GIL (or a lock) serialises the threads; near the worker "
+        "count: they run in parallel.",
+        (f'max by ({STEP_BY}) (pyparallel_cpu_cores_used{{{s.probe}, mode="threads"}})',
+         "{{interpreter}} {{workload}} ×{{workers}}: cores busy"),
+        (f'max by ({STEP_BY}) (pyparallel_speedup_ratio{{{s.probe}, mode="threads"}})',
+         "{{interpreter}} {{workload}} ×{{workers}}: speedup"),
+        decimals=2,
+        thresholds=steps(config.speedup_colour_steps),
+    ), w=6, h=8)
+    grid.add(timeseries(
+        f"Did it change after the upgrade? ({config.speedup_median_window} median and baseline)",
+        f"The {config.speedup_median_window} median speedup per host and interpreter role (solid) and its "
+        f"baseline, the median of the {config.baseline_window} that ended {config.baseline_offset} ago "
+        f"(dashed; shown once the series has {config.baseline_min_history} of history). Orange marks: "
+        "Python version changes of the role.",
+        (over(f'{speedup_median(config)}{{{s.probe}, mode!="sequential"}}'), PROBE_LEGEND),
+        (over(f'{speedup_baseline(config)}{{{s.probe}, mode!="sequential"}}'), "baseline " + PROBE_LEGEND),
+        minimum=0,
+        overrides=[dashed("^baseline .*")],
+        interval=config.dashboard_min_interval,
+    ), w=8, h=8)
+    grid.add(timeseries(
+        "Is the host giving me the cores?",
+        "Cores the processes probe kept busy against the usable cores (affinity and CPU quota), and the cores "
+        "other processes used during the probes (interference).",
+        (over(f'pyparallel_cpu_cores_used{{{s.probe}, mode="processes"}}'), PROBE_LEGEND),
+        (over(f'pyparallel_host_cpus{{{s.host}, kind="usable"}}', "min"), "usable cores"),
+        (over(f"pyparallel_interference_cores{{{s.probe}}}"), "other load during " + PROBE_LEGEND),
+        minimum=0,
+        overrides=[dashed("^usable.*")],
+        interval=config.dashboard_min_interval,
+    ), w=6, h=8)
+    # Every workload of the host's interpreters, not only the selected one: health is per probe.
+    fresh = (
+        f"pyparallel_probe_success{{{s.interpreter}}} == 1\n"
+        f"and on(instance, {STEP_BY})\n"
+        f"  time() - pyparallel_probe_last_success_timestamp_seconds{{{s.interpreter}}}\n"
+        f"    < on(instance) group_left() {config.stale_intervals} * pyparallel_probe_interval_seconds{{{s.host}}}"
+    )
+    grid.add(stat(
+        "Is the probe healthy?",
+        f"Share of all probes (every workload) whose last round succeeded within the last "
+        f"{config.stale_intervals} probe intervals, so stopped rounds count as unhealthy.",
+        (f"(count({fresh}) or vector(0))\n/ count(pyparallel_probe_success{{{s.interpreter}}})", "probes fresh and ok"),
+        thresholds=steps(config.success_colour_steps),
+        unit="percentunit",
+        text_mode="value_and_name",
+    ), w=4, h=4)
+    grid.add(stat(
+        "Probe intervals since the last result",
+        f"Time since each probe's last success, in probe intervals; above "
+        f"{config.stale_intervals} the rounds have stopped or keep failing.",
+        (f"max by (instance, {STEP_BY}) (time() - pyparallel_probe_last_success_timestamp_seconds{{{s.probe}}})\n"
+         f"/ on(instance) group_left() pyparallel_probe_interval_seconds{{{s.host}}}", PROBE_LEGEND),
+        decimals=1,
+        thresholds=[{"color": "green", "value": None}, {"color": "orange", "value": 1.5},
+                    {"color": "red", "value": float(config.stale_intervals)}],
+    ), w=4, h=4)
+
+
 def overview(grid: Grid, config: MixinConfig) -> None:
+    s = Selectors.of(config)
     grid.row("Overview")
     grid.add(stat(
         "Speedup by mode",
-        "Latest speedup T1·N/TN of each mode (best worker count). Ideal is the number of workers.",
-        (f'max by (interpreter, workload, mode) (pyparallel_speedup_ratio{{{PROBE}, mode!="sequential"}})',
-         "{{interpreter}} {{workload}} {{mode}}"),
+        "Latest speedup T1·N/TN of each probe. Ideal is the number of workers.",
+        (f'max by ({STEP_BY}) (pyparallel_speedup_ratio{{{s.probe}, mode!="sequential"}})', PROBE_LEGEND),
         decimals=2,
         thresholds=steps(config.speedup_colour_steps),
     ), w=8, h=6)
     grid.add(stat(
         "GIL enabled at run time",
         "Whether the GIL is on in each interpreter while the probes run (always on for non-free-threaded builds).",
-        (f"pyparallel_gil_enabled{{{INTERPRETER}}}", "{{interpreter}}"),
+        (f"max by (interpreter) (pyparallel_gil_enabled{{{s.interpreter}}})", "{{interpreter}}"),
         mappings=ON_OFF,
     ), w=4, h=6)
     grid.add(stat(
         "Python version",
-        "Version, implementation and build of each configured interpreter.",
-        (f"pyparallel_python_info{{{INTERPRETER}}}",
+        "Version, implementation and build behind each interpreter role (the `interpreter` label names the "
+        "role, e.g. `default`; the version is here).",
+        (f"pyparallel_python_info{{{s.interpreter}}}",
          "{{interpreter}}: {{implementation}} {{version}}, free-threaded build {{free_threaded_build}}"),
         text_mode="name",
     ), w=4, h=6)
     grid.add(stat(
-        "Probes succeeding",
-        "Share of probes whose last round succeeded.",
-        (f"avg(pyparallel_probe_success{{{PROBE}}})", "probes"),
-        unit="percentunit",
-        thresholds=steps(config.success_colour_steps),
+        "GIL asked for (PYTHON_GIL=1)",
+        "Interpreters configured with PYTHON_GIL=1 on purpose, e.g. a free-threaded build run as a GIL control.",
+        (f"max by (interpreter) (pyparallel_gil_requested{{{s.interpreter}}})", "{{interpreter}}"),
+        mappings=value_text({"0": ("no", "text"), "1": ("yes", "blue")}),
     ), w=4, h=6)
     grid.add(stat(
         "Host CPUs",
         "Logical and physical CPUs, and the usable ones (affinity and cgroup CPU quota): the ceiling of process speedup.",
-        (f"pyparallel_host_cpus{{{HOST}}}", "{{kind}}"),
+        (f"max by (kind) (pyparallel_host_cpus{{{s.host}}})", "{{kind}}"),
     ), w=4, h=6)
     grid.add(stat(
         "Modes available",
         "Which parallelism modes each interpreter offers (subinterpreters need Python 3.14).",
-        (f"pyparallel_mode_available{{{INTERPRETER}}}", "{{interpreter}} {{mode}}"),
+        (f"max by (interpreter, mode) (pyparallel_mode_available{{{s.interpreter}}})", "{{interpreter}} {{mode}}"),
         mappings=value_text({"0": ("not available", "text"), "1": ("available", "green")}),
     ), w=24, h=4)
 
 
 def speedup(grid: Grid, config: MixinConfig) -> None:
+    s = Selectors.of(config)
     grid.row("Speedup")
     grid.add(timeseries(
         "Speedup by mode (ideal = workers)",
         "Speedup of every probe. Dashed: the ideal (the worker count) and the usable cores, which cap process speedup.",
-        (f"pyparallel_speedup_ratio{{{PROBE}}}", PROBE_LEGEND),
+        (over(f"pyparallel_speedup_ratio{{{s.probe}}}"), PROBE_LEGEND),
         # efficiency = speedup / workers, so their quotient is the worker count as a number.
-        (f"max by (workers) (pyparallel_speedup_ratio{{{PROBE}}} / (pyparallel_efficiency_ratio{{{PROBE}}} > 0))",
+        (f"max by (workers) (\n  {over(f'pyparallel_speedup_ratio{{{s.probe}}}')}\n"
+         f"  / ({over(f'pyparallel_efficiency_ratio{{{s.probe}}}')} > 0)\n)",
          "ideal ×{{workers}}"),
-        (f'pyparallel_host_cpus{{{HOST}, kind="usable"}}', "usable cores"),
+        (over(f'pyparallel_host_cpus{{{s.host}, kind="usable"}}', "min"), "usable cores"),
         minimum=0,
         overrides=[dashed("^(ideal|usable).*")],
-    ), w=24, h=10)
+        interval=config.dashboard_min_interval,
+    ), w=12, h=10)
     grid.add(timeseries(
-        f"Speedup, {config.speedup_median_window} median",
-        "The recorded median the regression alerts compare with the baseline.",
-        (f"{speedup_median(config)}{{{PROBE}}}", PROBE_LEGEND),
+        "Speedup and its 95 % interval",
+        "Each probe's speedup with the bounds of its 95 % confidence interval (dashed), from the paired "
+        "parallel and sequential windows. A wide interval means a noisy host; an unsteady step exports none.",
+        (over(f'pyparallel_speedup_ratio{{{s.probe}, mode!="sequential"}}'), PROBE_LEGEND),
+        (over(f"pyparallel_speedup_lower_ratio{{{s.probe}}}"), "lower " + PROBE_LEGEND),
+        (over(f"pyparallel_speedup_upper_ratio{{{s.probe}}}"), "upper " + PROBE_LEGEND),
         minimum=0,
-    ), w=12)
-    grid.add(timeseries(
-        f"Speedup baseline ({config.baseline_window} median ending {config.baseline_offset} ago)",
-        "What the speedup used to be; a regression alert fires when the current median falls well below it.",
-        (f"{speedup_baseline(config)}{{{PROBE}}}", PROBE_LEGEND),
-        minimum=0,
-    ), w=12)
+        overrides=[dashed("^(lower|upper) .*")],
+        interval=config.dashboard_min_interval,
+    ), w=12, h=10)
 
 
-def efficiency(grid: Grid) -> None:
+def where_it_went(grid: Grid, config: MixinConfig) -> None:
+    """Speedup = cores used × CPU rate ratio: which of the two fell short, and why."""
+    s = Selectors.of(config)
+    grid.row("Where the speedup went")
+    grid.add(timeseries(
+        "Cores used (CPU seconds / wall seconds)",
+        "How many cores the probe kept busy on average; far below the workers means serialisation "
+        "(the GIL, one event loop).",
+        (over(f"pyparallel_cpu_cores_used{{{s.probe}}}"), PROBE_LEGEND),
+        (over(f'pyparallel_host_cpus{{{s.host}, kind="usable"}}', "min"), "usable cores"),
+        minimum=0,
+        overrides=[dashed("^usable.*")],
+        interval=config.dashboard_min_interval,
+    ), w=8)
+    grid.add(timeseries(
+        "CPU rate ratio (work per CPU second vs sequential)",
+        "Work done per CPU second in the parallel window relative to the sequential one; below 1 the cores "
+        "were busy but each slower: shared physical cores, memory bandwidth, a noisy neighbour.",
+        (over(f'pyparallel_cpu_rate_ratio{{{s.probe}, mode!="sequential"}}'), PROBE_LEGEND),
+        unit="percentunit", minimum=0,
+        interval=config.dashboard_min_interval,
+    ), w=8)
+    grid.add(timeseries(
+        "Interference: other processes' cores during the probe",
+        f"CPU other processes used while the probe ran, in cores (median over the step's windows). Above "
+        f"{config.busy_host_cores:g} the regression alerts hold back and PyParallelHostTooBusyToMeasure fires.",
+        (over(f"pyparallel_interference_cores{{{s.probe}}}"), PROBE_LEGEND),
+        minimum=0,
+        interval=config.dashboard_min_interval,
+    ), w=8)
+    grid.add(timeseries(
+        "Hypervisor steal",
+        "Share of CPU time the hypervisor gave to other guests during the probe (exported where the kernel "
+        "reports steal time).",
+        (over(f"pyparallel_steal_ratio{{{s.probe}}}"), PROBE_LEGEND),
+        unit="percentunit", minimum=0,
+        interval=config.dashboard_min_interval,
+    ), w=8)
+    grid.add(timeseries(
+        "Unsteady steps",
+        "1 when a step's figure was withheld as physically implausible or unsteady (the probe still succeeded).",
+        (over(f"pyparallel_speedup_unsteady{{{s.probe}}}", "max"), PROBE_LEGEND),
+        minimum=0,
+        interval=config.dashboard_min_interval,
+    ), w=8)
+    grid.add(stat(
+        "Probe priority (nice)",
+        "Nice value the probe's processes ran at; 20 means SCHED_IDLE. Above 0 the figures show what the "
+        "host leaves over, not what Python can do.",
+        (f"max by (interpreter) (pyparallel_probe_nice{{{s.interpreter}}})", "{{interpreter}}"),
+    ), w=8, h=8)
+
+
+def efficiency(grid: Grid, config: MixinConfig) -> None:
+    s = Selectors.of(config)
     grid.row("Efficiency and serial fraction")
     grid.add(timeseries(
         "Parallel efficiency (speedup / workers)",
         "1.0 means every worker adds a full core's worth of work.",
-        (f'pyparallel_efficiency_ratio{{{PROBE}, mode!="sequential"}}', PROBE_LEGEND),
+        (over(f'pyparallel_efficiency_ratio{{{s.probe}, mode!="sequential"}}'), PROBE_LEGEND),
         unit="percentunit", minimum=0,
+        interval=config.dashboard_min_interval,
     ), w=8)
     grid.add(timeseries(
         "Serial fraction (Karp–Flatt)",
         "Experimentally determined serial fraction; near 1 when a lock (the GIL) serialises the work.",
-        (f'pyparallel_serial_fraction_ratio{{{PROBE}, mode!="sequential"}}', PROBE_LEGEND),
+        (over(f'pyparallel_serial_fraction_ratio{{{s.probe}, mode!="sequential"}}'), PROBE_LEGEND),
         unit="percentunit",
+        interval=config.dashboard_min_interval,
     ), w=8)
     grid.add(timeseries(
         "Speedup spread over repeats",
         "Relative spread of the speedup across the repeats of one round; high values mean a noisy host.",
-        (f"pyparallel_speedup_spread_ratio{{{PROBE}}}", PROBE_LEGEND),
+        (over(f"pyparallel_speedup_spread_ratio{{{s.probe}}}"), PROBE_LEGEND),
         unit="percentunit", minimum=0,
+        interval=config.dashboard_min_interval,
     ), w=8)
     grid.add(timeseries(
         "Throughput",
         "Work units per second of every probe.",
-        (f"pyparallel_throughput_units_per_second{{{PROBE}}}", PROBE_LEGEND),
+        (over(f"pyparallel_throughput_units_per_second{{{s.probe}}}"), PROBE_LEGEND),
         unit="short", minimum=0,
+        interval=config.dashboard_min_interval,
     ), w=24)
 
 
-def cores(grid: Grid) -> None:
+def cores(grid: Grid, config: MixinConfig) -> None:
+    s = Selectors.of(config)
     grid.row("CPU cores")
     grid.add(g.BarGauge(
-        title="Per-core utilisation by mode (last round)",
-        description=("Busy fraction of each logical CPU while the probe ran: under the GIL "
+        title="Per-core utilisation by probe (last round)",
+        description=("Busy fraction of each logical CPU while each probe ran: under the GIL "
                      "threads keep about one core busy, processes all of them."),
         dataSource=DATASOURCE,
         targets=[g.Target(
-            expr=f"avg by (interpreter, mode, cpu) (pyparallel_core_utilisation_ratio{{{PROBE}}})",
-            legendFormat="{{interpreter}} {{mode}} cpu{{cpu}}",
+            expr=f"max by ({STEP_BY}, cpu) (pyparallel_core_utilisation_ratio{{{s.probe}}})",
+            legendFormat=PROBE_LEGEND + " cpu{{cpu}}",
             refId="A", datasource=DATASOURCE, instant=True,
         )],
         format="percentunit", min=0, max=1, orientation="horizontal", displayMode="gradient",
         calc="lastNotNull",
         thresholds=CORE_STEPS,
-        # grafanalib writes the Grafana 6 `fieldOptions`; Grafana 7+ reads fieldConfig.
+        # grafanalib writes the Grafana 6 `fieldOptions` (the generator turns it into
+        # options.reduceOptions); Grafana 7+ reads the rest from fieldConfig.
         extraJson={"fieldConfig": {"defaults": {
             "unit": "percentunit", "min": 0, "max": 1, "thresholds": {"mode": "absolute", "steps": CORE_STEPS},
-        }}},
+        }, "overrides": []}},
     ), w=12, h=10)
     grid.add(timeseries(
         "Per-core utilisation over time",
         "Busy fraction of each logical CPU during the timed window of each probe.",
-        (f"pyparallel_core_utilisation_ratio{{{PROBE}}}", "{{interpreter}} {{workload}} {{mode}} ×{{workers}} cpu{{cpu}}"),
+        (over(f"pyparallel_core_utilisation_ratio{{{s.probe}}}"), PROBE_LEGEND + " cpu{{cpu}}"),
         unit="percentunit", minimum=0,
+        interval=config.dashboard_min_interval,
     ), w=12, h=10)
-    grid.add(timeseries(
-        "Cores used (CPU seconds / wall seconds)",
-        "How many cores the probe kept busy on average; compare with the speedup to see overhead.",
-        (f"pyparallel_cpu_cores_used{{{PROBE}}}", PROBE_LEGEND),
-        (f'pyparallel_host_cpus{{{HOST}, kind="usable"}}', "usable cores"),
-        minimum=0,
-        overrides=[dashed("^usable.*")],
-    ), w=12)
     grid.add(timeseries(
         "Worker start-up cost by mode",
         "Time to start the pool of workers (threads, processes, subinterpreters); not part of the timed window.",
-        (f"pyparallel_worker_startup_seconds{{{INTERPRETER}}}", "{{interpreter}} {{mode}} ×{{workers}}"),
+        (over(f"pyparallel_worker_startup_seconds{{{s.interpreter}}}"), "{{interpreter}} {{mode}} ×{{workers}}"),
         unit="s", minimum=0,
-    ), w=12)
+        interval=config.dashboard_min_interval,
+    ), w=24)
 
 
 def health(grid: Grid, config: MixinConfig) -> None:
+    s = Selectors.of(config)
     grid.row("Probe health")
     grid.add(g.StateTimeline(
         title="Probe success",
-        description="1 when the last round of the probe succeeded.",
+        description="Worst result of each probe in each step: one failed round shows as failing. "
+                    "Empty where no round reported.",
         dataSource=DATASOURCE,
-        targets=[g.Target(
-            expr=f"pyparallel_probe_success{{{PROBE}}}", legendFormat=PROBE_LEGEND, refId="A", datasource=DATASOURCE,
-        )],
+        targets=targets((over(f"pyparallel_probe_success{{{s.probe}}}", "min"), PROBE_LEGEND)),
         mappings=OK_FAIL,
         showValue="never",
+        mergeValues=True,
+        interval=config.dashboard_min_interval,
     ), w=12, h=8)
     grid.add(timeseries(
         "Probe duration",
         "Wall time of each probe, all repeats included.",
-        (f"pyparallel_probe_duration_seconds{{{PROBE}}}", PROBE_LEGEND),
+        (over(f"pyparallel_probe_duration_seconds{{{s.probe}}}", "max"), PROBE_LEGEND),
         unit="s", minimum=0,
+        interval=config.dashboard_min_interval,
     ), w=12)
     grid.add(timeseries(
         f"Probe failures by reason (increase over {config.failure_window})",
         "Failed probe runs by reason: error, crash, timeout, interpreter (could not start it). 0 when none failed.",
-        ((f"sum by (interpreter, reason) (increase(pyparallel_probe_failures_total{{{PROBE}}}[{config.failure_window}]))\n"
+        ((f"sum by ({STEP_BY}, reason) (increase(pyparallel_probe_failures_total{{{s.probe}}}[{config.failure_window}]))\n"
           'or on() label_replace(vector(0), "reason", "none", "", "")'),
-         "{{interpreter}} {{reason}}"),
+         "{{interpreter}} {{workload}} {{mode}} ×{{workers}} {{reason}}"),
         unit="short", minimum=0,
+        interval=config.dashboard_min_interval,
     ), w=8)
     grid.add(timeseries(
         "Time since last successful probe",
-        f"Staleness; the alert fires above {config.stale_intervals} probe intervals (dashed).",
-        (f"time() - pyparallel_probe_last_success_timestamp_seconds{{{PROBE}}}", PROBE_LEGEND),
-        (f"{config.stale_intervals} * pyparallel_probe_interval_seconds{{{HOST}}}", "stale threshold"),
+        f"Staleness; the alert fires above {config.stale_intervals} probe intervals (dashed). A line that keeps "
+        "rising means the rounds stopped.",
+        (f"time() - {over(f'pyparallel_probe_last_success_timestamp_seconds{{{s.probe}}}', 'min')}", PROBE_LEGEND),
+        (f"{config.stale_intervals} * {over(f'pyparallel_probe_interval_seconds{{{s.host}}}', 'max')}",
+         "stale threshold {{instance}}"),
         unit="s", minimum=0,
-        overrides=[dashed("^stale threshold$")],
+        overrides=[dashed("^stale threshold.*")],
+        interval=config.dashboard_min_interval,
     ), w=8)
     grid.add(timeseries(
         "Round duration and interval",
-        "Wall time of a whole probe round against the interval in force (stretched when rounds exceed the duty-cycle budget).",
-        (f"pyparallel_round_duration_seconds{{{HOST}}}", "round duration"),
-        (f"pyparallel_probe_interval_seconds{{{HOST}}}", "interval"),
+        "Wall time of a whole probe round against the interval in force (stretched when rounds exceed the "
+        "duty-cycle budget).",
+        (over(f"pyparallel_round_duration_seconds{{{s.host}}}", "max"), "round duration {{instance}}"),
+        (over(f"pyparallel_probe_interval_seconds{{{s.host}}}", "max"), "interval {{instance}}"),
         unit="s", minimum=0,
-        overrides=[dashed("^interval$")],
+        overrides=[dashed("^interval.*")],
+        interval=config.dashboard_min_interval,
     ), w=8)
     grid.add(stat(
         "Duty cycle",
         "Share of the time the exporter spends running probes; the probes disturb the host this much.",
-        (f"pyparallel_duty_cycle_ratio{{{HOST}}}", "duty cycle"),
+        (f"pyparallel_duty_cycle_ratio{{{s.host}}}", "{{instance}}"),
         unit="percentunit",
     ), w=6, h=4)
     grid.add(stat(
         "Config reload",
         "Whether the last configuration reload succeeded.",
-        (f"pyparallel_config_last_reload_successful{{{HOST}}}", "last reload"),
+        (f"pyparallel_config_last_reload_successful{{{s.host}}}", "{{instance}}"),
         mappings=value_text({"0": ("failed", "red"), "1": ("ok", "green")}),
     ), w=6, h=4)
     grid.add(stat(
         "Exporter version",
         "Version of python-parallelism-exporter.",
-        (f"pyparallel_exporter_build_info{{{HOST}}}", "{{version}}"),
+        (f"pyparallel_exporter_build_info{{{s.host}}}", "{{version}}"),
         text_mode="name",
     ), w=6, h=4)
     grid.add(stat(
         "Modules re-enabling the GIL on import",
         "Configured modules whose import turned the GIL back on in a free-threaded build.",
-        (f"pyparallel_import_gil_enabled{{{INTERPRETER}}}", "{{interpreter}} {{module}}"),
+        (f"pyparallel_import_gil_enabled{{{s.interpreter}}}", "{{interpreter}} {{module}}"),
         mappings=value_text({"0": ("GIL stays off", "green"), "1": ("re-enables GIL", "orange")}),
     ), w=6, h=4)
 
 
-def comparison(grid: Grid) -> None:
+def comparison(grid: Grid, config: MixinConfig) -> None:
+    s = Selectors.of(config)
+    parallel = f'{s.probe}, mode!="sequential"'
     grid.row("Interpreter comparison")
     grid.add(timeseries(
         "Speedup per mode and interpreter",
-        "Best speedup of each mode on each interpreter; a free-threaded build lifts threads towards processes.",
-        (f'max by (interpreter, mode) (pyparallel_speedup_ratio{{{PROBE}, mode!="sequential"}})', "{{interpreter}} {{mode}}"),
+        "Speedup of each mode, workload and worker count on each interpreter (one line per probe, however "
+        "many exporters ran on the host); a free-threaded build lifts threads towards processes.",
+        (f"max by ({STEP_BY}) ({over(f'pyparallel_speedup_ratio{{{parallel}}}')})", PROBE_LEGEND),
         minimum=0,
+        interval=config.dashboard_min_interval,
     ), w=12, h=10)
     grid.add(timeseries(
         "Efficiency per mode and interpreter",
-        "Best parallel efficiency of each mode on each interpreter.",
-        (f'max by (interpreter, mode) (pyparallel_efficiency_ratio{{{PROBE}, mode!="sequential"}})', "{{interpreter}} {{mode}}"),
+        "Parallel efficiency of each mode, workload and worker count on each interpreter.",
+        (f"max by ({STEP_BY}) ({over(f'pyparallel_efficiency_ratio{{{parallel}}}')})", PROBE_LEGEND),
         unit="percentunit", minimum=0,
+        interval=config.dashboard_min_interval,
     ), w=12, h=10)
 
 
 def build(config: MixinConfig = CONFIG) -> g.Dashboard:
     grid = Grid()
+    questions(grid, config)
     overview(grid, config)
     speedup(grid, config)
-    efficiency(grid)
-    cores(grid)
+    where_it_went(grid, config)
+    efficiency(grid, config)
+    cores(grid, config)
     health(grid, config)
-    comparison(grid)
+    comparison(grid, config)
     return make_dashboard(
         title=config.host_dashboard_title,
         uid=config.host_dashboard_uid,
@@ -314,7 +477,7 @@ def build(config: MixinConfig = CONFIG) -> g.Dashboard:
         tags=config.dashboard_tags,
         refresh=config.dashboard_refresh,
         time_from=config.dashboard_time_from,
-        variables=variables(),
+        variables=variables(config),
         panels=grid.panels,
         annotations=[upgrade_annotation(config)],
     )

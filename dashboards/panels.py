@@ -45,6 +45,15 @@ def value_text(mapping: dict[str, tuple[str, str]]) -> list[dict[str, Any]]:
     return [{"type": "value", "options": options}]
 
 
+def over(selector: str, function: str = "avg") -> str:
+    """`<function>_over_time(selector[$__interval])`: every round in each step counts once.
+
+    Probe gauges change once per round (default every 5 minutes); an instant sample per step
+    would pick every n-th round on long time ranges and alias the per-round noise.
+    """
+    return f"{function}_over_time({selector}[$__interval])"
+
+
 def timeseries(
     title: str,
     description: str,
@@ -52,8 +61,9 @@ def timeseries(
     unit: str = "",
     minimum: int | None = None,
     overrides: list[dict[str, Any]] | None = None,
+    interval: str = "5m",
 ) -> g.TimeSeries:
-    """A time-series panel with the legend as a table of last/mean/max."""
+    """A time-series panel with the legend as a table of last/mean/max; no lines across gaps."""
     return g.TimeSeries(
         title=title,
         description=description,
@@ -66,9 +76,11 @@ def timeseries(
         legendCalcs=["lastNotNull", "mean", "max"],
         tooltipMode="multi",
         tooltipSort="desc",
-        showPoints="never",
-        spanNulls=True,
+        showPoints="auto",
+        # A failed or missing round is a gap, not a line from the round before to the one after.
+        spanNulls=False,
         overrides=overrides or [],
+        interval=interval,
     )
 
 
@@ -180,6 +192,8 @@ def make_dashboard(
         refresh=refresh,
         time=g.Time(time_from, "now"),
         timezone="browser",
+        # The generator drops grafanalib's legacy `sharedCrosshair`, from which Grafana's
+        # schema migration would rebuild (and lose) this setting.
         graphTooltip=g.GRAPH_TOOLTIP_MODE_SHARED_CROSSHAIR,
         editable=True,
         templating=g.Templating(list=variables),

@@ -7,6 +7,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from dashboards.mixin_config import CONFIG
+from dashboards.recording import speedup_baseline
 
 # The series the exporter exposes (the metrics contract); dashboards and rules use no others,
 # apart from the recording rules built on them and Prometheus' own `up`.
@@ -19,7 +20,21 @@ EXPORTED_METRICS: frozenset[str] = frozenset({
     "pyparallel_import_gil_enabled", "pyparallel_mode_available", "pyparallel_host_cpus",
     "pyparallel_round_duration_seconds", "pyparallel_duty_cycle_ratio",
     "pyparallel_config_last_reload_successful", "pyparallel_exporter_build_info",
-    "pyparallel_probe_interval_seconds",
+    "pyparallel_probe_interval_seconds", "pyparallel_gil_requested",
+    # Added by the busy-host work (issue 8); see NOT_YET_EXPORTED.
+    "pyparallel_interference_cores", "pyparallel_steal_ratio", "pyparallel_cpu_rate_ratio",
+    "pyparallel_speedup_lower_ratio", "pyparallel_speedup_upper_ratio", "pyparallel_speedup_unsteady",
+    "pyparallel_probe_nice",
+})
+
+# Metrics the dashboards and rules already read but the exporter on this branch does not
+# export yet (the `measure` work adds them). A panel query reading only these may return no
+# data in the live test. Empty this set once the exporter exports them: the live test then
+# requires data from every such query.
+NOT_YET_EXPORTED: frozenset[str] = frozenset({
+    "pyparallel_interference_cores", "pyparallel_steal_ratio", "pyparallel_cpu_rate_ratio",
+    "pyparallel_speedup_lower_ratio", "pyparallel_speedup_upper_ratio", "pyparallel_speedup_unsteady",
+    "pyparallel_probe_nice",
 })
 
 # Panels (and annotations) that may show no data on a healthy host after a successful probe
@@ -27,15 +42,35 @@ EXPORTED_METRICS: frozenset[str] = frozenset({
 # Every other panel's every query returns at least one series once a round has succeeded
 # (and the recording rules have been evaluated once).
 MAY_BE_EMPTY: dict[str, str] = {
-    f"Speedup baseline ({CONFIG.baseline_window} median ending {CONFIG.baseline_offset} ago)": (
-        f"the baseline window ends {CONFIG.baseline_offset} ago, so it needs that much history"
-    ),
+    "Hypervisor steal": "pyparallel_steal_ratio exists only where the kernel reports steal time",
     "Modules re-enabling the GIL on import": (
         "pyparallel_import_gil_enabled exists only when the config lists modules to check"
     ),
     # An annotation (see annotation_queries), not a panel: it marks upgrades only.
     "Python version change": "shows data only within minutes of a Python version change",
 }
+
+# Queries that may be empty whatever the panel: the baseline needs a day of history.
+MAY_BE_EMPTY_QUERIES: dict[str, str] = {
+    speedup_baseline(CONFIG): f"the baseline counts after {CONFIG.baseline_min_history} of history",
+}
+
+
+def metrics_read(expr: str) -> set[str]:
+    """The exporter's metric names a query reads (recording rules not included)."""
+    bare = re.sub(r"\b[a-z_]+:[a-z_]+:[a-z0-9_]+\b", "", expr)
+    return set(re.findall(r"\bpyparallel_\w+", bare))
+
+
+def may_be_empty(title: str, expr: str) -> bool:
+    """Whether the live test accepts no data from this query of this panel."""
+    pending = metrics_read(expr)
+    return (
+        title in MAY_BE_EMPTY
+        or any(part in expr for part in MAY_BE_EMPTY_QUERIES)
+        or bool(pending) and pending <= NOT_YET_EXPORTED
+    )
+
 
 # `$var`, `${var}`, `${var:format}` and the old `[[var]]` forms of a Grafana variable.
 _VARIABLE = re.compile(r"\$(\w+)|\$\{(\w+)(?::\w+)?\}|\[\[(\w+)\]\]")

@@ -178,9 +178,15 @@ def interpreter_families(snapshot: Snapshot) -> Iterator[Metric]:
     available = gauge("mode_available",
                       "Whether the interpreter offers this mode (subinterpreters need CPython 3.14+).",
                       ["interpreter", "mode"])
+    requested = gauge("gil_requested",
+                      "Whether the interpreter's configured environment sets PYTHON_GIL=1, asking for the GIL "
+                      "on purpose (e.g. a free-threaded build run as a GIL control).",
+                      ["interpreter"])
+    environments = {report.interpreter.name: report.interpreter.env for report in snapshot.reports.values()}
     for name, identity in snapshot.identities.items():
         info.add_metric([name, identity.version, identity.implementation, str(identity.free_threaded_build).lower()], 1)
         gil.add_metric([name], 1 if identity.gil_enabled else 0)
+        requested.add_metric([name], 1 if environments.get(name, {}).get("PYTHON_GIL") == "1" else 0)
     seen: dict[tuple[str, str], bool] = {}
     for report in snapshot.reports.values():
         for step in report.steps:
@@ -199,7 +205,7 @@ def interpreter_families(snapshot: Snapshot) -> Iterator[Metric]:
                  ["interpreter"])
     for name, value in {r.interpreter.name: nice_number(r.spec.nice) for r in snapshot.reports.values()}.items():
         nice.add_metric([name], value)
-    yield from (info, gil, available, imports, nice)
+    yield from (info, gil, requested, available, imports, nice)
 
 
 def exporter_families(snapshot: Snapshot) -> Iterator[Metric]:

@@ -9,10 +9,8 @@ field validators, so a flag and a config key can never disagree about what is va
 
 from __future__ import annotations
 
-import platform
 import re
 import sys
-import sysconfig
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional, Sequence
 
@@ -31,10 +29,12 @@ _LABEL_VALUE = re.compile(r"^[A-Za-z0-9_.:+-]+$")
 
 
 def default_interpreter_name() -> str:
-    """A label for the running Python, e.g. ``cpython-3.11`` or ``cpython-3.13t``."""
-    free_threaded = "t" if sysconfig.get_config_var("Py_GIL_DISABLED") else ""
-    major, minor = sys.version_info[:2]
-    return f"{platform.python_implementation().lower()}-{major}.{minor}{free_threaded}"
+    """The label of the running Python when none is configured: a stable role name.
+
+    It carries no version, so an upgrade (3.13 -> 3.14) keeps the same series and its
+    history; the version is in ``pyparallel_python_info``.
+    """
+    return "default"
 
 
 @dataclass(frozen=True)

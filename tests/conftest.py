@@ -99,7 +99,8 @@ STACK_WORKLOADS = ["pure_python", "sleep", "faulty_workloads:raises"]
 def live_stack(tmp_path_factory):
     """One real stack for all integration tests: the exporter probes the system Python and,
     when built, 3.13t and 3.13t with PYTHON_GIL=1; Prometheus scrapes it every second with
-    the shipped config and rules (alert hold times set to 0s) and alerts a real Alertmanager.
+    the shipped config and rules (alert hold times set to 0s, a probe failing after one failed
+    round) and alerts a real Alertmanager.
     One workload always raises, so a failure alert fires for real. It probes once, at
     start-up, while no other test runs."""
     import sys
@@ -136,13 +137,20 @@ def live_stack(tmp_path_factory):
     try:
         support.wait_ready(exporter, timeout=300)
         target = exporter.url.split("//")[1]
+        # The stack probes once, so a failing probe fails one round: count one as failing.
+        import dataclasses
+
+        from dashboards.mixin_config import CONFIG
+
         prometheus = support.start_prometheus(
-            workdir, support.prometheus_config(target, alertmanager.url.split("//")[1]), rules_for="0s")
+            workdir, support.prometheus_config(target, alertmanager.url.split("//")[1]), rules_for="0s",
+            mixin=dataclasses.replace(CONFIG, probe_failing_rounds=1))
         stack = Stack(exporter, prometheus, alertmanager, [i["name"] for i in interpreters])
         support.wait_for(lambda: len(stack.query("pyparallel_speedup_ratio")) > 0, 60,
                          "prometheus to scrape the first round")
-        support.wait_for(lambda: stack.query("instance_interpreter_workload_mode_workers:pyparallel_speedup_ratio:median1h"),
-                         60, "the recording rules to be evaluated")
+        from dashboards.recording import speedup_median
+
+        support.wait_for(lambda: stack.query(speedup_median(CONFIG)), 60, "the recording rules to be evaluated")
         yield stack
     finally:
         for service in (prometheus, exporter, alertmanager):

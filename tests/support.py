@@ -124,16 +124,23 @@ def prometheus_config(exporter_target: str, alertmanager: Optional[str] = None,
     return config
 
 
-def start_prometheus(workdir: Path, config: dict, rules_for: Optional[str] = None) -> Service:
+def start_prometheus(workdir: Path, config: dict, rules_for: Optional[str] = None, mixin: Any = None) -> Service:
     """Start the real ``prometheus`` with a copy of deploy/prometheus (rules included).
 
     ``rules_for`` replaces every alert's ``for`` duration, so a test can see an alert fire
-    without waiting the production hold time; the expressions stay as shipped.
+    without waiting the production hold time; the expressions stay as shipped. ``mixin`` (a
+    dashboards.mixin_config.MixinConfig) renders the rules for other settings instead.
     """
     binary = shutil.which("prometheus")
     assert binary, "prometheus is not installed"
     home = workdir / "prometheus"
     shutil.copytree(REPO / "deploy/prometheus", home, dirs_exist_ok=True)
+    if mixin is not None:
+        from dashboards.generate import render_all
+
+        for relative, text in render_all(mixin).items():
+            if relative.parts[:3] == ("deploy", "prometheus", "rules"):
+                (home / "rules" / relative.name).write_text(text)
     if rules_for is not None:
         for rule_file in (home / "rules").glob("*.yml"):
             rules = yaml.safe_load(rule_file.read_text())

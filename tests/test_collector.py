@@ -132,3 +132,12 @@ def test_sched_idle_is_exported_as_nice_20(sleep_report):
     idle = replace(sleep_report, spec=replace(sleep_report.spec, nice="idle"))
     registry = registry_for(snapshot_with(idle))
     assert registry.get_sample_value("pyparallel_probe_nice", {"interpreter": "test"}) == 20
+
+
+def test_gil_requested_says_whether_the_configured_env_sets_python_gil_1(sleep_report):
+    asked = replace(sleep_report, interpreter=probe.Interpreter("control", sys.executable, {"PYTHON_GIL": "1"}))
+    off = replace(sleep_report, interpreter=probe.Interpreter("off", sys.executable, {"PYTHON_GIL": "0"}))
+    registry = registry_for(snapshot_with(sleep_report, asked, off))
+    assert registry.get_sample_value("pyparallel_gil_requested", {"interpreter": "test"}) == 0
+    assert registry.get_sample_value("pyparallel_gil_requested", {"interpreter": "control"}) == 1
+    assert registry.get_sample_value("pyparallel_gil_requested", {"interpreter": "off"}) == 0

@@ -26,8 +26,12 @@ GRAFANA_PANEL_TYPES = {
     "stat", "state-timeline", "status-history", "table", "text", "timeseries", "traces", "trend", "xychart",
 }
 # Values the later integration test would use; here only to make the queries parseable.
-SAMPLE_VALUES = {"datasource": "prometheus", "job": "pyparallel", "instance": "host:9860",
-                 "interpreter": ".+", "workload": "pure_python"}
+SAMPLE_VALUES = {"datasource": "prometheus", "job": "pyparallel", "host": "host",
+                 "interpreter": ".+", "workload": "pure_python", "__interval": "5m"}
+# Metrics with the step labels: aggregating one of them must keep workload and workers.
+STEP_METRICS = ("speedup", "efficiency", "cores_used", "core_utilisation", "serial_fraction", "throughput",
+                "probe_success", "probe_duration", "probe_failures", "last_success", "interference", "steal",
+                "cpu_rate", "unsteady")
 
 
 def _load(name: str) -> dict[str, Any]:
@@ -60,10 +64,93 @@ def test_generator_check_mode_flags_an_edited_file(tmp_path: Path) -> None:
     assert result.returncode == 1 and str(HOST_DASHBOARD) in result.stderr
 
 
-def test_schema_version_is_what_grafanalib_emits(name: str) -> None:
-    from grafanalib.core import SCHEMA_VERSION
+def test_schema_is_current_with_no_legacy_keys(name: str) -> None:
+    """Grafana migrates older schemas on import and rebuilds graphTooltip from `sharedCrosshair`."""
+    from dashboards.generate import LEGACY_DASHBOARD_KEYS, LEGACY_PANEL_KEYS, LEGACY_TARGET_KEYS
 
-    assert _load(name)["schemaVersion"] == SCHEMA_VERSION
+    dashboard = _load(name)
+    assert dashboard["schemaVersion"] >= 39
+    assert dashboard["graphTooltip"] == 1  # shared crosshair
+    assert not set(LEGACY_DASHBOARD_KEYS) & set(dashboard)
+    text = DASHBOARD_FILES[name].read_text()
+    for key in ("fieldOptions", "sharedCrosshair", '"rows"'):
+        assert key not in text, key
+    for panel in queries.iter_panels(dashboard):
+        assert not set(LEGACY_PANEL_KEYS) & set(panel), panel["title"]
+        for target in panel.get("targets", []):
+            assert not set(LEGACY_TARGET_KEYS) & set(target), panel["title"]
+        if panel["type"] == "bargauge":
+            assert panel["options"]["reduceOptions"]["calcs"] == ["lastNotNull"]
+
+
+def test_time_series_sample_every_round_and_draw_no_lines_across_gaps(name: str) -> None:
+    from dashboards.mixin_config import CONFIG
+
+    for panel in _panels(name):
+        if panel["type"] not in ("timeseries", "state-timeline"):
+            continue
+        assert panel["interval"] == CONFIG.dashboard_min_interval, panel["title"]
+        assert "maxDataPoints" not in panel, panel["title"]
+        if panel["type"] == "timeseries":
+            assert panel["fieldConfig"]["defaults"]["custom"]["spanNulls"] is False, panel["title"]
+        for target in panel["targets"]:
+            if "increase(" in target["expr"]:
+                continue  # a counter's increase over a fixed window counts every round already
+            assert re.search(r"_over_time\([^\[]+\[\$__interval\]\)", target["expr"]), (panel["title"], target["expr"])
+
+
+def test_every_aggregation_of_probe_series_keeps_workload_and_workers(name: str) -> None:
+    """`max by (interpreter, mode)` over workloads lets the sleep control win: a figure per
+    interpreter or mode keeps the step labels, or (fleet) filters to the one selected workload.
+    (Reference lines such as `max by (workers)` for the ideal speedup are per worker count.)"""
+    dashboard = _load(name)
+    single_workload = any(v["name"] == "workload" and not v.get("multi")
+                          for v in dashboard["templating"]["list"])
+    for title, expr in queries.all_panel_queries(dashboard):
+        if not any(metric in expr for metric in STEP_METRICS):
+            continue
+        for group in re.findall(r"\bby \(([^)]*)\)", expr):
+            labels = {label.strip() for label in group.split(",")}
+            if not labels & {"interpreter", "mode"}:
+                continue
+            filtered = single_workload and 'workload=~"$workload"' in expr
+            assert filtered or {"workload", "workers"} <= labels, (title, expr)
+
+
+def test_the_workload_variable_defaults_to_the_headline_workload(name: str) -> None:
+    from dashboards.mixin_config import CONFIG
+
+    workload = next(v for v in _load(name)["templating"]["list"] if v["name"] == "workload")
+    assert workload["current"]["value"] in (CONFIG.headline_workload, [CONFIG.headline_workload])
+
+
+def test_the_four_questions_are_answered_at_the_top() -> None:
+    panels = [p for p in _panels("host") if p["gridPos"]["y"] < 10]
+    titles = {p["title"].split(" (")[0] for p in panels}
+    assert {"Do threads run in parallel?", "Did it change after the upgrade?", "Is the host giving me the cores?",
+            "Is the probe healthy?"} <= titles
+    upgrade = next(p for p in panels if p["title"].startswith("Did it change"))
+    exprs = " ".join(t["expr"] for t in upgrade["targets"])
+    assert ":median1h" in exprs and ":median1d_offset1h" in exprs  # median and baseline on one panel
+
+
+def test_probe_health_notices_stopped_rounds() -> None:
+    """The health stat counts a probe only while its last success is fresh, not just success == 1."""
+    healthy = next(p for p in _panels("host") if p["title"] == "Is the probe healthy?")
+    expr = healthy["targets"][0]["expr"]
+    assert "pyparallel_probe_last_success_timestamp_seconds" in expr and "pyparallel_probe_interval_seconds" in expr
+
+
+def test_dashboards_render_for_another_selector(tmp_path: Path) -> None:
+    subprocess.run([sys.executable, "-m", "dashboards.generate", "--output-dir", str(tmp_path),
+                    "--selector", 'job="python"'], cwd=ROOT, check=True, capture_output=True)
+    for path in DASHBOARD_FILES.values():
+        dashboard = json.loads((tmp_path / path.relative_to(ROOT)).read_text())
+        texts = [e for _, e in queries.all_panel_queries(dashboard) + queries.annotation_queries(dashboard)]
+        texts += [q for _, q in queries.variable_queries(dashboard)]
+        for text in texts:
+            for selector in re.findall(r"\b(?:pyparallel_\w+|[a-z_]+:[a-z_]+:[a-z0-9_]+)\{([^}]*)\}", text):
+                assert selector.startswith('job="python"'), (path.name, text)
 
 
 def test_dashboard_uids_are_stable_and_unique() -> None:
@@ -105,7 +192,7 @@ def test_every_panel_and_target_uses_the_datasource_variable(name: str) -> None:
 
 def test_every_variable_used_is_defined(name: str) -> None:
     dashboard = _load(name)
-    defined = queries.variable_names(dashboard)
+    defined = queries.variable_names(dashboard) | {"__interval", "__rate_interval", "__range"}  # Grafana's own
     texts = [expr for _, expr in queries.all_panel_queries(dashboard) + queries.annotation_queries(dashboard)]
     texts += [query for _, query in queries.variable_queries(dashboard)]
     texts += [p["title"] for p in queries.iter_panels(dashboard)]
@@ -116,14 +203,16 @@ def test_every_variable_used_is_defined(name: str) -> None:
 def test_host_dashboard_has_the_variables_and_rows_asked_for() -> None:
     dashboard = _load("host")
     assert [v["name"] for v in dashboard["templating"]["list"]] == [
-        "datasource", "job", "instance", "interpreter", "workload"]
+        "datasource", "job", "host", "interpreter", "workload"]
     rows = [p["title"] for p in dashboard["panels"] if p["type"] == "row"]
-    assert rows == ["Overview", "Speedup", "Efficiency and serial fraction", "CPU cores", "Probe health",
-                    "Interpreter comparison"]
+    assert rows == ["The four questions", "Overview", "Speedup", "Where the speedup went",
+                    "Efficiency and serial fraction", "CPU cores", "Probe health", "Interpreter comparison"]
     exprs = " ".join(expr for _, expr in queries.all_panel_queries(dashboard))
     for metric in ("pyparallel_speedup_ratio", "pyparallel_gil_enabled", "pyparallel_python_info",
                    "pyparallel_core_utilisation_ratio", "pyparallel_cpu_cores_used", "pyparallel_worker_startup_seconds",
-                   "pyparallel_probe_failures_total", "pyparallel_probe_last_success_timestamp_seconds"):
+                   "pyparallel_probe_failures_total", "pyparallel_probe_last_success_timestamp_seconds",
+                   "pyparallel_interference_cores", "pyparallel_cpu_rate_ratio", "pyparallel_speedup_lower_ratio",
+                   "pyparallel_speedup_upper_ratio"):
         assert metric in exprs, metric
 
 
@@ -139,9 +228,11 @@ def test_failure_panel_counts_with_increase_and_a_zero_fallback() -> None:
     assert "increase(pyparallel_probe_failures_total" in expr and "or on() label_replace(vector(0)" in expr
 
 
-def test_host_dashboard_annotates_python_version_changes() -> None:
+def test_host_dashboard_annotates_python_version_changes_of_the_stable_series() -> None:
+    from dashboards.recording import python_version
+
     (name, expr), = queries.annotation_queries(_load("host"))
-    assert name == "Python version change" and "pyparallel_python_info" in expr
+    assert name == "Python version change" and python_version() in expr and "instance" not in expr
 
 
 def test_fleet_table_has_one_column_per_fact_asked_for() -> None:
@@ -179,6 +270,14 @@ def test_queries_read_only_exported_metrics_and_recording_rules(name: str) -> No
             assert rule in recorded, text
         bare = re.sub(r"\b[a-z_]+:[a-z_]+:[a-z0-9_]+\b", "", text)
         assert set(re.findall(r"\bpyparallel_\w+", bare)) <= queries.EXPORTED_METRICS, text
+
+
+def test_not_yet_exported_metrics_are_read_by_some_panel() -> None:
+    """The lead empties queries.NOT_YET_EXPORTED after merging the exporter side; until then
+    every name in it must be a metric a dashboard really reads."""
+    texts = " ".join(e for name in DASHBOARD_FILES for _, e in queries.all_panel_queries(_load(name)))
+    for metric in queries.NOT_YET_EXPORTED:
+        assert metric in texts and metric in queries.EXPORTED_METRICS, metric
 
 
 def test_may_be_empty_names_existing_panels_with_a_reason() -> None:

@@ -17,9 +17,9 @@ DASHBOARDS = sorted((Path(__file__).resolve().parent.parent / "dashboards").glob
 
 
 def variable_values(stack) -> dict[str, str]:
-    """What a user picking "All" (or this stack's instance) would send for each variable."""
-    instance = stack.exporter.url.split("//")[1]
-    return {"job": "pyparallel", "instance": instance, "interpreter": ".+",
+    """What a user picking "All" (or this stack's host) would send for each variable."""
+    host = stack.exporter.url.split("//")[1].rsplit(":", 1)[0]  # deploy/prometheus sets it from the address
+    return {"job": "pyparallel", "host": host, "interpreter": ".+",
             "workload": ".+", "datasource": "prometheus", "__all": ".+",
             "__rate_interval": "1m", "__interval": "15s", "__range": "1h"}
 
@@ -35,7 +35,7 @@ def test_every_panel_query_returns_data_from_the_live_stack(live_stack, dashboar
     empty = []
     for title, expr in panel_queries(dashboard_path):
         result = live_stack.query(queries.substitute(expr, values))  # raises on a PromQL error
-        if not result and title not in queries.MAY_BE_EMPTY:
+        if not result and not queries.may_be_empty(title, expr):
             empty.append((title, expr))
     assert empty == []
 
@@ -64,3 +64,17 @@ def test_no_alert_fires_for_the_healthy_workloads(live_stack):
     firing = live_stack.query('ALERTS{alertstate="firing",workload=~"pure_python|sleep"}')
     assert [a["metric"]["alertname"] for a in firing
             if a["metric"].get("interpreter") == "cpython-system"] == []
+
+
+def test_the_exporter_exports_the_metrics_the_dashboards_read(live_stack):
+    """Every metric of the contract is exported, except those still waiting for the exporter
+    side; once one of those appears, empty it from queries.NOT_YET_EXPORTED so the live test
+    requires data from its panels."""
+    import support
+
+    _, text = support.http_get(live_stack.exporter.url + "/metrics")
+    exported = set(re.findall(r"^# TYPE (pyparallel_\w+) ", text, flags=re.MULTILINE))
+    exported |= {name.removesuffix("_total") for name in exported}
+    assert queries.EXPORTED_METRICS - queries.NOT_YET_EXPORTED <= exported | {"pyparallel_probe_failures_total"}
+    arrived = queries.NOT_YET_EXPORTED & exported
+    assert not arrived, f"now exported, remove from dashboards.queries.NOT_YET_EXPORTED: {sorted(arrived)}"

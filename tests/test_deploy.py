@@ -247,3 +247,46 @@ def test_service_and_servicemonitor_select_the_daemonset_pods() -> None:
     monitor = docs["servicemonitor.yaml"]
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     assert monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"] == "metrics"
+
+
+# --- the host label the regression rules aggregate by ---------------------------------------
+
+
+def test_shipped_scrape_configs_set_the_host_label_the_rules_aggregate_by() -> None:
+    from dashboards.mixin_config import CONFIG
+
+    (job,) = _yaml(PROMETHEUS_DIR / "prometheus.yml")["scrape_configs"]
+    assert [r["target_label"] for r in job["relabel_configs"]] == [CONFIG.host_label]
+    monitor = _yaml(K8S / "servicemonitor.yaml")
+    (endpoint,) = monitor["spec"]["endpoints"]
+    node = next(r for r in endpoint["relabelings"] if r["targetLabel"] == CONFIG.host_label)
+    assert node["sourceLabels"] == ["__meta_kubernetes_pod_node_name"]  # not the pod address
+
+
+def test_the_host_label_is_the_target_host_name() -> None:
+    """The relabelling regex keeps the host and drops the port, as Prometheus would apply it."""
+    (job,) = _yaml(PROMETHEUS_DIR / "prometheus.yml")["scrape_configs"]
+    (rule,) = job["relabel_configs"]
+    pattern = re.compile(f"^(?:{rule['regex']})$")  # Prometheus anchors relabel regexes
+    match = pattern.match("exporter:9860")
+    assert match and match.expand(rule["replacement"].replace("$1", r"\1")) == "exporter"
+
+
+def test_kubernetes_image_is_the_one_the_dockerfile_builds() -> None:
+    container = _yaml(K8S / "daemonset.yaml")["spec"]["template"]["spec"]["containers"][0]
+    version = re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.MULTILINE)
+    assert version and container["image"] == f"python-parallelism-exporter:{version.group(1)}"
+    assert container["imagePullPolicy"] == "IfNotPresent"
+    assert "docker build -t python-parallelism-exporter:" in (K8S / "daemonset.yaml").read_text()
+
+
+def test_scrape_configs_in_the_docs_pass_promtool_check(tmp_path: Path) -> None:
+    promtool = require_binary("promtool")
+    text = (ROOT / "docs" / "prometheus-and-grafana.md").read_text()
+    blocks = [b for b in re.findall(r"```yaml\n(.*?)```", text, flags=re.DOTALL) if "scrape_configs:" in b]
+    assert len(blocks) == 2  # static targets and file-based discovery
+    for i, block in enumerate(blocks):
+        path = tmp_path / f"prometheus-{i}.yml"
+        path.write_text(block)
+        result = subprocess.run([promtool, "check", "config", str(path)], capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout + result.stderr
