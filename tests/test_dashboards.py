@@ -272,14 +272,6 @@ def test_queries_read_only_exported_metrics_and_recording_rules(name: str) -> No
         assert set(re.findall(r"\bpyparallel_\w+", bare)) <= queries.EXPORTED_METRICS, text
 
 
-def test_not_yet_exported_metrics_are_read_by_some_panel() -> None:
-    """The lead empties queries.NOT_YET_EXPORTED after merging the exporter side; until then
-    every name in it must be a metric a dashboard really reads."""
-    texts = " ".join(e for name in DASHBOARD_FILES for _, e in queries.all_panel_queries(_load(name)))
-    for metric in queries.NOT_YET_EXPORTED:
-        assert metric in texts and metric in queries.EXPORTED_METRICS, metric
-
-
 def test_may_be_empty_names_existing_panels_with_a_reason() -> None:
     titles = {p["title"] for name in DASHBOARD_FILES for p in _panels(name)}
     titles |= {a for name in DASHBOARD_FILES for a, _ in queries.annotation_queries(_load(name))}
