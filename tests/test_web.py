@@ -249,7 +249,7 @@ def test_reload_post_or_put_success_is_200(serve: Any) -> None:
         calls.append(1)
         return True, "config reloaded"
 
-    server = serve(reload=reload)
+    server = serve(reload=reload, enable_lifecycle=True)
     for method in ("POST", "PUT"):
         resp = fetch(server, "/-/reload", method=method)
         assert (resp.status, resp.text) == (200, "config reloaded")
@@ -257,7 +257,8 @@ def test_reload_post_or_put_success_is_200(serve: Any) -> None:
 
 
 def test_reload_failure_is_500_with_the_message(serve: Any) -> None:
-    server = serve(reload=lambda: (False, "error parsing config file: x.yml: boom"))
+    server = serve(reload=lambda: (False, "error parsing config file: x.yml: boom"),
+                   enable_lifecycle=True)
     resp = fetch(server, "/-/reload", method="POST")
     assert (resp.status, resp.text) == (500, "error parsing config file: x.yml: boom")
 
@@ -265,7 +266,7 @@ def test_reload_failure_is_500_with_the_message(serve: Any) -> None:
 def test_reload_that_raises_is_500(serve: Any) -> None:
     def reload() -> tuple[bool, str]:
         raise OSError("disk gone")
-    resp = fetch(serve(reload=reload), "/-/reload", method="POST")
+    resp = fetch(serve(reload=reload, enable_lifecycle=True), "/-/reload", method="POST")
     assert (resp.status, resp.text) == (500, "reload failed: disk gone")
 
 
@@ -276,7 +277,32 @@ def test_reload_with_get_is_405(serve: Any) -> None:
 
 
 def test_reload_without_a_reload_function_is_404(serve: Any) -> None:
-    assert fetch(serve(), "/-/reload", method="POST").status == 404
+    assert fetch(serve(enable_lifecycle=True), "/-/reload", method="POST").status == 404
+
+
+def test_lifecycle_api_is_off_by_default_403_and_never_calls_reload_or_quit(serve: Any) -> None:
+    calls: list[str] = []
+
+    def reload() -> tuple[bool, str]:
+        calls.append("reload")
+        return True, "config reloaded"
+
+    server = serve(reload=reload, quit=lambda: calls.append("quit"))
+    for path in ("/-/reload", "/-/quit"):
+        for method in ("POST", "PUT"):
+            resp = fetch(server, path, method=method)
+            assert (resp.status, resp.text) == (403, "Lifecycle API is not enabled.")
+    assert calls == []
+    assert "/-/reload" not in fetch(server, "/").text
+
+
+def test_quit_with_lifecycle_enabled_calls_quit(serve: Any) -> None:
+    calls: list[str] = []
+    server = serve(quit=lambda: calls.append("quit"), enable_lifecycle=True)
+    assert fetch(server, "/-/quit").status == 405
+    resp = fetch(server, "/-/quit", method="POST")
+    assert (resp.status, resp.text) == (200, "Requesting termination... Goodbye!")
+    assert calls == ["quit"]
 
 
 def test_requests_are_not_logged_to_stderr(serve: Any, capfd: pytest.CaptureFixture[str]) -> None:
@@ -300,7 +326,8 @@ http_server_config:
 basic_auth_users:
   alice: {hashed}
 """)
-    return serve(web_config=config, reload=lambda: (True, "ok"))  # type: ignore[no-any-return]
+    return serve(web_config=config, reload=lambda: (True, "ok"),  # type: ignore[no-any-return]
+                 enable_lifecycle=True)
 
 
 @pytest.mark.parametrize("auth", [None, ("alice", "wrong"), ("mallory", "s3cret"),
