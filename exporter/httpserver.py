@@ -113,7 +113,7 @@ class BoundedHTTPServer:
         self._conns: dict[socket.socket, _Conn] = {}  # insertion order = accept order
         self._in_flight = 0
         self._in_flight_lock = threading.Lock()
-        self._workers = _WorkerPool(max_requests or UNLIMITED_WORKERS, self._handle)
+        self._workers = _WorkerPool(min(max_requests or UNLIMITED_WORKERS, self.max_connections), self._handle)
         self._stop = threading.Event()
         self._stopped = threading.Event()
         listener.setblocking(False)
@@ -270,6 +270,8 @@ class BoundedHTTPServer:
             line_end = buf.find(b"\n")
             if line_end < 0:
                 return (414, "URI Too Long", "") if len(buf) > MAX_HEAD_BYTES else None
+            if line_end > MAX_HEAD_BYTES:
+                return 414, "URI Too Long", ""
             version, problem = _check_request_line(bytes(buf[:line_end]).rstrip(b"\r"))
             if problem is not None:
                 return problem

@@ -465,6 +465,15 @@ class _App:
 
     def _serve_metrics(self, environ: Environ, start: StartResponse) -> Iterable[bytes]:
         try:
+            if environ["REQUEST_METHOD"] == "HEAD":
+                # prometheus_client's app refuses HEAD; answer it as a GET without the body,
+                # as Go's net/http does for promhttp.
+                body = self._metrics(dict(environ, REQUEST_METHOD="GET"), start)
+                for _ in body:
+                    pass
+                if hasattr(body, "close"):
+                    body.close()
+                return [b""]
             return self._metrics(environ, start)  # type: ignore[no-any-return]
         except Exception as exc:
             # A collector that raises should cost one scrape, not print a traceback to stderr.
