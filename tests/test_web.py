@@ -9,6 +9,7 @@ import http.client
 import ipaddress
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -385,6 +386,88 @@ def test_unknown_user_still_costs_a_bcrypt_check(
     calls = bcrypt_checks
     assert fetch(auth_server, "/metrics", auth=("mallory", "x")).status == 401
     assert calls == [b"x"]
+
+
+def hash_cost(hashed: bytes) -> int:
+    return int(hashed.split(b"$")[2])
+
+
+@pytest.fixture
+def bcrypt_hashes(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """The hashes bcrypt.checkpw is asked to check against, in order."""
+    hashes: list[bytes] = []
+    real_checkpw = bcrypt.checkpw
+
+    def recording_checkpw(password: bytes, hashed: bytes) -> bool:
+        hashes.append(hashed)
+        return real_checkpw(password, hashed)
+
+    monkeypatch.setattr(bcrypt, "checkpw", recording_checkpw)
+    return hashes
+
+
+def test_unknown_users_are_checked_against_one_decoy_with_the_highest_configured_cost(
+        serve: Any, web_config_file: Any, bcrypt_hashes: list[bytes]) -> None:
+    # Timing then tells nothing: a missing user costs what the dearest real user costs.
+    cheap = bcrypt.hashpw(b"a", bcrypt.gensalt(4)).decode()
+    dear = bcrypt.hashpw(b"b", bcrypt.gensalt(7)).decode()
+    server = serve(web_config=web_config_file(f"basic_auth_users:\n  cheap: {cheap}\n  dear: {dear}\n"))
+    for user in ("mallory", "eve"):
+        assert fetch(server, "/metrics", auth=(user, "x")).status == 401
+    assert fetch(server, "/metrics", auth=("dear", "x")).status == 401
+    decoy_first, decoy_second, real = bcrypt_hashes
+    assert hash_cost(decoy_first) == hash_cost(real.encode() if isinstance(real, str) else real) == 7
+    assert decoy_first == decoy_second  # made once, at config load
+    assert decoy_first not in (cheap.encode(), dear.encode())
+
+
+def test_bcrypt_checks_run_two_at_a_time_and_a_full_queue_gets_503(
+        serve: Any, web_config_file: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from exporter import web
+
+    hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(4)).decode()
+    server = serve(web_config=web_config_file(f"basic_auth_users:\n  alice: {hashed}\n"))
+    release = threading.Event()
+    running, most = [0], [0]
+    lock = threading.Lock()
+    real_checkpw = bcrypt.checkpw
+
+    def held_checkpw(password: bytes, hashed: bytes) -> bool:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        release.wait(20)  # hold the bcrypt slot until the test has looked
+        with lock:
+            running[0] -= 1
+        return real_checkpw(password, hashed)
+
+    monkeypatch.setattr(bcrypt, "checkpw", held_checkpw)
+    statuses: list[int] = []
+
+    def login(password: str) -> None:
+        statuses.append(fetch(server, "/metrics", auth=("alice", password), timeout=30).status)
+
+    callers = [threading.Thread(target=login, args=(f"wrong{i}",))
+               for i in range(web.BCRYPT_CONCURRENCY + web.BCRYPT_WAITERS)]
+    try:
+        for caller in callers:
+            caller.start()
+        deadline = time.monotonic() + 10
+        while running[0] < web.BCRYPT_CONCURRENCY and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1)  # the others are queued for a slot by now
+        assert most[0] == web.BCRYPT_CONCURRENCY
+        started = time.monotonic()
+        busy = fetch(server, "/metrics", auth=("alice", "s3cret"))
+        assert busy.status == 503 and time.monotonic() - started < 2
+        assert busy.headers["Retry-After"] == "1"
+    finally:
+        release.set()
+        for caller in callers:
+            caller.join(30)
+    assert statuses == [401] * len(callers)
+    assert most[0] == web.BCRYPT_CONCURRENCY
+    assert fetch(server, "/metrics", auth=("alice", "s3cret")).status == 200
 
 
 def test_configured_headers_are_on_every_response(auth_server: WebServer) -> None:
