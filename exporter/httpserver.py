@@ -128,6 +128,7 @@ class BoundedHTTPServer:
 
     def serve_forever(self) -> None:
         """The I/O loop; returns after ``shutdown()``."""
+        next_expiry = 0.0
         try:
             while not self._stop.is_set():
                 for key, _ in self._selector.select(_POLL_SECONDS):
@@ -137,7 +138,10 @@ class BoundedHTTPServer:
                         conn = self._conns.get(key.fileobj)  # type: ignore[call-overload]
                         if conn is not None:
                             self._on_event(conn)
-                self._expire(time.monotonic())
+                now = time.monotonic()
+                if now >= next_expiry:  # not on every event: it looks at every connection
+                    self._expire(now)
+                    next_expiry = now + _POLL_SECONDS
         finally:
             for conn in list(self._conns.values()):
                 self._close(conn)
@@ -218,8 +222,11 @@ class BoundedHTTPServer:
             self._answer_raw(conn, self._plain_http_answer)
         else:
             assert self.ssl_context is not None
-            self._replace_socket(conn, self.ssl_context.wrap_socket(
-                conn.sock, server_side=True, do_handshake_on_connect=False))
+            self._forget(conn)  # wrapping detaches the plain socket from its descriptor
+            conn.sock = self.ssl_context.wrap_socket(conn.sock, server_side=True,
+                                                     do_handshake_on_connect=False)
+            self._conns[conn.sock] = conn
+            self._selector.register(conn.sock, selectors.EVENT_READ)
             conn.state = "handshake"
             self._handshake(conn)
 
@@ -329,13 +336,6 @@ class BoundedHTTPServer:
             except (BlockingIOError, ssl.SSLWantReadError):
                 return
         self._close(conn)
-
-    def _replace_socket(self, conn: _Conn, new: socket.socket) -> None:
-        self._selector.unregister(conn.sock)
-        del self._conns[conn.sock]
-        conn.sock = new
-        self._conns[new] = conn
-        self._selector.register(new, selectors.EVENT_READ)
 
     def _forget(self, conn: _Conn) -> None:
         self._conns.pop(conn.sock, None)

@@ -240,3 +240,23 @@ def test_bad_limits_are_config_errors(registry: CollectorRegistry) -> None:
 
     with pytest.raises(ConfigError, match=r"^--web\.max-requests: must be 0 \(no limit\) or more, got -1$"):
         start_web_server("127.0.0.1:0", registry, max_requests=-1)
+
+
+def test_silent_tls_client_is_dropped_at_the_read_deadline(
+        serve: Any, tmp_path: Any) -> None:
+    """A client that connects to the TLS port and never starts the handshake is closed."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from conftest import key_pem, self_signed_pem
+
+    from exporter.webconfig import load_web_config
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    (tmp_path / "cert.pem").write_bytes(self_signed_pem(key, "127.0.0.1"))
+    (tmp_path / "key.pem").write_bytes(key_pem(key))
+    (tmp_path / "web.yml").write_text(f"tls_server_config:\n  cert_file: {tmp_path / 'cert.pem'}\n"
+                                      f"  key_file: {tmp_path / 'key.pem'}\n")
+    server = serve(web_config=load_web_config(str(tmp_path / "web.yml")), read_timeout=1.0)
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as silent:
+        assert silent.recv(1) == b""
+    assert 0.8 < time.monotonic() - started < 3
