@@ -170,6 +170,7 @@ def count_rounds(log_text: str) -> int:
 
 def run(args: argparse.Namespace) -> str:
     token = uuid.uuid4().hex
+    load_before = os.getloadavg()
     workdir = Path(tempfile.mkdtemp(prefix="pyparallel-soak-"))
     config_path = workdir / "config.yml"
     config_path.write_text(yaml.safe_dump(config_document("5s")))
@@ -234,11 +235,11 @@ def run(args: argparse.Namespace) -> str:
         except psutil.Error:
             pass
     log_text = log_path.read_text(errors="replace")
-    return report(args, samples, warm or samples[-1], tally, count_rounds(log_text), alive_at_end, exporter.returncode,
+    return report(args, load_before, samples, warm or samples[-1], tally, count_rounds(log_text), alive_at_end, exporter.returncode,
                   len(leftovers), leftover_names, log_text.count("Traceback"))
 
 
-def report(args: argparse.Namespace, samples: list[Sample], warm: Sample, tally: Tally, rounds: int,
+def report(args: argparse.Namespace, load_before: tuple[float, float, float], samples: list[Sample], warm: Sample, tally: Tally, rounds: int,
            alive: bool, exit_code: int | None, leftovers: int, leftover_names: Counter,
            tracebacks: int) -> str:
     first, last = samples[0], samples[-1]
@@ -248,7 +249,7 @@ def report(args: argparse.Namespace, samples: list[Sample], warm: Sample, tally:
     lines = [
         f"Machine: {cpu_model()}, {psutil.cpu_count()} logical CPUs, {platform.system()} {platform.release()}, "
         f"Python {platform.python_version()}; host load average before: "
-        f"{', '.join(f'{v:.2f}' for v in os.getloadavg())}.",
+        f"{', '.join(f'{v:.2f}' for v in load_before)}.",
         f"Duration {args.duration:g} s, {args.concurrency} scraping clients (pause {args.scrape_pause:g} s), "
         f"a reload every {args.reload_every:g} s (POST /-/reload and SIGHUP in turn). "
         f"Cold: when /-/healthy first answered; warm: the first sample after {WARM_UP_SHARE:.0%} of the run; "

@@ -30,9 +30,6 @@ from exporter.webconfig import WebConfig
 
 log = logging.getLogger(__name__)
 
-# How long a client has to finish the TLS handshake and send its whole request (Go's
-# ReadHeaderTimeout); it is the deadline of --web.read-timeout's default.
-HANDSHAKE_TIMEOUT_SECONDS = DEFAULT_READ_TIMEOUT_SECONDS
 # Concurrent bcrypt checks at most, and how many more may wait for one (briefly) before a
 # 503: a flood of wrong passwords then costs at most this many cores, and a real first login
 # waits behind a handful of checks, not behind the whole flood.
@@ -105,7 +102,7 @@ def start_web_server(
     if max_requests < 0:
         raise ConfigError(f"--web.max-requests: must be 0 (no limit) or more, got {max_requests}")
     if not 0 < read_timeout < 3600:
-        raise ConfigError(f"--web.read-timeout: must be between 0 and 3600 seconds, got {read_timeout:g}")
+        raise ConfigError(f"read timeout: must be between 0 and 3600 seconds, got {read_timeout:g}")
     host, port = parse_listen_address(listen_address)
     family, sockaddr, dualstack = _resolve(host, port, listen_address)
     web_config = web_config or WebConfig()
