@@ -235,11 +235,13 @@ def run(args: argparse.Namespace) -> str:
         except psutil.Error:
             pass
     log_text = log_path.read_text(errors="replace")
-    return report(args, load_before, samples, warm or samples[-1], tally, count_rounds(log_text), alive_at_end, exporter.returncode,
-                  len(leftovers), leftover_names, log_text.count("Traceback"))
+    return report(args, load_before, samples, warm or samples[-1], tally, count_rounds(log_text),
+                  alive_at_end, exporter.returncode, len(leftovers), leftover_names,
+                  log_text.count("Traceback"))
 
 
-def report(args: argparse.Namespace, load_before: tuple[float, float, float], samples: list[Sample], warm: Sample, tally: Tally, rounds: int,
+def report(args: argparse.Namespace, load_before: tuple[float, float, float], samples: list[Sample],
+           warm: Sample, tally: Tally, rounds: int,
            alive: bool, exit_code: int | None, leftovers: int, leftover_names: Counter,
            tracebacks: int) -> str:
     first, last = samples[0], samples[-1]
