@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import functools
 import hashlib
 import hmac
 import html
@@ -90,13 +91,15 @@ def start_web_server(
     enable_lifecycle: bool = False,
     max_requests: int = DEFAULT_MAX_REQUESTS,
     read_timeout: float = DEFAULT_READ_TIMEOUT_SECONDS,
+    routes: Mapping[str, WSGIApp] | None = None,
 ) -> WebServer:
     """Bind ``listen_address`` (``:9860``, ``127.0.0.1:0``, ``[::1]:9860``) and serve in a
     daemon thread. ``metrics`` is a registry, or a WSGI app of its own for the telemetry
     path. ``reload``/``quit`` back ``/-/reload`` and ``/-/quit``, which answer 403 unless
-    ``enable_lifecycle``. At most ``max_requests`` requests run at once (0: no limit); a
-    request must arrive in full within ``read_timeout`` seconds. Raises ConfigError for a
-    bad address, telemetry path, limit or TLS setup."""
+    ``enable_lifecycle``. ``routes`` adds pages (path -> WSGI app) answering GET and HEAD.
+    At most ``max_requests`` requests run at once (0: no limit); a request must arrive in
+    full within ``read_timeout`` seconds. Raises ConfigError for a bad address, telemetry
+    path, limit or TLS setup."""
     if not telemetry_path.startswith("/"):
         raise ConfigError(f"--web.telemetry-path: must start with '/', got {telemetry_path!r}")
     if max_requests < 0:
@@ -108,7 +111,7 @@ def start_web_server(
     web_config = web_config or WebConfig()
     ssl_context = web_config.ssl_context()
     app = _App(metrics, telemetry_path, web_config, is_ready,
-               _Lifecycle(reload, quit, enable_lifecycle))
+               _Lifecycle(reload, quit, enable_lifecycle), routes or {})
     try:
         listener = _listen(family, sockaddr, dualstack)
     except OSError as exc:
@@ -419,7 +422,8 @@ class _App:
     """The WSGI application: auth, extra headers, then one route of the table."""
 
     def __init__(self, metrics: CollectorRegistry | WSGIApp, telemetry_path: str, web_config: WebConfig,
-                 is_ready: Callable[[], bool], lifecycle: _Lifecycle) -> None:
+                 is_ready: Callable[[], bool], lifecycle: _Lifecycle,
+                 extra_routes: Mapping[str, WSGIApp]) -> None:
         # prometheus_client's app negotiates gzip and OpenMetrics for a plain registry.
         self._metrics = make_wsgi_app(metrics) if isinstance(metrics, CollectorRegistry) else metrics
         self._extra_headers = list(web_config.headers.items())
@@ -436,6 +440,8 @@ class _App:
             "/-/reload": (CONTROL, lifecycle.do_reload),
             "/-/quit": (CONTROL, lifecycle.do_quit),
         }
+        for path, page in extra_routes.items():
+            self._routes.setdefault(path, (READ_ONLY, functools.partial(_head_as_get, page)))
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
@@ -462,16 +468,7 @@ class _App:
 
     def _serve_metrics(self, environ: Environ, start: StartResponse) -> Iterable[bytes]:
         try:
-            if environ["REQUEST_METHOD"] == "HEAD":
-                # prometheus_client's app refuses HEAD; answer it as a GET without the body,
-                # as Go's net/http does for promhttp.
-                body = self._metrics(dict(environ, REQUEST_METHOD="GET"), start)
-                for _ in body:
-                    pass
-                if hasattr(body, "close"):
-                    body.close()
-                return [b""]
-            return self._metrics(environ, start)  # type: ignore[no-any-return]
+            return _head_as_get(self._metrics, environ, start)
         except Exception as exc:
             # A collector that raises should cost one scrape, not print a traceback to stderr.
             log.error("error gathering metrics", exc_info=True)
@@ -495,6 +492,22 @@ class _App:
         if ready:
             return _text(start, "200 OK", "Ready", method=method)
         return _text(start, "503 Service Unavailable", "Not ready", method=method)
+
+
+def _head_as_get(app: WSGIApp, environ: Environ, start: StartResponse) -> Iterable[bytes]:
+    """Run ``app``; a HEAD runs as a GET whose body is dropped, as Go's net/http does
+    (prometheus_client's app refuses HEAD, and wsgiref would send a HEAD's body)."""
+    if environ["REQUEST_METHOD"] != "HEAD":
+        return app(environ, start)
+    body = app(dict(environ, REQUEST_METHOD="GET"), start)
+    try:
+        for _ in body:
+            pass
+    finally:
+        close = getattr(body, "close", None)
+        if close is not None:
+            close()
+    return [b""]
 
 
 def _body(start: StartResponse, status: str, body: bytes, content_type: str,

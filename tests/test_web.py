@@ -306,6 +306,25 @@ def test_quit_with_lifecycle_enabled_calls_quit(serve: Any) -> None:
     assert calls == ["quit"]
 
 
+def test_extra_routes_answer_get_and_head_and_refuse_other_methods(serve: Any) -> None:
+    def page(environ: dict[str, Any], start: Any) -> list[bytes]:
+        start("200 OK", [("Content-Type", "text/plain")])
+        return [b"extra page"]
+
+    server = serve(routes={"/extra": page, "/metrics": page})
+    assert fetch(server, "/extra").text == "extra page"
+    head = fetch(server, "/extra", method="HEAD")
+    assert (head.status, head.body) == (200, b"")
+    assert fetch(server, "/extra", method="POST").status == 405
+    assert "pyparallel_test_gauge" in fetch(server, "/metrics").text  # built-ins win
+
+
+def test_head_on_metrics_has_the_headers_and_no_body(serve: Any) -> None:
+    resp = fetch(serve(), "/metrics", method="HEAD")
+    assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/plain")
+    assert resp.body == b""
+
+
 def test_requests_are_not_logged_to_stderr(serve: Any, capfd: pytest.CaptureFixture[str]) -> None:
     server = serve()
     fetch(server, "/metrics")
