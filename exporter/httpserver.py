@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 # Defaults; the rationale for each is in docs/operations-http.md.
 DEFAULT_MAX_REQUESTS = 40  # node_exporter's --web.max-requests default
 DEFAULT_READ_TIMEOUT_SECONDS = 10.0  # from accept to the last byte of the request
-WRITE_TIMEOUT_SECONDS = 60.0  # per send() of the answer, in a worker
+WRITE_TIMEOUT_SECONDS = 30.0  # for writing the whole answer, in a worker
 MAX_CONNECTIONS = 1024  # open connections at most (lowered to half the fd limit)
 MAX_HEAD_BYTES = 32 * 1024  # request line + headers; a scrape sends well under 1 KiB
 MAX_BODY_BYTES = 64 * 1024  # no route takes a body; a small one is read and ignored

@@ -15,6 +15,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler
@@ -24,6 +25,7 @@ from prometheus_client import CollectorRegistry, make_wsgi_app
 
 from exporter import __version__
 from exporter.errors import ConfigError
+from exporter import httpserver
 from exporter.httpserver import (DEFAULT_MAX_REQUESTS, DEFAULT_READ_TIMEOUT_SECONDS,
                                  BoundedHTTPServer, somaxconn)
 from exporter.logs import log_kv
@@ -234,15 +236,23 @@ class _Handler(WSGIRequestHandler):
 
 
 class _SocketWriter(io.BufferedIOBase):
-    """Unbuffered writes with sendall (what socketserver uses, which is private)."""
+    """Unbuffered writes with sendall, all of them within one deadline: a client that stops
+    reading holds its worker for httpserver.WRITE_TIMEOUT_SECONDS in total, not per write."""
 
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
+        self._deadline: float | None = None  # set by the first write
 
     def writable(self) -> bool:
         return True
 
     def write(self, data: Any) -> int:
+        if self._deadline is None:
+            self._deadline = time.monotonic() + httpserver.WRITE_TIMEOUT_SECONDS
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("answer not written within the write deadline")
+        self._sock.settimeout(left)
         self._sock.sendall(data)
         with memoryview(data) as view:
             return view.nbytes

@@ -260,3 +260,29 @@ def test_silent_tls_client_is_dropped_at_the_read_deadline(
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as silent:
         assert silent.recv(1) == b""
     assert 0.8 < time.monotonic() - started < 3
+
+
+def test_client_that_stops_reading_frees_its_worker_at_the_write_deadline(
+        serve: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from exporter import httpserver
+
+    monkeypatch.setattr(httpserver, "WRITE_TIMEOUT_SECONDS", 1.0)
+    big = CollectorRegistry()
+    gauge = Gauge("pyparallel_big", "Many series, so the answer outgrows socket buffers.", ["i"], registry=big)
+    for i in range(60_000):
+        gauge.labels(str(i)).set(i)
+    server = serve(metrics=big, max_requests=1)
+    with socket.socket() as stalled:
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.connect(("127.0.0.1", server.port))
+        stalled.sendall(GET + b"\r\n")  # and never reads the answer
+        deadline = time.monotonic() + 15
+        statuses = []
+        while time.monotonic() < deadline:
+            status = status_of(exchange(server.port, b"GET /-/healthy HTTP/1.0\r\n\r\n"))
+            statuses.append(status)
+            if status == 200:
+                break
+            time.sleep(0.2)
+        assert statuses[-1] == 200, statuses
+        assert 503 in statuses  # the stalled client did hold the only request slot for a while
