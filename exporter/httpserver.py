@@ -113,7 +113,8 @@ class BoundedHTTPServer:
         self._conns: dict[socket.socket, _Conn] = {}  # insertion order = accept order
         self._in_flight = 0
         self._in_flight_lock = threading.Lock()
-        self._workers = _WorkerPool(min(max_requests or UNLIMITED_WORKERS, self.max_connections), self._handle)
+        self._workers = _WorkerPool(min(max_requests or UNLIMITED_WORKERS, self.max_connections),
+                                    self._handle, f"web-worker-{port}")
         self._stop = threading.Event()
         self._stopped = threading.Event()
         listener.setblocking(False)
@@ -375,8 +376,9 @@ class _WorkerPool:
     Daemon threads, unlike concurrent.futures', so a client stalling a write never delays exit.
     """
 
-    def __init__(self, size: int, handle: Callable[[Any], None]) -> None:
+    def __init__(self, size: int, handle: Callable[[Any], None], name: str) -> None:
         self._size = size
+        self._name = name
         self._handle = handle
         self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -388,7 +390,7 @@ class _WorkerPool:
         with self._lock:
             self._pending += 1
             if self._pending > self._idle and len(self._threads) < self._size:
-                thread = threading.Thread(target=self._work, name=f"web-worker-{len(self._threads)}",
+                thread = threading.Thread(target=self._work, name=f"{self._name}-{len(self._threads)}",
                                           daemon=True)
                 self._threads.append(thread)
                 self._idle += 1

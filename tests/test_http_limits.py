@@ -204,6 +204,8 @@ def test_requests_beyond_max_requests_get_a_fast_503(serve: Any, limit: int) -> 
         assert status_of(answer) == 503
         assert f"Limit of concurrent requests reached ({limit})".encode() in answer
         assert elapsed < 2  # answered at once, not queued behind the held requests
+        workers = [t for t in threading.enumerate() if t.name.startswith(f"web-worker-{server.port}-")]
+        assert len(workers) == limit  # one thread per running request, and no more
     finally:
         blocking.release.set()
     for sock in holders:
