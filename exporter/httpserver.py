@@ -214,6 +214,9 @@ class BoundedHTTPServer:
         except (OSError, ValueError) as exc:
             log_kv(log, logging.DEBUG, "connection failed", client=_client(conn.client), err=str(exc))
             self._close(conn)
+        except Exception:  # a bug here must cost one connection, never the I/O thread
+            log.exception("error reading a request from %s", _client(conn.client))
+            self._close(conn)
 
     def _peek(self, conn: _Conn) -> None:
         first = conn.sock.recv(1, socket.MSG_PEEK)
