@@ -79,10 +79,20 @@ def add_serve_flags(serve: argparse.ArgumentParser) -> None:
                        help="path of the metrics endpoint (default /metrics)")
     serve.add_argument("--web.config.file", dest="web_config_file",
                        help="exporter-toolkit web config: TLS and basic auth")
+    serve.add_argument("--web.enable-lifecycle", dest="enable_lifecycle", action="store_true",
+                       help="serve POST /-/reload and /-/quit (off: they answer 403, as in Prometheus)")
+    serve.add_argument("--web.max-requests", dest="max_requests", type=_non_negative_int, default=40,
+                       help="requests served at once; more get 503 (0: no limit; default 40)")
     serve.add_argument("--log.level", dest="log_level", default="info",
                        help="debug, info, warn or error (default info)")
     serve.add_argument("--log.format", dest="log_format", default="logfmt",
                        help="logfmt or json (default logfmt)")
+
+
+def _non_negative_int(text: str) -> int:
+    if not (text.isascii() and text.isdigit()):
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}")
+    return int(text)
 
 
 def parse_interpreters(values: list[str]) -> tuple[config.Interpreter, ...]:

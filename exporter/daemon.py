@@ -3,8 +3,10 @@
 APScheduler runs one round at start-up and then every ``interval`` (with jitter) on a
 single-thread executor, so probes never overlap: concurrent probes would disturb each
 other's numbers. A duty-cycle budget stretches the interval when rounds take too long.
-Scrapes only read the latest snapshot. SIGHUP and ``POST /-/reload`` reload the config (a
-bad one is kept out and reported); SIGTERM/SIGINT kill any running probe tree and exit.
+Scrapes only read the latest snapshot. SIGHUP and ``POST /-/reload`` (with
+``--web.enable-lifecycle``) reload the config: a bad one is kept out and reported, and a
+reload never postpones the next round; SIGTERM/SIGINT (or ``POST /-/quit``) kill any running
+probe tree and exit.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import signal
 import threading
 import time
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Optional
 
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -53,6 +55,8 @@ class Daemon:
         self.round_idle = threading.Event()
         self.round_idle.set()
         self.interval_in_force = config.interval_seconds
+        self.last_round_started: Optional[datetime] = None
+        self._reload_lock = threading.Lock()
         self.scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(max_workers=1)},  # the one probe lane
             job_defaults={"coalesce": True, "max_instances": 1},
@@ -95,6 +99,7 @@ class Daemon:
         self.round_idle.clear()
         try:
             started, started_at = time.monotonic(), datetime.now(timezone.utc)
+            self.last_round_started = started_at
             config = self.config
             # Read again each round: a container's CPU limit can change under a running exporter.
             self.host = host_cpus()
@@ -168,25 +173,62 @@ class Daemon:
     # --- reload -----------------------------------------------------------------------------
 
     def reload(self) -> tuple[bool, str]:
-        """Load the config file again; a bad one keeps the old config and is reported."""
-        try:
-            config = load_config(self.config_path)
-        except ConfigError as exc:
-            self._update(reload_successful=False)
-            log_kv(log, logging.ERROR, "config reload failed", error=str(exc))
-            return False, str(exc)
+        """Load the config file again; a bad one keeps the old config and is reported.
+
+        Any failure counts, not only a ConfigError: a reload must never take the daemon
+        down (SIGHUP runs it on the main thread) nor leave the reload metric at 1.
+        """
+        with self._reload_lock:  # SIGHUP and POST /-/reload may arrive together
+            try:
+                self._apply(load_config(self.config_path))
+            except Exception as exc:
+                message = str(exc) if isinstance(exc, ConfigError) else \
+                    f"error reloading config file: {self.config_path}: {type(exc).__name__}: {exc}"
+                self._update(reload_successful=False)
+                log_kv(log, logging.ERROR, "config reload failed", error=message)
+                return False, message
+        log_kv(log, logging.INFO, "config reloaded", file=self.config_path or "(defaults)")
+        return True, "config reloaded"
+
+    def _apply(self, config: Config) -> None:
+        old = self.config
+        schedule_changed = (config.interval_seconds, config.jitter_seconds) != \
+            (old.interval_seconds, old.jitter_seconds)
+        if schedule_changed:
+            # A new interval starts counting afresh; the duty cycle stretches it again if needed.
+            self.interval_in_force = config.interval_seconds
         with self._lock:
             self.config = config
             fresh = empty_snapshot(config, self.host)
             self._snapshot = replace(self._snapshot, reload_successful=True,
-                                     reload_timestamp=time.time(), interval_seconds=config.interval_seconds,
+                                     reload_timestamp=time.time(), interval_seconds=self.interval_in_force,
                                      per_core_series=fresh.per_core_series, start_method=fresh.start_method,
                                      **prune_snapshot(self._snapshot, config))
-        self.interval_in_force = config.interval_seconds
-        if self.scheduler.running and not self.stopping.is_set():
-            self.scheduler.reschedule_job(JOB_ID, trigger=self.trigger(config.interval_seconds))
-        log_kv(log, logging.INFO, "config reloaded", file=self.config_path or "(defaults)")
-        return True, "config reloaded"
+        if schedule_changed:
+            self._reschedule_keeping_next_run()
+
+    def next_run_time(self) -> Optional[datetime]:
+        """When the next round is due (None before start or after stop)."""
+        job = self.scheduler.get_job(JOB_ID) if self.scheduler.running else None
+        return job.next_run_time if job is not None else None
+
+    def _reschedule_keeping_next_run(self) -> None:
+        """Apply a new interval to the rounds after the next one.
+
+        A reload must never postpone the next round: rescheduling from "now" would let
+        anyone who can trigger reloads (SIGHUP, POST /-/reload) starve probing by reloading
+        more often than the interval. So the next round keeps its time, unless the new,
+        shorter interval counted from the last round's start brings it earlier (but never
+        into the past); later rounds follow the new interval from there.
+        """
+        due = self.next_run_time()
+        if due is None or self.stopping.is_set():
+            return
+        if self.last_round_started is not None:
+            sooner = self.last_round_started + timedelta(seconds=self.interval_in_force)
+            due = min(due, max(sooner, datetime.now(timezone.utc)))
+        self.scheduler.modify_job(JOB_ID, trigger=self.trigger(self.interval_in_force, due),
+                                  next_run_time=due)
 
 
 def telemetry_app(daemon: Daemon) -> TelemetryApp:
@@ -208,12 +250,13 @@ def serve(args: argparse.Namespace) -> int:
               + (f"; web config OK: {args.web_config_file}" if web_config else ""))
         return 0
     daemon = Daemon(config, args.config_file)
+    stop = threading.Event()
     server = start_web_server(args.listen_address, telemetry_app(daemon),
                               telemetry_path=args.telemetry_path, web_config=web_config,
-                              is_ready=daemon.ready.is_set, reload=daemon.reload)
+                              is_ready=daemon.ready.is_set, reload=daemon.reload, quit=stop.set,
+                              enable_lifecycle=args.enable_lifecycle, max_requests=args.max_requests)
     log_kv(log, logging.INFO, "starting", version=__version__, telemetry=server.url + args.telemetry_path,
            interpreters=",".join(i.name for i in config.interpreter_list()))
-    stop = threading.Event()
     reload_wanted = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -222,7 +265,7 @@ def serve(args: argparse.Namespace) -> int:
     while not stop.wait(0.2):
         if reload_wanted.is_set():
             reload_wanted.clear()
-            daemon.reload()
+            daemon.reload()  # never raises: a failed reload is logged and exported
     log_kv(log, logging.INFO, "shutting down")
     daemon.stop()
     server.shutdown()

@@ -1,60 +1,62 @@
-"""HTTP(S) server for /metrics, /-/healthy, /-/ready and /-/reload, secured by a web config."""
+"""HTTP(S) routes for /metrics, /-/healthy, /-/ready and the lifecycle API, secured by a web config."""
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+import functools
 import hashlib
 import hmac
 import html
 import io
 import ipaddress
 import logging
+import os
 import socket
-import socketserver
-import ssl
 import threading
-from collections.abc import Callable, Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
+from wsgiref.simple_server import WSGIRequestHandler
 
 import bcrypt
 from prometheus_client import CollectorRegistry, make_wsgi_app
 
 from exporter import __version__
 from exporter.errors import ConfigError
+from exporter import httpserver
+from exporter.httpserver import (DEFAULT_MAX_REQUESTS, DEFAULT_READ_TIMEOUT_SECONDS,
+                                 BoundedHTTPServer, somaxconn)
 from exporter.logs import log_kv
 from exporter.webconfig import WebConfig
 
 log = logging.getLogger(__name__)
 
-# A client gets this long to start and finish the TLS handshake, and then this long per read
-# or write, so a stalled client ties up only its own thread, and only for a while.
-HANDSHAKE_TIMEOUT_SECONDS = 10.0
-REQUEST_TIMEOUT_SECONDS = 60.0
-# How often serve_forever checks for shutdown(); bounds how long shutdown() takes.
-_POLL_INTERVAL_SECONDS = 0.1
+# Concurrent bcrypt checks at most, and how many more may wait for one (briefly) before a
+# 503: a flood of wrong passwords then costs at most this many cores, and a real first login
+# waits behind a handful of checks, not behind the whole flood.
+BCRYPT_CONCURRENCY = 2
+BCRYPT_WAITERS = 8
+BCRYPT_WAIT_SECONDS = 5.0
 
-# bcrypt hash (cost 10) of a password nobody has. An unknown user is checked against it so a
-# request for a missing user takes as long as one for a real user with a wrong password, and
-# response times do not reveal which user names exist (exporter-toolkit does the same).
-_DUMMY_HASH = b"$2b$10$/n8kOoHhFCQYLWSHA71Ed./199V1i7ZV5eX8cnQEmTXsq6hl66/lu"
-
-_TLS_HANDSHAKE_RECORD = b"\x16"
 # What Go's net/http answers to plain HTTP on a TLS port; clearer than a reset connection.
 _PLAIN_HTTP_ON_TLS_PORT = (
     b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n"
     b"Connection: close\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"
 )
+LIFECYCLE_DISABLED = "Lifecycle API is not enabled."  # Prometheus' words
 
 StartResponse = Callable[..., Any]
-WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+Environ = dict[str, Any]
+WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
+Route = WSGIApp  # a route's handler is a WSGI app for its path
 
 
 class WebServer:
     """A running server; ``shutdown()`` stops it and closes its socket."""
 
-    def __init__(self, server: _Server, thread: threading.Thread, url: str) -> None:
+    def __init__(self, server: BoundedHTTPServer, thread: threading.Thread, url: str) -> None:
         self._server = server
         self._thread = thread
         self._lock = threading.Lock()
@@ -87,31 +89,65 @@ def start_web_server(
     web_config: WebConfig | None = None,
     is_ready: Callable[[], bool] = lambda: True,
     reload: Callable[[], tuple[bool, str]] | None = None,
+    quit: Callable[[], None] | None = None,
+    enable_lifecycle: bool = False,
+    max_requests: int = DEFAULT_MAX_REQUESTS,
+    read_timeout: float = DEFAULT_READ_TIMEOUT_SECONDS,
+    routes: Mapping[str, WSGIApp] | None = None,
 ) -> WebServer:
     """Bind ``listen_address`` (``:9860``, ``127.0.0.1:0``, ``[::1]:9860``) and serve in a
     daemon thread. ``metrics`` is a registry, or a WSGI app of its own for the telemetry
-    path. Raises ConfigError for a bad address, telemetry path or TLS setup."""
+    path. ``reload``/``quit`` back ``/-/reload`` and ``/-/quit``, which answer 403 unless
+    ``enable_lifecycle``. ``routes`` adds pages (path -> WSGI app) answering GET and HEAD.
+    At most ``max_requests`` requests run at once (0: no limit); a request must arrive in
+    full within ``read_timeout`` seconds. Raises ConfigError for a bad address, telemetry
+    path, limit or TLS setup."""
     if not telemetry_path.startswith("/"):
         raise ConfigError(f"--web.telemetry-path: must start with '/', got {telemetry_path!r}")
+    if max_requests < 0:
+        raise ConfigError(f"--web.max-requests: must be 0 (no limit) or more, got {max_requests}")
+    if not 0 < read_timeout < 3600:
+        raise ConfigError(f"read timeout: must be between 0 and 3600 seconds, got {read_timeout:g}")
     host, port = parse_listen_address(listen_address)
     family, sockaddr, dualstack = _resolve(host, port, listen_address)
     web_config = web_config or WebConfig()
     ssl_context = web_config.ssl_context()
-    app = _App(metrics, telemetry_path, web_config, is_ready, reload)
+    app = _App(metrics, telemetry_path, web_config, is_ready,
+               _Lifecycle(reload, quit, enable_lifecycle), routes or {})
     try:
-        server = _Server(sockaddr, family, dualstack, ssl_context, app)
+        listener = _listen(family, sockaddr, dualstack)
     except OSError as exc:
         raise ConfigError(f"--web.listen-address: cannot listen on {listen_address}: "
                           f"{exc.strerror or exc}") from exc
+    server = BoundedHTTPServer(listener, app, _Handler, ssl_context=ssl_context,
+                               max_requests=max_requests, read_timeout=read_timeout,
+                               plain_http_answer=_PLAIN_HTTP_ON_TLS_PORT)
     scheme = "https" if ssl_context is not None else "http"
     url = f"{scheme}://{_url_host(host, family, dualstack)}:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever,
-                              kwargs={"poll_interval": _POLL_INTERVAL_SECONDS},
                               name=f"web-server-{server.server_address[1]}", daemon=True)
     thread.start()
     log_kv(log, logging.INFO, "listening", address=listen_address, url=url,
-           tls=ssl_context is not None, basic_auth=bool(web_config.basic_auth_users))
+           tls=ssl_context is not None, basic_auth=bool(web_config.basic_auth_users),
+           max_requests=max_requests, lifecycle=enable_lifecycle)
     return WebServer(server, thread, url)
+
+
+def _listen(family: socket.AddressFamily, sockaddr: Any, dualstack: bool) -> socket.socket:
+    """A listening socket with a backlog sized for bursts (the kernel's somaxconn, as Go)."""
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        # SO_REUSEADDR lets a restart bind while old connections sit in TIME_WAIT (Go sets
+        # it too). Never SO_REUSEPORT: a second exporter on the port must fail, not share it.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if dualstack:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(sockaddr)
+        sock.listen(somaxconn())
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def parse_listen_address(address: str) -> tuple[str, int]:
@@ -174,17 +210,52 @@ def _url_host(host: str, family: socket.AddressFamily, dualstack: bool) -> str:
 
 
 class _Handler(WSGIRequestHandler):
-    """Request handler that stays quiet and routes its errors to logging."""
+    """wsgiref's request handler for one request the server has already read in full."""
 
-    timeout = REQUEST_TIMEOUT_SECONDS
     server_version = f"parallelism-exporter/{__version__}"
     sys_version = ""
+
+    def __init__(self, request: socket.socket, client_address: Any, server: Any,
+                 data: bytes) -> None:
+        self._data = data
+        super().__init__(request, client_address, server)
+
+    def setup(self) -> None:
+        self.connection = self.request
+        self.rfile = io.BytesIO(self._data)
+        self.wfile = _SocketWriter(self.request)
+
+    def finish(self) -> None:
+        self.wfile.flush()
 
     def log_message(self, format: str, *args: Any) -> None:
         """Log nothing: one stderr line per scrape is noise (prometheus_client does the same)."""
 
     def get_stderr(self) -> _ErrorLog:
         return _ErrorLog()
+
+
+class _SocketWriter(io.BufferedIOBase):
+    """Unbuffered writes with sendall, all of them within one deadline: a client that stops
+    reading holds its worker for httpserver.WRITE_TIMEOUT_SECONDS in total, not per write."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._deadline: float | None = None  # set by the first write
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        if self._deadline is None:
+            self._deadline = time.monotonic() + httpserver.WRITE_TIMEOUT_SECONDS
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("answer not written within the write deadline")
+        self._sock.settimeout(left)
+        self._sock.sendall(data)
+        with memoryview(data) as view:
+            return view.nbytes
 
 
 class _ErrorLog(io.TextIOBase):
@@ -205,102 +276,15 @@ class _ErrorLog(io.TextIOBase):
             log_kv(log, logging.ERROR, "error serving request", err=text)
 
 
-class _Server(socketserver.ThreadingMixIn, WSGIServer):
-    """Thread-per-request WSGI server; TLS handshakes happen in the request's thread."""
-
-    daemon_threads = True
-    # Never SO_REUSEPORT: a second exporter on the same port must fail, not share the traffic.
-    allow_reuse_port = False
-    # socketserver's default backlog of 5 could refuse connections during a burst of scrapes.
-    request_queue_size = 64
-
-    def __init__(self, sockaddr: Any, family: socket.AddressFamily, dualstack: bool,
-                 ssl_context: ssl.SSLContext | None, app: Callable[..., Any]) -> None:
-        self.address_family = family
-        self.ssl_context = ssl_context
-        super().__init__(sockaddr, _Handler, bind_and_activate=False)
-        try:
-            if dualstack:
-                self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-            self.server_bind()
-            self.server_activate()
-        except BaseException:
-            self.server_close()
-            raise
-        self.set_app(app)
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind calls socket.getfqdn(), a reverse DNS lookup that can stall
-        # start-up for seconds on a badly configured host; WSGI only needs a SERVER_NAME.
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name = str(host)
-        self.server_port = int(port)
-        self.setup_environ()
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        if self.ssl_context is None:
-            super().finish_request(request, client_address)
-            return
-        tls = self._handshake(request, client_address)
-        if tls is None:
-            return
-        try:
-            super().finish_request(tls, client_address)
-        finally:
-            self.shutdown_request(tls)
-
-    def _handshake(self, sock: socket.socket, client_address: Any) -> ssl.SSLSocket | None:
-        """Wrap an accepted socket in TLS, in the request thread, so a slow, silent or
-        plaintext client never holds up the thread that accepts connections."""
-        assert self.ssl_context is not None
-        sock.settimeout(HANDSHAKE_TIMEOUT_SECONDS)
-        try:
-            first = sock.recv(1, socket.MSG_PEEK)
-            if first and first != _TLS_HANDSHAKE_RECORD:
-                _answer_plain_http(sock)
-                return None
-            if not first:
-                return None
-            tls = self.ssl_context.wrap_socket(sock, server_side=True,
-                                               do_handshake_on_connect=False)
-        except OSError as exc:
-            log_kv(log, logging.DEBUG, "connection failed before TLS handshake",
-                   client=_client(client_address), err=str(exc))
-            return None
-        try:
-            tls.do_handshake()
-        except (OSError, ValueError) as exc:
-            log_kv(log, logging.DEBUG, "TLS handshake failed",
-                   client=_client(client_address), err=str(exc))
-            tls.close()
-            return None
-        return tls
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # socketserver would print a traceback to stderr for every dropped connection.
-        log.debug("error handling connection from %s", _client(client_address), exc_info=True)
-
-
-def _answer_plain_http(sock: socket.socket) -> None:
-    try:
-        sock.sendall(_PLAIN_HTTP_ON_TLS_PORT)
-        sock.shutdown(socket.SHUT_WR)
-        # Read what the client sent before closing: closing with unread data sends a reset,
-        # which can destroy the 400 before the client reads it.
-        sock.settimeout(1.0)
-        for _ in range(64):
-            if not sock.recv(4096):
-                break
-    except OSError:
-        pass
-
-
 def _client(client_address: Any) -> str:
     try:
         return f"{client_address[0]}:{client_address[1]}"
     except (TypeError, IndexError):
         return str(client_address)
+
+
+class AuthBusy(Exception):
+    """Too many bcrypt checks are running or waiting; the request gets a 503."""
 
 
 class _BasicAuth:
@@ -314,30 +298,66 @@ class _BasicAuth:
         self._users = {user: hashed.encode() for user, hashed in users.items()}
         # user -> digest of the last (user, password, hash) that bcrypt accepted.
         self._verified: dict[str, bytes] = {}
-        # One bcrypt at a time, as in exporter-toolkit: a flood of bad logins then costs at
-        # most one core.
-        self._bcrypt_lock = threading.Lock()
+        # An unknown user is checked against this decoy so the answer takes as long as for a
+        # real user with a wrong password (exporter-toolkit does the same). Its cost is the
+        # highest configured one: with a fixed cost, a user whose hash costs more would
+        # answer slower than a missing user, revealing which names exist.
+        self.decoy_hash = _decoy_hash(max(bcrypt_cost(h) for h in self._users.values()))
+        self._slots = threading.BoundedSemaphore(BCRYPT_CONCURRENCY)
+        self._waiting = 0
+        self._waiting_lock = threading.Lock()
 
     def check(self, header: str | None) -> bool:
+        """True for valid credentials; raises AuthBusy when bcrypt is saturated."""
         credentials = _parse_basic(header)
         if credentials is None:
             return False
         user, password = credentials
         hashed = self._users.get(user)
-        digest = _digest(user, password, hashed or _DUMMY_HASH)
+        digest = _digest(user, password, hashed or self.decoy_hash)
         cached = self._verified.get(user)
         # Constant-time comparison: the cached digest derives from the real password.
         if hashed is not None and cached is not None and hmac.compare_digest(cached, digest):
             return True
-        with self._bcrypt_lock:
+        with self._bcrypt_slot():
             try:
-                ok = bcrypt.checkpw(password, hashed or _DUMMY_HASH)
+                ok = bcrypt.checkpw(password, hashed or self.decoy_hash)
             except ValueError:  # e.g. passwords over bcrypt's 72-byte limit
                 ok = False
         if ok and hashed is not None:
             self._verified[user] = digest
             return True
         return False
+
+    @contextlib.contextmanager
+    def _bcrypt_slot(self) -> Iterator[None]:
+        """One of BCRYPT_CONCURRENCY slots; a short, bounded wait, then AuthBusy."""
+        if not self._slots.acquire(blocking=False):
+            with self._waiting_lock:
+                if self._waiting >= BCRYPT_WAITERS:
+                    raise AuthBusy
+                self._waiting += 1
+            try:
+                acquired = self._slots.acquire(timeout=BCRYPT_WAIT_SECONDS)
+            finally:
+                with self._waiting_lock:
+                    self._waiting -= 1
+            if not acquired:
+                raise AuthBusy
+        try:
+            yield
+        finally:
+            self._slots.release()
+
+
+def bcrypt_cost(hashed: bytes) -> int:
+    """The cost (log2 rounds) of a ``$2b$NN$...`` hash (webconfig has checked the form)."""
+    return int(hashed.split(b"$")[2])
+
+
+def _decoy_hash(cost: int) -> bytes:
+    """A bcrypt hash of a random password nobody has, at ``cost``; made once per config."""
+    return bcrypt.hashpw(os.urandom(16).hex().encode(), bcrypt.gensalt(cost))
 
 
 def _parse_basic(header: str | None) -> tuple[str, bytes] | None:
@@ -368,69 +388,112 @@ def _digest(user: str, password: bytes, hashed: bytes) -> bytes:
     return h.digest()
 
 
+class _Lifecycle:
+    """``/-/reload`` and ``/-/quit``: off unless enabled, as in Prometheus, because anyone who
+    can reach the port could otherwise reload or stop the exporter."""
+
+    def __init__(self, reload: Callable[[], tuple[bool, str]] | None,
+                 quit: Callable[[], None] | None, enabled: bool) -> None:
+        self.reload, self.quit, self.enabled = reload, quit, enabled
+        # Two reloads at once (two POSTs) would interleave; run them in turn.
+        self._reload_lock = threading.Lock()
+
+    def do_reload(self, environ: Environ, start: StartResponse) -> Iterable[bytes]:
+        if not self.enabled:
+            return _text(start, "403 Forbidden", LIFECYCLE_DISABLED)
+        if self.reload is None:
+            return _text(start, "404 Not Found", "Not Found\n")
+        with self._reload_lock:
+            try:
+                ok, message = self.reload()
+            except Exception as exc:
+                log.error("reload failed", exc_info=True)
+                ok, message = False, f"reload failed: {exc}"
+        if ok:
+            return _text(start, "200 OK", message)
+        return _text(start, "500 Internal Server Error", message)
+
+    def do_quit(self, environ: Environ, start: StartResponse) -> Iterable[bytes]:
+        if not self.enabled:
+            return _text(start, "403 Forbidden", LIFECYCLE_DISABLED)
+        if self.quit is None:
+            return _text(start, "404 Not Found", "Not Found\n")
+        log_kv(log, logging.INFO, "quit requested over HTTP")
+        self.quit()
+        return _text(start, "200 OK", "Requesting termination... Goodbye!")
+
+
+# Methods each kind of route answers; any other gets 405 with an Allow header.
+READ_ONLY = ("GET", "HEAD")
+CONTROL = ("POST", "PUT")
+
+
 class _App:
-    """The WSGI application: auth, extra headers, then one of a handful of routes."""
+    """The WSGI application: auth, extra headers, then one route of the table."""
 
     def __init__(self, metrics: CollectorRegistry | WSGIApp, telemetry_path: str, web_config: WebConfig,
-                 is_ready: Callable[[], bool],
-                 reload: Callable[[], tuple[bool, str]] | None) -> None:
+                 is_ready: Callable[[], bool], lifecycle: _Lifecycle,
+                 extra_routes: Mapping[str, WSGIApp]) -> None:
         # prometheus_client's app negotiates gzip and OpenMetrics for a plain registry.
         self._metrics = make_wsgi_app(metrics) if isinstance(metrics, CollectorRegistry) else metrics
-        self._telemetry_path = telemetry_path
         self._extra_headers = list(web_config.headers.items())
         users = web_config.basic_auth_users
         self._auth = _BasicAuth(users) if users else None
         self._is_ready = is_ready
-        self._reload = reload
-        # Two reloads at once (SIGHUP and POST, or two POSTs) would interleave; run them in turn.
-        self._reload_lock = threading.Lock()
-        self._routes: dict[str, Callable[[str, StartResponse], Iterable[bytes]]] = {
-            "/": self._landing,
-            "/-/healthy": self._healthy,
-            "/-/ready": self._ready,
+        self._landing_page = _landing_page(telemetry_path, lifecycle.enabled).encode()
+        # path -> (methods, handler); a new page is one line here.
+        self._routes: dict[str, tuple[tuple[str, ...], Route]] = {
+            telemetry_path: (READ_ONLY, self._serve_metrics),
+            "/": (READ_ONLY, self._landing),
+            "/-/healthy": (READ_ONLY, self._healthy),
+            "/-/ready": (READ_ONLY, self._ready),
+            "/-/reload": (CONTROL, lifecycle.do_reload),
+            "/-/quit": (CONTROL, lifecycle.do_quit),
         }
-        if reload is not None:
-            self._routes["/-/reload"] = self._do_reload
-        self._landing_page = _landing_page(telemetry_path, reload is not None).encode()
+        for path, page in extra_routes.items():
+            self._routes.setdefault(path, (READ_ONLY, functools.partial(_head_as_get, page)))
 
-    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             return start_response(status, list(headers) + self._extra_headers, exc_info)
 
-        if self._auth is not None and not self._auth.check(environ.get("HTTP_AUTHORIZATION")):
-            return _text(start, "401 Unauthorized", "Unauthorized\n",
-                         [("WWW-Authenticate", "Basic")])
-        path = environ.get("PATH_INFO") or "/"
-        method = environ.get("REQUEST_METHOD", "GET")
-        if path == self._telemetry_path:
-            return self._serve_metrics(environ, start)
-        route = self._routes.get(path)
+        if self._auth is not None:
+            try:
+                authorized = self._auth.check(environ.get("HTTP_AUTHORIZATION"))
+            except AuthBusy:
+                return _text(start, "503 Service Unavailable",
+                             "Too many concurrent logins, try again later.\n", [("Retry-After", "1")])
+            if not authorized:
+                return _text(start, "401 Unauthorized", "Unauthorized\n",
+                             [("WWW-Authenticate", "Basic")])
+        route = self._routes.get(environ.get("PATH_INFO") or "/")
         if route is None:
             return _text(start, "404 Not Found", "Not Found\n")
-        return route(method, start)
+        methods, handler = route
+        if environ.get("REQUEST_METHOD", "GET") not in methods:
+            text = ("This endpoint requires a POST or PUT request.\n" if methods == CONTROL
+                    else "Method Not Allowed\n")
+            return _not_allowed(start, ", ".join(methods), text)
+        return handler(environ, start)
 
-    def _serve_metrics(self, environ: dict[str, Any], start: StartResponse) -> Iterable[bytes]:
+    def _serve_metrics(self, environ: Environ, start: StartResponse) -> Iterable[bytes]:
         try:
-            return self._metrics(environ, start)  # type: ignore[no-any-return]
+            return _head_as_get(self._metrics, environ, start)
         except Exception as exc:
             # A collector that raises should cost one scrape, not print a traceback to stderr.
             log.error("error gathering metrics", exc_info=True)
             return _text(start, "500 Internal Server Error",
                          f"An error has occurred while serving metrics:\n\n{exc}\n")
 
-    def _landing(self, method: str, start: StartResponse) -> Iterable[bytes]:
-        if method not in ("GET", "HEAD"):
-            return _not_allowed(start, "GET, HEAD")
-        return _body(start, "200 OK", self._landing_page, "text/html; charset=utf-8", method)
+    def _landing(self, environ: Environ, start: StartResponse) -> Iterable[bytes]:
+        return _body(start, "200 OK", self._landing_page, "text/html; charset=utf-8",
+                     environ["REQUEST_METHOD"])
 
-    def _healthy(self, method: str, start: StartResponse) -> Iterable[bytes]:
-        if method not in ("GET", "HEAD"):
-            return _not_allowed(start, "GET, HEAD")
-        return _text(start, "200 OK", "Healthy", method=method)
+    def _healthy(self, environ: Environ, start: StartResponse) -> Iterable[bytes]:
+        return _text(start, "200 OK", "Healthy", method=environ["REQUEST_METHOD"])
 
-    def _ready(self, method: str, start: StartResponse) -> Iterable[bytes]:
-        if method not in ("GET", "HEAD"):
-            return _not_allowed(start, "GET, HEAD")
+    def _ready(self, environ: Environ, start: StartResponse) -> Iterable[bytes]:
+        method = environ["REQUEST_METHOD"]
         try:
             ready = bool(self._is_ready())
         except Exception:
@@ -440,19 +503,21 @@ class _App:
             return _text(start, "200 OK", "Ready", method=method)
         return _text(start, "503 Service Unavailable", "Not ready", method=method)
 
-    def _do_reload(self, method: str, start: StartResponse) -> Iterable[bytes]:
-        if method not in ("POST", "PUT"):
-            return _not_allowed(start, "POST, PUT", "This endpoint requires a POST or PUT request.\n")
-        assert self._reload is not None
-        with self._reload_lock:
-            try:
-                ok, message = self._reload()
-            except Exception as exc:
-                log.error("reload failed", exc_info=True)
-                ok, message = False, f"reload failed: {exc}"
-        if ok:
-            return _text(start, "200 OK", message)
-        return _text(start, "500 Internal Server Error", message)
+
+def _head_as_get(app: WSGIApp, environ: Environ, start: StartResponse) -> Iterable[bytes]:
+    """Run ``app``; a HEAD runs as a GET whose body is dropped, as Go's net/http does
+    (prometheus_client's app refuses HEAD, and wsgiref would send a HEAD's body)."""
+    if environ["REQUEST_METHOD"] != "HEAD":
+        return app(environ, start)
+    body = app(dict(environ, REQUEST_METHOD="GET"), start)
+    try:
+        for _ in body:
+            pass
+    finally:
+        close = getattr(body, "close", None)
+        if close is not None:
+            close()
+    return [b""]
 
 
 def _body(start: StartResponse, status: str, body: bytes, content_type: str,
@@ -472,10 +537,10 @@ def _not_allowed(start: StartResponse, allow: str,
     return _text(start, "405 Method Not Allowed", text, [("Allow", allow)])
 
 
-def _landing_page(telemetry_path: str, has_reload: bool) -> str:
+def _landing_page(telemetry_path: str, lifecycle: bool) -> str:
     path = html.escape(telemetry_path, quote=True)
     reload_item = ("<li><code>POST /-/reload</code> reloads the configuration</li>\n"
-                   if has_reload else "")
+                   if lifecycle else "")
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>

@@ -195,7 +195,7 @@ def test_config_check_validates_and_exits_0():
 
 
 def test_bad_reload_keeps_the_old_config_and_a_good_one_applies(exporter_factory):
-    exporter = exporter_factory(QUICK)
+    exporter = exporter_factory(QUICK, "--web.enable-lifecycle")
     support.wait_ready(exporter, timeout=60)
     config_path = exporter.workdir / "exporter.yml"
     original = config_path.read_text()

@@ -9,6 +9,7 @@ import http.client
 import ipaddress
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -249,7 +250,7 @@ def test_reload_post_or_put_success_is_200(serve: Any) -> None:
         calls.append(1)
         return True, "config reloaded"
 
-    server = serve(reload=reload)
+    server = serve(reload=reload, enable_lifecycle=True)
     for method in ("POST", "PUT"):
         resp = fetch(server, "/-/reload", method=method)
         assert (resp.status, resp.text) == (200, "config reloaded")
@@ -257,7 +258,8 @@ def test_reload_post_or_put_success_is_200(serve: Any) -> None:
 
 
 def test_reload_failure_is_500_with_the_message(serve: Any) -> None:
-    server = serve(reload=lambda: (False, "error parsing config file: x.yml: boom"))
+    server = serve(reload=lambda: (False, "error parsing config file: x.yml: boom"),
+                   enable_lifecycle=True)
     resp = fetch(server, "/-/reload", method="POST")
     assert (resp.status, resp.text) == (500, "error parsing config file: x.yml: boom")
 
@@ -265,7 +267,7 @@ def test_reload_failure_is_500_with_the_message(serve: Any) -> None:
 def test_reload_that_raises_is_500(serve: Any) -> None:
     def reload() -> tuple[bool, str]:
         raise OSError("disk gone")
-    resp = fetch(serve(reload=reload), "/-/reload", method="POST")
+    resp = fetch(serve(reload=reload, enable_lifecycle=True), "/-/reload", method="POST")
     assert (resp.status, resp.text) == (500, "reload failed: disk gone")
 
 
@@ -276,7 +278,51 @@ def test_reload_with_get_is_405(serve: Any) -> None:
 
 
 def test_reload_without_a_reload_function_is_404(serve: Any) -> None:
-    assert fetch(serve(), "/-/reload", method="POST").status == 404
+    assert fetch(serve(enable_lifecycle=True), "/-/reload", method="POST").status == 404
+
+
+def test_lifecycle_api_is_off_by_default_403_and_never_calls_reload_or_quit(serve: Any) -> None:
+    calls: list[str] = []
+
+    def reload() -> tuple[bool, str]:
+        calls.append("reload")
+        return True, "config reloaded"
+
+    server = serve(reload=reload, quit=lambda: calls.append("quit"))
+    for path in ("/-/reload", "/-/quit"):
+        for method in ("POST", "PUT"):
+            resp = fetch(server, path, method=method)
+            assert (resp.status, resp.text) == (403, "Lifecycle API is not enabled.")
+    assert calls == []
+    assert "/-/reload" not in fetch(server, "/").text
+
+
+def test_quit_with_lifecycle_enabled_calls_quit(serve: Any) -> None:
+    calls: list[str] = []
+    server = serve(quit=lambda: calls.append("quit"), enable_lifecycle=True)
+    assert fetch(server, "/-/quit").status == 405
+    resp = fetch(server, "/-/quit", method="POST")
+    assert (resp.status, resp.text) == (200, "Requesting termination... Goodbye!")
+    assert calls == ["quit"]
+
+
+def test_extra_routes_answer_get_and_head_and_refuse_other_methods(serve: Any) -> None:
+    def page(environ: dict[str, Any], start: Any) -> list[bytes]:
+        start("200 OK", [("Content-Type", "text/plain")])
+        return [b"extra page"]
+
+    server = serve(routes={"/extra": page, "/metrics": page})
+    assert fetch(server, "/extra").text == "extra page"
+    head = fetch(server, "/extra", method="HEAD")
+    assert (head.status, head.body) == (200, b"")
+    assert fetch(server, "/extra", method="POST").status == 405
+    assert "pyparallel_test_gauge" in fetch(server, "/metrics").text  # built-ins win
+
+
+def test_head_on_metrics_has_the_headers_and_no_body(serve: Any) -> None:
+    resp = fetch(serve(), "/metrics", method="HEAD")
+    assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/plain")
+    assert resp.body == b""
 
 
 def test_requests_are_not_logged_to_stderr(serve: Any, capfd: pytest.CaptureFixture[str]) -> None:
@@ -300,7 +346,8 @@ http_server_config:
 basic_auth_users:
   alice: {hashed}
 """)
-    return serve(web_config=config, reload=lambda: (True, "ok"))  # type: ignore[no-any-return]
+    return serve(web_config=config, reload=lambda: (True, "ok"),  # type: ignore[no-any-return]
+                 enable_lifecycle=True)
 
 
 @pytest.mark.parametrize("auth", [None, ("alice", "wrong"), ("mallory", "s3cret"),
@@ -358,6 +405,88 @@ def test_unknown_user_still_costs_a_bcrypt_check(
     calls = bcrypt_checks
     assert fetch(auth_server, "/metrics", auth=("mallory", "x")).status == 401
     assert calls == [b"x"]
+
+
+def hash_cost(hashed: bytes) -> int:
+    return int(hashed.split(b"$")[2])
+
+
+@pytest.fixture
+def bcrypt_hashes(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """The hashes bcrypt.checkpw is asked to check against, in order."""
+    hashes: list[bytes] = []
+    real_checkpw = bcrypt.checkpw
+
+    def recording_checkpw(password: bytes, hashed: bytes) -> bool:
+        hashes.append(hashed)
+        return real_checkpw(password, hashed)
+
+    monkeypatch.setattr(bcrypt, "checkpw", recording_checkpw)
+    return hashes
+
+
+def test_unknown_users_are_checked_against_one_decoy_with_the_highest_configured_cost(
+        serve: Any, web_config_file: Any, bcrypt_hashes: list[bytes]) -> None:
+    # Timing then tells nothing: a missing user costs what the dearest real user costs.
+    cheap = bcrypt.hashpw(b"a", bcrypt.gensalt(4)).decode()
+    dear = bcrypt.hashpw(b"b", bcrypt.gensalt(7)).decode()
+    server = serve(web_config=web_config_file(f"basic_auth_users:\n  cheap: {cheap}\n  dear: {dear}\n"))
+    for user in ("mallory", "eve"):
+        assert fetch(server, "/metrics", auth=(user, "x")).status == 401
+    assert fetch(server, "/metrics", auth=("dear", "x")).status == 401
+    decoy_first, decoy_second, real = bcrypt_hashes
+    assert hash_cost(decoy_first) == hash_cost(real) == 7
+    assert decoy_first == decoy_second  # made once, at config load
+    assert decoy_first not in (cheap.encode(), dear.encode())
+
+
+def test_bcrypt_checks_run_two_at_a_time_and_a_full_queue_gets_503(
+        serve: Any, web_config_file: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from exporter import web
+
+    hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(4)).decode()
+    server = serve(web_config=web_config_file(f"basic_auth_users:\n  alice: {hashed}\n"))
+    release = threading.Event()
+    running, most = [0], [0]
+    lock = threading.Lock()
+    real_checkpw = bcrypt.checkpw
+
+    def held_checkpw(password: bytes, hashed: bytes) -> bool:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        release.wait(20)  # hold the bcrypt slot until the test has looked
+        with lock:
+            running[0] -= 1
+        return real_checkpw(password, hashed)
+
+    monkeypatch.setattr(bcrypt, "checkpw", held_checkpw)
+    statuses: list[int] = []
+
+    def login(password: str) -> None:
+        statuses.append(fetch(server, "/metrics", auth=("alice", password), timeout=30).status)
+
+    callers = [threading.Thread(target=login, args=(f"wrong{i}",))
+               for i in range(web.BCRYPT_CONCURRENCY + web.BCRYPT_WAITERS)]
+    try:
+        for caller in callers:
+            caller.start()
+        deadline = time.monotonic() + 10
+        while running[0] < web.BCRYPT_CONCURRENCY and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1)  # the others are queued for a slot by now
+        assert most[0] == web.BCRYPT_CONCURRENCY
+        started = time.monotonic()
+        busy = fetch(server, "/metrics", auth=("alice", "s3cret"))
+        assert busy.status == 503 and time.monotonic() - started < 2
+        assert busy.headers["Retry-After"] == "1"
+    finally:
+        release.set()
+        for caller in callers:
+            caller.join(30)
+    assert statuses == [401] * len(callers)
+    assert most[0] == web.BCRYPT_CONCURRENCY
+    assert fetch(server, "/metrics", auth=("alice", "s3cret")).status == 200
 
 
 def test_configured_headers_are_on_every_response(auth_server: WebServer) -> None:

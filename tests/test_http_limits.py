@@ -1,0 +1,290 @@
+"""The HTTP server under hostile clients: malformed requests over raw sockets, trickling
+clients, request and connection limits. Each case ends in a sane status or a closed
+connection, and the server keeps answering /metrics."""
+
+from __future__ import annotations
+
+import http.client
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from exporter.web import WebServer, start_web_server
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    reg = CollectorRegistry()
+    Gauge("pyparallel_test_gauge", "A gauge the test registered.", registry=reg).set(42)
+    return reg
+
+
+@pytest.fixture
+def serve(registry: CollectorRegistry) -> Iterator[Callable[..., WebServer]]:
+    servers: list[WebServer] = []
+
+    def start(**kwargs: Any) -> WebServer:
+        kwargs.setdefault("metrics", registry)
+        server = start_web_server("127.0.0.1:0", **kwargs)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.shutdown()
+
+
+def exchange(port: int, data: bytes, timeout: float = 5.0) -> bytes:
+    """Send raw bytes, half-close nothing, and read until the server closes (or times out)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        answer = b""
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except ConnectionResetError:
+            pass
+        return answer
+
+
+def status_of(answer: bytes) -> int | None:
+    match = re.match(rb"HTTP/1\.[01] (\d{3}) ", answer)
+    return int(match.group(1)) if match else None
+
+
+def metrics_still_served(server: WebServer) -> bool:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    try:
+        conn.request("GET", "/metrics")
+        response = conn.getresponse()
+        return response.status == 200 and b"pyparallel_test_gauge 42.0" in response.read()
+    finally:
+        conn.close()
+
+
+GET = b"GET /metrics HTTP/1.1\r\nHost: x\r\n"
+
+# name -> (raw request, expected status; None means the connection is closed unanswered)
+CORPUS: dict[str, tuple[bytes, int | None]] = {
+    "http/0.9 bare GET": (b"GET /metrics\r\n", 400),
+    "http/0.9 bare GET, LF": (b"GET /metrics\n", 400),
+    "http/2.0 version": (b"GET /metrics HTTP/2.0\r\nHost: x\r\n\r\n", 505),
+    "version garbage": (b"GET /metrics HTTQ/1.1\r\nHost: x\r\n\r\n", 400),
+    "binary garbage": (bytes(range(256)) + b"\r\n\r\n", 400),
+    "nul bytes": (b"\x00" * 64 + b"\r\n\r\n", 400),
+    "tls hello on plain port": (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 40 + b"\n", 400),
+    "empty line": (b"\r\n\r\n", 400),
+    "double space": (b"GET  /metrics HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    "missing Host on HTTP/1.1": (b"GET /metrics HTTP/1.1\r\n\r\n", 400),
+    "no Host on HTTP/1.0 is fine": (b"GET /metrics HTTP/1.0\r\n\r\n", 200),
+    "bare LF line ends": (b"GET /metrics HTTP/1.1\nHost: x\n\n", 200),
+    "invalid percent-encoding": (b"GET /metr%zzics HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    "truncated percent-encoding": (b"GET /metrics% HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    "valid percent-encoding": (b"GET /%6detrics HTTP/1.1\r\nHost: x\r\n\r\n", 200),
+    "non-ascii path": ("GET /métrics HTTP/1.1\r\nHost: x\r\n\r\n".encode(), 400),
+    "non-ascii header value": (GET + b"X-Name: caf\xc3\xa9 \xff\r\n\r\n", 200),
+    "header without colon": (GET + b"not a header\r\n\r\n", 200),
+    "huge header": (GET + b"X-Big: " + b"a" * 100_000 + b"\r\n\r\n", 431),
+    "many headers": (GET + b"".join(b"X-%d: y\r\n" % i for i in range(300)) + b"\r\n", 431),
+    "huge uri": (b"GET /" + b"a" * 100_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+    "absurd Content-Length": (GET + b"Content-Length: 99999999999999999999999\r\n\r\n", 413),
+    "negative Content-Length": (GET + b"Content-Length: -1\r\n\r\n", 400),
+    "conflicting Content-Lengths": (GET + b"Content-Length: 1\r\nContent-Length: 2\r\n\r\nab", 400),
+    "chunked body": (GET + b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 411),
+    "small body is read and ignored": (GET + b"Content-Length: 5\r\n\r\nhello", 200),
+    "POST to metrics": (b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", 405),
+    "DELETE to metrics": (b"DELETE /metrics HTTP/1.1\r\nHost: x\r\n\r\n", 405),
+    "unknown method": (b"BREW /metrics HTTP/1.1\r\nHost: x\r\n\r\n", 405),
+    "lowercase method": (b"get /metrics HTTP/1.1\r\nHost: x\r\n\r\n", 405),
+    "PUT to healthy": (b"PUT /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n", 405),
+    "OPTIONS to landing": (b"OPTIONS / HTTP/1.1\r\nHost: x\r\n\r\n", 405),
+    "GET to reload": (b"GET /-/reload HTTP/1.1\r\nHost: x\r\n\r\n", 405),
+    "POST to reload, lifecycle off": (b"POST /-/reload HTTP/1.1\r\nHost: x\r\n\r\n", 403),
+    "HEAD to metrics": (b"HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n", 200),
+    "absolute-form target": (b"GET http://x/metrics HTTP/1.1\r\nHost: x\r\n\r\n", 404),
+    "asterisk target": (b"GET * HTTP/1.1\r\nHost: x\r\n\r\n", 404),
+    "path traversal": (b"GET /../../etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n", 404),
+    "closed before the head ends": (b"GET /metrics HTTP/1.1\r\nHost:", None),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CORPUS))
+def test_malformed_request_gets_a_sane_status_and_the_server_keeps_serving(
+        serve: Any, name: str) -> None:
+    request, expected = CORPUS[name]
+    server = serve()
+    if expected is None:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+            sock.sendall(request)
+            sock.shutdown(socket.SHUT_WR)
+            assert sock.recv(4096) == b""
+    else:
+        answer = exchange(server.port, request)
+        assert status_of(answer) == expected, answer[:200]
+        head, _, body = answer.partition(b"\r\n\r\n")
+        if expected != 200 or request.startswith(b"HEAD"):
+            assert b"pyparallel_test_gauge" not in body
+        if expected == 405:
+            assert re.search(rb"\r\nAllow: [A-Z, ]+\r\n", head + b"\r\n")
+    assert metrics_still_served(server)
+
+
+def test_pipelined_requests_get_one_answer_then_a_close(serve: Any) -> None:
+    server = serve()
+    answer = exchange(server.port, GET + b"\r\n" + GET + b"\r\n" + b"GET /-/healthy HTTP/1.1\r\n\r\n")
+    assert status_of(answer) == 200
+    assert answer.count(b"HTTP/1.") == 1
+    assert metrics_still_served(server)
+
+
+def test_trickling_client_is_dropped_at_the_read_deadline(serve: Any) -> None:
+    """A client sending one byte at a time never completes a request within the deadline:
+    it is disconnected, and meanwhile everyone else is served."""
+    server = serve(read_timeout=2.0)
+    started = time.monotonic()
+    closed_after = None
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        for byte in GET:
+            try:
+                sock.sendall(bytes([byte]))
+                sock.settimeout(0.4)
+                if sock.recv(4096) == b"":
+                    closed_after = time.monotonic() - started
+                    break
+            except TimeoutError:
+                assert metrics_still_served(server)
+            except (ConnectionResetError, BrokenPipeError):
+                closed_after = time.monotonic() - started
+                break
+            if time.monotonic() - started > 10:
+                break
+    assert closed_after is not None, "the trickling client was never dropped"
+    assert 1.5 < closed_after < 5
+    assert metrics_still_served(server)
+
+
+class BlockingCollector(Collector):
+    """Collects only once ``release`` is set: scrapes stay in flight while a test looks."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.entered = threading.Semaphore(0)
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        self.entered.release()
+        self.release.wait(30)
+        yield GaugeMetricFamily("pyparallel_slow", "A family that takes a while.", value=1)
+
+
+@pytest.mark.parametrize("limit", [40, 3])
+def test_requests_beyond_max_requests_get_a_fast_503(serve: Any, limit: int) -> None:
+    registry = CollectorRegistry()
+    blocking = BlockingCollector()
+    server = serve(metrics=registry, max_requests=limit)
+    registry.register(blocking)
+    holders: list[socket.socket] = []
+    try:
+        for _ in range(limit):
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=35)
+            sock.sendall(GET + b"\r\n")
+            holders.append(sock)
+        for _ in range(limit):
+            assert blocking.entered.acquire(timeout=10), "requests did not all reach the app"
+        started = time.monotonic()
+        answer = exchange(server.port, GET + b"\r\n")
+        elapsed = time.monotonic() - started
+        assert status_of(answer) == 503
+        assert f"Limit of concurrent requests reached ({limit})".encode() in answer
+        assert elapsed < 2  # answered at once, not queued behind the held requests
+        workers = [t for t in threading.enumerate() if t.name.startswith(f"web-worker-{server.port}-")]
+        assert len(workers) == limit  # one thread per running request, and no more
+    finally:
+        blocking.release.set()
+    for sock in holders:
+        with sock:
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+            assert status_of(answer) == 200 and b"pyparallel_slow 1.0" in answer
+    assert status_of(exchange(server.port, GET + b"\r\n")) == 200
+
+
+def test_zero_max_requests_means_no_limit(serve: Any) -> None:
+    registry = CollectorRegistry()
+    blocking = BlockingCollector()
+    server = serve(metrics=registry, max_requests=0)
+    registry.register(blocking)
+    results: list[int | None] = []
+
+    def scrape() -> None:
+        results.append(status_of(exchange(server.port, GET + b"\r\n", timeout=30)))
+
+    threads = [threading.Thread(target=scrape) for _ in range(50)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1)  # let them all arrive; none may be refused
+    blocking.release.set()
+    for thread in threads:
+        thread.join(30)
+    assert results == [200] * 50
+
+
+def test_bad_limits_are_config_errors(registry: CollectorRegistry) -> None:
+    from exporter.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^--web\.max-requests: must be 0 \(no limit\) or more, got -1$"):
+        start_web_server("127.0.0.1:0", registry, max_requests=-1)
+
+
+def test_silent_tls_client_is_dropped_at_the_read_deadline(
+        serve: Any, tmp_path: Any) -> None:
+    """A client that connects to the TLS port and never starts the handshake is closed."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from conftest import key_pem, self_signed_pem
+
+    from exporter.webconfig import load_web_config
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    (tmp_path / "cert.pem").write_bytes(self_signed_pem(key, "127.0.0.1"))
+    (tmp_path / "key.pem").write_bytes(key_pem(key))
+    (tmp_path / "web.yml").write_text(f"tls_server_config:\n  cert_file: {tmp_path / 'cert.pem'}\n"
+                                      f"  key_file: {tmp_path / 'key.pem'}\n")
+    server = serve(web_config=load_web_config(str(tmp_path / "web.yml")), read_timeout=1.0)
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as silent:
+        assert silent.recv(1) == b""
+    assert 0.8 < time.monotonic() - started < 3
+
+
+def test_client_that_stops_reading_frees_its_worker_at_the_write_deadline(
+        serve: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from exporter import httpserver
+
+    monkeypatch.setattr(httpserver, "WRITE_TIMEOUT_SECONDS", 1.0)
+    big = CollectorRegistry()
+    gauge = Gauge("pyparallel_big", "Many series, so the answer outgrows socket buffers.", ["i"], registry=big)
+    for i in range(60_000):
+        gauge.labels(str(i)).set(i)
+    server = serve(metrics=big, max_requests=1)
+    with socket.socket() as stalled:
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.connect(("127.0.0.1", server.port))
+        stalled.sendall(GET + b"\r\n")  # and never reads the answer
+        deadline = time.monotonic() + 15
+        statuses = []
+        while time.monotonic() < deadline:
+            status = status_of(exchange(server.port, b"GET /-/healthy HTTP/1.0\r\n\r\n"))
+            statuses.append(status)
+            if status == 200:
+                break
+            time.sleep(0.2)
+        assert statuses[-1] == 200, statuses
+        assert 503 in statuses  # the stalled client did hold the only request slot for a while
