@@ -89,6 +89,31 @@ def identity() -> Event:
     }
 
 
+# --- lifetime ---------------------------------------------------------------------------
+
+
+def die_with_parent(parent_pid: Optional[int] = None) -> None:
+    """Have Linux SIGKILL this process when its parent dies (``PR_SET_PDEATHSIG``).
+
+    Then nothing a probe starts outlives an exporter killed with SIGKILL. If the parent
+    died before the request took effect (we were re-parented already), exit at once.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+    except (ImportError, OSError, AttributeError):
+        return  # no ctypes in this build: the parent's containment still kills us
+    orphaned = os.getppid() == 1 if parent_pid is None else os.getppid() != parent_pid
+    if orphaned:
+        os._exit(1)
+
+
 # --- one unit of work ------------------------------------------------------------------
 
 
@@ -142,6 +167,7 @@ def worker_body(workload_name: str, ops: int, index: int, go: Any, results: Any,
 def process_worker(workload_name: str, extra_path: List[str], ops: int, index: int,
                    go: Any, results: Any) -> None:
     """Entry point of a worker process (module level so every start method can import it)."""
+    die_with_parent()
     sys.path.extend(p for p in extra_path if p not in sys.path)
     worker_body(workload_name, ops, index, go, results, time.process_time)
 
