@@ -18,6 +18,7 @@ import multiprocessing
 import os
 import platform
 import queue
+import select
 import sys
 import sysconfig
 import threading
@@ -114,6 +115,26 @@ def die_with_parent(parent_pid: Optional[int] = None) -> None:
         os._exit(1)
 
 
+def exit_with(pid: int) -> None:
+    """SIGKILL this process when process ``pid`` exits, wherever we sit in the tree.
+
+    A forkserver worker's parent is the forkserver, which lives as long as any worker
+    does (each holds its "alive" pipe): watching the runner itself breaks that circle.
+    """
+    try:
+        pidfd = os.pidfd_open(pid)  # type: ignore[attr-defined]  # Linux, Python 3.9+
+    except ProcessLookupError:
+        os._exit(1)
+    except (AttributeError, OSError):
+        return
+
+    def watch() -> None:
+        select.select([pidfd], [], [])
+        os.kill(os.getpid(), 9)  # SIGKILL: a workload stuck in C code ignores anything softer
+
+    threading.Thread(target=watch, name="exit-with-runner", daemon=True).start()
+
+
 # --- one unit of work ------------------------------------------------------------------
 
 
@@ -168,6 +189,9 @@ def process_worker(workload_name: str, extra_path: List[str], ops: int, index: i
                    go: Any, results: Any) -> None:
     """Entry point of a worker process (module level so every start method can import it)."""
     die_with_parent()
+    runner = multiprocessing.parent_process()
+    if runner is not None and runner.pid is not None and runner.pid != os.getppid():
+        exit_with(runner.pid)
     sys.path.extend(p for p in extra_path if p not in sys.path)
     worker_body(workload_name, ops, index, go, results, time.process_time)
 
