@@ -154,9 +154,10 @@ def bounded_int(high: Callable[[], int]) -> Callable[[Any], int]:
 
 def worker_count(value: Any) -> int:
     number = positive_int(value)
+    if number > MAX_WORKERS_ABSOLUTE:
+        raise ValueError(f"must be at most {MAX_WORKERS_ABSOLUTE}, got {show(value)}")
     if number > max_workers():
-        raise ValueError(f"must be at most {max_workers()} ({WORKERS_PER_CPU} per CPU on this host, "
-                         f"{MAX_WORKERS_ABSOLUTE} at most), got {show(value)}")
+        raise ValueError(f"must be at most {max_workers()} ({WORKERS_PER_CPU} per CPU on this host), got {show(value)}")
     return number
 
 
@@ -175,7 +176,10 @@ def unit_seconds(value: Any) -> float:
 
 
 def ratio(value: Any) -> float:
-    number = positive_float(value)
+    try:
+        number = positive_float(value)
+    except ValueError:
+        number = 2.0  # report the range, not just "> 0"
     if number > 1:
         raise ValueError(f"must be a number in (0, 1], got {show(value)}")
     return number

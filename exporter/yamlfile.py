@@ -36,8 +36,7 @@ class StrictLoader(yaml.SafeLoader):
                 continue  # unhashable keys: construct_mapping below reports them
             if duplicate:
                 mark = key_node.start_mark
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {show(key)} (line {mark.line + 1})", mark)
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {show(key)}", mark)
             seen[key] = True
         return super().construct_mapping(node, deep=deep)
 

@@ -122,8 +122,9 @@ def test_events_that_keep_coming_cannot_outlive_the_deadline():
     started = time.monotonic()
     report = run("sleep", repeats=1_000_000_000, unit=0.02, timeout=5.0, deadline=3.0, token=token)
     elapsed = time.monotonic() - started
-    assert reasons(report) == {"timeout"}
-    assert "deadline of 3s" in report.step("threads", 2).message
+    failed = [s for s in report.steps if s.reason is not None]
+    assert failed and {s.reason for s in failed} == {"timeout"}  # the steps cut short; the rest keep their windows
+    assert all("deadline of 3s" in s.message for s in failed)
     assert 3.0 <= elapsed < 10
     assert processes_with_token(token) == []
 
