@@ -284,3 +284,24 @@ def test_stale_cgroups_of_a_dead_exporter_are_emptied_and_removed():
     containment.Containment().close()
     assert orphan.wait(5) == -signal.SIGKILL
     assert not stale.exists()
+
+
+def test_a_broken_interpreter_does_not_stop_the_daemons_round(tmp_path):
+    """An interpreter printing JSON without an 'event' key once aborted the whole round."""
+    from test_daemon import sample, scrape
+
+    bad = fake_interpreter(tmp_path, '{"no": "event"}\n')
+    config = {"interval": "1h", "jitter": "0s", "duty_cycle": 1,
+              "interpreters": [{"name": "bad", "path": bad}, {"name": "good", "path": sys.executable}],
+              "probe": {"workloads": ["sleep"], "modes": ["threads"], "workers": [2], "unit_seconds": 0.05,
+                        "repeats": 1, "timeout": "10s"}}
+    exporter = support.start_exporter(tmp_path / "exporter", config)
+    try:
+        support.wait_ready(exporter, timeout=60)
+        text = scrape(exporter)
+        labels = {"workload": "sleep", "mode": "threads", "workers": "2"}
+        assert sample(text, "pyparallel_probe_success", interpreter="bad", **labels) == 0
+        assert sample(text, "pyparallel_probe_success", interpreter="good", **labels) == 1
+        assert exporter.alive()
+    finally:
+        exporter.stop()

@@ -22,6 +22,9 @@ INVALID: dict[str, str] = {
     "invalid-yaml-syntax.yml":
         "{path}: line 2: invalid YAML: expected ',' or ']', but got '<stream end>'",
     "invalid-top-level-list.yml": "{path}: top level must be a mapping, got list",
+    "invalid-not-utf8.yml": "{path}: not UTF-8 text: invalid start byte at byte 35",
+    "invalid-duplicate-user.yml": "{path}: line 3: invalid YAML: duplicate key 'alice'",
+    "invalid-deep-nesting.yml": "{path}: invalid YAML: nested too deeply",
     "invalid-unknown-top-level-key.yml": "{path}: tls_config: unknown field",
     "invalid-unknown-tls-key.yml": "{path}: tls_server_config.certfile: unknown field",
     "invalid-unsupported-tls-key.yml":
