@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
 MAX_EVENT_BYTES = 1 << 20  # a window event of 256 workers is ~20 KB
+EVENT_QUEUE_SIZE = 16
 STDERR_LINES = 20
 STDERR_LINE_CHARS = 500
 _READ_BYTES = 65536
@@ -75,7 +76,8 @@ class OutputCapture:
     """One thread reading the runner's stdout (events) and stderr (a ring of lines)."""
 
     def __init__(self, stdout: IO[bytes], stderr: IO[bytes]) -> None:
-        self.events: "queue.Queue[Item]" = queue.Queue()
+        # Bounded: a runner that floods valid events waits on its pipe, not in our memory.
+        self.events: "queue.Queue[Item]" = queue.Queue(maxsize=EVENT_QUEUE_SIZE)
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_LINES)
         self._stdout, self._stderr = stdout, stderr
         self._pending = {stdout.fileno(): bytearray(), stderr.fileno(): bytearray()}
@@ -116,11 +118,19 @@ class OutputCapture:
                     self._flush(fd)
                     if fd == self._stdout.fileno():
                         stdout_ended = True
-                        self.events.put(None)
+                        self._put(None)
         finally:
             selector.close()
             if not stdout_ended:
-                self.events.put(None)  # nobody waits on an event that can no longer come
+                self._put(None)  # nobody waits on an event that can no longer come
+
+    def _put(self, item: Item) -> None:
+        while not self._stop.is_set():
+            try:
+                self.events.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
 
     def _feed(self, fd: int, data: bytes) -> None:
         pending = self._pending[fd]
@@ -155,7 +165,7 @@ class OutputCapture:
             self.stderr_tail.append(line)
             return
         if overlong:
-            self.events.put(ProtocolError(f"runner wrote an output line longer than {MAX_EVENT_BYTES} bytes"))
+            self._put(ProtocolError(f"runner wrote an output line longer than {MAX_EVENT_BYTES} bytes"))
             return
         try:
             event = json.loads(text)
@@ -167,9 +177,9 @@ class OutputCapture:
             self._noise += 1
             return
         if not isinstance(event, dict) or not isinstance(event.get("event"), str):
-            self.events.put(ProtocolError(f"runner sent {_short(text)}, not an event object with an 'event' key"))
+            self._put(ProtocolError(f"runner sent {_short(text)}, not an event object with an 'event' key"))
             return
-        self.events.put(event)
+        self._put(event)
 
 
 def _short(text: str, limit: int = 80) -> str:

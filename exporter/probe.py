@@ -11,7 +11,9 @@ tree is ``exporter.child``'s job.
 from __future__ import annotations
 
 import logging
+import math
 import queue
+import re
 import time
 from typing import Callable, Iterator, Optional
 
@@ -97,7 +99,7 @@ class Conversation:
         kind = event["event"]
         if kind == "identity":
             fields = {k: v for k, v in event.items() if k != "event"}
-            self.report.identity = Identity(**fields)
+            self.report.identity = _checked_identity(Identity(**fields))
         elif kind == "calibrated":
             ops, op_seconds = event["ops_per_unit"], event["op_seconds"]
             if not isinstance(ops, int) or not isinstance(op_seconds, (int, float)):
@@ -114,22 +116,24 @@ class Conversation:
         elif kind == "window":
             self.add_window(event)
         elif kind == "step_failed":
-            self.report.step(event["mode"], event["workers"]).fail(_reason(event["reason"]), str(event["message"]))
+            self.report.step(event["mode"], event["workers"]).fail(_reason(event["reason"]), _text(event["message"]))
         elif kind == "unavailable":
             step = self.report.step(event["mode"], event["workers"])
-            step.available, step.message = False, str(event["message"])
+            step.available, step.message = False, _text(event["message"])
         elif kind == "failed":
-            self.fail_unfinished(_reason(event["reason"]), str(event["message"]))
+            self.fail_unfinished(_reason(event["reason"]), _text(event["message"]))
         else:
             log.debug("ignoring runner event %r", kind)  # a newer runner's event
 
     def add_window(self, event: dict) -> None:
         after = cpu_counters()
+        step = self.report.step(event["mode"], event["workers"])
         window = measurement.Window(
-            starts=event["starts"], ends=event["ends"], cpu_seconds=event["cpu_seconds"],
-            startup_seconds=event["startup_seconds"],
+            starts=_numbers(event["starts"], step.workers), ends=_numbers(event["ends"], step.workers),
+            cpu_seconds=_numbers(event["cpu_seconds"], step.workers),
+            startup_seconds=_numbers([event["startup_seconds"]], 1)[0],
             core_utilisation=measurement.busy_fractions(self.counters_before, after))
-        self.report.step(event["mode"], event["workers"]).windows.append(window)
+        step.windows.append(window)
 
     def finish_step(self) -> None:
         """Add the time since the step's last start to it (its repeats are interleaved)."""
@@ -158,6 +162,9 @@ def summarise_steps(report: WorkloadReport) -> None:
     """Compute every successful step's figures against the sequential baseline."""
     baseline = report.step("sequential", 1)
     for step in report.steps:
+        if step.available and step.reason is None and not step.windows:
+            step.fail("error", "the runner finished without measuring this step")
+    for step in report.steps:
         if not step.available or step.reason is not None:
             continue
         if baseline.reason is not None or not baseline.windows:
@@ -166,6 +173,38 @@ def summarise_steps(report: WorkloadReport) -> None:
         t1 = measurement.summarise(baseline.windows, 1.0, 1, report.ops_per_unit).wall_seconds
         step.summary = measurement.summarise(step.windows, t1, step.workers, report.ops_per_unit)
         step.success = True
+
+
+_VERSION = re.compile(r"^\d{1,3}\.\d{1,3}\.\d{1,3}[a-z0-9+]{0,16}$")
+_IMPLEMENTATION = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+MAX_MESSAGE_CHARS = 1000
+
+
+def _checked_identity(identity: Identity) -> Identity:
+    """Identity fields become label values: they must look like what CPython reports."""
+    if not isinstance(identity.version, str) or not _VERSION.match(identity.version):
+        raise ValueError(f"version {identity.version!r:.40} is not a Python version")
+    if not isinstance(identity.implementation, str) or not _IMPLEMENTATION.match(identity.implementation):
+        raise ValueError(f"implementation {identity.implementation!r:.40} is not a short lowercase name")
+    if not isinstance(identity.free_threaded_build, bool) or not isinstance(identity.gil_enabled, bool):
+        raise ValueError("free_threaded_build and gil_enabled must be booleans")
+    if not isinstance(identity.executable, str) or len(identity.executable) > 4096:
+        raise ValueError("executable must be a path")
+    return identity
+
+
+def _numbers(values: object, count: int) -> list[float]:
+    """``count`` finite numbers, or ValueError (a malformed window)."""
+    if not isinstance(values, list) or len(values) != count:
+        raise ValueError(f"expected a list of {count} numbers")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+        raise ValueError("expected finite numbers")
+    return [float(v) for v in values]
+
+
+def _text(value: object) -> str:
+    text = str(value)
+    return text if len(text) <= MAX_MESSAGE_CHARS else text[:MAX_MESSAGE_CHARS] + "…"
 
 
 def _reason(value: object) -> str:
@@ -196,7 +235,14 @@ def run_workload(interpreter: Interpreter, spec: ProbeSpec,
     for step in report.steps:
         if step.reason is not None:
             step.log = runner.stderr_tail
-    summarise_steps(report)
+    try:
+        summarise_steps(report)
+    except Exception as exc:  # figures a runner sent that the arithmetic cannot take
+        log.exception("summarising %s on %s failed", spec.workload, interpreter.name)
+        for step in report.steps:
+            if step.available:
+                step.success, step.summary = False, None
+                step.fail("error", f"internal error: {type(exc).__name__}: {exc}")
     report.duration_seconds = time.monotonic() - started
     return report
 

@@ -146,6 +146,11 @@ def fake_interpreter(tmp_path: Path, output: str, name: str = "python") -> str:
     return str(script)
 
 
+IDENTITY = ('{"event": "identity", "version": "3.11.0", "implementation": "cpython", "executable": "x", '
+            '"free_threaded_build": false, "gil_enabled": true, "start_methods": [], '
+            '"subinterpreters_unavailable": null}\n')
+
+
 @pytest.mark.parametrize("output, expected", [
     ('{"version": "3.99"}\n', "not an event object with an 'event' key"),
     ("[1, 2, 3]\n", "not an event object"),
@@ -153,7 +158,14 @@ def fake_interpreter(tmp_path: Path, output: str, name: str = "python") -> str:
     ('{"event": "identity", "version": 3}\n', "malformed 'identity' event"),
     ('{"event": "calibrated", "ops_per_unit": "many", "op_seconds": 1}\n', "malformed 'calibrated' event"),
     ("OVERLONG", "longer than"),
-], ids=["no-event-key", "not-an-object", "unknown-step", "bad-identity", "bad-calibration", "2-MiB-line"])
+    (IDENTITY.replace('"3.11.0"', '"' + "9" * 500 + '"'), "malformed 'identity' event"),
+    (IDENTITY + '{"event": "calibrated", "ops_per_unit": 1, "op_seconds": 0.1}\n'
+     '{"event": "step", "mode": "sequential", "workers": 1}\n'
+     '{"event": "window", "mode": "sequential", "workers": 1, "starts": ["a"], "ends": [1.0], '
+     '"cpu_seconds": [1.0], "startup_seconds": 0}\n', "malformed 'window' event"),
+    (IDENTITY + '{"event": "done"}\n', "finished without measuring"),
+], ids=["no-event-key", "not-an-object", "unknown-step", "bad-identity", "bad-calibration", "2-MiB-line",
+        "version-as-label-bomb", "window-of-strings", "done-without-results"])
 def test_output_that_is_not_an_event_fails_the_probe_with_a_reason(tmp_path, output, expected):
     output = '{"event": "' + "x" * (2 << 20) + '"}\n' if output == "OVERLONG" else output
     report = run("sleep", interpreter=fake_interpreter(tmp_path, output))
@@ -163,10 +175,7 @@ def test_output_that_is_not_an_event_fails_the_probe_with_a_reason(tmp_path, out
 
 def test_unknown_failure_reasons_from_a_runner_become_error(tmp_path):
     """Failure reasons are a label: a runner cannot invent new values."""
-    output = ('{"event": "identity", "version": "3.11.0", "implementation": "cpython", "executable": "x", '
-              '"free_threaded_build": false, "gil_enabled": true, "start_methods": [], '
-              '"subinterpreters_unavailable": null}\n{"event": "failed", "reason": "pwned", "message": "m"}\n'
-              '{"event": "done"}\n')
+    output = IDENTITY + '{"event": "failed", "reason": "pwned", "message": "m"}\n{"event": "done"}\n'
     report = run("sleep", interpreter=fake_interpreter(tmp_path, output))
     assert reasons(report) == {"error"}
 
