@@ -222,6 +222,7 @@ class RunnerProcess:
         assert self.process.stdout is not None and self.process.stderr is not None
         self.output = OutputCapture(self.process.stdout, self.process.stderr)
         self._closed = False
+        self._lock = threading.RLock()
         with _live_lock:
             _live_runners.add(self)
 
@@ -255,6 +256,10 @@ class RunnerProcess:
 
     def kill(self) -> None:
         """Kill the runner and every process of its probe, wherever they were re-parented."""
+        with self._lock:  # shutdown may kill a runner the probe lane is killing too
+            self._kill()
+
+    def _kill(self) -> None:
         if self.process.returncode is None:  # once reaped, the pid may belong to someone else
             try:
                 os.killpg(self.process.pid, signal.SIGKILL)
@@ -265,10 +270,14 @@ class RunnerProcess:
             except OSError:
                 pass
         self.containment.kill()
-        self.close()
+        self._close()
 
     def close(self) -> None:
         """Reap the runner, stop reading, release the containment (idempotent)."""
+        with self._lock:
+            self._close()
+
+    def _close(self) -> None:
         if self._closed:
             return
         if self.wait(5) is None:

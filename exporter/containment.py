@@ -121,6 +121,7 @@ class Containment:
 
     def __init__(self) -> None:
         self.token = uuid.uuid4().hex
+        self.closed = False
         parent, kind = _cached_parent()
         self.kind = kind
         self.cgroup: Optional[Path] = None
@@ -152,8 +153,11 @@ class Containment:
 
     def members(self) -> list[int]:
         """Pids of the probe's live processes (zombies are not members)."""
-        if self.cgroup is not None:
-            return _read_pids(self.cgroup)
+        if self.closed:
+            return []
+        cgroup = self.cgroup
+        if cgroup is not None:
+            return _read_pids(cgroup)
         return _pids_with_token(self.token)
 
     def kill(self, wait: float = KILL_WAIT_SECONDS) -> int:
@@ -185,9 +189,11 @@ class Containment:
             time.sleep(_POLL_SECONDS)
 
     def close(self) -> None:
-        """Kill what is left and remove the cgroup."""
-        self.kill()
-        self._remove()
+        """Kill what is left and remove the cgroup; the boundary is empty from then on."""
+        if not self.closed:
+            self.kill()
+            self._remove()
+            self.closed = True
 
     def _remove(self) -> None:
         if self.cgroup is None:
@@ -236,7 +242,7 @@ def remove_stale_cgroups(parent: Path, kind: str) -> None:
         if not owner.isdigit() or _pid_alive(int(owner)):
             continue
         stale = Containment.__new__(Containment)
-        stale.token, stale.kind, stale.cgroup = "", kind, child
+        stale.token, stale.kind, stale.cgroup, stale.closed = "", kind, child, False
         killed = stale.kill(wait=1.0)
         stale._remove()
         log.warning("removed the probe cgroup %s of exporter pid %s (%d processes killed)", child.name, owner, killed)

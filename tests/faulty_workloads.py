@@ -138,10 +138,9 @@ def writes_invalid_utf8_then_raises() -> None:
 
 
 def grows_memory_then_hangs() -> None:
-    """Allocates 20 MB per operation up to 300 MB (bounded: the machine is shared), then hangs."""
+    """Allocates 50 MB per operation up to 250 MB (bounded: the machine is shared), then hangs."""
     held = globals().setdefault("_held", [])
-    if len(held) < 15:
-        held.append(bytearray(20 << 20))
-        time.sleep(0.01)
+    if len(held) < 5:
+        held.append(bytearray(50 << 20))
         return
     time.sleep(3600)
