@@ -119,6 +119,8 @@ def bounded_duration(low: float, high: float) -> Callable[[Any], float]:
 
     def validate(value: Any) -> float:
         seconds = parse_duration(value)
+        if seconds > high and low == 0:
+            raise ValueError(f"must be at most {format_seconds(high)}, got {show(value)}")
         if not low <= seconds <= high:
             raise ValueError(f"must be between {format_seconds(low)} and {format_seconds(high)}, got {show(value)}")
         return seconds
