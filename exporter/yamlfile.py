@@ -14,7 +14,10 @@ from typing import Any
 
 import yaml
 
-MAX_CONFIG_BYTES = 1 << 20  # real configs are a few KB; a 12 MB one took 80 s to parse
+# Real configs are a few KB. The pure-Python parser is slow (a 1 MiB flow list took 3-8 s and
+# 128 MB on the 2-CPU test VM; a 12 MB file once took 80 s and 1 GB), and libyaml's faster
+# CSafeLoader is not an option: it overflows the C stack (a segfault) on deep nesting.
+MAX_CONFIG_BYTES = 256 * 1024
 
 
 class YAMLFileError(ValueError):

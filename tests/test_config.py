@@ -134,6 +134,6 @@ def test_relative_workload_path_is_relative_to_the_config_file(tmp_path, monkeyp
 
 def test_config_file_over_the_size_limit_is_refused_without_parsing(tmp_path):
     path = tmp_path / "big.yml"
-    path.write_text("# " + "x" * (1 << 20) + "\ninterval: 5m\n")
-    with pytest.raises(ConfigError, match=r": file is larger than 1024 KiB$"):
+    path.write_text("# " + "x" * (256 * 1024) + "\ninterval: 5m\n")
+    with pytest.raises(ConfigError, match=r": file is larger than 256 KiB$"):
         config.load_config(str(path))
