@@ -36,7 +36,8 @@ from exporter import config, containment, probe  # noqa: E402
 
 
 def median_ms(samples: list[float]) -> str:
-    return f"{statistics.median(samples) * 1000:.1f} ms (min {min(samples) * 1000:.1f}, max {max(samples) * 1000:.1f}, n={len(samples)})"
+    low, high = min(samples) * 1000, max(samples) * 1000
+    return f"{statistics.median(samples) * 1000:.1f} ms (min {low:.1f}, max {high:.1f}, n={len(samples)})"
 
 
 def boundary_cost(rounds: int = 30) -> list[tuple[str, str]]:
@@ -106,14 +107,17 @@ def loader_worst_case() -> list[tuple[str, str]]:
             outcome = "loaded"
         except config.ConfigError as exc:
             outcome = str(exc).split(": ", 2)[-1][:60]
-        rows.append((f"parse {at_limit.stat().st_size // 1024} KiB flow list", f"{time.perf_counter() - started:.2f} s ({outcome})"))
+        elapsed = time.perf_counter() - started
+        rows.append((f"parse {at_limit.stat().st_size // 1024} KiB flow list", f"{elapsed:.2f} s ({outcome})"))
         huge = Path(work) / "huge.yml"
         huge.write_text("interval: 5m\n" + yaml.safe_dump({"x": ["y" * 100] * 120_000}))
         started = time.perf_counter()
         try:
             config.load_config(str(huge))
         except config.ConfigError as exc:
-            rows.append((f"refuse {huge.stat().st_size // 2**20} MB file", f"{(time.perf_counter() - started) * 1000:.1f} ms ({str(exc).split(': ', 2)[-1]})"))
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            reason = str(exc).split(": ", 2)[-1]
+            rows.append((f"refuse {huge.stat().st_size // 2**20} MB file", f"{elapsed_ms:.1f} ms ({reason})"))
     return rows
 
 
