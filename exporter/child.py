@@ -208,9 +208,11 @@ class RunnerProcess:
         env = dict(os.environ, **interpreter.env, **self.containment.environment())
         # -P for every interpreter multiprocessing starts from the runner (3.10 ignores it).
         env.setdefault("PYTHONSAFEPATH", "1")
+        # The runner starts in "/": a relative path (./venv/bin/python) means ours, not its.
+        path = os.path.abspath(interpreter.path) if os.sep in interpreter.path else interpreter.path
         try:
             self.process = subprocess.Popen(
-                [interpreter.path, "-c", bootstrap(os.getpid())], stdin=subprocess.PIPE,
+                [path, "-c", bootstrap(os.getpid())], stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd="/",
                 start_new_session=True)
         except BaseException:

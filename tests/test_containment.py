@@ -317,3 +317,12 @@ def test_a_broken_interpreter_does_not_stop_the_daemons_round(tmp_path):
         assert exporter.alive()
     finally:
         exporter.stop()
+
+
+def test_a_relative_interpreter_path_is_relative_to_our_working_directory(tmp_path, monkeypatch):
+    """The runner starts in '/', but ./bin/python still means the one next to us."""
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "python").symlink_to(sys.executable)
+    monkeypatch.chdir(tmp_path)
+    spec = probe.ProbeSpec("sleep", ("threads",), (2,), 0.05, 1, 30.0)
+    assert probe.run_workload(probe.Interpreter("t", "./bin/python"), spec).success
