@@ -326,3 +326,13 @@ def test_a_relative_interpreter_path_is_relative_to_our_working_directory(tmp_pa
     monkeypatch.chdir(tmp_path)
     spec = probe.ProbeSpec("sleep", ("threads",), (2,), 0.05, 1, 30.0)
     assert probe.run_workload(probe.Interpreter("t", "./bin/python"), spec).success
+
+
+@pytest.mark.parametrize("function", ["forks_detached_sleepers", "double_forks_a_daemon", "holds_stderr_open"])
+def test_without_a_cgroup_the_token_sweep_still_kills_detached_processes(function, monkeypatch):
+    monkeypatch.setattr(containment, "_PARENT", (None, "none"))
+    report, leftovers = run_faulty(function)
+    assert reasons(report) == {"error"}
+    assert "left" in report.step("sequential", 1).message
+    assert report.duration_seconds < 15
+    assert leftovers == []
