@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 TOKEN_VARIABLE = "PYPARALLEL_PROBE_TOKEN"
 CGROUP_PREFIX = "pyparallel-"
 KILL_WAIT_SECONDS = 5.0
+# pids.max of a probe's cgroup where the pids controller is there (a cgroup v1 pids hierarchy,
+# or v2 with pids enabled): room for 256 workers and their helpers, not for a fork bomb.
+MAX_PROBE_PROCESSES = 4096
 _POLL_SECONDS = 0.02
 
 
@@ -133,6 +136,8 @@ class Containment:
                 self.cgroup = directory
             except OSError as exc:
                 log.debug("cannot create a probe cgroup in %s: %s", parent, exc)
+            else:
+                _limit_processes(directory)
         if self.cgroup is None:
             self.kind = "none"
 
@@ -207,6 +212,15 @@ class Containment:
             except OSError:
                 time.sleep(_POLL_SECONDS)
         self.cgroup = None
+
+
+def _limit_processes(cgroup: Path) -> None:
+    limit = cgroup / "pids.max"
+    if limit.exists():
+        try:
+            limit.write_text(str(MAX_PROBE_PROCESSES))
+        except OSError as exc:
+            log.debug("cannot limit the processes of %s: %s", cgroup, exc)
 
 
 def _read_pids(cgroup: Path) -> list[int]:

@@ -9,7 +9,9 @@ limit hit by deep nesting, a constructor error such as ``2024-13-45`` — become
 
 from __future__ import annotations
 
+import os
 import reprlib
+import stat
 from typing import Any
 
 import yaml
@@ -66,7 +68,11 @@ def parse(data: bytes) -> Any:
 
 def read(path: str) -> Any:
     """Read and parse ``path``; OSError is left to the caller (it knows how to name it)."""
-    with open(path, "rb") as handle:
+    # Non-blocking open, then a regular-file check: a FIFO or a terminal would block a reload.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with open(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise YAMLFileError("not a regular file")
         data = handle.read(MAX_CONFIG_BYTES + 1)
     return parse(data)
 

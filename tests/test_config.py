@@ -137,3 +137,10 @@ def test_config_file_over_the_size_limit_is_refused_without_parsing(tmp_path):
     path.write_text("# " + "x" * (256 * 1024) + "\ninterval: 5m\n")
     with pytest.raises(ConfigError, match=r": file is larger than 256 KiB$"):
         config.load_config(str(path))
+
+
+def test_a_fifo_as_config_file_is_refused_instead_of_blocking(tmp_path):
+    fifo = tmp_path / "config.yml"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match=r": not a regular file$"):
+        config.load_config(str(fifo))

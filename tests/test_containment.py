@@ -336,3 +336,17 @@ def test_without_a_cgroup_the_token_sweep_still_kills_detached_processes(functio
     assert "left" in report.step("sequential", 1).message
     assert report.duration_seconds < 15
     assert leftovers == []
+
+
+def test_a_fork_bomb_meets_the_probe_cgroups_process_limit(monkeypatch):
+    """With a pids controller (here the cgroup v1 pids hierarchy) a probe cannot fork without bound."""
+    parent = Path("/sys/fs/cgroup/pids")
+    if os.geteuid() != 0 or not (parent / "cgroup.procs").exists() or not os.access(parent, os.W_OK):
+        pytest.skip("needs a writable cgroup v1 pids hierarchy at /sys/fs/cgroup/pids")
+    own = containment._own_cgroup("pids")
+    monkeypatch.setattr(containment, "_PARENT", (Path(str(parent) + (own or "/").rstrip("/")), "cgroup1"))
+    monkeypatch.setattr(containment, "MAX_PROBE_PROCESSES", 24)
+    report, leftovers = run_faulty("forks_sleepers")
+    assert reasons(report) == {"error"}
+    assert "Resource temporarily unavailable" in report.step("sequential", 1).message
+    assert leftovers == []
