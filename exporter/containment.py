@@ -27,6 +27,8 @@ from typing import Optional
 
 import psutil
 
+from exporter.logs import log_kv
+
 log = logging.getLogger(__name__)
 
 TOKEN_VARIABLE = "PYPARALLEL_PROBE_TOKEN"
@@ -105,7 +107,8 @@ def _cached_parent() -> tuple[Optional[Path], str]:
     global _PARENT
     if _PARENT is None:
         _PARENT = cgroup_parent()
-        log.debug("probe containment: %s %s", _PARENT[1], _PARENT[0] or "")
+        log_kv(log, logging.INFO, "probe containment", boundary=_PARENT[1] if _PARENT[0] else "environment token",
+               cgroup_parent=str(_PARENT[0] or ""))
     return _PARENT
 
 
@@ -259,4 +262,5 @@ def remove_stale_cgroups(parent: Path, kind: str) -> None:
         stale.token, stale.kind, stale.cgroup, stale.closed = "", kind, child, False
         killed = stale.kill(wait=1.0)
         stale._remove()
-        log.warning("removed the probe cgroup %s of exporter pid %s (%d processes killed)", child.name, owner, killed)
+        log_kv(log, logging.WARNING, "removed a probe cgroup left by a dead exporter", cgroup=child.name,
+               exporter_pid=owner, processes_killed=killed)

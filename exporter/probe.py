@@ -220,7 +220,7 @@ def run_workload(interpreter: Interpreter, spec: ProbeSpec,
     started = time.monotonic()
     try:
         runner = RunnerProcess(interpreter)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # ValueError: a path subprocess cannot take
         for step in report.steps:
             step.fail("interpreter", f"cannot start {interpreter.path}: {exc.strerror or exc}")
         return report
