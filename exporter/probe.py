@@ -222,7 +222,7 @@ def run_workload(interpreter: Interpreter, spec: ProbeSpec,
         runner = RunnerProcess(interpreter)
     except (OSError, ValueError) as exc:  # ValueError: a path subprocess cannot take
         for step in report.steps:
-            step.fail("interpreter", f"cannot start {interpreter.path}: {exc.strerror or exc}")
+            step.fail("interpreter", f"cannot start {interpreter.path}: {getattr(exc, 'strerror', None) or exc}")
         return report
     conversation = Conversation(report, runner, progress)
     try:
