@@ -350,3 +350,23 @@ def test_a_fork_bomb_meets_the_probe_cgroups_process_limit(monkeypatch):
     assert reasons(report) == {"error"}
     assert "Resource temporarily unavailable" in report.step("sequential", 1).message
     assert leftovers == []
+
+
+def test_textfile_on_a_read_only_file_system_fails_before_probing(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a read-only file system")
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(mount)]).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        started = time.monotonic()
+        result = subprocess.run([sys.executable, "-m", "exporter", "probe", "--workload", "pure_python",
+                                 "--repeats", "50", "--textfile", str(mount / "x.prom")],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2
+        assert result.stderr == (f"parallelism-exporter: --textfile: {mount / 'x.prom'}: "
+                                 f"cannot write in {mount}: Read-only file system\n")
+        assert time.monotonic() - started < 20
+    finally:
+        subprocess.run(["umount", str(mount)])
