@@ -265,12 +265,14 @@ def test_textfile_write_failure_is_one_line_and_exit_2(tmp_path):
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8k", "tmpfs", str(mount)]).returncode != 0:
         pytest.skip("cannot mount a tmpfs here")
     try:
-        with open(mount / "filler", "wb") as filler:  # fill the file system
-            try:
-                filler.write(b"x" * 65536)
-                filler.flush()
-            except OSError:
+        filler = os.open(mount / "filler", os.O_WRONLY | os.O_CREAT)
+        try:  # fill the file system
+            while os.write(filler, b"x" * 4096):
                 pass
+        except OSError:
+            pass
+        finally:
+            os.close(filler)
         result = subprocess.run([sys.executable, "-m", "exporter", "probe", "--workload", "sleep", "--mode", "threads",
                                  "--workers", "2", "--seconds", "0.05", "--repeats", "1",
                                  "--textfile", str(mount / "x.prom")], capture_output=True, text=True, timeout=120)
