@@ -79,9 +79,12 @@ class OutputCapture:
         # Bounded: a runner that floods valid events waits on its pipe, not in our memory.
         self.events: "queue.Queue[Item]" = queue.Queue(maxsize=EVENT_QUEUE_SIZE)
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_LINES)
+        # The thread owns the pipes and closes them when it ends: closed under it, their
+        # numbers could be reused by another file while it still reads them.
         self._stdout, self._stderr = stdout, stderr
-        self._pending = {stdout.fileno(): bytearray(), stderr.fileno(): bytearray()}
-        self._overlong = {stdout.fileno(): False, stderr.fileno(): False}
+        self._out_fd, self._err_fd = stdout.fileno(), stderr.fileno()
+        self._pending = {self._out_fd: bytearray(), self._err_fd: bytearray()}
+        self._overlong = {self._out_fd: False, self._err_fd: False}
         self._noise = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="runner-output", daemon=True)
@@ -99,10 +102,10 @@ class OutputCapture:
 
     def _run(self) -> None:
         selector = selectors.DefaultSelector()
-        for stream in (self._stdout, self._stderr):
-            selector.register(stream.fileno(), selectors.EVENT_READ)
         open_fds, stdout_ended = 2, False
         try:
+            for fd in (self._out_fd, self._err_fd):
+                selector.register(fd, selectors.EVENT_READ)
             while open_fds and not self._stop.is_set():
                 for key, _ in selector.select(timeout=0.1):
                     fd = key.fd
@@ -116,11 +119,16 @@ class OutputCapture:
                     selector.unregister(fd)
                     open_fds -= 1
                     self._flush(fd)
-                    if fd == self._stdout.fileno():
+                    if fd == self._out_fd:
                         stdout_ended = True
                         self._put(None)
         finally:
             selector.close()
+            for stream in (self._stdout, self._stderr):
+                try:
+                    stream.close()
+                except OSError:
+                    pass
             if not stdout_ended:
                 self._put(None)  # nobody waits on an event that can no longer come
 
@@ -154,11 +162,11 @@ class OutputCapture:
 
     def _limit(self, fd: int) -> int:
         # stderr lines are cut to STDERR_LINE_CHARS anyway; 4 bytes per character at most.
-        return MAX_EVENT_BYTES if fd == self._stdout.fileno() else 4 * STDERR_LINE_CHARS
+        return MAX_EVENT_BYTES if fd == self._out_fd else 4 * STDERR_LINE_CHARS
 
     def _line(self, fd: int, raw: bytes, overlong: bool) -> None:
         text = raw.decode("utf-8", errors="replace")
-        if fd == self._stderr.fileno():
+        if fd == self._err_fd:
             line = text.rstrip()
             if overlong or len(line) > STDERR_LINE_CHARS:
                 line = line[:STDERR_LINE_CHARS] + " [truncated]"
@@ -286,13 +294,12 @@ class RunnerProcess:
             self.process.kill()
             self.process.wait()
         self.containment.close()
-        self.output.finish()
-        for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
-            try:
-                if stream:
-                    stream.close()
-            except OSError:
-                pass  # a dead child's stdin can fail to flush
+        self.output.finish()  # its thread closes stdout and stderr
+        try:
+            if self.process.stdin:
+                self.process.stdin.close()
+        except OSError:
+            pass  # a dead child's stdin can fail to flush
         self._closed = True
         with _live_lock:
             _live_runners.discard(self)

@@ -8,6 +8,7 @@ reader, never unbounded memory — and a malformed event is a ProtocolError, nev
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -24,18 +25,17 @@ def capture(stdout_chunks: list[bytes], stderr_chunks: list[bytes]) -> tuple[lis
     """Write the chunks into real pipes and collect what OutputCapture makes of them."""
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
-    with os.fdopen(out_r, "rb") as stdout, os.fdopen(err_r, "rb") as stderr:
-        reader = OutputCapture(stdout, stderr)
-        for out_chunk, err_chunk in zip(stdout_chunks + [b""] * len(stderr_chunks), stderr_chunks + [b""] * len(stdout_chunks)):
-            os.write(out_w, out_chunk)
-            os.write(err_w, err_chunk)
-        os.close(out_w)
-        os.close(err_w)
-        items = []
-        while (item := reader.events.get(timeout=10)) is not None:
-            items.append(item)
-        reader.finish(5)
-        return items, list(reader.stderr_tail)
+    reader = OutputCapture(os.fdopen(out_r, "rb"), os.fdopen(err_r, "rb"))  # it closes them
+    for out_chunk, err_chunk in zip(stdout_chunks + [b""] * len(stderr_chunks), stderr_chunks + [b""] * len(stdout_chunks)):
+        os.write(out_w, out_chunk)
+        os.write(err_w, err_chunk)
+    os.close(out_w)
+    os.close(err_w)
+    items = []
+    while (item := reader.events.get(timeout=10)) is not None:
+        items.append(item)
+    reader.finish(5)
+    return items, list(reader.stderr_tail)
 
 
 LINE_PIECES = st.sampled_from([b"\n", b"{", b"}", b'"event"', b":", b'"step"', b"[1]", b"\xff", b"\xc3", b"null",
@@ -109,18 +109,30 @@ def test_any_event_is_folded_in_or_a_protocol_error(events):
 def test_a_runner_flooding_valid_events_waits_on_its_pipe_not_in_our_memory():
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
-    with os.fdopen(out_r, "rb") as stdout, os.fdopen(err_r, "rb") as stderr:
-        reader = OutputCapture(stdout, stderr)
-        os.set_blocking(out_w, False)
-        blocked = False
-        for _ in range(100_000):  # 1.5 MB of events, nobody consuming them
+    reader = OutputCapture(os.fdopen(out_r, "rb"), os.fdopen(err_r, "rb"))
+    os.set_blocking(out_w, False)
+
+    def fill_pipe() -> bool:
+        """Write events until the pipe is full; True if it filled up."""
+        for _ in range(100_000):  # 1.5 MB of events
             try:
                 os.write(out_w, b'{"event": "x"}\n')
             except BlockingIOError:
-                blocked = True  # the pipe is full: the reader stopped once its queue was full
-                break
-        assert blocked
+                return True
+        return False
+
+    try:
+        assert fill_pipe()
+        # The reader takes events until its queue is full, then stops reading: the pipe
+        # stays full however long we wait, and nothing piles up in our memory.
+        deadline = time.monotonic() + 10
+        while reader.events.qsize() < reader.events.maxsize and time.monotonic() < deadline:
+            fill_pipe()
+            time.sleep(0.01)
         assert reader.events.qsize() == reader.events.maxsize > 0
+        time.sleep(0.3)
+        assert fill_pipe()
+    finally:
         reader.finish(0.5)
         os.close(out_w)
         os.close(err_w)
