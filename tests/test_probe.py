@@ -27,9 +27,10 @@ def this_python(**env: str) -> probe.Interpreter:
 
 
 def run(workload: str, modes=("threads", "processes"), workers=(2,), unit=0.3, repeats=5,
-        timeout=60.0, env=None, deadline=None) -> probe.WorkloadReport:
+        timeout=60.0, env=None) -> probe.WorkloadReport:
+    # User workloads are imported only from configured directories: tests/ holds faulty_workloads.
     spec = probe.ProbeSpec(workload, modes, workers, unit, repeats, timeout, "forkserver",
-                           workload_path=(str(TESTS),), deadline=deadline)
+                           workload_path=(str(TESTS),))
     return probe.run_workload(this_python(**(env or {})), spec)
 
 
@@ -112,11 +113,10 @@ def test_subinterpreters_mode_reports_itself_unavailable_before_3_14():
 # --- failures are isolated ----------------------------------------------------------------
 
 
-def run_faulty(function: str, monkeypatch, modes=("threads", "processes"), timeout=5.0, repeats=1,
-               deadline=None):
+def run_faulty(function: str, monkeypatch, modes=("threads", "processes"), timeout=5.0):
     token = uuid.uuid4().hex
-    report = run(f"faulty_workloads:{function}", modes=modes, unit=0.05, repeats=repeats,
-                 timeout=timeout, env={"PYPARALLEL_TEST_TOKEN": token}, deadline=deadline)
+    report = run(f"faulty_workloads:{function}", modes=modes, unit=0.05, repeats=1,
+                 timeout=timeout, env={"PYPARALLEL_TEST_TOKEN": token})
     return report, processes_with_token(token)
 
 
