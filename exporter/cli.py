@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import replace
+import os
+import signal
 import sys
+import tempfile
+import threading
+from dataclasses import replace
 from typing import NoReturn, Optional, Sequence
 
 from rich.console import Console
@@ -56,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     one_shot.add_argument("--max-repeats", help="most rounds a step runs to reach the precision (default 10)")
     one_shot.add_argument("--step-budget", help="time one step may spend reaching the precision (default 3s)")
     one_shot.add_argument("--nice", help="run the probe at a lower priority: 0..19 or idle (SCHED_IDLE) (default 0)")
+    one_shot.add_argument("--deadline",
+                          help="wall-clock limit of one workload's whole probe (default: timeout x (steps + 1))")
+    one_shot.add_argument("--workload.path", dest="workload_path", action="append", metavar="DIR",
+                          help="directory to import package.module:function workloads from; repeatable "
+                               "(the working directory is never searched)")
     one_shot.add_argument("--python", action="append", metavar="[NAME=]PATH",
                           help="interpreter to probe; repeat to compare several (default: this one)")
     one_shot.add_argument("--start-method", help="processes start method: fork, forkserver, spawn")
@@ -119,23 +128,28 @@ def one_shot_config(args: argparse.Namespace) -> config.Config:
         changes["modes"] = config.check_flag("--mode", config.list_of(config.mode_name), comma_list(args.mode))
     if args.workers:
         counts = [int(v) if v.isdigit() else v for v in comma_list(args.workers)]
-        changes["workers"] = config.check_flag("--workers", config.list_of(config.positive_int), counts)
+        changes["workers"] = config.check_flag("--workers", config.list_of(config.worker_count), counts)
     if args.repeats is not None:
         value = int(args.repeats) if args.repeats.isdigit() else args.repeats
-        changes["repeats"] = config.check_flag("--repeats", config.positive_int, value)
+        changes["repeats"] = config.check_flag("--repeats", config.repeats_count, value)
     if args.seconds is not None:
-        changes["unit_seconds"] = config.check_flag("--seconds", config.positive_float, _number(args.seconds))
+        changes["unit_seconds"] = config.check_flag("--seconds", config.unit_seconds, _number(args.seconds))
     if args.timeout is not None:
-        changes["timeout_seconds"] = config.check_flag("--timeout", config.parse_duration, _number(args.timeout))
+        changes["timeout_seconds"] = config.check_flag("--timeout", config.timeout_duration, _number(args.timeout))
+    if args.deadline is not None:
+        changes["deadline_seconds"] = config.check_flag("--deadline", config.deadline_duration, _number(args.deadline))
+    if args.workload_path:
+        changes["workload_path"] = config.check_flag(
+            "--workload.path", config.list_of(config.directory), comma_list(args.workload_path))
     if args.start_method is not None:
         changes["start_method"] = config.check_flag("--start-method", config.start_method, args.start_method)
     if args.precision is not None:
         changes["precision"] = config.check_flag("--precision", config.ratio, _number(args.precision))
     if args.max_repeats is not None:
         value = int(args.max_repeats) if args.max_repeats.isdigit() else args.max_repeats
-        changes["max_repeats"] = config.check_flag("--max-repeats", config.positive_int, value)
+        changes["max_repeats"] = config.check_flag("--max-repeats", config.repeats_count, value)
     if args.step_budget is not None:
-        changes["step_budget_seconds"] = config.check_flag("--step-budget", config.parse_duration, _number(args.step_budget))
+        changes["step_budget_seconds"] = config.check_flag("--step-budget", config.timeout_duration, _number(args.step_budget))
     if args.nice is not None:
         value = int(args.nice) if args.nice.lstrip("-").isdigit() else args.nice
         changes["nice"] = config.check_flag("--nice", config.nice_value, value)
@@ -155,6 +169,26 @@ def _number(text: str) -> object:
         return text
 
 
+def check_textfile_target(path: str) -> None:
+    """Fail before probing when the textfile cannot be written (a probe can take minutes)."""
+    target = os.path.abspath(path)
+    directory = os.path.dirname(target)
+    if os.path.isdir(target):
+        raise ConfigError(f"--textfile: {path}: is a directory")
+    if not os.path.isdir(directory):
+        raise ConfigError(f"--textfile: {path}: directory {directory} does not exist")
+    try:
+        # Root passes every permission check, so only a real file tells a read-only mount.
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".pyparallel-check-"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"--textfile: {path}: cannot write in {directory}: {exc.strerror or exc}") from None
+
+
+class Terminated(BaseException):
+    """SIGTERM during a one-shot probe: unwinds like Ctrl-C so the runner tree is killed."""
+
+
 def name_after_identity(reports: list[WorkloadReport]) -> None:
     """Give unnamed ``--python`` interpreters a label from what they reported."""
     for item in reports:
@@ -170,6 +204,8 @@ def name_after_identity(reports: list[WorkloadReport]) -> None:
 
 def run_one_shot(args: argparse.Namespace) -> int:
     cfg = one_shot_config(args)
+    if args.textfile:
+        check_textfile_target(args.textfile)
     host = hostinfo.host_cpus()
     err = Console(stderr=True)
     reports: list[WorkloadReport] = []
@@ -196,7 +232,10 @@ def run_one_shot(args: argparse.Namespace) -> int:
     if args.textfile:
         from exporter.collector import write_textfile
 
-        write_textfile(args.textfile, reports, host, cfg)
+        try:
+            write_textfile(args.textfile, reports, host, cfg)  # atomic: a temporary file, renamed
+        except OSError as exc:
+            raise ConfigError(f"--textfile: cannot write {args.textfile}: {exc.strerror or exc}") from None
     return EXIT_OK if all(r.success for r in reports) else EXIT_FAILED_PROBE
 
 
@@ -204,13 +243,33 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "probe":
-            return run_one_shot(args)
+            return run_one_shot_interruptible(args)
         from exporter.daemon import serve
 
         return serve(args)
     except ConfigError as exc:
         print(f"parallelism-exporter: {exc}", file=sys.stderr)
         return EXIT_USAGE
+
+
+def run_one_shot_interruptible(args: argparse.Namespace) -> int:
+    """Ctrl-C or SIGTERM: kill the runner tree, one line, exit 128 + the signal's number."""
+
+    def terminate(signum: int, frame: object) -> None:
+        raise Terminated()
+
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, terminate) if in_main_thread else None
+    try:
+        return run_one_shot(args)
+    except (KeyboardInterrupt, Terminated) as exc:
+        signum = signal.SIGINT if isinstance(exc, KeyboardInterrupt) else signal.SIGTERM
+        probe.kill_all_runners()
+        print(f"parallelism-exporter: interrupted by {signum.name}; probe processes killed", file=sys.stderr)
+        return 128 + signum
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def main() -> None:

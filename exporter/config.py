@@ -9,23 +9,42 @@ field validators, so a flag and a config key can never disagree about what is va
 
 from __future__ import annotations
 
+import math
+import os
 import re
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional, Sequence
 
-import yaml
-
-from exporter import workloads
+from exporter import workloads, yamlfile
 from exporter.errors import ConfigError
 from exporter.results import MODES, SCHED_IDLE, Interpreter, Nice, ProbeSpec
+from exporter.yamlfile import show
 
 START_METHODS = ("fork", "forkserver", "spawn")
 PER_CORE_SERIES_MAX_CPUS = 64  # above this, per-CPU series would dominate a scrape
-DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
-_DURATION = re.compile(r"^((\d+(\.\d+)?)(ms|s|m|h|d))+$")
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+# Prometheus' duration grammar (prometheus/common model/time.go ParseDuration): integers,
+# units from largest to smallest, each at most once: 1w, 1h30m, 500ms; not 5s5m or 1.5m.
+DURATION_UNITS = {"y": 365 * 86400, "w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1, "ms": 0.001}
+_DURATION = re.compile("^" + "".join(rf"(?:(\d+){unit})?" for unit in DURATION_UNITS) + "$")
 _LABEL_VALUE = re.compile(r"^[A-Za-z0-9_.:+-]+$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+# Upper bounds: a value beyond these is a typo or an attack, never a probe anyone wants.
+MAX_WORKERS_ABSOLUTE = 256
+WORKERS_PER_CPU = 4  # oversubscription a probe may ask for, relative to the host's CPUs
+MAX_REPEATS = 1000
+MAX_LIST_ITEMS = 64  # workloads, modes, interpreters...: each item is a probe or a label value
+MAX_UNIT_SECONDS = 60.0
+MAX_TIMEOUT_SECONDS = 3600.0
+MAX_DEADLINE_SECONDS = 86400.0
+MIN_INTERVAL_SECONDS = 1.0
+MAX_INTERVAL_SECONDS = 7 * 86400.0
+
+
+def max_workers() -> int:
+    """The largest worker count a config may ask for on this host."""
+    return min(MAX_WORKERS_ABSOLUTE, WORKERS_PER_CPU * (os.cpu_count() or 1))
 
 
 def default_interpreter_name() -> str:
@@ -45,6 +64,10 @@ class ProbeConfig:
     unit_seconds: float = 0.5  # units under ~0.3 s are dominated by noise on small VMs
     repeats: int = 3
     timeout_seconds: float = 60.0  # the longest wait for the runner's next event
+    # The whole probe's wall-clock limit; None: timeout x (steps + 1) (ProbeSpec.deadline_seconds).
+    deadline_seconds: Optional[float] = None
+    # Directories (absolute) where package.module:function workloads are imported from.
+    workload_path: tuple[str, ...] = ()
     start_method: str = "forkserver"  # CPython 3.14's default on Linux; fork is unsafe with threads
     per_core_series: Optional[bool] = None  # None: on up to PER_CORE_SERIES_MAX_CPUS CPUs
     # Precision: ``repeats`` is the minimum; a step runs more rounds until its speedup's 95 %
@@ -77,7 +100,8 @@ class Config:
         workers = p.workers or (default_workers,)
         return [ProbeSpec(w, p.modes, workers, p.unit_seconds, p.repeats, p.timeout_seconds,
                           p.start_method, precision=p.precision, max_repeats=p.max_repeats,
-                          step_budget_seconds=p.step_budget_seconds, nice=p.nice)
+                          step_budget_seconds=p.step_budget_seconds, nice=p.nice,
+                          workload_path=p.workload_path, deadline=p.deadline_seconds)
                 for w in p.workloads]
 
 
@@ -85,36 +109,82 @@ class Config:
 
 
 def parse_duration(value: Any) -> float:
-    """Seconds from a number or a Prometheus-style duration such as ``5m`` or ``1m30s``."""
+    """Seconds from a number or a Prometheus duration such as ``5m`` or ``1h30m``."""
     if isinstance(value, bool):
-        raise ValueError(f"must be a duration like 30s or 5m, got {value!r}")
+        raise ValueError(f"must be a duration like 30s or 5m, got {show(value)}")
     if isinstance(value, (int, float)):
         seconds = float(value)
-    elif isinstance(value, str) and _DURATION.match(value.strip()):
-        seconds = sum(float(n) * DURATION_UNITS[u] for n, u in _DURATION_PART.findall(value))
+    elif isinstance(value, str) and value and (match := _DURATION.match(value)):
+        seconds = sum(int(n) * factor for n, factor in zip(match.groups(), DURATION_UNITS.values()) if n)
     else:
-        raise ValueError(f"must be a duration like 30s or 5m, got {value!r}")
+        raise ValueError(f"must be a duration like 30s or 5m, got {show(value)}")
+    if not math.isfinite(seconds):
+        raise ValueError(f"must be a finite duration, got {show(value)}")
     if seconds <= 0:
-        raise ValueError(f"must be a positive duration, got {value!r}")
+        raise ValueError(f"must be a positive duration, got {show(value)}")
     return seconds
+
+
+def bounded_duration(low: float, high: float) -> Callable[[Any], float]:
+    """A duration validator for ``low <= seconds <= high``."""
+
+    def validate(value: Any) -> float:
+        seconds = parse_duration(value)
+        if seconds > high and low == 0:
+            raise ValueError(f"must be at most {format_seconds(high)}, got {show(value)}")
+        if not low <= seconds <= high:
+            raise ValueError(f"must be between {format_seconds(low)} and {format_seconds(high)}, got {show(value)}")
+        return seconds
+
+    return validate
+
+
+def format_seconds(seconds: float) -> str:
+    """``3600`` -> ``1h``: bounds in messages in the grammar the user writes."""
+    for unit, factor in DURATION_UNITS.items():
+        if unit != "y" and seconds >= factor and seconds % factor == 0:
+            return f"{int(seconds // factor)}{unit}"
+    return f"{seconds:g}s"
 
 
 def positive_int(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"must be an integer >= 1, got {value!r}")
+        raise ValueError(f"must be an integer >= 1, got {show(value)}")
     return value
 
 
+def bounded_int(high: Callable[[], int]) -> Callable[[Any], int]:
+    """An integer validator for ``1 <= n <= high()`` (a callable: some bounds depend on the host)."""
+
+    def validate(value: Any) -> int:
+        number = positive_int(value)
+        if number > high():
+            raise ValueError(f"must be at most {high()}, got {show(value)}")
+        return number
+
+    return validate
+
+
+def worker_count(value: Any) -> int:
+    number = positive_int(value)
+    if number > MAX_WORKERS_ABSOLUTE:
+        raise ValueError(f"must be at most {MAX_WORKERS_ABSOLUTE}, got {show(value)}")
+    if number > max_workers():
+        raise ValueError(f"must be at most {max_workers()} ({WORKERS_PER_CPU} per CPU on this host), got {show(value)}")
+    return number
+
+
 def positive_float(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ValueError(f"must be a number > 0, got {value!r}")
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+            or value <= 0):
+        raise ValueError(f"must be a number > 0, got {show(value)}")
     return float(value)
 
 
-def ratio(value: Any) -> float:
+def unit_seconds(value: Any) -> float:
     number = positive_float(value)
-    if number > 1:
-        raise ValueError(f"must be a number in (0, 1], got {value!r}")
+    if number > MAX_UNIT_SECONDS:
+        raise ValueError(f"must be at most {MAX_UNIT_SECONDS:g}, got {show(value)}")
     return number
 
 
@@ -127,41 +197,61 @@ def nice_value(value: Any) -> Nice:
     return value
 
 
+def ratio(value: Any) -> float:
+    try:
+        number = positive_float(value)
+    except ValueError:
+        number = 2.0  # report the range, not just "> 0"
+    if number > 1:
+        raise ValueError(f"must be a number in (0, 1], got {show(value)}")
+    return number
+
+
+def directory(value: Any, base: str = "") -> str:
+    """An existing directory, made absolute (a relative one is relative to ``base``)."""
+    if not isinstance(value, str) or not value or "\0" in value:
+        raise ValueError(f"must be a directory, got {show(value)}")
+    path = os.path.abspath(os.path.join(base, value))
+    if not os.path.isdir(path):
+        raise ValueError(f"not a directory: {path}")
+    return path
+
+
 def workload_name(value: Any) -> str:
     if not isinstance(value, str):
-        raise ValueError(f"must be a workload name, got {value!r}")
+        raise ValueError(f"must be a workload name, got {show(value)}")
     if workloads.is_user_workload(value):
         module, _, function = value.partition(":")
         if not module or not function.isidentifier():
-            raise ValueError(f"user workloads are written package.module:function, got {value!r}")
+            raise ValueError(f"user workloads are written package.module:function, got {show(value)}")
         return value
     if value not in workloads.ALL_WORKLOADS:
         known = ", ".join(sorted(workloads.ALL_WORKLOADS))
-        raise ValueError(f"unknown workload {value!r} (known: {known}, or package.module:function)")
+        raise ValueError(f"unknown workload {show(value)} (known: {known}, or package.module:function)")
     return value
 
 
 def mode_name(value: Any) -> str:
-    if value not in MODES:
-        raise ValueError(f"unknown mode {value!r} (known: {', '.join(MODES)})")
+    if not isinstance(value, str) or value not in MODES:
+        raise ValueError(f"unknown mode {show(value)} (known: {', '.join(MODES)})")
     return value
 
 
 def start_method(value: Any) -> str:
-    if value not in START_METHODS:
-        raise ValueError(f"must be one of {', '.join(START_METHODS)}, got {value!r}")
+    if not isinstance(value, str) or value not in START_METHODS:
+        raise ValueError(f"must be one of {', '.join(START_METHODS)}, got {show(value)}")
     return value
 
 
 def label_value(value: Any) -> str:
     if not isinstance(value, str) or not _LABEL_VALUE.match(value):
-        raise ValueError(f"must be a short name of letters, digits and _.:+-, got {value!r}")
+        raise ValueError(f"must be a short name of letters, digits and _.:+-, got {show(value)}")
     return value
 
 
 def module_name(value: Any) -> str:
     if not isinstance(value, str) or not all(p.isidentifier() for p in value.split(".")):
-        raise ValueError(f"must be a dotted module name, got {value!r}")
+        raise ValueError(f"must be a dotted module name, got {show(value)}")
     return value
 
 
@@ -170,43 +260,59 @@ def list_of(item: Callable[[Any], Any], *, unique: bool = True) -> Callable[[Any
 
     def validate(value: Any) -> tuple:
         if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or not value:
-            raise ValueError(f"must be a non-empty list, got {value!r}")
+            raise ValueError(f"must be a non-empty list, got {show(value)}")
+        if len(value) > MAX_LIST_ITEMS:
+            raise ValueError(f"must have at most {MAX_LIST_ITEMS} items, got {len(value)}")
         items = tuple(item(v) for v in value)
         if unique and len(set(items)) != len(items):
-            raise ValueError(f"has duplicates: {list(value)!r}")
+            raise ValueError(f"has duplicates: {show(list(value))}")
         return items
 
     return validate
 
 
 def optional_bool(value: Any) -> Optional[bool]:
-    if value in (None, "auto"):
+    if value is None or value == "auto":
         return None
     if not isinstance(value, bool):
-        raise ValueError(f"must be true, false or auto, got {value!r}")
+        raise ValueError(f"must be true, false or auto, got {show(value)}")
     return value
 
 
 # --- building the dataclasses -----------------------------------------------------------
 
 # key in the file -> (dataclass field, validator)
+def jitter_duration(value: Any) -> float:
+    if not isinstance(value, bool) and value in (0, "0", "0s"):
+        return 0.0
+    return interval_duration(value)
+
+
+repeats_count = bounded_int(lambda: MAX_REPEATS)
+timeout_duration = bounded_duration(0, MAX_TIMEOUT_SECONDS)
+deadline_duration = bounded_duration(0, MAX_DEADLINE_SECONDS)
+interval_duration = bounded_duration(MIN_INTERVAL_SECONDS, MAX_INTERVAL_SECONDS)
+
+# key in the file -> (dataclass field, validator)
 PROBE_FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "workloads": ("workloads", list_of(workload_name)),
     "modes": ("modes", list_of(mode_name)),
-    "workers": ("workers", list_of(positive_int)),
-    "unit_seconds": ("unit_seconds", positive_float),
-    "repeats": ("repeats", positive_int),
-    "timeout": ("timeout_seconds", parse_duration),
+    "workers": ("workers", list_of(worker_count)),
+    "unit_seconds": ("unit_seconds", unit_seconds),
+    "repeats": ("repeats", repeats_count),
+    "timeout": ("timeout_seconds", timeout_duration),
+    "deadline": ("deadline_seconds", deadline_duration),
+    "workload_path": ("workload_path", list_of(directory)),  # replaced per file: relative to it
     "start_method": ("start_method", start_method),
     "per_core_series": ("per_core_series", optional_bool),
     "precision": ("precision", ratio),
-    "max_repeats": ("max_repeats", positive_int),
-    "step_budget": ("step_budget_seconds", parse_duration),
+    "max_repeats": ("max_repeats", repeats_count),
+    "step_budget": ("step_budget_seconds", timeout_duration),
     "nice": ("nice", nice_value),
 }
 TOP_FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
-    "interval": ("interval_seconds", parse_duration),
-    "jitter": ("jitter_seconds", lambda v: 0.0 if v in (0, "0", "0s") else parse_duration(v)),
+    "interval": ("interval_seconds", interval_duration),
+    "jitter": ("jitter_seconds", jitter_duration),
     "duty_cycle": ("duty_cycle", ratio),
 }
 
@@ -230,7 +336,7 @@ def _build(raw: Mapping[str, Any], fields: dict, allowed_extra: Sequence[str], w
     """Validate the scalar keys of one mapping into dataclass keyword arguments."""
     values = {}
     for key, value in raw.items():
-        path = f"{where}{key}"
+        path = f"{where}{key if isinstance(key, str) and len(key) <= 100 else show(key)}"
         if key not in fields and key not in allowed_extra:
             known = ", ".join(sorted([*fields, *allowed_extra]))
             raise _Located(path, f"unknown field (known: {known})")
@@ -251,34 +357,44 @@ def _interpreter(raw: Any, where: str) -> Interpreter:
             raise _Located(f"{where}.{required}", "is required")
     env = _mapping(raw.get("env"), f"{where}.env")
     for key, value in env.items():
-        if not isinstance(value, (str, int)) or isinstance(value, bool):
-            raise _Located(f"{where}.env.{key}", f"must be a string, got {value!r}")
+        if not isinstance(key, str) or not _ENV_NAME.match(key):
+            raise _Located(f"{where}.env", f"variable names are letters, digits and _, got {show(key)}")
+        if not isinstance(value, (str, int)) or isinstance(value, bool) or "\0" in str(value):
+            raise _Located(f"{where}.env.{key}", f"must be a string, got {show(value)}")
     return Interpreter(values["name"], values["path"], {str(k): str(v) for k, v in env.items()})
 
 
 def path_value(value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"must be a path, got {value!r}")
+    if not isinstance(value, str) or not value or "\0" in value:
+        raise ValueError(f"must be a path, got {show(value)}")
     return value
 
 
-def config_from_mapping(raw: Any) -> Config:
-    """Validate a parsed YAML document; raises _Located on the first problem."""
+def config_from_mapping(raw: Any, base: str = "") -> Config:
+    """Validate a parsed YAML document; raises _Located on the first problem.
+
+    ``base`` is the config file's directory: relative ``workload_path`` entries are
+    relative to it, as Prometheus resolves ``rule_files``.
+    """
     raw = _mapping(raw, "(top level)")
     top = _build(raw, TOP_FIELDS, ["probe", "interpreters", "import_check"], "")
     raw_probe = _mapping(raw.get("probe"), "probe")
-    probe = ProbeConfig(**_build(raw_probe, PROBE_FIELDS, [], "probe."))
+    probe_fields = dict(PROBE_FIELDS, workload_path=(
+        "workload_path", list_of(lambda v: directory(v, base))))
+    probe = ProbeConfig(**_build(raw_probe, probe_fields, [], "probe."))
     check_probe_bounds(probe, max_repeats_given="max_repeats" in raw_probe,
                        step_budget_given="step_budget" in raw_probe)
     interpreters: tuple[Interpreter, ...] = ()
     if "interpreters" in raw:
         items = raw["interpreters"]
         if not isinstance(items, list) or not items:
-            raise _Located("interpreters", f"must be a non-empty list, got {items!r}")
+            raise _Located("interpreters", f"must be a non-empty list, got {show(items)}")
+        if len(items) > MAX_LIST_ITEMS:
+            raise _Located("interpreters", f"must have at most {MAX_LIST_ITEMS} items, got {len(items)}")
         interpreters = tuple(_interpreter(item, f"interpreters[{i}]") for i, item in enumerate(items))
         names = [i.name for i in interpreters]
         if len(set(names)) != len(names):
-            raise _Located("interpreters", f"names must be unique, got {names}")
+            raise _Located("interpreters", f"names must be unique, got {show(names)}")
     import_check = _build(_mapping(raw.get("import_check"), "import_check"),
                           {"modules": ("modules", list_of(module_name))}, [], "import_check.")
     config = Config(**top, probe=probe, interpreters=interpreters,
@@ -311,24 +427,26 @@ def check_probe_flags(probe: ProbeConfig, step_budget_given: bool) -> None:
 
 
 def load_config(path: Optional[str]) -> Config:
-    """Read and validate a config file; no path means the defaults."""
+    """Read and validate a config file; no path means the defaults.
+
+    ``serve``, ``--config.check`` and every reload call exactly this, so a file that
+    passes the check is a file the daemon runs. Any bytes give a Config or a ConfigError.
+    """
     if path is None:
         return Config()
     prefix = f"error parsing config file: {path}"
     try:
-        with open(path, encoding="utf-8") as handle:
-            raw = yaml.safe_load(handle)
+        raw = yamlfile.read(path)
     except OSError as exc:
-        raise ConfigError(f"{prefix}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{prefix}: {where}invalid YAML: {problem}") from None
+        raise ConfigError(f"{prefix}: {exc.strerror or exc}") from None
+    except yamlfile.YAMLFileError as exc:
+        raise ConfigError(f"{prefix}: {exc}") from None
     try:
-        return config_from_mapping(raw)
+        return config_from_mapping(raw, os.path.dirname(os.path.abspath(path)))
     except _Located as exc:
         raise ConfigError(f"{prefix}: {exc}") from None
+    except RecursionError:  # a self-referencing alias walked by a validator
+        raise ConfigError(f"{prefix}: nested too deeply") from None
 
 
 def check_flag(flag: str, validate: Callable[[Any], Any], value: Any) -> Any:

@@ -1,144 +1,42 @@
 """Run one workload's probe in a child interpreter and turn its events into results.
 
-The parent side of ``exporter.runner``: it starts the runner in the chosen interpreter (in a
-new session, so its whole process tree can be killed), reads the kernel's per-CPU counters
-at the edges of every timed window, enforces the timeout, and reports a workload that
-raises, crashes its interpreter or hangs as failed steps with a reason — never an exception.
+The parent side of ``exporter.runner``: it sends the request, reads the kernel's per-CPU
+counters at the edges of every timed window, enforces the inactivity timeout and the
+probe's wall-clock deadline, and reports a workload that raises, crashes its interpreter,
+hangs, floods its output, breaks the protocol or leaves processes behind as failed steps
+with a reason — never an exception. Starting, capturing and killing the runner's process
+tree is ``exporter.child``'s job.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
+import math
 import queue
-import signal
-import subprocess
-import threading
+import re
 import time
-from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 import psutil
 
 from exporter import measurement
+from exporter.child import PACKAGE_PARENT, ProtocolError, RunnerProcess, kill_all_runners
 from exporter.hostinfo import host_cpus
-from exporter.results import Identity, ImportCheck, Interpreter, ProbeSpec, StepResult, WorkloadReport
+from exporter.results import (FAILURE_REASONS, Identity, ImportCheck, Interpreter, ProbeSpec, StepResult,
+                              WorkloadReport)
 
 log = logging.getLogger(__name__)
 
-PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
-
-# Appending (not prepending) the package's parent keeps the child's own stdlib and
-# site-packages first, so a 3.13t child never picks up the parent's compiled modules.
-BOOTSTRAP = (
-    "import sys\n"
-    "if sys.version_info < (3, 10):\n"
-    "    sys.exit('python >= 3.10 is required, this is ' + sys.version.split()[0])\n"
-    f"sys.path.append({PACKAGE_PARENT!r})\n"
-    "from exporter.runner import main\n"
-    "main()\n"
-)
+__all__ = ["run_workload", "check_import", "kill_all_runners", "PACKAGE_PARENT", "Interpreter", "ProbeSpec", "WorkloadReport"]
 
 Progress = Callable[[str], None]
+# After the runner exits, its multiprocessing helpers (forkserver, resource tracker) see
+# end-of-file and exit too; what is still alive after this is the workload's.
+LEFTOVER_GRACE_SECONDS = 2.0
 
 
-# --- the child process ------------------------------------------------------------------
-
-_live_runners: set["RunnerProcess"] = set()
-_live_lock = threading.Lock()
-
-
-def kill_all_runners() -> None:
-    """Kill every runner tree still alive (used on shutdown)."""
-    with _live_lock:
-        runners = list(_live_runners)
-    for runner in runners:
-        runner.kill()
-
-
-class RunnerProcess:
-    """A runner child in its own session, spoken to in JSON lines."""
-
-    def __init__(self, interpreter: Interpreter) -> None:
-        env = dict(os.environ, **interpreter.env)
-        self.process = subprocess.Popen(
-            [interpreter.path, "-c", BOOTSTRAP], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, env=env, text=True, start_new_session=True)
-        self.events: "queue.Queue[Optional[dict]]" = queue.Queue()
-        self.stderr_tail: list[str] = []
-        threading.Thread(target=self._read_events, daemon=True).start()
-        threading.Thread(target=self._read_stderr, daemon=True).start()
-        with _live_lock:
-            _live_runners.add(self)
-
-    def _read_events(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            try:
-                self.events.put(json.loads(line))
-            except json.JSONDecodeError:
-                log.warning("runner wrote a line that is not an event: %r", line[:200])
-        self.events.put(None)
-
-    def _read_stderr(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self.stderr_tail = (self.stderr_tail + [line.rstrip()])[-20:]
-
-    def send(self, message: dict) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write(json.dumps(message) + "\n")
-        self.process.stdin.flush()
-
-    def next_event(self, timeout: float) -> Optional[dict]:
-        """The next event, None at end of output; raises queue.Empty after ``timeout``."""
-        return self.events.get(timeout=timeout)
-
-    def kill(self) -> None:
-        """Kill the runner and every descendant (worker processes may have their own pid)."""
-        try:
-            descendants = psutil.Process(self.process.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            descendants = []
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        self.process.kill()
-        for member in descendants:
-            try:
-                member.kill()
-            except psutil.NoSuchProcess:
-                pass
-        # Popen must reap its own child (psutil reaping it would turn the exit code into 0);
-        # psutil waits for the rest, which have been re-parented away from us.
-        self.close()
-        psutil.wait_procs(descendants, timeout=5)
-
-    def close(self) -> None:
-        try:
-            self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
-            try:
-                if stream:
-                    stream.close()
-            except OSError:
-                pass  # a dead child's stdin can fail to flush
-        with _live_lock:
-            _live_runners.discard(self)
-
-    def exit_description(self) -> str:
-        code = self.process.returncode
-        if code is not None and code < 0:
-            what = f"killed by {signal.Signals(-code).name}"
-        else:
-            what = f"exited with code {code}"
-        tail = next((line for line in reversed(self.stderr_tail) if line.strip()), "")
-        return f"interpreter {what}" + (f": {tail}" if tail else "")
+class DeadlineExceeded(Exception):
+    """The probe ran past its wall-clock deadline."""
 
 
 def cpu_counters() -> list[dict[str, float]]:
@@ -151,7 +49,7 @@ def request_for(spec: ProbeSpec) -> dict:
             "precision": spec.precision, "max_repeats": spec.max_repeats,
             "step_budget_seconds": spec.step_budget_seconds, "nice": spec.nice,
             "ops_per_unit": spec.ops_per_unit,
-            "extra_path": [os.getcwd()],
+            "extra_path": list(spec.workload_path),
             "steps": [{"mode": m, "workers": n} for m, n in spec.steps()]}
 
 
@@ -169,9 +67,23 @@ class Conversation:
         self.counters_read_at = time.monotonic()
         self.done = False  # the runner said everything it had to say
 
-    def events(self, timeout: float) -> Iterator[dict]:
+    def events(self, timeout: float, deadline: float) -> Iterator[dict]:
+        """Events until ``done`` or the end of output.
+
+        Raises queue.Empty when no event came within ``timeout``, DeadlineExceeded past
+        ``deadline`` (a monotonic time) even while events keep coming, ProtocolError for
+        output that is not an event.
+        """
         while True:
-            event = self.runner.next_event(timeout)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise DeadlineExceeded
+            try:
+                event = self.runner.next_event(min(timeout, left))
+            except queue.Empty:
+                if timeout >= left:
+                    raise DeadlineExceeded from None
+                raise
             if event is None:
                 return
             if event["event"] == "done":
@@ -180,12 +92,23 @@ class Conversation:
             yield event
 
     def handle(self, event: dict) -> None:
+        """Fold one event in; a malformed one is a ProtocolError, an unknown kind is skipped."""
+        try:
+            self._handle(event)
+        except (KeyError, TypeError, ValueError, AttributeError, StopIteration) as exc:
+            raise ProtocolError(f"runner sent a malformed {event.get('event')!r} event "
+                                f"({type(exc).__name__}: {str(exc)[:200]})") from None
+
+    def _handle(self, event: dict) -> None:
         kind = event["event"]
         if kind == "identity":
             fields = {k: v for k, v in event.items() if k != "event"}
-            self.report.identity = Identity(**fields)
+            self.report.identity = _checked_identity(Identity(**fields))
         elif kind == "calibrated":
-            self.report.ops_per_unit, self.report.op_seconds = event["ops_per_unit"], event["op_seconds"]
+            ops, op_seconds = event["ops_per_unit"], event["op_seconds"]
+            if not isinstance(ops, int) or not isinstance(op_seconds, (int, float)):
+                raise ValueError("ops_per_unit and op_seconds must be numbers")
+            self.report.ops_per_unit, self.report.op_seconds = ops, op_seconds
         elif kind == "step":
             self.finish_step()
             self.current = self.report.step(event["mode"], event["workers"])
@@ -197,25 +120,31 @@ class Conversation:
         elif kind == "window":
             self.add_window(event)
         elif kind == "step_failed":
-            self.report.step(event["mode"], event["workers"]).fail(event["reason"], event["message"])
+            self.report.step(event["mode"], event["workers"]).fail(_reason(event["reason"]), _text(event["message"]))
         elif kind == "unavailable":
             step = self.report.step(event["mode"], event["workers"])
-            step.available, step.message = False, event["message"]
+            step.available, step.message = False, _text(event["message"])
         elif kind == "failed":
-            self.fail_unfinished(event["reason"], event["message"])
+            self.fail_unfinished(_reason(event["reason"]), _text(event["message"]))
+        else:
+            log.debug("ignoring runner event %r", kind)  # a newer runner's event
 
     def add_window(self, event: dict) -> None:
         after, wall = cpu_counters(), time.monotonic() - self.counters_read_at
+        step = self.report.step(event["mode"], event["workers"])
+        cpu_seconds = _numbers(event["cpu_seconds"], step.workers)
         # The runner's own figure for its process tree, workers included (see StepLoop.timed).
-        probe_cpu = event.get("tree_cpu_seconds", sum(event["cpu_seconds"]))
+        probe_cpu = _numbers([event.get("tree_cpu_seconds", sum(cpu_seconds))], 1)[0]
         load = measurement.host_load(self.counters_before, after, wall, probe_cpu)
+        index = event.get("index", -1)
+        if not isinstance(index, int) or isinstance(index, bool):
+            raise ValueError("expected an integer window index")
         window = measurement.Window(
-            starts=event["starts"], ends=event["ends"], cpu_seconds=event["cpu_seconds"],
-            startup_seconds=event["startup_seconds"],
+            starts=_numbers(event["starts"], step.workers), ends=_numbers(event["ends"], step.workers),
+            cpu_seconds=cpu_seconds, startup_seconds=_numbers([event["startup_seconds"]], 1)[0],
             core_utilisation=measurement.busy_fractions(self.counters_before, after),
-            index=event.get("index", -1), interference_cores=load.interference_cores,
-            steal_ratio=load.steal_ratio)
-        self.report.step(event["mode"], event["workers"]).windows.append(window)
+            index=index, interference_cores=load.interference_cores, steal_ratio=load.steal_ratio)
+        step.windows.append(window)
 
     def finish_step(self) -> None:
         """Add the time since the step's last start to it (its repeats are interleaved)."""
@@ -247,6 +176,9 @@ def summarise_steps(report: WorkloadReport, usable_cpus: Optional[float] = None)
     """
     baseline = report.step("sequential", 1)
     for step in report.steps:
+        if step.available and step.reason is None and not step.windows:
+            step.fail("error", "the runner finished without measuring this step")
+    for step in report.steps:
         if not step.available or step.reason is not None:
             continue
         if baseline.reason is not None or not baseline.windows:
@@ -260,6 +192,43 @@ def summarise_steps(report: WorkloadReport, usable_cpus: Optional[float] = None)
         step.success = True
 
 
+_VERSION = re.compile(r"^\d{1,3}\.\d{1,3}\.\d{1,3}[a-z0-9+]{0,16}$")
+_IMPLEMENTATION = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+MAX_MESSAGE_CHARS = 1000
+
+
+def _checked_identity(identity: Identity) -> Identity:
+    """Identity fields become label values: they must look like what CPython reports."""
+    if not isinstance(identity.version, str) or not _VERSION.match(identity.version):
+        raise ValueError(f"version {identity.version!r:.40} is not a Python version")
+    if not isinstance(identity.implementation, str) or not _IMPLEMENTATION.match(identity.implementation):
+        raise ValueError(f"implementation {identity.implementation!r:.40} is not a short lowercase name")
+    if not isinstance(identity.free_threaded_build, bool) or not isinstance(identity.gil_enabled, bool):
+        raise ValueError("free_threaded_build and gil_enabled must be booleans")
+    if not isinstance(identity.executable, str) or len(identity.executable) > 4096:
+        raise ValueError("executable must be a path")
+    return identity
+
+
+def _numbers(values: object, count: int) -> list[float]:
+    """``count`` finite numbers, or ValueError (a malformed window)."""
+    if not isinstance(values, list) or len(values) != count:
+        raise ValueError(f"expected a list of {count} numbers")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+        raise ValueError("expected finite numbers")
+    return [float(v) for v in values]
+
+
+def _text(value: object) -> str:
+    text = str(value)
+    return text if len(text) <= MAX_MESSAGE_CHARS else text[:MAX_MESSAGE_CHARS] + "…"
+
+
+def _reason(value: object) -> str:
+    """A failure reason from the runner; anything unknown is ``error`` (labels stay bounded)."""
+    return value if isinstance(value, str) and value in FAILURE_REASONS else "error"
+
+
 def run_workload(interpreter: Interpreter, spec: ProbeSpec,
                  progress: Progress = lambda _: None) -> WorkloadReport:
     """Probe one workload on one interpreter; failures become failed steps with a reason."""
@@ -268,42 +237,88 @@ def run_workload(interpreter: Interpreter, spec: ProbeSpec,
     started = time.monotonic()
     try:
         runner = RunnerProcess(interpreter)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # ValueError: a path subprocess cannot take
         for step in report.steps:
-            step.fail("interpreter", f"cannot start {interpreter.path}: {exc.strerror or exc}")
+            step.fail("interpreter", f"cannot start {interpreter.path}: {getattr(exc, 'strerror', None) or exc}")
         return report
     conversation = Conversation(report, runner, progress)
     try:
-        runner.send(request_for(spec))
-        for event in conversation.events(spec.timeout_seconds):
-            conversation.handle(event)
-        conversation.finish_step()
-        runner.close()
-        if conversation.done and runner.process.returncode != 0:
-            log.warning("runner %s after reporting every result", runner.exit_description())
-        elif runner.process.returncode != 0:
-            # No identity means the runner never started: a missing or too old interpreter.
-            reason = "crash" if report.identity else "interpreter"
-            conversation.fail_unfinished(reason, runner.exit_description())
-    except queue.Empty:
-        runner.kill()
-        conversation.fail_unfinished("timeout", f"no progress within {spec.timeout_seconds:g}s; process tree killed")
-    except (BrokenPipeError, OSError) as exc:
-        runner.kill()
-        reason = "crash" if report.identity else "interpreter"
-        conversation.fail_unfinished(reason, f"{runner.exit_description()} ({exc})")
+        converse(conversation, spec, started + spec.deadline_seconds())
+    except Exception as exc:  # a bug here must fail this probe, not the round
+        log.exception("probe of %s on %s failed", spec.workload, interpreter.name)
+        conversation.fail_unfinished("error", f"internal error: {type(exc).__name__}: {exc}")
     finally:
-        if runner.process.returncode is None:
-            runner.kill()
+        runner.kill()  # after a clean exit this only removes the empty cgroup
     for step in report.steps:
         if step.reason is not None:
-            step.log = list(runner.stderr_tail)
-    summarise_steps(report, host_cpus().usable)
+            step.log = runner.stderr_tail
+    try:
+        summarise_steps(report, host_cpus().usable)
+    except Exception as exc:  # figures a runner sent that the arithmetic cannot take
+        log.exception("summarising %s on %s failed", spec.workload, interpreter.name)
+        for step in report.steps:
+            if step.available:
+                step.success, step.summary = False, None
+                step.fail("error", f"internal error: {type(exc).__name__}: {exc}")
     report.duration_seconds = time.monotonic() - started
     return report
 
 
-def check_import(interpreter: Interpreter, module: str, timeout: float) -> ImportCheck:
+def converse(conversation: Conversation, spec: ProbeSpec, deadline: float) -> None:
+    """Send the request and fold every event in, enforcing the timeout and the deadline."""
+    runner, report = conversation.runner, conversation.report
+    try:
+        runner.send(request_for(spec))
+        for event in conversation.events(spec.timeout_seconds, deadline):
+            conversation.handle(event)
+        conversation.finish_step()
+    except queue.Empty:
+        runner.kill()
+        conversation.fail_unfinished("timeout", f"no progress within {spec.timeout_seconds:g}s; process tree killed")
+        return
+    except DeadlineExceeded:
+        runner.kill()
+        conversation.fail_unfinished("timeout", f"still running at the probe's deadline of "
+                                                f"{spec.deadline_seconds():g}s; process tree killed")
+        return
+    except ProtocolError as exc:
+        runner.kill()
+        conversation.fail_unfinished("error", f"{exc}; process tree killed")
+        return
+    except OSError as exc:  # BrokenPipeError: the runner died before reading the request
+        runner.kill()
+        reason = "crash" if report.identity else "interpreter"
+        conversation.fail_unfinished(reason, f"{runner.exit_description()} ({exc})")
+        return
+    code = runner.wait(min(5.0, max(deadline - time.monotonic(), 0.5)))
+    if code is None:
+        runner.kill()
+        if not conversation.done:
+            conversation.fail_unfinished("timeout", "runner closed its output but did not exit; process tree killed")
+            return
+    elif code != 0 and conversation.done:
+        log.warning("runner %s after reporting every result", runner.exit_description())
+    elif code != 0:
+        # No identity means the runner never started: a missing or too old interpreter.
+        conversation.fail_unfinished("crash" if report.identity else "interpreter", runner.exit_description())
+        return
+    fail_on_leftovers(conversation)
+
+
+def fail_on_leftovers(conversation: Conversation) -> None:
+    """A workload that leaves processes running after the probe fails; they are killed."""
+    runner = conversation.runner
+    until = time.monotonic() + LEFTOVER_GRACE_SECONDS
+    while (left := runner.leftovers()) and time.monotonic() < until:
+        time.sleep(0.05)
+    if left:
+        runner.kill()
+        conversation.fail_unfinished(
+            "error", f"the workload left {len(left)} process(es) running after the probe; killed")
+
+
+def check_import(interpreter: Interpreter, module: str, timeout: float,
+                 workload_path: tuple[str, ...] = ()) -> ImportCheck:
     """Import ``module`` in a fresh runner and say whether that import turned the GIL on."""
     def failed(message: str) -> ImportCheck:
         return ImportCheck(interpreter.name, module, None, message)
@@ -313,18 +328,21 @@ def check_import(interpreter: Interpreter, module: str, timeout: float) -> Impor
     except OSError as exc:
         return failed(f"cannot start {interpreter.path}: {exc.strerror or exc}")
     try:
-        runner.send({"import_module": module, "extra_path": [os.getcwd()]})
-        while (event := runner.next_event(timeout)) is not None:
+        runner.send({"import_module": module, "extra_path": list(workload_path)})
+        deadline = time.monotonic() + timeout
+        while (event := runner.next_event(deadline - time.monotonic())) is not None:
             if event["event"] == "import":
                 if "error" in event:
-                    return failed(event["error"])
+                    return failed(str(event["error"]))
                 # Only a flip counts: with PYTHON_GIL=1 the GIL was on before the import.
                 return ImportCheck(interpreter.name, module,
-                                   event["gil_enabled"] and not event["gil_enabled_before"])
-        runner.close()
+                                   bool(event["gil_enabled"]) and not event["gil_enabled_before"])
+        runner.wait(5)
         return failed(runner.exit_description())
     except queue.Empty:
         return failed(f"no answer within {timeout:g}s")
+    except (ProtocolError, KeyError) as exc:
+        return failed(f"runner protocol error: {exc}")
     except OSError as exc:
         return failed(str(exc))
     finally:

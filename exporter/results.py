@@ -51,6 +51,16 @@ class ProbeSpec:
     max_repeats: int = 10
     step_budget_seconds: float = 3.0
     nice: Nice = 0
+    # Directories appended to the runner's sys.path for package.module:function workloads.
+    workload_path: Sequence[str] = ()
+    # The whole probe's wall-clock limit; None: timeout x (steps + 1), see deadline_seconds().
+    deadline: Optional[float] = None
+
+    def deadline_seconds(self) -> float:
+        """Wall-clock limit of the whole probe: events must not keep a runaway alive."""
+        if self.deadline is not None:
+            return self.deadline
+        return self.timeout_seconds * (len(self.steps()) + 1)  # +1: start-up and calibration
 
     def steps(self) -> list[tuple[str, int]]:
         """Sequential (the baseline) first, then every other mode at every worker count."""

@@ -20,6 +20,7 @@ import multiprocessing
 import os
 import platform
 import queue
+import select
 import sys
 import sysconfig
 import threading
@@ -91,6 +92,51 @@ def identity() -> Event:
     }
 
 
+# --- lifetime ---------------------------------------------------------------------------
+
+
+def die_with_parent(parent_pid: Optional[int] = None) -> None:
+    """Have Linux SIGKILL this process when its parent dies (``PR_SET_PDEATHSIG``).
+
+    Then nothing a probe starts outlives an exporter killed with SIGKILL. If the parent
+    died before the request took effect (we were re-parented already), exit at once.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+    except (ImportError, OSError, AttributeError):
+        return  # no ctypes in this build: the parent's containment still kills us
+    orphaned = os.getppid() == 1 if parent_pid is None else os.getppid() != parent_pid
+    if orphaned:
+        os._exit(1)
+
+
+def exit_with(pid: int) -> None:
+    """SIGKILL this process when process ``pid`` exits, wherever we sit in the tree.
+
+    A forkserver worker's parent is the forkserver, which lives as long as any worker
+    does (each holds its "alive" pipe): watching the runner itself breaks that circle.
+    """
+    try:
+        pidfd = os.pidfd_open(pid)  # type: ignore[attr-defined]  # Linux, Python 3.9+
+    except ProcessLookupError:
+        os._exit(1)
+    except (AttributeError, OSError):
+        return
+
+    def watch() -> None:
+        select.select([pidfd], [], [])
+        os.kill(os.getpid(), 9)  # SIGKILL: a workload stuck in C code ignores anything softer
+
+    threading.Thread(target=watch, name="exit-with-runner", daemon=True).start()
+
+
 # --- one unit of work ------------------------------------------------------------------
 
 
@@ -144,6 +190,10 @@ def worker_body(workload_name: str, ops: int, index: int, go: Any, results: Any,
 def process_worker(workload_name: str, extra_path: List[str], ops: int, index: int,
                    go: Any, results: Any) -> None:
     """Entry point of a worker process (module level so every start method can import it)."""
+    die_with_parent()
+    runner = multiprocessing.parent_process()
+    if runner is not None and runner.pid is not None and runner.pid != os.getppid():
+        exit_with(runner.pid)
     sys.path.extend(p for p in extra_path if p not in sys.path)
     worker_body(workload_name, ops, index, go, results, time.process_time)
 

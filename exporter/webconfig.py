@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-import yaml
-
+from exporter import yamlfile
 from exporter.errors import ConfigError
+from exporter.yamlfile import show
 
 # The file format is prometheus/exporter-toolkit's docs/web-configuration.md, so that one web
 # config file works for node_exporter, blackbox_exporter and this exporter alike.
@@ -150,16 +150,11 @@ def load_web_config(path: str) -> WebConfig:
         return ConfigError(prefix + (f"{where}: {problem}" if where else problem))
 
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        raw = yamlfile.read(path)
     except OSError as exc:
-        raise fail("", f"cannot read file: {exc.strerror or exc}") from exc
-    except UnicodeDecodeError as exc:
-        raise fail("", f"not UTF-8 text: {exc.reason} at byte {exc.start}") from exc
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise fail("", "invalid YAML: " + " ".join(str(exc).split())) from exc
+        raise fail("", f"cannot read file: {exc.strerror or exc}") from None
+    except yamlfile.YAMLFileError as exc:
+        raise fail("", str(exc)) from None
     if raw is None:
         raw = {}  # an empty file is valid upstream: plain HTTP, no auth
     if not isinstance(raw, dict):
@@ -200,7 +195,7 @@ def _parse_tls(section: dict[str, Any], base: str, fail: _Fail) -> TLSServerConf
     auth = values.get("client_auth_type", "NoClientCert")
     if auth not in _VERIFY_MODES:
         raise fail("tls_server_config.client_auth_type",
-                   f"must be one of {', '.join(CLIENT_AUTH_TYPES)}, got {auth!r}")
+                   f"must be one of {', '.join(CLIENT_AUTH_TYPES)}, got {show(auth)}")
     if "client_ca_file" in values and auth == "NoClientCert":
         raise fail("tls_server_config.client_ca_file",
                    "set but client_auth_type is NoClientCert (client certificates would "
@@ -208,7 +203,7 @@ def _parse_tls(section: dict[str, Any], base: str, fail: _Fail) -> TLSServerConf
     for key in ("min_version", "max_version"):
         if key in values and values[key] not in TLS_VERSIONS:
             raise fail(f"tls_server_config.{key}",
-                       f"must be one of {', '.join(TLS_VERSIONS)}, got {values[key]!r}")
+                       f"must be one of {', '.join(TLS_VERSIONS)}, got {show(values[key])}")
     tls = TLSServerConfig(**values)
     if TLS_VERSIONS[tls.min_version] > TLS_VERSIONS[tls.max_version]:
         raise fail("tls_server_config",
@@ -239,7 +234,7 @@ def _parse_headers(section: dict[str, Any], fail: _Fail) -> dict[str, str]:
             raise fail(where, "must not contain line breaks")
         allowed = ALLOWED_HEADERS[name]
         if allowed is not None and value not in allowed:
-            raise fail(where, f"must be one of {', '.join(allowed)}, got {value!r}")
+            raise fail(where, f"must be one of {', '.join(allowed)}, got {show(value)}")
         result[name] = value
     return result
 
@@ -252,7 +247,7 @@ def _parse_users(users: Any, fail: _Fail) -> dict[str, str]:
     result: dict[str, str] = {}
     for user, hashed in users.items():
         if not isinstance(user, str) or user == "":
-            raise fail("basic_auth_users", f"user names must be non-empty strings, got {user!r}")
+            raise fail("basic_auth_users", f"user names must be non-empty strings, got {show(user)}")
         where = f"basic_auth_users.{user}"
         # HTTP Basic splits "user:password" at the first colon, so this user could never log in.
         if ":" in user:

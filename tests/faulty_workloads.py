@@ -57,3 +57,90 @@ def complains_then_aborts() -> None:
 
     print("workload: about to abort", file=sys.stderr, flush=True)
     os.abort()
+
+
+# --- the containment suite: workloads that attack the harness rather than just fail ----------
+
+_done_once: set[str] = set()
+
+
+def _first_time(what: str) -> bool:
+    """True once per process: the attack runs once, the rest of the probe stays quick."""
+    if what in _done_once:
+        return False
+    _done_once.add(what)
+    return True
+
+
+def exits() -> None:
+    """Leaves the interpreter without unwinding, as a C extension calling exit() would."""
+    os._exit(3)
+
+
+def forks_sleepers() -> None:
+    """A fork storm: every operation starts a long sleep that inherits the runner's stdio."""
+    import subprocess
+
+    subprocess.Popen(["sleep", "600"])
+    time.sleep(0.001)
+
+
+def forks_detached_sleepers() -> None:
+    """A fork storm of sleeps that detach their stdio and leave the session (setsid)."""
+    import subprocess
+
+    subprocess.Popen(["sleep", "600"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                     stderr=subprocess.DEVNULL, start_new_session=True)
+    time.sleep(0.001)
+
+
+def double_forks_a_daemon() -> None:
+    """The classic daemon: fork, setsid, fork again, close stdio; init adopts the grandchild."""
+    if _first_time("daemon"):
+        child = os.fork()
+        if child == 0:
+            os.setsid()
+            if os.fork() == 0:
+                null = os.open(os.devnull, os.O_RDWR)
+                for fd in (0, 1, 2):
+                    os.dup2(null, fd)
+                os.execvp("sleep", ["sleep", "600"])
+            os._exit(0)
+        os.waitpid(child, 0)
+    time.sleep(0.001)
+
+
+def holds_stderr_open() -> None:
+    """A child that keeps the runner's stderr pipe open long after the probe is over."""
+    import subprocess
+
+    if _first_time("stderr"):
+        subprocess.Popen(["sleep", "600"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    time.sleep(0.001)
+
+
+def floods_output_without_newline() -> None:
+    """10 MB on stdout (the runner points it at stderr) without a single newline."""
+    import sys
+
+    if _first_time("flood"):
+        chunk = "x" * (1 << 20)
+        for _ in range(10):
+            sys.stdout.write(chunk)
+        sys.stdout.flush()
+    time.sleep(0.001)
+
+
+def writes_invalid_utf8_then_raises() -> None:
+    """Bytes that are not UTF-8 on stderr must not stop the parent reading the runner."""
+    os.write(2, b"bad bytes: \xff\xfe\xc3\x28 end\n")
+    raise ValueError("after invalid UTF-8")
+
+
+def grows_memory_then_hangs() -> None:
+    """Allocates 50 MB per operation up to 250 MB (bounded: the machine is shared), then hangs."""
+    held = globals().setdefault("_held", [])
+    if len(held) < 5:
+        held.append(bytearray(50 << 20))
+        return
+    time.sleep(3600)

@@ -92,11 +92,13 @@ def start_exporter(workdir: Path, config: dict, *extra: str, scheme: str = "http
     """Run ``parallelism-exporter serve`` with this config (see ``wait_ready``)."""
     workdir.mkdir(parents=True, exist_ok=True)
     config_path = workdir / "exporter.yml"
-    config_path.write_text(yaml.safe_dump(config))
+    # Workloads are imported only from configured directories: tests/ holds faulty_workloads.
+    probe = dict(config.get("probe") or {})
+    probe.setdefault("workload_path", [str(TESTS)])
+    config_path.write_text(yaml.safe_dump(dict(config, probe=probe)))
     port = free_port()
     args = [sys.executable, "-m", "exporter", "serve", f"--config.file={config_path}",
             f"--web.listen-address=127.0.0.1:{port}", *extra]
-    # The working directory is tests/, so the faulty_workloads module can be imported.
     return Service("exporter", args, workdir, f"{scheme}://127.0.0.1:{port}", cwd=TESTS, env=env)
 
 

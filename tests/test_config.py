@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -17,7 +18,7 @@ INVALID = {
     "invalid-unknown-workload.yml": "probe.workloads: unknown workload 'nope' (known: json, objects, pure_python, sha256, sleep, zlib, or package.module:function)",
     "invalid-unknown-mode.yml": "probe.modes: unknown mode 'greenlets' (known: sequential, threads, processes, asyncio, subinterpreters)",
     "invalid-unknown-key.yml": "intervall: unknown field (known: duty_cycle, import_check, interpreters, interval, jitter, probe)",
-    "invalid-unknown-probe-key.yml": "probe.unit_second: unknown field (known: max_repeats, modes, nice, per_core_series, precision, repeats, start_method, step_budget, timeout, unit_seconds, workers, workloads)",
+    "invalid-unknown-probe-key.yml": "probe.unit_second: unknown field (known: deadline, max_repeats, modes, nice, per_core_series, precision, repeats, start_method, step_budget, timeout, unit_seconds, workers, workload_path, workloads)",
     "invalid-interval.yml": "interval: must be a duration like 30s or 5m, got 'soon'",
     "invalid-workers.yml": "probe.workers: must be an integer >= 1, got -1",
     "invalid-start-method.yml": "probe.start_method: must be one of fork, forkserver, spawn, got 'thread'",
@@ -29,10 +30,29 @@ INVALID = {
     "invalid-jitter.yml": "jitter: must be shorter than interval",
     "invalid-import-module.yml": "import_check.modules: must be a dotted module name, got 'not a module'",
     "invalid-timeout.yml": "probe.timeout: must be a duration like 30s or 5m, got '-5s'",
-    "invalid-precision.yml": "probe.precision: must be a number > 0, got 0",
+    "invalid-precision.yml": "probe.precision: must be a number in (0, 1], got 0",
     "invalid-max-repeats.yml": "probe.max_repeats: must be >= probe.repeats (5), got 3",
     "invalid-step-budget.yml": "probe.step_budget: must be shorter than probe.timeout (10s), got 10s",
     "invalid-nice.yml": "probe.nice: must be an integer 0..19 or idle, got -5",
+    # issue 10's reproductions: each crashed serve, hung it, or was accepted silently
+    "invalid-not-utf8.yml": "not UTF-8 text: invalid start byte at byte 45",
+    "invalid-deep-nesting.yml": "invalid YAML: nested too deeply",
+    "invalid-alias-bomb.yml": "probe.modes: unknown mode ['x', 'x', 'x', 'x', 'x', 'x', ...] (known: sequential, threads, processes, asyncio, subinterpreters)",
+    "invalid-bad-timestamp.yml": "invalid YAML: month must be in 1..12",
+    "invalid-interval-inf.yml": "interval: must be a finite duration, got inf",
+    "invalid-interval-nan.yml": "interval: must be a finite duration, got nan",
+    "invalid-interval-huge.yml": "interval: must be between 1s and 1w, got 1e+30",
+    "invalid-timeout-inf.yml": "probe.timeout: must be a finite duration, got inf",
+    "invalid-duplicate-key.yml": "line 2: invalid YAML: duplicate key 'interval'",
+    "invalid-duplicate-probe-key.yml": "line 3: invalid YAML: duplicate key 'workloads'",
+    "invalid-duration-order.yml": "interval: must be a duration like 30s or 5m, got '5s5m'",
+    "invalid-duration-fraction.yml": "interval: must be a duration like 30s or 5m, got '1.5m'",
+    "invalid-duty-cycle-nan.yml": "duty_cycle: must be a number in (0, 1], got nan",
+    "invalid-workers-huge.yml": "probe.workers: must be at most 256, got 100000",
+    "invalid-repeats-huge.yml": "probe.repeats: must be at most 1000, got 1000000000",
+    "invalid-unit-seconds-huge.yml": "probe.unit_seconds: must be at most 60, got 1000000000.0",
+    "invalid-workload-path.yml": "probe.workload_path: not a directory: /no/such/dir",
+    "invalid-interpreter-env-name.yml": "interpreters[0].env: variable names are letters, digits and _, got 'A=B'",
 }
 
 
@@ -88,7 +108,8 @@ def test_the_shipped_example_config_is_valid():
 
 
 @pytest.mark.parametrize("text, seconds", [("30s", 30), ("5m", 300), ("1h30m", 5400),
-                                           ("250ms", 0.25), (42, 42), (1.5, 1.5)])
+                                           ("250ms", 0.25), (42, 42), (1.5, 1.5), ("1w", 604800),
+                                           ("1d2h", 93600), ("1y", 31536000), ("1m500ms", 60.5)])
 def test_durations_in_prometheus_style(text, seconds):
     assert config.parse_duration(text) == seconds
 
@@ -113,3 +134,41 @@ def test_default_max_repeats_below_a_configured_repeats_is_not_an_error():
 
 def test_a_short_timeout_alone_keeps_the_default_step_budget_valid():
     assert config.config_from_mapping({"probe": {"timeout": "2s"}}).probe.timeout_seconds == 2
+
+
+@pytest.mark.parametrize("text", ["5s5m", "1.5m", "1m1m", "5", "", " 5m", "5m ", "5M", "1h-5m", "ms", "0s", "0"])
+def test_durations_outside_prometheus_grammar_or_not_positive_are_refused(text):
+    with pytest.raises(ValueError):
+        config.parse_duration(text)
+
+
+def test_worker_bound_follows_the_hosts_cpus():
+    limit = config.max_workers()
+    assert limit == min(256, 4 * (os.cpu_count() or 1))
+    assert config.worker_count(limit) == limit
+    with pytest.raises(ValueError, match=f"must be at most {limit}"):
+        config.worker_count(limit + 1)
+
+
+def test_relative_workload_path_is_relative_to_the_config_file(tmp_path, monkeypatch):
+    (tmp_path / "workloads").mkdir()
+    path = tmp_path / "exporter.yml"
+    path.write_text("probe:\n  workload_path: [workloads]\n")
+    monkeypatch.chdir("/")
+    cfg = config.load_config(str(path))
+    assert cfg.probe.workload_path == (str(tmp_path / "workloads"),)
+    assert cfg.probe_specs(2)[0].workload_path == (str(tmp_path / "workloads"),)
+
+
+def test_config_file_over_the_size_limit_is_refused_without_parsing(tmp_path):
+    path = tmp_path / "big.yml"
+    path.write_text("# " + "x" * (256 * 1024) + "\ninterval: 5m\n")
+    with pytest.raises(ConfigError, match=r": file is larger than 256 KiB$"):
+        config.load_config(str(path))
+
+
+def test_a_fifo_as_config_file_is_refused_instead_of_blocking(tmp_path):
+    fifo = tmp_path / "config.yml"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match=r": not a regular file$"):
+        config.load_config(str(fifo))

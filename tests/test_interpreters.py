@@ -144,9 +144,9 @@ def test_subinterpreters_run_in_parallel_on_3_13t(ft_with_subinterpreters):
     assert step.summary.speedup > 1.1  # beats one interpreter (see test_probe for why so loose)
 
 
-def test_a_workload_raising_in_a_subinterpreter_is_an_error(ft_with_subinterpreters, monkeypatch):
-    monkeypatch.chdir(Path(__file__).parent)
-    spec = probe.ProbeSpec("faulty_workloads:raises_in_subinterpreter", ("subinterpreters",), (2,), 0.05, 1, 30.0)
+def test_a_workload_raising_in_a_subinterpreter_is_an_error(ft_with_subinterpreters):
+    spec = probe.ProbeSpec("faulty_workloads:raises_in_subinterpreter", ("subinterpreters",), (2,), 0.05, 1, 30.0,
+                           workload_path=(str(Path(__file__).parent),))
     report = probe.run_workload(probe.Interpreter("ft", ft_with_subinterpreters), spec)
     assert report.step("sequential", 1).success
     step = report.step("subinterpreters", 2)

@@ -28,7 +28,9 @@ def this_python(**env: str) -> probe.Interpreter:
 
 def run(workload: str, modes=("threads", "processes"), workers=(2,), unit=0.3, repeats=5,
         timeout=60.0, env=None) -> probe.WorkloadReport:
-    spec = probe.ProbeSpec(workload, modes, workers, unit, repeats, timeout, "forkserver")
+    # User workloads are imported only from configured directories: tests/ holds faulty_workloads.
+    spec = probe.ProbeSpec(workload, modes, workers, unit, repeats, timeout, "forkserver",
+                           workload_path=(str(TESTS),))
     return probe.run_workload(this_python(**(env or {})), spec)
 
 
@@ -112,7 +114,6 @@ def test_subinterpreters_mode_reports_itself_unavailable_before_3_14():
 
 
 def run_faulty(function: str, monkeypatch, modes=("threads", "processes"), timeout=5.0):
-    monkeypatch.chdir(TESTS)  # the runner imports user workloads from the working directory
     token = uuid.uuid4().hex
     report = run(f"faulty_workloads:{function}", modes=modes, unit=0.05, repeats=1,
                  timeout=timeout, env={"PYPARALLEL_TEST_TOKEN": token})
@@ -196,10 +197,9 @@ def test_fixed_unit_size_skips_calibration_for_equal_work_across_interpreters():
     assert report.step("sequential", 1).summary.wall_seconds < 0.3
 
 
-def test_steps_measured_before_a_timeout_keep_their_windows(monkeypatch):
-    monkeypatch.chdir(TESTS)
+def test_steps_measured_before_a_timeout_keep_their_windows():
     spec = probe.ProbeSpec("faulty_workloads:hangs_in_worker_process", ("threads", "processes"), (2,),
-                           0.05, 3, 2.0, "forkserver")
+                           0.05, 3, 2.0, "forkserver", workload_path=(str(TESTS),))
     report = probe.run_workload(this_python(), spec)
     # Repeat 0 ran sequential and threads, then processes hung and the runner was killed.
     assert report.step("processes", 2).reason == "timeout"

@@ -20,10 +20,11 @@ TESTDATA = Path(__file__).parent / "testdata" / "web"
 # also holds server.crt/server.key (a matching pair), other.key and junk.pem (not PEM).
 INVALID: dict[str, str] = {
     "invalid-yaml-syntax.yml":
-        "{path}: invalid YAML: while parsing a flow sequence in \"<unicode string>\", line 1, "
-        "column 20: tls_server_config: [cert_file: server.crt ^ expected ',' or ']', but got "
-        "'<stream end>' in \"<unicode string>\", line 2, column 1: ^",
+        "{path}: line 2: invalid YAML: expected ',' or ']', but got '<stream end>'",
     "invalid-top-level-list.yml": "{path}: top level must be a mapping, got list",
+    "invalid-not-utf8.yml": "{path}: not UTF-8 text: invalid start byte at byte 35",
+    "invalid-duplicate-user.yml": "{path}: line 3: invalid YAML: duplicate key 'alice'",
+    "invalid-deep-nesting.yml": "{path}: invalid YAML: nested too deeply",
     "invalid-unknown-top-level-key.yml": "{path}: tls_config: unknown field",
     "invalid-unknown-tls-key.yml": "{path}: tls_server_config.certfile: unknown field",
     "invalid-unsupported-tls-key.yml":

@@ -1,0 +1,123 @@
+"""Property-based tests: whatever a config file holds, both loaders answer with a valid
+config or our one-line ConfigError — never another exception, never a traceback.
+
+Bounded (a few hundred examples each, no deadline) so CI stays fast.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from exporter import config, webconfig
+from exporter.errors import ConfigError
+
+FUZZ = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+CONFIG_KEYS = ["interval", "jitter", "duty_cycle", "probe", "interpreters", "import_check", "workloads", "modes",
+               "workers", "unit_seconds", "repeats", "timeout", "deadline", "workload_path", "start_method",
+               "per_core_series", "name", "path", "env", "modules"]
+WEB_KEYS = ["tls_server_config", "http_server_config", "basic_auth_users", "cert_file", "key_file",
+            "client_auth_type", "client_ca_file", "min_version", "max_version", "headers", "http2", "rate_limit",
+            "X-Frame-Options", "Strict-Transport-Security"]
+INTERESTING = ["5m", "1w", "5s5m", "1.5m", "0", "auto", "threads", "sleep", "fork", "a:b", "/", "/tmp", "TLS13",
+               "$2b$10$" + "a" * 53, "\x00", "\u2028", "x" * 300]
+FLOATS = st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from([1e30, -0.0, 1e-300, 0.5])
+INTS = st.integers(min_value=-(2**70), max_value=2**70) | st.sampled_from([0, 1, 2, 8, 9, 256, 257, 1000, 10**9])
+
+
+def yaml_values(keys: list[str]) -> st.SearchStrategy[Any]:
+    """Nested YAML-representable values whose mapping keys are mostly the loader's own."""
+    scalars = st.none() | st.booleans() | INTS | FLOATS | st.text(max_size=20) | st.sampled_from(INTERESTING)
+    key = st.sampled_from(keys) | st.text(max_size=10) | INTS | st.booleans()
+    return st.recursive(scalars, lambda children: st.lists(children, max_size=5)
+                        | st.dictionaries(key, children, max_size=6), max_leaves=25)
+
+
+def documents(keys: list[str]) -> st.SearchStrategy[dict]:
+    """Top-level mappings built from the loader's keys, so validation runs deep, not just 'unknown key'."""
+    return st.dictionaries(st.sampled_from(keys), yaml_values(keys), max_size=6)
+
+
+_DIR = Path(tempfile.mkdtemp(prefix="pyparallel-fuzz-"))
+
+
+def write(data: bytes) -> str:
+    path = _DIR / "config.yml"
+    path.write_bytes(data)
+    return str(path)
+
+
+def assert_one_line_or_valid(load: Callable[[str], object], data: bytes, prefix: str) -> None:
+    path = write(data)
+    try:
+        loaded = load(path)
+    except ConfigError as exc:
+        message = str(exc)
+        assert message.startswith(f"{prefix}: {path}"), message
+        assert "\n" not in message and len(message) < 2000, message
+        return
+    if isinstance(loaded, config.Config):
+        assert_within_bounds(loaded)
+
+
+def assert_within_bounds(cfg: config.Config) -> None:
+    """What a loaded config promises the daemon: finite numbers, inside the documented bounds."""
+    p = cfg.probe
+    assert config.MIN_INTERVAL_SECONDS <= cfg.interval_seconds <= config.MAX_INTERVAL_SECONDS
+    assert 0 <= cfg.jitter_seconds < cfg.interval_seconds
+    assert 0 < cfg.duty_cycle <= 1
+    assert all(1 <= n <= config.max_workers() for n in p.workers)
+    assert 1 <= p.repeats <= config.MAX_REPEATS
+    assert 0 < p.unit_seconds <= config.MAX_UNIT_SECONDS
+    assert 0 < p.timeout_seconds <= config.MAX_TIMEOUT_SECONDS
+    assert p.deadline_seconds is None or 0 < p.deadline_seconds <= config.MAX_DEADLINE_SECONDS
+
+
+def dump(document: Any) -> bytes:
+    return yaml.safe_dump(document, allow_unicode=True).encode()
+
+
+@FUZZ
+@given(st.binary(max_size=600))
+def test_any_bytes_give_a_config_or_one_line_error(data):
+    assert_one_line_or_valid(config.load_config, data, "error parsing config file")
+
+
+@FUZZ
+@given(st.lists(st.sampled_from(list("[]{}:,-&*!|>'\"#%@` \n\t?ab1.") + ["5m", "probe", "workers", "<<", "!!binary"]),
+                max_size=80))
+def test_yaml_punctuation_soup_gives_a_config_or_one_line_error(pieces):
+    assert_one_line_or_valid(config.load_config, "".join(pieces).encode(), "error parsing config file")
+
+
+@FUZZ
+@given(documents(CONFIG_KEYS) | yaml_values(CONFIG_KEYS))
+def test_any_yaml_structure_gives_a_config_or_one_line_error(document):
+    assert_one_line_or_valid(config.load_config, dump(document), "error parsing config file")
+
+
+@FUZZ
+@given(st.fixed_dictionaries({}, optional={"probe": st.dictionaries(st.sampled_from(sorted(config.PROBE_FIELDS)),
+                                                                    yaml_values(CONFIG_KEYS), max_size=4),
+                                           "interval": yaml_values(CONFIG_KEYS), "jitter": yaml_values(CONFIG_KEYS),
+                                           "duty_cycle": yaml_values(CONFIG_KEYS)}))
+def test_any_probe_section_gives_a_config_or_one_line_error(document):
+    assert_one_line_or_valid(config.load_config, dump(document), "error parsing config file")
+
+
+@FUZZ
+@given(st.binary(max_size=600))
+def test_any_bytes_give_a_web_config_or_one_line_error(data):
+    assert_one_line_or_valid(webconfig.load_web_config, data, "error parsing web config file")
+
+
+@FUZZ
+@given(documents(WEB_KEYS) | yaml_values(WEB_KEYS))
+def test_any_yaml_structure_gives_a_web_config_or_one_line_error(document):
+    assert_one_line_or_valid(webconfig.load_web_config, dump(document), "error parsing web config file")
