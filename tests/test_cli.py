@@ -10,6 +10,8 @@ import pytest
 
 from exporter.hostinfo import host_cpus
 
+pytestmark = pytest.mark.integration  # every test runs the command line in a child process
+
 
 def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "exporter", *args], capture_output=True,

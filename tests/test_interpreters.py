@@ -16,7 +16,7 @@ from conftest import IN_CI, build_legacy_extension, require_free_threaded_python
 import support
 from exporter import probe
 
-pytestmark = pytest.mark.freethreaded
+pytestmark = [pytest.mark.freethreaded, pytest.mark.integration]  # each test starts an interpreter
 
 
 @pytest.fixture(scope="module")
