@@ -17,8 +17,8 @@ def write_chart(reports: Sequence[WorkloadReport], path: str) -> None:
         matplotlib.use("Agg")  # no display needed; must precede pyplot
         import matplotlib.pyplot as plt
     except ImportError:
-        raise ConfigError("--plot: matplotlib is not installed; "
-                          "pip install 'python-parallelism-exporter[plot]'") from None
+        raise ConfigError("--plot: matplotlib is not installed; install it with scripts/install plot "
+                          "(in a clone) or pip install 'python-parallelism-exporter[plot]'") from None
     workloads = list(dict.fromkeys(r.spec.workload for r in reports))
     figure, axes = plt.subplots(len(workloads), 2, figsize=(12, 3.2 * len(workloads)),
                                 squeeze=False)
