@@ -204,7 +204,7 @@ def run_one_shot(args: argparse.Namespace) -> int:
     if args.plot:
         from exporter.plot import write_chart
 
-        write_chart(reports, args.plot)
+        write_chart(reports, args.plot, host)
         err.print(f"chart written to {args.plot}")
     if args.textfile:
         from exporter.collector import write_textfile
