@@ -173,6 +173,19 @@ def test_systemd_unit_is_hardened_and_restarts_on_failure() -> None:
 
 
 @pytest.mark.integration
+def test_systemd_unit_documentation_is_installed_by_the_readme_commands() -> None:
+    """Each Documentation= file: is a file of this repository that deploy/systemd/README.md installs there."""
+    (line,) = re.findall(r"^Documentation=(.+)$", UNIT.read_text(), flags=re.MULTILINE)
+    installs = dict((target, source) for source, target in
+                    re.findall(r"install -D -m 0644 (\S+) (/usr/share/doc/\S+)", (UNIT.parent / "README.md").read_text()))
+    documents = line.split()
+    assert documents and all(uri.startswith("file:/usr/share/doc/parallelism-exporter/") for uri in documents)
+    for uri in documents:
+        source = installs[uri.removeprefix("file:")]
+        assert (ROOT / source).is_file(), source
+
+
+@pytest.mark.integration
 def test_systemd_analyze_verifies_the_unit(tmp_path: Path) -> None:
     analyze = require_binary("systemd-analyze")  # Debian's systemd package
     # verify also checks that ExecStart exists; the exporter is not installed system-wide here.
