@@ -27,7 +27,7 @@ EXIT_OK, EXIT_FAILED_PROBE, EXIT_USAGE = 0, 1, 2
 # spends its duty-cycle budget on the CPU-bound steps whose change an alert can act on.
 ONE_SHOT_WORKLOADS = ("pure_python", "sha256", "sleep")
 ONE_SHOT_MODES = ("sequential", "threads", "processes", "asyncio")
-PLOT_INSTALL = "scripts/install plot (in a clone) or pip install 'python-parallelism-exporter[plot]'"
+PLOT_INSTALL = "scripts/install plot (in a clone), or pip install matplotlib into this Python's environment"
 MODE_DESCRIPTIONS = {
     "sequential": "one worker: the baseline T1",
     "threads": "N threads in one interpreter (one core under the GIL)",

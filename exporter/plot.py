@@ -31,7 +31,7 @@ def write_chart(reports: Sequence[WorkloadReport], path: str, host: Optional[Hos
         import matplotlib.pyplot as plt
     except ImportError:
         raise ConfigError("--plot: matplotlib is not installed; install it with scripts/install plot "
-                          "(in a clone) or pip install 'python-parallelism-exporter[plot]'") from None
+                          "(in a clone), or pip install matplotlib into this Python's environment") from None
     workloads = list(dict.fromkeys(r.spec.workload for r in reports))
     figure, axes = plt.subplots(len(workloads), 2, figsize=(14, 3.6 * len(workloads) + 0.8),
                                 squeeze=False)
