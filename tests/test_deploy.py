@@ -38,7 +38,7 @@ def _optional_binary(name: str) -> str:
     """A tool .ci/run does not install (kubectl): skip, also in CI, when it is absent."""
     path = shutil.which(name)
     if path is None:
-        pytest.skip(f"{name} is not installed")
+        pytest.skip(f"{name} is not installed (Debian: apt-get install kubernetes-client)")
     return path
 
 

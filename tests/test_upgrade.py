@@ -27,7 +27,7 @@ class Step:
     metrics: dict[str, list[tuple[dict[str, str], float]]]
 
     def value(self, name: str, **labels: str) -> float:
-        (found,) = [v for l, v in self.metrics[name] if labels.items() <= l.items()]
+        (found,) = [value for sample_labels, value in self.metrics[name] if labels.items() <= sample_labels.items()]
         return found
 
     def info(self) -> dict[str, str]:
@@ -55,7 +55,8 @@ def upgrade(tmp_path_factory) -> dict[str, Step]:
     """The same label probed on 3.11, 3.13 and 3.13t, one after the other."""
     interpreters = {"3.11": sys.executable, "3.13": require_gil_313_python(), "3.13t": require_free_threaded_python()}
     if sys.version_info[:2] != (3, 11):
-        pytest.skip(f"the upgrade story starts from CPython 3.11; the tests run on {sys.version.split()[0]}")
+        pytest.skip(f"the upgrade story starts from CPython 3.11 (Debian 12's python3); these tests run on "
+                    f"{sys.version.split()[0]}: run them from a .venv made by scripts/install with python3.11")
     workdir = tmp_path_factory.mktemp("upgrade")
     return {version: probe_as_app(python, workdir) for version, python in interpreters.items()}
 
