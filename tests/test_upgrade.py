@@ -65,6 +65,14 @@ def speedup(step: Step, mode: str) -> float:
     return step.value("pyparallel_speedup_ratio", interpreter="app", workload="pure_python", mode=mode)
 
 
+def threads_verdict(step: Step) -> str:
+    """The report's verdict on threads, which must quote the exported speedup."""
+    (line,) = [line for line in step.report.splitlines() if line.startswith("pure_python: ")]
+    (verdict,) = [part for part in line.split("; ") if "threads: " in part]
+    assert f"×{speedup(step, 'threads'):.2f}" in verdict, (verdict, speedup(step, "threads"))
+    return verdict
+
+
 def test_3_11_to_3_13_changes_the_version_but_threads_stay_on_one_core(upgrade):
     before, after = upgrade["3.11"], upgrade["3.13"]
     assert before.info()["version"].startswith("3.11.") and after.info()["version"].startswith("3.13.")
@@ -73,7 +81,8 @@ def test_3_11_to_3_13_changes_the_version_but_threads_stay_on_one_core(upgrade):
         assert speedup(step, "threads") < 1.3
         assert step.value("pyparallel_cpu_cores_used", interpreter="app", mode="threads") < 1.3
         assert step.value("pyparallel_gil_enabled", interpreter="app") == 1
-        assert "threads: no parallel speedup" in step.report
+        assert "scales" not in threads_verdict(step)
+        assert "GIL build, GIL enabled" in step.report
     assert "cpython 3.11." in before.report and "cpython 3.13." in after.report
 
 
@@ -82,12 +91,13 @@ def test_3_13_to_3_13t_makes_threads_scale(upgrade):
     assert before.info()["version"] == after.info()["version"]  # same CPython, other build
     assert (before.info()["free_threaded_build"], after.info()["free_threaded_build"]) == ("false", "true")
     assert after.value("pyparallel_gil_enabled", interpreter="app") == 0
-    # 1.5x when the host delivers it; when this VM's two vCPUs share one physical core even
-    # processes stay near 1.3x, and free-threaded threads must then keep up with them.
-    wanted = min(1.5, 0.8 * speedup(after, "processes"))
-    assert speedup(after, "threads") > wanted, after.report
-    assert after.value("pyparallel_cpu_cores_used", interpreter="app", mode="threads") > 1.6
+    cores = {mode: after.value("pyparallel_cpu_cores_used", interpreter="app", mode=mode) for mode in ("threads", "processes")}
+    assert cores["processes"] > 1.3, f"even processes got {cores['processes']:.2f} cores: the host is too busy to show scaling"
+    # 1.5x and 1.6 cores when the host delivers them; when other load or this VM's two vCPUs
+    # sharing one physical core hold processes back, free-threaded threads must keep up with them.
+    assert speedup(after, "threads") > min(1.5, 0.8 * speedup(after, "processes")), after.report
+    assert cores["threads"] > min(1.6, 0.8 * cores["processes"]), after.report
     assert speedup(before, "threads") < 1.3
-    assert "threads: no parallel speedup" in before.report
-    assert "threads: no parallel speedup" not in after.report
+    assert "scales" not in threads_verdict(before)
+    threads_verdict(after)  # quotes the free-threaded figure
     assert "free-threaded, GIL disabled" in after.report
