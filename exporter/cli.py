@@ -7,6 +7,7 @@ one line naming the flag or field.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import signal
@@ -19,13 +20,24 @@ from typing import NoReturn, Optional, Sequence
 from rich.console import Console
 from rich.text import Text
 
-from exporter import __version__, config, hostinfo, probe, report
+from exporter import __version__, config, hostinfo, probe, report, workloads
 from exporter.errors import ConfigError
-from exporter.results import Interpreter, WorkloadReport
+from exporter.results import MODES, Interpreter, WorkloadReport
 
 EXIT_OK, EXIT_FAILED_PROBE, EXIT_USAGE = 0, 1, 2
+# The one-shot report adds the I/O control (sleep) and asyncio to the daemon's defaults
+# (config.ProbeConfig): a person reading it once sees the whole contrast, while the daemon
+# spends its duty-cycle budget on the CPU-bound steps whose change an alert can act on.
 ONE_SHOT_WORKLOADS = ("pure_python", "sha256", "sleep")
 ONE_SHOT_MODES = ("sequential", "threads", "processes", "asyncio")
+PLOT_INSTALL = "scripts/install plot (in a clone), or pip install matplotlib into this Python's environment"
+MODE_DESCRIPTIONS = {
+    "sequential": "one worker: the baseline T1",
+    "threads": "N threads in one interpreter (one core under the GIL)",
+    "processes": "N worker processes (--start-method)",
+    "asyncio": "N tasks on one event loop (one core by design)",
+    "subinterpreters": "N PEP 734 interpreters, one thread each (3.14+, or 3.13 with backports-interpreters)",
+}
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -46,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
-    one_shot = commands.add_parser("probe", help="run the probes once and print a report")
+    one_shot = commands.add_parser("probe", help="run the probes once and print a report",
+                                   description="Run the probes once and print a report.",
+                                   epilog=probe_help_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     one_shot.add_argument("--config.file", dest="config_file", help="YAML config; flags override it")
     one_shot.add_argument("--workload", action="append",
                           help=f"workload name or package.module:function (default: {','.join(ONE_SHOT_WORKLOADS)})")
@@ -69,13 +83,27 @@ def build_parser() -> argparse.ArgumentParser:
                           help="interpreter to probe; repeat to compare several (default: this one)")
     one_shot.add_argument("--start-method", help="processes start method: fork, forkserver, spawn")
     one_shot.add_argument("--json", action="store_true", help="print one JSON document instead")
-    one_shot.add_argument("--plot", metavar="FILE.png", help="also write a chart")
+    one_shot.add_argument("--plot", metavar="FILE.png", help="also write a chart (needs matplotlib: the plot extra)")
     one_shot.add_argument("--textfile", metavar="PATH",
                           help="also write the metrics for node_exporter's textfile collector")
 
     serve = commands.add_parser("serve", help="run the exporter daemon")
     add_serve_flags(serve)
     return parser
+
+
+def probe_help_epilog() -> str:
+    """The workloads and modes with their defaults, for ``probe --help``."""
+    daemon = config.ProbeConfig()
+    lines = [f"workloads (default: {','.join(ONE_SHOT_WORKLOADS)}; serve's default: {','.join(daemon.workloads)}):"]
+    lines += [f"  {w.name:<16} {w.description}" for w in workloads.ALL_WORKLOADS.values()]
+    lines += ["  package.module:function  your own no-argument function, importable from the working directory",
+              "", f"modes (default: {','.join(ONE_SHOT_MODES)}; serve's default: {','.join(daemon.modes)}):"]
+    lines += [f"  {mode:<16} {MODE_DESCRIPTIONS.get(mode, '')}" for mode in MODES]
+    lines += ["", "The one-shot report adds the sleep control and asyncio to what serve probes by default,",
+              "to show the whole contrast once; serve keeps its duty-cycle budget for CPU-bound steps.",
+              "Exit codes: 0 all probes succeeded, 1 a probe failed, 2 bad input."]
+    return "\n".join(lines)
 
 
 def add_serve_flags(serve: argparse.ArgumentParser) -> None:
@@ -202,10 +230,21 @@ def name_after_identity(reports: list[WorkloadReport]) -> None:
         item.interpreter = Interpreter(name, item.interpreter.path, item.interpreter.env)
 
 
+def check_plot_target(path: str) -> None:
+    """Refuse --plot before probing when the chart could not be written."""
+    if importlib.util.find_spec("matplotlib") is None:
+        raise ConfigError(f"--plot: matplotlib is not installed; install it with {PLOT_INSTALL}")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise ConfigError(f"--plot: directory {directory!r} does not exist")
+
+
 def run_one_shot(args: argparse.Namespace) -> int:
     cfg = one_shot_config(args)
     if args.textfile:
         check_textfile_target(args.textfile)
+    if args.plot:
+        check_plot_target(args.plot)
     host = hostinfo.host_cpus()
     err = Console(stderr=True)
     reports: list[WorkloadReport] = []
@@ -227,7 +266,7 @@ def run_one_shot(args: argparse.Namespace) -> int:
     if args.plot:
         from exporter.plot import write_chart
 
-        write_chart(reports, args.plot)
+        write_chart(reports, args.plot, host)
         err.print(f"chart written to {args.plot}")
     if args.textfile:
         from exporter.collector import write_textfile

@@ -1,36 +1,76 @@
-"""The ``--plot`` chart: per-core utilisation by mode, and speedup by mode, per workload."""
+"""The ``--plot`` chart: per-core utilisation by mode, and speedup by mode, per workload.
+
+One row per workload: on the left each CPU's busy share during the timed windows, on the
+right the speedup against the ideal (N workers: N×). The title names the interpreter(s),
+the host and the date, so a PNG passed around later still says where it came from.
+"""
 
 from __future__ import annotations
 
-from typing import Sequence
+import datetime
+import socket
+from typing import Optional, Sequence
 
 from exporter.errors import ConfigError
+from exporter.hostinfo import HostCpus
 from exporter.measurement import Summary
 from exporter.results import StepResult, WorkloadReport
 
+LEGEND_MAX_CPUS = 16  # beyond this a per-CPU legend is a wall of colours: the axis says "cpu0…"
+# Workloads that wait rather than compute: their rows show idle cores, which is the point.
+IO_CONTROLS = {"sleep": ("I/O control: sleep keeps the cores idle on purpose (busy bars are other load)",
+                         "I/O control: waits overlap in every mode, even under the GIL")}
 
-def write_chart(reports: Sequence[WorkloadReport], path: str) -> None:
-    """Draw one row per workload (left: per-core bars by mode, right: speedup bars)."""
+
+def write_chart(reports: Sequence[WorkloadReport], path: str, host: Optional[HostCpus] = None) -> None:
+    """Draw one row per workload (left: per-core bars by mode, right: speedup bars) into ``path``."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")  # no display needed; must precede pyplot
         import matplotlib.pyplot as plt
     except ImportError:
-        raise ConfigError("--plot: matplotlib is not installed; "
-                          "pip install 'python-parallelism-exporter[plot]'") from None
+        raise ConfigError("--plot: matplotlib is not installed; install it with scripts/install plot "
+                          "(in a clone), or pip install matplotlib into this Python's environment") from None
     workloads = list(dict.fromkeys(r.spec.workload for r in reports))
-    figure, axes = plt.subplots(len(workloads), 2, figsize=(12, 3.2 * len(workloads)),
+    figure, axes = plt.subplots(len(workloads), 2, figsize=(14, 3.6 * len(workloads) + 0.8),
                                 squeeze=False)
     for row, workload in enumerate(workloads):
         mine = [r for r in reports if r.spec.workload == workload]
+        cores_note, speedup_note = (f"\n{note}" for note in IO_CONTROLS.get(workload, ("", "")))
         draw_cores(axes[row][0], mine)
         draw_speedups(axes[row][1], mine)
-        axes[row][0].set_title(f"{workload}: per-core utilisation during the timed window")
-        axes[row][1].set_title(f"{workload}: speedup T1·N/TN (dashed: ideal)")
+        axes[row][0].set_title(f"{workload}: per-core utilisation during the timed windows{cores_note}".strip(),
+                               fontsize=10)
+        axes[row][1].set_title(f"{workload}: speedup T1·N/TN (median of repeats){speedup_note}".strip(), fontsize=10)
+    figure.suptitle(chart_title(reports, host), fontsize=11)
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    # bbox_inches="tight" keeps the legends placed beside the axes inside the image.
+    figure.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(figure)
+
+
+def chart_title(reports: Sequence[WorkloadReport], host: Optional[HostCpus],
+                when: Optional[datetime.datetime] = None) -> str:
+    """'<interpreters>' over 'host <name>: <CPUs> · <UTC date and time>'."""
+    interpreters = []
+    for report in reports:
+        label = describe_interpreter(report)
+        if label not in interpreters:
+            interpreters.append(label)
+    cpus = f": {host.logical} logical CPUs, {host.usable:g} usable" if host is not None else ""
+    moment = (when or datetime.datetime.now(datetime.timezone.utc)).strftime("%Y-%m-%d %H:%M UTC")
+    return f"{'; '.join(interpreters)}\nhost {socket.gethostname()}{cpus} · {moment}"
+
+
+def describe_interpreter(report: WorkloadReport) -> str:
+    """E.g. 'cpython-3.13t: cpython 3.13.5, free-threaded, GIL disabled'."""
+    identity = report.identity
+    if identity is None:
+        return report.interpreter.name or report.interpreter.path
+    build = "free-threaded" if identity.free_threaded_build else "GIL build"
+    gil = "GIL enabled" if identity.gil_enabled else "GIL disabled"
+    return f"{report.interpreter.name}: {identity.implementation} {identity.version}, {build}, {gil}"
 
 
 def _bars(reports: Sequence[WorkloadReport]) -> list[tuple[str, StepResult, Summary]]:
@@ -57,20 +97,32 @@ def draw_cores(axis, reports: Sequence[WorkloadReport]) -> None:
         axis.bar([i + cpu * width for i in range(len(bars))], values, width, label=f"cpu{cpu}")
     axis.set_xticks([i + 0.4 - width / 2 for i in range(len(bars))], [label for label, _, _ in bars],
                     fontsize=8)
-    axis.set_ylabel("busy %")
+    axis.set_xlabel("mode × workers (one bar per CPU, left to right cpu0, cpu1, …)")
+    axis.set_ylabel("busy % of the CPU")
     axis.set_ylim(0, 105)
-    if cpus <= 16:
-        axis.legend(fontsize=7, ncols=min(cpus, 8))
+    if cpus <= LEGEND_MAX_CPUS:
+        # Beside the axes, never over the bars.
+        axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), borderaxespad=0.3)
 
 
 def draw_speedups(axis, reports: Sequence[WorkloadReport]) -> None:
     bars = _bars(reports)
+    if not bars:
+        axis.text(0.5, 0.5, "no successful step", ha="center", transform=axis.transAxes)
+        return
     positions = range(len(bars))
     # An unsteady step's speedup is withheld (physically implausible): no bar, a label instead.
-    axis.bar(positions, [0.0 if summary.unsteady else summary.speedup for _, _, summary in bars], color="tab:blue")
-    for i, (_, step, summary) in enumerate(bars):
-        axis.hlines(step.workers, i - 0.4, i + 0.4, colors="black", linestyles="dashed")  # ideal
-        label = "unsteady" if summary.unsteady else f"{summary.speedup:.2f}"
-        axis.text(i, 0.0 if summary.unsteady else summary.speedup, label, ha="center", va="bottom", fontsize=8)
+    heights = [0.0 if summary.unsteady else summary.speedup for _, _, summary in bars]
+    axis.bar(positions, heights, color="tab:blue", label="measured")
+    top = max(max(height, step.workers) for height, (_, step, _) in zip(heights, bars))
+    for i, (height, (_, step, summary)) in enumerate(zip(heights, bars)):
+        axis.hlines(step.workers, i - 0.4, i + 0.4, colors="black", linestyles="dashed",
+                    label="ideal (N×)" if i == 0 else None)
+        # Above both the bar and the ideal line, so the line never strikes through the figure.
+        label = "unsteady" if summary.unsteady else f"{summary.speedup:.2f}×"
+        axis.text(i, max(height, step.workers) + 0.03 * top, label, ha="center", va="bottom", fontsize=8)
     axis.set_xticks(list(positions), [label for label, _, _ in bars], fontsize=8)
-    axis.set_ylabel("speedup ×")
+    axis.set_xlabel("mode × workers")
+    axis.set_ylabel("speedup × (ideal = N)")
+    axis.set_ylim(0, top * 1.2)
+    axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), borderaxespad=0.3)

@@ -1,45 +1,118 @@
-"""Shared fixtures: locating the real tools (promtool, prometheus, ...) the tests run."""
+"""Shared fixtures: locating the real tools (promtool, prometheus, ...) the tests run, and
+the guard that keeps ``-m "not integration"`` free of processes."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import sys
+from pathlib import Path
 
 import pytest
 
 # In CI every tool is installed by .ci/run, so a missing tool is a failure there, not a skip.
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
+# Console scripts installed with the test extra (kubernetes-validate, check-jsonschema,
+# parallelism-exporter) live next to the interpreter running the tests, e.g. .venv/bin:
+# find them there even when that environment is not activated.
+os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+
 
 def require_binary(name: str) -> str:
     """Return the path of an executable, skipping the test (failing it in CI) when absent."""
     path = shutil.which(name)
     if path is None:
-        message = f"{name} is not installed (Debian package; .ci/run installs it)"
+        message = f"{name} is not installed (Debian package or the test extra; .ci/run installs it)"
         if IN_CI:
             pytest.fail(message)
         pytest.skip(message)
     return path
 
 
-def free_threaded_python() -> str | None:
-    """A free-threaded CPython (3.13t) if one is built here: PYPARALLEL_FT_PYTHON or the
-    default path of ../shared/tools/build-free-threaded-python."""
-    candidates = [os.environ.get("PYPARALLEL_FT_PYTHON", ""),
-                  os.path.expanduser("~/.cache/python3.13t/bin/python3.13t")]
+def built_python(variable: str, default: str) -> str | None:
+    """An interpreter built by scripts/build-python: ``$variable`` or its default path."""
+    candidates = [os.environ.get(variable, ""), os.path.expanduser(default)]
     return next((c for c in candidates if c and os.access(c, os.X_OK)), None)
+
+
+def free_threaded_python() -> str | None:
+    """A free-threaded CPython 3.13t: PYPARALLEL_FT_PYTHON or scripts/build-python's default path."""
+    return built_python("PYPARALLEL_FT_PYTHON", "~/.cache/python3.13t/bin/python3.13t")
+
+
+def gil_313_python() -> str | None:
+    """A CPython 3.13 with the GIL: PYPARALLEL_GIL313_PYTHON or scripts/build-python's default path."""
+    return built_python("PYPARALLEL_GIL313_PYTHON", "~/.cache/python3.13/bin/python3.13")
+
+
+def _require_built(path: str | None, what: str, build: str, variable: str) -> str:
+    if path is None:
+        message = f"no {what}: run {build} (or set {variable}); .ci/run builds it"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
 
 
 def require_free_threaded_python() -> str:
     """The free-threaded interpreter, or a skip saying how to get one (a failure in CI)."""
-    path = free_threaded_python()
-    if path is None:
-        message = ("no free-threaded CPython: run ../shared/tools/build-free-threaded-python "
-                   "or set PYPARALLEL_FT_PYTHON (.ci/run builds it)")
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
+    return _require_built(free_threaded_python(), "free-threaded CPython 3.13t",
+                          "scripts/build-python 3.13 --free-threaded", "PYPARALLEL_FT_PYTHON")
+
+
+def require_gil_313_python() -> str:
+    """CPython 3.13 with the GIL, or a skip saying how to get one (a failure in CI)."""
+    return _require_built(gil_313_python(), "CPython 3.13 with the GIL",
+                          "scripts/build-python 3.13", "PYPARALLEL_GIL313_PYTHON")
+
+
+# --- the guard: a test not marked integration must not start a process or a server -------
+
+_PROCESS_EVENTS = {"subprocess.Popen", "os.fork", "os.forkpty", "os.posix_spawn", "os.exec", "os.system", "os.spawn",
+                   "socket.bind"}
+# matplotlib runs fc-list once, to build its font cache on a machine that has none.
+_ALLOWED_COMMANDS = {"fc-list"}
+_unmarked_test: list[str] = []  # the node id of the running test when it is not integration
+
+
+def _refuse_processes(event: str, args: tuple) -> None:
+    if not _unmarked_test or event not in _PROCESS_EVENTS:
+        return
+    if event == "subprocess.Popen" and args[1] and os.path.basename(str(list(args[1])[0])) in _ALLOWED_COMMANDS:
+        return
+    raise RuntimeError(f"{_unmarked_test[0]} starts a process or a server ({event}) but is not marked "
+                       "@pytest.mark.integration: -m 'not integration' must start neither")
+
+
+sys.addaudithook(_refuse_processes)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item):
+    with _guarding(item):
+        yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    with _guarding(item):
+        yield
+
+
+class _guarding:
+    """Arm the guard for one test phase (set-up or call) when the test is not integration."""
+
+    def __init__(self, item) -> None:
+        self.armed = item.get_closest_marker("integration") is None
+        self.node_id = item.nodeid
+
+    def __enter__(self) -> None:
+        if self.armed:
+            _unmarked_test[:] = [self.node_id]
+
+    def __exit__(self, *exc) -> None:
+        _unmarked_test.clear()
 
 
 C_EXTENSION_WITHOUT_FREE_THREADING_SLOT = r"""

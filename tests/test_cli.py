@@ -16,6 +16,7 @@ def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
                           text=True, timeout=timeout)
 
 
+@pytest.mark.integration  # runs the command line in a child process
 @pytest.mark.parametrize("args, message", [
     (["probe", "--workload", "nope"], "--workload: unknown workload 'nope'"),
     (["probe", "--mode", "greenlets"], "--mode: unknown mode 'greenlets'"),
@@ -52,6 +53,7 @@ def probe_json(*extra: str) -> dict:
     return json.loads(result.stdout)
 
 
+@pytest.mark.integration  # runs the command line in a child process
 def test_json_document_has_interpreter_host_and_results():
     document = probe_json()
     assert document["interpreter"]["version"] == ".".join(map(str, sys.version_info[:3]))
@@ -68,6 +70,7 @@ def test_json_document_has_interpreter_host_and_results():
     assert document["results"][1]["speedup"] > 1.5  # sleeping threads overlap
 
 
+@pytest.mark.integration  # runs the command line in a child process
 def test_failed_probe_exits_1_and_says_why(tmp_path):
     result = cli("probe", "--python", str(tmp_path / "missing-python"), "--workload", "sleep",
                  "--mode", "threads", "--seconds", "0.1", "--repeats", "1", "--json")
@@ -76,12 +79,14 @@ def test_failed_probe_exits_1_and_says_why(tmp_path):
     assert {r["reason"] for r in results} == {"interpreter"}
 
 
+@pytest.mark.integration  # runs the command line in a child process
 def test_plot_writes_a_png(tmp_path):
     chart = tmp_path / "chart.png"
     probe_json("--plot", str(chart))
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.integration  # runs the command line in a child process
 def test_terminal_report_has_table_bars_and_verdict():
     result = cli("probe", "--workload", "sleep", "--mode", "threads", "--workers", "2",
                  "--seconds", "0.1", "--repeats", "1")
@@ -92,6 +97,7 @@ def test_terminal_report_has_table_bars_and_verdict():
     assert "sleep: threads: scales" in out
 
 
+@pytest.mark.integration  # runs the command line in a child process
 def test_json_has_the_measurement_fields_and_the_nice_used():
     document = probe_json("--nice", "3", "--max-repeats", "2", "--precision", "0.5", "--step-budget", "2s")
     assert document["nice"] == 3
@@ -103,6 +109,7 @@ def test_json_has_the_measurement_fields_and_the_nice_used():
     assert threads["speedup_ci"] is None or threads["speedup_ci"][0] <= threads["speedup"] <= threads["speedup_ci"][1]
 
 
+@pytest.mark.integration  # runs the command line in a child process
 @pytest.mark.parametrize("flags, message", [
     (["--nice", "20"], "--nice: must be an integer 0..19 or idle, got 20"),
     (["--precision", "2"], "--precision: must be a number in (0, 1], got 2.0"),
@@ -113,3 +120,32 @@ def test_bad_measurement_flags_are_one_line_and_exit_2(flags, message):
     result = cli("probe", "--workload", "sleep", *flags)
     assert result.returncode == 2
     assert result.stderr.strip() == f"parallelism-exporter: {message}"
+
+
+# --- in-process checks of the command line (no probe runs: these start no process) -------
+
+
+def test_plot_without_matplotlib_fails_before_probing_and_names_the_install_command(monkeypatch, capsys):
+    from exporter import cli as command_line
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if it were not installed
+    assert command_line.run(["probe", "--plot", "chart.png"]) == 2  # no runner started: the guard would fail it
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1
+    assert "matplotlib is not installed" in error and "scripts/install plot" in error
+
+
+def test_probe_help_lists_workloads_modes_and_both_defaults(capsys):
+    from exporter import cli as command_line
+    from exporter.config import ProbeConfig
+    from exporter.results import MODES
+    from exporter.workloads import ALL_WORKLOADS
+
+    with pytest.raises(SystemExit) as exit_:
+        command_line.run(["probe", "--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    for name in [*ALL_WORKLOADS, *MODES]:
+        assert f"\n  {name} " in text, name
+    assert f"default: {','.join(command_line.ONE_SHOT_WORKLOADS)}; serve's default: {','.join(ProbeConfig().workloads)}" in text
+    assert f"default: {','.join(command_line.ONE_SHOT_MODES)}; serve's default: {','.join(ProbeConfig().modes)}" in text

@@ -11,6 +11,8 @@ from prometheus_client import CollectorRegistry
 
 from exporter import collector, config, hostinfo, probe, results
 
+pytestmark = pytest.mark.integration  # the samples come from real probes (runner processes)
+
 LABELS = {"interpreter": "test", "workload": "sleep", "mode": "threads", "workers": "2"}
 
 

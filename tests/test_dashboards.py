@@ -47,6 +47,7 @@ def name(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+@pytest.mark.integration
 def test_committed_dashboards_equal_a_fresh_generation(tmp_path: Path) -> None:
     subprocess.run([sys.executable, "-m", "dashboards.generate", "--output-dir", str(tmp_path)], cwd=ROOT, check=True,
                    capture_output=True)
@@ -55,6 +56,7 @@ def test_committed_dashboards_equal_a_fresh_generation(tmp_path: Path) -> None:
         assert fresh.read_text() == path.read_text(), f"{path.name} is stale: run python -m dashboards.generate"
 
 
+@pytest.mark.integration
 def test_generator_check_mode_flags_an_edited_file(tmp_path: Path) -> None:
     generate = [sys.executable, "-m", "dashboards.generate", "--output-dir", str(tmp_path)]
     subprocess.run(generate, cwd=ROOT, check=True, capture_output=True)
@@ -244,6 +246,7 @@ def test_fleet_table_has_one_column_per_fact_asked_for() -> None:
     assert all(t["format"] == "table" and t["instant"] for t in table["targets"])
 
 
+@pytest.mark.integration
 def test_every_query_parses_as_promql(tmp_path: Path) -> None:
     """promtool parses each query (variables filled in) as the expr of a recording rule."""
     promtool = require_binary("promtool")

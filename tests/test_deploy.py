@@ -35,16 +35,17 @@ def _k8s_documents() -> dict[str, dict[str, Any]]:
 
 
 def _optional_binary(name: str) -> str:
-    """A tool .ci/run does not install: skip (also in CI) when it is absent."""
+    """A tool .ci/run does not install (kubectl): skip, also in CI, when it is absent."""
     path = shutil.which(name)
     if path is None:
-        pytest.skip(f"{name} is not installed")
+        pytest.skip(f"{name} is not installed (Debian: apt-get install kubernetes-client)")
     return path
 
 
 # --- Prometheus ----------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_prometheus_config_passes_promtool_check() -> None:
     promtool = require_binary("promtool")
     result = subprocess.run([promtool, "check", "config", str(PROMETHEUS_DIR / "prometheus.yml")],
@@ -64,6 +65,7 @@ def test_prometheus_config_scrapes_the_exporter_and_alerts_alertmanager() -> Non
     assert all(not Path(pattern).is_absolute() for pattern in config["rule_files"])
 
 
+@pytest.mark.integration
 def test_a_copied_prometheus_dir_with_retargeted_addresses_still_checks(tmp_path: Path) -> None:
     """What the integration test does: copy deploy/prometheus, point it at loopback ports."""
     promtool = require_binary("promtool")
@@ -80,6 +82,7 @@ def test_a_copied_prometheus_dir_with_retargeted_addresses_still_checks(tmp_path
 # --- Alertmanager --------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_alertmanager_config_passes_amtool_check() -> None:
     amtool = require_binary("amtool")
     result = subprocess.run([amtool, "check-config", str(ALERTMANAGER_CONFIG)], check=False, capture_output=True, text=True)
@@ -104,6 +107,7 @@ def test_alertmanager_inhibitions_name_existing_alerts() -> None:
 # --- docker compose, Dockerfile, Grafana provisioning --------------------------------------
 
 
+@pytest.mark.integration
 def test_compose_file_matches_the_compose_spec() -> None:
     check = require_binary("check-jsonschema")
     result = subprocess.run([check, "--builtin-schema", "vendor.compose-spec", str(COMPOSE)],
@@ -168,8 +172,22 @@ def test_systemd_unit_is_hardened_and_restarts_on_failure() -> None:
     assert not re.search(r"^(CPUQuota|CPUAffinity|AllowedCPUs)=", unit, flags=re.MULTILINE)
 
 
+@pytest.mark.integration
+def test_systemd_unit_documentation_is_installed_by_the_readme_commands() -> None:
+    """Each Documentation= file: is a file of this repository that deploy/systemd/README.md installs there."""
+    (line,) = re.findall(r"^Documentation=(.+)$", UNIT.read_text(), flags=re.MULTILINE)
+    installs = dict((target, source) for source, target in
+                    re.findall(r"install -D -m 0644 (\S+) (/usr/share/doc/\S+)", (UNIT.parent / "README.md").read_text()))
+    documents = line.split()
+    assert documents and all(uri.startswith("file:/usr/share/doc/parallelism-exporter/") for uri in documents)
+    for uri in documents:
+        source = installs[uri.removeprefix("file:")]
+        assert (ROOT / source).is_file(), source
+
+
+@pytest.mark.integration
 def test_systemd_analyze_verifies_the_unit(tmp_path: Path) -> None:
-    analyze = _optional_binary("systemd-analyze")
+    analyze = require_binary("systemd-analyze")  # Debian's systemd package
     # verify also checks that ExecStart exists; the exporter is not installed system-wide here.
     unit = tmp_path / UNIT.name
     unit.write_text(re.sub(r"^ExecStart=\S+", "ExecStart=/bin/true", UNIT.read_text(), flags=re.MULTILINE))
@@ -180,6 +198,7 @@ def test_systemd_analyze_verifies_the_unit(tmp_path: Path) -> None:
 # --- Kubernetes ----------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_kubernetes_core_manifests_validate() -> None:
     validate = require_binary("kubernetes-validate")
     core = [K8S / name for name, doc in _k8s_documents().items() if doc["kind"] not in CUSTOM_RESOURCES]
@@ -195,6 +214,7 @@ def test_kustomization_lists_every_manifest() -> None:
     assert all(doc["metadata"].get("namespace", namespace) == namespace for doc in _k8s_documents().values())
 
 
+@pytest.mark.integration
 def test_kustomize_builds_the_manifests() -> None:
     kubectl = _optional_binary("kubectl")
     result = subprocess.run([kubectl, "kustomize", str(K8S)], check=False, capture_output=True, text=True)
@@ -211,6 +231,7 @@ def test_prometheus_rule_spec_equals_the_rule_files() -> None:
     assert rule["spec"]["groups"] == groups
 
 
+@pytest.mark.integration
 def test_generated_kubernetes_files_equal_a_fresh_generation(tmp_path: Path) -> None:
     subprocess.run([sys.executable, "-m", "dashboards.generate", "--output-dir", str(tmp_path)], cwd=ROOT, check=True,
                    capture_output=True)

@@ -16,6 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families as parse_tex
 from exporter import collector, config, hostinfo, probe
 from exporter.exposition import TelemetryApp
 
+pytestmark = pytest.mark.integration  # the samples come from real probes (runner processes)
+
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
 
 

@@ -66,6 +66,7 @@ def test_this_host():
 CGROUP_V1_CPU = Path("/sys/fs/cgroup/cpu")
 
 
+@pytest.mark.integration
 def test_a_real_one_cpu_quota_shows_as_usable_cores_and_caps_processes():
     """The container-limit story for real: a cgroup v1 CFS quota of one CPU."""
     if os.geteuid() != 0 or not os.access(CGROUP_V1_CPU, os.W_OK) or not (CGROUP_V1_CPU / "cpu.cfs_quota_us").exists():

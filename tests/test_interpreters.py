@@ -16,7 +16,7 @@ from conftest import IN_CI, build_legacy_extension, require_free_threaded_python
 import support
 from exporter import probe
 
-pytestmark = pytest.mark.freethreaded
+pytestmark = [pytest.mark.freethreaded, pytest.mark.integration]  # each test starts an interpreter
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +128,7 @@ def test_one_shot_json_lists_both_interpreters(ft_python):
 def ft_with_subinterpreters(ft_python) -> str:
     has_backport = subprocess.run([ft_python, "-c", "import backports.interpreters"], capture_output=True).returncode == 0
     if not has_backport:
-        message = f"{ft_python} lacks backports-interpreters (.ci/run installs it)"
+        message = f"{ft_python} lacks backports-interpreters: run {ft_python} -m pip install backports-interpreters (.ci/run does)"
         if IN_CI:
             pytest.fail(message)
         pytest.skip(message)

@@ -17,6 +17,8 @@ from exporter import probe
 from exporter.hostinfo import host_cpus
 from support import processes_with_token
 
+pytestmark = pytest.mark.integration  # every test starts the runner
+
 TESTS = Path(__file__).parent
 TWO_CORES = host_cpus().usable >= 2
 needs_two_cores = pytest.mark.skipif(not TWO_CORES, reason="needs 2 usable CPUs")

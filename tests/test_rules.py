@@ -52,12 +52,14 @@ def test_rule_files_exist_for_recording_rules_and_alerts() -> None:
     assert _alerts() and _recordings()
 
 
+@pytest.mark.integration
 def test_promtool_check_rules_accepts_every_rule_file() -> None:
     promtool = require_binary("promtool")
     result = subprocess.run([promtool, "check", "rules", *map(str, RULE_FILES)], check=False, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.integration
 def test_promtool_unit_tests_pass() -> None:
     promtool = require_binary("promtool")
     result = subprocess.run(
@@ -66,6 +68,7 @@ def test_promtool_unit_tests_pass() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.integration
 def test_committed_rule_files_equal_a_fresh_generation(tmp_path: Path) -> None:
     subprocess.run([sys.executable, "-m", "dashboards.generate", "--output-dir", str(tmp_path)], cwd=ROOT, check=True,
                    capture_output=True)

@@ -30,6 +30,8 @@ from exporter.errors import ConfigError
 from exporter.web import WebServer, parse_listen_address, start_web_server
 from exporter.webconfig import load_web_config
 
+pytestmark = pytest.mark.integration  # the tests start real HTTP(S) servers on loopback ports
+
 # --- fixtures: a tiny PKI, servers that are always shut down, and an HTTP client ----------
 
 
