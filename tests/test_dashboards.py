@@ -143,6 +143,7 @@ def test_probe_health_notices_stopped_rounds() -> None:
     assert "pyparallel_probe_last_success_timestamp_seconds" in expr and "pyparallel_probe_interval_seconds" in expr
 
 
+@pytest.mark.integration  # runs the generator or promtool in a child process
 def test_dashboards_render_for_another_selector(tmp_path: Path) -> None:
     subprocess.run([sys.executable, "-m", "dashboards.generate", "--output-dir", str(tmp_path),
                     "--selector", 'job="python"'], cwd=ROOT, check=True, capture_output=True)

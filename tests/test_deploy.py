@@ -301,6 +301,7 @@ def test_kubernetes_image_is_the_one_the_dockerfile_builds() -> None:
     assert "docker build -t python-parallelism-exporter:" in (K8S / "daemonset.yaml").read_text()
 
 
+@pytest.mark.integration  # runs the generator or promtool in a child process
 def test_scrape_configs_in_the_docs_pass_promtool_check(tmp_path: Path) -> None:
     promtool = require_binary("promtool")
     text = (ROOT / "docs" / "prometheus-and-grafana.md").read_text()

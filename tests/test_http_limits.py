@@ -19,6 +19,8 @@ from prometheus_client.registry import Collector
 
 from exporter.web import WebServer, start_web_server
 
+pytestmark = pytest.mark.integration  # every test runs a real server on a loopback port
+
 
 @pytest.fixture
 def registry() -> CollectorRegistry:

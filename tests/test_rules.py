@@ -186,6 +186,7 @@ def test_noisy_inputs_are_among_the_cases_of_every_alert() -> None:
     assert speedup_alerts and speedup_alerts <= noisy, speedup_alerts - noisy
 
 
+@pytest.mark.integration  # runs the generator or promtool in a child process
 def test_rules_and_their_tests_render_for_another_selector_and_pass_promtool(tmp_path: Path) -> None:
     """A user's own job name: every rule selects it, and the generated tests still pass."""
     promtool = require_binary("promtool")
@@ -209,6 +210,7 @@ def test_rules_and_their_tests_render_for_another_selector_and_pass_promtool(tmp
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.integration  # runs the generator or promtool in a child process
 @pytest.mark.parametrize("bad", ['job=python', 'job="a" env="b"', "", '{job="a"}'])
 def test_generator_rejects_a_malformed_selector_with_one_line(bad: str, tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "dashboards.generate", "--output-dir", str(tmp_path),
