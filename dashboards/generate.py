@@ -15,7 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from grafanalib._gen import DashboardEncoder
+
+try:
+    from grafanalib._gen import DashboardEncoder
+except ImportError:  # the installed exporter never needs grafanalib: only generating does
+    print("dashboards.generate: grafanalib is not installed; install it with: ./scripts/install dashboards",
+          file=sys.stderr)
+    sys.exit(2)
 
 from dashboards import fleet, host
 from dashboards.alerts import alerts_group

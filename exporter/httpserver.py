@@ -40,7 +40,7 @@ from exporter.logs import log_kv
 
 log = logging.getLogger(__name__)
 
-# Defaults; the rationale for each is in docs/operations-http.md.
+# Defaults; the rationale for each is in docs/operations.md.
 DEFAULT_MAX_REQUESTS = 40  # node_exporter's --web.max-requests default
 DEFAULT_READ_TIMEOUT_SECONDS = 10.0  # from accept to the last byte of the request
 WRITE_TIMEOUT_SECONDS = 30.0  # for writing the whole answer, in a worker

@@ -300,3 +300,16 @@ def test_substitute_fills_every_variable_form_and_rejects_unknown_ones() -> None
         'x{a=~"j", b=~"i", c=~".+", d="w"}')
     with pytest.raises(KeyError, match=r"\$job"):
         queries.substitute('up{job="$job"}', {})
+
+
+def test_generator_without_grafanalib_is_one_line_naming_the_install_command(monkeypatch, capsys) -> None:
+    import runpy
+
+    monkeypatch.setitem(sys.modules, "grafanalib", None)  # as if it were not installed
+    monkeypatch.setitem(sys.modules, "grafanalib._gen", None)
+    monkeypatch.delitem(sys.modules, "dashboards.generate", raising=False)
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_module("dashboards.generate", run_name="__main__")
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "./scripts/install dashboards" in err
