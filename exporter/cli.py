@@ -75,10 +75,20 @@ def add_serve_flags(serve: argparse.ArgumentParser) -> None:
                        help="path of the metrics endpoint (default /metrics)")
     serve.add_argument("--web.config.file", dest="web_config_file",
                        help="exporter-toolkit web config: TLS and basic auth")
+    serve.add_argument("--history.limit", dest="history_limit", type=history_limit, default=100,
+                       help="rounds of each step's speedup, and failures, the status page keeps (default 100)")
     serve.add_argument("--log.level", dest="log_level", default="info",
                        help="debug, info, warn or error (default info)")
     serve.add_argument("--log.format", dest="log_format", default="logfmt",
                        help="logfmt or json (default logfmt)")
+
+
+def history_limit(text: str) -> int:
+    """``--history.limit``: argparse turns the ValueError into a one-line usage error."""
+    value = int(text) if text.isascii() and text.isdigit() else 0
+    if not 1 <= value <= 100_000:
+        raise argparse.ArgumentTypeError(f"must be an integer from 1 to 100000, got {text!r}")
+    return value
 
 
 def parse_interpreters(values: list[str]) -> tuple[config.Interpreter, ...]:

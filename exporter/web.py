@@ -87,17 +87,20 @@ def start_web_server(
     web_config: WebConfig | None = None,
     is_ready: Callable[[], bool] = lambda: True,
     reload: Callable[[], tuple[bool, str]] | None = None,
+    routes: Mapping[str, WSGIApp] | None = None,
 ) -> WebServer:
     """Bind ``listen_address`` (``:9860``, ``127.0.0.1:0``, ``[::1]:9860``) and serve in a
     daemon thread. ``metrics`` is a registry, or a WSGI app of its own for the telemetry
-    path. Raises ConfigError for a bad address, telemetry path or TLS setup."""
+    path; ``routes`` maps more paths to WSGI apps (the status pages), served behind the same
+    TLS and auth and before the built-in landing page. Raises ConfigError for a bad address,
+    telemetry path or TLS setup."""
     if not telemetry_path.startswith("/"):
         raise ConfigError(f"--web.telemetry-path: must start with '/', got {telemetry_path!r}")
     host, port = parse_listen_address(listen_address)
     family, sockaddr, dualstack = _resolve(host, port, listen_address)
     web_config = web_config or WebConfig()
     ssl_context = web_config.ssl_context()
-    app = _App(metrics, telemetry_path, web_config, is_ready, reload)
+    app = _App(metrics, telemetry_path, web_config, is_ready, reload, routes)
     try:
         server = _Server(sockaddr, family, dualstack, ssl_context, app)
     except OSError as exc:
@@ -373,7 +376,8 @@ class _App:
 
     def __init__(self, metrics: CollectorRegistry | WSGIApp, telemetry_path: str, web_config: WebConfig,
                  is_ready: Callable[[], bool],
-                 reload: Callable[[], tuple[bool, str]] | None) -> None:
+                 reload: Callable[[], tuple[bool, str]] | None,
+                 apps: Mapping[str, WSGIApp] | None = None) -> None:
         # prometheus_client's app negotiates gzip and OpenMetrics for a plain registry.
         self._metrics = make_wsgi_app(metrics) if isinstance(metrics, CollectorRegistry) else metrics
         self._telemetry_path = telemetry_path
@@ -392,6 +396,7 @@ class _App:
         if reload is not None:
             self._routes["/-/reload"] = self._do_reload
         self._landing_page = _landing_page(telemetry_path, reload is not None).encode()
+        self._apps = dict(apps or {})
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
@@ -404,6 +409,8 @@ class _App:
         method = environ.get("REQUEST_METHOD", "GET")
         if path == self._telemetry_path:
             return self._serve_metrics(environ, start)
+        if path in self._apps:
+            return self._apps[path](environ, start)
         route = self._routes.get(path)
         if route is None:
             return _text(start, "404 Not Found", "Not Found\n")
