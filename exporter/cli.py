@@ -15,8 +15,9 @@ from typing import NoReturn, Optional, Sequence
 from rich.console import Console
 from rich.text import Text
 
-from exporter import __version__, config, hostinfo, probe, report
+from exporter import __version__, compare, config, hostinfo, probe, report
 from exporter.errors import ConfigError
+from exporter.push import PushError, push_reports
 from exporter.results import Interpreter, WorkloadReport
 
 EXIT_OK, EXIT_FAILED_PROBE, EXIT_USAGE = 0, 1, 2
@@ -59,6 +60,16 @@ def build_parser() -> argparse.ArgumentParser:
     one_shot.add_argument("--plot", metavar="FILE.png", help="also write a chart")
     one_shot.add_argument("--textfile", metavar="PATH",
                           help="also write the metrics for node_exporter's textfile collector")
+    one_shot.add_argument("--compare", action="store_true",
+                          help="with two --python (baseline first): compare them as `compare` does; exit 1 on a regression")
+    one_shot.add_argument("--push", metavar="URL", help="also push the metrics to this Prometheus Pushgateway")
+    one_shot.add_argument("--push.job", dest="push_job", default="pyparallel",
+                          help="job label of the pushed metrics (default pyparallel, the job the rules select)")
+    one_shot.add_argument("--push.instance", dest="push_instance",
+                          help="instance label of the pushed metrics (default: this host's name)")
+
+    compare_command = commands.add_parser("compare", help="compare two probe --json results; exit 1 on a regression")
+    compare.add_compare_flags(compare_command)
 
     serve = commands.add_parser("serve", help="run the exporter daemon")
     add_serve_flags(serve)
@@ -153,6 +164,8 @@ def name_after_identity(reports: list[WorkloadReport]) -> None:
 
 def run_one_shot(args: argparse.Namespace) -> int:
     cfg = one_shot_config(args)
+    if args.compare and len(cfg.interpreters) != 2:
+        raise ConfigError("--compare: needs exactly two --python interpreters, the baseline first")
     host = hostinfo.host_cpus()
     err = Console(stderr=True)
     reports: list[WorkloadReport] = []
@@ -167,10 +180,20 @@ def run_one_shot(args: argparse.Namespace) -> int:
 
                 reports.append(probe.run_workload(interpreter, spec, progress))
     name_after_identity(reports)
+    comparison = None
+    if args.compare:  # reports come interpreter by interpreter: the baseline's first
+        half = len(reports) // 2
+        comparison = compare.compare_reports(reports[:half], reports[half:], host)
     if args.json:
-        print(json.dumps(report.json_document(reports, host), indent=2))
+        document = report.json_document(reports, host)
+        if comparison is not None:
+            document["comparison"] = comparison.to_json()
+        print(json.dumps(document, indent=2))
     else:
         report.render(reports, host, Console())
+        if comparison is not None:
+            Console().print()
+            compare.render(comparison, Console())
     if args.plot:
         from exporter.plot import write_chart
 
@@ -180,6 +203,11 @@ def run_one_shot(args: argparse.Namespace) -> int:
         from exporter.collector import write_textfile
 
         write_textfile(args.textfile, reports, host, cfg)
+    if args.push:
+        push_reports(args.push, reports, host, cfg, job=args.push_job, instance=args.push_instance)
+        err.print(Text(f"pushed to {args.push}"))
+    if comparison is not None and comparison.exit_code != EXIT_OK:
+        return comparison.exit_code
     return EXIT_OK if all(r.success for r in reports) else EXIT_FAILED_PROBE
 
 
@@ -188,12 +216,17 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
     try:
         if args.command == "probe":
             return run_one_shot(args)
+        if args.command == "compare":
+            return compare.run(args)
         from exporter.daemon import serve
 
         return serve(args)
-    except ConfigError as exc:
+    except (ConfigError, compare.CompareError) as exc:
         print(f"parallelism-exporter: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except PushError as exc:
+        print(f"parallelism-exporter: {exc}", file=sys.stderr)
+        return EXIT_FAILED_PROBE
 
 
 def main() -> None:
