@@ -364,7 +364,8 @@ def render(comparison: Comparison, console: Console) -> None:
                              f"that is not noise (alpha {comparison.alpha:g})"))
     for column in ("workload", "mode", "N", "baseline", "candidate", "change", "p", "verdict"):
         table.add_column(column, justify="right" if column in ("N", "change", "p") else "left",
-                         overflow="fold", no_wrap=column in ("baseline", "candidate", "verdict"))
+                         overflow="fold", no_wrap=column not in ("baseline", "candidate"),
+                         min_width=11 if column in ("baseline", "candidate") else None)
     for row in comparison.rows:
         p = row.p_lower if row.change is not None and row.change < 0 else row.p_higher
         table.add_row(Text(row.workload), row.mode, str(row.workers), Text(side_text(row.baseline)),
