@@ -33,7 +33,9 @@ WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 CONTENT_SECURITY_POLICY = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
                            "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 SPARKLINE_WIDTH, SPARKLINE_HEIGHT = 140, 28
-CORE_BAR_WIDTH, CORE_BAR_GAP, CORE_BAR_HEIGHT = 10, 2, 28
+CORE_BAR_WIDTH, CORE_BAR_GAP, CORE_BAR_HEIGHT = 12, 3, 32
+LABELLED_CPUS = 16  # up to this many bars get their CPU number underneath
+LABEL_HEIGHT = 10
 MAX_CORE_BARS = 128  # wider hosts get one strip of thinner bars rather than a huge picture
 RECENT_FAILURES_SHOWN = 20
 
@@ -177,8 +179,10 @@ def core_bars_svg(result: Mapping[str, Any]) -> str:
     step = CORE_BAR_WIDTH + CORE_BAR_GAP if len(cores) <= MAX_CORE_BARS else max(1, 480 // len(cores))
     bar_width = CORE_BAR_WIDTH if len(cores) <= MAX_CORE_BARS else step
     width = step * len(cores)
-    parts = [f'<svg class="cores" role="img" width="{width}" height="{CORE_BAR_HEIGHT}" '
-             f'viewBox="0 0 {width} {CORE_BAR_HEIGHT}" xmlns="http://www.w3.org/2000/svg">',
+    labelled = len(cores) <= LABELLED_CPUS
+    height = CORE_BAR_HEIGHT + (LABEL_HEIGHT if labelled else 0)
+    parts = [f'<svg class="cores" role="img" width="{width}" height="{height}" '
+             f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">',
              f"<title>{esc(describe_load(result))}</title>"]
     for cpu, fraction in enumerate(cores):
         x, filled = cpu * step, max(0.0, min(1.0, float(fraction))) * CORE_BAR_HEIGHT
@@ -186,7 +190,9 @@ def core_bars_svg(result: Mapping[str, Any]) -> str:
                      f"<title>cpu{cpu}: {fraction:.0%} busy</title>"
                      f'<rect x="{x}" y="0" width="{bar_width}" height="{CORE_BAR_HEIGHT}" fill="#eceff1"/>'
                      f'<rect x="{x}" y="{CORE_BAR_HEIGHT - filled:.1f}" width="{bar_width}" '
-                     f'height="{filled:.1f}" fill="{busy_colour(fraction)}"/></g>')
+                     f'height="{filled:.1f}" fill="{busy_colour(fraction)}"/>'
+                     + (f'<text x="{x + bar_width / 2}" y="{height - 1}" font-size="8" text-anchor="middle" '
+                        f'fill="#78909c">{cpu}</text>' if labelled else "") + "</g>")
     parts.append("</svg>")
     return "".join(parts)
 
@@ -259,7 +265,7 @@ body { margin: 0 auto; padding: 0 16px 32px; max-width: 1200px; line-height: 1.4
 header { display: flex; flex-wrap: wrap; align-items: baseline; gap: 4px 16px;
          border-bottom: 1px solid #cfd8dc; padding: 12px 0 8px; }
 header h1 { font-size: 1.3rem; margin: 0; }
-nav a { margin-right: 12px; }
+nav a { margin-right: 12px; white-space: nowrap; }
 h2 { font-size: 1.1rem; margin: 24px 0 4px; }
 h3 { font-size: 1rem; margin: 16px 0 4px; }
 .facts { display: grid; grid-template-columns: max-content 1fr; gap: 2px 12px; margin: 8px 0; }
@@ -289,6 +295,7 @@ footer { margin-top: 32px; color: #78909c; font-size: 0.85rem; }
   td { text-align: left; border: none; padding: 2px 8px; }
   td::before { content: attr(data-label) ": "; font-weight: 600; }
   td.pictures::before, td.verdict-cell::before { display: block; }
+  td:empty { display: none; }
 }
 """
 
@@ -317,7 +324,7 @@ def render_page(document: Mapping[str, Any], telemetry_path: str = "/metrics", n
 def links_html(telemetry_path: str) -> str:
     links = [(telemetry_path, "Metrics"), ("/api/v1/results", "Results (JSON)"), ("/config", "Configuration"),
              ("/-/healthy", "Health"), ("/-/ready", "Readiness")]
-    return "<nav>" + "".join(f'<a href="{esc(path)}">{esc(label)}</a>' for path, label in links) + "</nav>"
+    return "<nav>" + " ".join(f'<a href="{esc(path)}">{esc(label)}</a>' for path, label in links) + "</nav>"
 
 
 def header_html(document: Mapping[str, Any], telemetry_path: str) -> str:

@@ -57,3 +57,8 @@ def complains_then_aborts() -> None:
 
     print("workload: about to abort", file=sys.stderr, flush=True)
     os.abort()
+
+
+def raises_with_markup() -> None:
+    """A message full of HTML, which the status page must show as text."""
+    raise ValueError('<img src=x onerror=alert(1)> & <b>not bold</b>')
