@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from dataclasses import replace
 import sys
 from typing import NoReturn, Optional, Sequence
@@ -88,6 +89,8 @@ def add_serve_flags(serve: argparse.ArgumentParser) -> None:
                        help="exporter-toolkit web config: TLS and basic auth")
     serve.add_argument("--history.limit", dest="history_limit", type=history_limit, default=100,
                        help="rounds of each step's speedup, and failures, the status page keeps (default 100)")
+    serve.add_argument("--history.file", dest="history_file", type=history_file,
+                       help="keep the history in this file across restarts (default: in memory only)")
     serve.add_argument("--log.level", dest="log_level", default="info",
                        help="debug, info, warn or error (default info)")
     serve.add_argument("--log.format", dest="log_format", default="logfmt",
@@ -100,6 +103,16 @@ def history_limit(text: str) -> int:
     if not 1 <= value <= 100_000:
         raise argparse.ArgumentTypeError(f"must be an integer from 1 to 100000, got {text!r}")
     return value
+
+
+def history_file(text: str) -> str:
+    """``--history.file``: its directory must exist now, not fail at the first round."""
+    directory = os.path.dirname(os.path.abspath(text)) if text else ""
+    if not text or not os.path.isdir(directory):
+        raise argparse.ArgumentTypeError(f"directory of {text!r} does not exist")
+    if not os.access(directory, os.W_OK):
+        raise argparse.ArgumentTypeError(f"directory {directory!r} is not writable")
+    return text
 
 
 def parse_interpreters(values: list[str]) -> tuple[config.Interpreter, ...]:

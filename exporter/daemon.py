@@ -44,10 +44,14 @@ SHUTDOWN_GRACE_SECONDS = 3.0
 class Daemon:
     """Holds the config and the latest snapshot, and runs probe rounds."""
 
-    def __init__(self, config: Config, config_path: Optional[str], history_limit: int = DEFAULT_LIMIT) -> None:
+    def __init__(self, config: Config, config_path: Optional[str], history_limit: int = DEFAULT_LIMIT,
+                 history_file: Optional[str] = None) -> None:
         self.config = config
         self.config_path = config_path
         self.history = History(history_limit)  # the status page's sparklines and recent failures
+        self.history_file = history_file
+        if history_file:
+            self._restore_history(history_file)
         self.started_at = time.time()
         self.round_started_at: Optional[float] = None  # the round running now
         self.last_round: Optional[tuple[float, float]] = None  # start and end of the last complete round
@@ -77,6 +81,23 @@ class Daemon:
         with self._lock:
             self._snapshot = replace(self._snapshot, **record_round(self._snapshot, reports))
         self.history.record(reports)
+        if self.history_file:
+            try:
+                self.history.save(self.history_file)
+            except OSError as exc:
+                log_kv(log, logging.WARNING, "cannot write the history file", file=self.history_file, error=str(exc))
+
+    def _restore_history(self, path: str) -> None:
+        """A missing file is a first start; a damaged one is logged and started afresh."""
+        try:
+            points = self.history.restore(path)
+            self.history.prune(lambda interpreter, workload: still_configured(self.config, interpreter, workload))
+            log_kv(log, logging.INFO, "history restored", file=path, points=points)
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError) as exc:
+            log_kv(log, logging.WARNING, "history file not restored; starting an empty history", file=path,
+                   error=str(exc))
 
     def schedule(self) -> Schedule:
         """When rounds ran and will run, for the status page."""
@@ -230,7 +251,7 @@ def serve(args: argparse.Namespace) -> int:
         print(f"config OK: {args.config_file or '(built-in defaults)'}"
               + (f"; web config OK: {args.web_config_file}" if web_config else ""))
         return 0
-    daemon = Daemon(config, args.config_file, args.history_limit)
+    daemon = Daemon(config, args.config_file, args.history_limit, args.history_file)
     pages = StatusPages(daemon, telemetry_path=args.telemetry_path, web_config=web_config,
                         config_path=args.config_file)
     server = start_web_server(args.listen_address, telemetry_app(daemon),

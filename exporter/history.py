@@ -3,15 +3,20 @@
 As blackbox_exporter's result history (``--history.limit``): each step keeps its last
 ``limit`` points, and failures keep their own list of the last ``limit``, so a failure stays
 visible with its debug log after later rounds succeed. Memory is bounded by the configured
-steps times ``limit``; steps no longer configured are dropped on reload.
+steps times ``limit``; steps no longer configured are dropped on reload. With
+``--history.file`` the history survives a restart, so the drop after restarting onto a new
+interpreter shows next to the rounds before it.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import tempfile
 import threading
 from collections import deque
-from dataclasses import dataclass
-from typing import Callable, Iterable, Optional
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Iterable, Optional
 
 from exporter.results import WorkloadReport
 
@@ -82,3 +87,51 @@ class History:
             self._series = {k: v for k, v in self._series.items() if keep(k[0], k[1])}
             kept = [f for f in self._failures if keep(f.interpreter, f.workload)]
             self._failures = deque(kept, maxlen=self.limit)
+
+    # --- persistence (--history.file) ------------------------------------------------------
+
+    def to_json(self) -> dict[str, Any]:
+        series, failures = self.series(), self.failures()
+        return {"version": 1,
+                "steps": [{"interpreter": k[0], "workload": k[1], "mode": k[2], "workers": k[3],
+                           "points": [[p.timestamp, p.speedup] for p in points]} for k, points in series.items()],
+                "failures": [asdict(f) for f in reversed(failures)]}
+
+    def save(self, path: str) -> None:
+        """Write atomically (temporary file, then rename): a crash never leaves half a file."""
+        directory = os.path.dirname(os.path.abspath(path))
+        fd, temporary = tempfile.mkstemp(prefix=".history-", dir=directory)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(self.to_json(), handle)
+            os.replace(temporary, path)
+        except BaseException:
+            try:
+                os.unlink(temporary)
+            except OSError:
+                pass
+            raise
+
+    def restore(self, path: str) -> int:
+        """Load what ``save`` wrote, keeping the last ``limit`` of everything; returns the
+        number of points read. Raises OSError or ValueError for a missing or damaged file."""
+        with open(path, encoding="utf-8") as handle:
+            document = json.load(handle)
+        if not isinstance(document, dict) or document.get("version") != 1:
+            raise ValueError("not a history file of this exporter (version 1)")
+        series: dict[StepKey, deque[Point]] = {}
+        failures: deque[Failure] = deque(maxlen=self.limit)
+        try:
+            for step in document["steps"]:
+                key = (str(step["interpreter"]), str(step["workload"]), str(step["mode"]), int(step["workers"]))
+                series[key] = deque((Point(float(t), None if v is None else float(v)) for t, v in step["points"]),
+                                    maxlen=self.limit)
+            for f in document["failures"]:
+                failures.append(Failure(float(f["timestamp"]), str(f["interpreter"]), str(f["workload"]),
+                                        str(f["mode"]), int(f["workers"]), str(f["reason"]), str(f["message"]),
+                                        tuple(str(line) for line in f["log"])))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"damaged history file: {exc!r}") from None
+        with self._lock:
+            self._series, self._failures = series, failures
+        return sum(len(points) for points in series.values())

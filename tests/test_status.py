@@ -284,3 +284,60 @@ def test_a_page_that_fails_to_render_is_a_500_and_the_server_keeps_serving(auth_
 def test_schedule_times_render_in_utc() -> None:
     assert status.when(0.0, 60.0) == "1970-01-01 00:00:00 UTC (60s ago)"
     assert status.when(None, time.time()) == "—"
+
+
+# --- --history.limit and --history.file -------------------------------------------------
+
+
+def test_history_file_round_trip_keeps_points_failures_and_the_limit(tmp_path: Path) -> None:
+    history = History(limit=10)
+    for i in range(12):
+        history.record([workload_report(fail_threads=i == 11, started_at=float(i))])
+    path = str(tmp_path / "history.json")
+    history.save(path)
+    restored = History(limit=4)
+    assert restored.restore(path) == 8  # two steps, the last 4 points each
+    assert restored.series()[("cpython-3.13t", "pure_python", "threads", 2)] == history.series()[
+        ("cpython-3.13t", "pure_python", "threads", 2)][-4:]
+    assert restored.failures() == history.failures()
+
+
+@pytest.mark.parametrize("content", ["{", "[]", '{"version": 2}', '{"version": 1, "steps": [{"points": 3}]}'])
+def test_damaged_history_file_is_refused_with_value_error(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "history.json"
+    path.write_text(content)
+    with pytest.raises(ValueError):
+        History().restore(str(path))
+
+
+def test_daemon_restores_its_history_and_starts_empty_from_a_damaged_file(tmp_path: Path) -> None:
+    from exporter.daemon import Daemon
+
+    config = Config(interpreters=(Interpreter("cpython-3.13t", "/opt/py"),))
+    history = History()
+    history.record([workload_report()])
+    path = tmp_path / "history.json"
+    history.save(str(path))
+    assert Daemon(config, None, 100, str(path)).history.series() == history.series()
+    path.write_text("not json")
+    assert Daemon(config, None, 100, str(path)).history.series() == {}
+    # Interpreters no longer configured are not brought back.
+    history.save(str(path))
+    assert Daemon(Config(), None, 100, str(path)).history.series() == {}
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--history.limit", "0"], "--history.limit: must be an integer from 1 to 100000, got '0'"),
+    (["--history.limit", "lots"], "--history.limit: must be an integer from 1 to 100000, got 'lots'"),
+    (["--history.file", "/nonexistent-dir/history.json"],
+     "--history.file: directory of '/nonexistent-dir/history.json' does not exist"),
+])
+def test_bad_history_flags_are_one_line_and_exit_2(capsys: pytest.CaptureFixture[str], flags: list[str],
+                                                   message: str) -> None:
+    from exporter import cli
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(["serve", *flags, "--config.check"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
