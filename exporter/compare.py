@@ -35,6 +35,8 @@ EXIT_OK, EXIT_REGRESSION, EXIT_BAD_INPUT = 0, 1, 2
 DEFAULT_THRESHOLD = 0.10
 DEFAULT_ALPHA = 0.05
 IDENTITY_FIELDS = ("implementation", "version", "free_threaded_build", "gil_enabled")
+IDENTITY_LABELS = {"implementation": "implementation", "version": "version",
+                   "free_threaded_build": "free-threaded build", "gil_enabled": "GIL at run time"}
 EXACT_TEST_MAX_PAIRS = 2500  # m·n up to this: exact U distribution; beyond, the normal approximation
 FAILING = ("regression", "new failure")
 
@@ -357,7 +359,7 @@ def render(comparison: Comparison, console: Console) -> None:
         console.print(Text(f"{role} {where}{describe_interpreter(interpreter)}"))
     for change in comparison.identity_changes:
         key = change["field"]
-        console.print(Text(f"identity changed: {key.replace('_', ' ')} {identity_value(key, change['baseline'])} → "
+        console.print(Text(f"identity changed: {IDENTITY_LABELS[key]}: {identity_value(key, change['baseline'])} → "
                            f"{identity_value(key, change['candidate'])}", style="yellow"))
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left",
                   title=Text(f"speedup [interval]; regression: a drop of more than {comparison.threshold:.0%} "

@@ -326,3 +326,40 @@ def test_real_probes_threads_regress_when_the_gil_is_forced_on(tmp_path: Path) -
     assert threads_row(result)["status"] == "regression", threads_row(result)
     assert code == 1
     assert result["identity_changes"] == [{"field": "gil_enabled", "baseline": False, "candidate": True}]
+
+
+# --- the documented CI example ----------------------------------------------------------
+
+EXAMPLE_WORKFLOW = REPO / "docs/examples/github-actions-parallelism-gate.yml"
+
+
+def test_example_workflow_matches_the_github_workflow_schema() -> None:
+    from conftest import require_binary
+
+    check = require_binary("check-jsonschema")
+    result = subprocess.run([check, "--builtin-schema", "vendor.github-workflows", str(EXAMPLE_WORKFLOW)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_example_workflow_uses_only_flags_the_cli_accepts() -> None:
+    import re
+    import shlex
+
+    import yaml
+
+    workflow = yaml.safe_load(EXAMPLE_WORKFLOW.read_text())
+    commands = []
+    for step in workflow["jobs"]["parallelism"]["steps"]:
+        script = step.get("run", "").replace("\\\n", " ")
+        for line in script.splitlines():
+            line = re.sub(r"\$\{\{[^}]*\}\}", "/usr/bin/python3", line)  # ${{ expressions }}
+            line = re.sub(r"\$\{PUSHGATEWAY_URL:\+([^}]*)\}", r"\1", line)  # the push flags, as when set
+            line = re.sub(r"\$\{?(\w+)\}?", "x", line)
+            line = re.split(r"\s(?:>|\|\|)\s", line.strip().removeprefix("COLUMNS=120 "))[0]
+            if line.startswith("parallelism-exporter "):
+                commands.append(shlex.split(line)[1:])
+    assert [c[0] for c in commands] == ["probe", "probe", "compare", "compare"]
+    parser = cli.build_parser()
+    for args in commands:
+        parser.parse_args(args)  # a flag it does not know exits 2 and fails the test
