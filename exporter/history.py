@@ -21,6 +21,8 @@ from typing import Any, Callable, Iterable, Optional
 from exporter.results import WorkloadReport
 
 DEFAULT_LIMIT = 100
+# Kept per failure whatever the runner wrote, so memory stays bounded by limit alone.
+MAX_MESSAGE_CHARS, MAX_LOG_LINES, MAX_LOG_LINE_CHARS = 4000, 20, 1000
 StepKey = tuple[str, str, str, int]  # interpreter, workload, mode, workers
 
 
@@ -68,9 +70,10 @@ class History:
                     series = self._series.setdefault(key, deque(maxlen=self.limit))
                     series.append(Point(timestamp, speedup))
                     if not step.success:
+                        log = tuple(line[:MAX_LOG_LINE_CHARS] for line in step.log[-MAX_LOG_LINES:])
                         self._failures.append(Failure(timestamp, report.interpreter.name, step.workload, step.mode,
-                                                      step.workers, step.reason or "error", step.message,
-                                                      tuple(step.log)))
+                                                      step.workers, step.reason or "error",
+                                                      step.message[:MAX_MESSAGE_CHARS], log))
 
     def series(self) -> dict[StepKey, list[Point]]:
         with self._lock:

@@ -22,7 +22,7 @@ import yaml
 from exporter import __version__, report
 from exporter.collector import Snapshot
 from exporter.config import PROBE_FIELDS, TOP_FIELDS, Config
-from exporter.history import History
+from exporter.history import MAX_LOG_LINE_CHARS, MAX_LOG_LINES, MAX_MESSAGE_CHARS, History
 from exporter.webconfig import WebConfig
 
 log = logging.getLogger(__name__)
@@ -419,13 +419,13 @@ def step_row(r: Mapping[str, Any], points: Sequence) -> str:
     if not r["available"]:
         rest = [cell("speedup", "unavailable", "unavailable"), cell("interval", ""), cell("efficiency", ""),
                 cell("cores used", ""), cell("per-core load · history", spark, "pictures"),
-                cell("verdict", esc(r["message"]), "verdict-cell unavailable")]
+                cell("verdict", esc(clip(r["message"], 300)), "verdict-cell unavailable")]
         return f'<tr class="unavailable"{attrs}>' + "".join(first + rest) + "</tr>"
     if not r["success"] or r["speedup"] is None:
         why = f"failed ({r['reason']})" if not r["success"] else "no figure"
         rest = [cell("speedup", esc(why), "failed"), cell("interval", ""), cell("efficiency", ""),
                 cell("cores used", ""), cell("per-core load · history", spark, "pictures"),
-                cell("verdict", esc(r["message"] or r.get("unsteady_reason") or ""), "verdict-cell failed")]
+                cell("verdict", esc(clip(r["message"] or r.get("unsteady_reason") or "", 300)), "verdict-cell failed")]
         return f'<tr class="failed"{attrs}>' + "".join(first + rest) + "</tr>"
     interval, kind = speedup_interval(r)
     interval_text = f"{interval[0]:.2f}–{interval[1]:.2f}" if interval else "—"
@@ -462,8 +462,15 @@ def failures_html(document: Mapping[str, Any], now: float) -> str:
     return "".join(parts)
 
 
+def clip(text: str, limit: int) -> str:
+    """Workload output can be huge; the page shows a bounded part of it."""
+    return text if len(text) <= limit else text[:limit] + f"… ({len(text) - limit} more characters)"
+
+
 def failure_html(interpreter: str, workload: str, mode: str, workers: int, reason: Optional[str], message: str,
                  log: Sequence[str], css: str, at: str = "") -> str:
+    message = clip(message, MAX_MESSAGE_CHARS)
+    log = [clip(line, MAX_LOG_LINE_CHARS) for line in log[-MAX_LOG_LINES:]]
     log_html = (f"<pre>{esc(chr(10).join(log))}</pre>" if log
                 else '<p class="muted">The runner wrote nothing to stderr.</p>')
     return (f'<div class="failure {css}"><p><strong>{esc(interpreter)} · {esc(workload)} · {esc(mode)} ×{workers}'

@@ -341,3 +341,17 @@ def test_bad_history_flags_are_one_line_and_exit_2(capsys: pytest.CaptureFixture
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err, err
+
+
+def test_huge_workload_output_is_clipped_on_the_page_and_in_the_history() -> None:
+    report = workload_report(fail_threads=True)
+    threads = report.step("threads", 2)
+    threads.message = "m" * 100_000
+    threads.log = ["x" * 100_000] * 50
+    daemon = FakeDaemon(reports=[report])
+    daemon.history.record([report])
+    failure = daemon.history.failures()[0]
+    assert len(failure.message) == 4000 and len(failure.log) == 20 and len(failure.log[0]) == 1000
+    text = page_for(daemon)
+    assert len(text) < 200_000
+    assert "… (96000 more characters)" in text
