@@ -202,7 +202,7 @@ def describe_load(result: Mapping[str, Any]) -> str:
     text = f"{len(cores)} CPUs, {sum(cores):.2f} cores busy in all"
     if result.get("cores_used") is not None:
         text += f"; the probe's workers used {result['cores_used']:.2f} cores"
-    if result.get("interference_cores") is not None:
+    if isinstance(result.get("interference_cores"), (int, float)):
         text += f"; other load {result['interference_cores']:.2f} cores"
     return text
 
@@ -211,7 +211,7 @@ def load_split_svg(result: Mapping[str, Any]) -> str:
     """Probe load against other load, as one bar scaled to the host's CPUs (only when the
     probe measured the other load: the per-CPU counters alone cannot tell them apart)."""
     cpus, probe, other = len(result.get("core_utilisation") or []), result.get("cores_used"), result.get("interference_cores")
-    if not cpus or probe is None or other is None:
+    if not cpus or not isinstance(probe, (int, float)) or not isinstance(other, (int, float)):
         return ""
     width, height = 120, 8
     probe_w = min(width, width * probe / cpus)

@@ -355,3 +355,24 @@ def test_huge_workload_output_is_clipped_on_the_page_and_in_the_history() -> Non
     text = page_for(daemon)
     assert len(text) < 200_000
     assert "… (96000 more characters)" in text
+
+
+def test_page_splits_probe_and_other_load_when_the_probe_measured_it() -> None:
+    document = status.results_document(FakeDaemon(reports=[workload_report()]).snapshot(), schedule(), History())
+    threads = document["results"][1]
+    assert status.load_split_svg(threads) == ""  # not measured: no split is drawn
+    threads["interference_cores"] = 0.5
+    split = status.load_split_svg(threads)
+    assert "probe 1.96 cores, other load 0.50 cores of 4 CPUs" in split
+    assert 'width="58.8"' in split and 'width="15.0"' in split  # 1.96 and 0.5 of 4 CPUs in 120 px
+
+
+def test_interpreter_that_did_not_start_is_shown_with_its_path_and_reason() -> None:
+    report = workload_report("broken")
+    report.identity = None
+    for step in report.steps:
+        step.success, step.summary = False, None
+        step.fail("interpreter", "cannot start /opt/nope: No such file or directory")
+    text = page_for(FakeDaemon(reports=[report]))
+    assert "/opt/py (did not report its identity)" in text
+    assert "failed (interpreter)" in text and "cannot start /opt/nope" in text
