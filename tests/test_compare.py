@@ -363,3 +363,29 @@ def test_example_workflow_uses_only_flags_the_cli_accepts() -> None:
     parser = cli.build_parser()
     for args in commands:
         parser.parse_args(args)  # a flag it does not know exits 2 and fails the test
+
+
+# --- probe --compare --------------------------------------------------------------------
+
+
+def test_probe_compare_needs_exactly_two_interpreters(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.run(["probe", "--python", sys.executable, "--compare"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "parallelism-exporter: --compare: needs exactly two --python interpreters, the baseline first")
+
+
+@pytest.mark.integration
+def test_probe_compare_runs_both_and_fails_on_a_step_the_candidate_cannot_run(tmp_path: Path) -> None:
+    args = [sys.executable, "-m", "exporter", "probe", "--python", f"old={sys.executable}",
+            "--python", f"new={tmp_path / 'no-such-python'}", "--workload", "sleep", "--mode", "sequential,threads",
+            "--workers", "2", "--seconds", "0.1", "--repeats", "1", "--compare"]
+    env = dict(os.environ, PYTHONPATH=str(REPO), COLUMNS="200")
+    text = subprocess.run(args, capture_output=True, text=True, cwd=TESTS, env=env, timeout=120)
+    assert text.returncode == 1, text.stderr
+    assert "sleep threads ×2: new failure: fails in the candidate (interpreter): cannot start" in text.stdout
+    as_json = subprocess.run(args + ["--json"], capture_output=True, text=True, cwd=TESTS, env=env, timeout=120)
+    assert as_json.returncode == 1
+    comparison = json.loads(as_json.stdout)["comparison"]
+    assert comparison["baseline"]["interpreter"]["name"] == "old"
+    assert [(r["mode"], r["status"]) for r in comparison["rows"]] == [("sequential", "new failure"),
+                                                                      ("threads", "new failure")]
