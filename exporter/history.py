@@ -91,14 +91,16 @@ class History:
             kept = [f for f in self._failures if keep(f.interpreter, f.workload)]
             self._failures = deque(kept, maxlen=self.limit)
 
-    # --- persistence (--history.file) ------------------------------------------------------
+    # --- the API's form and persistence (--history.file) ------------------------------------
 
     def to_json(self) -> dict[str, Any]:
-        series, failures = self.series(), self.failures()
-        return {"version": 1,
+        """Points as [unix time, speedup or null]; failures newest first. The API's
+        ``history`` and the ``--history.file`` format."""
+        series = self.series()
+        return {"version": 1, "limit": self.limit,
                 "steps": [{"interpreter": k[0], "workload": k[1], "mode": k[2], "workers": k[3],
                            "points": [[p.timestamp, p.speedup] for p in points]} for k, points in series.items()],
-                "failures": [asdict(f) for f in reversed(failures)]}
+                "failures": [asdict(f) | {"log": list(f.log)} for f in self.failures()]}
 
     def save(self, path: str) -> None:
         """Write atomically (temporary file, then rename): a crash never leaves half a file."""
@@ -129,7 +131,7 @@ class History:
                 key = (str(step["interpreter"]), str(step["workload"]), str(step["mode"]), int(step["workers"]))
                 series[key] = deque((Point(float(t), None if v is None else float(v)) for t, v in step["points"]),
                                     maxlen=self.limit)
-            for f in document["failures"]:
+            for f in reversed(document["failures"]):  # newest first in the file
                 failures.append(Failure(float(f["timestamp"]), str(f["interpreter"]), str(f["workload"]),
                                         str(f["mode"]), int(f["workers"]), str(f["reason"]), str(f["message"]),
                                         tuple(str(line) for line in f["log"])))

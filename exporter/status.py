@@ -83,13 +83,7 @@ def results_document(snapshot: Snapshot, schedule: Schedule, history: History) -
         for r, verdict in zip(reports, document["verdicts"])]
     document["exporter"] = {"version": __version__}
     document["schedule"] = asdict(schedule)
-    document["history"] = {
-        "limit": history.limit,
-        "steps": [{"interpreter": k[0], "workload": k[1], "mode": k[2], "workers": k[3],
-                   "points": [[p.timestamp, p.speedup] for p in points]}
-                  for k, points in history.series().items()],
-        "failures": [asdict(f) | {"log": list(f.log)} for f in history.failures()],
-    }
+    document["history"] = history.to_json()
     return document
 
 
@@ -99,8 +93,7 @@ def config_document(config: Config, web_config: Optional[WebConfig]) -> dict[str
     top = {key: getattr(config, name) for key, (name, _) in TOP_FIELDS.items()}
     probe = {key: getattr(config.probe, name) for key, (name, _) in PROBE_FIELDS.items()}
     document: dict[str, Any] = dict(top)
-    document["probe"] = {k: list(v) if isinstance(v, tuple) else v for k, v in probe.items()
-                         if v is not None and v != ()}
+    document["probe"] = {k: v for k, v in probe.items() if v is not None and v != ()}
     document["interpreters"] = [{"name": i.name, "path": i.path, "env": dict(i.env)}
                                 for i in config.interpreter_list()]
     if config.import_check_modules:
@@ -114,7 +107,18 @@ def config_document(config: Config, web_config: Optional[WebConfig]) -> dict[str
         if web_config.basic_auth_users:
             web["basic_auth_users"] = {user: "<secret>" for user in web_config.basic_auth_users}
         document["web_config"] = web
-    return document
+    return plain(document)
+
+
+def plain(value: Any) -> Any:
+    """Only what YAML and JSON can carry: tuples become lists, anything unknown its text."""
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
 
 
 def config_text(config: Config, web_config: Optional[WebConfig], config_path: Optional[str]) -> str:
