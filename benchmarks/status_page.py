@@ -96,7 +96,8 @@ def main() -> None:
              f"Machine: {cpu_model()}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}, "
              f"CPython {platform.python_version()}. Median of 15 renders; history filled to its limit of "
              f"{args.rounds} rounds, one workload per interpreter failing every round (20 distinct stderr lines of "
-             "212 characters each, the runner's tail). Numbers measured with other test suites running on the host..", "",
+             "212 characters each, the runner's tail). Load average at the start: "
+             + ", ".join(f"{v:.2f}" for v in os.getloadavg()) + " (other work on the host slows the renders).", "",
              "| configuration | steps | `/` render | `/` size | `/api/v1/results` | API size | history memory |",
              "|---|---|---|---|---|---|---|"]
     for label, shape in SIZES.items():
