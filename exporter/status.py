@@ -450,20 +450,32 @@ def failures_html(document: Mapping[str, Any], now: float) -> str:
     parts = ['<section id="failures"><h2>Failures</h2>']
     if not failing:
         parts.append('<p class="muted">No step failed in the last round.</p>')
-    for r in failing:
-        parts.append(failure_html(r["interpreter"], r["workload"], r["mode"], r["workers"], r["reason"],
-                                  r["message"], r.get("log") or [], "failure-now"))
+    for (interpreter, workload, reason, message, log, _), steps in grouped(failing).items():
+        parts.append(failure_html(interpreter, workload, steps_text(steps), reason, message, log, "failure-now"))
     if recent:
         shown = recent[:RECENT_FAILURES_SHOWN]
         parts.append(f"<details><summary>Recent failures ({len(recent)} kept, newest first"
                      + (f", {len(shown)} shown; all in /api/v1/results" if len(shown) < len(recent) else "")
                      + ")</summary>")
-        for f in shown:
-            parts.append(failure_html(f["interpreter"], f["workload"], f["mode"], f["workers"], f["reason"],
-                                      f["message"], f["log"], "failure-past", when(f["timestamp"], now)))
+        for (interpreter, workload, reason, message, log, timestamp), steps in grouped(shown).items():
+            parts.append(failure_html(interpreter, workload, steps_text(steps), reason, message, log,
+                                      "failure-past", when(timestamp, now)))
         parts.append("</details>")
     parts.append("</section>")
     return "".join(parts)
+
+
+def grouped(failures: Sequence[Mapping[str, Any]]) -> dict[tuple, list[Mapping[str, Any]]]:
+    """A workload that dies usually fails every step alike: one entry per distinct failure."""
+    groups: dict[tuple, list[Mapping[str, Any]]] = {}
+    for f in failures:
+        key = (f["interpreter"], f["workload"], f["reason"], f["message"], tuple(f.get("log") or ()), f.get("timestamp"))
+        groups.setdefault(key, []).append(f)
+    return groups
+
+
+def steps_text(steps: Sequence[Mapping[str, Any]]) -> str:
+    return ", ".join(f"{s['mode']} ×{s['workers']}" for s in steps)
 
 
 def clip(text: str, limit: int) -> str:
@@ -471,13 +483,13 @@ def clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit] + f"… ({len(text) - limit} more characters)"
 
 
-def failure_html(interpreter: str, workload: str, mode: str, workers: int, reason: Optional[str], message: str,
+def failure_html(interpreter: str, workload: str, steps: str, reason: Optional[str], message: str,
                  log: Sequence[str], css: str, at: str = "") -> str:
     message = clip(message, MAX_MESSAGE_CHARS)
     log = [clip(line, MAX_LOG_LINE_CHARS) for line in log[-MAX_LOG_LINES:]]
     log_html = (f"<pre>{esc(chr(10).join(log))}</pre>" if log
                 else '<p class="muted">The runner wrote nothing to stderr.</p>')
-    return (f'<div class="failure {css}"><p><strong>{esc(interpreter)} · {esc(workload)} · {esc(mode)} ×{workers}'
+    return (f'<div class="failure {css}"><p><strong>{esc(interpreter)} · {esc(workload)} · {esc(steps)}'
             f'</strong>{" · " + esc(at) if at else ""}</p>'
             f'<p>reason: <code class="reason">{esc(reason or "error")}</code></p>'
             f'<p>message: <span class="message">{esc(message)}</span></p>{log_html}</div>')

@@ -376,3 +376,14 @@ def test_interpreter_that_did_not_start_is_shown_with_its_path_and_reason() -> N
     text = page_for(FakeDaemon(reports=[report]))
     assert "/opt/py (did not report its identity)" in text
     assert "failed (interpreter)" in text and "cannot start /opt/nope" in text
+
+
+def test_steps_failing_alike_are_one_entry_naming_every_step() -> None:
+    report = workload_report()
+    for step in report.steps:
+        step.success, step.summary = False, None
+        step.fail("crash", "interpreter killed by SIGABRT")
+        step.log = ["workload: about to abort"]
+    text = page_for(FakeDaemon(reports=[report]))
+    assert text.count('class="failure failure-now"') == 1
+    assert "cpython-3.13t · pure_python · sequential ×1, threads ×2</strong>" in text
