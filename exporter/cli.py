@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from dataclasses import replace
 import sys
 from typing import NoReturn, Optional, Sequence
@@ -18,7 +17,8 @@ from rich.text import Text
 
 from exporter import __version__, compare, config, hostinfo, probe, report
 from exporter.errors import ConfigError
-from exporter.push import PushError, push_reports
+from exporter.history import add_history_flags
+from exporter.push import PushError, add_push_flags, push_reports
 from exporter.results import Interpreter, WorkloadReport
 
 EXIT_OK, EXIT_FAILED_PROBE, EXIT_USAGE = 0, 1, 2
@@ -63,11 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="also write the metrics for node_exporter's textfile collector")
     one_shot.add_argument("--compare", action="store_true",
                           help="with two --python (baseline first): compare them as `compare` does; exit 1 on a regression")
-    one_shot.add_argument("--push", metavar="URL", help="also push the metrics to this Prometheus Pushgateway")
-    one_shot.add_argument("--push.job", dest="push_job", default="pyparallel",
-                          help="job label of the pushed metrics (default pyparallel, the job the rules select)")
-    one_shot.add_argument("--push.instance", dest="push_instance",
-                          help="instance label of the pushed metrics (default: this host's name)")
+    add_push_flags(one_shot)
 
     compare_command = commands.add_parser("compare", help="compare two probe --json results; exit 1 on a regression")
     compare.add_compare_flags(compare_command)
@@ -87,32 +83,11 @@ def add_serve_flags(serve: argparse.ArgumentParser) -> None:
                        help="path of the metrics endpoint (default /metrics)")
     serve.add_argument("--web.config.file", dest="web_config_file",
                        help="exporter-toolkit web config: TLS and basic auth")
-    serve.add_argument("--history.limit", dest="history_limit", type=history_limit, default=100,
-                       help="rounds of each step's speedup, and failures, the status page keeps (default 100)")
-    serve.add_argument("--history.file", dest="history_file", type=history_file,
-                       help="keep the history in this file across restarts (default: in memory only)")
+    add_history_flags(serve)
     serve.add_argument("--log.level", dest="log_level", default="info",
                        help="debug, info, warn or error (default info)")
     serve.add_argument("--log.format", dest="log_format", default="logfmt",
                        help="logfmt or json (default logfmt)")
-
-
-def history_limit(text: str) -> int:
-    """``--history.limit``: argparse turns the ValueError into a one-line usage error."""
-    value = int(text) if text.isascii() and text.isdigit() else 0
-    if not 1 <= value <= 100_000:
-        raise argparse.ArgumentTypeError(f"must be an integer from 1 to 100000, got {text!r}")
-    return value
-
-
-def history_file(text: str) -> str:
-    """``--history.file``: its directory must exist now, not fail at the first round."""
-    directory = os.path.dirname(os.path.abspath(text)) if text else ""
-    if not text or not os.path.isdir(directory):
-        raise argparse.ArgumentTypeError(f"directory of {text!r} does not exist")
-    if not os.access(directory, os.W_OK):
-        raise argparse.ArgumentTypeError(f"directory {directory!r} is not writable")
-    return text
 
 
 def parse_interpreters(values: list[str]) -> tuple[config.Interpreter, ...]:

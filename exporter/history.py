@@ -10,6 +10,7 @@ interpreter shows next to the rounds before it.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import tempfile
@@ -24,6 +25,31 @@ DEFAULT_LIMIT = 100
 # Kept per failure whatever the runner wrote, so memory stays bounded by limit alone.
 MAX_MESSAGE_CHARS, MAX_LOG_LINES, MAX_LOG_LINE_CHARS = 4000, 20, 1000
 StepKey = tuple[str, str, str, int]  # interpreter, workload, mode, workers
+
+
+def add_history_flags(serve: argparse.ArgumentParser) -> None:
+    serve.add_argument("--history.limit", dest="history_limit", type=limit_flag, default=DEFAULT_LIMIT,
+                       help=f"rounds of each step's speedup, and failures, the status page keeps (default {DEFAULT_LIMIT})")
+    serve.add_argument("--history.file", dest="history_file", type=file_flag,
+                       help="keep the history in this file across restarts (default: in memory only)")
+
+
+def limit_flag(text: str) -> int:
+    """``--history.limit``: argparse turns the error into a one-line usage error, exit 2."""
+    value = int(text) if text.isascii() and text.isdigit() else 0
+    if not 1 <= value <= 100_000:
+        raise argparse.ArgumentTypeError(f"must be an integer from 1 to 100000, got {text!r}")
+    return value
+
+
+def file_flag(text: str) -> str:
+    """``--history.file``: its directory must exist and be writable now, not at the first round."""
+    directory = os.path.dirname(os.path.abspath(text)) if text else ""
+    if not text or not os.path.isdir(directory):
+        raise argparse.ArgumentTypeError(f"directory of {text!r} does not exist")
+    if not os.access(directory, os.W_OK):
+        raise argparse.ArgumentTypeError(f"directory {directory!r} is not writable")
+    return text
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ steps behind.
 
 from __future__ import annotations
 
+import argparse
 import socket
 from dataclasses import replace
 from typing import Callable, Iterator, Optional, Sequence
@@ -30,6 +31,14 @@ DAEMON_FAMILIES = {"pyparallel_probe_interval_seconds", "pyparallel_config_last_
                    "pyparallel_config_last_reload_success_timestamp_seconds", "pyparallel_round_duration_seconds",
                    "pyparallel_duty_cycle_ratio"}
 PUSH_TIMEOUT_SECONDS = 30.0
+
+
+def add_push_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--push", metavar="URL", help="also push the metrics to this Prometheus Pushgateway")
+    parser.add_argument("--push.job", dest="push_job", default="pyparallel",
+                        help="job label of the pushed metrics (default pyparallel, the job the rules select)")
+    parser.add_argument("--push.instance", dest="push_instance",
+                        help="instance label of the pushed metrics (default: this host's name)")
 
 
 class PushError(Exception):
