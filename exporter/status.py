@@ -359,12 +359,16 @@ def host_html(document: Mapping[str, Any], now: float) -> str:
         last = f"{when(schedule['last_round_started_at'], now)}, took {duration(took)}"
     running = (f"<dt>Running now</dt><dd>a round started {esc(when(schedule['round_running_since'], now))}</dd>"
                if schedule["round_running_since"] is not None and document["results"] else "")
+    results = [r for r in document["results"] if r["available"]]
+    failed = sum(1 for r in results if not r["success"])
+    outcome = (f"<dt>Steps</dt><dd>{len(results) - failed} of {len(results)} succeeded"
+               + (f', <a href="#failures">{failed} failed</a>' if failed else "") + "</dd>") if results else ""
     return (f'<section id="host"><h2>Host</h2><dl class="facts">'
             f"<dt>CPUs</dt><dd>{host['logical_cpus']} logical, {esc(physical)} physical, "
             f"<strong>{host['usable_cpus']:g} usable</strong>: {esc(cpu_reason(host))}</dd>"
             f"<dt>Schedule</dt><dd>a round {esc(interval)}; probing takes {duty} of the time "
             f"(budget {schedule['duty_cycle_budget']:.0%})</dd>"
-            f"<dt>Last round</dt><dd>{esc(last)}</dd>{running}"
+            f"<dt>Last round</dt><dd>{esc(last)}</dd>{outcome}{running}"
             f"<dt>Next round</dt><dd>{esc(when(schedule['next_round_at'], now))}</dd>"
             f"</dl></section>")
 

@@ -387,3 +387,8 @@ def test_steps_failing_alike_are_one_entry_naming_every_step() -> None:
     text = page_for(FakeDaemon(reports=[report]))
     assert text.count('class="failure failure-now"') == 1
     assert "cpython-3.13t · pure_python · sequential ×1, threads ×2</strong>" in text
+
+
+def test_page_counts_succeeded_and_failed_steps_with_a_link_to_the_failures() -> None:
+    text = page_for(FakeDaemon(reports=[workload_report(), workload_report(workload="sha256", fail_threads=True)]))
+    assert '<dt>Steps</dt><dd>3 of 4 succeeded, <a href="#failures">1 failed</a></dd>' in text
