@@ -129,8 +129,15 @@ def test_table_shows_what_the_api_returns_with_a_bar_per_cpu(browser_factory: An
         assert [float(b.get_attribute("data-busy")) for b in bars] == pytest.approx(result["core_utilisation"], abs=1e-3)
         checked += 1
     assert checked == 3  # pure_python: sequential, threads, processes
-    usable = driver.find_element(By.CSS_SELECTOR, "#host").text
-    assert f"{document['host']['logical_cpus']} logical" in usable
+    host = driver.find_element(By.CSS_SELECTOR, "#host").text
+    assert f"{document['host']['logical_cpus']} logical" in host
+    schedule = document["schedule"]
+    # One round done, the next one an hour (the configured interval, give or take the jitter) later.
+    assert schedule["last_round_started_at"] <= schedule["last_round_finished_at"]
+    assert schedule["next_round_at"] - schedule["last_round_started_at"] == pytest.approx(3600, abs=5)
+    assert "a round every 60m" in host and "Next round" in host
+    assert all(len(step["points"]) == 1 for step in document["history"]["steps"])
+    assert len(driver.find_elements(By.CSS_SELECTOR, "svg.sparkline")) == len(document["history"]["steps"])
     assert csp_violations(driver) == []
 
 
