@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import socket
+import urllib.parse
 from dataclasses import replace
 from typing import Callable, Iterator, Optional, Sequence
 
@@ -34,11 +35,25 @@ PUSH_TIMEOUT_SECONDS = 30.0
 
 
 def add_push_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--push", metavar="URL", help="also push the metrics to this Prometheus Pushgateway")
+    parser.add_argument("--push", metavar="URL", type=gateway_url,
+                        help="also push the metrics to this Prometheus Pushgateway (http[s]://host:port)")
     parser.add_argument("--push.job", dest="push_job", default="pyparallel",
                         help="job label of the pushed metrics (default pyparallel, the job the rules select)")
     parser.add_argument("--push.instance", dest="push_instance",
                         help="instance label of the pushed metrics (default: this host's name)")
+
+
+def gateway_url(text: str) -> str:
+    """``--push``: checked before probing, so a typo costs no probe run (exit 2, one line)."""
+    url = text if "://" in text else f"http://{text}"  # prometheus_client's default scheme
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise argparse.ArgumentTypeError(f"must be a Pushgateway URL such as http://pushgateway:9091, got {text!r}")
+    return url
 
 
 class PushError(Exception):

@@ -75,3 +75,21 @@ def test_push_to_an_unreachable_gateway_is_one_line_and_exit_1() -> None:
     last = completed.stderr.strip().splitlines()[-1]
     assert last.startswith(f"parallelism-exporter: --push: cannot push to {url}: ")
     assert "Traceback" not in completed.stderr
+
+
+@pytest.mark.parametrize("url", ["ftp://gateway:9091", "http://", "http://gateway:port", "http://gw:9091/?x=1", "::"])
+def test_a_malformed_push_url_is_exit_2_before_probing(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from exporter import cli
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(["probe", "--push", url])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--push: must be a Pushgateway URL such as http://pushgateway:9091" in err
+
+
+def test_gateway_urls_without_a_scheme_are_http() -> None:
+    from exporter.push import gateway_url
+
+    assert gateway_url("pushgateway:9091") == "http://pushgateway:9091"
+    assert gateway_url("https://gw.example:443/prefix") == "https://gw.example:443/prefix"
