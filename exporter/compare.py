@@ -93,8 +93,15 @@ def check_document(document: Any, path: str) -> None:
                               ("workers", isinstance(result.get("workers"), int)
                                and not isinstance(result.get("workers"), bool), "an integer"),
                               ("success", isinstance(result.get("success"), bool), "true or false"),
-                              ("speedup", result.get("speedup") is None or _is_number(result.get("speedup")),
-                               "a number or null")):
+                              ("speedup", result.get("speedup") is None
+                               or (_is_number(result.get("speedup")) and result["speedup"] > 0), "a number > 0 or null"),
+                              ("speedup_spread", result.get("speedup_spread") is None
+                               or _is_number(result.get("speedup_spread")), "a number or null"),
+                              ("available", isinstance(result.get("available", True), bool), "true or false"),
+                              ("reason", result.get("reason") is None or isinstance(result.get("reason"), str),
+                               "a string or null"),
+                              ("message", result.get("message") is None or isinstance(result.get("message"), str),
+                               "a string or null")):
             _need(ok, f"{where}.{key}", f"must be {what}, got {result.get(key)!r}")
         ci = result.get("speedup_ci")
         _need(ci is None or (isinstance(ci, list) and len(ci) == 2 and all(_is_number(v) for v in ci)),

@@ -233,7 +233,7 @@ def test_cli_bad_field_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[st
     broken["results"][1]["speedup"] = "fast"
     code, _, err = run_compare(tmp_path, broken, document(), capsys=capsys)
     assert code == 2
-    assert err.strip().endswith("base.json: results[1].speedup: must be a number or null, got 'fast'")
+    assert err.strip().endswith("base.json: results[1].speedup: must be a number > 0 or null, got 'fast'")
 
 
 def test_cli_missing_file_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -389,3 +389,49 @@ def test_probe_compare_runs_both_and_fails_on_a_step_the_candidate_cannot_run(tm
     assert comparison["baseline"]["interpreter"]["name"] == "old"
     assert [(r["mode"], r["status"]) for r in comparison["rows"]] == [("sequential", "new failure"),
                                                                       ("threads", "new failure")]
+
+
+# --- inputs nobody expected -------------------------------------------------------------
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+                           max_leaves=8)
+
+
+def paths(value: Any, prefix: tuple = ()) -> list[tuple]:
+    """Every place in a document a value could be replaced."""
+    found = [prefix]
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found += paths(item, prefix + (key,))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found += paths(item, prefix + (index,))
+    return found
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_any_damaged_document_is_compared_or_refused_with_one_line(data: Any) -> None:
+    """The property: a comparison, or CompareError (exit 2) — never another exception."""
+    good = document(step("threads", 2, 1.9, ci=[1.8, 2.0], pairs=[1.8, 1.9, 2.0]), step("processes", 2, None, success=False))
+    damaged = json.loads(json.dumps(good))
+    where = data.draw(st.sampled_from(paths(damaged)))
+    replacement = data.draw(JSON_VALUES)
+    if where:
+        target = damaged
+        for key in where[:-1]:
+            target = target[key]
+        target[where[-1]] = replacement
+    else:
+        damaged = replacement
+    try:
+        compare.check_document(damaged, "cand.json")
+        result = compare.compare_documents(good, damaged)
+    except compare.CompareError as exc:
+        assert "\n" not in str(exc)
+    else:
+        assert result.exit_code in (0, 1)
