@@ -392,3 +392,25 @@ def test_steps_failing_alike_are_one_entry_naming_every_step() -> None:
 def test_page_counts_succeeded_and_failed_steps_with_a_link_to_the_failures() -> None:
     text = page_for(FakeDaemon(reports=[workload_report(), workload_report(workload="sha256", fail_threads=True)]))
     assert '<dt>Steps</dt><dd>3 of 4 succeeded, <a href="#failures">1 failed</a></dd>' in text
+
+
+def test_any_workload_output_is_escaped_on_the_page() -> None:
+    """Property: whatever a workload writes, the page holds it only as escaped text."""
+    import html as html_module
+
+    hypothesis = pytest.importorskip("hypothesis")
+    strategies = hypothesis.strategies
+
+    @hypothesis.settings(max_examples=200, deadline=None)
+    @hypothesis.given(message=strategies.text(max_size=60), line=strategies.text(max_size=60))
+    def check(message: str, line: str) -> None:
+        report = workload_report(fail_threads=True)
+        report.step("threads", 2).message = message
+        report.step("threads", 2).log = [line]
+        text = page_for(FakeDaemon(reports=[report]))
+        assert f'<span class="message">{html_module.escape(message, quote=True)}</span>' in text
+        assert html_module.escape(line, quote=True) in text
+        if any(c in message for c in '<>&"'):
+            assert f'<span class="message">{message}</span>' not in text  # never raw
+
+    check()
