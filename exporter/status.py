@@ -175,8 +175,8 @@ def busy_colour(fraction: float) -> str:
 
 
 def core_bars_svg(result: Mapping[str, Any]) -> str:
-    """One bar per logical CPU (busy fraction in the timed window), then the probe's cores
-    and, where the probe measured it, the other load on the host."""
+    """One bar per logical CPU: its busy fraction during the step's timed windows, whoever
+    kept it busy (the kernel's per-CPU counters cannot tell the probe from other load)."""
     cores = list(result.get("core_utilisation") or [])
     if not cores:
         return ""
