@@ -20,8 +20,10 @@ from typing import NoReturn, Optional, Sequence
 from rich.console import Console
 from rich.text import Text
 
-from exporter import __version__, config, hostinfo, probe, report, workloads
+from exporter import __version__, compare, config, hostinfo, probe, report, workloads
 from exporter.errors import ConfigError
+from exporter.history import add_history_flags
+from exporter.push import PushError, add_push_flags, push_reports
 from exporter.results import MODES, Interpreter, WorkloadReport
 
 EXIT_OK, EXIT_FAILED_PROBE, EXIT_USAGE = 0, 1, 2
@@ -86,6 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
     one_shot.add_argument("--plot", metavar="FILE.png", help="also write a chart (needs matplotlib: the plot extra)")
     one_shot.add_argument("--textfile", metavar="PATH",
                           help="also write the metrics for node_exporter's textfile collector")
+    one_shot.add_argument("--compare", action="store_true",
+                          help="with two --python (baseline first): compare them as `compare` does; exit 1 on a regression")
+    add_push_flags(one_shot)
+
+    compare_command = commands.add_parser("compare", help="compare two probe --json results; exit 1 on a regression")
+    compare.add_compare_flags(compare_command)
 
     serve = commands.add_parser("serve", help="run the exporter daemon")
     add_serve_flags(serve)
@@ -120,6 +128,7 @@ def add_serve_flags(serve: argparse.ArgumentParser) -> None:
                        help="serve POST /-/reload and /-/quit (off: they answer 403, as in Prometheus)")
     serve.add_argument("--web.max-requests", dest="max_requests", type=_non_negative_int, default=40,
                        help="requests served at once; more get 503 (0: no limit; default 40)")
+    add_history_flags(serve)
     serve.add_argument("--log.level", dest="log_level", default="info",
                        help="debug, info, warn or error (default info)")
     serve.add_argument("--log.format", dest="log_format", default="logfmt",
@@ -241,6 +250,8 @@ def check_plot_target(path: str) -> None:
 
 def run_one_shot(args: argparse.Namespace) -> int:
     cfg = one_shot_config(args)
+    if args.compare and len(cfg.interpreters) != 2:
+        raise ConfigError("--compare: needs exactly two --python interpreters, the baseline first")
     if args.textfile:
         check_textfile_target(args.textfile)
     if args.plot:
@@ -259,10 +270,20 @@ def run_one_shot(args: argparse.Namespace) -> int:
 
                 reports.append(probe.run_workload(interpreter, spec, progress))
     name_after_identity(reports)
+    comparison = None
+    if args.compare:  # reports come interpreter by interpreter: the baseline's first
+        half = len(reports) // 2
+        comparison = compare.compare_reports(reports[:half], reports[half:], host)
     if args.json:
-        print(json.dumps(report.json_document(reports, host), indent=2))
+        document = report.json_document(reports, host)
+        if comparison is not None:
+            document["comparison"] = comparison.to_json()
+        print(json.dumps(document, indent=2))
     else:
         report.render(reports, host, Console())
+        if comparison is not None:
+            Console().print()
+            compare.render(comparison, Console())
     if args.plot:
         from exporter.plot import write_chart
 
@@ -275,6 +296,11 @@ def run_one_shot(args: argparse.Namespace) -> int:
             write_textfile(args.textfile, reports, host, cfg)  # atomic: a temporary file, renamed
         except OSError as exc:
             raise ConfigError(f"--textfile: cannot write {args.textfile}: {exc.strerror or exc}") from None
+    if args.push:
+        push_reports(args.push, reports, host, cfg, job=args.push_job, instance=args.push_instance)
+        err.print(Text(f"pushed to {args.push}"))
+    if comparison is not None and comparison.exit_code != EXIT_OK:
+        return comparison.exit_code
     return EXIT_OK if all(r.success for r in reports) else EXIT_FAILED_PROBE
 
 
@@ -283,12 +309,17 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
     try:
         if args.command == "probe":
             return run_one_shot_interruptible(args)
+        if args.command == "compare":
+            return compare.run(args)
         from exporter.daemon import serve
 
         return serve(args)
-    except ConfigError as exc:
+    except (ConfigError, compare.CompareError) as exc:
         print(f"parallelism-exporter: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except PushError as exc:
+        print(f"parallelism-exporter: {exc}", file=sys.stderr)
+        return EXIT_FAILED_PROBE
 
 
 def run_one_shot_interruptible(args: argparse.Namespace) -> int:

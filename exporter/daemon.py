@@ -26,13 +26,15 @@ from apscheduler.triggers.interval import IntervalTrigger
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
 from exporter import __version__, probe
-from exporter.collector import Snapshot, empty_snapshot, prune_snapshot, record_round
+from exporter.collector import Snapshot, empty_snapshot, prune_snapshot, record_round, still_configured
 from exporter.config import Config, load_config
 from exporter.errors import ConfigError
 from exporter.results import Interpreter, WorkloadReport
 from exporter.exposition import TelemetryApp
+from exporter.history import DEFAULT_LIMIT, History
 from exporter.hostinfo import host_cpus
 from exporter.logs import log_kv, setup_logging
+from exporter.status import Schedule, StatusPages
 from exporter.web import start_web_server
 from exporter.webconfig import load_web_config
 
@@ -44,9 +46,17 @@ SHUTDOWN_GRACE_SECONDS = 3.0
 class Daemon:
     """Holds the config and the latest snapshot, and runs probe rounds."""
 
-    def __init__(self, config: Config, config_path: Optional[str]) -> None:
+    def __init__(self, config: Config, config_path: Optional[str], history_limit: int = DEFAULT_LIMIT,
+                 history_file: Optional[str] = None) -> None:
         self.config = config
         self.config_path = config_path
+        self.history = History(history_limit)  # the status page's sparklines and recent failures
+        self.history_file = history_file
+        if history_file:
+            self._restore_history(history_file)
+        self.started_at = time.time()
+        self.round_started_at: Optional[float] = None  # the round running now
+        self.last_round: Optional[tuple[float, float]] = None  # start and end of the last complete round
         self.host = host_cpus()
         self._snapshot = empty_snapshot(config, self.host)
         self._lock = threading.Lock()  # guards swaps of _snapshot and config
@@ -74,6 +84,36 @@ class Daemon:
     def _publish(self, reports: list[WorkloadReport]) -> None:
         with self._lock:
             self._snapshot = replace(self._snapshot, **record_round(self._snapshot, reports))
+        self.history.record(reports)
+        if self.history_file:
+            try:
+                self.history.save(self.history_file)
+            except OSError as exc:
+                log_kv(log, logging.WARNING, "cannot write the history file", file=self.history_file, error=str(exc))
+
+    def _restore_history(self, path: str) -> None:
+        """A missing file is a first start; a damaged one is logged and started afresh."""
+        try:
+            points = self.history.restore(path)
+            self.history.prune(lambda interpreter, workload: still_configured(self.config, interpreter, workload))
+            log_kv(log, logging.INFO, "history restored", file=path, points=points)
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError) as exc:
+            log_kv(log, logging.WARNING, "history file not restored; starting an empty history", file=path,
+                   error=str(exc))
+
+    def schedule(self) -> Schedule:
+        """When rounds ran and will run, for the status page."""
+        job = self.scheduler.get_job(JOB_ID) if self.scheduler.running else None
+        next_run = job.next_run_time.timestamp() if job is not None and job.next_run_time else None
+        snapshot, last = self._snapshot, self.last_round
+        return Schedule(exporter_started_at=self.started_at, round_running_since=self.round_started_at,
+                        last_round_started_at=last[0] if last else None,
+                        last_round_finished_at=last[1] if last else None, next_round_at=next_run,
+                        interval_seconds=snapshot.interval_seconds,
+                        configured_interval_seconds=self.config.interval_seconds,
+                        duty_cycle_ratio=snapshot.duty_cycle_ratio, duty_cycle_budget=self.config.duty_cycle)
 
     # --- scheduling -------------------------------------------------------------------------
 
@@ -97,6 +137,7 @@ class Daemon:
     def run_round(self) -> None:
         """Probe every workload on every interpreter, publishing each result as it lands."""
         self.round_idle.clear()
+        self.round_started_at = time.time()
         try:
             started, started_at = time.monotonic(), datetime.now(timezone.utc)
             self.last_round_started = started_at
@@ -109,11 +150,13 @@ class Daemon:
                 if self.stopping.is_set():
                     return
             duration = time.monotonic() - started
+            self.last_round = (started_at.timestamp(), started_at.timestamp() + duration)
             self._apply_duty_cycle(config, duration, started_at)
             self.ready.set()
         except Exception:  # a bug must not kill the lane: log it, the next round runs
             log.exception("probe round failed")
         finally:
+            self.round_started_at = None
             self.round_idle.set()
 
     def _probe_interpreter(self, config: Config, interpreter: Interpreter) -> None:
@@ -208,6 +251,7 @@ class Daemon:
                                      reload_timestamp=time.time(), interval_seconds=self.interval_in_force,
                                      per_core_series=fresh.per_core_series, start_method=fresh.start_method,
                                      **prune_snapshot(self._snapshot, config))
+        self.history.prune(lambda interpreter, workload: still_configured(config, interpreter, workload))
         if schedule_changed:
             self._reschedule_keeping_next_run()
 
@@ -253,12 +297,15 @@ def serve(args: argparse.Namespace) -> int:
         print(f"config OK: {args.config_file or '(built-in defaults)'}"
               + (f"; web config OK: {args.web_config_file}" if web_config else ""))
         return 0
-    daemon = Daemon(config, args.config_file)
+    daemon = Daemon(config, args.config_file, args.history_limit, args.history_file)
+    pages = StatusPages(daemon, telemetry_path=args.telemetry_path, web_config=web_config,
+                        config_path=args.config_file)
     stop = threading.Event()
     server = start_web_server(args.listen_address, telemetry_app(daemon),
                               telemetry_path=args.telemetry_path, web_config=web_config,
                               is_ready=daemon.ready.is_set, reload=daemon.reload, quit=stop.set,
-                              enable_lifecycle=args.enable_lifecycle, max_requests=args.max_requests)
+                              enable_lifecycle=args.enable_lifecycle, max_requests=args.max_requests,
+                              routes=pages.routes())
     log_kv(log, logging.INFO, "starting", version=__version__, telemetry=server.url + args.telemetry_path,
            interpreters=",".join(i.name for i in config.interpreter_list()))
     reload_wanted = threading.Event()

@@ -298,6 +298,7 @@ def step_document(step: StepResult, report: WorkloadReport) -> dict[str, Any]:
         "available": step.available,
         "reason": step.reason,
         "message": step.message,
+        "log": list(step.log),  # the runner's last stderr lines, on failed steps
         "duration_seconds": step.duration_seconds,
         "wall_seconds": summary.wall_seconds if summary else None,
         "speedup": shown.speedup if shown else None,

@@ -144,3 +144,8 @@ def grows_memory_then_hangs() -> None:
         held.append(bytearray(50 << 20))
         return
     time.sleep(3600)
+
+
+def raises_with_markup() -> None:
+    """A message full of HTML, which the status page must show as text."""
+    raise ValueError('<img src=x onerror=alert(1)> & <b>not bold</b>')

@@ -1,0 +1,442 @@
+"""``parallelism-exporter compare BASELINE.json CANDIDATE.json``: is the candidate's parallelism worse?
+
+pyperf's ``compare_to`` answers this for speed; this answers it for parallel speedup, as a
+gate before an interpreter upgrade ships. For every (workload, mode, workers) in both files:
+both speedups with their intervals, the change, and a verdict. A *regression* is a drop of
+more than ``--threshold`` that is not noise: either the candidate's whole interval lies below
+the baseline's by more than the threshold, or a one-sided Mann–Whitney U test on the paired
+windows' speedups (``pair_speedups``, when both files carry them) rejects "no change" at
+``--alpha``. A step that fails in the candidate but not in the baseline is a regression too.
+Exit codes: 0 no regression, 1 regression, 2 bad input (one line, never a traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from typing import Any, Mapping, Optional, Sequence
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from exporter.hostinfo import HostCpus
+from exporter.report import json_document
+from exporter.results import WorkloadReport
+from exporter.status import speedup_interval  # the page and the gate read intervals alike
+
+EXIT_OK, EXIT_REGRESSION, EXIT_BAD_INPUT = 0, 1, 2
+DEFAULT_THRESHOLD = 0.10
+DEFAULT_ALPHA = 0.05
+IDENTITY_FIELDS = ("implementation", "version", "free_threaded_build", "gil_enabled")
+IDENTITY_LABELS = {"implementation": "implementation", "version": "version",
+                   "free_threaded_build": "free-threaded build", "gil_enabled": "GIL at run time"}
+EXACT_TEST_MAX_PAIRS = 2500  # m·n up to this: exact U distribution; beyond, the normal approximation
+FAILING = ("regression", "new failure")
+
+
+class CompareError(Exception):
+    """Bad input: one line for the user, exit code 2."""
+
+
+# --- reading the files ------------------------------------------------------------------
+
+
+def load_document(path: str) -> dict[str, Any]:
+    """A ``probe --json`` or ``/api/v1/results`` document, checked enough to compare."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as exc:
+        raise CompareError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise CompareError(f"{path}: not a JSON document (not UTF-8 text)") from None
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CompareError(f"{path}: not a JSON document: {exc.msg} at line {exc.lineno}") from None
+    check_document(document, path)
+    return document
+
+
+def _need(ok: bool, where: str, problem: str) -> None:
+    if not ok:
+        raise CompareError(f"{where}: {problem}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_document(document: Any, path: str) -> None:
+    """Raise CompareError naming the first field that is not what ``probe --json`` writes."""
+    _need(isinstance(document, dict), path, "not a probe --json or /api/v1/results document (expected an object)")
+    for key, kind in (("results", list), ("host", dict), ("interpreters", list)):
+        _need(isinstance(document.get(key), kind), f"{path}: {key}",
+              f"missing or not a {kind.__name__}: not a probe --json or /api/v1/results document")
+    _need(_is_number(document["host"].get("usable_cpus")), f"{path}: host.usable_cpus", "must be a number")
+    for i, interpreter in enumerate(document["interpreters"]):
+        _need(isinstance(interpreter, dict) and isinstance(interpreter.get("name"), str),
+              f"{path}: interpreters[{i}]", "must be an object with a name")
+    for i, result in enumerate(document["results"]):
+        where = f"{path}: results[{i}]"
+        _need(isinstance(result, dict), where, "must be an object")
+        for key, ok, what in (("interpreter", isinstance(result.get("interpreter"), str), "a string"),
+                              ("workload", isinstance(result.get("workload"), str), "a string"),
+                              ("mode", isinstance(result.get("mode"), str), "a string"),
+                              ("workers", isinstance(result.get("workers"), int)
+                               and not isinstance(result.get("workers"), bool), "an integer"),
+                              ("success", isinstance(result.get("success"), bool), "true or false"),
+                              ("speedup", result.get("speedup") is None
+                               or (_is_number(result.get("speedup")) and result["speedup"] > 0), "a number > 0 or null"),
+                              ("speedup_spread", result.get("speedup_spread") is None
+                               or _is_number(result.get("speedup_spread")), "a number or null"),
+                              ("available", isinstance(result.get("available", True), bool), "true or false"),
+                              ("reason", result.get("reason") is None or isinstance(result.get("reason"), str),
+                               "a string or null"),
+                              ("message", result.get("message") is None or isinstance(result.get("message"), str),
+                               "a string or null")):
+            _need(ok, f"{where}.{key}", f"must be {what}, got {result.get(key)!r}")
+        ci = result.get("speedup_ci")
+        _need(ci is None or (isinstance(ci, list) and len(ci) == 2 and all(_is_number(v) for v in ci)),
+              f"{where}.speedup_ci", f"must be [low, high] or null, got {ci!r}")
+        pairs = result.get("pair_speedups")
+        _need(pairs is None or (isinstance(pairs, list) and all(_is_number(v) for v in pairs)),
+              f"{where}.pair_speedups", "must be a list of numbers or null")
+
+
+def select_interpreter(document: Mapping[str, Any], name: Optional[str], path: str, flag: str) -> dict[str, Any]:
+    """The one interpreter of the file, or the one named with ``flag``."""
+    names = [i["name"] for i in document["interpreters"]]
+    if name is not None:
+        _need(name in names, path, f"no interpreter {name!r} in this file (it has: {', '.join(names) or 'none'})")
+        return next(i for i in document["interpreters"] if i["name"] == name)
+    _need(len(names) > 0, path, "holds no results yet (is the exporter's first round still running?)")
+    _need(len(names) == 1, path, f"holds {len(names)} interpreters ({', '.join(names)}): choose one with {flag}")
+    return dict(document["interpreters"][0])
+
+
+# --- statistics -------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=64)
+def _u_counts(m: int, n: int) -> tuple[int, ...]:
+    """How many orderings of m x's and n y's give U = 0, 1, …, m·n (no ties).
+
+    The largest of all values is either an x (it beats all n y's: U shifts by n) or a y
+    (it adds nothing), hence counts(m, n)[u] = counts(m-1, n)[u-n] + counts(m, n-1)[u].
+    """
+    if m == 0 or n == 0:
+        return (1,)
+    with_x, with_y = _u_counts(m - 1, n), _u_counts(m, n - 1)
+    counts = [0] * (m * n + 1)
+    for u, count in enumerate(with_x):
+        counts[u + n] += count
+    for u, count in enumerate(with_y):
+        counts[u] += count
+    return tuple(counts)
+
+
+def mann_whitney_less(x: Sequence[float], y: Sequence[float]) -> float:
+    """One-sided p-value of the Mann–Whitney U test for "x tends to be smaller than y".
+
+    Exact for small samples without ties; otherwise the normal approximation with the tie
+    correction and a continuity correction.
+    """
+    m, n = len(x), len(y)
+    if m == 0 or n == 0:
+        raise ValueError("both samples need at least one value")
+    u = sum(1.0 if a > b else 0.5 if a == b else 0.0 for a in x for b in y)
+    pooled = list(x) + list(y)
+    if len(set(pooled)) == m + n and m * n <= EXACT_TEST_MAX_PAIRS:
+        counts = _u_counts(m, n)
+        return sum(counts[: int(u) + 1]) / math.comb(m + n, m)
+    total = m + n
+    ties = sum(t ** 3 - t for t in (pooled.count(v) for v in set(pooled)))
+    variance = m * n / 12 * ((total + 1) - ties / (total * (total - 1)))
+    if variance <= 0:
+        return 1.0  # every value equal: no evidence of any difference
+    z = (u - m * n / 2 + 0.5) / math.sqrt(variance)
+    return statistics.NormalDist().cdf(z)
+
+
+# --- comparing --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Side:
+    """One step as one file reports it."""
+
+    success: bool
+    available: bool
+    speedup: Optional[float]
+    interval: Optional[tuple[float, float]]
+    interval_kind: str  # "confidence interval", "repeats' spread" or ""
+    pairs: tuple[float, ...]
+    reason: Optional[str]
+    message: str
+
+    @staticmethod
+    def of(result: Mapping[str, Any]) -> Side:
+        interval, kind = speedup_interval(result) if result.get("speedup") is not None else (None, "")
+        return Side(success=result["success"], available=result.get("available", True), speedup=result.get("speedup"),
+                    interval=tuple(interval) if interval else None, interval_kind=kind,  # type: ignore[arg-type]
+                    pairs=tuple(result.get("pair_speedups") or ()), reason=result.get("reason"),
+                    message=result.get("message") or result.get("unsteady_reason") or "")
+
+
+@dataclass(frozen=True)
+class Row:
+    workload: str
+    mode: str
+    workers: int
+    baseline: Side
+    candidate: Side
+    status: str  # regression, improvement, no change, new failure, fixed, failed in both, unavailable, no figure
+    why: str
+    change: Optional[float] = None  # candidate / baseline - 1
+    p_lower: Optional[float] = None  # one-sided p that the candidate's windows are lower
+    p_higher: Optional[float] = None
+
+
+@dataclass(frozen=True)
+class Comparison:
+    baseline_label: str
+    candidate_label: str
+    baseline_interpreter: Mapping[str, Any]
+    candidate_interpreter: Mapping[str, Any]
+    identity_changes: list[dict[str, Any]]
+    rows: list[Row]
+    only_in_baseline: list[str] = field(default_factory=list)
+    only_in_candidate: list[str] = field(default_factory=list)
+    threshold: float = DEFAULT_THRESHOLD
+    alpha: float = DEFAULT_ALPHA
+
+    @property
+    def regressions(self) -> list[Row]:
+        return [row for row in self.rows if row.status in FAILING]
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_REGRESSION if self.regressions else EXIT_OK
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "baseline": {"file": self.baseline_label, "interpreter": dict(self.baseline_interpreter)},
+            "candidate": {"file": self.candidate_label, "interpreter": dict(self.candidate_interpreter)},
+            "threshold": self.threshold, "alpha": self.alpha,
+            "identity_changes": self.identity_changes,
+            "rows": [asdict(row) for row in self.rows],
+            "only_in_baseline": self.only_in_baseline, "only_in_candidate": self.only_in_candidate,
+            "regressions": len(self.regressions), "exit_code": self.exit_code,
+        }
+
+
+def judge(baseline: Side, candidate: Side, threshold: float, alpha: float) -> dict[str, Any]:
+    """Status, reason and figures of one step present in both files."""
+    if not baseline.available or not candidate.available:
+        return {"status": "unavailable", "why": "mode unavailable in " + ("the baseline" if not baseline.available
+                                                                         else "the candidate")}
+    if not candidate.success:
+        if baseline.success:
+            return {"status": "new failure", "why": f"fails in the candidate ({candidate.reason}): {candidate.message}"}
+        return {"status": "failed in both", "why": f"candidate: {candidate.reason}: {candidate.message}"}
+    if not baseline.success:
+        return {"status": "fixed", "why": f"failed in the baseline ({baseline.reason})"}
+    if baseline.speedup is None or candidate.speedup is None:
+        return {"status": "no figure", "why": "speedup withheld (unsteady): " + (candidate.message or baseline.message)}
+    change = candidate.speedup / baseline.speedup - 1
+    figures: dict[str, Any] = {"change": change}
+    if len(baseline.pairs) >= 2 and len(candidate.pairs) >= 2:
+        figures["p_lower"] = mann_whitney_less(candidate.pairs, baseline.pairs)
+        figures["p_higher"] = mann_whitney_less(baseline.pairs, candidate.pairs)
+    b, c = baseline.interval, candidate.interval
+    if b and c and c[1] < b[0] * (1 - threshold):
+        return figures | {"status": "regression",
+                          "why": f"candidate's interval {c[0]:.2f}–{c[1]:.2f} lies more than {threshold:.0%} below "
+                                 f"the baseline's {b[0]:.2f}–{b[1]:.2f}"}
+    if b and c and c[0] > b[1] * (1 + threshold):
+        return figures | {"status": "improvement",
+                          "why": f"candidate's interval {c[0]:.2f}–{c[1]:.2f} lies more than {threshold:.0%} above "
+                                 f"the baseline's {b[0]:.2f}–{b[1]:.2f}"}
+    if "p_lower" in figures and change <= -threshold and figures["p_lower"] < alpha:
+        return figures | {"status": "regression",
+                          "why": f"{change:+.0%}; Mann–Whitney U on the paired windows: p={figures['p_lower']:.3g} < {alpha:g}"}
+    if "p_higher" in figures and change >= threshold and figures["p_higher"] < alpha:
+        return figures | {"status": "improvement",
+                          "why": f"{change:+.0%}; Mann–Whitney U on the paired windows: p={figures['p_higher']:.3g} < {alpha:g}"}
+    if abs(change) < threshold:
+        why = f"{change:+.0%} is within the {threshold:.0%} threshold"
+    elif "p_lower" in figures:
+        why = f"{change:+.0%} but not significant (p={min(figures['p_lower'], figures['p_higher']):.3g} ≥ {alpha:g})"
+    else:
+        why = f"{change:+.0%} but the intervals are not {threshold:.0%} apart: noise cannot be ruled out"
+    return figures | {"status": "no change", "why": why}
+
+
+def identity_changes(baseline: Mapping[str, Any], candidate: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [{"field": key, "baseline": baseline.get(key), "candidate": candidate.get(key)}
+            for key in IDENTITY_FIELDS if baseline.get(key) != candidate.get(key)]
+
+
+def step_label(key: tuple[str, str, int]) -> str:
+    return f"{key[0]} {key[1]} ×{key[2]}"
+
+
+def compare_documents(baseline: Mapping[str, Any], candidate: Mapping[str, Any], *,
+                      baseline_label: str = "baseline", candidate_label: str = "candidate",
+                      baseline_interpreter: Optional[str] = None, candidate_interpreter: Optional[str] = None,
+                      threshold: float = DEFAULT_THRESHOLD, alpha: float = DEFAULT_ALPHA) -> Comparison:
+    """Compare two checked documents; raises CompareError where a comparison would mislead."""
+    b_cpus, c_cpus = baseline["host"]["usable_cpus"], candidate["host"]["usable_cpus"]
+    if b_cpus != c_cpus:
+        raise CompareError(
+            f"{baseline_label} ran with {b_cpus:g} usable CPUs and {candidate_label} with {c_cpus:g}: a speedup is "
+            "bounded by the usable CPUs, so the difference would measure the hosts, not the interpreters; "
+            "probe both on the same host (or under the same CPU limit)")
+    b_interp = select_interpreter(baseline, baseline_interpreter, baseline_label, "--baseline-interpreter")
+    c_interp = select_interpreter(candidate, candidate_interpreter, candidate_label, "--candidate-interpreter")
+
+    def steps(document: Mapping[str, Any], name: str) -> dict[tuple[str, str, int], Mapping[str, Any]]:
+        return {(r["workload"], r["mode"], r["workers"]): r for r in document["results"] if r["interpreter"] == name}
+
+    b_steps, c_steps = steps(baseline, b_interp["name"]), steps(candidate, c_interp["name"])
+    rows = []
+    for key in (k for k in b_steps if k in c_steps):
+        b_side, c_side = Side.of(b_steps[key]), Side.of(c_steps[key])
+        if key[1] == "sequential" and b_side.success == c_side.success:
+            continue  # the baseline of each file: its speedup is 1 by definition
+        rows.append(Row(*key, baseline=b_side, candidate=c_side, **judge(b_side, c_side, threshold, alpha)))
+    return Comparison(baseline_label, candidate_label, b_interp, c_interp, identity_changes(b_interp, c_interp), rows,
+                      [step_label(k) for k in b_steps if k not in c_steps],
+                      [step_label(k) for k in c_steps if k not in b_steps], threshold, alpha)
+
+
+def compare_reports(baseline: Sequence[WorkloadReport], candidate: Sequence[WorkloadReport], host: HostCpus, *,
+                    threshold: float = DEFAULT_THRESHOLD, alpha: float = DEFAULT_ALPHA) -> Comparison:
+    """``probe --python OLD --python NEW --compare``: the two interpreters of one run."""
+    return compare_documents(json_document(baseline, host), json_document(candidate, host),
+                             baseline_label=baseline[0].interpreter.name, candidate_label=candidate[0].interpreter.name,
+                             threshold=threshold, alpha=alpha)
+
+
+# --- output -----------------------------------------------------------------------------
+
+STYLES = {"regression": "bold red", "new failure": "bold red", "improvement": "green", "fixed": "green",
+          "no change": "", "failed in both": "yellow", "unavailable": "dim", "no figure": "yellow"}
+
+
+def describe_interpreter(interpreter: Mapping[str, Any]) -> str:
+    if "version" not in interpreter:
+        return f"{interpreter['name']} (no identity reported)"
+    build = "free-threaded build" if interpreter.get("free_threaded_build") else "GIL build"
+    gil = "GIL enabled" if interpreter.get("gil_enabled") else "GIL disabled"
+    return f"{interpreter['name']}: {interpreter.get('implementation', '')} {interpreter['version']}, {build}, {gil}"
+
+
+def side_text(side: Side) -> str:
+    if not side.available:
+        return "n/a"
+    if not side.success:
+        return f"failed ({side.reason})"
+    if side.speedup is None:
+        return "withheld"
+    interval = f" [{side.interval[0]:.2f}–{side.interval[1]:.2f}]" if side.interval else ""
+    return f"{side.speedup:.2f}×{interval}"
+
+
+def identity_value(key: str, value: Any) -> str:
+    if key == "gil_enabled" and isinstance(value, bool):
+        return "enabled" if value else "disabled"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def render(comparison: Comparison, console: Console) -> None:
+    for role, label, interpreter in (("baseline: ", comparison.baseline_label, comparison.baseline_interpreter),
+                                     ("candidate:", comparison.candidate_label, comparison.candidate_interpreter)):
+        where = "" if label == interpreter["name"] else f"{label} — "
+        console.print(Text(f"{role} {where}{describe_interpreter(interpreter)}"))
+    for change in comparison.identity_changes:
+        key = change["field"]
+        console.print(Text(f"identity changed: {IDENTITY_LABELS[key]}: {identity_value(key, change['baseline'])} → "
+                           f"{identity_value(key, change['candidate'])}", style="yellow"))
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left",
+                  title=Text(f"speedup [interval]; regression: a drop of more than {comparison.threshold:.0%} "
+                             f"that is not noise (alpha {comparison.alpha:g})"))
+    for column in ("workload", "mode", "N", "baseline", "candidate", "change", "p", "verdict"):
+        table.add_column(column, justify="right" if column in ("N", "change", "p") else "left",
+                         overflow="fold", no_wrap=column not in ("baseline", "candidate"),
+                         min_width=11 if column in ("baseline", "candidate") else None)
+    for row in comparison.rows:
+        p = row.p_lower if row.change is not None and row.change < 0 else row.p_higher
+        table.add_row(Text(row.workload), row.mode, str(row.workers), Text(side_text(row.baseline)),
+                      Text(side_text(row.candidate)), "" if row.change is None else f"{row.change:+.0%}",
+                      "" if p is None else f"{p:.2g}", Text(row.status, style=STYLES.get(row.status, "")))
+    console.print(table)
+    for row in comparison.rows:
+        console.print(Text(f"  {row.workload} {row.mode} ×{row.workers}: {row.status}: {row.why}",
+                           style=STYLES.get(row.status) or "dim"))
+    for label, keys in (("only in the baseline", comparison.only_in_baseline),
+                        ("only in the candidate", comparison.only_in_candidate)):
+        if keys:
+            console.print(Text(f"{label} (not compared): {', '.join(keys)}", style="dim"))
+    regressions = comparison.regressions
+    if regressions:
+        console.print(Text(f"{len(regressions)} regression{'s' if len(regressions) > 1 else ''}: "
+                           + "; ".join(f"{r.workload} {r.mode} ×{r.workers} ({r.status})" for r in regressions),
+                           style="bold red"))
+    else:
+        console.print(Text("no regression", style="bold green"))
+
+
+# --- command line -----------------------------------------------------------------------
+
+
+def fraction_flag(flag: str, text: str, low_open: bool) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (0 < value < 1 if low_open else 0 <= value < 1):
+        raise CompareError(f"{flag}: must be a number {'>' if low_open else '>='} 0 and < 1, got {text!r}")
+    return value
+
+
+def add_compare_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("baseline", metavar="BASELINE.json", help="probe --json or /api/v1/results output: the reference")
+    parser.add_argument("candidate", metavar="CANDIDATE.json", help="the same for the interpreter or run under test")
+    parser.add_argument("--threshold", default=str(DEFAULT_THRESHOLD),
+                        help=f"smallest relative drop that counts as a regression (default {DEFAULT_THRESHOLD:g})")
+    parser.add_argument("--alpha", default=str(DEFAULT_ALPHA),
+                        help=f"significance level of the test on paired windows (default {DEFAULT_ALPHA:g})")
+    parser.add_argument("--baseline-interpreter", metavar="NAME", help="interpreter to use when the file holds several")
+    parser.add_argument("--candidate-interpreter", metavar="NAME", help="the same for the candidate file")
+    parser.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
+
+
+def run(args: argparse.Namespace) -> int:
+    """``parallelism-exporter compare``: returns the exit code."""
+    try:
+        threshold = fraction_flag("--threshold", args.threshold, low_open=False)
+        alpha = fraction_flag("--alpha", args.alpha, low_open=True)
+        comparison = compare_documents(load_document(args.baseline), load_document(args.candidate),
+                                       baseline_label=args.baseline, candidate_label=args.candidate,
+                                       baseline_interpreter=args.baseline_interpreter,
+                                       candidate_interpreter=args.candidate_interpreter,
+                                       threshold=threshold, alpha=alpha)
+    except CompareError as exc:
+        print(f"parallelism-exporter compare: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.json:
+        print(json.dumps(comparison.to_json(), indent=2))
+    else:
+        render(comparison, Console())
+    return comparison.exit_code

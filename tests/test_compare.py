@@ -1,0 +1,437 @@
+"""``compare``: regressions, improvements and noise on constructed documents; real probes of
+3.11 against 3.13t and 3.13t against itself with the GIL forced on."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import pytest
+
+from conftest import IN_CI, free_threaded_python
+from exporter import cli, compare
+from support import REPO, TESTS
+
+IDENTITY_311 = {"name": "cpython-3.11", "path": "/usr/bin/python3", "version": "3.11.2", "implementation": "cpython",
+                "free_threaded_build": False, "gil_enabled": True}
+IDENTITY_313T = {"name": "cpython-3.13t", "path": "/opt/python3.13t", "version": "3.13.5", "implementation": "cpython",
+                 "free_threaded_build": True, "gil_enabled": False}
+
+
+def step(mode: str, workers: int, speedup: Optional[float], *, ci: Optional[list[float]] = None,
+         spread: float = 0.04, pairs: Optional[list[float]] = None, success: bool = True,
+         interpreter: str = "cpython-3.11", workload: str = "pure_python", **extra: Any) -> dict[str, Any]:
+    return {"interpreter": interpreter, "workload": workload, "mode": mode, "workers": workers,
+            "success": success, "available": True, "reason": None if success else "error",
+            "message": "" if success else "ValueError: boom", "speedup": speedup if success else None,
+            "speedup_spread": spread if success else None, "speedup_ci": ci, "pair_speedups": pairs, **extra}
+
+
+def document(*results: dict[str, Any], identity: Optional[dict] = None, usable: float = 2.0) -> dict[str, Any]:
+    identity = identity or IDENTITY_311
+    rows = [step("sequential", 1, 1.0, interpreter=identity["name"])]
+    rows += [dict(r, interpreter=identity["name"]) for r in results]
+    return {"interpreter": identity, "interpreters": [identity],
+            "host": {"logical_cpus": 2, "physical_cpus": 2, "affinity_cpus": 2, "cgroup_quota_cpus": None,
+                     "usable_cpus": usable},
+            "results": rows, "verdicts": []}
+
+
+def run_compare(tmp_path: Path, baseline: Any, candidate: Any, *flags: str,
+                capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    paths = []
+    for name, content in (("base.json", baseline), ("cand.json", candidate)):
+        path = tmp_path / name
+        path.write_text(content if isinstance(content, str) else json.dumps(content))
+        paths.append(str(path))
+    code = cli.run(["compare", *paths, *flags])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def only_row(comparison: compare.Comparison) -> compare.Row:
+    assert len(comparison.rows) == 1
+    return comparison.rows[0]
+
+
+# --- the verdicts -----------------------------------------------------------------------
+
+
+def test_candidate_interval_far_below_the_baseline_is_a_regression() -> None:
+    base = document(step("threads", 2, 1.9, ci=[1.85, 1.95]))
+    cand = document(step("threads", 2, 1.0, ci=[0.95, 1.05]))
+    row = only_row(compare.compare_documents(base, cand))
+    assert row.status == "regression"
+    assert row.change == pytest.approx(1.0 / 1.9 - 1)
+    assert "below the baseline's 1.85–1.95" in row.why
+
+
+def test_candidate_interval_far_above_the_baseline_is_an_improvement() -> None:
+    base = document(step("threads", 2, 1.0, ci=[0.95, 1.05]))
+    cand = document(step("threads", 2, 1.9, ci=[1.85, 1.95]), identity=IDENTITY_313T)
+    comparison = compare.compare_documents(base, cand)
+    assert only_row(comparison).status == "improvement"
+    assert comparison.exit_code == compare.EXIT_OK
+
+
+def test_drop_within_the_intervals_is_noise_not_a_regression() -> None:
+    base = document(step("threads", 2, 1.90, ci=[1.70, 2.00]))
+    cand = document(step("threads", 2, 1.80, ci=[1.60, 1.95]))
+    comparison = compare.compare_documents(base, cand)
+    assert only_row(comparison).status == "no change"
+    assert comparison.exit_code == compare.EXIT_OK
+
+
+def test_intervals_apart_by_less_than_the_threshold_are_no_regression() -> None:
+    """Non-overlapping, but the gap (1.70 vs 0.9 × 1.80 = 1.62) is under 10 %."""
+    base = document(step("threads", 2, 1.85, ci=[1.80, 1.90]))
+    cand = document(step("threads", 2, 1.65, ci=[1.60, 1.70]))
+    assert only_row(compare.compare_documents(base, cand)).status == "no change"
+    assert only_row(compare.compare_documents(base, cand, threshold=0.0)).status == "regression"
+
+
+def test_spread_is_the_interval_when_there_is_no_confidence_interval() -> None:
+    base = document(step("processes", 2, 1.9, spread=0.04))
+    cand = document(step("processes", 2, 1.2, spread=0.04))
+    row = only_row(compare.compare_documents(base, cand))
+    assert row.baseline.interval_kind == "repeats' spread"
+    assert row.baseline.interval == pytest.approx((1.9 * 0.98, 1.9 * 1.02))
+    assert row.status == "regression"
+
+
+def test_paired_windows_test_finds_a_drop_the_wide_intervals_cannot() -> None:
+    """Wide intervals overlap, but eight windows each say the candidate is lower."""
+    base_pairs = [1.90, 1.92, 1.88, 1.95, 1.91, 1.89, 1.93, 1.60]
+    cand_pairs = [1.55, 1.58, 1.52, 1.61, 1.57, 1.50, 1.59, 1.20]
+    base = document(step("threads", 2, 1.91, ci=[1.5, 2.0], pairs=base_pairs))
+    cand = document(step("threads", 2, 1.56, ci=[1.2, 1.8], pairs=cand_pairs))
+    row = only_row(compare.compare_documents(base, cand))
+    assert row.status == "regression"
+    assert row.p_lower is not None and row.p_lower < 0.05
+    assert "Mann–Whitney" in row.why
+
+
+def test_paired_windows_that_overlap_are_not_significant() -> None:
+    pairs_a = [1.90, 1.70, 1.85, 1.60, 1.95, 1.75]
+    pairs_b = [1.80, 1.65, 1.88, 1.55, 1.70, 1.50]
+    base = document(step("threads", 2, 1.80, ci=[1.6, 1.95], pairs=pairs_a))
+    cand = document(step("threads", 2, 1.60, ci=[1.5, 1.85], pairs=pairs_b))
+    row = only_row(compare.compare_documents(base, cand))
+    assert row.status == "no change"
+    assert row.p_lower is not None and row.p_lower >= 0.05
+
+
+def test_identity_changes_are_listed() -> None:
+    gil_forced = dict(IDENTITY_313T, gil_enabled=True)
+    comparison = compare.compare_documents(document(step("threads", 2, 1.9), identity=IDENTITY_313T),
+                                           document(step("threads", 2, 1.9), identity=gil_forced))
+    assert comparison.identity_changes == [{"field": "gil_enabled", "baseline": False, "candidate": True}]
+    full = compare.compare_documents(document(identity=IDENTITY_311), document(identity=IDENTITY_313T))
+    assert [c["field"] for c in full.identity_changes] == ["version", "free_threaded_build", "gil_enabled"]
+
+
+def test_step_failing_only_in_the_candidate_is_a_regression() -> None:
+    comparison = compare.compare_documents(document(step("threads", 2, 1.9)),
+                                           document(step("threads", 2, None, success=False)))
+    row = only_row(comparison)
+    assert row.status == "new failure"
+    assert "ValueError: boom" in row.why
+    assert comparison.exit_code == compare.EXIT_REGRESSION
+
+
+def test_step_failing_in_both_or_only_in_the_baseline_is_no_regression() -> None:
+    failed = document(step("threads", 2, None, success=False))
+    assert only_row(compare.compare_documents(failed, failed)).status == "failed in both"
+    fixed = compare.compare_documents(failed, document(step("threads", 2, 1.9)))
+    assert only_row(fixed).status == "fixed"
+    assert fixed.exit_code == compare.EXIT_OK
+
+
+def test_steps_in_one_file_only_are_listed_not_compared() -> None:
+    comparison = compare.compare_documents(document(step("threads", 2, 1.9), step("threads", 4, 1.9)),
+                                           document(step("threads", 2, 1.9), step("processes", 2, 1.9)))
+    assert [(r.mode, r.workers) for r in comparison.rows] == [("threads", 2)]
+    assert comparison.only_in_baseline == ["pure_python threads ×4"]
+    assert comparison.only_in_candidate == ["pure_python processes ×2"]
+
+
+# --- the statistics ---------------------------------------------------------------------
+
+
+def test_mann_whitney_exact_p_of_complete_separation_is_one_over_the_orderings() -> None:
+    # Three below three: only 1 of C(6, 3) = 20 orderings is as extreme.
+    assert compare.mann_whitney_less([1, 2, 3], [4, 5, 6]) == pytest.approx(1 / 20)
+    assert compare.mann_whitney_less([4, 5, 6], [1, 2, 3]) == pytest.approx(1.0)
+
+
+def test_mann_whitney_matches_scipy() -> None:
+    stats = pytest.importorskip("scipy.stats")
+    samples = [([1.1, 2.3, 0.7, 3.3], [2.5, 3.9, 4.1, 2.8, 3.0]),
+               ([1.0, 1.0, 2.0, 3.0, 3.0, 4.0], [2.0, 3.0, 5.0, 5.0, 6.0, 1.0]),  # ties: normal approximation
+               ([float(i) for i in range(30)], [i + 4.5 for i in range(40)])]
+    for x, y in samples:
+        ties = len(set(x + y)) < len(x) + len(y)
+        method = "asymptotic" if ties or len(x) * len(y) > compare.EXACT_TEST_MAX_PAIRS else "exact"
+        expected = stats.mannwhitneyu(x, y, alternative="less", method=method).pvalue
+        assert compare.mann_whitney_less(x, y) == pytest.approx(expected, rel=1e-6)
+
+
+# --- the command line -------------------------------------------------------------------
+
+
+def test_cli_exit_1_and_a_table_on_a_regression(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_compare(tmp_path, document(step("threads", 2, 1.9, ci=[1.85, 1.95])),
+                                 document(step("threads", 2, 1.0, ci=[0.95, 1.05])), capsys=capsys)
+    assert code == 1
+    assert "regression" in out and "1.90×" in out and "[1.85–1.95]" in out and "-47%" in out
+    assert err == ""
+
+
+def test_cli_json_has_every_row_and_the_exit_code(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_compare(tmp_path, document(step("threads", 2, 1.0, ci=[0.95, 1.05])),
+                               document(step("threads", 2, 1.9, ci=[1.85, 1.95]), identity=IDENTITY_313T),
+                               "--json", capsys=capsys)
+    result = json.loads(out)
+    assert code == 0 and result["exit_code"] == 0 and result["regressions"] == 0
+    assert result["rows"][0]["status"] == "improvement"
+    assert result["rows"][0]["candidate"]["interval"] == [1.85, 1.95]
+    assert {c["field"] for c in result["identity_changes"]} == {"version", "free_threaded_build", "gil_enabled"}
+
+
+@pytest.mark.parametrize("baseline, candidate, flags, expected", [
+    ("{not json", None, [], "base.json: not a JSON document: Expecting property name enclosed in double quotes at line 1"),
+    ([1, 2], None, [], "base.json: not a probe --json or /api/v1/results document (expected an object)"),
+    ({"results": []}, None, [], "base.json: host: missing or not a dict"),
+    (None, "", [], "cand.json: not a JSON document: Expecting value at line 1"),
+    ("BINARY", None, [], "base.json: not a JSON document (not UTF-8 text)"),
+    (None, None, ["--threshold", "ten"], "--threshold: must be a number >= 0 and < 1, got 'ten'"),
+    (None, None, ["--alpha", "0"], "--alpha: must be a number > 0 and < 1, got '0'"),
+])
+def test_cli_bad_input_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                              baseline: Any, candidate: Any, flags: list[str], expected: str) -> None:
+    good = document(step("threads", 2, 1.9))
+    paths = []
+    for name, content in (("base.json", baseline), ("cand.json", candidate)):
+        path = tmp_path / name
+        if content == "BINARY":
+            path.write_bytes(b"\xff\xfe\x00garbage")
+        else:
+            path.write_text(content if isinstance(content, str) else json.dumps(good if content is None else content))
+        paths.append(str(path))
+    code = cli.run(["compare", *paths, *flags])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and expected in err, err
+
+
+def test_cli_bad_field_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    broken = document(step("threads", 2, 1.9))
+    broken["results"][1]["speedup"] = "fast"
+    code, _, err = run_compare(tmp_path, broken, document(), capsys=capsys)
+    assert code == 2
+    assert err.strip().endswith("base.json: results[1].speedup: must be a number > 0 or null, got 'fast'")
+
+
+def test_cli_missing_file_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.run(["compare", str(tmp_path / "nope.json"), str(tmp_path / "nope.json")]) == 2
+    assert "nope.json: cannot read: No such file or directory" in capsys.readouterr().err
+
+
+def test_cli_different_usable_cpus_are_explained_not_compared(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_compare(tmp_path, document(step("threads", 2, 1.9), usable=4.0),
+                                 document(step("threads", 2, 1.9), usable=2.0), capsys=capsys)
+    assert code == 2 and out == ""
+    assert "ran with 4 usable CPUs" in err and "with 2" in err and "measure the hosts, not the interpreters" in err
+    assert err.count("\n") == 1
+
+
+def test_cli_several_interpreters_need_a_choice(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    both = document(step("threads", 2, 1.0, ci=[0.95, 1.05]))
+    ft = document(step("threads", 2, 1.9, ci=[1.85, 1.95]), identity=IDENTITY_313T)
+    both["interpreters"] += ft["interpreters"]
+    both["results"] += ft["results"]
+    code, _, err = run_compare(tmp_path, both, both, capsys=capsys)
+    assert code == 2 and "holds 2 interpreters (cpython-3.11, cpython-3.13t): choose one with --baseline-interpreter" in err
+    code, out, _ = run_compare(tmp_path, both, both, "--baseline-interpreter", "cpython-3.13t",
+                               "--candidate-interpreter", "cpython-3.11", "--json", capsys=capsys)
+    assert code == 1 and json.loads(out)["rows"][0]["status"] == "regression"
+
+
+def test_api_document_before_the_first_round_is_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    empty = document()
+    empty["interpreters"], empty["results"] = [], []
+    code, _, err = run_compare(tmp_path, empty, document(), capsys=capsys)
+    assert code == 2 and "first round still running" in err
+
+
+# --- real probes ------------------------------------------------------------------------
+
+
+def require_free_threaded_python() -> str:
+    path = free_threaded_python()
+    if path is None:
+        message = ("no free-threaded CPython 3.13t: build one with `scripts/build-python 3.13 --free-threaded` "
+                   "or set PYPARALLEL_FT_PYTHON")
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def probe_json(path: Path, python: str, env: Optional[dict[str, str]] = None) -> None:
+    """One real ``probe --json`` of the threads mode of a CPU-bound workload."""
+    args = [sys.executable, "-m", "exporter", "probe", "--python", python, "--workload", "pure_python",
+            "--mode", "threads", "--workers", "2", "--seconds", "0.3", "--repeats", "5", "--json"]
+    env = dict(os.environ, PYTHONPATH=str(REPO), **(env or {}))
+    completed = subprocess.run(args, capture_output=True, text=True, cwd=TESTS, env=env, timeout=300)
+    assert completed.returncode == 0, completed.stderr
+    path.write_text(completed.stdout)
+
+
+def compare_files(base: Path, cand: Path) -> tuple[int, dict[str, Any]]:
+    completed = subprocess.run([sys.executable, "-m", "exporter", "compare", str(base), str(cand), "--json"],
+                               capture_output=True, text=True, cwd=TESTS, timeout=60,
+                               env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert completed.returncode in (0, 1), completed.stderr
+    return completed.returncode, json.loads(completed.stdout)
+
+
+def threads_row(result: dict[str, Any]) -> dict[str, Any]:
+    return next(r for r in result["rows"] if r["mode"] == "threads" and r["workers"] == 2)
+
+
+@pytest.mark.integration
+@pytest.mark.freethreaded
+def test_real_probes_threads_improve_from_gil_python_to_free_threaded(tmp_path: Path) -> None:
+    ft = require_free_threaded_python()
+    probe_json(tmp_path / "base.json", sys.executable)
+    probe_json(tmp_path / "cand.json", ft)
+    code, result = compare_files(tmp_path / "base.json", tmp_path / "cand.json")
+    assert threads_row(result)["status"] == "improvement", threads_row(result)
+    assert code == 0
+    assert "free_threaded_build" in {c["field"] for c in result["identity_changes"]}
+
+
+@pytest.mark.integration
+@pytest.mark.freethreaded
+def test_real_probes_threads_regress_when_the_gil_is_forced_on(tmp_path: Path) -> None:
+    ft = require_free_threaded_python()
+    probe_json(tmp_path / "base.json", ft)
+    probe_json(tmp_path / "cand.json", ft, env={"PYTHON_GIL": "1"})
+    code, result = compare_files(tmp_path / "base.json", tmp_path / "cand.json")
+    assert threads_row(result)["status"] == "regression", threads_row(result)
+    assert code == 1
+    assert result["identity_changes"] == [{"field": "gil_enabled", "baseline": False, "candidate": True}]
+
+
+# --- the documented CI example ----------------------------------------------------------
+
+EXAMPLE_WORKFLOW = REPO / "docs/examples/github-actions-parallelism-gate.yml"
+
+
+def test_example_workflow_matches_the_github_workflow_schema() -> None:
+    from conftest import require_binary
+
+    check = require_binary("check-jsonschema")
+    result = subprocess.run([check, "--builtin-schema", "vendor.github-workflows", str(EXAMPLE_WORKFLOW)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_example_workflow_uses_only_flags_the_cli_accepts() -> None:
+    import re
+    import shlex
+
+    import yaml
+
+    workflow = yaml.safe_load(EXAMPLE_WORKFLOW.read_text())
+    commands = []
+    for step in workflow["jobs"]["parallelism"]["steps"]:
+        script = step.get("run", "").replace("\\\n", " ")
+        for line in script.splitlines():
+            line = re.sub(r"\$\{\{[^}]*\}\}", "/usr/bin/python3", line)  # ${{ expressions }}
+            line = re.sub(r"\$\{PUSHGATEWAY_URL:\+([^}]*)\}", r"\1", line)  # the push flags, as when set
+            line = re.sub(r"\$\{?(\w+)\}?", "x", line)
+            line = re.split(r"\s(?:>|\|\|)\s", line.strip().removeprefix("COLUMNS=120 "))[0]
+            if line.startswith("parallelism-exporter "):
+                commands.append(shlex.split(line)[1:])
+    assert [c[0] for c in commands] == ["probe", "probe", "compare", "compare"]
+    parser = cli.build_parser()
+    for args in commands:
+        parser.parse_args(args)  # a flag it does not know exits 2 and fails the test
+
+
+# --- probe --compare --------------------------------------------------------------------
+
+
+def test_probe_compare_needs_exactly_two_interpreters(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.run(["probe", "--python", sys.executable, "--compare"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "parallelism-exporter: --compare: needs exactly two --python interpreters, the baseline first")
+
+
+@pytest.mark.integration
+def test_probe_compare_runs_both_and_fails_on_a_step_the_candidate_cannot_run(tmp_path: Path) -> None:
+    args = [sys.executable, "-m", "exporter", "probe", "--python", f"old={sys.executable}",
+            "--python", f"new={tmp_path / 'no-such-python'}", "--workload", "sleep", "--mode", "sequential,threads",
+            "--workers", "2", "--seconds", "0.1", "--repeats", "1", "--compare"]
+    env = dict(os.environ, PYTHONPATH=str(REPO), COLUMNS="200")
+    text = subprocess.run(args, capture_output=True, text=True, cwd=TESTS, env=env, timeout=120)
+    assert text.returncode == 1, text.stderr
+    assert "sleep threads ×2: new failure: fails in the candidate (interpreter): cannot start" in text.stdout
+    as_json = subprocess.run(args + ["--json"], capture_output=True, text=True, cwd=TESTS, env=env, timeout=120)
+    assert as_json.returncode == 1
+    comparison = json.loads(as_json.stdout)["comparison"]
+    assert comparison["baseline"]["interpreter"]["name"] == "old"
+    assert [(r["mode"], r["status"]) for r in comparison["rows"]] == [("sequential", "new failure"),
+                                                                      ("threads", "new failure")]
+
+
+# --- inputs nobody expected -------------------------------------------------------------
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+                           max_leaves=8)
+
+
+def paths(value: Any, prefix: tuple = ()) -> list[tuple]:
+    """Every place in a document a value could be replaced."""
+    found = [prefix]
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found += paths(item, prefix + (key,))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found += paths(item, prefix + (index,))
+    return found
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_any_damaged_document_is_compared_or_refused_with_one_line(data: Any) -> None:
+    """The property: a comparison, or CompareError (exit 2) — never another exception."""
+    good = document(step("threads", 2, 1.9, ci=[1.8, 2.0], pairs=[1.8, 1.9, 2.0]), step("processes", 2, None, success=False))
+    damaged = json.loads(json.dumps(good))
+    where = data.draw(st.sampled_from(paths(damaged)))
+    replacement = data.draw(JSON_VALUES)
+    if where:
+        target = damaged
+        for key in where[:-1]:
+            target = target[key]
+        target[where[-1]] = replacement
+    else:
+        damaged = replacement
+    try:
+        compare.check_document(damaged, "cand.json")
+        result = compare.compare_documents(good, damaged)
+    except compare.CompareError as exc:
+        assert "\n" not in str(exc)
+    else:
+        assert result.exit_code in (0, 1)
