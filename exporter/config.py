@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 from exporter import workloads, yamlfile
 from exporter.errors import ConfigError
 from exporter.results import MODES, SCHED_IDLE, Interpreter, Nice, ProbeSpec
-from exporter.yamlfile import show
+from exporter.yamlfile import field_name, show
 
 START_METHODS = ("fork", "forkserver", "spawn")
 PER_CORE_SERIES_MAX_CPUS = 64  # above this, per-CPU series would dominate a scrape
@@ -336,7 +336,7 @@ def _build(raw: Mapping[str, Any], fields: dict, allowed_extra: Sequence[str], w
     """Validate the scalar keys of one mapping into dataclass keyword arguments."""
     values = {}
     for key, value in raw.items():
-        path = f"{where}{key if isinstance(key, str) and len(key) <= 100 else show(key)}"
+        path = f"{where}{field_name(key)}"
         if key not in fields and key not in allowed_extra:
             known = ", ".join(sorted([*fields, *allowed_extra]))
             raise _Located(path, f"unknown field (known: {known})")

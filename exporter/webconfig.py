@@ -12,7 +12,7 @@ from typing import Any
 
 from exporter import yamlfile
 from exporter.errors import ConfigError
-from exporter.yamlfile import show
+from exporter.yamlfile import field_name, show
 
 # The file format is prometheus/exporter-toolkit's docs/web-configuration.md, so that one web
 # config file works for node_exporter, blackbox_exporter and this exporter alike.
@@ -221,7 +221,7 @@ def _parse_headers(section: dict[str, Any], fail: _Fail) -> dict[str, str]:
                    f"must be a mapping, got {_type_name(headers)}")
     result: dict[str, str] = {}
     for name, value in headers.items():
-        where = f"http_server_config.headers.{name}"
+        where = f"http_server_config.headers.{field_name(name)}"
         if name not in ALLOWED_HEADERS:
             raise fail(where, "header can not be configured (allowed: "
                        + ", ".join(ALLOWED_HEADERS) + ")")
@@ -248,7 +248,7 @@ def _parse_users(users: Any, fail: _Fail) -> dict[str, str]:
     for user, hashed in users.items():
         if not isinstance(user, str) or user == "":
             raise fail("basic_auth_users", f"user names must be non-empty strings, got {show(user)}")
-        where = f"basic_auth_users.{user}"
+        where = f"basic_auth_users.{field_name(user)}"
         # HTTP Basic splits "user:password" at the first colon, so this user could never log in.
         if ":" in user:
             raise fail(where, "user name must not contain ':'")
@@ -272,7 +272,7 @@ def _check_keys(section: dict[Any, Any], where: str, allowed: set[str], fail: _F
     for key in section:
         if key in allowed:
             continue
-        field_path = f"{where}.{key}" if where else str(key)
+        field_path = f"{where}.{field_name(key)}" if where else field_name(key)
         if key in _UNSUPPORTED.get(where, ()):
             raise fail(field_path, "not supported by this exporter")
         raise fail(field_path, "unknown field")

@@ -85,6 +85,14 @@ _REPR = reprlib.Repr()
 _REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 3, 6, 6, 60, 60
 
 
+def field_name(key: Any) -> str:
+    """A mapping key as it reads in a field path: as written when it is a short printable
+    string, otherwise quoted by ``show`` (a key may hold a newline or be any YAML value)."""
+    if isinstance(key, str) and len(key) <= 100 and key.isprintable():
+        return key
+    return show(key)
+
+
 def show(value: Any) -> str:
     """A short repr for error messages: a huge, deep or self-referencing value stays one line."""
     try:

@@ -333,6 +333,7 @@ def test_real_probes_threads_regress_when_the_gil_is_forced_on(tmp_path: Path) -
 EXAMPLE_WORKFLOW = REPO / "docs/examples/github-actions-parallelism-gate.yml"
 
 
+@pytest.mark.integration  # check-jsonschema runs in a child process
 def test_example_workflow_matches_the_github_workflow_schema() -> None:
     from conftest import require_binary
 

@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -121,3 +122,17 @@ def test_any_bytes_give_a_web_config_or_one_line_error(data):
 @given(documents(WEB_KEYS) | yaml_values(WEB_KEYS))
 def test_any_yaml_structure_gives_a_web_config_or_one_line_error(document):
     assert_one_line_or_valid(webconfig.load_web_config, dump(document), "error parsing web config file")
+
+
+@pytest.mark.parametrize("document", [
+    {"\n": None},
+    {"basic_auth_users": {"a\nb": "x"}},
+    {"http_server_config": {"headers": {"X\r\nSet-Cookie": "v"}}},
+])
+def test_a_key_with_a_line_break_is_quoted_in_the_one_line_error(tmp_path, document):
+    """Found by the structure fuzzer: a field path must never carry the key's raw newline."""
+    path = tmp_path / "web.yml"
+    path.write_text(yaml.safe_dump(document))
+    with pytest.raises(ConfigError) as error:
+        webconfig.load_web_config(str(path))
+    assert "\n" not in str(error.value) and "\r" not in str(error.value)

@@ -238,6 +238,7 @@ def get(server: WebServer, path: str, auth: Optional[tuple[str, str]] = None,
         conn.close()
 
 
+@pytest.mark.integration  # a real server on a loopback port
 @pytest.mark.parametrize("path", ["/", "/api/v1/results", "/config"])
 def test_pages_need_the_same_basic_auth_as_metrics(auth_server: WebServer, path: str) -> None:
     assert get(auth_server, path)[0] == 401
@@ -246,6 +247,7 @@ def test_pages_need_the_same_basic_auth_as_metrics(auth_server: WebServer, path:
     assert code == 200 and headers["Cache-Control"] == "no-store"
 
 
+@pytest.mark.integration  # a real server on a loopback port
 def test_page_is_sent_with_a_strict_content_security_policy(auth_server: WebServer) -> None:
     _, headers, text = get(auth_server, "/", ("alice", "s3cret"))
     assert headers["Content-Type"] == "text/html; charset=utf-8"
@@ -253,12 +255,14 @@ def test_page_is_sent_with_a_strict_content_security_policy(auth_server: WebServ
     assert "<script" not in text and "http://" not in text.replace('xmlns="http://www.w3.org/2000/svg"', "")
 
 
+@pytest.mark.integration  # a real server on a loopback port
 def test_api_serves_the_document_as_json(auth_server: WebServer) -> None:
     _, headers, text = get(auth_server, "/api/v1/results", ("alice", "s3cret"))
     assert headers["Content-Type"] == "application/json"
     assert json.loads(text)["results"][1]["speedup"] == 1.9
 
 
+@pytest.mark.integration  # a real server on a loopback port
 @pytest.mark.parametrize("path", ["/", "/api/v1/results", "/config"])
 def test_pages_allow_only_get_and_head(auth_server: WebServer, path: str) -> None:
     code, headers, _ = get(auth_server, path, ("alice", "s3cret"), method="POST")
@@ -267,6 +271,7 @@ def test_pages_allow_only_get_and_head(auth_server: WebServer, path: str) -> Non
     assert code == 200 and body == ""
 
 
+@pytest.mark.integration  # a real server on a loopback port
 def test_a_page_that_fails_to_render_is_a_500_and_the_server_keeps_serving(auth_server: WebServer) -> None:
     class Broken(FakeDaemon):
         def snapshot(self) -> Snapshot:
