@@ -52,15 +52,21 @@ LEFTOVER_WAIT_SECONDS = 5.0
 # Short rounds: every workload once per round, good ones and faulty ones.
 WORKLOADS = ["sleep", "pure_python", "faulty_workloads:raises", "faulty_workloads:aborts",
              "faulty_workloads:hangs", "faulty_workloads:prints",
-             "faulty_workloads:aborts_in_worker_process", "faulty_workloads:complains_then_aborts"]
+             "faulty_workloads:aborts_in_worker_process", "faulty_workloads:complains_then_aborts",
+             # the containment suite's attacks: detached fork storms, a child holding stderr,
+             # 10 MB without a newline, bytes that are not UTF-8
+             "faulty_workloads:forks_detached_sleepers", "faulty_workloads:double_forks_a_daemon",
+             "faulty_workloads:holds_stderr_open", "faulty_workloads:floods_output_without_newline",
+             "faulty_workloads:writes_invalid_utf8_then_raises"]
 
 
 def config_document(interval: str) -> dict:
     return {"interval": interval, "jitter": "0s", "duty_cycle": 1,
-            "interpreters": [{"name": "cpython-soak", "path": sys.executable,
-                              "env": {"PYTHONPATH": str(TESTS)}}],
-            "probe": {"workloads": WORKLOADS, "modes": ["sequential", "threads", "processes"],
-                      "workers": [2], "unit_seconds": 0.05, "repeats": 1, "timeout": "3s"}}
+            "interpreters": [{"name": "cpython-soak", "path": sys.executable}],
+            "probe": {"workloads": WORKLOADS, "workload_path": [str(TESTS)],
+                      "modes": ["sequential", "threads", "processes"], "workers": [2],
+                      "unit_seconds": 0.05, "repeats": 1, "max_repeats": 2, "step_budget": "1s",
+                      "timeout": "3s"}}
 
 
 BROKEN_CONFIG = b"interval: 5s\nprobe:\n  workloads: [sle\xffep]\n"
