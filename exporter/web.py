@@ -99,7 +99,7 @@ def start_web_server(
     daemon thread. ``metrics`` is a registry, or a WSGI app of its own for the telemetry
     path. ``reload``/``quit`` back ``/-/reload`` and ``/-/quit``, which answer 403 unless
     ``enable_lifecycle``. ``routes`` adds pages (path -> WSGI app) answering GET and HEAD, behind the same
-    TLS and auth; they take precedence over the built-in landing page.
+    TLS and auth; one at ``/`` replaces the built-in landing page, other built-ins win.
     At most ``max_requests`` requests run at once (0: no limit); a request must arrive in
     full within ``read_timeout`` seconds. Raises ConfigError for a bad address, telemetry
     path, limit or TLS setup."""
@@ -451,8 +451,10 @@ class _App:
             "/-/reload": (CONTROL, lifecycle.do_reload),
             "/-/quit": (CONTROL, lifecycle.do_quit),
         }
-        for path, page in extra_routes.items():  # the status pages replace the plain landing page
-            self._routes[path] = (READ_ONLY, functools.partial(_head_as_get, page))
+        for path, page in extra_routes.items():
+            # The status page replaces the plain landing page; every other built-in route wins.
+            if path == "/" or path not in self._routes:
+                self._routes[path] = (READ_ONLY, functools.partial(_head_as_get, page))
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
