@@ -8,6 +8,9 @@ import shutil
 import sys
 from pathlib import Path
 
+# Loaded at collection, not first inside a test: hypothesis imports its plugins (trio, which
+# selenium brings) and trio runs a subprocess on import, which would trip the process guard.
+import hypothesis  # noqa: F401
 import pytest
 
 # In CI every tool is installed by .ci/run, so a missing tool is a failure there, not a skip.
