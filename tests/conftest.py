@@ -6,12 +6,17 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 # Loaded at collection, not first inside a test: hypothesis imports its plugins (trio, which
 # selenium brings) and trio runs a subprocess on import, which would trip the process guard.
 import hypothesis  # noqa: F401
 import pytest
+from prometheus_client import CollectorRegistry, Gauge
+
+from exporter.web import WebServer, start_web_server
 
 # In CI every tool is installed by .ci/run, so a missing tool is a failure there, not a skip.
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -264,3 +269,29 @@ def self_signed_pem(key, host: str = "localhost") -> bytes:
             .add_extension(x509.SubjectAlternativeName([alt_name]), critical=False)
             .sign(key, hashes.SHA256()))
     return cert.public_bytes(serialization.Encoding.PEM)
+
+
+# --- a real web server on a loopback port (tests/test_web.py, test_http_limits.py) ----------
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    reg = CollectorRegistry()
+    Gauge("pyparallel_test_gauge", "A gauge the test registered.", registry=reg).set(42)
+    return reg
+
+
+@pytest.fixture
+def serve(registry: CollectorRegistry) -> Iterator[Callable[..., WebServer]]:
+    """Start servers on 127.0.0.1:0 by default and shut every one down after the test."""
+    servers: list[WebServer] = []
+
+    def start(listen_address: str = "127.0.0.1:0", **kwargs: Any) -> WebServer:
+        kwargs.setdefault("metrics", registry)
+        server = start_web_server(listen_address, **kwargs)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.shutdown()

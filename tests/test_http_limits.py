@@ -9,7 +9,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,28 +20,6 @@ from prometheus_client.registry import Collector
 from exporter.web import WebServer, start_web_server
 
 pytestmark = pytest.mark.integration  # every test runs a real server on a loopback port
-
-
-@pytest.fixture
-def registry() -> CollectorRegistry:
-    reg = CollectorRegistry()
-    Gauge("pyparallel_test_gauge", "A gauge the test registered.", registry=reg).set(42)
-    return reg
-
-
-@pytest.fixture
-def serve(registry: CollectorRegistry) -> Iterator[Callable[..., WebServer]]:
-    servers: list[WebServer] = []
-
-    def start(**kwargs: Any) -> WebServer:
-        kwargs.setdefault("metrics", registry)
-        server = start_web_server("127.0.0.1:0", **kwargs)
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.shutdown()
 
 
 def exchange(port: int, data: bytes, timeout: float = 5.0) -> bytes:

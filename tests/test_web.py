@@ -11,7 +11,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import CollectorRegistry
 from prometheus_client.registry import Collector
 
 import exporter
@@ -91,29 +91,6 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
                                                serialization.NoEncryption()))
         paths[name] = path
     return PKI(**paths)
-
-
-@pytest.fixture
-def registry() -> CollectorRegistry:
-    reg = CollectorRegistry()
-    Gauge("pyparallel_test_gauge", "A gauge the test registered.", registry=reg).set(42)
-    return reg
-
-
-@pytest.fixture
-def serve(registry: CollectorRegistry) -> Iterator[Callable[..., WebServer]]:
-    """Start servers on 127.0.0.1:0 by default and shut every one down after the test."""
-    servers: list[WebServer] = []
-
-    def start(listen_address: str = "127.0.0.1:0", **kwargs: Any) -> WebServer:
-        kwargs.setdefault("metrics", registry)
-        server = start_web_server(listen_address, **kwargs)
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.shutdown()
 
 
 @pytest.fixture
