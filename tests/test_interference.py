@@ -27,6 +27,7 @@ needs_two_cores = pytest.mark.skipif(HOST.usable < 2, reason="needs 2 usable CPU
 
 
 def run(workload: str, modes=("threads",), unit=0.1, repeats=2, env=None, **spec_fields) -> probe.WorkloadReport:
+    spec_fields.setdefault("workload_path", (str(TESTS),))  # user workloads come only from here
     spec = probe.ProbeSpec(workload, modes, (2,), unit, repeats, 60.0, "forkserver", **spec_fields)
     return probe.run_workload(probe.Interpreter("test", sys.executable, env or {}), spec)
 
@@ -111,8 +112,7 @@ def test_a_busy_neighbour_raises_the_interference_by_about_its_own_cpu():
 
 
 @pytest.mark.parametrize("nice, expected_nice, expected_policy", [(7, 7, os.SCHED_OTHER), ("idle", 0, os.SCHED_IDLE)])
-def test_probe_nice_applies_to_the_whole_process_tree(monkeypatch, tmp_path, nice, expected_nice, expected_policy):
-    monkeypatch.chdir(TESTS)  # the runner imports user workloads from the working directory
+def test_probe_nice_applies_to_the_whole_process_tree(tmp_path, nice, expected_nice, expected_policy):
     record = tmp_path / "priority.txt"
     result = run("priority_workloads:record_priority", modes=("threads", "processes"), unit=0.05,
                  repeats=1, max_repeats=1, nice=nice, env={"PYPARALLEL_TEST_PRIORITY_FILE": str(record)})
