@@ -174,10 +174,10 @@ class Daemon:
                     log_kv(log, logging.WARNING, "probe failed", interpreter=interpreter.name,
                            workload=spec.workload, mode=step.mode, workers=step.workers,
                            reason=step.reason, message=step.message)
-                elif step.summary is not None and step.summary.unsteady:
-                    log_kv(log, logging.INFO, "speedup withheld as unsteady", interpreter=interpreter.name,
+                elif step.summary is not None and not step.summary.shown:
+                    log_kv(log, logging.INFO, "speedup withheld", interpreter=interpreter.name,
                            workload=spec.workload, mode=step.mode, workers=step.workers,
-                           reason=step.summary.unsteady_reason)
+                           reason=step.summary.unsteady_reason or f"cannot tell: {step.summary.inconclusive_reason}")
         # The import check only means something where the GIL can be off.
         if free_threaded:
             self._check_imports(config, interpreter)

@@ -17,6 +17,8 @@ from exporter import measurement
 MODES = ("sequential", "threads", "processes", "asyncio", "subinterpreters")
 
 FAILURE_REASONS = ("error", "crash", "timeout", "interpreter")
+# Modes that cannot use more than this many cores by design (the cores they need free).
+MODE_MAX_CORES = {"asyncio": 1.0}
 
 # probe.nice: a nice value 0..19, or "idle" for the SCHED_IDLE policy.
 Nice = Union[int, str]
@@ -55,12 +57,15 @@ class ProbeSpec:
     workload_path: Sequence[str] = ()
     # The whole probe's wall-clock limit; None: timeout x (steps + 1), see deadline_seconds().
     deadline: Optional[float] = None
+    # Wait up to this long before each parallel step for enough free cores (probe --wait-quiet).
+    wait_quiet_seconds: float = 0.0
 
     def deadline_seconds(self) -> float:
         """Wall-clock limit of the whole probe: events must not keep a runaway alive."""
         if self.deadline is not None:
             return self.deadline
-        return self.timeout_seconds * (len(self.steps()) + 1)  # +1: start-up and calibration
+        waits = self.wait_quiet_seconds * (len(self.steps()) - 1)
+        return self.timeout_seconds * (len(self.steps()) + 1) + waits  # +1: start-up and calibration
 
     def steps(self) -> list[tuple[str, int]]:
         """Sequential (the baseline) first, then every other mode at every worker count."""
@@ -77,6 +82,7 @@ class Identity:
     gil_enabled: bool
     start_methods: Sequence[str]
     subinterpreters_unavailable: Optional[str]
+    gil_requested: bool = False  # PYTHON_GIL=1 in the runner's environment: the GIL on purpose
 
 
 @dataclass
@@ -95,6 +101,10 @@ class StepResult:
     windows: list[measurement.Window] = field(default_factory=list)
     # The runner's last lines on stderr when the step failed: its debug log, as blackbox's.
     log: list[str] = field(default_factory=list)
+    # Why the runner measured the step again from scratch (an implausible first attempt).
+    remeasured_reason: Optional[str] = None
+    # Seconds spent waiting for a quiet host before the step (probe --wait-quiet).
+    waited_seconds: float = 0.0
 
     def fail(self, reason: str, message: str) -> None:
         self.success, self.reason, self.message = False, reason, message
