@@ -79,6 +79,9 @@ class ProbeConfig:
     max_repeats: int = 10
     step_budget_seconds: float = 3.0
     nice: Nice = 0  # 0..19, or "idle" (SCHED_IDLE): run the probe's process tree niced
+    # Before each parallel step, wait up to this long for enough free cores (0: do not wait;
+    # the daemon retries an inconclusive step later in its interval instead).
+    wait_quiet_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -101,7 +104,8 @@ class Config:
         return [ProbeSpec(w, p.modes, workers, p.unit_seconds, p.repeats, p.timeout_seconds,
                           p.start_method, precision=p.precision, max_repeats=p.max_repeats,
                           step_budget_seconds=p.step_budget_seconds, nice=p.nice,
-                          workload_path=p.workload_path, deadline=p.deadline_seconds)
+                          workload_path=p.workload_path, deadline=p.deadline_seconds,
+                          wait_quiet_seconds=p.wait_quiet_seconds)
                 for w in p.workloads]
 
 
@@ -288,6 +292,13 @@ def jitter_duration(value: Any) -> float:
     return interval_duration(value)
 
 
+def wait_duration(value: Any) -> float:
+    """0 (do not wait) or a duration up to an hour."""
+    if not isinstance(value, bool) and value in (0, "0", "0s"):
+        return 0.0
+    return timeout_duration(value)
+
+
 repeats_count = bounded_int(lambda: MAX_REPEATS)
 timeout_duration = bounded_duration(0, MAX_TIMEOUT_SECONDS)
 deadline_duration = bounded_duration(0, MAX_DEADLINE_SECONDS)
@@ -309,6 +320,7 @@ PROBE_FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "max_repeats": ("max_repeats", repeats_count),
     "step_budget": ("step_budget_seconds", timeout_duration),
     "nice": ("nice", nice_value),
+    "wait_quiet": ("wait_quiet_seconds", wait_duration),
 }
 TOP_FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "interval": ("interval_seconds", interval_duration),

@@ -40,6 +40,7 @@ FREE_CORES_MIN_SLACK = 0.15
 # (shared caches, turbo and memory bandwidth only lower it): a rate above 1 whose interval
 # clears this much means the baseline window was not comparable.
 RATE_SLACK = 0.01
+NORMAL_975 = 1.959964
 # Two-sided 95 % quantiles of Student's t by degrees of freedom (beyond 30: the normal 1.96
 # plus the usual 2.4/df correction, good to 0.005).
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
@@ -140,6 +141,7 @@ class Window:
     role: str = "parallel"
     pair: int = -1
     attempt: int = 0
+    clean: bool = True  # the host left the window the cores it needed (see window_had_free_cores)
 
     @property
     def wall_seconds(self) -> float:
@@ -182,15 +184,17 @@ def last_attempt(windows: Sequence[Window]) -> list[Window]:
     return [w for w in windows if w.attempt == attempt]
 
 
-def pair_windows(windows: Sequence[Window]) -> list[Pair]:
-    """Join each parallel window to the baseline window of its own pair (last attempt only).
+def pair_windows(windows: Sequence[Window], clean_only: bool = True) -> list[Pair]:
+    """Join each parallel window to the baseline window of its own pair (last attempt only);
+    by default only the pairs whose two windows had the cores they needed.
 
     No window serves two pairs, so the pairs' speedups are independent values.
     """
     current = last_attempt(windows)
     baselines = {w.pair: w for w in current if w.role == "baseline"}
-    return [Pair(baselines[w.pair], w) for w in sorted(current, key=lambda w: w.pair)
-            if w.role == "parallel" and w.pair in baselines]
+    pairs = [Pair(baselines[w.pair], w) for w in sorted(current, key=lambda w: w.pair)
+             if w.role == "parallel" and w.pair in baselines]
+    return [p for p in pairs if p.baseline.clean and p.window.clean] if clean_only else pairs
 
 
 def t_quantile(degrees_of_freedom: int) -> float:
@@ -212,8 +216,9 @@ def ratio_estimate(values: Sequence[float], between_probe_sd: float = BETWEEN_PR
     centre = statistics.fmean(logs)
     if len(logs) < 2:
         return math.exp(centre), None
-    error = math.sqrt(statistics.variance(logs) / len(logs) + between_probe_sd ** 2)
-    half = t_quantile(len(logs) - 1) * error
+    # The pairs' part is estimated (Student t); the between-probe part is a known constant (normal).
+    within = t_quantile(len(logs) - 1) * statistics.stdev(logs) / math.sqrt(len(logs))
+    half = math.hypot(within, NORMAL_975 * between_probe_sd)
     return math.exp(centre), (math.exp(centre - half), math.exp(centre + half))
 
 
@@ -323,7 +328,23 @@ class FreeCores:
             return None
         taken = f"other processes used {self.other:.1f} cores" + (
             f" and the hypervisor stole {self.steal:.0%}" if self.steal >= 0.01 else "")
-        return f"{taken}, leaving {self.free:.1f} of {self.usable:g} cores for {self.needed:g} busy workers"
+        return f"{taken}, leaving {self.free:.1f} of {self.usable:g} cores where the workers needed {self.needed:g}"
+
+
+def cores_needed(workers: int, cpu_seconds: float, wall_seconds: float, usable_cpus: float,
+                 max_cores: Optional[float] = None) -> float:
+    """The cores a window's workers could use: one each when they compute (even if something
+    kept them from it), capped by the usable cores and the mode's own limit; none when they wait."""
+    if wall_seconds <= 0 or cpu_seconds / (wall_seconds * workers) < CPU_BOUND_SHARE:
+        return 0.0
+    return min(float(workers), usable_cpus, max_cores if max_cores is not None else usable_cpus)
+
+
+def window_free_cores(window: Window, usable_cpus: float, max_cores: Optional[float] = None) -> FreeCores:
+    """Whether the host left one timed window the cores its workers needed."""
+    needed = cores_needed(len(window.cpu_seconds), sum(window.cpu_seconds), window.wall_seconds, usable_cpus,
+                          max_cores)
+    return FreeCores(usable_cpus, window.interference_cores or 0.0, window.steal_ratio or 0.0, needed)
 
 
 def free_cores(windows: Sequence[Window], usable_cpus: float, needed: float) -> FreeCores:
@@ -401,15 +422,31 @@ def _per_cpu_medians(windows: Sequence[Window]) -> list[float]:
     return [statistics.median(cpu) for cpu in per_cpu]
 
 
+def busy_reason(windows: Sequence[Window], usable_cpus: float, needed: float) -> str:
+    """Why a step cannot tell: how much other load its windows met, and how often."""
+    current = last_attempt(windows)
+    busy = [w for w in current if not w.clean] or current
+    space = free_cores(busy, usable_cpus, needed)
+    pairs = {w.pair for w in current}
+    spoiled = {w.pair for w in current if not w.clean}
+    return (f"{space.reason() or 'too few free cores'} (in {len(spoiled)} of {len(pairs)} pairs; "
+            f"too few clean pairs to measure)")
+
+
 def summarise(windows: Sequence[Window], workers: int, ops_per_unit: int,
               usable_cpus: Optional[float] = None, remeasured_reason: Optional[str] = None,
-              max_cores: Optional[float] = None) -> Summary:
-    """A parallel step's figures from its own pairs; time, cores and per-CPU are medians of
-    its parallel windows. ``max_cores`` caps the cores the mode can use by design (one event
-    loop: 1), which is all it needs free to be conclusive. Raises ValueError without a pair."""
-    pairs = pair_windows(windows)
-    if not pairs:
+              max_cores: Optional[float] = None, min_pairs: int = 2) -> Summary:
+    """A parallel step's figures from its own clean pairs; time, cores and per-CPU are medians
+    of their parallel windows. Fewer than ``min_pairs`` clean pairs (the host kept taking the
+    cores the step needed): the step cannot tell, and its figures come from every pair.
+    ``max_cores`` caps the cores the mode can use by design (one event loop: 1), which is all
+    it needs free. Raises ValueError without any complete pair."""
+    everything = pair_windows(windows, clean_only=False)
+    if not everything:
         raise ValueError("no complete (baseline, parallel) pair")
+    clean = pair_windows(windows)
+    conclusive = len(clean) >= min_pairs
+    pairs = clean if conclusive else (clean or everything)
     parallel = [p.window for p in pairs]
     current = last_attempt(windows)
     verdict = assess(pairs, workers, usable_cpus)
@@ -417,6 +454,7 @@ def summarise(windows: Sequence[Window], workers: int, ops_per_unit: int,
     median_wall = statistics.median(w.wall_seconds for w in parallel)
     needed = min(verdict.ceiling, max_cores if max_cores is not None else verdict.ceiling) if verdict.cpu_bound else 0.0
     space = free_cores(current, usable_cpus, needed) if usable_cpus is not None else None
+    inconclusive = None if conclusive or usable_cpus is None else busy_reason(windows, usable_cpus, needed)
     return Summary(
         wall_seconds=median_wall,
         speedup=verdict.speedup,
@@ -433,11 +471,11 @@ def summarise(windows: Sequence[Window], workers: int, ops_per_unit: int,
         cpu_rate_ratio=verdict.rate,
         interference_cores=_median_of([w.interference_cores for w in current]),
         steal_ratio=_median_of([w.steal_ratio for w in current]),
-        unsteady_reason=verdict.trouble(),
+        unsteady_reason=verdict.trouble() if conclusive else None,
         cpu_bound=verdict.cpu_bound,
-        pairs=len(pairs),
+        pairs=len(clean),
         rate_ci=verdict.rate_interval,
-        inconclusive_reason=space.reason() if space is not None else None,
+        inconclusive_reason=inconclusive,
         free_cores=space.free if space is not None else None,
         remeasured_reason=remeasured_reason,
         pair_rates=[r for r in (p.cpu_rate_ratio(workers) for p in pairs) if r is not None],

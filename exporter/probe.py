@@ -10,6 +10,7 @@ tree is ``exporter.child``'s job.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import queue
@@ -162,7 +163,10 @@ class Conversation:
             core_utilisation=measurement.busy_fractions(self.counters_before, after),
             index=index, interference_cores=load.interference_cores, steal_ratio=load.steal_ratio,
             role=role, pair=pair, attempt=attempt)
+        free = measurement.window_free_cores(window, self.usable_cpus, MODE_MAX_CORES.get(step.mode))
+        window = dataclasses.replace(window, clean=free.enough)
         step.windows.append(window)
+        self.runner.send({"clean": free.enough})
         if role == "parallel":
             pairs = len(measurement.pair_windows(step.windows))
             self.progress(f"{self.report.spec.workload}: {step.mode} ×{step.workers}: {pairs} pair"
@@ -209,7 +213,7 @@ def summarise_steps(report: WorkloadReport, usable_cpus: Optional[float] = None)
             else:
                 step.summary = measurement.summarise(step.windows, step.workers, report.ops_per_unit,
                                                      usable_cpus, step.remeasured_reason,
-                                                     MODE_MAX_CORES.get(step.mode))
+                                                     MODE_MAX_CORES.get(step.mode), report.spec.repeats)
         except (ValueError, statistics.StatisticsError):  # no (complete) window
             step.fail("error", "the runner finished without measuring this step")
             continue

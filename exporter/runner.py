@@ -24,7 +24,7 @@ import platform
 import sys
 import sysconfig
 import time
-from typing import Any, Callable, Dict, List, TextIO, Tuple
+from typing import Any, Callable, Dict, List, Optional, TextIO, Tuple
 
 from exporter import measurement, workloads
 from exporter.pools import (AnyPool, WorkerFailed, describe_exception, die_with_parent, make_pool,
@@ -138,6 +138,10 @@ class Handshake:
         if self.enabled:
             self.channel.receive()
 
+    def window_was_clean(self) -> bool:
+        """The parent's answer to a window: did other load leave it the cores it needed?"""
+        return bool(self.channel.receive().get("clean", True)) if self.enabled else True
+
 
 class StepLoop:
     """Measures every step in turn, each in its own pool, in independent pairs.
@@ -170,7 +174,8 @@ class StepLoop:
 
     def timed(self, pool: AnyPool, step: Step, members: List[int], role: str, pair: int,
               attempt: int) -> measurement.Window:
-        """Run one timed window and send it to the parent."""
+        """Run one timed window, send it, and learn from the parent whether the host left it
+        the cores it needed (the parent reads the kernel's counters around it)."""
         mode, workers = step
         timings = pool.window(members, self.ops, self.handshake)
         # The probe's process tree: this process (every thread, the coordinating ones
@@ -182,8 +187,9 @@ class StepLoop:
         self.channel.send(dict(timings, event="window", mode=mode, workers=workers, role=role, pair=pair,
                                attempt=attempt, index=self.index, tree_cpu_seconds=tree))
         self.index += 1
+        clean = self.handshake.window_was_clean()
         return measurement.Window(timings["starts"], timings["ends"], timings["cpu_seconds"],
-                                  timings["startup_seconds"], role=role, pair=pair, attempt=attempt)
+                                  timings["startup_seconds"], role=role, pair=pair, attempt=attempt, clean=clean)
 
     def warm_up(self, pool: AnyPool, workers: int) -> None:
         """Untimed: every worker runs a unit together, then one alone, so no timed window is
@@ -201,15 +207,16 @@ class StepLoop:
         finally:
             pool.close()
 
-    def pairs(self, pool: AnyPool, step: Step, attempt: int) -> measurement.Assessment:
-        """Measure pairs until the stopping rule says enough; return the last assessment."""
+    def pairs(self, pool: AnyPool, step: Step, attempt: int) -> Optional[measurement.Assessment]:
+        """Measure pairs until the stopping rule says enough; the last assessment of the clean
+        pairs (None: none was clean — the host never left the step the cores it needed)."""
         workers = step[1]
         everyone = list(range(workers))
-        pairs: List[measurement.Pair] = []
-        spent = last_cost = 0.0
+        clean: List[measurement.Pair] = []
+        verdict: Optional[measurement.Assessment] = None
+        spent, k = 0.0, 0
         while True:
             began = time.perf_counter()
-            k = len(pairs)
             alone = [k % workers]  # each worker takes its turn as the baseline
             if k % 2 == 0:
                 baseline = self.timed(pool, step, alone, "baseline", k, attempt)
@@ -217,17 +224,24 @@ class StepLoop:
             else:
                 parallel = self.timed(pool, step, everyone, "parallel", k, attempt)
                 baseline = self.timed(pool, step, alone, "baseline", k, attempt)
-            pairs.append(measurement.Pair(baseline, parallel))
+            k += 1
+            if baseline.clean and parallel.clean:
+                clean.append(measurement.Pair(baseline, parallel))
+                verdict = measurement.assess(clean, workers, self.usable)
             last_cost = time.perf_counter() - began
             spent += last_cost
-            verdict = measurement.assess(pairs, workers, self.usable)
-            if not self.wants_more(verdict, spent, last_cost):
+            if not self.wants_more(verdict, len(clean), k, spent, last_cost):
                 return verdict
 
-    def wants_more(self, verdict: measurement.Assessment, spent: float, last_cost: float) -> bool:
-        if verdict.pairs < self.minimum:
+    def wants_more(self, verdict: Optional[measurement.Assessment], clean: int, measured: int,
+                   spent: float, last_cost: float) -> bool:
+        # Spoiled pairs (other load took the cores) are replaced, within the budget and up
+        # to twice the most pairs, so a burst of other load costs time, not the figure.
+        if measured >= 2 * self.maximum or spent + last_cost > self.budget:
+            return clean < 1 and measured < self.minimum  # never stop before a first full try
+        if clean < self.minimum:
             return True
-        if verdict.pairs >= self.maximum or spent + last_cost > self.budget or verdict.clearly_implausible():
+        if verdict is None or clean >= self.maximum or verdict.clearly_implausible():
             return False
         return verdict.half_width > self.precision or verdict.trouble() is not None
 
@@ -240,7 +254,7 @@ class StepLoop:
                 verdict = self.pairs(pool, step, attempt)
             finally:
                 pool.close()
-            trouble = verdict.trouble()
+            trouble = verdict.trouble() if verdict is not None and verdict.pairs >= self.minimum else None
             if trouble is None or attempt + 1 == MAX_ATTEMPTS:
                 return
             self.channel.send({"event": "remeasure", "mode": mode, "workers": workers, "reason": trouble})
