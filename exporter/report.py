@@ -179,7 +179,7 @@ def contention_cause(step: StepResult, report: WorkloadReport) -> str:
                  "writes to shared dicts, lists or globals")
     else:
         usual = "usually shared caches, memory bandwidth, SMT siblings or the CPU's frequency"
-    return f"contention: {s.cores_used:.2f} cores busy{rate} — {usual}"
+    return f"contention: the workers slowed each other down{rate} ({usual})"
 
 
 def free_cores(summary: Summary, usable: float) -> float:
@@ -202,7 +202,8 @@ def shortfall_causes(step: StepResult, report: WorkloadReport, usable: float, po
         causes.append(f"serialised: {serialisation_cause(step, report)} while "
                       f"{free_cores(s, usable):.1f} cores stood idle")
     elif s.cpu_bound and s.cpu_rate_ratio is not None and s.cpu_rate_ratio < CONTENTION_RATE:
-        causes.append(contention_cause(step, report))
+        usual = contention_cause(step, report).split(" (", 1)[1].rstrip(")")
+        causes.append(f"contention: the workers slowed each other down ({usual})")
     if (s.interference_cores or 0.0) >= NOTABLE_INTERFERENCE:
         causes.append(f"other processes used {s.interference_cores:.1f} cores during the run")
     if (s.steal_ratio or 0.0) >= NOTABLE_STEAL:
@@ -237,6 +238,9 @@ def mode_verdict(step: StepResult, report: WorkloadReport, usable: float) -> str
     if step.workers > 1 and (high < NO_SPEEDUP or (cpu_bound and s.cores_used < NO_SPEEDUP)):
         if cpu_bound and not cores_idle(s, possible) and s.cores_used >= NO_SPEEDUP:
             cause = contention_cause(step, report)
+        elif free_cores(s, usable) < FREE_CORES and (s.interference_cores or 0.0) >= NOTABLE_INTERFERENCE:
+            # No core stood idle: the host, not the runtime, kept the workers from running.
+            cause = f"other processes used {s.interference_cores:.1f} cores during the run"
         elif possible < step.workers and possible < NO_SPEEDUP:
             cause = f"only {usable:g} usable cores (CPU affinity or quota)"
         else:
