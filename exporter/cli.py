@@ -71,12 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     one_shot.add_argument("--mode", action="append",
                           help=f"mode to compare (default: {','.join(ONE_SHOT_MODES)})")
     one_shot.add_argument("--workers", action="append", help="worker count(s) (default: usable cores)")
-    one_shot.add_argument("--repeats", help="timed repeats per step; the median is reported (default 3)")
-    one_shot.add_argument("--seconds", help="target duration of one unit of work (default 0.5)")
+    one_shot.add_argument("--repeats", help="fewest independent (one worker, N workers) pairs per step (default 3)")
+    one_shot.add_argument("--seconds", help="target duration of one unit of work (default 0.3)")
     one_shot.add_argument("--timeout", help="longest wait for the runner's next result (default 60s)")
     one_shot.add_argument("--precision", help="target relative half-width of the speedup's 95%% interval (default 0.05)")
-    one_shot.add_argument("--max-repeats", help="most rounds a step runs to reach the precision (default 10)")
-    one_shot.add_argument("--step-budget", help="time one step may spend reaching the precision (default 3s)")
+    one_shot.add_argument("--max-repeats", help="most clean pairs a step runs to reach the precision (default 10)")
+    one_shot.add_argument("--step-budget", help="time one step may spend reaching the precision (default 5s)")
     one_shot.add_argument("--nice", help="run the probe at a lower priority: 0..19 or idle (SCHED_IDLE) (default 0)")
     one_shot.add_argument("--wait-quiet", metavar="SECONDS",
                           help="before each parallel step, wait up to this long for enough free cores (for CI; "

@@ -61,7 +61,7 @@ class ProbeConfig:
     workloads: tuple[str, ...] = ("pure_python", "sha256")
     modes: tuple[str, ...] = ("sequential", "threads", "processes")
     workers: tuple[int, ...] = ()  # empty: the usable core count, found at run time
-    unit_seconds: float = 0.5  # units under ~0.3 s are dominated by noise on small VMs
+    unit_seconds: float = 0.3  # units under ~0.3 s are dominated by noise on small VMs
     repeats: int = 3
     timeout_seconds: float = 60.0  # the longest wait for the runner's next event
     # The whole probe's wall-clock limit; None: timeout x (steps + 1) (ProbeSpec.deadline_seconds).
@@ -70,14 +70,15 @@ class ProbeConfig:
     workload_path: tuple[str, ...] = ()
     start_method: str = "forkserver"  # CPython 3.14's default on Linux; fork is unsafe with threads
     per_core_series: Optional[bool] = None  # None: on up to PER_CORE_SERIES_MAX_CPUS CPUs
-    # Precision: ``repeats`` is the minimum; a step runs more rounds until its speedup's 95 %
-    # interval is within ``precision`` (relative half-width), ``max_repeats`` or the budget.
-    # The 3 s budget keeps the default round (2 workloads, 3 modes, 2 cores, 0.5 s units:
-    # ~12.5 s when 3 pairs suffice, ~16 s at worst) near 5 % of the 5-minute interval; the
-    # daemon stretches the interval when a round takes longer, so the duty cycle holds.
+    # Precision: ``repeats`` is the fewest pairs; a step runs more until its speedup's 95 %
+    # interval is within ``precision`` (relative half-width), ``max_repeats`` clean pairs or
+    # its ``step_budget`` (pairs spoiled by other load are replaced within the budget). On an
+    # idle 2-core host three 0.3 s pairs reach ±5 % and the default round (2 workloads, 3
+    # modes) takes about 15 s, 5 % of the 5-minute interval; the daemon stretches the
+    # interval when a round takes longer, so the duty cycle holds (docs/measurement.md).
     precision: float = 0.05
     max_repeats: int = 10
-    step_budget_seconds: float = 3.0
+    step_budget_seconds: float = 5.0
     nice: Nice = 0  # 0..19, or "idle" (SCHED_IDLE): run the probe's process tree niced
     # Before each parallel step, wait up to this long for enough free cores (0: do not wait;
     # the daemon retries an inconclusive step later in its interval instead).

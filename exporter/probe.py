@@ -115,6 +115,10 @@ class Conversation:
             self.step_started = time.monotonic()
             self.progress(f"{self.report.spec.workload}: {event['mode']} ×{event['workers']}")
             self.runner.send({"go": True})
+        elif kind == "warmup":
+            step = self.report.step(event["mode"], event["workers"])
+            starts, ends = _numbers(event["starts"], step.workers), _numbers(event["ends"], step.workers)
+            step.warmup = (min(starts), max(ends))
         elif kind == "remeasure":
             step = self.report.step(event["mode"], event["workers"])
             step.remeasured_reason = _text(event["reason"])

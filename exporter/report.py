@@ -364,6 +364,7 @@ def step_document(step: StepResult, report: WorkloadReport) -> dict[str, Any]:
         "free_cores": summary.free_cores if summary else None,
         "remeasured_reason": step.remeasured_reason,
         "waited_seconds": step.waited_seconds,
+        "warmup_seconds": step.warmup[1] - step.warmup[0] if step.warmup else None,
         "core_utilisation": summary.core_utilisation if summary else [],
         "startup_seconds": summary.startup_seconds if summary else None,
         "repeats": [w.wall_seconds for w in step.windows if w.role != "baseline"],

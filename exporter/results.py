@@ -41,7 +41,7 @@ class ProbeSpec:
     workload: str
     modes: Sequence[str]
     workers: Sequence[int]
-    unit_seconds: float = 0.5
+    unit_seconds: float = 0.3
     repeats: int = 3
     timeout_seconds: float = 60.0
     start_method: Optional[str] = None
@@ -51,7 +51,7 @@ class ProbeSpec:
     # is within ``precision`` (relative half-width), ``max_repeats`` or its time budget.
     precision: float = 0.05
     max_repeats: int = 10
-    step_budget_seconds: float = 3.0
+    step_budget_seconds: float = 5.0
     nice: Nice = 0
     # Directories appended to the runner's sys.path for package.module:function workloads.
     workload_path: Sequence[str] = ()
@@ -105,6 +105,8 @@ class StepResult:
     remeasured_reason: Optional[str] = None
     # Seconds spent waiting for a quiet host before the step (probe --wait-quiet).
     waited_seconds: float = 0.0
+    # The untimed warm-up window of every worker before the first timed one: (start, end).
+    warmup: Optional[tuple[float, float]] = None
 
     def fail(self, reason: str, message: str) -> None:
         self.success, self.reason, self.message = False, reason, message

@@ -191,17 +191,18 @@ class StepLoop:
         return measurement.Window(timings["starts"], timings["ends"], timings["cpu_seconds"],
                                   timings["startup_seconds"], role=role, pair=pair, attempt=attempt, clean=clean)
 
-    def warm_up(self, pool: AnyPool, workers: int) -> None:
-        """Untimed: every worker runs a unit together, then one alone, so no timed window is
-        the first thing the code, caches and CPU frequency see in this environment."""
-        pool.window(list(range(workers)), self.ops, lambda: None)
-        if workers > 1:
-            pool.window([0], self.ops, lambda: None)
+    def warm_up(self, pool: AnyPool, step: Step) -> None:
+        """Untimed: every worker runs a whole unit together first, so no timed window is the
+        first thing the code, caches, allocator and CPU frequency see in this environment."""
+        mode, workers = step
+        timings = pool.window(list(range(workers)), self.ops, lambda: None)
+        self.channel.send({"event": "warmup", "mode": mode, "workers": workers,
+                           "starts": timings["starts"], "ends": timings["ends"]})
 
     def sequential(self) -> None:
         pool = self.pool(SEQUENTIAL)
         try:
-            self.warm_up(pool, 1)
+            self.warm_up(pool, SEQUENTIAL)
             for repeat in range(self.minimum):
                 self.timed(pool, SEQUENTIAL, [0], "sequential", repeat, 0)
         finally:
@@ -235,10 +236,12 @@ class StepLoop:
 
     def wants_more(self, verdict: Optional[measurement.Assessment], clean: int, measured: int,
                    spent: float, last_cost: float) -> bool:
+        if measured < self.minimum:
+            return True  # the configured minimum always runs
         # Spoiled pairs (other load took the cores) are replaced, within the budget and up
         # to twice the most pairs, so a burst of other load costs time, not the figure.
         if measured >= 2 * self.maximum or spent + last_cost > self.budget:
-            return clean < 1 and measured < self.minimum  # never stop before a first full try
+            return False
         if clean < self.minimum:
             return True
         if verdict is None or clean >= self.maximum or verdict.clearly_implausible():
@@ -250,7 +253,7 @@ class StepLoop:
         for attempt in range(MAX_ATTEMPTS):
             pool = self.pool(step)
             try:
-                self.warm_up(pool, workers)
+                self.warm_up(pool, step)
                 verdict = self.pairs(pool, step, attempt)
             finally:
                 pool.close()

@@ -202,3 +202,44 @@ def processes_with_token(token: str) -> list:
         except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
             continue
     return found
+
+
+# --- a quiet host for the tests that need physical speed -----------------------------------
+
+# How long the whole session may wait, in total, for a host quiet enough to show a speedup:
+# a loaded machine costs at most this much time, then the tests check "cannot tell" instead.
+QUIET_WAIT_BUDGET = [float(os.environ.get("PYPARALLEL_TEST_QUIET_SECONDS", "120"))]
+
+
+class HostTooBusy(UserWarning):
+    """A test that needs free cores found the host busy: it checked the product's "cannot tell"."""
+
+
+def wait_for_quiet_host(needed: float = 2.0) -> bool:
+    """Wait (bounded by what is left of the session's budget) until ``needed`` cores are free."""
+    from exporter import hostinfo, quiet
+
+    usable = hostinfo.host_cpus().usable
+    result = quiet.wait_for_free_cores(usable, min(needed, usable), QUIET_WAIT_BUDGET[0])
+    QUIET_WAIT_BUDGET[0] = max(0.0, QUIET_WAIT_BUDGET[0] - result.waited_seconds)
+    return result.quiet
+
+
+def could_tell(summary: Any, what: str = "") -> bool:
+    """True when a step's figures can show its parallelism: the caller asserts them.
+
+    Otherwise the product said "cannot tell"; that answer is checked here (it must name the
+    other load, and the load it measured must really leave too few cores), a warning names
+    the figures, and the caller asserts nothing about speed — a busy host neither fails
+    the test nor passes it silently.
+    """
+    if summary.conclusive:
+        return True
+    reason = summary.inconclusive_reason or ""
+    assert "other processes used" in reason or "stole" in reason, f"{what}: cannot tell, but why? {reason!r}"
+    assert summary.interference_cores is not None and summary.free_cores is not None
+    import warnings
+
+    warnings.warn(HostTooBusy(f"{what}: the host was too busy to show the speedup; the product said: {reason}"),
+                  stacklevel=2)
+    return False
