@@ -152,3 +152,32 @@ def test_a_workload_raising_in_a_subinterpreter_is_an_error(ft_with_subinterpret
     step = report.step("subinterpreters", 2)
     assert step.reason == "error"
     assert "boom in a subinterpreter" in step.message
+
+
+def cause_verdict(ft_python: str, workload: str) -> tuple[probe.WorkloadReport, str]:
+    support.wait_for_quiet_host(2)
+    spec = probe.ProbeSpec(f"contention_workloads:{workload}", ("threads",), (2,), 0.3, 3, 60.0,
+                           workload_path=(str(Path(__file__).parent),))
+    result = probe.run_workload(probe.Interpreter("ft", ft_python), spec)
+    from exporter import report
+
+    return result, report.mode_verdict(result.step("threads", 2), result, 2.0)
+
+
+def test_busy_cores_without_speedup_are_named_contention_on_3_13t(ft_python):
+    """ftscalingbench's mult_constant: both cores busy, each slowed down, is no serialisation."""
+    result, verdict = cause_verdict(ft_python, "shared_constant")
+    summary = result.step("threads", 2).summary
+    if support.could_tell(summary, "shared_constant threads on 3.13t"):
+        assert summary.cores_used > 1.6, verdict
+        assert summary.cpu_rate_ratio < 0.8, verdict
+        assert "contention" in verdict and "took turns" not in verdict and "one at a time" not in verdict, verdict
+
+
+def test_idle_cores_behind_a_lock_are_named_serialisation_on_3_13t(ft_python):
+    result, verdict = cause_verdict(ft_python, "locked")
+    summary = result.step("threads", 2).summary
+    if support.could_tell(summary, "locked threads on 3.13t"):
+        assert summary.cores_used < 1.3, verdict
+        assert verdict.startswith("threads: no parallel speedup") and "took turns" in verdict, verdict
+        assert "contention" not in verdict, verdict
