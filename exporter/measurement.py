@@ -313,10 +313,13 @@ class FreeCores:
     other: float  # other processes' load, in cores (the busier of the two roles' medians)
     steal: float  # share of CPU time the hypervisor took
     needed: float  # cores the step's workers could use
+    logical: Optional[float] = None  # the host's CPUs: other load takes from these, not from a quota
 
     @property
     def free(self) -> float:
-        return max(0.0, self.usable * (1 - self.steal) - self.other)
+        """What other load and steal left of the host, capped by the cores the probe may use."""
+        host = (self.logical or self.usable) * (1 - self.steal) - self.other
+        return max(0.0, min(self.usable, host))
 
     @property
     def enough(self) -> bool:
@@ -344,15 +347,17 @@ def window_free_cores(window: Window, usable_cpus: float, max_cores: Optional[fl
     """Whether the host left one timed window the cores its workers needed."""
     needed = cores_needed(len(window.cpu_seconds), sum(window.cpu_seconds), window.wall_seconds, usable_cpus,
                           max_cores)
-    return FreeCores(usable_cpus, window.interference_cores or 0.0, window.steal_ratio or 0.0, needed)
+    return FreeCores(usable_cpus, window.interference_cores or 0.0, window.steal_ratio or 0.0, needed,
+                     float(len(window.core_utilisation)) or None)
 
 
 def free_cores(windows: Sequence[Window], usable_cpus: float, needed: float) -> FreeCores:
     """Free cores from the busier role's median other load (baseline windows need fewer)."""
     others = [_median_of([w.interference_cores for w in windows if w.role == role]) for role in ROLES]
     steals = [_median_of([w.steal_ratio for w in windows if w.role == role]) for role in ROLES]
+    logical = max((len(w.core_utilisation) for w in windows), default=0)
     return FreeCores(usable_cpus, max((o for o in others if o is not None), default=0.0),
-                     max((s for s in steals if s is not None), default=0.0), needed)
+                     max((s for s in steals if s is not None), default=0.0), needed, float(logical) or None)
 
 
 @dataclass(frozen=True)

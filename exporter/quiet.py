@@ -29,7 +29,7 @@ def sample_free_cores(usable: float, needed: float, seconds: float = SAMPLE_SECO
     time.sleep(seconds)
     after, wall = cpu_counters(), time.monotonic() - started
     load = measurement.host_load(before, after, wall, own_cpu() - own_before)
-    return measurement.FreeCores(usable, load.interference_cores, load.steal_ratio or 0.0, needed)
+    return measurement.FreeCores(usable, load.interference_cores, load.steal_ratio or 0.0, needed, float(len(after)))
 
 
 @dataclass(frozen=True)

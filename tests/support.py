@@ -233,6 +233,10 @@ def could_tell(summary: Any, what: str = "") -> bool:
     the figures, and the caller asserts nothing about speed — a busy host neither fails
     the test nor passes it silently.
     """
+    if isinstance(summary, dict):  # a --json result
+        from types import SimpleNamespace
+
+        summary = SimpleNamespace(**summary)
     if summary.conclusive:
         return True
     reason = summary.inconclusive_reason or ""
@@ -241,5 +245,23 @@ def could_tell(summary: Any, what: str = "") -> bool:
     import warnings
 
     warnings.warn(HostTooBusy(f"{what}: the host was too busy to show the speedup; the product said: {reason}"),
+                  stacklevel=2)
+    return False
+
+
+def stack_could_tell(stack: Any, selector: str, what: str) -> bool:
+    """``could_tell`` for a step scraped into Prometheus: ``pyparallel_step_conclusive``
+    decides, and "cannot tell" must come with real other load and no speedup series."""
+    conclusive = stack.query(f"pyparallel_step_conclusive{{{selector}}}")
+    assert len(conclusive) == 1, (selector, conclusive)
+    if float(conclusive[0]["value"][1]) == 1:
+        return True
+    other = stack.query(f"pyparallel_interference_cores{{{selector}}}")
+    assert other and float(other[0]["value"][1]) > 0.1, (selector, other)
+    assert not stack.query(f"pyparallel_speedup_ratio{{{selector}}}"), "a step that cannot tell exported a speedup"
+    import warnings
+
+    warnings.warn(HostTooBusy(f"{what}: the host was too busy during the stack's round; it exported "
+                              f"pyparallel_step_conclusive 0 with {float(other[0]['value'][1]):.2f} cores of other load"),
                   stacklevel=2)
     return False
