@@ -25,7 +25,8 @@ from exporter import __version__, compare, config, hostinfo, probe, report, work
 from exporter.errors import ConfigError
 from exporter.history import add_history_flags
 from exporter.push import PushError, add_push_flags, push_reports
-from exporter.results import MODES, Interpreter, WorkloadReport
+from exporter.modes import ALL_MODES
+from exporter.results import Interpreter, WorkloadReport
 
 EXIT_OK, EXIT_FAILED_PROBE, EXIT_USAGE = 0, 1, 2
 NOT_A_TERMINAL_WIDTH = 160
@@ -35,14 +36,6 @@ NOT_A_TERMINAL_WIDTH = 160
 ONE_SHOT_WORKLOADS = ("pure_python", "sha256", "sleep")
 ONE_SHOT_MODES = ("sequential", "threads", "processes", "asyncio")
 PLOT_INSTALL = "scripts/install plot (in a clone), or pip install matplotlib into this Python's environment"
-MODE_DESCRIPTIONS = {
-    "sequential": "one worker: the baseline T1",
-    "threads": "N threads in one interpreter (one core under the GIL)",
-    "processes": "N worker processes (--start-method)",
-    "asyncio": "N tasks on one event loop (one core by design)",
-    "subinterpreters": "N PEP 734 interpreters, one thread each (3.14+, or 3.13 with backports-interpreters)",
-}
-
 
 class OneLineParser(argparse.ArgumentParser):
     """argparse, but a usage error is one line and exit code 2."""
@@ -112,7 +105,8 @@ def probe_help_epilog() -> str:
     lines += [f"  {w.name:<16} {w.description}" for w in workloads.ALL_WORKLOADS.values()]
     lines += ["  package.module:function  your own no-argument function, importable from the working directory",
               "", f"modes (default: {','.join(ONE_SHOT_MODES)}; serve's default: {','.join(daemon.modes)}):"]
-    lines += [f"  {mode:<16} {MODE_DESCRIPTIONS.get(mode, '')}" for mode in MODES]
+    lines += [f"  {mode.name:<16} {mode.description}" + (f" (needs {mode.needs})" if mode.needs else "")
+              for mode in ALL_MODES.values()]
     lines += ["", "The one-shot report adds the sleep control and asyncio to what serve probes by default,",
               "to show the whole contrast once; serve keeps its duty-cycle budget for CPU-bound steps.",
               "Exit codes: 0 all probes succeeded, 1 a probe failed (with --compare: a regression),",

@@ -32,10 +32,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from exporter import measurement
+from exporter import measurement, modes
 from exporter.hostinfo import HostCpus
 from exporter.report import json_document
-from exporter.results import MODE_MAX_CORES, WorkloadReport
+from exporter.results import WorkloadReport
 from exporter.status import speedup_interval  # the page and the gate read intervals alike
 
 EXIT_OK, EXIT_REGRESSION, EXIT_BAD_INPUT, EXIT_INCONCLUSIVE = 0, 1, 2, 3
@@ -225,7 +225,7 @@ def cannot_tell(result: Mapping[str, Any], usable_cpus: float) -> Optional[str]:
     other: Any = result.get("interference_cores")
     if "conclusive" in result or result.get("mode") == "sequential" or not _is_number(other):
         return None
-    needed = min(float(result["workers"]), usable_cpus, MODE_MAX_CORES.get(result["mode"], usable_cpus))
+    needed = min(float(result["workers"]), usable_cpus, modes.max_cores(result["mode"]) or usable_cpus)
     return measurement.FreeCores(usable_cpus, float(other), 0.0, needed).reason()
 
 

@@ -365,14 +365,20 @@ class EventLoopPool:
 AnyPool = Any  # Pool or EventLoopPool: start(), window(), close(), startup_seconds
 
 
+POOLS: Dict[str, Callable[..., AnyPool]] = {
+    "sequential": lambda workers, workload, extra_path, start_method: ThreadPool(workers, workload),
+    "threads": lambda workers, workload, extra_path, start_method: ThreadPool(workers, workload),
+    "processes": lambda workers, workload, extra_path, start_method: ProcessPool(workers, workload, extra_path,
+                                                                                start_method),
+    "asyncio": lambda workers, workload, extra_path, start_method: EventLoopPool(workers, workload),
+    "subinterpreters": lambda workers, workload, extra_path, start_method: SubinterpreterPool(workers, workload,
+                                                                                             extra_path),
+}
+
+
 def make_pool(mode: str, workers: int, workload: str, extra_path: List[str], start_method: Optional[str]) -> AnyPool:
-    """The execution environment of a mode; ``sequential`` is a pool of one worker thread."""
-    if mode in ("sequential", "threads"):
-        return ThreadPool(workers, workload)
-    if mode == "processes":
-        return ProcessPool(workers, workload, extra_path, start_method)
-    if mode == "subinterpreters":
-        return SubinterpreterPool(workers, workload, extra_path)
-    if mode == "asyncio":
-        return EventLoopPool(workers, workload)
-    raise ValueError(f"unknown mode {mode!r}")
+    """The execution environment of a mode (exporter.modes names them); ``sequential`` is a
+    pool of one worker thread."""
+    if mode not in POOLS:
+        raise ValueError(f"unknown mode {mode!r}")
+    return POOLS[mode](workers, workload, extra_path, start_method)

@@ -19,11 +19,11 @@ import statistics
 import time
 from typing import Callable, Iterator, Optional
 
-from exporter import measurement
+from exporter import measurement, modes
 from exporter.child import PACKAGE_PARENT, ProtocolError, RunnerProcess, kill_all_runners
 from exporter.hostinfo import host_cpus
 from exporter.quiet import cpu_counters, wait_for_free_cores
-from exporter.results import (FAILURE_REASONS, MODE_MAX_CORES, Identity, ImportCheck, Interpreter, ProbeSpec, StepResult,
+from exporter.results import (FAILURE_REASONS, Identity, ImportCheck, Interpreter, ProbeSpec, StepResult,
                               WorkloadReport)
 
 log = logging.getLogger(__name__)
@@ -167,7 +167,7 @@ class Conversation:
             core_utilisation=measurement.busy_fractions(self.counters_before, after),
             index=index, interference_cores=load.interference_cores, steal_ratio=load.steal_ratio,
             role=role, pair=pair, attempt=attempt)
-        free = measurement.window_free_cores(window, self.usable_cpus, MODE_MAX_CORES.get(step.mode))
+        free = measurement.window_free_cores(window, self.usable_cpus, modes.max_cores(step.mode))
         window = dataclasses.replace(window, clean=free.enough)
         step.windows.append(window)
         self.runner.send({"clean": free.enough})
@@ -217,7 +217,7 @@ def summarise_steps(report: WorkloadReport, usable_cpus: Optional[float] = None)
             else:
                 step.summary = measurement.summarise(step.windows, step.workers, report.ops_per_unit,
                                                      usable_cpus, step.remeasured_reason,
-                                                     MODE_MAX_CORES.get(step.mode), report.spec.repeats)
+                                                     modes.max_cores(step.mode), report.spec.repeats)
         except (ValueError, statistics.StatisticsError):  # no (complete) window
             step.fail("error", "the runner finished without measuring this step")
             continue

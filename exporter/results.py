@@ -12,13 +12,9 @@ from typing import Mapping, Optional, Sequence, Union
 
 from exporter import measurement
 
-# Every mode the runner knows; the runner keeps its own table (it imports only the standard
-# library), and a test holds the two equal.
-MODES = ("sequential", "threads", "processes", "asyncio", "subinterpreters")
+from exporter.modes import MODES  # noqa: F401  (the vocabulary: config and the command line read it here)
 
 FAILURE_REASONS = ("error", "crash", "timeout", "interpreter")
-# Modes that cannot use more than this many cores by design (the cores they need free).
-MODE_MAX_CORES = {"asyncio": 1.0}
 
 # probe.nice: a nice value 0..19, or "idle" for the SCHED_IDLE policy.
 Nice = Union[int, str]

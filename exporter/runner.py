@@ -30,10 +30,9 @@ from exporter import measurement, workloads
 from exporter.pools import (AnyPool, WorkerFailed, describe_exception, die_with_parent, make_pool,
                             subinterpreters_unavailable_reason)
 
-__all__ = ["main", "die_with_parent", "MODES"]
+__all__ = ["main", "die_with_parent"]
 
 CALIBRATION_SECONDS = 0.2
-MODES = ("sequential", "threads", "processes", "asyncio", "subinterpreters")
 MAX_ATTEMPTS = 2  # a step found implausible is measured once more from scratch
 
 Event = Dict[str, Any]

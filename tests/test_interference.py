@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from exporter import probe, report
+from exporter import probe, verdicts
 from exporter.hostinfo import host_cpus
 from support import could_tell, wait_for_quiet_host
 
@@ -77,7 +77,7 @@ def test_gil_threads_use_one_core_and_get_the_no_speedup_verdict():
     step = result.step("threads", 2)
     assert step.summary.cores_used < 1.3
     assert 0.7 < step.summary.cpu_rate_ratio < 1.3  # one core at one worker's speed
-    verdict = report.mode_verdict(step, result, HOST.usable)
+    verdict = verdicts.mode_verdict(step, result, HOST.usable)
     if could_tell(step.summary, "GIL threads"):
         assert verdict.startswith("threads: no parallel speedup") and "GIL enabled" in verdict, verdict
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from conftest import IN_CI, build_legacy_extension, require_free_threaded_python
 
 import support
-from exporter import probe
+from exporter import probe, verdicts
 
 pytestmark = [pytest.mark.freethreaded, pytest.mark.integration]  # each test starts an interpreter
 
@@ -167,9 +167,8 @@ def cause_verdict(ft_python: str, workload: str) -> tuple[probe.WorkloadReport, 
     spec = probe.ProbeSpec(f"contention_workloads:{workload}", ("threads",), (2,), 0.3, 3, 60.0,
                            workload_path=(str(Path(__file__).parent),))
     result = probe.run_workload(probe.Interpreter("ft", ft_python), spec)
-    from exporter import report
 
-    return result, report.mode_verdict(result.step("threads", 2), result, 2.0)
+    return result, verdicts.mode_verdict(result.step("threads", 2), result, 2.0)
 
 
 def test_busy_cores_without_speedup_are_named_contention_on_3_13t(ft_python):

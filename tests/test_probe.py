@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from exporter import probe
+from exporter import probe, verdicts
 from exporter.hostinfo import host_cpus
 from support import could_tell, processes_with_token, wait_for_quiet_host
 
@@ -153,9 +153,7 @@ def test_a_busy_host_makes_a_step_say_cannot_tell_never_a_low_speedup():
     assert summary is not None and not summary.conclusive and not summary.shown
     assert "other processes used" in (summary.inconclusive_reason or "")
     assert summary.interference_cores > 0.4, summary
-    from exporter import report as rendering
-
-    assert rendering.mode_verdict(report.step("processes", 2), report, 2.0).startswith("processes: cannot tell — ")
+    assert verdicts.mode_verdict(report.step("processes", 2), report, 2.0).startswith("processes: cannot tell — ")
 
 
 def test_wait_quiet_waits_for_free_cores_before_a_step():

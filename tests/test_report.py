@@ -9,7 +9,7 @@ from typing import Optional
 
 from rich.console import Console
 
-from exporter import report
+from exporter import report, verdicts
 from exporter.hostinfo import HostCpus
 from exporter.measurement import Summary
 from exporter.results import Identity, Interpreter, ProbeSpec, StepResult, WorkloadReport
@@ -44,7 +44,7 @@ def workload_report(*steps: StepResult, gil: bool = True, nice: object = 0) -> W
 
 
 def verdict_of(s: StepResult, gil: bool = True, host: HostCpus = TWO_CORES) -> str:
-    return report.mode_verdict(s, workload_report(s, gil=gil), host.usable)
+    return verdicts.mode_verdict(s, workload_report(s, gil=gil), host.usable)
 
 
 def test_gil_threads_get_no_parallel_speedup_from_cpu_time_even_when_the_wall_clock_says_more():
