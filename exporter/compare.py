@@ -35,7 +35,7 @@ from rich.text import Text
 from exporter import measurement, modes
 from exporter.hostinfo import HostCpus
 from exporter.report import json_document
-from exporter.results import WorkloadReport
+from exporter.results import WorkloadReport, interpreter_label
 from exporter.status import speedup_interval  # the page and the gate read intervals alike
 
 EXIT_OK, EXIT_REGRESSION, EXIT_BAD_INPUT, EXIT_INCONCLUSIVE = 0, 1, 2, 3
@@ -404,14 +404,6 @@ STYLES = {"regression": "bold red", "new failure": "bold red", "improvement": "g
           INCONCLUSIVE: "bold yellow"}
 
 
-def describe_interpreter(interpreter: Mapping[str, Any]) -> str:
-    if "version" not in interpreter:
-        return f"{interpreter['name']} (no identity reported)"
-    build = "free-threaded build" if interpreter.get("free_threaded_build") else "GIL build"
-    gil = "GIL enabled" if interpreter.get("gil_enabled") else "GIL disabled"
-    return f"{interpreter['name']}: {interpreter.get('implementation', '')} {interpreter['version']}, {build}, {gil}"
-
-
 def side_text(side: Side) -> str:
     if not side.available:
         return "n/a"
@@ -435,7 +427,7 @@ def render(comparison: Comparison, console: Console) -> None:
     for role, label, interpreter in (("baseline: ", comparison.baseline_label, comparison.baseline_interpreter),
                                      ("candidate:", comparison.candidate_label, comparison.candidate_interpreter)):
         where = "" if label == interpreter["name"] else f"{label} — "
-        console.print(Text(f"{role} {where}{describe_interpreter(interpreter)}"))
+        console.print(Text(f"{role} {where}{interpreter_label(interpreter['name'], interpreter)}"))
     for change in comparison.identity_changes:
         key = change["field"]
         console.print(Text(f"identity changed: {IDENTITY_LABELS[key]}: {identity_value(key, change['baseline'])} → "

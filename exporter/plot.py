@@ -55,22 +55,12 @@ def chart_title(reports: Sequence[WorkloadReport], host: Optional[HostCpus],
     """'<interpreters>' over 'host <name>: <CPUs> · <UTC date and time>'."""
     interpreters = []
     for report in reports:
-        label = describe_interpreter(report)
+        label = report.label
         if label not in interpreters:
             interpreters.append(label)
     cpus = f": {host.logical} logical CPUs, {host.usable:g} usable" if host is not None else ""
     moment = (when or datetime.datetime.now(datetime.timezone.utc)).strftime("%Y-%m-%d %H:%M UTC")
     return f"{'; '.join(interpreters)}\nhost {socket.gethostname()}{cpus} · {moment}"
-
-
-def describe_interpreter(report: WorkloadReport) -> str:
-    """E.g. 'cpython-3.13t: cpython 3.13.5, free-threaded, GIL disabled'."""
-    identity = report.identity
-    if identity is None:
-        return report.interpreter.name or report.interpreter.path
-    build = "free-threaded" if identity.free_threaded_build else "GIL build"
-    gil = "GIL enabled" if identity.gil_enabled else "GIL disabled"
-    return f"{report.interpreter.name}: {identity.implementation} {identity.version}, {build}, {gil}"
 
 
 def _bars(reports: Sequence[WorkloadReport]) -> list[tuple[str, StepResult, Summary]]:

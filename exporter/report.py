@@ -25,15 +25,6 @@ BAR_WIDTH = 20
 MAX_CPUS_WITH_BARS = 16  # more CPUs than this get a one-line summary instead of bars
 
 
-def interpreter_label(report: WorkloadReport) -> str:
-    identity = report.identity
-    if identity is None:
-        return f"{report.interpreter.name} ({report.interpreter.path})"
-    build = "free-threaded" if identity.free_threaded_build else "GIL build"
-    gil = "GIL enabled" if identity.gil_enabled else "GIL disabled"
-    return f"{report.interpreter.name}: {identity.implementation} {identity.version}, {build}, {gil}"
-
-
 COLUMNS = ("mode", "N", "time", "unit/s", "speedup", "eff", "cores", "rate", "other", "pairs")
 
 
@@ -60,7 +51,7 @@ def step_row(step: StepResult) -> list[str]:
 
 def results_table(report: WorkloadReport) -> Table:
     identity = report.identity
-    title = f"{report.spec.workload} — {interpreter_label(report)}"
+    title = f"{report.spec.workload} — {report.label}"
     # One space between columns (not two), so the interval fits an 80-column terminal.
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
                   padding=(0, 1, 0, 0), collapse_padding=True, show_edge=False)

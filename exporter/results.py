@@ -6,9 +6,10 @@ web layer import these without loading the probe machinery (subprocess, the runn
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
-from typing import Mapping, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 from exporter import measurement
 
@@ -69,6 +70,16 @@ class ProbeSpec:
         return [("sequential", 1)] + parallel
 
 
+def interpreter_label(name: str, identity: Optional[Mapping[str, Any]], path: str = "") -> str:
+    """How every output names an interpreter: ``cpython-3.13t: cpython 3.13.5, free-threaded,
+    GIL disabled`` (``identity``: the Identity's fields, or an interpreter of the JSON document)."""
+    if not identity or "version" not in identity:
+        return f"{name} ({path or 'no identity reported'})"
+    build = "free-threaded" if identity.get("free_threaded_build") else "GIL build"
+    gil = "GIL enabled" if identity.get("gil_enabled") else "GIL disabled"
+    return f"{name}: {identity.get('implementation', '')} {identity['version']}, {build}, {gil}"
+
+
 @dataclass(frozen=True)
 class Identity:
     version: str
@@ -123,6 +134,11 @@ class WorkloadReport:
 
     def step(self, mode: str, workers: int) -> StepResult:
         return next(s for s in self.steps if s.mode == mode and s.workers == workers)
+
+    @property
+    def label(self) -> str:
+        identity = dataclasses.asdict(self.identity) if self.identity is not None else None
+        return interpreter_label(self.interpreter.name, identity, self.interpreter.path)
 
     @property
     def success(self) -> bool:
