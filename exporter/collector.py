@@ -8,6 +8,7 @@ the contract the dashboards and alert rules depend on) are declared in exporter/
 
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator, Mapping, Optional
@@ -23,10 +24,10 @@ from exporter.metrics import family  # every family's name, type, help and label
 from exporter.results import FAILURE_REASONS, SCHED_IDLE, Identity, ImportCheck, Nice, StepResult, WorkloadReport
 
 SCHED_IDLE_NICE = 20  # pyparallel_probe_nice for the SCHED_IDLE policy: below every nice value
-StepKey = tuple[str, str, str, str]  # interpreter, workload, mode, workers
+StepLabels = tuple[str, str, str, str]  # interpreter, workload, mode, workers: label values
 
 
-def step_key(report: WorkloadReport, step: StepResult) -> StepKey:
+def step_key(report: WorkloadReport, step: StepResult) -> StepLabels:
     return (report.interpreter.name, step.workload, step.mode, str(step.workers))
 
 
@@ -40,8 +41,8 @@ class Snapshot:
     start_method: str
     reports: Mapping[tuple[str, str], WorkloadReport] = field(default_factory=dict)
     identities: Mapping[str, Identity] = field(default_factory=dict)
-    last_success: Mapping[StepKey, float] = field(default_factory=dict)
-    failures: Mapping[tuple[StepKey, str], int] = field(default_factory=dict)
+    last_success: Mapping[StepLabels, float] = field(default_factory=dict)
+    failures: Mapping[tuple[StepLabels, str], int] = field(default_factory=dict)
     import_checks: Mapping[tuple[str, str], ImportCheck] = field(default_factory=dict)
     round_duration_seconds: Optional[float] = None
     duty_cycle_ratio: Optional[float] = None
@@ -133,7 +134,7 @@ def startup_medians(snapshot: Snapshot) -> dict[tuple[str, str, str], float]:
             if step.summary is not None and step.mode != "sequential":
                 labels = (report.interpreter.name, step.mode, str(step.workers))
                 values.setdefault(labels, []).append(step.summary.startup_seconds)
-    return {labels: sorted(v)[len(v) // 2] for labels, v in values.items()}
+    return {labels: statistics.median(v) for labels, v in values.items()}
 
 
 def interpreter_families(snapshot: Snapshot) -> Iterator[Metric]:

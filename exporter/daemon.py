@@ -71,7 +71,6 @@ class Daemon:
         self.round_idle = threading.Event()
         self.round_idle.set()
         self.interval_in_force = config.interval_seconds
-        self.last_round_started: Optional[datetime] = None
         self.probe_seconds_this_interval = 0.0  # round and retries: what the duty cycle counts
         self._reload_lock = threading.Lock()
         self.scheduler = BackgroundScheduler(
@@ -90,6 +89,9 @@ class Daemon:
 
     def _publish(self, reports: list[WorkloadReport]) -> None:
         with self._lock:
+            # A reload during the round may have removed this interpreter or workload: its
+            # series were pruned then, and must not come back when the running round ends.
+            reports = [r for r in reports if still_configured(self.config, r.interpreter.name, r.spec.workload)]
             self._snapshot = replace(self._snapshot, **record_round(self._snapshot, reports))
         self.history.record(reports)
         if self.history_file:
@@ -146,8 +148,7 @@ class Daemon:
         self.round_idle.clear()
         self.round_started_at = time.time()
         try:
-            started, started_at = time.monotonic(), datetime.now(timezone.utc)
-            self.last_round_started = started_at
+            started, started_at = time.monotonic(), datetime.fromtimestamp(self.round_started_at, timezone.utc)
             config = self.config
             # Read again each round: a container's CPU limit can change under a running exporter.
             self.host = host_cpus()
@@ -308,11 +309,14 @@ class Daemon:
         with self._reload_lock:  # SIGHUP and POST /-/reload may arrive together
             try:
                 self._apply(load_config(self.config_path))
-            except Exception as exc:
-                message = str(exc) if isinstance(exc, ConfigError) else \
-                    f"error reloading config file: {self.config_path}: {type(exc).__name__}: {exc}"
+            except ConfigError as exc:
                 self._update(reload_successful=False)
-                log_kv(log, logging.ERROR, "config reload failed", error=message)
+                log_kv(log, logging.ERROR, "config reload failed", error=str(exc))
+                return False, str(exc)
+            except Exception as exc:  # a bug, not a bad file: say so, with the traceback
+                message = f"error reloading config file: {self.config_path}: {type(exc).__name__}: {exc}"
+                self._update(reload_successful=False)
+                log.exception("config reload failed with an internal error")
                 return False, message
         log_kv(log, logging.INFO, "config reloaded", file=self.config_path or "(defaults)")
         return True, "config reloaded"
@@ -352,8 +356,9 @@ class Daemon:
         due = self.next_run_time()
         if due is None or self.stopping.is_set():
             return
-        if self.last_round_started is not None:
-            sooner = self.last_round_started + timedelta(seconds=self.interval_in_force)
+        last_start = self.round_started_at or (self.last_round[0] if self.last_round else None)
+        if last_start is not None:
+            sooner = datetime.fromtimestamp(last_start, timezone.utc) + timedelta(seconds=self.interval_in_force)
             due = min(due, max(sooner, datetime.now(timezone.utc)))
         self.scheduler.modify_job(JOB_ID, trigger=self.trigger(self.interval_in_force, due),
                                   next_run_time=due)
