@@ -103,7 +103,8 @@ def probe_help_epilog() -> str:
     daemon = config.ProbeConfig()
     lines = [f"workloads (default: {','.join(ONE_SHOT_WORKLOADS)}; serve's default: {','.join(daemon.workloads)}):"]
     lines += [f"  {w.name:<16} {w.description}" for w in workloads.ALL_WORKLOADS.values()]
-    lines += ["  package.module:function  your own no-argument function, importable from the working directory",
+    lines += ["  module:function  your own no-argument function (package.module:function too), imported from",
+              "                   a --workload.path directory or the interpreter's own sys.path, never the working directory",
               "", f"modes (default: {','.join(ONE_SHOT_MODES)}; serve's default: {','.join(daemon.modes)}):"]
     lines += [f"  {mode.name:<16} {mode.description}" + (f" (needs {mode.needs})" if mode.needs else "")
               for mode in ALL_MODES.values()]
