@@ -6,7 +6,6 @@ core under the GIL, processes (or free-threaded threads) on every core.
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any, Optional, Sequence
 
 from rich import box
@@ -14,6 +13,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from exporter import document
 from exporter.hostinfo import HostCpus
 from exporter.measurement import Summary
 from exporter.results import SCHED_IDLE, Nice, StepResult, WorkloadReport
@@ -196,72 +196,7 @@ def probe_nice(reports: Sequence[WorkloadReport]) -> Nice:
     return reports[0].spec.nice if reports else 0
 
 
-def step_document(step: StepResult, report: WorkloadReport) -> dict[str, Any]:
-    summary = step.summary
-    # An unsteady or inconclusive step's speedup is withheld: its pairs and CPU-time figures stay.
-    shown = summary if summary is not None and summary.shown else None
-    return {
-        "interpreter": report.interpreter.name,
-        "workload": step.workload,
-        "mode": step.mode,
-        "workers": step.workers,
-        "start_method": report.spec.start_method if step.mode == "processes" else None,
-        "success": step.success,
-        "available": step.available,
-        "reason": step.reason,
-        "message": step.message,
-        "log": list(step.log),  # the runner's last stderr lines, on failed steps
-        "duration_seconds": step.duration_seconds,
-        "wall_seconds": summary.wall_seconds if summary else None,
-        "speedup": shown.speedup if shown else None,
-        "speedup_ci": list(shown.speedup_ci) if shown and shown.speedup_ci else None,
-        "pair_speedups": list(summary.pair_speedups) if summary else [],
-        "speedup_spread": summary.speedup_spread if summary else None,
-        "throughput_units_per_second": summary.throughput_units_per_second if summary else None,
-        "throughput_ops_per_second": summary.throughput_ops_per_second if summary else None,
-        "efficiency": shown.efficiency if shown else None,
-        "serial_fraction": shown.serial_fraction if shown else None,
-        "cores_used": summary.cores_used if summary else None,
-        "cpu_rate_ratio": summary.cpu_rate_ratio if summary else None,
-        "interference_cores": summary.interference_cores if summary else None,
-        "steal_ratio": summary.steal_ratio if summary else None,
-        "cpu_rate_ci": list(summary.rate_ci) if summary and summary.rate_ci else None,
-        "pair_cpu_rates": list(summary.pair_rates) if summary else [],
-        "pairs": summary.pairs if summary else 0,
-        "unsteady": summary.unsteady if summary else False,
-        "unsteady_reason": summary.unsteady_reason if summary else None,
-        "conclusive": summary.conclusive if summary else None,
-        "inconclusive_reason": summary.inconclusive_reason if summary else None,
-        "free_cores": summary.free_cores if summary else None,
-        "remeasured_reason": step.remeasured_reason,
-        "waited_seconds": step.waited_seconds,
-        "warmup_seconds": step.warmup[1] - step.warmup[0] if step.warmup else None,
-        "core_utilisation": summary.core_utilisation if summary else [],
-        "startup_seconds": summary.startup_seconds if summary else None,
-        "repeats": [w.wall_seconds for w in step.windows if w.role != "baseline"],
-    }
-
-
-def interpreter_document(report: WorkloadReport) -> dict[str, Any]:
-    document = {"name": report.interpreter.name, "path": report.interpreter.path}
-    if report.identity is not None:
-        document.update(asdict(report.identity))
-    return document
-
-
 def json_document(reports: Sequence[WorkloadReport], host: HostCpus) -> dict[str, Any]:
-    """One machine-readable document: interpreters, host and a flat list of results."""
-    interpreters: dict[str, dict[str, Any]] = {}
-    for report in reports:
-        if report.identity is not None or report.interpreter.name not in interpreters:
-            interpreters[report.interpreter.name] = interpreter_document(report)
-    return {
-        "interpreter": next(iter(interpreters.values()), None),
-        "interpreters": list(interpreters.values()),
-        "host": {"logical_cpus": host.logical, "physical_cpus": host.physical,
-                 "affinity_cpus": host.affinity, "cgroup_quota_cpus": host.quota,
-                 "usable_cpus": host.usable},
-        "nice": probe_nice(reports),
-        "results": [step_document(s, r) for r in reports for s in r.steps],
-        "verdicts": [verdict(r, host.usable) for r in reports],
-    }
+    """One machine-readable document: interpreters, host and a flat list of results
+    (its fields: exporter/document.py and docs/results.schema.json)."""
+    return document.to_json(document.build(reports, host, probe_nice(reports)))

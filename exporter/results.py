@@ -73,7 +73,7 @@ class ProbeSpec:
 def interpreter_label(name: str, identity: Optional[Mapping[str, Any]], path: str = "") -> str:
     """How every output names an interpreter: ``cpython-3.13t: cpython 3.13.5, free-threaded,
     GIL disabled`` (``identity``: the Identity's fields, or an interpreter of the JSON document)."""
-    if not identity or "version" not in identity:
+    if not identity or identity.get("version") is None:
         return f"{name} ({path or 'no identity reported'})"
     build = "free-threaded" if identity.get("free_threaded_build") else "GIL build"
     gil = "GIL enabled" if identity.get("gil_enabled") else "GIL disabled"

@@ -380,7 +380,7 @@ def first_round_html(schedule: Mapping[str, Any], now: float) -> str:
 
 
 def identity_text(interpreter: Mapping[str, Any]) -> str:
-    if "version" not in interpreter:
+    if interpreter.get("version") is None:
         return f"{interpreter['path']} (did not report its identity)"
     build = "free-threaded build" if interpreter["free_threaded_build"] else "GIL build"
     gil = "GIL disabled at run time" if not interpreter["gil_enabled"] else "GIL enabled at run time"
