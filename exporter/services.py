@@ -1,0 +1,384 @@
+"""Watch running Python services: do their busy threads use the cores they have?
+
+A passive collector, off by default: every ``services.interval`` a thread of the daemon scans
+``/proc`` (``procfs``), assigns processes to the configured groups (``servicematch``),
+identifies their interpreter (``pyidentity``) and compares each process's CPU and its
+threads' CPU with the previous scan. The figures of that window are published as one frozen
+``ServicesSnapshot``: a scrape reads it and never walks ``/proc``.
+
+Per process, over a window: ``cores used`` = CPU seconds / wall seconds; ``busy threads`` =
+threads that used more than ``busy_thread_share`` of a core; ``capacity`` = min(busy threads,
+usable cores); ``parallelism`` = cores used / capacity. The *serialisation signature* is two
+or more busy threads and two or more usable cores, with ``min_free_cores`` idle on the host,
+yet no more than ``serial_cores`` cores used: on a GIL build, the GIL; on a free-threaded
+build, a lock or an extension that re-enabled the GIL. Where the host has no idle core the
+window cannot tell, and says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from typing import Callable, Mapping, Optional
+
+import psutil
+
+from exporter import hostinfo, procfs
+from exporter.config import ServicesConfig
+from exporter.logs import log_kv
+from exporter.pyidentity import UNREADABLE, BinaryCache, PythonIdentity, identify
+from exporter.servicematch import Matcher, ProcKey
+
+log = logging.getLogger(__name__)
+ERROR_REASONS = ("permission", "vanished", "pid_reused", "too_many_groups", "internal")
+# Group states, one of them 1 per group: what the last window can say.
+STATES = ("parallel", "serial", "host_busy", "one_usable_core", "one_busy_thread", "idle", "no_process")
+CohortKey = tuple[str, PythonIdentity]  # group, interpreter identity
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One process as read in one scan."""
+
+    group: str
+    identity: PythonIdentity
+    at: float  # monotonic time of the read
+    cpu_seconds: float  # the whole process, exited threads included
+    threads: Mapping[int, float]  # tid -> CPU seconds
+    switches: Mapping[int, int]  # tid -> voluntary context switches, for threads busy at this read
+    usable_cores: float  # affinity, capped by the cgroup's CPU quota
+
+
+@dataclass(frozen=True)
+class Scan:
+    """Every watched process at one moment, and the host's idle time then."""
+
+    at: float
+    host_idle_seconds: float  # idle + iowait, all CPUs together
+    readings: Mapping[ProcKey, Reading]
+
+
+@dataclass(frozen=True)
+class ProcessWindow:
+    """One process's figures between two scans."""
+
+    cores_used: float
+    busy_threads: int
+    usable_cores: float
+    switches_per_busy_thread: Optional[float]  # per second; None: no busy thread read twice
+    serialised: Optional[bool]  # None: the window cannot tell (see ``signature``)
+
+    @property
+    def capacity(self) -> float:
+        return min(float(self.busy_threads), self.usable_cores)
+
+    @property
+    def parallelism(self) -> Optional[float]:
+        return self.cores_used / self.capacity if self.capacity > 0 else None
+
+
+@dataclass(frozen=True)
+class Cohort:
+    """The processes of one group running one interpreter identity, over the last window."""
+
+    group: str
+    identity: PythonIdentity
+    processes: int
+    threads: int
+    cores_used: float
+    busy_threads: int
+    usable_cores: float  # the most any of its processes may use
+    parallelism: Optional[float]  # cores used / capacity; None without busy threads
+    process_parallelism: tuple[float, ...]  # min, median, max over processes with busy threads
+    serialised_ratio: Optional[float]  # share of the processes the window could judge; None: none
+    switches_per_busy_thread: Optional[float]
+
+
+@dataclass(frozen=True)
+class ServicesSnapshot:
+    """What a scrape and the status page show; replaced as a whole after every scan."""
+
+    enabled: bool = False
+    configured: tuple[str, ...] = ()  # group names without placeholders: shown even when empty
+    cohorts: tuple[Cohort, ...] = ()
+    states: Mapping[str, str] = field(default_factory=dict)  # group -> one of STATES
+    cpu_seconds: Mapping[CohortKey, float] = field(default_factory=dict)  # counters, windowed deltas summed
+    errors: Mapping[str, int] = field(default_factory=lambda: dict.fromkeys(ERROR_REASONS, 0))
+    window_seconds: Optional[float] = None
+    host_idle_cores: Optional[float] = None
+    sampled_at: Optional[float] = None  # Unix time of the last scan
+    scan_seconds: Optional[float] = None  # wall time the last scan took
+    scanned_processes: int = 0
+    interval_seconds: float = 5.0
+
+
+# --- one window's arithmetic -------------------------------------------------------------
+
+
+def process_window(before: Reading, after: Reading, config: ServicesConfig, host_idle_cores: float) -> ProcessWindow:
+    """The figures of one process between two readings of it."""
+    seconds = max(after.at - before.at, 1e-6)
+    busy = [tid for tid, cpu in after.threads.items()
+            if tid in before.threads and (cpu - before.threads[tid]) / seconds > config.busy_thread_share]
+    switched = [after.switches[t] - before.switches[t] for t in busy if t in before.switches and t in after.switches]
+    cores = max(after.cpu_seconds - before.cpu_seconds, 0.0) / seconds
+    usable = after.usable_cores
+    return ProcessWindow(cores_used=cores, busy_threads=len(busy), usable_cores=usable,
+                         switches_per_busy_thread=sum(switched) / len(switched) / seconds if switched else None,
+                         serialised=signature(cores, len(busy), usable, host_idle_cores, config))
+
+
+def signature(cores: float, busy: int, usable: float, host_idle_cores: float, config: ServicesConfig) -> Optional[bool]:
+    """Whether busy threads that could run in parallel shared about one core; None: cannot tell."""
+    if busy < 2 or usable < 2 or host_idle_cores < config.min_free_cores:
+        return None
+    return cores <= config.serial_cores
+
+
+def cohort(group: str, identity: PythonIdentity, readings: list[Reading], windows: list[ProcessWindow],
+           host_usable: float) -> Cohort:
+    """Sum one cohort's processes; parallelism over the processes' summed capacity."""
+    capacity = min(sum(w.capacity for w in windows), host_usable)
+    busy = [w.parallelism for w in windows if w.parallelism is not None]
+    judged = [w.serialised for w in windows if w.serialised is not None]
+    rates = [w.switches_per_busy_thread for w in windows if w.switches_per_busy_thread is not None]
+    cores = sum(w.cores_used for w in windows)
+    return Cohort(
+        group=group, identity=identity, processes=len(readings), threads=sum(len(r.threads) for r in readings),
+        cores_used=cores, busy_threads=sum(w.busy_threads for w in windows),
+        usable_cores=max((r.usable_cores for r in readings), default=0.0),
+        parallelism=cores / capacity if capacity > 0 else None,
+        process_parallelism=(min(busy), statistics.median(busy), max(busy)) if busy else (),
+        serialised_ratio=sum(judged) / len(judged) if judged else None,
+        switches_per_busy_thread=statistics.fmean(rates) if rates else None)
+
+
+def group_state(windows: list[ProcessWindow], present: bool) -> str:
+    """What the window says about one group, from the most to the least specific."""
+    if not present:
+        return "no_process"
+    judged = [w.serialised for w in windows if w.serialised is not None]
+    if judged:
+        return "serial" if sum(judged) / len(judged) >= 0.5 else "parallel"
+    if not any(w.busy_threads for w in windows):
+        return "idle"
+    multi = [w for w in windows if w.busy_threads >= 2]
+    if not multi:
+        return "one_busy_thread"
+    if all(w.usable_cores < 2 for w in multi):
+        return "one_usable_core"
+    return "host_busy"
+
+
+# --- scanning ------------------------------------------------------------------------------
+
+
+class Sampler:
+    """Scans /proc and turns two consecutive scans into a snapshot."""
+
+    def __init__(self, config: ServicesConfig, proc: str = procfs.PROC, own_pid: Optional[int] = None) -> None:
+        self.config = config
+        self.proc = proc
+        self.matcher = Matcher(config.groups, own_pid=own_pid, proc=proc)
+        self.binaries = BinaryCache()
+        self.identities: dict[ProcKey, PythonIdentity] = {}
+        self.previous: Optional[Scan] = None
+        self.errors: Counter[str] = Counter(dict.fromkeys(ERROR_REASONS, 0))
+        self.cpu_seconds: dict[CohortKey, float] = {}
+        self.last_pids: dict[int, int] = {}  # pid -> start ticks, to notice a pid reused
+        self.quotas: dict[str, Optional[float]] = {}
+
+    def count(self, reason: str) -> None:
+        self.errors[reason] += 1
+
+    def scan(self) -> tuple[Scan, int]:
+        """Read every process's stat, decide groups, read the watched ones in detail."""
+        stats: dict[int, procfs.Stat] = {}
+        for pid in procfs.pids(self.proc):
+            try:
+                stats[pid] = procfs.read_stat(pid, proc=self.proc)
+            except procfs.Vanished:
+                continue  # exited between the listing and the read: it was never watched
+            except PermissionError:
+                self.count("permission")
+        for pid, stat in stats.items():
+            if self.last_pids.get(pid, stat.start_ticks) != stat.start_ticks:
+                self.count("pid_reused")
+        self.last_pids = {pid: stat.start_ticks for pid, stat in stats.items()}
+        members = self.matcher.decide(stats, self.count)
+        self.quotas = {}
+        readings = {}
+        for key, group in members.items():
+            reading = self._read(key, group, stats[key[0]])
+            if reading is not None:
+                readings[key] = reading
+        for gone in self.identities.keys() - readings.keys():
+            del self.identities[gone]
+        host = psutil.cpu_times()
+        return Scan(time.monotonic(), host.idle + getattr(host, "iowait", 0.0), readings), len(stats)
+
+    def _read(self, key: ProcKey, group: str, stat: procfs.Stat) -> Optional[Reading]:
+        pid = key[0]
+        try:
+            at = time.monotonic()
+            threads = procfs.thread_cpu_seconds(pid, self.proc)
+            cpu = procfs.read_stat(pid, proc=self.proc)
+            if cpu.start_ticks != key[1]:
+                self.count("pid_reused")  # reused between the scan and this read
+                return None
+            usable = self._usable_cores(pid)
+            identity = self._identity(key)
+            switches = self._switches(key, threads, at)
+        except procfs.Vanished:
+            self.count("vanished")
+            return None
+        except PermissionError:
+            self.count("permission")
+            return None
+        return Reading(group, identity, at, cpu.cpu_seconds, threads, switches, usable)
+
+    def _usable_cores(self, pid: int) -> float:
+        cores = float(procfs.affinity(pid))
+        text = procfs.cgroup(pid, self.proc)
+        if text not in self.quotas:
+            self.quotas[text] = hostinfo.cgroup_cpu_quota(text)
+        quota = self.quotas[text]
+        return min(cores, quota) if quota else cores
+
+    def _identity(self, key: ProcKey) -> PythonIdentity:
+        if key not in self.identities:
+            pid = key[0]
+            try:
+                self.identities[key] = identify(pid, procfs.exe(pid, self.proc), procfs.mapped_files(pid, self.proc),
+                                                self.binaries, self.proc)
+            except PermissionError:
+                self.count("permission")
+                self.identities[key] = UNREADABLE
+        return self.identities[key]
+
+    def _switches(self, key: ProcKey, threads: Mapping[int, float], at: float) -> dict[int, int]:
+        """Voluntary switches of the threads busy since the last scan (read only for those)."""
+        before = self.previous.readings.get(key) if self.previous else None
+        if before is None:
+            return {}
+        seconds = max(at - before.at, 1e-6)
+        busy = [t for t, cpu in threads.items()
+                if t in before.threads and (cpu - before.threads[t]) / seconds > self.config.busy_thread_share]
+        switches = {}
+        for tid in busy:
+            try:
+                switches[tid] = procfs.voluntary_switches(key[0], tid, self.proc)
+            except procfs.Vanished:
+                continue
+        return switches
+
+    def sample(self, host_usable: float) -> ServicesSnapshot:
+        """One scan; the figures of the window since the previous one."""
+        started, wall = time.monotonic(), time.time()
+        current, scanned = self.scan()
+        previous, self.previous = self.previous, current
+        per_cohort: dict[CohortKey, list[Reading]] = {}
+        for reading in current.readings.values():
+            per_cohort.setdefault((reading.group, reading.identity), []).append(reading)
+        window = current.at - previous.at if previous else None
+        idle = (current.host_idle_seconds - previous.host_idle_seconds) / window if previous and window else None
+        windows: dict[CohortKey, list[ProcessWindow]] = {}
+        if previous is not None and idle is not None:
+            for key, after in current.readings.items():
+                before = previous.readings.get(key)
+                if before is not None and before.group == after.group:
+                    w = process_window(before, after, self.config, idle)
+                    windows.setdefault((after.group, after.identity), []).append(w)
+                    cohort_key = (after.group, after.identity)
+                    self.cpu_seconds[cohort_key] = self.cpu_seconds.get(cohort_key, 0.0) + w.cores_used * (after.at - before.at)
+        cohorts = tuple(cohort(g, i, readings, windows.get((g, i), []), host_usable)
+                        for (g, i), readings in sorted(per_cohort.items(), key=lambda kv: (kv[0][0], kv[0][1].version)))
+        groups = sorted({c.group for c in cohorts} | set(configured_names(self.config)))
+        # No state before the first window: nothing is known yet.
+        states = {g: group_state([w for (wg, _), ws in windows.items() if wg == g for w in ws],
+                                 any(c.group == g for c in cohorts))
+                  for g in groups} if previous else {}
+        live = {(c.group, c.identity) for c in cohorts}
+        self.cpu_seconds = {k: v for k, v in self.cpu_seconds.items() if k in live}
+        return ServicesSnapshot(
+            enabled=True, configured=configured_names(self.config), cohorts=cohorts, states=states,
+            cpu_seconds=dict(self.cpu_seconds), errors=dict(self.errors), window_seconds=window,
+            host_idle_cores=idle, sampled_at=wall, scan_seconds=time.monotonic() - started,
+            scanned_processes=scanned, interval_seconds=self.config.interval_seconds)
+
+
+def configured_names(config: ServicesConfig) -> tuple[str, ...]:
+    """Group names that are literal (no placeholder): these exist even with no process."""
+    return tuple(dict.fromkeys(g.name for g in config.groups if "{" not in g.name))
+
+
+# --- the daemon's thread -------------------------------------------------------------------
+
+
+class ServiceWatcher:
+    """Samples on its own thread every ``services.interval``; scrapes read ``snapshot()``."""
+
+    def __init__(self, config: ServicesConfig, host_usable: Callable[[], float] = lambda: hostinfo.host_cpus().usable,
+                 proc: str = procfs.PROC) -> None:
+        self._config = config
+        self._host_usable = host_usable
+        self._proc = proc
+        self._sampler = Sampler(config, proc) if config.enabled else None
+        self._snapshot = ServicesSnapshot(enabled=config.enabled, configured=configured_names(config),
+                                          interval_seconds=config.interval_seconds)
+        self._lock = threading.Lock()  # guards the sampler swap on reload
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    def snapshot(self) -> ServicesSnapshot:
+        return self._snapshot
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="services-sampler", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 3.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def configure(self, config: ServicesConfig) -> None:
+        """Apply a reloaded config; new groups start a fresh window (and fresh counters)."""
+        with self._lock:
+            if config == self._config:
+                return
+            errors = self._sampler.errors if self._sampler else None
+            self._config = config
+            self._sampler = Sampler(config, self._proc) if config.enabled else None
+            if self._sampler is not None and errors is not None:
+                self._sampler.errors = errors  # error counters never go back
+            self._snapshot = ServicesSnapshot(enabled=config.enabled, configured=configured_names(config),
+                                              interval_seconds=config.interval_seconds)
+
+    def sample_once(self) -> None:
+        """One scan; a bug or an unexpected /proc is logged and counted, never fatal."""
+        with self._lock:
+            sampler = self._sampler
+            if sampler is None:
+                return
+            try:
+                self._snapshot = sampler.sample(self._host_usable())
+            except Exception:
+                sampler.count("internal")
+                log.exception("services sample failed")
+                self._snapshot = replace(self._snapshot, errors=dict(sampler.errors))
+
+    def _run(self) -> None:
+        slow = False
+        while not self._stop.is_set():
+            started = time.monotonic()
+            self.sample_once()
+            was_slow, slow = slow, (self._snapshot.scan_seconds or 0) > self._config.interval_seconds / 2
+            if slow and not was_slow:  # once when it starts, not every interval
+                log_kv(log, logging.WARNING, "services scan takes more than half the interval",
+                       scan_seconds=round(self._snapshot.scan_seconds or 0, 3), interval=self._config.interval_seconds)
+            self._stop.wait(max(0.1, self._config.interval_seconds - (time.monotonic() - started)))
