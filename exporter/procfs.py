@@ -131,9 +131,19 @@ def mapped_files(pid: int, proc: str = PROC) -> list[str]:
     return sorted(files)
 
 
-def affinity(pid: int) -> int:
-    """How many CPUs the process may run on (its affinity mask; no privileges needed)."""
-    try:
-        return len(os.sched_getaffinity(pid))
-    except ProcessLookupError:
-        raise Vanished(f"affinity of {pid}") from None
+def parse_cpu_list(text: str) -> int:
+    """How many CPUs a list such as ``0-3,8,10-11`` names."""
+    count = 0
+    for part in text.strip().split(","):
+        if part:
+            low, _, high = part.partition("-")
+            count += int(high or low) - int(low) + 1
+    return count
+
+
+def affinity(pid: int, proc: str = PROC) -> int:
+    """How many CPUs the process may run on (``Cpus_allowed_list`` of its status)."""
+    for line in _read(f"{proc}/{pid}/status").decode("utf-8", "replace").splitlines():
+        if line.startswith("Cpus_allowed_list:"):
+            return parse_cpu_list(line.split(":", 1)[1])
+    raise Vanished(f"{proc}/{pid}/status")

@@ -17,10 +17,11 @@ import os
 import re
 import threading
 from dataclasses import dataclass
-from typing import Iterable, Optional
+from typing import BinaryIO, Iterable, Optional
 
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
+from elftools.elf.sections import SymbolTableSection
 
 # Py_GetVersion()'s format on a Py_GIL_DISABLED build: "... experimental free-threading build
 # (...)" in 3.13, "... free-threading build (...)" from 3.14 on; GIL builds have no such text.
@@ -81,11 +82,11 @@ def read_binary_facts(path: str) -> BinaryFacts:
     return BinaryFacts(version, banner if version is not None or banner else None)
 
 
-def _py_version(handle) -> Optional[str]:  # type: ignore[no-untyped-def]
+def _py_version(handle: BinaryIO) -> Optional[str]:
     try:
         elf = ELFFile(handle)
         symbols = elf.get_section_by_name(".dynsym")
-        found = symbols.get_symbol_by_name("Py_Version") if symbols is not None else None
+        found = symbols.get_symbol_by_name("Py_Version") if isinstance(symbols, SymbolTableSection) else None
         if not found:
             return None
         address, size = found[0]["st_value"], found[0]["st_size"]

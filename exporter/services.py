@@ -242,7 +242,7 @@ class Sampler:
         return Reading(group, identity, at, cpu.cpu_seconds, threads, switches, usable)
 
     def _usable_cores(self, pid: int) -> float:
-        cores = float(procfs.affinity(pid))
+        cores = float(procfs.affinity(pid, self.proc))
         text = procfs.cgroup(pid, self.proc)
         if text not in self.quotas:
             self.quotas[text] = hostinfo.cgroup_cpu_quota(text)
