@@ -133,10 +133,16 @@ def process_window(before: Reading, after: Reading, config: ServicesConfig, host
 
 
 def signature(cores: float, busy: int, usable: float, host_idle_cores: float, config: ServicesConfig) -> Optional[bool]:
-    """Whether busy threads that could run in parallel shared about one core; None: cannot tell."""
-    if busy < 2 or usable < 2 or host_idle_cores < config.min_free_cores:
+    """Whether busy threads that could run in parallel shared about one core; None: cannot tell.
+
+    More than ``serial_cores`` cores used is evidence of parallelism on any host; about one
+    core proves serialisation only while the host had cores to spare.
+    """
+    if busy < 2 or usable < 2:
         return None
-    return cores <= config.serial_cores
+    if cores > config.serial_cores:
+        return False
+    return True if host_idle_cores >= config.min_free_cores else None
 
 
 def cohort(group: str, identity: PythonIdentity, readings: list[Reading], windows: list[ProcessWindow],

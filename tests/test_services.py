@@ -247,7 +247,7 @@ def test_free_threaded_threads_use_the_usable_cores_and_show_no_signature():
     after = reading(5.0, 10.0, {1: 2.5, 2: 2.5, 3: 2.5, 4: 2.5}, identity=FT_313)
     window = process_window(before, after, CONFIG, host_idle_cores=0.0)
     assert window.parallelism == 1.0
-    assert window.serialised is None  # no idle core on the host: the window cannot judge
+    assert window.serialised is False  # two cores used: parallel, though no core was left idle
 
 
 @pytest.mark.parametrize(("busy", "usable", "idle", "state"), [

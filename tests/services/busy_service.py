@@ -27,6 +27,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--import", dest="module")
+    parser.add_argument("--tag", default="", help="ignored: lets a test's group match this one process")
     args = parser.parse_args()
     if args.module:
         importlib.import_module(args.module)
