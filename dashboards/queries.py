@@ -8,6 +8,8 @@ from typing import Any
 
 from dashboards.mixin_config import CONFIG
 from dashboards.recording import speedup_baseline
+from dashboards.services import MAY_BE_EMPTY as SERVICES_MAY_BE_EMPTY
+from dashboards.services import SERVICE_METRICS
 
 # The series the exporter exposes (the metrics contract); dashboards and rules use no others,
 # apart from the recording rules built on them and Prometheus' own `up`.
@@ -24,7 +26,7 @@ EXPORTED_METRICS: frozenset[str] = frozenset({
     "pyparallel_interference_cores", "pyparallel_steal_ratio", "pyparallel_cpu_rate_ratio",
     "pyparallel_speedup_lower_ratio", "pyparallel_speedup_upper_ratio", "pyparallel_speedup_unsteady",
     "pyparallel_probe_nice",
-})
+}) | SERVICE_METRICS
 
 # Panels (and annotations) that may show no data on a healthy host after a successful probe
 # round, and why.
@@ -37,6 +39,7 @@ MAY_BE_EMPTY: dict[str, str] = {
     ),
     # An annotation (see annotation_queries), not a panel: it marks upgrades only.
     "Python version change": "shows data only within minutes of a Python version change",
+    **SERVICES_MAY_BE_EMPTY,
 }
 
 # Queries that may be empty whatever the panel: the baseline needs a day of history.
