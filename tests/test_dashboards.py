@@ -27,7 +27,7 @@ GRAFANA_PANEL_TYPES = {
     "stat", "state-timeline", "status-history", "table", "text", "timeseries", "traces", "trend", "xychart",
 }
 # Values the later integration test would use; here only to make the queries parseable.
-SAMPLE_VALUES = {"datasource": "prometheus", "job": "pyparallel", "host": "host",
+SAMPLE_VALUES = {"datasource": "prometheus", "job": "pyparallel", "host": "host", "group": ".+",
                  "interpreter": ".+", "workload": "pure_python", "__interval": "5m"}
 # Metrics with the step labels: aggregating one of them must keep workload and workers.
 STEP_METRICS = ("speedup", "efficiency", "cores_used", "core_utilisation", "serial_fraction", "throughput",
