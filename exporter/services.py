@@ -38,6 +38,7 @@ ERROR_REASONS = ("permission", "vanished", "pid_reused", "too_many_groups", "int
 # Group states, one of them 1 per group: what the last window can say.
 STATES = ("parallel", "serial", "host_busy", "one_usable_core", "one_busy_thread", "idle", "no_process")
 CohortKey = tuple[str, PythonIdentity]  # group, interpreter identity
+USABLE_REFRESH_SCANS = 12  # a minute at the default interval
 
 
 @dataclass(frozen=True)
@@ -196,7 +197,9 @@ class Sampler:
         self.errors: Counter[str] = Counter(dict.fromkeys(ERROR_REASONS, 0))
         self.cpu_seconds: dict[CohortKey, float] = {}
         self.last_pids: dict[int, int] = {}  # pid -> start ticks, to notice a pid reused
-        self.quotas: dict[str, Optional[float]] = {}
+        self.quotas: dict[str, Optional[float]] = {}  # per cgroup, for one scan
+        self.usable: dict[ProcKey, tuple[int, float]] = {}  # scan number of the read, usable cores
+        self.scans = 0
 
     def count(self, reason: str) -> None:
         self.errors[reason] += 1
@@ -204,9 +207,12 @@ class Sampler:
     def scan(self) -> tuple[Scan, int]:
         """Read every process's stat, decide groups, read the watched ones in detail."""
         stats: dict[int, procfs.Stat] = {}
+        read_at: dict[int, float] = {}
+        self.scans += 1
         for pid in procfs.pids(self.proc):
             try:
                 stats[pid] = procfs.read_stat(pid, proc=self.proc)
+                read_at[pid] = time.monotonic()
             except procfs.Vanished:
                 continue  # exited between the listing and the read: it was never watched
             except PermissionError:
@@ -219,24 +225,29 @@ class Sampler:
         self.quotas = {}
         readings = {}
         for key, group in members.items():
-            reading = self._read(key, group, stats[key[0]])
+            reading = self._read(key, group, stats[key[0]], read_at[key[0]])
             if reading is not None:
                 readings[key] = reading
         for gone in self.identities.keys() - readings.keys():
             del self.identities[gone]
+        for gone in self.usable.keys() - readings.keys():
+            del self.usable[gone]
         host = psutil.cpu_times()
         return Scan(time.monotonic(), host.idle + getattr(host, "iowait", 0.0), readings), len(stats)
 
-    def _read(self, key: ProcKey, group: str, stat: procfs.Stat) -> Optional[Reading]:
+    def _read(self, key: ProcKey, group: str, stat: procfs.Stat, stat_at: float) -> Optional[Reading]:
         pid = key[0]
         try:
-            at = time.monotonic()
-            threads = procfs.thread_cpu_seconds(pid, self.proc)
-            cpu = procfs.read_stat(pid, proc=self.proc)
+            if stat.threads == 1:  # most processes: the scan's own read says it all
+                at, cpu, threads = stat_at, stat, {pid: stat.cpu_seconds}
+            else:  # the threads, then the process again, so both span the same window
+                at = time.monotonic()
+                threads = procfs.thread_cpu_seconds(pid, self.proc)
+                cpu = procfs.read_stat(pid, proc=self.proc)
             if cpu.start_ticks != key[1]:
                 self.count("pid_reused")  # reused between the scan and this read
                 return None
-            usable = self._usable_cores(pid)
+            usable = self._usable_cores(key)
             identity = self._identity(key)
             switches = self._switches(key, threads, at)
         except procfs.Vanished:
@@ -247,13 +258,20 @@ class Sampler:
             return None
         return Reading(group, identity, at, cpu.cpu_seconds, threads, switches, usable)
 
-    def _usable_cores(self, pid: int) -> float:
-        cores = float(procfs.affinity(pid, self.proc))
-        text = procfs.cgroup(pid, self.proc)
+    def _usable_cores(self, key: ProcKey) -> float:
+        """Affinity capped by the cgroup quota; read again every USABLE_REFRESH_SCANS scans
+        (both change rarely, and reading them is most of a steady scan's cost)."""
+        cached = self.usable.get(key)
+        if cached is not None and self.scans - cached[0] < USABLE_REFRESH_SCANS:
+            return cached[1]
+        cores = float(procfs.affinity(key[0], self.proc))
+        text = procfs.cgroup(key[0], self.proc)
         if text not in self.quotas:
             self.quotas[text] = hostinfo.cgroup_cpu_quota(text)
         quota = self.quotas[text]
-        return min(cores, quota) if quota else cores
+        usable = min(cores, quota) if quota else cores
+        self.usable[key] = (self.scans, usable)
+        return usable
 
     def _identity(self, key: ProcKey) -> PythonIdentity:
         if key not in self.identities:
