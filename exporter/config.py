@@ -14,13 +14,14 @@ import os
 import re
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar
 
 from exporter import workloads, yamlfile
 from exporter.errors import ConfigError
 from exporter.results import MODES, SCHED_IDLE, Interpreter, Nice, ProbeSpec
 from exporter.yamlfile import field_name, show
 
+T = TypeVar("T")
 START_METHODS = ("fork", "forkserver", "spawn")
 PER_CORE_SERIES_MAX_CPUS = 64  # above this, per-CPU series would dominate a scrape
 # Prometheus' duration grammar (prometheus/common model/time.go ParseDuration): integers,
@@ -386,6 +387,15 @@ def _build(raw: Mapping[str, Any], fields: dict, allowed_extra: Sequence[str], w
     return values
 
 
+def _mappings(items: Any, where: str, build: Callable[[Any, str], T]) -> tuple[T, ...]:
+    """A non-empty list of at most MAX_LIST_ITEMS mappings, each built by ``build(item, where[i])``."""
+    if not isinstance(items, list) or not items:
+        raise _Located(where, f"must be a non-empty list, got {show(items)}")
+    if len(items) > MAX_LIST_ITEMS:
+        raise _Located(where, f"must have at most {MAX_LIST_ITEMS} items, got {len(items)}")
+    return tuple(build(item, f"{where}[{i}]") for i, item in enumerate(items))
+
+
 def _interpreter(raw: Any, where: str) -> Interpreter:
     raw = _mapping(raw, where)
     values = _build(raw, {"name": ("name", label_value), "path": ("path", path_value)}, ["env"], f"{where}.")
@@ -423,12 +433,7 @@ def config_from_mapping(raw: Any, base: str = "") -> Config:
                        step_budget_given="step_budget" in raw_probe)
     interpreters: tuple[Interpreter, ...] = ()
     if "interpreters" in raw:
-        items = raw["interpreters"]
-        if not isinstance(items, list) or not items:
-            raise _Located("interpreters", f"must be a non-empty list, got {show(items)}")
-        if len(items) > MAX_LIST_ITEMS:
-            raise _Located("interpreters", f"must have at most {MAX_LIST_ITEMS} items, got {len(items)}")
-        interpreters = tuple(_interpreter(item, f"interpreters[{i}]") for i, item in enumerate(items))
+        interpreters = _mappings(raw["interpreters"], "interpreters", _interpreter)
         names = [i.name for i in interpreters]
         if len(set(names)) != len(names):
             raise _Located("interpreters", f"names must be unique, got {show(names)}")
@@ -507,14 +512,7 @@ def services_config(raw: Any) -> ServicesConfig:
     """The ``services`` section; absent or without groups: the collector stays off."""
     raw = _mapping(raw, "services")
     values = _build(raw, SERVICES_FIELDS, ["groups"], "services.")
-    groups: tuple[ServiceGroup, ...] = ()
-    if "groups" in raw:
-        items = raw["groups"]
-        if not isinstance(items, list) or not items:
-            raise _Located("services.groups", f"must be a non-empty list, got {show(items)}")
-        if len(items) > MAX_SERVICE_GROUPS:
-            raise _Located("services.groups", f"must have at most {MAX_SERVICE_GROUPS} items, got {len(items)}")
-        groups = tuple(_service_group(item, f"services.groups[{i}]") for i, item in enumerate(items))
+    groups = _mappings(raw["groups"], "services.groups", _service_group) if "groups" in raw else ()
     return ServicesConfig(groups=groups, **values)
 
 
