@@ -322,10 +322,12 @@ class Sampler:
         cohorts = tuple(cohort(g, i, readings, windows.get((g, i), []), host_usable)
                         for (g, i), readings in sorted(per_cohort.items(), key=lambda kv: (kv[0][0], kv[0][1].version)))
         groups = sorted({c.group for c in cohorts} | set(configured_names(self.config)))
-        # No state before the first window: nothing is known yet.
-        states = {g: group_state([w for (wg, _), ws in windows.items() if wg == g for w in ws],
-                                 any(c.group == g for c in cohorts))
-                  for g in groups} if previous else {}
+        # No state before a group's first window (a process is measured from its second scan on):
+        # nothing is known yet, so nothing is claimed.
+        present = {c.group for c in cohorts}
+        measured = {g for g, _ in windows}
+        states = {g: group_state([w for (wg, _), ws in windows.items() if wg == g for w in ws], g in present)
+                  for g in groups if g in measured or g not in present} if previous else {}
         live = {(c.group, c.identity) for c in cohorts}
         self.cpu_seconds = {k: v for k, v in self.cpu_seconds.items() if k in live}
         return ServicesSnapshot(

@@ -222,6 +222,7 @@ def test_sampler_counts_pid_reuse_and_keeps_going(proc):
     second = sampler.sample(host_usable=2)
     assert second.errors["pid_reused"] == 1
     assert second.cohorts[0].cores_used == 0  # no window across two different processes
+    assert second.states == {}  # a process seen once has no window yet: no state is claimed
     # "python3" names no version, and its binary cannot be opened: build and version unknown
     assert second.cohorts[0].identity == PythonIdentity("cpython", "", None)
 
