@@ -25,6 +25,13 @@ STATE_TEXT = {
 }
 
 
+def serial_text(c: Cohort) -> str:
+    """Name the likely cause of a serialised cohort from its build."""
+    cause = {True: "on a free-threaded build: a lock, or an extension that re-enabled the GIL",
+             False: "the GIL of a GIL build"}.get(c.identity.free_threaded_build, "the GIL or a lock")
+    return f"serialised: busy threads share about one core while cores are free — {cause}"
+
+
 def identity_text(identity: Mapping[str, Any]) -> str:
     if identity["implementation"] == "none":
         return "not Python"
@@ -54,6 +61,8 @@ def services_document(snapshot: ServicesSnapshot) -> dict[str, Any]:
                         "interpreters": []}
     for c in snapshot.cohorts:
         groups[c.group]["interpreters"].append(cohort_document(c))
+        if groups[c.group]["state"] == "serial" and (c.serialised_ratio or 0) >= 0.5:
+            groups[c.group]["state_text"] = serial_text(c)
     return {
         "enabled": snapshot.enabled, "interval_seconds": snapshot.interval_seconds,
         "window_seconds": snapshot.window_seconds, "sampled_at": snapshot.sampled_at,

@@ -327,7 +327,7 @@ def test_status_section_escapes_group_names_and_names_the_state():
     assert [g["group"] for g in document["groups"]] == ["<jobs>", "gone", "web"]
     page = services_html(document)
     assert html.escape("<jobs>") in page and "<jobs>" not in page
-    assert "serialised" in page and "no process matches" in page and "cpython 3.11.7, GIL build" in page
+    assert "the GIL of a GIL build" in page and "no process matches" in page and "cpython 3.11.7, GIL build" in page
     assert services_html(services_document(ServicesSnapshot())) == ""
 
 
