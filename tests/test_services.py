@@ -337,3 +337,24 @@ def test_services_section_in_the_full_config_loads_and_shows_back_as_written():
     assert cfg.services.interval_seconds == 10
     shown = services_config_document(cfg.services)
     assert config_from_mapping({"services": shown}).services == cfg.services
+
+
+def test_a_process_that_exits_mid_read_is_counted_as_vanished(proc):
+    sampler = Sampler(services({"groups": [{"name": "py", "comm": ["python3"]}]}), proc=str(proc.root), own_pid=1)
+    proc.add(50, "python3", start=100, threads={50: 0, 51: 0})
+    import shutil
+
+    shutil.rmtree(proc.root / "50" / "task")  # its threads are gone; its stat is still there
+    snapshot = sampler.sample(host_usable=2)
+    assert snapshot.errors["vanished"] == 1 and snapshot.cohorts == ()
+
+
+def test_a_failing_scan_is_logged_and_counted_never_raised(tmp_path, caplog):
+    from exporter.services import ServiceWatcher
+
+    watcher = ServiceWatcher(services({"groups": [{"name": "py", "comm": ["python3"]}]}),
+                             host_usable=lambda: 2.0, proc=str(tmp_path / "no-proc-here"))
+    watcher.sample_once()
+    watcher.sample_once()
+    assert watcher.snapshot().errors["internal"] == 2
+    assert "services sample failed" in caplog.text
