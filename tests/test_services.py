@@ -358,3 +358,20 @@ def test_a_failing_scan_is_logged_and_counted_never_raised(tmp_path, caplog):
     watcher.sample_once()
     assert watcher.snapshot().errors["internal"] == 2
     assert "services sample failed" in caplog.text
+
+
+def test_a_reload_with_other_groups_starts_fresh_windows_and_keeps_the_error_counters(proc):
+    from exporter.services import ServiceWatcher
+
+    proc.add(60, "python3", start=100)
+    watcher = ServiceWatcher(services({"groups": [{"name": "py", "comm": ["python3"]}]}), host_usable=lambda: 2.0,
+                             proc=str(proc.root))
+    watcher.sample_once()
+    watcher._sampler.errors["permission"] = 3  # as if three processes had been unreadable
+    watcher.configure(services({"groups": [{"name": "other", "comm": ["python3"]}]}))
+    assert watcher.snapshot().cohorts == () and watcher.snapshot().configured == ("other",)
+    watcher.sample_once()
+    assert [c.group for c in watcher.snapshot().cohorts] == ["other"]
+    assert watcher.snapshot().errors["permission"] == 3
+    watcher.configure(ServicesConfig())  # the section removed: off
+    assert watcher.snapshot().enabled is False
