@@ -36,7 +36,8 @@ from benchmarks.machine import cpu_model  # noqa: E402
 from exporter.config import config_from_mapping  # noqa: E402
 from exporter.hostinfo import host_cpus  # noqa: E402
 from exporter.service_collector import ServiceCollector  # noqa: E402
-from exporter.services import Sampler, ServicesSnapshot  # noqa: E402
+from exporter.services import Sampler  # noqa: E402
+from exporter.servicewindow import ServicesSnapshot  # noqa: E402
 
 LAUNCHER = r"""
 import os, sys, threading, time

@@ -16,6 +16,7 @@ from typing import Iterator, Optional
 
 PROC = "/proc"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+ProcKey = tuple[int, int]  # pid, start time in clock ticks after boot: one process, whatever reuses its pid
 MAX_THREADS_READ = 4096  # threads of one process read per sample: beyond, the rest is ignored
 MAX_MAPS_BYTES = 8 * 1024 * 1024  # a huge maps file (a JVM, a leak) is read up to this much
 

@@ -14,7 +14,7 @@ from typing import Callable, Iterator, Optional
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, StateSetMetricFamily
 from prometheus_client.registry import Collector
 
-from exporter.services import ERROR_REASONS, STATES, Cohort, ServicesSnapshot
+from exporter.servicewindow import ERROR_REASONS, STATES, Cohort, ServicesSnapshot
 
 PREFIX = "pyparallel_service"
 COHORT_LABELS = ["group", "implementation", "version", "free_threaded_build"]

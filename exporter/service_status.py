@@ -10,7 +10,7 @@ import html
 from typing import Any, Mapping, Optional
 
 from exporter.config import SERVICE_GROUP_FIELDS, SERVICES_FIELDS, ServicesConfig
-from exporter.services import Cohort, ServicesSnapshot
+from exporter.servicewindow import Cohort, ServicesSnapshot
 
 # What each state means, in the words the page shows.
 STATE_TEXT = {
@@ -27,8 +27,9 @@ STATE_TEXT = {
 
 def serial_text(c: Cohort) -> str:
     """Name the likely cause of a serialised cohort from its build."""
-    cause = {True: "on a free-threaded build: a lock, or an extension that re-enabled the GIL",
-             False: "the GIL of a GIL build"}.get(c.identity.free_threaded_build, "the GIL or a lock")
+    causes: dict[Optional[bool], str] = {True: "on a free-threaded build: a lock, or an extension that re-enabled the GIL",
+                                         False: "the GIL of a GIL build", None: "the GIL or a lock"}
+    cause = causes[c.identity.free_threaded_build]
     return f"serialised: busy threads share about one core while cores are free — {cause}"
 
 

@@ -16,8 +16,8 @@ from typing import Callable, Mapping, Optional
 
 from exporter import hostinfo, procfs
 from exporter.config import MAX_SERVICE_GROUPS, ServiceGroup
+from exporter.procfs import ProcKey
 
-ProcKey = tuple[int, int]  # pid, start time in clock ticks after boot
 _TEMPLATE_FIELD = re.compile(r"\{([^{}]*)\}")
 _LABEL_UNSAFE = re.compile(r"[^A-Za-z0-9_.:+-]")
 MAX_RENDERED_NAME = 64

@@ -18,15 +18,8 @@ from exporter.pyidentity import NOT_PYTHON, PythonIdentity, evidence_from_names,
 from exporter.service_collector import METRIC_NAMES, ServiceCollector
 from exporter.service_status import services_config_document, services_document, services_html
 from exporter.servicematch import Facts, Matcher, match_group, render_name, systemd_unit
-from exporter.services import (
-    Cohort,
-    Reading,
-    Sampler,
-    ServicesSnapshot,
-    cohort,
-    group_state,
-    process_window,
-)
+from exporter.services import Sampler
+from exporter.servicewindow import Cohort, Reading, ServicesSnapshot, cohort, group_state, process_window
 
 TESTDATA = Path(__file__).parent / "testdata"
 FT_313 = PythonIdentity("cpython", "3.13.5", True)

@@ -28,7 +28,8 @@ from conftest import build_legacy_extension, require_binary, require_free_thread
 import support
 from exporter.config import config_from_mapping
 from exporter.hostinfo import host_cpus
-from exporter.services import Cohort, Sampler
+from exporter.services import Sampler
+from exporter.servicewindow import Cohort
 
 pytestmark = pytest.mark.integration
 
