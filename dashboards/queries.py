@@ -9,10 +9,12 @@ from typing import Any
 from dashboards.mixin_config import CONFIG
 from exporter.metrics import exposed_names
 from dashboards.recording import speedup_baseline
+from dashboards.services import MAY_BE_EMPTY as SERVICES_MAY_BE_EMPTY
+from dashboards.services import SERVICE_METRICS
 
 # The series the exporter exposes (the metrics contract); dashboards and rules use no others,
 # apart from the recording rules built on them and Prometheus' own `up`.
-EXPORTED_METRICS: frozenset[str] = exposed_names()  # exporter/metrics.py declares every family
+EXPORTED_METRICS: frozenset[str] = exposed_names() | SERVICE_METRICS  # exporter/metrics.py declares every family
 
 # Panels (and annotations) that may show no data on a healthy host after a successful probe
 # round, and why.
@@ -25,6 +27,7 @@ MAY_BE_EMPTY: dict[str, str] = {
     ),
     # An annotation (see annotation_queries), not a panel: it marks upgrades only.
     "Python version change": "shows data only within minutes of a Python version change",
+    **SERVICES_MAY_BE_EMPTY,
 }
 
 # Queries that may be empty whatever the panel: the baseline needs a day of history.

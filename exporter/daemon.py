@@ -35,6 +35,8 @@ from exporter.exposition import TelemetryApp
 from exporter.history import DEFAULT_LIMIT, History
 from exporter.hostinfo import host_cpus
 from exporter.logs import log_kv, setup_logging
+from exporter.service_collector import ServiceCollector
+from exporter.services import ServiceWatcher
 from exporter.status import Schedule, StatusPages
 from exporter.web import start_web_server
 from exporter.webconfig import load_web_config
@@ -64,6 +66,7 @@ class Daemon:
         self.round_started_at: Optional[float] = None  # the round running now
         self.last_round: Optional[tuple[float, float]] = None  # start and end of the last complete round
         self.host = host_cpus()
+        self.services = ServiceWatcher(config.services)  # samples on its own thread, when configured
         self._snapshot = empty_snapshot(config, self.host)
         self._lock = threading.Lock()  # guards swaps of _snapshot and config
         self.ready = threading.Event()  # set when the first round has finished
@@ -131,6 +134,7 @@ class Daemon:
         return IntervalTrigger(seconds=interval, start_date=start, jitter=self.config.jitter_seconds or None)
 
     def start(self) -> None:
+        self.services.start()
         self.scheduler.start()
         self.scheduler.add_job(self.run_round, self.trigger(self.interval_in_force), id=JOB_ID,
                                next_run_time=datetime.now(timezone.utc), misfire_grace_time=int(self.interval_in_force))
@@ -138,6 +142,7 @@ class Daemon:
     def stop(self) -> None:
         """Stop scheduling, kill the running probe tree, and wait briefly for the lane."""
         self.stopping.set()
+        self.services.stop()
         self.scheduler.shutdown(wait=False)
         probe.kill_all_runners()
         self.round_idle.wait(SHUTDOWN_GRACE_SECONDS)
@@ -336,6 +341,7 @@ class Daemon:
                                      per_core_series=fresh.per_core_series, start_method=fresh.start_method,
                                      **prune_snapshot(self._snapshot, config))
         self.history.prune(lambda interpreter, workload: still_configured(config, interpreter, workload))
+        self.services.configure(config.services)
         if schedule_changed:
             self._reschedule_keeping_next_run()
 
@@ -375,6 +381,7 @@ def telemetry_app(daemon: Daemon) -> TelemetryApp:
     live = CollectorRegistry()
     for collector in (ProcessCollector, PlatformCollector, GCCollector):
         collector(registry=live)
+    live.register(ServiceCollector(daemon.services.snapshot))  # its own window, read like the process collector's
     return TelemetryApp(daemon.snapshot, live)
 
 

@@ -23,6 +23,7 @@ from exporter import __version__, report
 from exporter.collector import Snapshot
 from exporter.config import PROBE_FIELDS, TOP_FIELDS, Config
 from exporter.history import MAX_LOG_LINE_CHARS, MAX_LOG_LINES, MAX_MESSAGE_CHARS, History
+from exporter.service_status import services_config_document, services_document, services_html
 from exporter.webconfig import WebConfig
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,8 @@ def config_document(config: Config, web_config: Optional[WebConfig]) -> dict[str
                                 for i in config.interpreter_list()]
     if config.import_check_modules:
         document["import_check"] = {"modules": list(config.import_check_modules)}
+    if config.services.enabled:
+        document["services"] = services_config_document(config.services)
     if web_config is not None:
         web: dict[str, Any] = {"file": web_config.path}
         if web_config.tls is not None:
@@ -317,6 +320,7 @@ def render_page(document: Mapping[str, Any], telemetry_path: str = "/metrics", n
     for interpreter in document["interpreters"]:
         body.append(interpreter_html(document, interpreter, history))
     body.append(failures_html(document, now))
+    body.append(services_html(document.get("services")))  # the watched services (exporter/service_status.py)
     body.append(footer_html(document, telemetry_path))
     return ('<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
             '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
@@ -533,7 +537,17 @@ class StatusPages:
         self.web_config, self.config_path = web_config, config_path
 
     def document(self) -> dict[str, Any]:
-        return results_document(self.source.snapshot(), self.source.schedule(), self.source.history)
+        document = results_document(self.source.snapshot(), self.source.schedule(), self.source.history)
+        document["services"] = self.services_document()
+        return document
+
+    def services_document(self) -> Optional[dict[str, Any]]:
+        watcher = getattr(self.source, "services", None)  # the daemon's ServiceWatcher
+        return services_document(watcher.snapshot()) if watcher is not None else None
+
+    def services(self, environ: dict[str, Any], start: StartResponse) -> list[bytes]:
+        body = (json.dumps(self.services_document(), indent=1) + "\n").encode()
+        return _respond(start, environ, body, "application/json")
 
     def page(self, environ: dict[str, Any], start: StartResponse) -> list[bytes]:
         body = render_page(self.document(), self.telemetry_path).encode()
@@ -550,7 +564,8 @@ class StatusPages:
 
     def routes(self) -> dict[str, WSGIApp]:
         return {path: self._guarded(app) for path, app in
-                (("/", self.page), ("/api/v1/results", self.results), ("/config", self.config))}
+                (("/", self.page), ("/api/v1/results", self.results), ("/config", self.config),
+                 ("/api/v1/services", self.services))}
 
     @staticmethod
     def _guarded(app: WSGIApp) -> WSGIApp:

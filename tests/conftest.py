@@ -213,6 +213,8 @@ def live_stack(tmp_path_factory):
                   "modes": ["sequential", "threads", "processes", "asyncio", "subinterpreters"],
                   "timeout": "30s", "wait_quiet": "5s"},
         "import_check": {"modules": modules},
+        # The services dashboard's queries need a watched group: Prometheus itself (not Python).
+        "services": {"interval": "2s", "groups": [{"name": "prometheus", "comm": ["prometheus"]}]},
     }
     alertmanager = support.start_alertmanager(workdir)
     support.wait_for_quiet_host(2)
