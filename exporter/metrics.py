@@ -9,12 +9,14 @@ docs/metrics.md to it — so a metric is named in one place.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
+from typing import Any, Union
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, StateSetMetricFamily
 
 PREFIX = "pyparallel"
 STEP_LABELS = ("interpreter", "workload", "mode", "workers")
+# A watched group and the identity of the interpreter its processes run (exporter/services.py).
+COHORT_LABELS = ("group", "implementation", "version", "free_threaded_build")
 
 
 @dataclass(frozen=True)
@@ -24,9 +26,10 @@ class MetricSpec:
     name: str
     help: str
     labels: tuple[str, ...] = ()
-    kind: str = "gauge"  # or "counter" (exposed with _total)
+    kind: str = "gauge"  # "counter" (exposed with _total) or "stateset"
     # Who fills it: "step" (per probe step), "interpreter", "host" (the same for any run on this
-    # host) or "daemon" (the serving process's schedule and reloads; not pushed by a one-shot probe).
+    # host), "daemon" (the serving process's schedule and reloads; not pushed by a one-shot
+    # probe) or "service" (the watched services, docs/services.md).
     scope: str = "step"
 
     @property
@@ -34,11 +37,10 @@ class MetricSpec:
         """The name as exposed (a counter's samples carry ``_total``)."""
         return f"{PREFIX}_{self.name}" + ("_total" if self.kind == "counter" else "")
 
-    def family(self) -> Union[GaugeMetricFamily, CounterMetricFamily]:
+    def family(self) -> Union[GaugeMetricFamily, CounterMetricFamily, StateSetMetricFamily]:
         name = f"{PREFIX}_{self.name}"
-        if self.kind == "counter":
-            return CounterMetricFamily(name, self.help, labels=list(self.labels))
-        return GaugeMetricFamily(name, self.help, labels=list(self.labels))
+        kind = {"counter": CounterMetricFamily, "stateset": StateSetMetricFamily}.get(self.kind, GaugeMetricFamily)
+        return kind(name, self.help, labels=list(self.labels))
 
 
 def _specs(*specs: MetricSpec) -> dict[str, MetricSpec]:
@@ -114,14 +116,49 @@ METRICS: dict[str, MetricSpec] = _specs(
     MetricSpec("config_last_reload_successful", "Whether the last configuration reload succeeded.", scope="daemon"),
     MetricSpec("config_last_reload_success_timestamp_seconds", "Unix time of the last successful configuration load.",
                scope="daemon"),
+    # --- watched services: per group and interpreter identity --------------------------------
+    MetricSpec("service_processes", "Processes of the group running this interpreter (implementation none: not "
+               "Python; unknown: its maps could not be read).", COHORT_LABELS, scope="service"),
+    MetricSpec("service_threads", "Threads of those processes.", COHORT_LABELS, scope="service"),
+    MetricSpec("service_cores_used", "CPU seconds of those processes per wall second over the last window.",
+               COHORT_LABELS, scope="service"),
+    MetricSpec("service_busy_threads", "Threads that used more than services.busy_thread_share of a core over the "
+               "last window.", COHORT_LABELS, scope="service"),
+    MetricSpec("service_usable_cores", "Cores the processes may use: CPU affinity, capped by their cgroup's CPU quota "
+               "(the most of any process).", COHORT_LABELS, scope="service"),
+    MetricSpec("service_parallelism_ratio", "Cores used divided by min(busy threads, usable cores), per process "
+               "summed over the processes; absent without busy threads.", COHORT_LABELS, scope="service"),
+    MetricSpec("service_serialised_ratio", "Share of the processes with 2+ busy threads and 2+ usable cores, on a host "
+               "with idle cores, that used at most services.serial_cores cores: the serialisation signature (a GIL, "
+               "or a lock). Absent when no process could be judged.", COHORT_LABELS, scope="service"),
+    MetricSpec("service_voluntary_context_switches_per_busy_thread", "Voluntary context switches per second of each "
+               "busy thread, averaged (GIL hand-offs and lock waits show here).", COHORT_LABELS, scope="service"),
+    MetricSpec("service_process_parallelism_ratio", "Parallelism of single processes with busy threads: quantile 0 "
+               "the lowest, 0.5 the median, 1 the highest.", COHORT_LABELS + ("quantile",), scope="service"),
+    MetricSpec("service_cpu_seconds", "CPU seconds the group's processes used while watched, summed over the windows.",
+               COHORT_LABELS, kind="counter", scope="service"),
+    MetricSpec("service_state", "What the last window says of each group: parallel, serial, or why it cannot tell "
+               "(host_busy, one_usable_core, one_busy_thread, idle, no_process).", ("group",), kind="stateset",
+               scope="service"),
+    MetricSpec("service_watch_enabled", "Whether the services section configures groups to watch.", scope="service"),
+    MetricSpec("service_sample_errors", "Processes the sampler could not read, by reason: permission, vanished "
+               "(exited mid-read), pid_reused, too_many_groups, internal.", ("reason",), kind="counter",
+               scope="service"),
+    MetricSpec("service_window_seconds", "Length of the last window between two scans.", scope="service"),
+    MetricSpec("service_host_idle_cores", "Idle cores of the host over the last window (idle and iowait time).",
+               scope="service"),
+    MetricSpec("service_scan_duration_seconds", "Wall time the last scan of /proc took.", scope="service"),
+    MetricSpec("service_last_scan_timestamp_seconds", "Unix time of the last scan.", scope="service"),
+    MetricSpec("service_scanned_processes", "Processes on the host the last scan read.", scope="service"),
 )
 
 
-def family(name: str) -> Union[GaugeMetricFamily, CounterMetricFamily]:
-    """A new, empty family of the metric declared as ``name`` (without the prefix)."""
+def family(name: str) -> Any:
+    """A new, empty family of the metric declared as ``name`` (without the prefix): a
+    GaugeMetricFamily, CounterMetricFamily or StateSetMetricFamily as declared."""
     return METRICS[name].family()
 
 
-def exposed_names(scope: str = "") -> frozenset[str]:
-    """Full names as exposed (``pyparallel_…``, counters with ``_total``), of one scope or all."""
-    return frozenset(spec.full_name for spec in METRICS.values() if not scope or spec.scope == scope)
+def exposed_names(*scopes: str) -> frozenset[str]:
+    """Full names as exposed (``pyparallel_…``, counters with ``_total``), of these scopes or all."""
+    return frozenset(spec.full_name for spec in METRICS.values() if not scopes or spec.scope in scopes)

@@ -11,37 +11,16 @@ from __future__ import annotations
 
 from typing import Callable, Iterator, Optional
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, StateSetMetricFamily
+from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
+from exporter.metrics import exposed_names, family
 from exporter.servicewindow import ERROR_REASONS, STATES, Cohort, ServicesSnapshot
 
-PREFIX = "pyparallel_service"
-COHORT_LABELS = ["group", "implementation", "version", "free_threaded_build"]
+COHORT_GAUGES = ("processes", "threads", "cores_used", "busy_threads", "usable_cores", "parallelism_ratio",
+                 "serialised_ratio", "voluntary_context_switches_per_busy_thread")
 QUANTILES = ("0", "0.5", "1")  # min, median, max over a group's processes
-
-# name (without the prefix) -> help; one place for the contract the dashboards and rules read.
-COHORT_GAUGES: dict[str, str] = {
-    "processes": "Processes of the group running this interpreter (implementation none: not Python; "
-                 "unknown: its maps could not be read).",
-    "threads": "Threads of those processes.",
-    "cores_used": "CPU seconds of those processes per wall second over the last window.",
-    "busy_threads": "Threads that used more than services.busy_thread_share of a core over the last window.",
-    "usable_cores": "Cores the processes may use: CPU affinity, capped by their cgroup's CPU quota (the most of any process).",
-    "parallelism_ratio": "Cores used divided by min(busy threads, usable cores), per process summed over the "
-                         "processes; absent without busy threads.",
-    "serialised_ratio": "Share of the processes with 2+ busy threads and 2+ usable cores, on a host with idle cores, "
-                        "that used at most services.serial_cores cores: the serialisation signature (a GIL, or a "
-                        "lock). Absent when no process could be judged.",
-    "voluntary_context_switches_per_busy_thread": "Voluntary context switches per second of each busy thread, "
-                                                  "averaged (GIL hand-offs and lock waits show here).",
-}
-METRIC_NAMES: frozenset[str] = frozenset(
-    {f"{PREFIX}_{name}" for name in COHORT_GAUGES}
-    | {f"{PREFIX}_{name}" for name in ("process_parallelism_ratio", "cpu_seconds_total", "state",
-                                         "sample_errors_total", "window_seconds", "host_idle_cores",
-                                         "scan_duration_seconds", "last_scan_timestamp_seconds",
-                                         "scanned_processes", "watch_enabled")})
+METRIC_NAMES: frozenset[str] = exposed_names("service")  # exporter/metrics.py declares each family
 
 
 def cohort_values(c: Cohort) -> dict[str, Optional[float]]:
@@ -57,11 +36,8 @@ def cohort_labels(c: Cohort) -> list[str]:
 
 
 def cohort_families(snapshot: ServicesSnapshot) -> Iterator[Metric]:
-    gauges = {name: GaugeMetricFamily(f"{PREFIX}_{name}", text, labels=COHORT_LABELS)
-              for name, text in COHORT_GAUGES.items()}
-    spread = GaugeMetricFamily(f"{PREFIX}_process_parallelism_ratio",
-                               "Parallelism of single processes with busy threads: quantile 0 the lowest, "
-                               "0.5 the median, 1 the highest.", labels=COHORT_LABELS + ["quantile"])
+    gauges = {name: family(f"service_{name}") for name in COHORT_GAUGES}
+    spread = family("service_process_parallelism_ratio")
     for c in snapshot.cohorts:
         labels = cohort_labels(c)
         for name, value in cohort_values(c).items():
@@ -71,47 +47,37 @@ def cohort_families(snapshot: ServicesSnapshot) -> Iterator[Metric]:
             spread.add_metric(labels + [quantile], value)
     yield from gauges.values()
     yield spread
-    cpu = CounterMetricFamily(f"{PREFIX}_cpu_seconds", "CPU seconds the group's processes used while watched, "
-                              "summed over the windows.", labels=COHORT_LABELS)
+    cpu = family("service_cpu_seconds")
     for (group, identity), seconds in snapshot.cpu_seconds.items():
         cpu.add_metric([group, identity.implementation, identity.version, identity.build], seconds)
     yield cpu
 
 
 def state_family(snapshot: ServicesSnapshot) -> Metric:
-    state = StateSetMetricFamily(f"{PREFIX}_state", "What the last window says of each group: parallel, serial, "
-                                 "or why it cannot tell (host_busy, one_usable_core, one_busy_thread, idle, "
-                                 "no_process).", labels=["group"])
+    state = family("service_state")
     for group, current in snapshot.states.items():
         state.add_metric([group], {name: name == current for name in STATES})
     return state
 
 
 def sampler_families(snapshot: ServicesSnapshot) -> Iterator[Metric]:
-    enabled = GaugeMetricFamily(f"{PREFIX}_watch_enabled", "Whether the services section configures groups to watch.")
+    enabled = family("service_watch_enabled")
     enabled.add_metric([], 1 if snapshot.enabled else 0)
     yield enabled
     if not snapshot.enabled:
         return
-    errors = CounterMetricFamily(f"{PREFIX}_sample_errors", "Processes the sampler could not read, by reason: "
-                                 "permission, vanished (exited mid-read), pid_reused, too_many_groups, internal.",
-                                 labels=["reason"])
+    errors = family("service_sample_errors")
     for reason in ERROR_REASONS:
         errors.add_metric([reason], snapshot.errors.get(reason, 0))
     yield errors
-    single = {
-        "window_seconds": ("Length of the last window between two scans.", snapshot.window_seconds),
-        "host_idle_cores": ("Idle cores of the host over the last window (idle and iowait time).",
-                            snapshot.host_idle_cores),
-        "scan_duration_seconds": ("Wall time the last scan of /proc took.", snapshot.scan_seconds),
-        "last_scan_timestamp_seconds": ("Unix time of the last scan.", snapshot.sampled_at),
-        "scanned_processes": ("Processes on the host the last scan read.", float(snapshot.scanned_processes)),
-    }
-    for name, (text, value) in single.items():
+    single = {"window_seconds": snapshot.window_seconds, "host_idle_cores": snapshot.host_idle_cores,
+              "scan_duration_seconds": snapshot.scan_seconds, "last_scan_timestamp_seconds": snapshot.sampled_at,
+              "scanned_processes": float(snapshot.scanned_processes)}
+    for name, value in single.items():
         if value is not None:
-            family = GaugeMetricFamily(f"{PREFIX}_{name}", text)
-            family.add_metric([], value)
-            yield family
+            sampler = family(f"service_{name}")
+            sampler.add_metric([], value)
+            yield sampler
 
 
 class ServiceCollector(Collector):
