@@ -29,7 +29,7 @@ from rich.text import Text
 from exporter.hostinfo import HostCpus
 from exporter.report import json_document
 from exporter.results import WorkloadReport
-from exporter.status import speedup_interval  # the page and the gate read intervals alike
+from exporter.api import speedup_interval  # the page and the gate read intervals alike
 
 EXIT_OK, EXIT_REGRESSION, EXIT_BAD_INPUT = 0, 1, 2
 DEFAULT_THRESHOLD = 0.10

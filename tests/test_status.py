@@ -17,7 +17,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from exporter import measurement, status
+from exporter import measurement, status, api
 from exporter.collector import Snapshot, empty_snapshot, record_round
 from exporter.config import Config, ProbeConfig, config_from_mapping
 from exporter.history import History
@@ -50,13 +50,13 @@ def workload_report(name: str = "cpython-3.13t", workload: str = "pure_python", 
                           started_at=started_at, duration_seconds=3.0)
 
 
-def schedule(**changes: Any) -> status.Schedule:
+def schedule(**changes: Any) -> api.Schedule:
     values: dict[str, Any] = dict(exporter_started_at=1_700_000_000.0, round_running_since=None,
                                   last_round_started_at=1_700_000_000.0, last_round_finished_at=1_700_000_004.0,
                                   next_round_at=1_700_000_300.0, interval_seconds=300.0,
                                   configured_interval_seconds=300.0, duty_cycle_ratio=0.013, duty_cycle_budget=0.05)
     values.update(changes)
-    return status.Schedule(**values)
+    return api.Schedule(**values)
 
 
 @dataclass
@@ -66,13 +66,13 @@ class FakeDaemon:
     config: Config = field(default_factory=Config)
     history: History = field(default_factory=History)
     reports: list[WorkloadReport] = field(default_factory=list)
-    when: status.Schedule = field(default_factory=schedule)
+    when: api.Schedule = field(default_factory=schedule)
 
     def snapshot(self) -> Snapshot:
         snapshot = empty_snapshot(self.config, HOST)
         return replace(snapshot, **record_round(snapshot, self.reports))
 
-    def schedule(self) -> status.Schedule:
+    def schedule(self) -> api.Schedule:
         return self.when
 
 
