@@ -315,3 +315,129 @@ def test_client_that_stops_reading_frees_its_worker_at_the_write_deadline(
             time.sleep(0.2)
         assert statuses[-1] == 200, statuses
         assert 503 in statuses  # the stalled client did hold the only request slot for a while
+
+
+# --- Expect: 100-continue, absolute-form targets, keep-alive -------------------------------
+
+
+@pytest.mark.parametrize("path, expected", [("/nope", 404), ("/metrics", 405), ("/-/reload", 403)])
+def test_expect_100_continue_on_a_refused_path_is_answered_at_once_and_closed(
+        serve: Any, path: str, expected: int) -> None:
+    """The client waits for 100 Continue before sending its body; the server answers without
+    waiting for a body it will not read (not at the 10 s read deadline), then closes."""
+    server = serve()
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=15) as sock:
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n"
+                     "Expect: 100-continue\r\n\r\n".encode())
+        answer = read_answer(sock)
+        assert status_of(answer) == expected
+        assert time.monotonic() - started < 2
+        assert answer is not None and answer.closes and closed_by_server(sock, 3)
+    assert metrics_still_served(server)
+
+
+def test_absolute_form_target_is_served_like_the_origin_form_with_its_query(serve: Any) -> None:
+    server = serve()
+    registry_query = "name[]=pyparallel_test_gauge"
+    answer = exchange(server.port, f"GET http://127.0.0.1:{server.port}/metrics?{registry_query} HTTP/1.1\r\n"
+                                   f"Host: 127.0.0.1\r\n\r\n".encode())
+    assert answer is not None and answer.status == 200
+    assert answer.body.startswith(b"# HELP pyparallel_test_gauge ")  # the query selected the family
+
+
+def connection_count(server: WebServer) -> int:
+    """Established TCP connections to the server's port, from the kernel's table."""
+    local = f"0100007F:{server.port:04X}"
+    with open("/proc/net/tcp") as table:
+        return sum(1 for line in table if line.split()[1] == local and line.split()[3] == "01")
+
+
+def test_one_connection_carries_many_requests(serve: Any) -> None:
+    server = serve()
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    try:
+        for path in ("/metrics", "/-/healthy", "/nope", "/metrics") * 3:
+            conn.request("GET", path)
+            response = conn.getresponse()
+            response.read()
+            assert not response.will_close, path
+        assert connection_count(server) == 1
+    finally:
+        conn.close()
+
+
+def test_http_1_0_and_connection_close_requests_are_answered_then_closed(serve: Any) -> None:
+    server = serve()
+    for request in (b"GET /metrics HTTP/1.0\r\n\r\n", GET + b"Connection: close\r\n\r\n"):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+            sock.sendall(request)
+            answer = read_answer(sock)
+            assert answer is not None and answer.status == 200 and answer.closes
+            assert closed_by_server(sock, 3)
+
+
+def test_kept_alive_connection_is_closed_after_the_idle_timeout(serve: Any) -> None:
+    server = serve(idle_timeout=1.0)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(GET + b"\r\n")
+        assert status_of(read_answer(sock)) == 200
+        started = time.monotonic()
+        assert not closed_by_server(sock, 0.5)  # kept alive for now
+        assert closed_by_server(sock, 3)
+        assert 0.8 < time.monotonic() - started < 3
+
+
+def test_a_connection_carries_at_most_max_requests_per_connection(serve: Any) -> None:
+    server = serve(max_requests_per_connection=3)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        stream = Answers(sock)
+        closes = []
+        for _ in range(3):
+            sock.sendall(GET + b"\r\n")
+            answer = read_answer(stream)
+            assert answer is not None and answer.status == 200
+            closes.append(answer.closes)
+        assert closes == [False, False, True]
+        assert closed_by_server(sock, 3)
+
+
+def test_next_request_on_a_kept_alive_connection_has_the_read_deadline(serve: Any) -> None:
+    """Slowloris after a first request: from the next request's first byte the read deadline
+    applies, not the (longer) idle timeout."""
+    server = serve(read_timeout=1.5, idle_timeout=60)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(GET + b"\r\n")
+        assert status_of(read_answer(sock)) == 200
+        started = time.monotonic()
+        closed = False
+        for byte in GET:
+            try:
+                sock.sendall(bytes([byte]))
+            except (BrokenPipeError, ConnectionResetError):
+                closed = True
+                break
+            if closed_by_server(sock, 0.3):
+                closed = True
+                break
+        assert closed, "the trickling request was never dropped"
+        assert 1.2 < time.monotonic() - started < 4
+
+
+def test_idle_kept_alive_connections_add_no_threads(serve: Any) -> None:
+    server = serve()
+    before = threading.active_count()
+    kept: list[socket.socket] = []
+    try:
+        for _ in range(200):
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            sock.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = read_answer(sock)
+            assert answer is not None and answer.status == 200 and not answer.closes
+            kept.append(sock)
+        assert connection_count(server) == 200  # all still open, waiting in the I/O thread
+        assert threading.active_count() <= before + 2  # one worker thread served them in turn
+        assert metrics_still_served(server)
+    finally:
+        for sock in kept:
+            sock.close()
