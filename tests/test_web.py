@@ -494,6 +494,26 @@ def test_tls_server_serves_https(serve: Any, pki: PKI, tls_config: Any) -> None:
 
 
 @pytest.mark.integration  # a real server on a loopback port
+def test_tls_connection_is_kept_alive_so_scrapes_after_the_first_need_no_handshake(
+        serve: Any, pki: PKI, tls_config: Any) -> None:
+    server = serve(web_config=tls_config)
+    conn = http.client.HTTPSConnection("127.0.0.1", server.port, context=client_context(pki), timeout=5)
+    try:
+        conn.request("GET", "/metrics")
+        first = conn.getresponse()
+        assert first.status == 200 and b"pyparallel_test_gauge 42.0" in first.read()
+        handshaken = conn.sock
+        for _ in range(5):
+            conn.request("GET", "/metrics")
+            response = conn.getresponse()
+            assert response.status == 200 and not response.will_close
+            assert b"pyparallel_test_gauge 42.0" in response.read()
+        assert conn.sock is handshaken  # http.client would have reconnected after a close
+    finally:
+        conn.close()
+
+
+@pytest.mark.integration  # a real server on a loopback port
 def test_plain_http_to_tls_port_fails_without_hanging_the_server(
         serve: Any, pki: PKI, tls_config: Any) -> None:
     server = serve(web_config=tls_config)
