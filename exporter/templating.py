@@ -13,10 +13,23 @@ from typing import Any
 import jinja2
 
 
+class _Environment(jinja2.Environment):
+    """Jinja2's environment, with ``view.name`` reading a dict's key before its attributes.
+
+    The pages' views are dicts. Jinja2 tries an attribute first, so a key named ``items`` or
+    ``values`` would render as the dict's method, and every other key costs a failed
+    attribute lookup (a third of the status page's render time)."""
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if type(obj) is dict and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
+
+
 @functools.lru_cache(maxsize=None)
 def environment() -> jinja2.Environment:
     """Made once: templates are compiled on first use and cached by Jinja2."""
-    return jinja2.Environment(
+    return _Environment(
         loader=jinja2.PackageLoader("exporter", "templates"),
         autoescape=True,  # .html and .svg alike: the safe page is the default one
         undefined=jinja2.StrictUndefined,

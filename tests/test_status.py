@@ -432,3 +432,10 @@ def test_every_template_is_in_the_package_data_so_an_installed_exporter_finds_it
     assert templates and templates <= packaged, templates - packaged
     used = {s.template for s in statuspage.SECTIONS} | {"status.html", "status.css", "svg.html", "landing.html"}
     assert {f"templates/{name}" for name in used} <= templates
+
+
+def test_a_view_key_named_like_a_dict_method_renders_as_the_key() -> None:
+    from exporter import templating
+
+    template = templating.environment().from_string("{{ view.items }} {{ view.values }} {{ view.missing is undefined }}")
+    assert template.render(view={"items": "<3 rows>", "values": 2}) == "&lt;3 rows&gt; 2 True"
