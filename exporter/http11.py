@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 MAX_HEAD_BYTES = 32 * 1024  # request line + headers; a scrape sends well under 1 KiB
 MAX_BODY_BYTES = 64 * 1024  # no route takes a body; a small one is read and ignored
 MAX_HEADERS = 100  # header fields at most (http.client's limit); a scrape sends a handful
+_SEND_BYTES = 256 * 1024  # an answer is written in pieces of about this size (a scrape: one piece)
 
 # RFC 9110 token characters for a method; a target of visible ASCII with valid %-escapes.
 _REQUEST_LINE = re.compile(rb"^([!#$%&'*+.^_`|~0-9A-Za-z-]+) (\S+) (HTTP/\d\.\d)$")
@@ -242,7 +243,9 @@ class _ErrorLog(io.TextIOBase):
 
 
 class _Answer:
-    """One answer through h11: the head on the first body bytes (or at the end), then data."""
+    """One answer through h11, sent in as few writes as it can be: the head goes out with the
+    first body bytes, and bytes are gathered up to ``_SEND_BYTES`` (small writes in a row
+    would wait on the client's delayed ACK, ~40 ms each, and cost a TLS record each)."""
 
     def __init__(self, reader: RequestReader, method: str, send: Callable[[bytes], None], server: str,
                  close: bool) -> None:
@@ -250,7 +253,9 @@ class _Answer:
         self.head_only = method == "HEAD"
         self.status: tuple[int, bytes] | None = None
         self.headers: list[tuple[bytes, bytes]] = []
-        self.head_sent = False
+        self.head_sent = False  # handed to h11: the status can no longer change
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
 
     def start_response(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable:
         if exc_info is not None and self.head_sent:
@@ -263,7 +268,7 @@ class _Answer:
     def write(self, data: bytes) -> None:
         self.send_head()
         if data and not self.head_only:
-            self._send(self._h11.send(h11.Data(data=data)) or b"")
+            self._queue(self._h11.send(h11.Data(data=data)))
 
     def send_head(self, length: int | None = None) -> None:
         if self.head_sent:
@@ -281,13 +286,25 @@ class _Answer:
         if self._close:
             headers.append((b"Connection", b"close"))
         code, reason = self.status
-        data = self._h11.send(h11.Response(status_code=code, reason=reason, headers=headers))
         self.head_sent = True
-        self._send(data or b"")
+        self._queue(self._h11.send(h11.Response(status_code=code, reason=reason, headers=headers)))
 
     def end(self) -> None:
         self.send_head()
-        self._send(self._h11.send(h11.EndOfMessage()) or b"")
+        self._queue(self._h11.send(h11.EndOfMessage()))
+        self._flush()
+
+    def _queue(self, data: bytes | None) -> None:
+        if data:
+            self._pending.append(data)
+            self._pending_bytes += len(data)
+            if self._pending_bytes >= _SEND_BYTES:
+                self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            data, self._pending, self._pending_bytes = b"".join(self._pending), [], 0
+            self._send(data)
 
 
 def respond(reader: RequestReader, request: Request, app: WSGIApp, env: dict[str, Any],

@@ -194,6 +194,7 @@ class BoundedHTTPServer:
                     return
                 continue  # e.g. ECONNABORTED: that client gave up
             sock.setblocking(False)
+            _no_delay(sock)
             self._watch(_Conn(sock, client, time.monotonic() + self.read_timeout,
                               state="peek" if self.ssl_context is not None else "read"))
 
@@ -506,6 +507,15 @@ def _client(client_address: Any) -> str:
         return f"{client_address[0]}:{client_address[1]}"
     except (TypeError, IndexError):
         return str(client_address)
+
+
+def _no_delay(sock: socket.socket) -> None:
+    """TCP_NODELAY, as Go sets it on every connection: an answer's last segment goes out at
+    once instead of waiting for the client's ACK of the one before."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:
+        pass  # not TCP (a Unix socket in a test): nothing to delay
 
 
 def _close_socket(sock: socket.socket) -> None:

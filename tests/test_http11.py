@@ -179,3 +179,15 @@ def test_any_arrangement_of_request_parts_gives_an_outcome_not_an_exception(part
     reader.feed(b"".join(parts))
     reader.feed(b"")
     assert reader.next() is not None  # at end of input: a request, an error, or closed
+
+
+def test_a_small_answer_is_one_write_so_no_segment_waits_for_a_delayed_ack() -> None:
+    # Head and body in separate writes cost ~40 ms per scrape (Nagle against delayed ACKs).
+    reader = RequestReader()
+    reader.feed(GET)
+    request = reader.next()
+    assert isinstance(request, Request)
+    writes: list[bytes] = []
+    http11.respond(reader, request, hello, http11.environ(request, {}, ("127.0.0.1", 1), "http"), writes.append,
+                   server="test/1")
+    assert len(writes) == 1 and writes[0].startswith(b"HTTP/1.1 200 ") and writes[0].endswith(b"hello world")
