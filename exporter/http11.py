@@ -91,6 +91,11 @@ class RequestReader:
         elif not self._eof:
             self.h11.receive_data(data)
 
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet parsed (pipelined requests wait here)."""
+        return len(self.h11.trailing_data[0])
+
     def next(self) -> Outcome:
         """A complete request, an error answer (then close), CLOSED, or None: wait for more."""
         while True:

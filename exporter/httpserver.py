@@ -277,11 +277,14 @@ class BoundedHTTPServer:
         self._read(conn)  # the request may have come with the handshake's last flight
 
     def _read(self, conn: _Conn) -> None:
-        """Read what has arrived into the connection's parser, then act on what it makes of it."""
-        received = 0
-        while received < _MAX_READ_PER_EVENT:
+        """Read what has arrived into the connection's parser, then act on what it makes of it.
+
+        At most _MAX_READ_PER_EVENT bytes wait in the parser: a client pipelining requests
+        faster than they are answered leaves the rest in the kernel's buffer, not in ours."""
+        room = _MAX_READ_PER_EVENT - conn.reader.buffered
+        while room > 0:
             try:
-                chunk = conn.sock.recv(16384)
+                chunk = conn.sock.recv(min(16384, room))
             except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
                 break
             if chunk and conn.state == "idle":
@@ -290,14 +293,14 @@ class BoundedHTTPServer:
             conn.reader.feed(chunk)
             if not chunk:
                 break
-            received += len(chunk)
+            room -= len(chunk)
         outcome = conn.reader.next()
         if isinstance(outcome, Request):
             self._dispatch(conn, outcome)
         elif isinstance(outcome, tuple):
             self._answer_raw(conn, http11.error_answer(*outcome))
-        elif outcome is CLOSED:
-            self._close(conn)  # the client went away before sending a whole request
+        elif outcome is CLOSED or room <= 0:
+            self._close(conn)  # gone before sending a whole request, or a full buffer and no request in it
 
     def _dispatch(self, conn: _Conn, request: Request) -> None:
         """Hand a complete request to a worker, or answer 503 when too many are running."""

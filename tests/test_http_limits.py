@@ -441,3 +441,19 @@ def test_idle_kept_alive_connections_add_no_threads(serve: Any) -> None:
     finally:
         for sock in kept:
             sock.close()
+
+
+def test_thousands_of_pipelined_requests_are_all_answered_in_order(serve: Any) -> None:
+    """More pipelined bytes than the server buffers per connection: the rest waits in the
+    kernel and is read as answers go out, none lost."""
+    server = serve(max_requests_per_connection=10_000)
+    count = 3000
+    requests = [b"GET /-/healthy HTTP/1.1\r\nHost: x\r\nX-Index: %d\r\n\r\n" % i for i in range(count)]
+    assert len(b"".join(requests)) > 96 * 1024
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sender = threading.Thread(target=sock.sendall, args=(b"".join(requests),))
+        sender.start()
+        stream = Answers(sock)
+        statuses = [status_of(read_answer(stream)) for _ in range(count)]
+        sender.join(30)
+    assert statuses == [200] * count
