@@ -30,13 +30,13 @@ import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import yaml
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from daemon import (NODE_COLLECTORS, NODE_EXPORTER, Check, Section, Service, cpu_seconds, describe_machine,
-                    free_port, ms, percentile, render)
+                    free_port, ms, percentile, render, Target, wait_for)
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
@@ -53,13 +53,6 @@ MODES = ("kept alive", "new connection per scrape")
 BLOCK = 250  # scrapes per block; blocks rotate over targets and modes, so drift hits all alike
 TIMEOUT_SECONDS = 10.0
 P99_FACTOR_TARGET = 1.0  # kept-alive p99 no worse than node_exporter's
-
-
-@dataclass
-class Target:
-    name: str
-    service: Service
-    marker: bytes  # a scrape without it is an error, even with status 200
 
 
 @dataclass
@@ -99,27 +92,16 @@ def context_for(cert: Path) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(cert))
 
 
-def get(port: int, context: ssl.SSLContext, path: str) -> tuple[int, bytes]:
+def status(port: int, context: ssl.SSLContext, path: str) -> int:
+    """The status of one GET over TLS; 0 for an answer that is not HTTP."""
     conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=TIMEOUT_SECONDS)
     try:
         conn.request("GET", path)
-        response = conn.getresponse()
-        return response.status, response.read()
+        return conn.getresponse().status
+    except http.client.HTTPException:
+        return 0
     finally:
         conn.close()
-
-
-def wait_until(check: Callable[[], bool], timeout: float, service: Service) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        service.check_alive()
-        try:
-            if check():
-                return
-        except (OSError, http.client.HTTPException):
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{service.name} not ready within {timeout:g}s:\n{service.log_tail()}")
 
 
 def start_exporter(stack: ExitStack, name: str, tree: Path, workdir: Path, web: Path,
@@ -131,7 +113,7 @@ def start_exporter(stack: ExitStack, name: str, tree: Path, workdir: Path, web: 
     service = Service(name, [sys.executable, "-c", BOOT, str(tree), "serve", f"--config.file={config}",
                              f"--web.listen-address=127.0.0.1:{port}", f"--web.config.file={web}"], workdir, port)
     stack.callback(service.stop)
-    wait_until(lambda: get(port, context, "/-/ready")[0] == 200, 120, service)  # the start-up round is over
+    wait_for(lambda: status(port, context, "/-/ready") == 200, 120, service)  # the start-up round is over
     return service
 
 
@@ -141,7 +123,7 @@ def start_node_exporter(stack: ExitStack, workdir: Path, web: Path, context: ssl
                                         f"--web.config.file={web}", "--web.max-requests=0",
                                         *NODE_COLLECTORS["minimal"]], workdir, port)
     stack.callback(service.stop)
-    wait_until(lambda: get(port, context, "/metrics")[0] == 200, 30, service)
+    wait_for(lambda: status(port, context, "/metrics") == 200, 30, service)
     return service
 
 
