@@ -85,8 +85,8 @@ class RequestReader:
     def feed(self, data: bytes) -> None:
         """What was read; b"" when the client closed its side."""
         if not data:
-            # Kept from h11: it would answer a half-closed client's next request with an
-            # error; a request that ends before the close is still served.
+            # Kept from h11, which would call a close mid-request a protocol error: such a
+            # client is closed unanswered, and a request it completed before closing is served.
             self._eof = True
         elif not self._eof:
             self.h11.receive_data(data)

@@ -9,7 +9,7 @@ a fixed pool of worker threads, which run the WSGI app and write the answer. So:
 - at most ``max_requests`` requests run at once; the next one gets a fast
   ``503 Service Unavailable`` (node_exporter's ``--web.max-requests``) instead of a queue;
 - at most ``max_connections`` connections are open; a new one past the cap evicts the
-  oldest connection that is still sending its request, so a flood of idle connections
+  connection that has waited in the I/O thread longest, so a flood of idle connections
   pushes itself out rather than locking out Prometheus;
 - the listen backlog is the kernel's ``somaxconn`` (as Go sets it), for bursts of scrapes;
 - HTTP/0.9, malformed request lines, oversized heads and bodies, bad percent-encoding and
