@@ -19,6 +19,7 @@ import argparse
 import http.client
 import io
 import math
+import os
 import signal
 import ssl
 import statistics
@@ -218,6 +219,8 @@ def latency_section(targets: list[Target], results: dict[tuple[str, str], Series
         "The exporters have finished their start-up probe round; no probe runs while they are scraped."
         " node_exporter runs with collectors: " + " ".join(NODE_COLLECTORS["minimal"]) + ".",
         "Client and servers share the machine's cores; the client is a single Python thread.",
+        "Load average at the end of the run: " + ", ".join(f"{v:.2f}" for v in os.getloadavg())
+        + " (other work during the run would show here).",
     ]
     return section
 
