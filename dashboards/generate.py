@@ -23,7 +23,7 @@ except ImportError:  # the installed exporter never needs grafanalib: only gener
           file=sys.stderr)
     sys.exit(2)
 
-from dashboards import fleet, host
+from dashboards import fleet, host, services
 from dashboards.alerts import alerts_group
 from dashboards.mixin_config import CONFIG, MixinConfig
 from dashboards.promtool_tests import promtool_test_files
@@ -39,6 +39,7 @@ PROMETHEUS_RULE = Path("deploy/kubernetes/prometheusrule.yaml")
 CONFIG_MAP = Path("deploy/kubernetes/configmap.yaml")
 HOST_DASHBOARD = Path("dashboards/python-parallelism.json")
 FLEET_DASHBOARD = Path("dashboards/python-parallelism-fleet.json")
+SERVICES_DASHBOARD = Path("dashboards/python-parallelism-services.json")
 EXAMPLE_CONFIG = Path("deploy/config.example.yml")
 PROMTOOL_TESTS = Path("deploy/prometheus/tests")
 
@@ -85,7 +86,8 @@ def modernise(document: dict[str, Any]) -> dict[str, Any]:
     document["schemaVersion"] = SCHEMA_VERSION
     for panel in _all_panels(document.get("panels", [])):
         for key in LEGACY_PANEL_KEYS:
-            panel.pop(key, None)
+            if key != "repeat" or panel.get("repeat") is None:  # keep a row repeated over a variable
+                panel.pop(key, None)
         if panel.get("interval") is None:
             panel.pop("interval", None)
         options = panel.get("options", {})
@@ -116,7 +118,8 @@ def prometheus_rule(config: MixinConfig) -> dict[str, Any]:
             "namespace": config.k8s_namespace,
             "labels": dict(config.prometheus_rule_labels),
         },
-        "spec": {"groups": [recording_group(config), baseline_group(config), alerts_group(config)]},
+        "spec": {"groups": [recording_group(config), baseline_group(config), alerts_group(config),
+                            services.services_alerts_group(config)]},
     }
 
 
@@ -138,14 +141,15 @@ def render_all(config: MixinConfig = CONFIG, root: Path = ROOT) -> dict[Path, st
     """Every generated file's relative path and text; `root` holds the hand-written inputs."""
     renderers: dict[Path, Callable[[], str]] = {
         RECORDING_RULES: lambda: HEADER + to_yaml({"groups": [recording_group(config), baseline_group(config)]}),
-        ALERTING_RULES: lambda: HEADER + to_yaml({"groups": [alerts_group(config)]}),
+        ALERTING_RULES: lambda: HEADER + to_yaml({"groups": [alerts_group(config), services.services_alerts_group(config)]}),
         PROMETHEUS_RULE: lambda: HEADER + to_yaml(prometheus_rule(config)),
         CONFIG_MAP: lambda: HEADER + to_yaml(config_map(config, root)),
         HOST_DASHBOARD: lambda: dashboard_json(host.build(config)),
         FLEET_DASHBOARD: lambda: dashboard_json(fleet.build(config)),
+        SERVICES_DASHBOARD: lambda: dashboard_json(services.build(config)),
     }
     rendered = {path: render() for path, render in renderers.items()}
-    for name, document in promtool_test_files(config).items():
+    for name, document in {**promtool_test_files(config), **services.promtool_test_files(config)}.items():
         rendered[PROMTOOL_TESTS / name] = (
             HEADER.replace("dashboards/*.py", "dashboards/promtool_tests.py")
             + "# Run: promtool test rules deploy/prometheus/tests/*.yml\n"

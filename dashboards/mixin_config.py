@@ -165,6 +165,22 @@ class MixinConfig:
     # Modes with a speedup column in the fleet table and a panel in the comparison row.
     parallel_modes: tuple[str, ...] = ("threads", "processes", "asyncio", "subinterpreters")
 
+    # --- watched services (dashboards/services.py) ---------------------------------------
+    # Window of the serialised ratio's average in the service alerts: about 180 windows of
+    # the sampler's default 5 s, so one busy moment neither fires nor clears them.
+    service_window: str = "15m"
+    # Serial: at least this share of the judged processes showed the signature, on average.
+    service_serial_ratio: float = 0.5
+    # Parallel under an earlier interpreter: its serialised ratio averaged below this.
+    service_parallel_ratio: float = 0.25
+    service_serial_for: str = "15m"
+    service_became_serial_for: str = "15m"
+    # A configured group with no process: a stopped service or a matcher gone stale.
+    service_not_found_for: str = "15m"
+    service_unreadable_for: str = "30m"
+    services_dashboard_uid: str = "pyparallel-services"  # stable: links and bookmarks use it
+    services_dashboard_title: str = "Python parallelism — services"
+
     # --- Kubernetes ----------------------------------------------------------------------
     k8s_namespace: str = "pyparallel"
     # Labels on the PrometheusRule; match them to the Prometheus Operator's ruleSelector.

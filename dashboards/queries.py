@@ -7,24 +7,14 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from dashboards.mixin_config import CONFIG
+from exporter.metrics import exposed_names
 from dashboards.recording import speedup_baseline
+from dashboards.services import MAY_BE_EMPTY as SERVICES_MAY_BE_EMPTY
+from dashboards.services import SERVICE_METRICS
 
 # The series the exporter exposes (the metrics contract); dashboards and rules use no others,
 # apart from the recording rules built on them and Prometheus' own `up`.
-EXPORTED_METRICS: frozenset[str] = frozenset({
-    "pyparallel_probe_success", "pyparallel_probe_duration_seconds", "pyparallel_probe_failures_total",
-    "pyparallel_probe_last_success_timestamp_seconds", "pyparallel_speedup_ratio", "pyparallel_efficiency_ratio",
-    "pyparallel_serial_fraction_ratio", "pyparallel_throughput_units_per_second",
-    "pyparallel_speedup_spread_ratio", "pyparallel_cpu_cores_used", "pyparallel_core_utilisation_ratio",
-    "pyparallel_worker_startup_seconds", "pyparallel_python_info", "pyparallel_gil_enabled",
-    "pyparallel_import_gil_enabled", "pyparallel_mode_available", "pyparallel_host_cpus",
-    "pyparallel_round_duration_seconds", "pyparallel_duty_cycle_ratio",
-    "pyparallel_config_last_reload_successful", "pyparallel_exporter_build_info",
-    "pyparallel_probe_interval_seconds", "pyparallel_gil_requested",
-    "pyparallel_interference_cores", "pyparallel_steal_ratio", "pyparallel_cpu_rate_ratio",
-    "pyparallel_speedup_lower_ratio", "pyparallel_speedup_upper_ratio", "pyparallel_speedup_unsteady",
-    "pyparallel_probe_nice",
-})
+EXPORTED_METRICS: frozenset[str] = exposed_names() | SERVICE_METRICS  # exporter/metrics.py declares every family
 
 # Panels (and annotations) that may show no data on a healthy host after a successful probe
 # round, and why.
@@ -37,6 +27,7 @@ MAY_BE_EMPTY: dict[str, str] = {
     ),
     # An annotation (see annotation_queries), not a panel: it marks upgrades only.
     "Python version change": "shows data only within minutes of a Python version change",
+    **SERVICES_MAY_BE_EMPTY,
 }
 
 # Queries that may be empty whatever the panel: the baseline needs a day of history.

@@ -17,6 +17,8 @@ from exporter import __version__, report
 from exporter.collector import Snapshot
 from exporter.config import PROBE_FIELDS, TOP_FIELDS, Config
 from exporter.history import History
+from exporter.service_status import services_config_document
+from exporter.verdicts import mode_verdict
 from exporter.webconfig import WebConfig
 
 
@@ -43,7 +45,7 @@ def results_document(snapshot: Snapshot, schedule: Schedule, history: History) -
     steps = [(s, r) for r in reports for s in r.steps]
     for result, (step, owner) in zip(document["results"], steps):
         result["verdict"] = (None if step.mode == "sequential"
-                             else report.mode_verdict(step, owner, snapshot.host.usable))
+                             else mode_verdict(step, owner, snapshot.host.usable))
     document["workload_verdicts"] = [
         {"interpreter": r.interpreter.name, "workload": r.spec.workload, "verdict": verdict}
         for r, verdict in zip(reports, document["verdicts"])]
@@ -76,6 +78,8 @@ def config_document(config: Config, web_config: Optional[WebConfig]) -> dict[str
                                 for i in config.interpreter_list()]
     if config.import_check_modules:
         document["import_check"] = {"modules": list(config.import_check_modules)}
+    if config.services.enabled:
+        document["services"] = services_config_document(config.services)
     if web_config is not None:
         web: dict[str, Any] = {"file": web_config.path}
         if web_config.tls is not None:

@@ -2,32 +2,32 @@
 
 Like client_python's own collectors, ``collect()`` only reads a snapshot that is already at
 hand (swapped atomically by the daemon when a probe finishes) and never does probe work, so
-a scrape is fast and never waits for a probe. The metric names are a contract that the
-dashboards and alert rules depend on.
+a scrape is fast and never waits for a probe. The families themselves (names, help, labels:
+the contract the dashboards and alert rules depend on) are declared in exporter/metrics.py.
 """
 
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator, Mapping, Optional
 
 from prometheus_client import CollectorRegistry, write_to_textfile
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from exporter import __version__
 from exporter.config import PER_CORE_SERIES_MAX_CPUS, Config
 from exporter.hostinfo import HostCpus
+from exporter.metrics import family  # every family's name, type, help and labels
 from exporter.results import FAILURE_REASONS, SCHED_IDLE, Identity, ImportCheck, Nice, StepResult, WorkloadReport
 
-PREFIX = "pyparallel"
-STEP_LABELS = ["interpreter", "workload", "mode", "workers"]
 SCHED_IDLE_NICE = 20  # pyparallel_probe_nice for the SCHED_IDLE policy: below every nice value
-StepKey = tuple[str, str, str, str]  # interpreter, workload, mode, workers
+StepLabels = tuple[str, str, str, str]  # interpreter, workload, mode, workers: label values
 
 
-def step_key(report: WorkloadReport, step: StepResult) -> StepKey:
+def step_key(report: WorkloadReport, step: StepResult) -> StepLabels:
     return (report.interpreter.name, step.workload, step.mode, str(step.workers))
 
 
@@ -41,8 +41,8 @@ class Snapshot:
     start_method: str
     reports: Mapping[tuple[str, str], WorkloadReport] = field(default_factory=dict)
     identities: Mapping[str, Identity] = field(default_factory=dict)
-    last_success: Mapping[StepKey, float] = field(default_factory=dict)
-    failures: Mapping[tuple[StepKey, str], int] = field(default_factory=dict)
+    last_success: Mapping[StepLabels, float] = field(default_factory=dict)
+    failures: Mapping[tuple[StepLabels, str], int] = field(default_factory=dict)
     import_checks: Mapping[tuple[str, str], ImportCheck] = field(default_factory=dict)
     round_duration_seconds: Optional[float] = None
     duty_cycle_ratio: Optional[float] = None
@@ -50,51 +50,22 @@ class Snapshot:
     reload_timestamp: float = field(default_factory=time.time)
 
 
-def gauge(name: str, documentation: str, labels: Optional[list[str]] = None, unit: str = "") -> GaugeMetricFamily:
-    return GaugeMetricFamily(f"{PREFIX}_{name}", documentation, labels=labels, unit=unit)
+# The per-step families in the order they are exposed (exporter.metrics declares each).
+STEP_FAMILIES = ("probe_success", "probe_duration_seconds", "speedup_ratio", "speedup_lower_ratio",
+                 "speedup_upper_ratio", "speedup_unsteady", "step_conclusive", "speedup_pairs", "step_remeasured",
+                 "speedup_spread_ratio", "efficiency_ratio", "serial_fraction_ratio", "throughput_units_per_second",
+                 "cpu_cores_used", "cpu_rate_ratio", "interference_cores", "steal_ratio", "core_utilisation_ratio")
 
 
 def step_families(snapshot: Snapshot) -> Iterator[Metric]:
     """Per-(interpreter, workload, mode, workers) results and health.
 
-    An unsteady step (a speedup the host's cores cannot explain) keeps its success and its
-    CPU-time figures but exports no speedup, interval, efficiency or serial fraction.
+    An unsteady step (a speedup the host's cores cannot explain) or an inconclusive one (too
+    few cores were free for it: "cannot tell") keeps its success and its CPU-time figures but
+    exports no speedup, interval, efficiency or serial fraction — never a low figure.
     """
-    success = gauge("probe_success", "Whether the last probe of this step succeeded (1) or failed (0).", STEP_LABELS)
-    duration = gauge("probe_duration_seconds",
-                     "Wall time the last probe of this step took, start-up and repeats included.",
-                     STEP_LABELS)
-    speedup = gauge("speedup_ratio",
-                    "Weak-scaling speedup T1*N/TN against the neighbouring sequential windows: "
-                    "geometric mean over the paired windows.",
-                    STEP_LABELS)
-    lower = gauge("speedup_lower_ratio", "Lower end of the speedup's 95% confidence interval (Student t over the pairs).",
-                  STEP_LABELS)
-    upper = gauge("speedup_upper_ratio", "Upper end of the speedup's 95% confidence interval (Student t over the pairs).",
-                  STEP_LABELS)
-    unsteady = gauge("speedup_unsteady",
-                     "1 when the speedup was withheld as physically implausible (CPU-bound and above the "
-                     "usable cores beyond its interval), else 0.", STEP_LABELS)
-    spread = gauge("speedup_spread_ratio", "Relative spread (max-min)/median of the pair speedups.", STEP_LABELS)
-    efficiency = gauge("efficiency_ratio", "Parallel efficiency: speedup divided by the number of workers.", STEP_LABELS)
-    serial = gauge("serial_fraction_ratio",
-                   "Karp-Flatt experimentally determined serial fraction (2 or more workers).",
-                   STEP_LABELS)
-    throughput = gauge("throughput_units_per_second", "Units of work completed per second by all workers together.", STEP_LABELS)
-    cores = gauge("cpu_cores_used", "CPU seconds of the workers divided by wall seconds of the timed window.", STEP_LABELS)
-    rate = gauge("cpu_rate_ratio",
-                 "Work per CPU-second of the workers relative to the sequential baseline's; "
-                 "speedup ~ cpu_cores_used * cpu_rate_ratio.", STEP_LABELS)
-    interference = gauge("interference_cores",
-                         "CPU used by other processes during the timed windows, in cores: host busy time "
-                         "(kernel per-CPU counters, steal excluded) minus the probe's process tree, median of windows.",
-                         STEP_LABELS)
-    steal = gauge("steal_ratio",
-                  "Share of the host's CPU time stolen by the hypervisor during the timed windows, median of windows.",
-                  STEP_LABELS)
-    per_core = gauge("core_utilisation_ratio",
-                     "Busy fraction of each logical CPU during the timed window (kernel per-CPU counters).",
-                     STEP_LABELS + ["cpu"])
+    (success, duration, speedup, lower, upper, unsteady, conclusive, pairs, remeasured, spread, efficiency, serial,
+     throughput, cores, rate, interference, steal, per_core) = (family(name) for name in STEP_FAMILIES)
     for report in snapshot.reports.values():
         for step in report.steps:
             if not step.available:
@@ -106,7 +77,11 @@ def step_families(snapshot: Snapshot) -> Iterator[Metric]:
             if summary is None:
                 continue
             unsteady.add_metric(key, 1.0 if summary.unsteady else 0.0)
-            if not summary.unsteady:
+            if step.mode != "sequential":
+                conclusive.add_metric(key, 1.0 if summary.conclusive else 0.0)
+                pairs.add_metric(key, summary.pairs)
+                remeasured.add_metric(key, 1.0 if step.remeasured_reason else 0.0)
+            if summary.shown:
                 speedup.add_metric(key, summary.speedup)
                 efficiency.add_metric(key, summary.efficiency)
                 if summary.serial_fraction is not None:
@@ -126,8 +101,8 @@ def step_families(snapshot: Snapshot) -> Iterator[Metric]:
             if snapshot.per_core_series:
                 for cpu, busy in enumerate(summary.core_utilisation):
                     per_core.add_metric(key + [str(cpu)], busy)
-    yield from (success, duration, speedup, lower, upper, unsteady, spread, efficiency, serial,
-                throughput, cores, rate, interference, steal)
+    yield from (success, duration, speedup, lower, upper, unsteady, conclusive, pairs, remeasured, spread,
+                efficiency, serial, throughput, cores, rate, interference, steal)
     if snapshot.per_core_series:
         yield per_core
 
@@ -138,21 +113,15 @@ def nice_number(nice: Nice) -> int:
 
 
 def health_families(snapshot: Snapshot) -> Iterator[Metric]:
-    last_success = gauge("probe_last_success_timestamp_seconds",
-                         "Unix time of the last successful probe of this step.",
-                         STEP_LABELS)
+    last_success = family("probe_last_success_timestamp_seconds")
     for key, timestamp in snapshot.last_success.items():
         last_success.add_metric(list(key), timestamp)
     yield last_success
-    failures = CounterMetricFamily(f"{PREFIX}_probe_failures",
-        "Failed probes of this step by reason: error, crash, timeout, interpreter.",
-        labels=STEP_LABELS + ["reason"])
+    failures = family("probe_failures")
     for (key, reason), count in snapshot.failures.items():
         failures.add_metric(list(key) + [reason], count)
     yield failures
-    startup = gauge("worker_startup_seconds",
-                    "Time to start and warm up the workers of a mode, median over workloads and repeats.",
-                    ["interpreter", "mode", "workers"])
+    startup = family("worker_startup_seconds")
     for labels, seconds in startup_medians(snapshot).items():
         startup.add_metric(list(labels), seconds)
     yield startup
@@ -165,23 +134,14 @@ def startup_medians(snapshot: Snapshot) -> dict[tuple[str, str, str], float]:
             if step.summary is not None and step.mode != "sequential":
                 labels = (report.interpreter.name, step.mode, str(step.workers))
                 values.setdefault(labels, []).append(step.summary.startup_seconds)
-    return {labels: sorted(v)[len(v) // 2] for labels, v in values.items()}
+    return {labels: statistics.median(v) for labels, v in values.items()}
 
 
 def interpreter_families(snapshot: Snapshot) -> Iterator[Metric]:
-    info = gauge("python_info",
-                 "Identity of a probed interpreter; always 1.",
-                 ["interpreter", "version", "implementation", "free_threaded_build"])
-    gil = gauge("gil_enabled",
-                "Whether the GIL was enabled at run time in the probe's interpreter (after importing the workload).",
-                ["interpreter"])
-    available = gauge("mode_available",
-                      "Whether the interpreter offers this mode (subinterpreters need CPython 3.14+).",
-                      ["interpreter", "mode"])
-    requested = gauge("gil_requested",
-                      "Whether the interpreter's configured environment sets PYTHON_GIL=1, asking for the GIL "
-                      "on purpose (e.g. a free-threaded build run as a GIL control).",
-                      ["interpreter"])
+    info = family("python_info")
+    gil = family("gil_enabled")
+    available = family("mode_available")
+    requested = family("gil_requested")
     environments = {report.interpreter.name: report.interpreter.env for report in snapshot.reports.values()}
     for name, identity in snapshot.identities.items():
         info.add_metric([name, identity.version, identity.implementation, str(identity.free_threaded_build).lower()], 1)
@@ -193,51 +153,44 @@ def interpreter_families(snapshot: Snapshot) -> Iterator[Metric]:
             seen[(report.interpreter.name, step.mode)] = step.available
     for (name, mode), is_available in seen.items():
         available.add_metric([name, mode], 1 if is_available else 0)
-    imports = gauge("import_gil_enabled",
-                    "Whether importing this configured module re-enabled the GIL of a free-threaded interpreter.",
-                    ["interpreter", "module"])
+    imports = family("import_gil_enabled")
     for check in snapshot.import_checks.values():
         if check.gil_enabled is not None:
             imports.add_metric([check.interpreter, check.module], 1 if check.gil_enabled else 0)
-    nice = gauge("probe_nice",
-                 "Priority the probe's process tree ran at (probe.nice): a nice value 0..19, or 20 for the "
-                 "SCHED_IDLE policy; above 0 the figures show what the host leaves over.",
-                 ["interpreter"])
+    nice = family("probe_nice")
     for name, value in {r.interpreter.name: nice_number(r.spec.nice) for r in snapshot.reports.values()}.items():
         nice.add_metric([name], value)
     yield from (info, gil, requested, available, imports, nice)
 
 
 def exporter_families(snapshot: Snapshot) -> Iterator[Metric]:
-    host = gauge("host_cpus", "CPUs of this host: logical, physical, and usable (affinity and cgroup CPU quota).", ["kind"])
+    host = family("host_cpus")
     host.add_metric(["logical"], snapshot.host.logical)
     if snapshot.host.physical:
         host.add_metric(["physical"], snapshot.host.physical)
     host.add_metric(["usable"], snapshot.host.usable)
     yield host
     if snapshot.round_duration_seconds is not None:
-        round_duration = gauge("round_duration_seconds", "Wall time of the last complete probe round.")
+        round_duration = family("round_duration_seconds")
         round_duration.add_metric([], snapshot.round_duration_seconds)
         yield round_duration
     if snapshot.duty_cycle_ratio is not None:
-        duty = gauge("duty_cycle_ratio", "Share of wall time spent probing: last round's duration over the interval in force.")
+        duty = family("duty_cycle_ratio")
         duty.add_metric([], snapshot.duty_cycle_ratio)
         yield duty
-    interval = gauge("probe_interval_seconds",
-                     "Interval between probe round starts in force: the configured one, stretched when "
-                     "rounds exceed the duty-cycle budget.")
+    interval = family("probe_interval_seconds")
     interval.add_metric([], snapshot.interval_seconds)
     yield interval
-    start_method = gauge("process_start_method_info", "Start method of the processes mode's workers; always 1.", ["start_method"])
+    start_method = family("process_start_method_info")
     start_method.add_metric([snapshot.start_method], 1)
     yield start_method
-    reload_ok = gauge("config_last_reload_successful", "Whether the last configuration reload succeeded.")
+    reload_ok = family("config_last_reload_successful")
     reload_ok.add_metric([], 1 if snapshot.reload_successful else 0)
     yield reload_ok
-    reload_time = gauge("config_last_reload_success_timestamp_seconds", "Unix time of the last successful configuration load.")
+    reload_time = family("config_last_reload_success_timestamp_seconds")
     reload_time.add_metric([], snapshot.reload_timestamp)
     yield reload_time
-    build = gauge("exporter_build_info", "Version of python-parallelism-exporter; always 1.", ["version"])
+    build = family("exporter_build_info")
     build.add_metric([__version__], 1)
     yield build
 

@@ -14,13 +14,14 @@ import os
 import re
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar
 
 from exporter import workloads, yamlfile
 from exporter.errors import ConfigError
 from exporter.results import MODES, SCHED_IDLE, Interpreter, Nice, ProbeSpec
 from exporter.yamlfile import field_name, show
 
+T = TypeVar("T")
 START_METHODS = ("fork", "forkserver", "spawn")
 PER_CORE_SERIES_MAX_CPUS = 64  # above this, per-CPU series would dominate a scrape
 # Prometheus' duration grammar (prometheus/common model/time.go ParseDuration): integers,
@@ -61,7 +62,7 @@ class ProbeConfig:
     workloads: tuple[str, ...] = ("pure_python", "sha256")
     modes: tuple[str, ...] = ("sequential", "threads", "processes")
     workers: tuple[int, ...] = ()  # empty: the usable core count, found at run time
-    unit_seconds: float = 0.5  # units under ~0.3 s are dominated by noise on small VMs
+    unit_seconds: float = 0.3  # units under ~0.3 s are dominated by noise on small VMs
     repeats: int = 3
     timeout_seconds: float = 60.0  # the longest wait for the runner's next event
     # The whole probe's wall-clock limit; None: timeout x (steps + 1) (ProbeSpec.deadline_seconds).
@@ -70,15 +71,55 @@ class ProbeConfig:
     workload_path: tuple[str, ...] = ()
     start_method: str = "forkserver"  # CPython 3.14's default on Linux; fork is unsafe with threads
     per_core_series: Optional[bool] = None  # None: on up to PER_CORE_SERIES_MAX_CPUS CPUs
-    # Precision: ``repeats`` is the minimum; a step runs more rounds until its speedup's 95 %
-    # interval is within ``precision`` (relative half-width), ``max_repeats`` or the budget.
-    # The 3 s budget keeps the default round (2 workloads, 3 modes, 2 cores, 0.5 s units:
-    # ~12.5 s when 3 pairs suffice, ~16 s at worst) near 5 % of the 5-minute interval; the
-    # daemon stretches the interval when a round takes longer, so the duty cycle holds.
+    # Precision: ``repeats`` is the fewest pairs; a step runs more until its speedup's 95 %
+    # interval is within ``precision`` (relative half-width), ``max_repeats`` clean pairs or
+    # its ``step_budget`` (pairs spoiled by other load are replaced within the budget). On an
+    # idle 2-core host three 0.3 s pairs reach ±5 % and the default round (2 workloads, 3
+    # modes) takes about 15 s, 5 % of the 5-minute interval; the daemon stretches the
+    # interval when a round takes longer, so the duty cycle holds (docs/measurement.md).
     precision: float = 0.05
     max_repeats: int = 10
-    step_budget_seconds: float = 3.0
+    step_budget_seconds: float = 5.0
     nice: Nice = 0  # 0..19, or "idle" (SCHED_IDLE): run the probe's process tree niced
+    # Before each parallel step, wait up to this long for enough free cores (0: do not wait;
+    # the daemon retries an inconclusive step later in its interval instead).
+    wait_quiet_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class ServiceGroup:
+    """One matcher of ``services.groups`` (process-exporter's ``process_names`` entry).
+
+    Every criterion given must hold: comm one of ``comm``, the executable (full path or base
+    name) one of ``exe``, every ``cmdline`` regex found in the command line, the cgroup path
+    matching ``cgroup``, the systemd unit equal to ``systemd_unit``.
+    """
+
+    name: str  # a template: {comm}, {exe_base}, {unit} and the regexes' named groups
+    comm: tuple[str, ...] = ()
+    exe: tuple[str, ...] = ()
+    cmdline: tuple[re.Pattern[str], ...] = ()
+    cgroup: Optional[re.Pattern[str]] = None
+    systemd_unit: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class ServicesConfig:
+    """The passive collector of running Python services; no groups: off (the default)."""
+
+    groups: tuple[ServiceGroup, ...] = ()
+    interval_seconds: float = 5.0  # one window: the sampler reads /proc this often
+    # A thread is busy above this share of a core in a window. N threads behind one GIL get
+    # 1/N of a core each, so up to 1/share of them are seen busy while serialised.
+    busy_thread_share: float = 0.1
+    # Serialised: at least two busy threads, two usable cores and min_free_cores idle on the
+    # host, yet the process used at most serial_cores cores (a GIL keeps it at ~1.0).
+    serial_cores: float = 1.25
+    min_free_cores: float = 0.5
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.groups)
 
 
 @dataclass(frozen=True)
@@ -89,6 +130,7 @@ class Config:
     interpreters: tuple[Interpreter, ...] = ()  # empty: the running Python only
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     import_check_modules: tuple[str, ...] = ()
+    services: ServicesConfig = field(default_factory=ServicesConfig)
 
     def interpreter_list(self) -> tuple[Interpreter, ...]:
         """The configured interpreters, or the running Python."""
@@ -101,7 +143,8 @@ class Config:
         return [ProbeSpec(w, p.modes, workers, p.unit_seconds, p.repeats, p.timeout_seconds,
                           p.start_method, precision=p.precision, max_repeats=p.max_repeats,
                           step_budget_seconds=p.step_budget_seconds, nice=p.nice,
-                          workload_path=p.workload_path, deadline=p.deadline_seconds)
+                          workload_path=p.workload_path, deadline=p.deadline_seconds,
+                          wait_quiet_seconds=p.wait_quiet_seconds)
                 for w in p.workloads]
 
 
@@ -288,6 +331,13 @@ def jitter_duration(value: Any) -> float:
     return interval_duration(value)
 
 
+def wait_duration(value: Any) -> float:
+    """0 (do not wait) or a duration up to an hour."""
+    if not isinstance(value, bool) and value in (0, "0", "0s"):
+        return 0.0
+    return timeout_duration(value)
+
+
 repeats_count = bounded_int(lambda: MAX_REPEATS)
 timeout_duration = bounded_duration(0, MAX_TIMEOUT_SECONDS)
 deadline_duration = bounded_duration(0, MAX_DEADLINE_SECONDS)
@@ -309,6 +359,7 @@ PROBE_FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "max_repeats": ("max_repeats", repeats_count),
     "step_budget": ("step_budget_seconds", timeout_duration),
     "nice": ("nice", nice_value),
+    "wait_quiet": ("wait_quiet_seconds", wait_duration),
 }
 TOP_FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "interval": ("interval_seconds", interval_duration),
@@ -349,6 +400,15 @@ def _build(raw: Mapping[str, Any], fields: dict, allowed_extra: Sequence[str], w
     return values
 
 
+def _mappings(items: Any, where: str, build: Callable[[Any, str], T]) -> tuple[T, ...]:
+    """A non-empty list of at most MAX_LIST_ITEMS mappings, each built by ``build(item, where[i])``."""
+    if not isinstance(items, list) or not items:
+        raise _Located(where, f"must be a non-empty list, got {show(items)}")
+    if len(items) > MAX_LIST_ITEMS:
+        raise _Located(where, f"must have at most {MAX_LIST_ITEMS} items, got {len(items)}")
+    return tuple(build(item, f"{where}[{i}]") for i, item in enumerate(items))
+
+
 def _interpreter(raw: Any, where: str) -> Interpreter:
     raw = _mapping(raw, where)
     values = _build(raw, {"name": ("name", label_value), "path": ("path", path_value)}, ["env"], f"{where}.")
@@ -377,7 +437,7 @@ def config_from_mapping(raw: Any, base: str = "") -> Config:
     relative to it, as Prometheus resolves ``rule_files``.
     """
     raw = _mapping(raw, "(top level)")
-    top = _build(raw, TOP_FIELDS, ["probe", "interpreters", "import_check"], "")
+    top = _build(raw, TOP_FIELDS, ["probe", "interpreters", "import_check", "services"], "")
     raw_probe = _mapping(raw.get("probe"), "probe")
     probe_fields = dict(PROBE_FIELDS, workload_path=(
         "workload_path", list_of(lambda v: directory(v, base))))
@@ -386,22 +446,87 @@ def config_from_mapping(raw: Any, base: str = "") -> Config:
                        step_budget_given="step_budget" in raw_probe)
     interpreters: tuple[Interpreter, ...] = ()
     if "interpreters" in raw:
-        items = raw["interpreters"]
-        if not isinstance(items, list) or not items:
-            raise _Located("interpreters", f"must be a non-empty list, got {show(items)}")
-        if len(items) > MAX_LIST_ITEMS:
-            raise _Located("interpreters", f"must have at most {MAX_LIST_ITEMS} items, got {len(items)}")
-        interpreters = tuple(_interpreter(item, f"interpreters[{i}]") for i, item in enumerate(items))
+        interpreters = _mappings(raw["interpreters"], "interpreters", _interpreter)
         names = [i.name for i in interpreters]
         if len(set(names)) != len(names):
             raise _Located("interpreters", f"names must be unique, got {show(names)}")
     import_check = _build(_mapping(raw.get("import_check"), "import_check"),
                           {"modules": ("modules", list_of(module_name))}, [], "import_check.")
     config = Config(**top, probe=probe, interpreters=interpreters,
-                    import_check_modules=import_check.get("modules", ()))
+                    import_check_modules=import_check.get("modules", ()),
+                    services=services_config(raw.get("services")))
     if config.jitter_seconds >= config.interval_seconds:
         raise _Located("jitter", "must be shorter than interval")
     return config
+
+
+# --- services: the passive collector (exporter/services.py) ------------------------------
+
+MAX_SERVICE_GROUPS = MAX_LIST_ITEMS  # group names, rendered from the templates, at run time too
+MAX_SERVICE_INTERVAL_SECONDS = 300.0
+_TEMPLATE_FIELD = re.compile(r"\{([^{}]*)\}")
+TEMPLATE_BUILTINS = ("comm", "exe_base", "unit")
+
+
+def regex(value: Any) -> re.Pattern[str]:
+    if not isinstance(value, str) or not value or "\0" in value:
+        raise ValueError(f"must be a regular expression, got {show(value)}")
+    try:
+        return re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"invalid regular expression {show(value)}: {exc}") from None
+
+
+def plain_name(value: Any) -> str:
+    if not isinstance(value, str) or not value or "\0" in value or len(value) > 255:
+        raise ValueError(f"must be a non-empty name, got {show(value)}")
+    return value
+
+
+def cores_value(value: Any) -> float:
+    number = positive_float(value)
+    if number > MAX_WORKERS_ABSOLUTE:
+        raise ValueError(f"must be at most {MAX_WORKERS_ABSOLUTE}, got {show(value)}")
+    return number
+
+
+SERVICE_GROUP_FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "name": ("name", plain_name),
+    "comm": ("comm", list_of(plain_name)),
+    "exe": ("exe", list_of(plain_name)),
+    "cmdline": ("cmdline", list_of(regex, unique=False)),
+    "cgroup": ("cgroup", regex),
+    "systemd_unit": ("systemd_unit", plain_name),
+}
+SERVICES_FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "interval": ("interval_seconds", bounded_duration(MIN_INTERVAL_SECONDS, MAX_SERVICE_INTERVAL_SECONDS)),
+    "busy_thread_share": ("busy_thread_share", ratio),
+    "serial_cores": ("serial_cores", cores_value),
+    "min_free_cores": ("min_free_cores", cores_value),
+}
+
+
+def _service_group(raw: Any, where: str) -> ServiceGroup:
+    values = _build(_mapping(raw, where), SERVICE_GROUP_FIELDS, [], f"{where}.")
+    if "name" not in values:
+        raise _Located(f"{where}.name", "is required")
+    if len(values) == 1:
+        raise _Located(where, "needs at least one of comm, exe, cmdline, cgroup, systemd_unit")
+    patterns = [*values.get("cmdline", ()), *([values["cgroup"]] if "cgroup" in values else [])]
+    known = set(TEMPLATE_BUILTINS) | {name for p in patterns for name in p.groupindex}
+    for placeholder in _TEMPLATE_FIELD.findall(values["name"]):
+        if placeholder not in known:
+            raise _Located(f"{where}.name", f"unknown placeholder {{{placeholder}}} (known: "
+                           f"{', '.join(sorted(known))})")
+    return ServiceGroup(**values)
+
+
+def services_config(raw: Any) -> ServicesConfig:
+    """The ``services`` section; absent or without groups: the collector stays off."""
+    raw = _mapping(raw, "services")
+    values = _build(raw, SERVICES_FIELDS, ["groups"], "services.")
+    groups = _mappings(raw["groups"], "services.groups", _service_group) if "groups" in raw else ()
+    return ServicesConfig(groups=groups, **values)
 
 
 def check_probe_bounds(probe: ProbeConfig, max_repeats_given: bool = True, step_budget_given: bool = True) -> None:

@@ -44,6 +44,12 @@ def _cgroup_paths(proc_cgroup: str) -> dict[str, str]:
     return paths
 
 
+def cgroup_path(proc_cgroup: str) -> str:
+    """The cgroup v2 path in a ``/proc/<pid>/cgroup`` text, else the v1 cpu controller's."""
+    paths = _cgroup_paths(proc_cgroup)
+    return paths.get("", paths.get("cpu", ""))
+
+
 def _quota_v2(directory: Path) -> Optional[float]:
     """Tightest ``cpu.max`` quota from this cgroup up to the root, in CPUs."""
     tightest = None

@@ -25,12 +25,11 @@ from prometheus_client.registry import Collector
 from exporter.collector import ParallelismCollector, empty_snapshot, record_round
 from exporter.config import Config
 from exporter.hostinfo import HostCpus
+from exporter.metrics import exposed_names
 from exporter.results import WorkloadReport
 
-HOST_FAMILIES = {"pyparallel_host_cpus", "pyparallel_exporter_build_info", "pyparallel_process_start_method_info"}
-DAEMON_FAMILIES = {"pyparallel_probe_interval_seconds", "pyparallel_config_last_reload_successful",
-                   "pyparallel_config_last_reload_success_timestamp_seconds", "pyparallel_round_duration_seconds",
-                   "pyparallel_duty_cycle_ratio"}
+HOST_FAMILIES = exposed_names("host")
+DAEMON_FAMILIES = exposed_names("daemon")
 PUSH_TIMEOUT_SECONDS = 30.0
 
 

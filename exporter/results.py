@@ -6,15 +6,14 @@ web layer import these without loading the probe machinery (subprocess, the runn
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
-from typing import Mapping, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 from exporter import measurement
 
-# Every mode the runner knows; the runner keeps its own table (it imports only the standard
-# library), and a test holds the two equal.
-MODES = ("sequential", "threads", "processes", "asyncio", "subinterpreters")
+from exporter.modes import MODES  # noqa: F401  (the vocabulary: config and the command line read it here)
 
 FAILURE_REASONS = ("error", "crash", "timeout", "interpreter")
 
@@ -39,7 +38,7 @@ class ProbeSpec:
     workload: str
     modes: Sequence[str]
     workers: Sequence[int]
-    unit_seconds: float = 0.5
+    unit_seconds: float = 0.3
     repeats: int = 3
     timeout_seconds: float = 60.0
     start_method: Optional[str] = None
@@ -49,23 +48,36 @@ class ProbeSpec:
     # is within ``precision`` (relative half-width), ``max_repeats`` or its time budget.
     precision: float = 0.05
     max_repeats: int = 10
-    step_budget_seconds: float = 3.0
+    step_budget_seconds: float = 5.0
     nice: Nice = 0
     # Directories appended to the runner's sys.path for package.module:function workloads.
     workload_path: Sequence[str] = ()
     # The whole probe's wall-clock limit; None: timeout x (steps + 1), see deadline_seconds().
     deadline: Optional[float] = None
+    # Wait up to this long before each parallel step for enough free cores (probe --wait-quiet).
+    wait_quiet_seconds: float = 0.0
 
     def deadline_seconds(self) -> float:
         """Wall-clock limit of the whole probe: events must not keep a runaway alive."""
         if self.deadline is not None:
             return self.deadline
-        return self.timeout_seconds * (len(self.steps()) + 1)  # +1: start-up and calibration
+        waits = self.wait_quiet_seconds * (len(self.steps()) - 1)
+        return self.timeout_seconds * (len(self.steps()) + 1) + waits  # +1: start-up and calibration
 
     def steps(self) -> list[tuple[str, int]]:
         """Sequential (the baseline) first, then every other mode at every worker count."""
         parallel = [(m, n) for m in self.modes if m != "sequential" for n in self.workers]
         return [("sequential", 1)] + parallel
+
+
+def interpreter_label(name: str, identity: Optional[Mapping[str, Any]], path: str = "") -> str:
+    """How every output names an interpreter: ``cpython-3.13t: cpython 3.13.5, free-threaded,
+    GIL disabled`` (``identity``: the Identity's fields, or an interpreter of the JSON document)."""
+    if not identity or identity.get("version") is None:
+        return f"{name} ({path or 'no identity reported'})"
+    build = "free-threaded" if identity.get("free_threaded_build") else "GIL build"
+    gil = "GIL enabled" if identity.get("gil_enabled") else "GIL disabled"
+    return f"{name}: {identity.get('implementation', '')} {identity['version']}, {build}, {gil}"
 
 
 @dataclass(frozen=True)
@@ -77,6 +89,7 @@ class Identity:
     gil_enabled: bool
     start_methods: Sequence[str]
     subinterpreters_unavailable: Optional[str]
+    gil_requested: bool = False  # PYTHON_GIL=1 in the runner's environment: the GIL on purpose
 
 
 @dataclass
@@ -95,6 +108,12 @@ class StepResult:
     windows: list[measurement.Window] = field(default_factory=list)
     # The runner's last lines on stderr when the step failed: its debug log, as blackbox's.
     log: list[str] = field(default_factory=list)
+    # Why the runner measured the step again from scratch (an implausible first attempt).
+    remeasured_reason: Optional[str] = None
+    # Seconds spent waiting for a quiet host before the step (probe --wait-quiet).
+    waited_seconds: float = 0.0
+    # The untimed warm-up window of every worker before the first timed one: (start, end).
+    warmup: Optional[tuple[float, float]] = None
 
     def fail(self, reason: str, message: str) -> None:
         self.success, self.reason, self.message = False, reason, message
@@ -115,6 +134,11 @@ class WorkloadReport:
 
     def step(self, mode: str, workers: int) -> StepResult:
         return next(s for s in self.steps if s.mode == mode and s.workers == workers)
+
+    @property
+    def label(self) -> str:
+        identity = dataclasses.asdict(self.identity) if self.identity is not None else None
+        return interpreter_label(self.interpreter.name, identity, self.interpreter.path)
 
     @property
     def success(self) -> bool:

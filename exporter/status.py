@@ -1,6 +1,7 @@
-"""The WSGI handlers of ``/``, ``/api/v1/results`` and ``/config`` for the web server's routes.
+"""The WSGI handlers of ``/``, ``/api/v1/results``, ``/api/v1/services`` and ``/config``.
 
-The documents come from exporter/api.py and the page from exporter/statuspage.py; this module
+The documents come from exporter/api.py and exporter/service_status.py, the page from
+exporter/statuspage.py; this module
 only answers requests: GET and HEAD, no caching, the page under a strict
 Content-Security-Policy, and a bug in a page costing that request a 500, never the server.
 """
@@ -15,6 +16,7 @@ from exporter.api import Schedule, config_text, results_document
 from exporter.collector import Snapshot
 from exporter.config import Config
 from exporter.history import History
+from exporter.service_status import services_document
 from exporter.statuspage import render_page
 from exporter.webconfig import WebConfig
 
@@ -60,7 +62,13 @@ class StatusPages:
         self.web_config, self.config_path = web_config, config_path
 
     def document(self) -> dict[str, Any]:
-        return results_document(self.source.snapshot(), self.source.schedule(), self.source.history)
+        document = results_document(self.source.snapshot(), self.source.schedule(), self.source.history)
+        document["services"] = self.services_document()
+        return document
+
+    def services_document(self) -> Optional[dict[str, Any]]:
+        watcher = getattr(self.source, "services", None)  # the daemon's ServiceWatcher
+        return services_document(watcher.snapshot()) if watcher is not None else None
 
     def page(self, environ: dict[str, Any], start: StartResponse) -> list[bytes]:
         body = render_page(self.document(), self.telemetry_path).encode()
@@ -71,13 +79,18 @@ class StatusPages:
         body = (json.dumps(self.document(), indent=1) + "\n").encode()
         return _respond(start, environ, body, "application/json")
 
+    def services(self, environ: dict[str, Any], start: StartResponse) -> list[bytes]:
+        body = (json.dumps(self.services_document(), indent=1) + "\n").encode()
+        return _respond(start, environ, body, "application/json")
+
     def config(self, environ: dict[str, Any], start: StartResponse) -> list[bytes]:
         body = config_text(self.source.config, self.web_config, self.config_path).encode()
         return _respond(start, environ, body, "text/plain; charset=utf-8")
 
     def routes(self) -> dict[str, WSGIApp]:
         return {path: self._guarded(app) for path, app in
-                (("/", self.page), ("/api/v1/results", self.results), ("/config", self.config))}
+                (("/", self.page), ("/api/v1/results", self.results), ("/config", self.config),
+                 ("/api/v1/services", self.services))}
 
     @staticmethod
     def _guarded(app: WSGIApp) -> WSGIApp:

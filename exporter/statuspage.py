@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional, Sequence
 
-from exporter import templating
+from exporter import service_status, templating
 from exporter.api import speedup_interval
 from exporter.history import MAX_LOG_LINE_CHARS, MAX_LOG_LINES, MAX_MESSAGE_CHARS
 
@@ -157,7 +157,7 @@ def interpreter_view(document: Document, interpreter: Mapping[str, Any], history
 
 
 def identity_text(interpreter: Mapping[str, Any]) -> str:
-    if "version" not in interpreter:
+    if interpreter.get("version") is None:
         return f"{interpreter['path']} (did not report its identity)"
     build = "free-threaded build" if interpreter["free_threaded_build"] else "GIL build"
     gil = "GIL disabled at run time" if not interpreter["gil_enabled"] else "GIL enabled at run time"
@@ -171,9 +171,10 @@ def step_row(r: Mapping[str, Any], points: Sequence) -> View:
     if not r["available"]:
         return row | {"state": "unavailable", "speedup": "unavailable", "verdict": clip(r["message"], VERDICT_CHARS)}
     if not r["success"] or r["speedup"] is None:
-        return row | {"state": "failed",
-                      "speedup": f"failed ({r['reason']})" if not r["success"] else "no figure",
-                      "verdict": clip(r["message"] or r.get("unsteady_reason") or "", VERDICT_CHARS)}
+        why = (f"failed ({r['reason']})" if not r["success"] else "cannot tell" if r.get("conclusive") is False
+               else "no figure")
+        detail = r["message"] or r.get("unsteady_reason") or r.get("inconclusive_reason") or ""
+        return row | {"state": "failed", "speedup": why, "verdict": clip(detail, VERDICT_CHARS)}
     interval, kind = speedup_interval(r)
     return row | {"state": "ok", "speedup": f"{r['speedup']:.2f}×",
                   "interval": f"{interval[0]:.2f}–{interval[1]:.2f}" if interval else "—", "interval_kind": kind,
@@ -286,9 +287,38 @@ def failure_view(steps: Sequence[Mapping[str, Any]], at: str = "") -> View:
             "log": "\n".join(log)}
 
 
+# --- watched services ----------------------------------------------------------------------
+
+
+def services_section(document: Document, now: float) -> Optional[View]:
+    """The watched groups (``document["services"]``, the ``/api/v1/services`` document);
+    left out when the collector is off."""
+    services = document.get("services")
+    if not services or not services.get("enabled"):
+        return None
+    rows = []
+    for group in services["groups"]:
+        cohorts = group["interpreters"] or [None]
+        for i, c in enumerate(cohorts):
+            rows.append({"first": i == 0, "span": len(cohorts), "group": group["group"],
+                         "state": group["state"] or "none", "state_text": group["state_text"],
+                         "cohort": None if c is None else {
+                             "identity": service_status.identity_text(c), "processes": c["processes"],
+                             "cores_used": number(c["cores_used"]), "busy_threads": c["busy_threads"],
+                             "parallelism": number(c["parallelism_ratio"], "{:.0%}"),
+                             "switches": number(c["voluntary_context_switches_per_busy_thread"], "{:.0f}/s")}})
+    return {"window": number(services["window_seconds"], "{:.1f} s"),
+            "interval": number(services["interval_seconds"], "{:g} s"),
+            "scanned": services["scanned_processes"], "scan": number(services["scan_seconds"], "{:.3f} s"),
+            "idle_cores": number(services["host_idle_cores"]),
+            "unreadable": ", ".join(f"{k} {v}" for k, v in services["errors"].items() if v) or "none",
+            "rows": rows}
+
+
 SECTIONS: tuple[Section, ...] = (
     Section("sections/host.html", host_section),
     Section("sections/first_round.html", first_round_section),
     Section("sections/interpreters.html", interpreters_section),
     Section("sections/failures.html", failures_section),
+    Section("sections/services.html", services_section),
 )

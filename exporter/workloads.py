@@ -106,7 +106,7 @@ ALL_WORKLOADS["sleep"] = Workload(
 
 
 def is_user_workload(name: str) -> bool:
-    """A user workload is named ``package.module:function``."""
+    """A user workload is named ``module:function`` (or ``package.module:function``)."""
     return ":" in name
 
 

@@ -17,8 +17,8 @@ INVALID = {
     "invalid-repeats-zero.yml": "probe.repeats: must be an integer >= 1, got 0",
     "invalid-unknown-workload.yml": "probe.workloads: unknown workload 'nope' (known: json, objects, pure_python, sha256, sleep, zlib, or package.module:function)",
     "invalid-unknown-mode.yml": "probe.modes: unknown mode 'greenlets' (known: sequential, threads, processes, asyncio, subinterpreters)",
-    "invalid-unknown-key.yml": "intervall: unknown field (known: duty_cycle, import_check, interpreters, interval, jitter, probe)",
-    "invalid-unknown-probe-key.yml": "probe.unit_second: unknown field (known: deadline, max_repeats, modes, nice, per_core_series, precision, repeats, start_method, step_budget, timeout, unit_seconds, workers, workload_path, workloads)",
+    "invalid-unknown-key.yml": "intervall: unknown field (known: duty_cycle, import_check, interpreters, interval, jitter, probe, services)",
+    "invalid-unknown-probe-key.yml": "probe.unit_second: unknown field (known: deadline, max_repeats, modes, nice, per_core_series, precision, repeats, start_method, step_budget, timeout, unit_seconds, wait_quiet, workers, workload_path, workloads)",
     "invalid-interval.yml": "interval: must be a duration like 30s or 5m, got 'soon'",
     "invalid-workers.yml": "probe.workers: must be an integer >= 1, got -1",
     "invalid-start-method.yml": "probe.start_method: must be one of fork, forkserver, spawn, got 'thread'",
@@ -53,6 +53,16 @@ INVALID = {
     "invalid-unit-seconds-huge.yml": "probe.unit_seconds: must be at most 60, got 1000000000.0",
     "invalid-workload-path.yml": "probe.workload_path: not a directory: /no/such/dir",
     "invalid-interpreter-env-name.yml": "interpreters[0].env: variable names are letters, digits and _, got 'A=B'",
+    # the services section (issue 18)
+    "invalid-services-regex.yml": "services.groups[0].cmdline: invalid regular expression '(unclosed': missing ), unterminated subpattern at position 0",
+    "invalid-services-no-name.yml": "services.groups[0].name: is required",
+    "invalid-services-no-matcher.yml": "services.groups[0]: needs at least one of comm, exe, cmdline, cgroup, systemd_unit",
+    "invalid-services-placeholder.yml": "services.groups[0].name: unknown placeholder {worker} (known: comm, exe_base, unit)",
+    "invalid-services-unknown-key.yml": "services.groups[0].pid: unknown field (known: cgroup, cmdline, comm, exe, name, systemd_unit)",
+    "invalid-services-interval.yml": "services.interval: must be a duration like 30s or 5m, got '0.5s'",
+    "invalid-services-busy-share.yml": "services.busy_thread_share: must be a number in (0, 1], got 2",
+    "invalid-services-groups.yml": "services.groups: must be a non-empty list, got 'web'",
+    "invalid-services-serial-cores.yml": "services.serial_cores: must be a number > 0, got -1",
 }
 
 

@@ -13,12 +13,13 @@ import pytest
 import yaml
 from conftest import require_binary
 from dashboards import queries
-from dashboards.generate import FLEET_DASHBOARD, HOST_DASHBOARD
+from dashboards.generate import FLEET_DASHBOARD, HOST_DASHBOARD, SERVICES_DASHBOARD
 
 ROOT = Path(__file__).resolve().parent.parent
 
-DASHBOARD_FILES = {"host": ROOT / HOST_DASHBOARD, "fleet": ROOT / FLEET_DASHBOARD}
-STABLE_UIDS = {"host": "pyparallel-host", "fleet": "pyparallel-fleet"}
+DASHBOARD_FILES = {"host": ROOT / HOST_DASHBOARD, "fleet": ROOT / FLEET_DASHBOARD,
+                   "services": ROOT / SERVICES_DASHBOARD}
+STABLE_UIDS = {"host": "pyparallel-host", "fleet": "pyparallel-fleet", "services": "pyparallel-services"}
 # Panel types Grafana ships (core visualisations); a typo or a plugin id would render as an error.
 GRAFANA_PANEL_TYPES = {
     "alertlist", "annolist", "barchart", "bargauge", "candlestick", "canvas", "dashlist", "flamegraph",
@@ -26,7 +27,7 @@ GRAFANA_PANEL_TYPES = {
     "stat", "state-timeline", "status-history", "table", "text", "timeseries", "traces", "trend", "xychart",
 }
 # Values the later integration test would use; here only to make the queries parseable.
-SAMPLE_VALUES = {"datasource": "prometheus", "job": "pyparallel", "host": "host",
+SAMPLE_VALUES = {"datasource": "prometheus", "job": "pyparallel", "host": "host", "group": ".+",
                  "interpreter": ".+", "workload": "pure_python", "__interval": "5m"}
 # Metrics with the step labels: aggregating one of them must keep workload and workers.
 STEP_METRICS = ("speedup", "efficiency", "cores_used", "core_utilisation", "serial_fraction", "throughput",
@@ -78,7 +79,9 @@ def test_schema_is_current_with_no_legacy_keys(name: str) -> None:
     for key in ("fieldOptions", "sharedCrosshair", '"rows"'):
         assert key not in text, key
     for panel in queries.iter_panels(dashboard):
-        assert not set(LEGACY_PANEL_KEYS) & set(panel), panel["title"]
+        # `repeat` stays on a row repeated over a variable (the services dashboard's row per group).
+        assert panel.get("repeat") is None or panel["type"] == "row", panel["title"]
+        assert not (set(LEGACY_PANEL_KEYS) - {"repeat"}) & set(panel), panel["title"]
         for target in panel.get("targets", []):
             assert not set(LEGACY_TARGET_KEYS) & set(target), panel["title"]
         if panel["type"] == "bargauge":
@@ -119,6 +122,7 @@ def test_every_aggregation_of_probe_series_keeps_workload_and_workers(name: str)
             assert filtered or {"workload", "workers"} <= labels, (title, expr)
 
 
+@pytest.mark.parametrize("name", ["host", "fleet"])  # the services dashboard has no workloads
 def test_the_workload_variable_defaults_to_the_headline_workload(name: str) -> None:
     from dashboards.mixin_config import CONFIG
 

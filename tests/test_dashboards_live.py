@@ -20,7 +20,7 @@ def variable_values(stack) -> dict[str, str]:
     """What a user picking "All" (or this stack's host) would send for each variable."""
     host = stack.exporter.url.split("//")[1].rsplit(":", 1)[0]  # deploy/prometheus sets it from the address
     return {"job": "pyparallel", "host": host, "interpreter": ".+",
-            "workload": ".+", "datasource": "prometheus", "__all": ".+",
+            "workload": ".+", "group": ".+", "datasource": "prometheus", "__all": ".+",
             "__rate_interval": "1m", "__interval": "15s", "__range": "1h"}
 
 

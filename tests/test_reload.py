@@ -68,18 +68,19 @@ def test_reload_with_a_longer_interval_keeps_the_next_run_and_spaces_later_ones(
 
 def test_reload_with_a_shorter_interval_brings_the_next_run_forward_from_the_last_start(
         daemon: Daemon, tmp_path: Path) -> None:
-    daemon.last_round_started = datetime.now(timezone.utc) - timedelta(minutes=10)
+    started = datetime.now(timezone.utc) - timedelta(minutes=10)
+    daemon.last_round = (started.timestamp(), started.timestamp() + 12)
     write(tmp_path / "config.yml", dict(BASE, interval="30m"))
     assert daemon.reload()[0]
     due = daemon.next_run_time()
     assert due is not None
-    expected = daemon.last_round_started + timedelta(minutes=30)
+    expected = started + timedelta(minutes=30)
     assert abs((due - expected).total_seconds()) < 1
 
 
 def test_shorter_interval_whose_time_has_passed_runs_now_not_in_the_past(
         daemon: Daemon, tmp_path: Path) -> None:
-    daemon.last_round_started = datetime.now(timezone.utc) - timedelta(minutes=50)
+    daemon.round_started_at = (datetime.now(timezone.utc) - timedelta(minutes=50)).timestamp()  # still running
     write(tmp_path / "config.yml", dict(BASE, interval="5m"))
     before_reload = datetime.now(timezone.utc)
     assert daemon.reload()[0]
@@ -114,3 +115,37 @@ def test_reload_of_a_missing_file_fails_and_a_good_one_recovers(daemon: Daemon, 
     write(path, BASE)
     assert daemon.reload()[0]
     assert reload_ok(daemon) == 1
+
+
+def test_a_round_finishing_after_a_reload_does_not_bring_back_what_the_reload_removed(daemon, tmp_path):
+    """The running round started under the old config; its report for a workload the reload
+    removed must not republish the series the reload pruned (bounded cardinality)."""
+    from exporter.results import Interpreter, ProbeSpec, StepResult, WorkloadReport
+
+    path = Path(daemon.config_path)
+    write(path, {**BASE, "probe": {**BASE["probe"], "workloads": ["sleep", "pure_python"]}})
+    assert daemon.reload()[0]
+    interpreter = daemon.config.interpreter_list()[0]
+
+    def report(workload: str) -> WorkloadReport:
+        spec = ProbeSpec(workload, ("threads",), (2,))
+        return WorkloadReport(Interpreter(interpreter.name, interpreter.path), spec,
+                              steps=[StepResult(workload, "threads", 2, reason="error", message="boom")])
+
+    daemon._publish([report("sleep"), report("pure_python")])
+    write(path, BASE)  # pure_python removed while, say, its report was on its way
+    assert daemon.reload()[0]
+    assert {w for _, w in daemon.snapshot().reports} == {"sleep"}
+    daemon._publish([report("pure_python")])  # the round that started before the reload ends
+    assert {w for _, w in daemon.snapshot().reports} == {"sleep"}
+    assert all(key[1] != "pure_python" for key, _ in daemon.snapshot().failures)
+
+
+def test_a_reload_that_fails_on_a_bug_logs_the_traceback(daemon, monkeypatch, caplog):
+    def broken(path):
+        raise KeyError("a bug, not a bad file")
+
+    monkeypatch.setattr("exporter.daemon.load_config", broken)
+    ok, message = daemon.reload()
+    assert not ok and "KeyError" in message
+    assert any(record.exc_info for record in caplog.records), "a programming error must come with its traceback"

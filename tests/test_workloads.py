@@ -38,8 +38,8 @@ def test_unknown_workload_names_the_known_ones():
         workloads.resolve("nope")
 
 
-def test_runner_knows_exactly_the_modes_the_data_types_name():
-    """The runner keeps its own mode table (standard library only); it must match results.MODES."""
-    from exporter import results, runner
+def test_the_runner_has_an_execution_environment_for_every_mode_of_the_table():
+    """exporter.modes is the one mode table; the runner's pools are keyed by its names."""
+    from exporter import modes, pools, results
 
-    assert runner.MODES == results.MODES
+    assert tuple(pools.POOLS) == modes.MODES == results.MODES

@@ -1,0 +1,290 @@
+"""Watched services (issue 18): the "Python parallelism — services" dashboard, its alerts and their promtool tests.
+
+One row per watched group (a Grafana row repeated over the `group` variable): cores used
+against busy threads, parallelism and the serialisation signature, with interpreter changes
+annotated. The alerts say when a service stays serial on a free-threaded build and when it
+became serial after an interpreter upgrade; every threshold is in `MixinConfig`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from grafanalib import core as g
+
+from dashboards import promtool_tests as pt
+from dashboards.alerts import VALUE, _alert
+from dashboards.mixin_config import CONFIG, MixinConfig
+from dashboards.panels import (
+    DATASOURCE,
+    Grid,
+    datasource_variable,
+    make_dashboard,
+    over,
+    query_variable,
+    stat,
+    timeseries,
+    value_text,
+)
+from exporter.service_collector import METRIC_NAMES
+
+IDENTITY = "implementation, version, free_threaded_build"
+# The families the dashboard and the rules read: the services collector's contract.
+SERVICE_METRICS: frozenset[str] = METRIC_NAMES
+# Panels that may show no data on a healthy host, and why (tests/test_dashboards_live.py).
+MAY_BE_EMPTY: dict[str, str] = {
+    "Parallelism": "exists only while a process of the group has busy threads",
+    "Serialisation signature": "exists only while a window could judge a process (2+ busy threads)",
+    "Voluntary switches per busy thread": "exists only for threads busy in two windows in a row",
+    "Interpreter change": "shows data only within minutes of an interpreter change",
+}
+
+
+# --- dashboard -------------------------------------------------------------------------------
+
+
+def _selector(config: MixinConfig) -> str:
+    return f'{config.exporter_selector}, job=~"$job", {config.host_label}=~"$host", group=~"$group"'
+
+
+def variables(config: MixinConfig) -> list[g.Template]:
+    sel = config.exporter_selector
+    return [
+        datasource_variable(),
+        query_variable("job", "Job", f"label_values(pyparallel_service_watch_enabled{{{sel}}}, job)", multi=False),
+        query_variable("host", "Host", f'label_values(pyparallel_service_watch_enabled{{{sel}, job=~"$job"}}, '
+                       f"{config.host_label})", multi=False),
+        query_variable("group", "Group", f'label_values(pyparallel_service_processes{{{sel}, job=~"$job", '
+                       f'{config.host_label}=~"$host"}}, group)', multi=True),
+    ]
+
+
+def interpreter_annotation(config: MixinConfig) -> dict[str, Any]:
+    """Marks where a group's interpreter changed: two identities seen within the window."""
+    processes = f"pyparallel_service_processes{{{_selector(config)}}}"
+    by = f"{config.site_by}, group"
+    return {
+        "name": "Interpreter change", "datasource": DATASOURCE, "enable": True, "hide": False, "iconColor": "purple",
+        "expr": (f"max by ({by}, {IDENTITY}) ({processes})\n"
+                 f"and on({by})\n"
+                 f"  (count by ({by}) (max by ({by}, {IDENTITY}) (max_over_time({processes}[{config.annotation_window}]))) > 1)"),
+        "step": "60s", "titleFormat": "Interpreter change",
+        "textFormat": "{{group}} now runs {{implementation}} {{version}} (free-threaded: {{free_threaded_build}})",
+        "tagKeys": "group,version,free_threaded_build", "useValueForTime": False,
+    }
+
+
+STATE_COLOURS = {"parallel": "green", "serial": "red", "host_busy": "orange", "one_usable_core": "orange",
+                 "one_busy_thread": "blue", "idle": "text", "no_process": "purple"}
+
+
+def group_row(grid: Grid, config: MixinConfig) -> None:
+    sel = _selector(config)
+    legend = "{{version}} free-threaded={{free_threaded_build}}"
+    grid.row("$group")
+    grid.add(timeseries(
+        "Cores used vs busy threads",
+        "CPU seconds per second of the group's processes, and how many of their threads were busy (above "
+        "services.busy_thread_share of a core), averaged per step. Parallel busy threads use "
+        "min(busy threads, usable cores) cores; GIL-bound ones stay at one core however many are busy.",
+        (f"sum by (group, {IDENTITY}) ({over(f'pyparallel_service_cores_used{{{sel}}}')})", f"cores used {legend}"),
+        (f"sum by (group, {IDENTITY}) ({over(f'pyparallel_service_busy_threads{{{sel}}}')})", f"busy threads {legend}"),
+        (f"max by (group) ({over(f'pyparallel_service_usable_cores{{{sel}}}', 'max')})", "usable cores"),
+        minimum=0), w=12)
+    grid.add(timeseries(
+        "Parallelism",
+        "Cores used / min(busy threads, usable cores): 100 % when every busy thread ran whenever it wanted to.",
+        (over(f"pyparallel_service_parallelism_ratio{{{sel}}}"), legend), unit="percentunit", minimum=0), w=6)
+    grid.add(timeseries(
+        "Serialisation signature",
+        "Share of the judged processes whose 2+ busy threads shared about one core while the host had cores to "
+        "spare: a GIL build's GIL, or a lock or a C extension that re-enabled the GIL on a free-threaded build.",
+        (over(f"pyparallel_service_serialised_ratio{{{sel}}}"), legend), unit="percentunit", minimum=0), w=6)
+    grid.add(stat(
+        "State", "What the last window says: parallel, serial, or why it cannot tell.",
+        (f"max by (group, pyparallel_service_state) (pyparallel_service_state{{{sel}}}) == 1",
+         "{{pyparallel_service_state}}"),
+        text_mode="name", thresholds=[{"color": "text", "value": None}],
+        mappings=value_text({state: (state, colour) for state, colour in STATE_COLOURS.items()})), w=6, h=6)
+    grid.add(stat(
+        "Interpreter", "Processes of the group per interpreter identity (implementation none: not Python).",
+        (f"sum by ({IDENTITY}) (pyparallel_service_processes{{{sel}}})",
+         "{{implementation}} {{version}} ft={{free_threaded_build}}")), w=9, h=6)
+    grid.add(timeseries(
+        "Voluntary switches per busy thread",
+        "Voluntary context switches per second of each busy thread: GIL hand-offs (every 5 ms by default) and "
+        "lock waits show here; free-running CPU-bound threads switch rarely.",
+        (over(f"pyparallel_service_voluntary_context_switches_per_busy_thread{{{sel}}}"), legend),
+        unit="ops", minimum=0), w=9, h=6)
+
+
+def build(config: MixinConfig = CONFIG) -> g.Dashboard:
+    grid = Grid()
+    group_row(grid, config)
+    rows = [p for p in grid.panels if isinstance(p, g.RowPanel)]
+    panels = [g.RowPanel(title=p.title, gridPos=p.gridPos, repeat=g.Repeat(variable="group")) if p in rows else p
+              for p in grid.panels]
+    return make_dashboard(
+        title=config.services_dashboard_title, uid=config.services_dashboard_uid,
+        description="Watched Python services: do their busy threads use the cores they have?",
+        tags=config.dashboard_tags, refresh=config.dashboard_refresh, time_from=config.dashboard_time_from,
+        variables=variables(config), panels=panels, annotations=[interpreter_annotation(config)])
+
+
+# --- alerts ----------------------------------------------------------------------------------
+
+
+def services_alerts_group(config: MixinConfig = CONFIG) -> dict[str, Any]:
+    """The `pyparallel.services` group, in Prometheus rule-file form."""
+    c = config
+    sel = c.exporter_selector
+    window = c.service_window
+    serialised = f"avg_over_time(pyparallel_service_serialised_ratio{{{sel}}}[{window}])"
+    site_group = f"{c.site_by}, group"
+    where = f"{{{{ $labels.group }}}} on {{{{ $labels.{c.host_label} }}}}"
+    identity = "{{ $labels.implementation }} {{ $labels.version }}"
+    return {"name": "pyparallel.services", "rules": [
+        _alert(
+            c,
+            "PyParallelServiceSerialOnFreeThreadedBuild",
+            f'avg_over_time(pyparallel_service_serialised_ratio{{{sel}, free_threaded_build="true"}}[{window}])'
+            f" >= {c.service_serial_ratio:g}",
+            c.service_serial_for,
+            "A service on a free-threaded Python still runs its busy threads one at a time.",
+            f"The processes of {where} run the free-threaded build {identity}, yet over {window} "
+            f"{{{{ $value | humanizePercentage }}}} of those the sampler could judge kept their busy threads on about "
+            "one core while the host had cores to spare: a C extension re-enabled the GIL, or a lock serialises them.",
+        ),
+        _alert(
+            c,
+            # Against every earlier interpreter of the group seen within version_memory that the
+            # windows judged parallel; identities still running are not "earlier".
+            "PyParallelServiceBecameSerialAfterUpgrade",
+            f"{serialised} >= {c.service_serial_ratio:g}\n"
+            f"and on({site_group})\n"
+            "(\n"
+            f"    avg_over_time(pyparallel_service_serialised_ratio{{{sel}}}[{c.version_memory}])"
+            f" < {c.service_parallel_ratio:g}\n"
+            f"  unless on({site_group}, {IDENTITY})\n"
+            f"    pyparallel_service_processes{{{sel}}}\n"
+            ")",
+            c.service_became_serial_for,
+            "A service became serial after an interpreter change.",
+            f"{where} now runs {identity} (free-threaded: {{{{ $labels.free_threaded_build }}}}) and its busy "
+            f"threads are serialised ({VALUE} of the judged processes over {window}), while under an interpreter it "
+            f"ran within {c.version_memory} they ran in parallel.",
+        ),
+        _alert(
+            c,
+            "PyParallelServiceNotFound",
+            f'pyparallel_service_state{{{sel}, pyparallel_service_state="no_process"}} == 1',
+            c.service_not_found_for,
+            "No process matches a watched service group.",
+            f"The group {where} matched no process for {c.service_not_found_for}: the service is down or the "
+            "matcher (comm, exe, cmdline, cgroup, systemd_unit) no longer fits it.",
+            severity=c.info_severity,
+        ),
+        _alert(
+            c,
+            "PyParallelServiceInterpreterUnreadable",
+            f'pyparallel_service_processes{{{sel}, implementation="unknown"}} > 0',
+            c.service_unreadable_for,
+            "The exporter cannot tell which Python a watched service runs.",
+            f"{VALUE} processes of {where} belong to another user and the exporter may not read their maps: "
+            "their CPU figures are measured, their interpreter is not. Run the exporter as root or with "
+            "CAP_SYS_PTRACE (read-only use) to identify them.",
+            severity=c.info_severity,
+        ),
+    ]}
+
+
+# --- promtool tests --------------------------------------------------------------------------
+
+
+def fires(c: MixinConfig, name: str, at: str, labels: dict[str, str], value: float) -> dict[str, Any]:
+    """promtool_tests.fires for the services group: `name` fires once, with these labels and `$value`."""
+    rule = next(r for r in services_alerts_group(c)["rules"] if r["alert"] == name)
+    annotations = {key: pt.render(text, labels, value) for key, text in rule["annotations"].items()}
+    return {"alertname": name, "eval_time": at, "exp_alerts": [
+        {"exp_labels": {**rule["labels"], **labels}, "exp_annotations": annotations}]}
+
+
+def _cohort(t: pt.Target, group: str, version: str, free_threaded: bool) -> dict[str, str]:
+    return {**t.labels, "group": group, "implementation": "cpython", "version": version,
+            "free_threaded_build": str(free_threaded).lower()}
+
+
+def service_tests(c: MixinConfig) -> list[dict[str, Any]]:
+    t = pt.Target(c)
+    rounds = pt.seconds(c.service_window) // pt.ROUND + 4
+    tests = []
+    ft_app = _cohort(t, "app", "3.13.5", True)
+    gil_app = _cohort(t, "app", "3.12.8", False)
+    tests.append(pt.case(
+        "A free-threaded service whose busy threads stay on one core fires; the same figure on a GIL build does not",
+        [pt.series("pyparallel_service_serialised_ratio", ft_app, pt.const(1, rounds)),
+         pt.series("pyparallel_service_serialised_ratio", {**gil_app, "group": "legacy"}, pt.const(1, rounds))],
+        [fires(c, "PyParallelServiceSerialOnFreeThreadedBuild", pt.when(rounds - 1), ft_app, 1.0)],
+    ))
+    tests.append(pt.case(
+        "A free-threaded service serial in one window of three stays silent",
+        [pt.series("pyparallel_service_serialised_ratio", ft_app, [1, 0, 0] * rounds)],
+        [pt.silent("PyParallelServiceSerialOnFreeThreadedBuild", pt.when(3 * rounds - 1))],
+    ))
+    before, after = 2 * rounds, rounds
+    upgrade = [
+        pt.series("pyparallel_service_serialised_ratio", gil_app, pt.const(0, before) + ["stale"]),
+        pt.series("pyparallel_service_processes", gil_app, pt.const(4, before) + ["stale"]),
+        pt.series("pyparallel_service_serialised_ratio", ft_app, pt.gap(before) + pt.const(1, after)),
+        pt.series("pyparallel_service_processes", ft_app, pt.gap(before) + pt.const(4, after)),
+    ]
+    tests.append(pt.case(
+        "A service parallel on 3.12 (threads releasing the GIL) that turns serial on 3.13t fires both alerts",
+        upgrade,
+        [fires(c, "PyParallelServiceBecameSerialAfterUpgrade", pt.when(before + after - 1), ft_app, 1.0),
+         fires(c, "PyParallelServiceSerialOnFreeThreadedBuild", pt.when(before + after - 1), ft_app, 1.0)],
+    ))
+    serial_before = [
+        pt.series("pyparallel_service_serialised_ratio", gil_app, pt.const(1, before) + ["stale"]),
+        pt.series("pyparallel_service_processes", gil_app, pt.const(4, before) + ["stale"]),
+        pt.series("pyparallel_service_serialised_ratio", _cohort(t, "app", "3.13.5", False),
+                  pt.gap(before) + pt.const(1, after)),
+        pt.series("pyparallel_service_processes", _cohort(t, "app", "3.13.5", False), pt.gap(before) + pt.const(4, after)),
+    ]
+    tests.append(pt.case(
+        "A GIL-bound service that stays serial after an upgrade to 3.13 with the GIL did not *become* serial",
+        serial_before, [pt.silent("PyParallelServiceBecameSerialAfterUpgrade", pt.when(before + after - 1))],
+    ))
+    rolling = [upgrade[0], pt.series("pyparallel_service_processes", gil_app, pt.const(4, before + after)), *upgrade[2:]]
+    tests.append(pt.case(
+        "While the old interpreter still runs (a rolling upgrade) the group has not changed interpreter yet",
+        rolling, [pt.silent("PyParallelServiceBecameSerialAfterUpgrade", pt.when(before + after - 1))],
+    ))
+    state = {**t.labels, "group": "app"}
+    tests.append(pt.case(
+        "A configured group that matches no process fires after its hold time, not before",
+        [pt.series("pyparallel_service_state", {**state, "pyparallel_service_state": "no_process"},
+                   pt.const(0, 2) + pt.const(1, rounds))],
+        [pt.silent("PyParallelServiceNotFound", pt.when(2)),
+         fires(c, "PyParallelServiceNotFound", pt.when(rounds + 1), {**state, "pyparallel_service_state": "no_process"},
+                  1.0)],
+    ))
+    # The exporter's version="" is no label at all in Prometheus.
+    unknown = {**t.labels, "group": "app", "implementation": "unknown", "free_threaded_build": "unknown"}
+    tests.append(pt.case(
+        "Processes whose interpreter cannot be read fire the info alert with their count",
+        [pt.series("pyparallel_service_processes", unknown, pt.const(3, 2 * rounds))],
+        [fires(c, "PyParallelServiceInterpreterUnreadable", pt.when(2 * rounds - 1), unknown, 3.0)],
+    ))
+    tests.append(pt.case(
+        "Processes of a group that are all identified fire no unreadable alert",
+        [pt.series("pyparallel_service_processes", ft_app, pt.const(3, 2 * rounds)),
+         pt.series("pyparallel_service_processes", unknown, pt.const(0, 2 * rounds))],
+        [pt.silent("PyParallelServiceInterpreterUnreadable", pt.when(2 * rounds - 1))],
+    ))
+    return tests
+
+
+def promtool_test_files(config: MixinConfig = CONFIG) -> dict[str, dict[str, Any]]:
+    """File name (in deploy/prometheus/tests) -> promtool test document."""
+    return {"services_test.yml": pt.unit_test_file(service_tests(config))}

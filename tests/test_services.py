@@ -1,0 +1,375 @@
+"""The services collector without processes: identity from names and binaries, matching on a
+/proc-shaped directory, one window's arithmetic, the families and the status document."""
+
+from __future__ import annotations
+
+import html
+import os
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from exporter import procfs, pyidentity, statuspage, templating
+from exporter.config import ServicesConfig, config_from_mapping, load_config
+from exporter.pyidentity import NOT_PYTHON, PythonIdentity, evidence_from_names, version_from_hex
+from exporter.service_collector import METRIC_NAMES, ServiceCollector
+from exporter.service_status import services_config_document, services_document
+from exporter.servicematch import Facts, Matcher, match_group, render_name, systemd_unit
+from exporter.services import Sampler
+from exporter.servicewindow import Cohort, Reading, ServicesSnapshot, cohort, group_state, process_window
+
+TESTDATA = Path(__file__).parent / "testdata"
+FT_313 = PythonIdentity("cpython", "3.13.5", True)
+GIL_311 = PythonIdentity("cpython", "3.11.7", False)
+CONFIG = ServicesConfig()  # busy above 0.1 core; serial at most 1.25 cores; 0.5 idle cores needed
+
+
+def services(raw: dict) -> ServicesConfig:
+    return config_from_mapping({"services": raw}).services
+
+
+# --- identity --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("exe", "mapped", "expected"), [
+    ("/usr/bin/python3.11", [], ("cpython", "3.11", False)),
+    ("/opt/py/bin/python3.13t", [], ("cpython", "3.13", True)),
+    ("/usr/bin/uwsgi", ["/usr/lib/libpython3.12.so.1.0"], ("cpython", "3.12", False)),
+    ("/usr/bin/uwsgi", ["/usr/lib/libpython3.13t.so.1.0"], ("cpython", "3.13", True)),
+    # a free-threaded build's python3.13 is a hard link without the t: an extension's ABI tag outranks it
+    ("/opt/ft/bin/python3.13", ["/opt/ft/lib/python3.13t/lib-dynload/_json.cpython-313t-x86_64-linux-gnu.so"],
+     ("cpython", "3.13", True)),
+    ("/usr/bin/python3", [], ("cpython", "", None)),  # no version in the name: the binary decides
+    ("/usr/bin/pypy3.10", [], ("pypy", "3.10", False)),
+    ("/usr/bin/python3.11 (deleted)", [], ("cpython", "3.11", False)),  # upgraded under a running service
+])
+def test_names_say_implementation_version_and_build(exe, mapped, expected):
+    evidence = evidence_from_names(exe, mapped)
+    assert evidence is not None
+    assert (evidence.implementation, evidence.version, evidence.free_threaded) == expected
+
+
+def test_a_process_with_nothing_python_mapped_is_not_python():
+    assert evidence_from_names("/usr/sbin/nginx", ["/usr/lib/x86_64-linux-gnu/libc.so.6"]) is None
+    assert pyidentity.identify(1, "/usr/sbin/nginx", [], pyidentity.BinaryCache()) == NOT_PYTHON
+
+
+def test_py_version_hex_reads_as_cpython_writes_it():
+    assert version_from_hex(0x030D05F0) == "3.13.5"
+    assert version_from_hex(0x030E00A1) == "3.14.0a1"
+    assert version_from_hex(0x030C00C2) == "3.12.0rc2"
+
+
+def test_the_running_interpreter_is_identified_from_its_own_maps_with_its_exact_version():
+    """The test process is a real Python: its executable or libpython holds Py_Version."""
+    pid = os.getpid()
+    identity = pyidentity.identify(pid, procfs.exe(pid), procfs.mapped_files(pid), pyidentity.BinaryCache())
+    assert identity.implementation == "cpython"
+    assert identity.version == "{}.{}.{}".format(*sys.version_info[:3])
+    assert identity.free_threaded_build is bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+
+
+def test_a_binary_without_py_version_leaves_the_build_to_the_names(tmp_path):
+    plain = tmp_path / "not-elf"
+    plain.write_bytes(b"#!/bin/sh\necho hi\n")
+    assert pyidentity.read_binary_facts(str(plain)) == pyidentity.BinaryFacts(None, None)
+    banner = tmp_path / "banner"
+    banner.write_bytes(b"\0" * 100 + pyidentity.FREE_THREADING_BANNER + b"\0")
+    assert pyidentity.read_binary_facts(str(banner)).free_threaded is True
+
+
+# --- /proc parsing ---------------------------------------------------------------------------
+
+
+def test_stat_parses_a_comm_with_spaces_and_parentheses():
+    line = "42 (my (odd) name) S 7 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 5 0 12345 0 0"
+    stat = procfs.parse_stat(line)
+    assert (stat.comm, stat.ppid, stat.threads, stat.start_ticks) == ("my (odd) name", 7, 5, 12345)
+    assert stat.cpu_seconds == pytest.approx(300 / procfs.CLOCK_TICKS)
+
+
+def test_cpu_lists_count_ranges_and_singles():
+    assert procfs.parse_cpu_list("0-3,8,10-11\n") == 7
+    assert procfs.parse_cpu_list("0") == 1
+
+
+# --- matching ---------------------------------------------------------------------------------
+
+
+def test_systemd_unit_is_the_innermost_service_of_the_cgroup_path():
+    assert systemd_unit("/system.slice/app.service") == "app.service"
+    assert systemd_unit("/user.slice/user-1000.slice/user@1000.service/app.slice/web.service") == "web.service"
+    assert systemd_unit("/kubepods.slice/pod1/cri-containerd-ab.scope") == "cri-containerd-ab.scope"
+    assert systemd_unit("/") == ""
+
+
+def test_every_criterion_given_must_hold_and_the_name_renders_from_the_matches():
+    group = services({"groups": [{"name": "{unit}-{role}", "comm": ["python3"], "exe": ["python3.11"],
+                                  "cmdline": [r"--role=(?P<role>\w+)"], "systemd_unit": "app.service"}]}).groups[0]
+    facts = Facts("python3", "/usr/bin/python3.11", "python3 app.py --role=worker", "0::/system.slice/app.service\n")
+    assert match_group(group, facts) == "app.service-worker"
+    assert match_group(group, Facts("python3", "/usr/bin/python3.12", facts.cmdline, facts.cgroup)) is None
+    assert match_group(group, Facts("python3", facts.exe, "python3 app.py", facts.cgroup)) is None
+    assert match_group(group, Facts("python3", facts.exe, facts.cmdline, "0::/system.slice/other.service\n")) is None
+    assert match_group(group, Facts("python3", None, facts.cmdline, facts.cgroup)) is None  # exe unreadable
+
+
+def test_rendered_names_are_label_safe_and_short():
+    assert render_name("w-{x}", {"x": 'a b"c\n'}) == "w-a_b_c_"
+    assert len(render_name("{x}", {"x": "y" * 500})) == 64
+
+
+class FakeProc:
+    """A directory shaped like /proc: the files procfs reads, for processes we make up."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def add(self, pid: int, comm: str, ppid: int = 1, cmdline: str = "", start: int = 100, cgroup: str = "/",
+            threads: dict[int, int] | None = None, cpus: str = "0-1") -> None:
+        threads = threads if threads is not None else {pid: 0}
+        directory = self.root / str(pid)
+        (directory / "task").mkdir(parents=True, exist_ok=True)
+        total = sum(threads.values())
+        (directory / "stat").write_text(self.stat(pid, comm, ppid, total, len(threads), start))
+        (directory / "cmdline").write_bytes(cmdline.replace(" ", "\0").encode() + b"\0")
+        (directory / "cgroup").write_text(f"0::{cgroup}\n")
+        (directory / "status").write_text(f"Name:\t{comm}\nCpus_allowed_list:\t{cpus}\n")
+        (directory / "maps").write_text("")
+        if not (directory / "exe").is_symlink():
+            (directory / "exe").symlink_to(f"/nonexistent/bin/{comm}")
+        for tid, ticks in threads.items():
+            (directory / "task" / str(tid)).mkdir(exist_ok=True)
+            (directory / "task" / str(tid) / "stat").write_text(self.stat(tid, comm, ppid, ticks, 1, start))
+            (directory / "task" / str(tid) / "status").write_text("voluntary_ctxt_switches:\t10\n")
+
+    @staticmethod
+    def stat(pid: int, comm: str, ppid: int, ticks: int, threads: int, start: int) -> str:
+        return f"{pid} ({comm}) S {ppid} 0 0 0 -1 0 0 0 0 0 {ticks} 0 0 0 20 0 {threads} 0 {start} 0 0\n"
+
+    def remove(self, pid: int) -> None:
+        import shutil
+
+        shutil.rmtree(self.root / str(pid))
+
+
+@pytest.fixture
+def proc(tmp_path) -> FakeProc:
+    return FakeProc(tmp_path)
+
+
+def decide(matcher: Matcher, proc: FakeProc) -> tuple[dict, list[str]]:
+    stats = {pid: procfs.read_stat(pid, proc=str(proc.root)) for pid in procfs.pids(str(proc.root))}
+    reasons: list[str] = []
+    return {pid: group for (pid, _), group in matcher.decide(stats, reasons.append).items()}, reasons
+
+
+def test_first_match_wins_children_follow_their_parent_unless_they_match_their_own(proc):
+    groups = services({"groups": [{"name": "web", "cmdline": ["gunicorn"]}, {"name": "jobs", "cmdline": ["celery"]},
+                                  {"name": "any-python", "comm": ["python3"]}]}).groups
+    proc.add(10, "gunicorn", cmdline="python3 /usr/bin/gunicorn app:app", start=100)
+    proc.add(11, "gunicorn", ppid=10, cmdline="python3 /usr/bin/gunicorn app:app", start=101)
+    proc.add(12, "sh", ppid=11, cmdline="sh -c convert", start=102)  # a child of a worker: counts with web
+    proc.add(13, "celery", ppid=10, cmdline="python3 -m celery worker", start=103)  # its own group
+    proc.add(14, "python3", cmdline="python3 gunicorn-like celery", start=104)  # both patterns: the first wins
+    proc.add(15, "nginx", cmdline="nginx: master", start=105)
+    matcher = Matcher(groups, own_pid=1, proc=str(proc.root))
+    assert decide(matcher, proc)[0] == {10: "web", 11: "web", 12: "web", 13: "jobs", 14: "web"}
+
+
+def test_the_exporter_and_the_probes_it_starts_are_never_watched(proc):
+    groups = services({"groups": [{"name": "py", "comm": ["python3"]}]}).groups
+    proc.add(20, "python3", start=100)  # the exporter
+    proc.add(21, "python3", ppid=20, start=101)  # a probe runner
+    proc.add(22, "python3", start=102)  # a service
+    assert decide(Matcher(groups, own_pid=20, proc=str(proc.root)), proc)[0] == {22: "py"}
+
+
+def test_a_template_cannot_render_more_group_names_than_the_bound(proc):
+    groups = services({"groups": [{"name": "{n}", "cmdline": [r"job-(?P<n>\d+)"]}]}).groups
+    for i in range(70):
+        proc.add(100 + i, "python3", cmdline=f"python3 job-{i}", start=100 + i)
+    decided, reasons = decide(Matcher(groups, own_pid=1, proc=str(proc.root)), proc)
+    assert len(set(decided.values())) == 64 and reasons.count("too_many_groups") == 6
+
+
+def test_a_process_is_matched_again_when_it_execs_another_program(proc):
+    groups = services({"groups": [{"name": "py", "comm": ["python3"]}]}).groups
+    matcher = Matcher(groups, own_pid=1, proc=str(proc.root))
+    proc.add(30, "bash", start=100)
+    assert decide(matcher, proc)[0] == {}
+    proc.add(30, "python3", start=100)  # same pid and start time, new program
+    assert decide(matcher, proc)[0] == {30: "py"}
+
+
+def test_sampler_counts_pid_reuse_and_keeps_going(proc):
+    sampler = Sampler(services({"groups": [{"name": "py", "comm": ["python3"]}]}), proc=str(proc.root), own_pid=1)
+    proc.add(40, "python3", start=100, threads={40: 10, 41: 10})
+    first = sampler.sample(host_usable=2)
+    assert first.states == {} and [c.processes for c in first.cohorts] == [1]
+    proc.remove(40)
+    proc.add(40, "python3", start=900, threads={40: 0})  # another process got the same pid
+    second = sampler.sample(host_usable=2)
+    assert second.errors["pid_reused"] == 1
+    assert second.cohorts[0].cores_used == 0  # no window across two different processes
+    assert second.states == {}  # a process seen once has no window yet: no state is claimed
+    # "python3" names no version, and its binary cannot be opened: build and version unknown
+    assert second.cohorts[0].identity == PythonIdentity("cpython", "", None)
+
+
+# --- one window ------------------------------------------------------------------------------
+
+
+def reading(at: float, cpu: float, threads: dict[int, float], usable: float = 2.0, identity=GIL_311,
+            switches: dict[int, int] | None = None) -> Reading:
+    return Reading("web", identity, at, cpu, threads, switches or {}, usable)
+
+
+def test_gil_bound_threads_use_one_core_and_show_the_signature():
+    before = reading(0.0, 0.0, {1: 0.0, 2: 0.0, 3: 0.0, 4: 0.0, 5: 0.0}, switches={})
+    after = reading(5.0, 5.0, {1: 1.25, 2: 1.25, 3: 1.25, 4: 1.25, 5: 0.0})
+    window = process_window(before, after, CONFIG, host_idle_cores=1.0)
+    assert (window.cores_used, window.busy_threads, window.capacity) == (1.0, 4, 2.0)
+    assert window.parallelism == 0.5 and window.serialised is True
+
+
+def test_free_threaded_threads_use_the_usable_cores_and_show_no_signature():
+    before = reading(0.0, 0.0, {1: 0.0, 2: 0.0, 3: 0.0, 4: 0.0}, identity=FT_313)
+    after = reading(5.0, 10.0, {1: 2.5, 2: 2.5, 3: 2.5, 4: 2.5}, identity=FT_313)
+    window = process_window(before, after, CONFIG, host_idle_cores=0.0)
+    assert window.parallelism == 1.0
+    assert window.serialised is False  # two cores used: parallel, though no core was left idle
+
+
+@pytest.mark.parametrize(("busy", "usable", "idle", "state"), [
+    (4, 2.0, 1.0, "serial"), (4, 2.0, 0.1, "host_busy"), (4, 1.0, 1.0, "one_usable_core"),
+    (1, 2.0, 1.0, "one_busy_thread"), (0, 2.0, 1.0, "idle"),
+])
+def test_a_window_that_cannot_judge_says_why(busy, usable, idle, state):
+    threads_before = {t: 0.0 for t in range(4)}
+    threads_after = {t: (1.0 if t < busy else 0.0) for t in range(4)}
+    window = process_window(reading(0.0, 0.0, threads_before), reading(5.0, 5.0 if busy else 0.0, threads_after,
+                                                                          usable=usable), CONFIG, idle)
+    assert group_state([window], present=True) == state
+    assert group_state([], present=False) == "no_process"
+
+
+def test_voluntary_switches_count_per_busy_thread_per_second():
+    before = reading(0.0, 0.0, {1: 0.0, 2: 0.0}, switches={1: 100, 2: 100})
+    after = reading(2.0, 2.0, {1: 1.0, 2: 1.0}, switches={1: 500, 2: 900})
+    assert process_window(before, after, CONFIG, 1.0).switches_per_busy_thread == pytest.approx(300)
+
+
+def test_a_cohort_sums_its_processes_and_keeps_their_spread():
+    gil = process_window(reading(0, 0, {1: 0, 2: 0}), reading(5, 5, {1: 2.5, 2: 2.5}), CONFIG, 1.0)
+    single = process_window(reading(0, 0, {1: 0}), reading(5, 5, {1: 5}), CONFIG, 1.0)
+    c = cohort("web", GIL_311, [reading(5, 5, {1: 0, 2: 0}), reading(5, 5, {1: 0})], [gil, single], host_usable=2)
+    assert c.cores_used == 2.0 and c.busy_threads == 3
+    assert c.parallelism == 1.0  # capacity min(2+1, host 2)
+    assert c.process_parallelism == (0.5, 0.75, 1.0)
+    assert c.serialised_ratio == 1.0  # only the two-thread process could be judged
+
+
+# --- exposition and the status document ------------------------------------------------------
+
+
+def snapshot() -> ServicesSnapshot:
+    web = Cohort("web", GIL_311, processes=2, threads=10, cores_used=1.0, busy_threads=4, usable_cores=2,
+                 parallelism=0.5, process_parallelism=(0.5, 0.5, 0.5), serialised_ratio=1.0,
+                 switches_per_busy_thread=210.0)
+    idle = Cohort("<jobs>", FT_313, processes=1, threads=2, cores_used=0.0, busy_threads=0, usable_cores=2,
+                  parallelism=None, process_parallelism=(), serialised_ratio=None, switches_per_busy_thread=None)
+    return ServicesSnapshot(enabled=True, configured=("web", "<jobs>", "gone"), cohorts=(web, idle),
+                            states={"web": "serial", "<jobs>": "idle", "gone": "no_process"},
+                            cpu_seconds={("web", GIL_311): 12.5}, window_seconds=5.0, host_idle_cores=1.0,
+                            sampled_at=1e9, scan_seconds=0.01, scanned_processes=90)
+
+
+def test_collector_exports_group_and_identity_labels_only():
+    registry = CollectorRegistry()
+    registry.register(ServiceCollector(snapshot))
+    labels = {"group": "web", "implementation": "cpython", "version": "3.11.7", "free_threaded_build": "false"}
+    assert registry.get_sample_value("pyparallel_service_cores_used", labels) == 1.0
+    assert registry.get_sample_value("pyparallel_service_serialised_ratio", labels) == 1.0
+    assert registry.get_sample_value("pyparallel_service_cpu_seconds_total", labels) == 12.5
+    assert registry.get_sample_value("pyparallel_service_state", {"group": "web", "pyparallel_service_state": "serial"}) == 1
+    assert registry.get_sample_value("pyparallel_service_state", {"group": "gone", "pyparallel_service_state": "no_process"}) == 1
+    idle = {**labels, "group": "<jobs>", "version": "3.13.5", "free_threaded_build": "true"}
+    assert registry.get_sample_value("pyparallel_service_busy_threads", idle) == 0
+    assert registry.get_sample_value("pyparallel_service_parallelism_ratio", idle) is None  # cannot tell: absent
+    for family in registry.collect():
+        assert family.documentation, family.name
+        for sample in family.samples:
+            assert sample.name.startswith("pyparallel_service_")
+            assert set(sample.labels) <= {*labels, "quantile", "reason", "pyparallel_service_state"}
+    names = {f.name for f in registry.collect()}
+    assert {n.removesuffix("_total") for n in METRIC_NAMES} == names
+
+
+def test_collector_of_a_disabled_watch_exports_only_that_it_is_off():
+    registry = CollectorRegistry()
+    registry.register(ServiceCollector(ServicesSnapshot))
+    assert [f.name for f in registry.collect()] == ["pyparallel_service_watch_enabled"]
+
+
+def test_status_section_escapes_group_names_and_names_the_state():
+    document = services_document(snapshot())
+    assert [g["group"] for g in document["groups"]] == ["<jobs>", "gone", "web"]
+    page = services_section_html(document)
+    assert html.escape("<jobs>") in page and "<jobs>" not in page
+    assert "the GIL of a GIL build" in page and "no process matches" in page and "cpython 3.11.7, GIL build" in page
+    assert statuspage.services_section({"services": services_document(ServicesSnapshot())}, 0) is None  # off: no section
+
+
+def services_section_html(document: dict) -> str:
+    """The status page's watched-services section alone, as the page renders it."""
+    return templating.render("sections/services.html", data=statuspage.services_section({"services": document}, 0))
+
+
+def test_services_section_in_the_full_config_loads_and_shows_back_as_written():
+    cfg = load_config(str(TESTDATA / "valid-full.yml"))
+    assert [g.name for g in cfg.services.groups] == ["web", "jobs-{queue}"]
+    assert cfg.services.interval_seconds == 10
+    shown = services_config_document(cfg.services)
+    assert config_from_mapping({"services": shown}).services == cfg.services
+
+
+def test_a_process_that_exits_mid_read_is_counted_as_vanished(proc):
+    sampler = Sampler(services({"groups": [{"name": "py", "comm": ["python3"]}]}), proc=str(proc.root), own_pid=1)
+    proc.add(50, "python3", start=100, threads={50: 0, 51: 0})
+    import shutil
+
+    shutil.rmtree(proc.root / "50" / "task")  # its threads are gone; its stat is still there
+    snapshot = sampler.sample(host_usable=2)
+    assert snapshot.errors["vanished"] == 1 and snapshot.cohorts == ()
+
+
+def test_a_failing_scan_is_logged_and_counted_never_raised(tmp_path, caplog):
+    from exporter.services import ServiceWatcher
+
+    watcher = ServiceWatcher(services({"groups": [{"name": "py", "comm": ["python3"]}]}),
+                             host_usable=lambda: 2.0, proc=str(tmp_path / "no-proc-here"))
+    watcher.sample_once()
+    watcher.sample_once()
+    assert watcher.snapshot().errors["internal"] == 2
+    assert "services sample failed" in caplog.text
+
+
+def test_a_reload_with_other_groups_starts_fresh_windows_and_keeps_the_error_counters(proc):
+    from exporter.services import ServiceWatcher
+
+    proc.add(60, "python3", start=100)
+    watcher = ServiceWatcher(services({"groups": [{"name": "py", "comm": ["python3"]}]}), host_usable=lambda: 2.0,
+                             proc=str(proc.root))
+    watcher.sample_once()
+    watcher._sampler.errors["permission"] = 3  # as if three processes had been unreadable
+    watcher.configure(services({"groups": [{"name": "other", "comm": ["python3"]}]}))
+    assert watcher.snapshot().cohorts == () and watcher.snapshot().configured == ("other",)
+    watcher.sample_once()
+    assert [c.group for c in watcher.snapshot().cohorts] == ["other"]
+    assert watcher.snapshot().errors["permission"] == 3
+    watcher.configure(ServicesConfig())  # the section removed: off
+    assert watcher.snapshot().enabled is False
