@@ -39,6 +39,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from daemon import (NODE_COLLECTORS, NODE_EXPORTER, Check, Section, Service, cpu_seconds, describe_machine,
                     free_port, ms, percentile, render, Target, wait_for)
 
+from exporter.httpserver import DEFAULT_MAX_REQUESTS_PER_CONNECTION
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 from conftest import key_pem, self_signed_pem  # noqa: E402  (the tests' certificate helpers)
@@ -219,6 +221,8 @@ def latency_section(targets: list[Target], results: dict[tuple[str, str], Series
         "The exporters have finished their start-up probe round; no probe runs while they are scraped."
         " node_exporter runs with collectors: " + " ".join(NODE_COLLECTORS["minimal"]) + ".",
         "Client and servers share the machine's cores; the client is a single Python thread.",
+        f"This tree's exporter closes a kept-alive connection after {DEFAULT_MAX_REQUESTS_PER_CONNECTION} requests"
+        " (`DEFAULT_MAX_REQUESTS_PER_CONNECTION`): its new connections when kept alive.",
         "Load average at the end of the run: " + ", ".join(f"{v:.2f}" for v in os.getloadavg())
         + " (other work during the run would show here).",
     ]
