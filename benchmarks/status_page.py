@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.machine import cpu_model  # noqa: E402
-from exporter import measurement, status  # noqa: E402
+from exporter import api, measurement, statuspage  # noqa: E402
 from exporter.collector import empty_snapshot, record_round  # noqa: E402
 from exporter.config import Config  # noqa: E402
 from exporter.history import History  # noqa: E402
@@ -72,18 +72,18 @@ def measure(shape: tuple[int, int, int], cpus: int, rounds: int) -> dict[str, fl
     last = reports(*shape, cpus, rounds, failing=True)
     snapshot = empty_snapshot(config, host)
     snapshot = replace(snapshot, **record_round(snapshot, last))
-    schedule = status.Schedule(1.7e9, None, 1.7e9, 1.7e9 + 3, 1.7e9 + 300, 300.0, 300.0, 0.01, 0.05)
+    schedule = api.Schedule(1.7e9, None, 1.7e9, 1.7e9 + 3, 1.7e9 + 300, 300.0, 300.0, 0.01, 0.05)
     page_times, api_times = [], []
     for _ in range(15):
         started = time.perf_counter()
-        page = status.render_page(status.results_document(snapshot, schedule, history))
+        page = statuspage.render_page(api.results_document(snapshot, schedule, history))
         page_times.append(time.perf_counter() - started)
         started = time.perf_counter()
-        api = json.dumps(status.results_document(snapshot, schedule, history), indent=1)
+        api_text = json.dumps(api.results_document(snapshot, schedule, history), indent=1)
         api_times.append(time.perf_counter() - started)
     return {"steps": sum(len(r.steps) for r in last), "page_ms": statistics.median(page_times) * 1000,
             "page_kib": len(page.encode()) / 1024, "api_ms": statistics.median(api_times) * 1000,
-            "api_kib": len(api.encode()) / 1024, "history_kib": history_bytes / 1024}
+            "api_kib": len(api_text.encode()) / 1024, "history_kib": history_bytes / 1024}
 
 
 def main() -> None:

@@ -34,7 +34,7 @@ from exporter.ranktest import mann_whitney_less
 from exporter.hostinfo import HostCpus
 from exporter.report import json_document
 from exporter.results import WorkloadReport, interpreter_label
-from exporter.status import speedup_interval  # the page and the gate read intervals alike
+from exporter.api import speedup_interval  # the page and the gate read intervals alike
 
 EXIT_OK, EXIT_REGRESSION, EXIT_BAD_INPUT, EXIT_INCONCLUSIVE = 0, 1, 2, 3
 DEFAULT_THRESHOLD = 0.10

@@ -35,9 +35,10 @@ from exporter.exposition import TelemetryApp
 from exporter.history import DEFAULT_LIMIT, History
 from exporter.hostinfo import host_cpus
 from exporter.logs import log_kv, setup_logging
+from exporter.api import Schedule
 from exporter.service_collector import ServiceCollector
 from exporter.services import ServiceWatcher
-from exporter.status import Schedule, StatusPages
+from exporter.status import StatusPages
 from exporter.web import start_web_server
 from exporter.webconfig import load_web_config
 

@@ -9,23 +9,23 @@ a fixed pool of worker threads, which run the WSGI app and write the answer. So:
 - at most ``max_requests`` requests run at once; the next one gets a fast
   ``503 Service Unavailable`` (node_exporter's ``--web.max-requests``) instead of a queue;
 - at most ``max_connections`` connections are open; a new one past the cap evicts the
-  oldest connection that is still sending its request, so a flood of idle connections
+  connection that has waited in the I/O thread longest, so a flood of idle connections
   pushes itself out rather than locking out Prometheus;
 - the listen backlog is the kernel's ``somaxconn`` (as Go sets it), for bursts of scrapes;
 - HTTP/0.9, malformed request lines, oversized heads and bodies, bad percent-encoding and
-  HTTP/1.1 without ``Host`` are refused with a 4xx and a closed connection, as Go does.
-
-Each connection carries one request (``Connection: close``, wsgiref's HTTP/1.0 answer).
+  HTTP/1.1 without ``Host`` are refused with a 4xx and a closed connection, as Go does
+  (exporter/http11.py, on h11, does the parsing);
+- connections are kept alive between requests, as Prometheus expects, so a scrape over TLS
+  does not pay a handshake each time: a kept-alive connection waits in the I/O thread like
+  any other (no thread), for ``idle_timeout`` seconds at most, and carries at most
+  ``max_requests_per_connection`` requests before it is closed.
 """
 
 from __future__ import annotations
 
 import errno
-import http.client
-import io
 import logging
 import queue
-import re
 import selectors
 import socket
 import ssl
@@ -34,8 +34,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler
 
+from exporter import http11
+from exporter.http11 import CLOSED, Request, RequestReader
 from exporter.logs import log_kv
 
 log = logging.getLogger(__name__)
@@ -45,8 +46,13 @@ DEFAULT_MAX_REQUESTS = 40  # node_exporter's --web.max-requests default
 DEFAULT_READ_TIMEOUT_SECONDS = 10.0  # from accept to the last byte of the request
 WRITE_TIMEOUT_SECONDS = 30.0  # for writing the whole answer, in a worker
 MAX_CONNECTIONS = 1024  # open connections at most (lowered to half the fd limit)
-MAX_HEAD_BYTES = 32 * 1024  # request line + headers; a scrape sends well under 1 KiB
-MAX_BODY_BYTES = 64 * 1024  # no route takes a body; a small one is read and ignored
+# Longer than the usual 15 s-1 m scrape intervals, so Prometheus' kept-alive connection is
+# still open for its next scrape; shorter than Prometheus' own 5-minute idle limit.
+DEFAULT_IDLE_TIMEOUT_SECONDS = 120.0
+DEFAULT_MAX_REQUESTS_PER_CONNECTION = 1000  # then Connection: close (nginx's keepalive_requests)
+# Bytes read from one connection per wakeup: a head and a body at most, so what one client
+# sends is bounded before the parser has looked at it.
+_MAX_READ_PER_EVENT = http11.MAX_HEAD_BYTES + http11.MAX_BODY_BYTES
 # Threads that run requests when --web.max-requests is 0 (no limit): requests then queue.
 UNLIMITED_WORKERS = 40
 _POLL_SECONDS = 0.1  # how often the I/O thread checks deadlines and shutdown()
@@ -54,12 +60,6 @@ _LINGER_SECONDS = 1.0  # how long an error answer waits for the client to stop s
 _ACCEPTS_PER_WAKEUP = 64
 
 _TLS_HANDSHAKE_RECORD = b"\x16"
-# RFC 9110 token characters for a method; a target of visible ASCII with valid %-escapes.
-_REQUEST_LINE = re.compile(rb"^([!#$%&'*+.^_`|~0-9A-Za-z-]+) (\S+) (HTTP/\d\.\d)$")
-_HEAD_END = re.compile(rb"\r?\n\r?\n")  # Go accepts bare LF line ends too
-_TARGET = re.compile(rb"^(?:[!-$&-~]|%[0-9A-Fa-f]{2})+$")
-
-ErrorAnswer = tuple[int, str, str]  # status, reason, body
 
 
 def somaxconn() -> int:
@@ -73,57 +73,67 @@ def somaxconn() -> int:
 
 @dataclass
 class _Conn:
-    """A connection the I/O thread is reading from (or draining after an error answer)."""
+    """A connection: in the I/O thread while a request arrives (or it waits for the next one,
+    or drains after an error answer), in a worker while its request is answered."""
 
     sock: socket.socket
     client: Any
     deadline: float
-    buffer: bytearray = field(default_factory=bytearray)
-    state: str = "read"  # peek (TLS: plain HTTP or a handshake?), handshake, read, drain
-    http11: bool = False  # the request line says HTTP/1.1
-    head_length: int = 0  # bytes of request line + headers once the head is complete
-    needed: int = 0  # head + body bytes once Content-Length is known
+    # peek (TLS: plain HTTP or a handshake?), handshake, read, idle (kept alive between
+    # requests), drain (after an answer that closes the connection)
+    state: str = "read"
+    reader: RequestReader = field(default_factory=RequestReader)
+    served: int = 0  # requests answered on this connection
 
 
 class BoundedHTTPServer:
-    """Serves ``app`` on a bound, listening socket until ``shutdown()``."""
+    """Serves the WSGI ``app`` on a bound, listening socket until ``shutdown()``."""
 
-    def __init__(self, listener: socket.socket, app: Callable[..., Any],
-                 handler_class: type[WSGIRequestHandler], *,
+    def __init__(self, listener: socket.socket, app: Callable[..., Any], *,
+                 server_software: str = "",
                  ssl_context: ssl.SSLContext | None = None,
                  max_requests: int = DEFAULT_MAX_REQUESTS,
                  read_timeout: float = DEFAULT_READ_TIMEOUT_SECONDS,
+                 idle_timeout: float = DEFAULT_IDLE_TIMEOUT_SECONDS,
+                 max_requests_per_connection: int = DEFAULT_MAX_REQUESTS_PER_CONNECTION,
                  plain_http_answer: bytes = b"") -> None:
         self.socket = listener
         self.server_address = listener.getsockname()
         self.ssl_context = ssl_context
         self.max_requests = max_requests
         self.read_timeout = read_timeout
+        self.idle_timeout = idle_timeout
+        self.max_requests_per_connection = max_requests_per_connection
         self.max_connections = _connection_cap()
         self._app = app
-        self._handler_class = handler_class
+        self._server_software = server_software
         self._plain_http_answer = plain_http_answer
         host, port = self.server_address[:2]
         # What wsgiref's WSGIServer.setup_environ puts in every request's environ.
         self.base_environ: dict[str, Any] = {
             "SERVER_NAME": str(host), "GATEWAY_INTERFACE": "CGI/1.1", "SERVER_PORT": str(port),
-            "REMOTE_HOST": "", "CONTENT_LENGTH": "", "SCRIPT_NAME": "",
+            "REMOTE_HOST": "", "SERVER_SOFTWARE": server_software,
         }
+        self._scheme = "https" if ssl_context is not None else "http"
         self._selector = selectors.DefaultSelector()
-        self._conns: dict[socket.socket, _Conn] = {}  # insertion order = accept order
+        self._conns: dict[socket.socket, _Conn] = {}  # insertion order = accept (or return) order
         self._in_flight = 0
         self._in_flight_lock = threading.Lock()
         self._workers = _WorkerPool(min(max_requests or UNLIMITED_WORKERS, self.max_connections),
                                     self._handle, f"web-worker-{port}")
+        # Workers hand kept-alive connections back to the I/O thread through this list, and
+        # wake it with a byte on the socket pair rather than wait for its next poll.
+        self._returned: list[_Conn] = []
+        self._returned_lock = threading.Lock()
+        self._closed = False  # set under _returned_lock once the I/O loop has ended
+        self._wake_reader, self._wake_writer = socket.socketpair()
+        self._wake_reader.setblocking(False)
+        self._wake_writer.setblocking(False)
         self._stop = threading.Event()
         self._stopped = threading.Event()
         listener.setblocking(False)
         self._selector.register(listener, selectors.EVENT_READ)
-
-    # --- what wsgiref's request handler expects of its server --------------------------------
-
-    def get_app(self) -> Callable[..., Any]:
-        return self._app
+        self._selector.register(self._wake_reader, selectors.EVENT_READ)
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -135,6 +145,8 @@ class BoundedHTTPServer:
                 for key, _ in self._selector.select(_POLL_SECONDS):
                     if key.fileobj is self.socket:
                         self._accept()
+                    elif key.fileobj is self._wake_reader:
+                        self._take_returned()
                     else:
                         conn = self._conns.get(key.fileobj)  # type: ignore[call-overload]
                         if conn is not None:
@@ -146,6 +158,11 @@ class BoundedHTTPServer:
         finally:
             for conn in list(self._conns.values()):
                 self._close(conn)
+            with self._returned_lock:
+                self._closed = True
+                returned, self._returned = self._returned, []
+            for conn in returned:
+                _close_socket(conn.sock)
             self._stopped.set()
 
     def shutdown(self) -> None:
@@ -156,6 +173,8 @@ class BoundedHTTPServer:
     def server_close(self) -> None:
         self._selector.close()
         self.socket.close()
+        self._wake_reader.close()
+        self._wake_writer.close()
         self._workers.stop()
 
     # --- the I/O thread -------------------------------------------------------------------------
@@ -174,16 +193,20 @@ class BoundedHTTPServer:
                     log_kv(log, logging.WARNING, "accept failed", err=exc.strerror or str(exc))
                     return
                 continue  # e.g. ECONNABORTED: that client gave up
-            if len(self._conns) >= self.max_connections:
-                self._evict_oldest()
             sock.setblocking(False)
-            conn = _Conn(sock, client, time.monotonic() + self.read_timeout,
-                         state="peek" if self.ssl_context is not None else "read")
-            self._conns[sock] = conn
-            self._selector.register(sock, selectors.EVENT_READ)
+            _no_delay(sock)
+            self._watch(_Conn(sock, client, time.monotonic() + self.read_timeout,
+                              state="peek" if self.ssl_context is not None else "read"))
+
+    def _watch(self, conn: _Conn) -> None:
+        """Let the I/O thread wait for ``conn``'s next bytes, within the connection cap."""
+        if len(self._conns) >= self.max_connections:
+            self._evict_oldest()
+        self._conns[conn.sock] = conn
+        self._selector.register(conn.sock, selectors.EVENT_READ)
 
     def _evict_oldest(self) -> bool:
-        """Close the connection that has been sending its request longest."""
+        """Close the connection that has waited in the I/O thread longest."""
         oldest = next(iter(self._conns.values()), None)
         if oldest is None:
             return False
@@ -193,10 +216,10 @@ class BoundedHTTPServer:
         return True
 
     def _expire(self, now: float) -> None:
-        # Not just a prefix in accept order: a drain's deadline is reset to a short one.
+        # Not just a prefix in accept order: deadlines differ by state.
         for conn in list(self._conns.values()):
             if conn.deadline <= now:
-                if conn.state != "drain":
+                if conn.state not in ("drain", "idle"):
                     log_kv(log, logging.DEBUG, "request not received in time; closing",
                            client=_client(conn.client), read_timeout=self.read_timeout)
                 self._close(conn)
@@ -207,7 +230,7 @@ class BoundedHTTPServer:
                 self._peek(conn)
             elif conn.state == "handshake":
                 self._handshake(conn)
-            elif conn.state == "read":
+            elif conn.state in ("read", "idle"):
                 self._read(conn)
             else:
                 self._drain(conn)
@@ -254,50 +277,32 @@ class BoundedHTTPServer:
         self._read(conn)  # the request may have come with the handshake's last flight
 
     def _read(self, conn: _Conn) -> None:
-        eof = False
-        while True:
+        """Read what has arrived into the connection's parser, then act on what it makes of it.
+
+        At most _MAX_READ_PER_EVENT bytes wait in the parser: a client pipelining requests
+        faster than they are answered leaves the rest in the kernel's buffer, not in ours."""
+        room = _MAX_READ_PER_EVENT - conn.reader.buffered
+        while room > 0:
             try:
-                chunk = conn.sock.recv(16384)
+                chunk = conn.sock.recv(min(16384, room))
             except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
                 break
+            if chunk and conn.state == "idle":
+                # The next request has begun: from its first byte it has read_timeout to arrive.
+                conn.state, conn.deadline = "read", time.monotonic() + self.read_timeout
+            conn.reader.feed(chunk)
             if not chunk:
-                eof = True
                 break
-            conn.buffer += chunk
-            if len(conn.buffer) > MAX_HEAD_BYTES + MAX_BODY_BYTES:
-                break
-        answer = self._check(conn)
-        if answer is not None:
-            self._answer_error(conn, *answer)
-        elif conn.needed and len(conn.buffer) >= conn.needed:
-            self._dispatch(conn)
-        elif eof:
-            self._close(conn)  # the client went away before sending a whole request
+            room -= len(chunk)
+        outcome = conn.reader.next()
+        if isinstance(outcome, Request):
+            self._dispatch(conn, outcome)
+        elif isinstance(outcome, tuple):
+            self._answer_raw(conn, http11.error_answer(*outcome))
+        elif outcome is CLOSED or room <= 0:
+            self._close(conn)  # gone before sending a whole request, or a full buffer and no request in it
 
-    def _check(self, conn: _Conn) -> ErrorAnswer | None:
-        """An error answer for what has arrived so far, or None (complete, or wait for more)."""
-        buf = conn.buffer
-        if not conn.head_length:
-            line_end = buf.find(b"\n")
-            if line_end < 0:
-                return (414, "URI Too Long", "") if len(buf) > MAX_HEAD_BYTES else None
-            if line_end > MAX_HEAD_BYTES:
-                return 414, "URI Too Long", ""
-            version, problem = _check_request_line(bytes(buf[:line_end]).rstrip(b"\r"))
-            if problem is not None:
-                return problem
-            conn.http11 = version == b"HTTP/1.1"
-            head_end = _HEAD_END.search(buf)
-            if head_end is None or head_end.end() > MAX_HEAD_BYTES:
-                return (431, "Request Header Fields Too Large", "") if len(buf) > MAX_HEAD_BYTES else None
-            conn.head_length = head_end.end()
-            body, problem = _check_headers(bytes(buf[:conn.head_length]), conn.http11)
-            if problem is not None:
-                return problem
-            conn.needed = conn.head_length + body
-        return None
-
-    def _dispatch(self, conn: _Conn) -> None:
+    def _dispatch(self, conn: _Conn, request: Request) -> None:
         """Hand a complete request to a worker, or answer 503 when too many are running."""
         with self._in_flight_lock:
             full = 0 < self.max_requests <= self._in_flight
@@ -305,23 +310,25 @@ class BoundedHTTPServer:
                 self._in_flight += 1
         if full:
             # promhttp's wording, as node_exporter answers.
-            self._answer_error(conn, 503, "Service Unavailable",
-                               f"Limit of concurrent requests reached ({self.max_requests}), "
-                               f"try again later.\n")
+            self._answer_raw(conn, http11.error_answer(
+                503, f"Limit of concurrent requests reached ({self.max_requests}), try again later.\n"))
             return
         self._forget(conn)
-        self._workers.submit((conn.sock, conn.client, bytes(conn.buffer[:conn.needed])))
-
-    def _answer_error(self, conn: _Conn, status: int, reason: str, body: str) -> None:
-        body = body or f"{status} {reason}\n"
-        self._answer_raw(conn, (f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n"
-                                f"Content-Length: {len(body.encode())}\r\nConnection: close\r\n\r\n{body}").encode())
+        self._workers.submit((conn, request))
 
     def _answer_raw(self, conn: _Conn, answer: bytes) -> None:
         """Send a short answer and close once the client stops sending (or after a second):
         closing with unread data sends a reset, which can destroy the answer in flight."""
         try:
             conn.sock.send(answer)  # a few hundred bytes: fits in an empty send buffer
+        except (OSError, ValueError):
+            self._close(conn)
+            return
+        self._linger(conn)
+
+    def _linger(self, conn: _Conn) -> None:
+        """Half-close, then drain what the client still sends, for a second at most."""
+        try:
             if isinstance(conn.sock, ssl.SSLSocket):
                 self._close(conn)  # no half-close in TLS without a blocking unwrap
                 return
@@ -329,7 +336,7 @@ class BoundedHTTPServer:
         except (OSError, ValueError):
             self._close(conn)
             return
-        conn.state, conn.buffer = "drain", bytearray()
+        conn.state = "drain"
         conn.deadline = time.monotonic() + _LINGER_SECONDS
 
     def _drain(self, conn: _Conn) -> None:
@@ -341,6 +348,31 @@ class BoundedHTTPServer:
                 return
         self._close(conn)
 
+    def _take_returned(self) -> None:
+        """Watch again the connections workers have answered on and handed back."""
+        try:
+            while self._wake_reader.recv(4096):
+                pass
+        except BlockingIOError:
+            pass
+        with self._returned_lock:
+            returned, self._returned = self._returned, []
+        now = time.monotonic()
+        for conn in returned:
+            try:
+                conn.sock.setblocking(False)
+            except OSError:
+                _close_socket(conn.sock)
+                continue
+            self._watch(conn)
+            if conn.state == "drain":
+                conn.deadline = now + _LINGER_SECONDS
+                continue
+            conn.state, conn.deadline = "idle", now + self.idle_timeout
+            # A pipelined request may be in the parser already, or in TLS's buffer, where
+            # the selector cannot see it.
+            self._on_event(conn)
+
     def _forget(self, conn: _Conn) -> None:
         self._conns.pop(conn.sock, None)
         try:
@@ -350,27 +382,69 @@ class BoundedHTTPServer:
 
     def _close(self, conn: _Conn) -> None:
         self._forget(conn)
-        try:
-            conn.sock.close()
-        except OSError:
-            pass
+        _close_socket(conn.sock)
 
     # --- the workers ----------------------------------------------------------------------------
 
-    def _handle(self, job: tuple[socket.socket, Any, bytes]) -> None:
-        sock, client, request = job
+    def _handle(self, job: tuple[_Conn, Request]) -> None:
+        conn, request = job
+        keep_alive = False
         try:
-            sock.settimeout(WRITE_TIMEOUT_SECONDS)
-            self._handler_class(sock, client, self, request)  # type: ignore[call-arg, arg-type]
+            conn.served += 1
+            close = conn.served >= self.max_requests_per_connection or self._stop.is_set()
+            env = http11.environ(request, self.base_environ, conn.client, self._scheme)
+            keep_alive = http11.respond(conn.reader, request, self._app, env, _DeadlineSender(conn.sock),
+                                        server=self._server_software, close=close)
         except Exception as exc:  # a broken client costs its own request, nothing more
-            log_kv(log, logging.DEBUG, "error handling request", client=_client(client), err=str(exc))
+            log_kv(log, logging.DEBUG, "error handling request", client=_client(conn.client), err=str(exc))
         finally:
-            try:
-                sock.close()
-            except OSError:
-                pass
             with self._in_flight_lock:
                 self._in_flight -= 1
+        if keep_alive:
+            self._hand_back(conn)
+            return
+        # Half-close and let the I/O thread drain: closing with unread data (a pipelined
+        # request, a body never read) sends a reset that can destroy the answer in flight.
+        try:
+            if isinstance(conn.sock, ssl.SSLSocket):
+                raise OSError("no half-close in TLS")
+            conn.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            _close_socket(conn.sock)
+            return
+        conn.state = "drain"
+        self._hand_back(conn)
+
+    def _hand_back(self, conn: _Conn) -> None:
+        with self._returned_lock:
+            if self._closed:
+                _close_socket(conn.sock)
+                return
+            self._returned.append(conn)
+        try:
+            self._wake_writer.send(b"\0")
+        except (BlockingIOError, OSError):
+            pass  # the pipe is full: the I/O thread has wakeups pending already
+
+
+class _DeadlineSender:
+    """Blocking sendall, every write of one answer within one deadline: a client that stops
+    reading holds its worker for WRITE_TIMEOUT_SECONDS in total, not per write."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._deadline: float | None = None  # set by the first write
+
+    def __call__(self, data: bytes) -> None:
+        if not data:
+            return
+        if self._deadline is None:
+            self._deadline = time.monotonic() + WRITE_TIMEOUT_SECONDS
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("answer not written within the write deadline")
+        self._sock.settimeout(left)
+        self._sock.sendall(data)
 
 
 class _WorkerPool:
@@ -378,7 +452,6 @@ class _WorkerPool:
 
     Daemon threads, unlike concurrent.futures', so a client stalling a write never delays exit.
     """
-
     def __init__(self, size: int, handle: Callable[[Any], None], name: str) -> None:
         self._size = size
         self._name = name
@@ -419,42 +492,6 @@ class _WorkerPool:
                     self._idle += 1
 
 
-def _check_request_line(line: bytes) -> tuple[bytes, ErrorAnswer | None]:
-    """(HTTP version, None) or (b"", an error answer), by Go's net/http rules: three parts,
-    HTTP/1.x; anything else, HTTP/0.9's bare ``GET /path`` included, is a 400."""
-    match = _REQUEST_LINE.match(line)
-    if match is None:
-        return b"", (400, "Bad Request", "400 Bad Request: malformed request line\n")
-    version = match.group(3)
-    if version not in (b"HTTP/1.0", b"HTTP/1.1"):
-        return b"", (505, "HTTP Version Not Supported", "")
-    if not _TARGET.match(match.group(2)):
-        return b"", (400, "Bad Request", "400 Bad Request: invalid request target\n")
-    return version, None
-
-
-def _check_headers(head: bytes, http11: bool) -> tuple[int, ErrorAnswer | None]:
-    """(body length, None), or (0, an error answer) for headers we will not serve."""
-    first_line_end = head.index(b"\n") + 1
-    try:
-        headers = http.client.parse_headers(io.BytesIO(head[first_line_end:]))
-    except (http.client.HTTPException, ValueError):
-        return 0, (431, "Request Header Fields Too Large", "")
-    if http11 and "Host" not in headers:
-        return 0, (400, "Bad Request", "400 Bad Request: missing required Host header\n")
-    if "Transfer-Encoding" in headers:
-        return 0, (411, "Length Required", "")
-    lengths = headers.get_all("Content-Length") or []
-    if not lengths:
-        return 0, None
-    if len(set(lengths)) != 1 or not lengths[0].strip().isdigit() or not lengths[0].isascii():
-        return 0, (400, "Bad Request", "400 Bad Request: invalid Content-Length\n")
-    length = int(lengths[0])
-    if length > MAX_BODY_BYTES:
-        return 0, (413, "Content Too Large", "")
-    return length, None
-
-
 def _connection_cap() -> int:
     """MAX_CONNECTIONS, or half the open-file limit if that is lower (probes need fds too)."""
     try:
@@ -473,3 +510,19 @@ def _client(client_address: Any) -> str:
         return f"{client_address[0]}:{client_address[1]}"
     except (TypeError, IndexError):
         return str(client_address)
+
+
+def _no_delay(sock: socket.socket) -> None:
+    """TCP_NODELAY, as Go sets it on every connection: an answer's last segment goes out at
+    once instead of waiting for the client's ACK of the one before."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:
+        pass  # not TCP (a Unix socket in a test): nothing to delay
+
+
+def _close_socket(sock: socket.socket) -> None:
+    try:
+        sock.close()
+    except OSError:
+        pass

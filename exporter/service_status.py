@@ -1,12 +1,12 @@
-"""The watched services on the status page and at ``/api/v1/services``: one plain document, one section.
+"""The watched services on the status page and at ``/api/v1/services``: one plain document.
 
-The document is built from the sampler's last snapshot and is what the API serves; the HTML
-section is rendered from that document only, so the page and the API cannot disagree.
+The document is built from the sampler's last snapshot and is what the API serves; the page's
+section (``statuspage.services_section`` and ``templates/sections/services.html``) is
+rendered from that document only, so the page and the API cannot disagree.
 """
 
 from __future__ import annotations
 
-import html
 from typing import Any, Mapping, Optional
 
 from exporter.config import SERVICE_GROUP_FIELDS, SERVICES_FIELDS, ServicesConfig
@@ -71,42 +71,6 @@ def services_document(snapshot: ServicesSnapshot) -> dict[str, Any]:
         "host_idle_cores": snapshot.host_idle_cores, "errors": dict(snapshot.errors),
         "groups": [{"group": name, **body} for name, body in groups.items()],
     }
-
-
-def _number(value: Optional[float], fmt: str = "{:.2f}") -> str:
-    return "–" if value is None else fmt.format(value)
-
-
-def services_html(document: Optional[Mapping[str, Any]]) -> str:
-    """The status page's section for the watched groups; empty when the collector is off."""
-    if not document or not document.get("enabled"):
-        return ""
-    esc = html.escape
-    rows = []
-    for group in document["groups"]:
-        interpreters = group["interpreters"] or [None]
-        for i, c in enumerate(interpreters):
-            first = i == 0
-            cells = [f'<td rowspan="{len(interpreters)}">{esc(group["group"])}</td>' if first else "",
-                     f'<td rowspan="{len(interpreters)}" class="state-{esc(group["state"] or "none")}">'
-                     f'{esc(group["state_text"])}</td>' if first else ""]
-            if c is None:
-                cells.append('<td colspan="6"></td>')
-            else:
-                cells += [f"<td>{esc(identity_text(c))}</td>", f"<td>{c['processes']}</td>",
-                          f"<td>{_number(c['cores_used'])}</td>", f"<td>{c['busy_threads']}</td>",
-                          f"<td>{_number(c['parallelism_ratio'], '{:.0%}')}</td>",
-                          f"<td>{_number(c['voluntary_context_switches_per_busy_thread'], '{:.0f}/s')}</td>"]
-            rows.append("<tr>" + "".join(cells) + "</tr>")
-    errors = ", ".join(f"{esc(k)} {v}" for k, v in document["errors"].items() if v) or "none"
-    return ('<section class="services"><h2>Watched services</h2>'
-            f'<p class="muted">Window {_number(document["window_seconds"], "{:.1f} s")} (every '
-            f'{_number(document["interval_seconds"], "{:g} s")}); {document["scanned_processes"]} processes scanned in '
-            f'{_number(document["scan_seconds"], "{:.3f} s")}; host idle cores {_number(document["host_idle_cores"])}; '
-            f"unreadable: {errors}.</p>"
-            "<table><thead><tr><th>group</th><th>state</th><th>interpreter</th><th>processes</th><th>cores used</th>"
-            "<th>busy threads</th><th>parallelism</th><th>voluntary switches per busy thread</th></tr></thead>"
-            f"<tbody>{''.join(rows)}</tbody></table></section>")
 
 
 def services_config_document(config: ServicesConfig) -> dict[str, Any]:

@@ -97,10 +97,6 @@ class WebConfig:
     basic_auth_users: Mapping[str, str] = field(
         default_factory=lambda: MappingProxyType({}), repr=False)
 
-    @property
-    def tls_enabled(self) -> bool:
-        return self.tls is not None
-
     def ssl_context(self) -> ssl.SSLContext | None:
         """Build the server-side TLS context, or None when TLS is not configured."""
         tls = self.tls

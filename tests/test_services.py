@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from exporter import procfs, pyidentity
+from exporter import procfs, pyidentity, statuspage, templating
 from exporter.config import ServicesConfig, config_from_mapping, load_config
 from exporter.pyidentity import NOT_PYTHON, PythonIdentity, evidence_from_names, version_from_hex
 from exporter.service_collector import METRIC_NAMES, ServiceCollector
-from exporter.service_status import services_config_document, services_document, services_html
+from exporter.service_status import services_config_document, services_document
 from exporter.servicematch import Facts, Matcher, match_group, render_name, systemd_unit
 from exporter.services import Sampler
 from exporter.servicewindow import Cohort, Reading, ServicesSnapshot, cohort, group_state, process_window
@@ -318,10 +318,15 @@ def test_collector_of_a_disabled_watch_exports_only_that_it_is_off():
 def test_status_section_escapes_group_names_and_names_the_state():
     document = services_document(snapshot())
     assert [g["group"] for g in document["groups"]] == ["<jobs>", "gone", "web"]
-    page = services_html(document)
+    page = services_section_html(document)
     assert html.escape("<jobs>") in page and "<jobs>" not in page
     assert "the GIL of a GIL build" in page and "no process matches" in page and "cpython 3.11.7, GIL build" in page
-    assert services_html(services_document(ServicesSnapshot())) == ""
+    assert statuspage.services_section({"services": services_document(ServicesSnapshot())}, 0) is None  # off: no section
+
+
+def services_section_html(document: dict) -> str:
+    """The status page's watched-services section alone, as the page renders it."""
+    return templating.render("sections/services.html", data=statuspage.services_section({"services": document}, 0))
 
 
 def test_services_section_in_the_full_config_loads_and_shows_back_as_written():

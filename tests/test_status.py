@@ -1,30 +1,31 @@
 """The status page, /api/v1/results and /config: rendering, escaping, the bounded history,
-and the routes behind the web server's basic auth (a real server on loopback)."""
+and the routes behind the web app's basic auth (in-process: no socket is needed)."""
 
 from __future__ import annotations
 
-import base64
-import http.client
 import json
 import re
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import bcrypt
 import pytest
 import yaml
+from markupsafe import escape
 from prometheus_client import CollectorRegistry
 
-from exporter import measurement, status
+from exporter import api, measurement, statuspage
 from exporter.collector import Snapshot, empty_snapshot, record_round
 from exporter.config import Config, ProbeConfig, config_from_mapping
 from exporter.history import History
 from exporter.hostinfo import HostCpus
 from exporter.results import Identity, Interpreter, ProbeSpec, StepResult, WorkloadReport
-from exporter.web import WebServer, start_web_server
+from exporter.status import StatusPages
+from exporter.webapp import WebApp
 from exporter.webconfig import load_web_config
+from wsgiclient import Response, call
 
 HOST = HostCpus(logical=4, physical=2, affinity=4, quota=2.5)
 MARKUP = '<script>alert("x")</script> & <b>'
@@ -50,13 +51,13 @@ def workload_report(name: str = "cpython-3.13t", workload: str = "pure_python", 
                           started_at=started_at, duration_seconds=3.0)
 
 
-def schedule(**changes: Any) -> status.Schedule:
+def schedule(**changes: Any) -> api.Schedule:
     values: dict[str, Any] = dict(exporter_started_at=1_700_000_000.0, round_running_since=None,
                                   last_round_started_at=1_700_000_000.0, last_round_finished_at=1_700_000_004.0,
                                   next_round_at=1_700_000_300.0, interval_seconds=300.0,
                                   configured_interval_seconds=300.0, duty_cycle_ratio=0.013, duty_cycle_budget=0.05)
     values.update(changes)
-    return status.Schedule(**values)
+    return api.Schedule(**values)
 
 
 @dataclass
@@ -66,19 +67,19 @@ class FakeDaemon:
     config: Config = field(default_factory=Config)
     history: History = field(default_factory=History)
     reports: list[WorkloadReport] = field(default_factory=list)
-    when: status.Schedule = field(default_factory=schedule)
+    when: api.Schedule = field(default_factory=schedule)
 
     def snapshot(self) -> Snapshot:
         snapshot = empty_snapshot(self.config, HOST)
         return replace(snapshot, **record_round(snapshot, self.reports))
 
-    def schedule(self) -> status.Schedule:
+    def schedule(self) -> api.Schedule:
         return self.when
 
 
 def page_for(daemon: FakeDaemon, now: float = 1_700_000_010.0) -> str:
-    document = status.results_document(daemon.snapshot(), daemon.schedule(), daemon.history)
-    return status.render_page(document, "/metrics", now=now)
+    document = api.results_document(daemon.snapshot(), daemon.schedule(), daemon.history)
+    return statuspage.render_page(document, "/metrics", now=now)
 
 
 # --- the document and the page ----------------------------------------------------------
@@ -87,7 +88,7 @@ def page_for(daemon: FakeDaemon, now: float = 1_700_000_010.0) -> str:
 def test_document_is_the_probe_json_shape_plus_verdicts_schedule_and_history() -> None:
     daemon = FakeDaemon(reports=[workload_report()])
     daemon.history.record(daemon.reports)
-    document = status.results_document(daemon.snapshot(), daemon.schedule(), daemon.history)
+    document = api.results_document(daemon.snapshot(), daemon.schedule(), daemon.history)
     assert {"interpreter", "interpreters", "host", "results", "verdicts"} <= set(document)
     threads = document["results"][1]
     assert (threads["mode"], threads["speedup"], threads["verdict"]) == ("threads", 1.9, "threads: scales ×1.90 (ideal ×2)")
@@ -124,7 +125,7 @@ def test_page_escapes_messages_and_logs_from_workloads() -> None:
     daemon.history.record(daemon.reports)
     text = page_for(daemon)
     assert "<script>" not in text and "<b>" not in text
-    assert "interpreter died &lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &lt;b&gt;" in text
+    assert "interpreter died &lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; &amp; &lt;b&gt;" in text
     assert '<code class="reason">crash</code>' in text
     assert "Traceback (most recent call last):\n  &lt;script&gt;" in text
 
@@ -191,7 +192,7 @@ def test_config_view_loads_back_as_the_same_config() -> None:
                     interpreters=(Interpreter("ft", "/opt/py", {"PYTHON_GIL": "0"}),),
                     probe=ProbeConfig(workloads=("sha256",), workers=(2, 4), repeats=5, per_core_series=True),
                     import_check_modules=("json",))
-    text = status.config_text(config, None, "/etc/exporter.yml")
+    text = api.config_text(config, None, "/etc/exporter.yml")
     assert text.startswith("# configuration in force, loaded from /etc/exporter.yml\n")
     assert config_from_mapping(yaml.safe_load(text)) == config
 
@@ -201,94 +202,73 @@ def test_config_view_never_shows_password_hashes(tmp_path: Path) -> None:
     path = tmp_path / "web.yml"
     path.write_text(f"basic_auth_users:\n  alice: {hashed}\nhttp_server_config:\n  headers:\n"
                     f"    X-Frame-Options: deny\n")
-    text = status.config_text(Config(), load_web_config(str(path)), None)
+    text = api.config_text(Config(), load_web_config(str(path)), None)
     assert hashed not in text and hashed[:7] not in text
     web = yaml.safe_load(text)["web_config"]
     assert web["basic_auth_users"] == {"alice": "<secret>"}
     assert web["http_server_config"] == {"headers": {"X-Frame-Options": "deny"}}
 
 
-# --- behind the web server --------------------------------------------------------------
+# --- behind the web app's auth, in-process ---------------------------------------------
 
 
 @pytest.fixture
-def auth_server(tmp_path: Path) -> Iterator[WebServer]:
+def auth_app(tmp_path: Path) -> WebApp:
     hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(4)).decode()
     path = tmp_path / "web.yml"
     path.write_text(f"basic_auth_users:\n  alice: {hashed}\n")
     web_config = load_web_config(str(path))
-    daemon = FakeDaemon(reports=[workload_report()])
-    pages = status.StatusPages(daemon, web_config=web_config)
-    server = start_web_server("127.0.0.1:0", CollectorRegistry(), web_config=web_config, routes=pages.routes())
-    yield server
-    server.shutdown()
+    pages = StatusPages(FakeDaemon(reports=[workload_report()]), web_config=web_config)
+    return WebApp(CollectorRegistry(), web_config=web_config, routes=pages.routes())
 
 
-def get(server: WebServer, path: str, auth: Optional[tuple[str, str]] = None,
-        method: str = "GET") -> tuple[int, http.client.HTTPMessage, str]:
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
-    headers = {}
-    if auth:
-        headers["Authorization"] = "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
-    try:
-        conn.request(method, path, headers=headers)
-        response = conn.getresponse()
-        return response.status, response.headers, response.read().decode()
-    finally:
-        conn.close()
+def get(app: WebApp, path: str, auth: Optional[tuple[str, str]] = None, method: str = "GET") -> Response:
+    return call(app, path, method=method, auth=auth)
 
 
-@pytest.mark.integration  # a real server on a loopback port
 @pytest.mark.parametrize("path", ["/", "/api/v1/results", "/config"])
-def test_pages_need_the_same_basic_auth_as_metrics(auth_server: WebServer, path: str) -> None:
-    assert get(auth_server, path)[0] == 401
-    assert get(auth_server, path, ("alice", "wrong"))[0] == 401
-    code, headers, _ = get(auth_server, path, ("alice", "s3cret"))
-    assert code == 200 and headers["Cache-Control"] == "no-store"
+def test_pages_need_the_same_basic_auth_as_metrics(auth_app: WebApp, path: str) -> None:
+    assert get(auth_app, path).status == 401
+    assert get(auth_app, path, ("alice", "wrong")).status == 401
+    response = get(auth_app, path, ("alice", "s3cret"))
+    assert response.status == 200 and response.headers["Cache-Control"] == "no-store"
 
 
-@pytest.mark.integration  # a real server on a loopback port
-def test_page_is_sent_with_a_strict_content_security_policy(auth_server: WebServer) -> None:
-    _, headers, text = get(auth_server, "/", ("alice", "s3cret"))
-    assert headers["Content-Type"] == "text/html; charset=utf-8"
-    assert headers["Content-Security-Policy"].startswith("default-src 'none'; style-src 'unsafe-inline'")
-    assert "<script" not in text and "http://" not in text.replace('xmlns="http://www.w3.org/2000/svg"', "")
+def test_page_is_sent_with_a_strict_content_security_policy(auth_app: WebApp) -> None:
+    response = get(auth_app, "/", ("alice", "s3cret"))
+    assert response.headers["Content-Type"] == "text/html; charset=utf-8"
+    assert response.headers["Content-Security-Policy"].startswith("default-src 'none'; style-src 'unsafe-inline'")
+    assert "<script" not in response.text
+    assert "http://" not in response.text.replace('xmlns="http://www.w3.org/2000/svg"', "")
 
 
-@pytest.mark.integration  # a real server on a loopback port
-def test_api_serves_the_document_as_json(auth_server: WebServer) -> None:
-    _, headers, text = get(auth_server, "/api/v1/results", ("alice", "s3cret"))
-    assert headers["Content-Type"] == "application/json"
-    assert json.loads(text)["results"][1]["speedup"] == 1.9
+def test_api_serves_the_document_as_json(auth_app: WebApp) -> None:
+    response = get(auth_app, "/api/v1/results", ("alice", "s3cret"))
+    assert response.headers["Content-Type"] == "application/json"
+    assert json.loads(response.text)["results"][1]["speedup"] == 1.9
 
 
-@pytest.mark.integration  # a real server on a loopback port
 @pytest.mark.parametrize("path", ["/", "/api/v1/results", "/config"])
-def test_pages_allow_only_get_and_head(auth_server: WebServer, path: str) -> None:
-    code, headers, _ = get(auth_server, path, ("alice", "s3cret"), method="POST")
-    assert code == 405 and headers["Allow"] == "GET, HEAD"
-    code, _, body = get(auth_server, path, ("alice", "s3cret"), method="HEAD")
-    assert code == 200 and body == ""
+def test_pages_allow_only_get_and_head(auth_app: WebApp, path: str) -> None:
+    response = get(auth_app, path, ("alice", "s3cret"), method="POST")
+    assert response.status == 405 and response.headers["Allow"] == "GET, HEAD"
+    response = get(auth_app, path, ("alice", "s3cret"), method="HEAD")
+    assert response.status == 200 and response.body == b""
 
 
-@pytest.mark.integration  # a real server on a loopback port
-def test_a_page_that_fails_to_render_is_a_500_and_the_server_keeps_serving(auth_server: WebServer) -> None:
+def test_a_page_that_fails_to_render_is_a_500_and_the_app_keeps_serving() -> None:
     class Broken(FakeDaemon):
         def snapshot(self) -> Snapshot:
             raise RuntimeError("bug")
 
-    pages = status.StatusPages(Broken())
-    server = start_web_server("127.0.0.1:0", CollectorRegistry(), routes=pages.routes())
-    try:
-        assert get(server, "/")[0] == 500
-        assert get(server, "/config")[0] == 200
-    finally:
-        server.shutdown()
+    app = WebApp(CollectorRegistry(), routes=StatusPages(Broken()).routes())
+    assert get(app, "/").status == 500
+    assert get(app, "/config").status == 200
 
 
 def test_schedule_times_render_in_utc() -> None:
-    assert status.when(0.0, 60.0) == "1970-01-01 00:00:00 UTC (60s ago)"
-    assert status.when(None, time.time()) == "—"
+    assert statuspage.when(0.0, 60.0) == "1970-01-01 00:00:00 UTC (60s ago)"
+    assert statuspage.when(None, time.time()) == "—"
 
 
 # --- --history.limit and --history.file -------------------------------------------------
@@ -363,13 +343,13 @@ def test_huge_workload_output_is_clipped_on_the_page_and_in_the_history() -> Non
 
 
 def test_page_splits_probe_and_other_load_when_the_probe_measured_it() -> None:
-    document = status.results_document(FakeDaemon(reports=[workload_report()]).snapshot(), schedule(), History())
-    threads = document["results"][1]
-    assert status.load_split_svg(threads) == ""  # not measured: no split is drawn
-    threads["interference_cores"] = 0.5
-    split = status.load_split_svg(threads)
-    assert "probe 1.96 cores, other load 0.50 cores of 4 CPUs" in split
-    assert 'width="58.8"' in split and 'width="15.0"' in split  # 1.96 and 0.5 of 4 CPUs in 120 px
+    document = api.results_document(FakeDaemon(reports=[workload_report()]).snapshot(), schedule(), History())
+    assert 'class="load-split"' not in statuspage.render_page(document)  # not measured: no split is drawn
+    document["results"][1]["interference_cores"] = 0.5
+    split = re.search(r'<svg class="load-split".*?</svg>', statuspage.render_page(document), re.S)
+    assert split is not None
+    assert "probe 1.96 cores, other load 0.50 cores of 4 CPUs" in split.group(0)
+    assert 'width="58.8"' in split.group(0) and 'width="15.0"' in split.group(0)  # 1.96 and 0.5 of 4 CPUs in 120 px
 
 
 def test_interpreter_that_did_not_start_is_shown_with_its_path_and_reason() -> None:
@@ -401,8 +381,6 @@ def test_page_counts_succeeded_and_failed_steps_with_a_link_to_the_failures() ->
 
 def test_any_workload_output_is_escaped_on_the_page() -> None:
     """Property: whatever a workload writes, the page holds it only as escaped text."""
-    import html as html_module
-
     hypothesis = pytest.importorskip("hypothesis")
     strategies = hypothesis.strategies
 
@@ -413,9 +391,51 @@ def test_any_workload_output_is_escaped_on_the_page() -> None:
         report.step("threads", 2).message = message
         report.step("threads", 2).log = [line]
         text = page_for(FakeDaemon(reports=[report]))
-        assert f'<span class="message">{html_module.escape(message, quote=True)}</span>' in text
-        assert html_module.escape(line, quote=True) in text
+        assert f'<span class="message">{escape(message)}</span>' in text
+        assert str(escape(line)) in text
         if any(c in message for c in '<>&"'):
             assert f'<span class="message">{message}</span>' not in text  # never raw
 
     check()
+
+
+# --- the page's sections and templates ----------------------------------------------------
+
+
+def test_a_section_is_a_template_and_one_data_function_and_its_data_is_escaped(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    banner = statuspage.Section("sections/first_round.html", lambda document, now: {"started": MARKUP})
+    monkeypatch.setattr(statuspage, "SECTIONS", statuspage.SECTIONS + (banner,))
+    text = page_for(FakeDaemon(reports=[workload_report()]))  # results: the built-in banner is left out
+    assert text.count('id="first-round"') == 1
+    assert f"started at {escape(MARKUP)}." in text and MARKUP not in text
+
+
+def test_a_name_a_template_uses_but_is_not_given_is_an_error_not_an_empty_string(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import jinja2
+
+    monkeypatch.setattr(statuspage, "SECTIONS", (statuspage.Section("sections/host.html", lambda document, now: {}),))
+    with pytest.raises(jinja2.UndefinedError):
+        page_for(FakeDaemon())
+
+
+def test_every_template_is_in_the_package_data_so_an_installed_exporter_finds_it() -> None:
+    import glob
+    import tomllib
+
+    root = Path(__file__).resolve().parent.parent
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["exporter"]
+    packaged = {f for pattern in patterns for f in glob.glob(pattern, root_dir=root / "exporter")}  # as setuptools globs
+    templates = {p.relative_to(root / "exporter").as_posix() for p in (root / "exporter" / "templates").rglob("*")
+                 if p.is_file() and "__pycache__" not in p.parts}
+    assert templates and templates <= packaged, templates - packaged
+    used = {s.template for s in statuspage.SECTIONS} | {"status.html", "status.css", "svg.html", "landing.html"}
+    assert {f"templates/{name}" for name in used} <= templates
+
+
+def test_a_view_key_named_like_a_dict_method_renders_as_the_key() -> None:
+    from exporter import templating
+
+    template = templating.environment().from_string("{{ view.items }} {{ view.values }} {{ view.missing is undefined }}")
+    assert template.render(view={"items": "<3 rows>", "values": 2}) == "&lt;3 rows&gt; 2 True"

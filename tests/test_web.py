@@ -1,4 +1,5 @@
-"""Tests for exporter.web: routes, basic auth, headers and TLS over real sockets."""
+"""The web layer: routes, basic auth and headers in-process (exporter.webapp), TLS, listen
+addresses and shutdown over real sockets (exporter.web)."""
 
 from __future__ import annotations
 
@@ -26,11 +27,12 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.registry import Collector
 
 import exporter
+from exporter import auth
 from exporter.errors import ConfigError
 from exporter.web import WebServer, parse_listen_address, start_web_server
+from exporter.webapp import WebApp
 from exporter.webconfig import load_web_config
-
-pytestmark = pytest.mark.integration  # the tests start real HTTP(S) servers on loopback ports
+from wsgiclient import call
 
 # --- fixtures: a tiny PKI, servers that are always shut down, and an HTTP client ----------
 
@@ -141,12 +143,19 @@ def client_context(pki: PKI, *, with_client_cert: bool = False) -> ssl.SSLContex
     return ctx
 
 
-# --- routes -----------------------------------------------------------------------------
+# --- routes, in-process: the WSGI app needs no socket -----------------------------------
 
 
-def test_landing_page_links_metrics_health_readiness_and_shows_version(serve: Any) -> None:
-    server = serve(telemetry_path="/probe-metrics")
-    resp = fetch(server, "/")
+@pytest.fixture
+def app(registry: CollectorRegistry) -> Callable[..., WebApp]:
+    """``WebApp(registry, **kwargs)``: the app the server runs, called without a server."""
+    def make(**kwargs: Any) -> WebApp:
+        return WebApp(kwargs.pop("metrics", registry), **kwargs)
+    return make
+
+
+def test_landing_page_links_metrics_health_readiness_and_shows_version(app: Any) -> None:
+    resp = call(app(telemetry_path="/probe-metrics"), "/")
     assert resp.status == 200
     assert resp.headers["Content-Type"] == "text/html; charset=utf-8"
     assert "<title>Python Parallelism Exporter</title>" in resp.text
@@ -155,155 +164,160 @@ def test_landing_page_links_metrics_health_readiness_and_shows_version(serve: An
     assert exporter.__version__ in resp.text
 
 
-def test_healthy_answers_200_healthy(serve: Any) -> None:
-    resp = fetch(serve(), "/-/healthy")
+def test_landing_page_escapes_the_telemetry_path(app: Any) -> None:
+    text = call(app(telemetry_path='/m"><script>x</script>'), "/").text
+    assert "<script>" not in text and 'href="/m&#34;&gt;&lt;script&gt;x&lt;/script&gt;"' in text
+
+
+def test_healthy_answers_200_healthy(app: Any) -> None:
+    resp = call(app(), "/-/healthy")
     assert (resp.status, resp.text) == (200, "Healthy")
 
 
-def test_ready_follows_is_ready_503_then_200(serve: Any) -> None:
+def test_ready_follows_is_ready_503_then_200(app: Any) -> None:
     state = {"ready": False}
-    server = serve(is_ready=lambda: state["ready"])
-    resp = fetch(server, "/-/ready")
+    web = app(is_ready=lambda: state["ready"])
+    resp = call(web, "/-/ready")
     assert (resp.status, resp.text) == (503, "Not ready")
     state["ready"] = True
-    resp = fetch(server, "/-/ready")
+    resp = call(web, "/-/ready")
     assert (resp.status, resp.text) == (200, "Ready")
 
 
-def test_ready_is_503_when_the_readiness_check_raises(serve: Any) -> None:
+def test_ready_is_503_when_the_readiness_check_raises(app: Any) -> None:
     def broken() -> bool:
         raise RuntimeError("no")
-    assert fetch(serve(is_ready=broken), "/-/ready").status == 503
+    assert call(app(is_ready=broken), "/-/ready").status == 503
 
 
-def test_metrics_serves_the_given_registry(serve: Any) -> None:
-    resp = fetch(serve(), "/metrics")
+def test_metrics_serves_the_given_registry(app: Any) -> None:
+    resp = call(app(), "/metrics")
     assert resp.status == 200
     assert resp.headers["Content-Type"].startswith("text/plain")
     assert "pyparallel_test_gauge 42.0" in resp.text
 
 
-def test_metrics_negotiates_gzip_and_openmetrics(serve: Any) -> None:
-    server = serve()
-    resp = fetch(server, "/metrics", headers={"Accept-Encoding": "gzip"})
+def test_metrics_negotiates_gzip_and_openmetrics(app: Any) -> None:
+    web = app()
+    resp = call(web, "/metrics", headers={"Accept-Encoding": "gzip"})
     assert resp.headers["Content-Encoding"] == "gzip"
     assert b"pyparallel_test_gauge 42.0" in gzip.decompress(resp.body)
-    resp = fetch(server, "/metrics", headers={"Accept": "application/openmetrics-text"})
+    resp = call(web, "/metrics", headers={"Accept": "application/openmetrics-text"})
     assert resp.headers["Content-Type"].startswith("application/openmetrics-text")
     assert resp.text.endswith("# EOF\n")
 
 
-def test_custom_telemetry_path_replaces_metrics(serve: Any) -> None:
-    server = serve(telemetry_path="/x/metrics")
-    assert "pyparallel_test_gauge" in fetch(server, "/x/metrics").text
-    assert fetch(server, "/metrics").status == 404
+def test_custom_telemetry_path_replaces_metrics(app: Any) -> None:
+    web = app(telemetry_path="/x/metrics")
+    assert "pyparallel_test_gauge" in call(web, "/x/metrics").text
+    assert call(web, "/metrics").status == 404
 
 
 def test_telemetry_path_must_be_absolute(registry: CollectorRegistry) -> None:
     with pytest.raises(ConfigError) as info:
-        start_web_server("127.0.0.1:0", registry, telemetry_path="metrics")
+        WebApp(registry, telemetry_path="metrics")
     assert str(info.value) == "--web.telemetry-path: must start with '/', got 'metrics'"
 
 
-def test_failing_collector_gives_500_and_the_server_keeps_serving(serve: Any) -> None:
+def test_failing_collector_gives_500_and_the_app_keeps_serving(app: Any) -> None:
     class Broken(Collector):
         def collect(self) -> Any:
             raise RuntimeError("collector exploded")
 
     reg = CollectorRegistry()
-    server = serve(metrics=reg)
+    web = app(metrics=reg)
     reg.register(Broken())  # registered after start: registration itself calls collect()
-    resp = fetch(server, "/metrics")
+    resp = call(web, "/metrics")
     assert resp.status == 500 and "collector exploded" in resp.text
-    assert fetch(server, "/-/healthy").status == 200
+    assert call(web, "/-/healthy").status == 200
 
 
-def test_unknown_path_is_404(serve: Any) -> None:
-    assert fetch(serve(), "/nope").status == 404
+def test_unknown_path_is_404(app: Any) -> None:
+    assert call(app(), "/nope").status == 404
 
 
-def test_reload_post_or_put_success_is_200(serve: Any) -> None:
+def test_reload_post_or_put_success_is_200(app: Any) -> None:
     calls = []
 
     def reload() -> tuple[bool, str]:
         calls.append(1)
         return True, "config reloaded"
 
-    server = serve(reload=reload, enable_lifecycle=True)
+    web = app(reload=reload, enable_lifecycle=True)
     for method in ("POST", "PUT"):
-        resp = fetch(server, "/-/reload", method=method)
+        resp = call(web, "/-/reload", method=method)
         assert (resp.status, resp.text) == (200, "config reloaded")
     assert len(calls) == 2
 
 
-def test_reload_failure_is_500_with_the_message(serve: Any) -> None:
-    server = serve(reload=lambda: (False, "error parsing config file: x.yml: boom"),
-                   enable_lifecycle=True)
-    resp = fetch(server, "/-/reload", method="POST")
+def test_reload_failure_is_500_with_the_message(app: Any) -> None:
+    web = app(reload=lambda: (False, "error parsing config file: x.yml: boom"), enable_lifecycle=True)
+    resp = call(web, "/-/reload", method="POST")
     assert (resp.status, resp.text) == (500, "error parsing config file: x.yml: boom")
 
 
-def test_reload_that_raises_is_500(serve: Any) -> None:
+def test_reload_that_raises_is_500(app: Any) -> None:
     def reload() -> tuple[bool, str]:
         raise OSError("disk gone")
-    resp = fetch(serve(reload=reload, enable_lifecycle=True), "/-/reload", method="POST")
+    resp = call(app(reload=reload, enable_lifecycle=True), "/-/reload", method="POST")
     assert (resp.status, resp.text) == (500, "reload failed: disk gone")
 
 
-def test_reload_with_get_is_405(serve: Any) -> None:
-    resp = fetch(serve(reload=lambda: (True, "")), "/-/reload")
+def test_reload_with_get_is_405(app: Any) -> None:
+    resp = call(app(reload=lambda: (True, "")), "/-/reload")
     assert resp.status == 405
     assert resp.headers["Allow"] == "POST, PUT"
 
 
-def test_reload_without_a_reload_function_is_404(serve: Any) -> None:
-    assert fetch(serve(enable_lifecycle=True), "/-/reload", method="POST").status == 404
+def test_reload_without_a_reload_function_is_404(app: Any) -> None:
+    assert call(app(enable_lifecycle=True), "/-/reload", method="POST").status == 404
 
 
-def test_lifecycle_api_is_off_by_default_403_and_never_calls_reload_or_quit(serve: Any) -> None:
+def test_lifecycle_api_is_off_by_default_403_and_never_calls_reload_or_quit(app: Any) -> None:
     calls: list[str] = []
 
     def reload() -> tuple[bool, str]:
         calls.append("reload")
         return True, "config reloaded"
 
-    server = serve(reload=reload, quit=lambda: calls.append("quit"))
+    web = app(reload=reload, quit=lambda: calls.append("quit"))
     for path in ("/-/reload", "/-/quit"):
         for method in ("POST", "PUT"):
-            resp = fetch(server, path, method=method)
+            resp = call(web, path, method=method)
             assert (resp.status, resp.text) == (403, "Lifecycle API is not enabled.")
     assert calls == []
-    assert "/-/reload" not in fetch(server, "/").text
+    assert "/-/reload" not in call(web, "/").text
 
 
-def test_quit_with_lifecycle_enabled_calls_quit(serve: Any) -> None:
+def test_quit_with_lifecycle_enabled_calls_quit(app: Any) -> None:
     calls: list[str] = []
-    server = serve(quit=lambda: calls.append("quit"), enable_lifecycle=True)
-    assert fetch(server, "/-/quit").status == 405
-    resp = fetch(server, "/-/quit", method="POST")
+    web = app(quit=lambda: calls.append("quit"), enable_lifecycle=True)
+    assert call(web, "/-/quit").status == 405
+    resp = call(web, "/-/quit", method="POST")
     assert (resp.status, resp.text) == (200, "Requesting termination... Goodbye!")
     assert calls == ["quit"]
 
 
-def test_extra_routes_answer_get_and_head_and_refuse_other_methods(serve: Any) -> None:
+def test_extra_routes_answer_get_and_head_and_refuse_other_methods(app: Any) -> None:
     def page(environ: dict[str, Any], start: Any) -> list[bytes]:
         start("200 OK", [("Content-Type", "text/plain")])
         return [b"extra page"]
 
-    server = serve(routes={"/extra": page, "/metrics": page})
-    assert fetch(server, "/extra").text == "extra page"
-    head = fetch(server, "/extra", method="HEAD")
+    web = app(routes={"/extra": page, "/metrics": page})
+    assert call(web, "/extra").text == "extra page"
+    head = call(web, "/extra", method="HEAD")
     assert (head.status, head.body) == (200, b"")
-    assert fetch(server, "/extra", method="POST").status == 405
-    assert "pyparallel_test_gauge" in fetch(server, "/metrics").text  # built-ins win
+    assert call(web, "/extra", method="POST").status == 405
+    assert "pyparallel_test_gauge" in call(web, "/metrics").text  # built-ins win
 
 
-def test_head_on_metrics_has_the_headers_and_no_body(serve: Any) -> None:
-    resp = fetch(serve(), "/metrics", method="HEAD")
+def test_head_on_metrics_has_the_headers_and_no_body(app: Any) -> None:
+    resp = call(app(), "/metrics", method="HEAD")
     assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/plain")
     assert resp.body == b""
 
 
+@pytest.mark.integration  # a real server on a loopback port
 def test_requests_are_not_logged_to_stderr(serve: Any, capfd: pytest.CaptureFixture[str]) -> None:
     server = serve()
     fetch(server, "/metrics")
@@ -311,11 +325,11 @@ def test_requests_are_not_logged_to_stderr(serve: Any, capfd: pytest.CaptureFixt
     assert capfd.readouterr().err == ""
 
 
-# --- basic auth and headers -------------------------------------------------------------
+# --- basic auth and headers, in-process -----------------------------------------------------
 
 
 @pytest.fixture
-def auth_server(serve: Any, web_config_file: Any) -> WebServer:
+def auth_app(app: Any, web_config_file: Any) -> WebApp:
     hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(4)).decode()
     config = web_config_file(f"""
 http_server_config:
@@ -325,106 +339,86 @@ http_server_config:
 basic_auth_users:
   alice: {hashed}
 """)
-    return serve(web_config=config, reload=lambda: (True, "ok"),  # type: ignore[no-any-return]
-                 enable_lifecycle=True)
+    return app(web_config=config, reload=lambda: (True, "ok"), enable_lifecycle=True)  # type: ignore[no-any-return]
 
 
 @pytest.mark.parametrize("auth", [None, ("alice", "wrong"), ("mallory", "s3cret"),
                                   ("alice", "")])
 def test_basic_auth_rejects_missing_or_wrong_credentials_with_401(
-        auth_server: WebServer, auth: tuple[str, str] | None) -> None:
+        auth_app: WebApp, auth: tuple[str, str] | None) -> None:
     for path in ("/metrics", "/", "/-/healthy"):
-        resp = fetch(auth_server, path, auth=auth)
+        resp = call(auth_app, path, auth=auth)
         assert resp.status == 401
         assert resp.headers["WWW-Authenticate"] == "Basic"
         assert "pyparallel_test_gauge" not in resp.text
-    assert fetch(auth_server, "/-/reload", method="POST", auth=auth).status == 401
+    assert call(auth_app, "/-/reload", method="POST", auth=auth).status == 401
 
 
 @pytest.mark.parametrize("header", ["Bearer abc", "Basic !!!notbase64", "Basic YWxpY2U="])
-def test_basic_auth_rejects_malformed_authorization_headers(
-        auth_server: WebServer, header: str) -> None:
-    assert fetch(auth_server, "/metrics", headers={"Authorization": header}).status == 401
+def test_basic_auth_rejects_malformed_authorization_headers(auth_app: WebApp, header: str) -> None:
+    assert call(auth_app, "/metrics", headers={"Authorization": header}).status == 401
 
 
-def test_basic_auth_accepts_the_right_password(auth_server: WebServer) -> None:
-    resp = fetch(auth_server, "/metrics", auth=("alice", "s3cret"))
+def test_basic_auth_accepts_the_right_password(auth_app: WebApp) -> None:
+    resp = call(auth_app, "/metrics", auth=("alice", "s3cret"))
     assert resp.status == 200
     assert "pyparallel_test_gauge 42.0" in resp.text
 
 
 @pytest.fixture
-def bcrypt_checks(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
-    """The passwords bcrypt.checkpw is asked to check, in order."""
-    calls: list[bytes] = []
+def bcrypt_checks(monkeypatch: pytest.MonkeyPatch) -> list[tuple[bytes, bytes]]:
+    """The (password, hash) pairs bcrypt.checkpw is asked to check, in order."""
+    calls: list[tuple[bytes, bytes]] = []
     real_checkpw = bcrypt.checkpw
 
-    def counting_checkpw(password: bytes, hashed: bytes) -> bool:
-        calls.append(password)
+    def recording_checkpw(password: bytes, hashed: bytes) -> bool:
+        calls.append((password, hashed))
         return real_checkpw(password, hashed)
 
-    monkeypatch.setattr(bcrypt, "checkpw", counting_checkpw)
+    monkeypatch.setattr(bcrypt, "checkpw", recording_checkpw)
     return calls
 
 
 def test_basic_auth_verified_credentials_are_cached_not_rehashed(
-        auth_server: WebServer, bcrypt_checks: list[bytes]) -> None:
-    calls = bcrypt_checks
+        auth_app: WebApp, bcrypt_checks: list[tuple[bytes, bytes]]) -> None:
     for _ in range(3):
-        assert fetch(auth_server, "/metrics", auth=("alice", "s3cret")).status == 200
-    assert calls == [b"s3cret"]
+        assert call(auth_app, "/metrics", auth=("alice", "s3cret")).status == 200
+    assert [password for password, _ in bcrypt_checks] == [b"s3cret"]
     # A wrong password is never served from the cache of the right one.
-    assert fetch(auth_server, "/metrics", auth=("alice", "s3cret!")).status == 401
-    assert calls == [b"s3cret", b"s3cret!"]
+    assert call(auth_app, "/metrics", auth=("alice", "s3cret!")).status == 401
+    assert [password for password, _ in bcrypt_checks] == [b"s3cret", b"s3cret!"]
 
 
 def test_unknown_user_still_costs_a_bcrypt_check(
-        auth_server: WebServer, bcrypt_checks: list[bytes]) -> None:
+        auth_app: WebApp, bcrypt_checks: list[tuple[bytes, bytes]]) -> None:
     # Otherwise response time would reveal which user names exist.
-    calls = bcrypt_checks
-    assert fetch(auth_server, "/metrics", auth=("mallory", "x")).status == 401
-    assert calls == [b"x"]
+    assert call(auth_app, "/metrics", auth=("mallory", "x")).status == 401
+    assert [password for password, _ in bcrypt_checks] == [b"x"]
 
 
 def hash_cost(hashed: bytes) -> int:
     return int(hashed.split(b"$")[2])
 
 
-@pytest.fixture
-def bcrypt_hashes(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
-    """The hashes bcrypt.checkpw is asked to check against, in order."""
-    hashes: list[bytes] = []
-    real_checkpw = bcrypt.checkpw
-
-    def recording_checkpw(password: bytes, hashed: bytes) -> bool:
-        hashes.append(hashed)
-        return real_checkpw(password, hashed)
-
-    monkeypatch.setattr(bcrypt, "checkpw", recording_checkpw)
-    return hashes
-
-
 def test_unknown_users_are_checked_against_one_decoy_with_the_highest_configured_cost(
-        serve: Any, web_config_file: Any, bcrypt_hashes: list[bytes]) -> None:
+        app: Any, web_config_file: Any, bcrypt_checks: list[tuple[bytes, bytes]]) -> None:
     # Timing then tells nothing: a missing user costs what the dearest real user costs.
     cheap = bcrypt.hashpw(b"a", bcrypt.gensalt(4)).decode()
     dear = bcrypt.hashpw(b"b", bcrypt.gensalt(7)).decode()
-    server = serve(web_config=web_config_file(f"basic_auth_users:\n  cheap: {cheap}\n  dear: {dear}\n"))
+    web = app(web_config=web_config_file(f"basic_auth_users:\n  cheap: {cheap}\n  dear: {dear}\n"))
     for user in ("mallory", "eve"):
-        assert fetch(server, "/metrics", auth=(user, "x")).status == 401
-    assert fetch(server, "/metrics", auth=("dear", "x")).status == 401
-    decoy_first, decoy_second, real = bcrypt_hashes
+        assert call(web, "/metrics", auth=(user, "x")).status == 401
+    assert call(web, "/metrics", auth=("dear", "x")).status == 401
+    decoy_first, decoy_second, real = (hashed for _, hashed in bcrypt_checks)
     assert hash_cost(decoy_first) == hash_cost(real) == 7
     assert decoy_first == decoy_second  # made once, at config load
     assert decoy_first not in (cheap.encode(), dear.encode())
 
 
 def test_bcrypt_checks_run_two_at_a_time_and_a_full_queue_gets_503(
-        serve: Any, web_config_file: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from exporter import web
-
+        app: Any, web_config_file: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(4)).decode()
-    server = serve(web_config=web_config_file(f"basic_auth_users:\n  alice: {hashed}\n"))
+    web = app(web_config=web_config_file(f"basic_auth_users:\n  alice: {hashed}\n"))
     release = threading.Event()
     running, most = [0], [0]
     lock = threading.Lock()
@@ -443,20 +437,20 @@ def test_bcrypt_checks_run_two_at_a_time_and_a_full_queue_gets_503(
     statuses: list[int] = []
 
     def login(password: str) -> None:
-        statuses.append(fetch(server, "/metrics", auth=("alice", password), timeout=30).status)
+        statuses.append(call(web, "/metrics", auth=("alice", password)).status)
 
     callers = [threading.Thread(target=login, args=(f"wrong{i}",))
-               for i in range(web.BCRYPT_CONCURRENCY + web.BCRYPT_WAITERS)]
+               for i in range(auth.BCRYPT_CONCURRENCY + auth.BCRYPT_WAITERS)]
     try:
         for caller in callers:
             caller.start()
         deadline = time.monotonic() + 10
-        while running[0] < web.BCRYPT_CONCURRENCY and time.monotonic() < deadline:
+        while running[0] < auth.BCRYPT_CONCURRENCY and time.monotonic() < deadline:
             time.sleep(0.05)
         time.sleep(1)  # the others are queued for a slot by now
-        assert most[0] == web.BCRYPT_CONCURRENCY
+        assert most[0] == auth.BCRYPT_CONCURRENCY
         started = time.monotonic()
-        busy = fetch(server, "/metrics", auth=("alice", "s3cret"))
+        busy = call(web, "/metrics", auth=("alice", "s3cret"))
         assert busy.status == 503 and time.monotonic() - started < 2
         assert busy.headers["Retry-After"] == "1"
     finally:
@@ -464,16 +458,16 @@ def test_bcrypt_checks_run_two_at_a_time_and_a_full_queue_gets_503(
         for caller in callers:
             caller.join(30)
     assert statuses == [401] * len(callers)
-    assert most[0] == web.BCRYPT_CONCURRENCY
-    assert fetch(server, "/metrics", auth=("alice", "s3cret")).status == 200
+    assert most[0] == auth.BCRYPT_CONCURRENCY
+    assert call(web, "/metrics", auth=("alice", "s3cret")).status == 200
 
 
-def test_configured_headers_are_on_every_response(auth_server: WebServer) -> None:
+def test_configured_headers_are_on_every_response(auth_app: WebApp) -> None:
     responses = [
-        fetch(auth_server, "/metrics"),  # 401
-        fetch(auth_server, "/metrics", auth=("alice", "s3cret")),
-        fetch(auth_server, "/nope", auth=("alice", "s3cret")),
-        fetch(auth_server, "/-/reload", auth=("alice", "s3cret")),  # 405
+        call(auth_app, "/metrics"),  # 401
+        call(auth_app, "/metrics", auth=("alice", "s3cret")),
+        call(auth_app, "/nope", auth=("alice", "s3cret")),
+        call(auth_app, "/-/reload", auth=("alice", "s3cret")),  # 405
     ]
     assert [r.status for r in responses] == [401, 200, 404, 405]
     for resp in responses:
@@ -490,6 +484,7 @@ def tls_config(pki: PKI, web_config_file: Any) -> Any:
         f"tls_server_config:\n  cert_file: {pki.server_cert}\n  key_file: {pki.server_key}\n")
 
 
+@pytest.mark.integration  # a real server on a loopback port
 def test_tls_server_serves_https(serve: Any, pki: PKI, tls_config: Any) -> None:
     server = serve(web_config=tls_config)
     assert server.url == f"https://127.0.0.1:{server.port}"
@@ -498,6 +493,27 @@ def test_tls_server_serves_https(serve: Any, pki: PKI, tls_config: Any) -> None:
     assert "pyparallel_test_gauge 42.0" in resp.text
 
 
+@pytest.mark.integration  # a real server on a loopback port
+def test_tls_connection_is_kept_alive_so_scrapes_after_the_first_need_no_handshake(
+        serve: Any, pki: PKI, tls_config: Any) -> None:
+    server = serve(web_config=tls_config)
+    conn = http.client.HTTPSConnection("127.0.0.1", server.port, context=client_context(pki), timeout=5)
+    try:
+        conn.request("GET", "/metrics")
+        first = conn.getresponse()
+        assert first.status == 200 and b"pyparallel_test_gauge 42.0" in first.read()
+        handshaken = conn.sock
+        for _ in range(5):
+            conn.request("GET", "/metrics")
+            response = conn.getresponse()
+            assert response.status == 200 and not response.will_close
+            assert b"pyparallel_test_gauge 42.0" in response.read()
+        assert conn.sock is handshaken  # http.client would have reconnected after a close
+    finally:
+        conn.close()
+
+
+@pytest.mark.integration  # a real server on a loopback port
 def test_plain_http_to_tls_port_fails_without_hanging_the_server(
         serve: Any, pki: PKI, tls_config: Any) -> None:
     server = serve(web_config=tls_config)
@@ -511,6 +527,7 @@ def test_plain_http_to_tls_port_fails_without_hanging_the_server(
     assert fetch(server, "/-/healthy", context=client_context(pki)).status == 200
 
 
+@pytest.mark.integration  # a real server on a loopback port
 def test_silent_client_does_not_block_other_tls_clients(
         serve: Any, pki: PKI, tls_config: Any) -> None:
     # The handshake runs in the request thread: a connection that never speaks must not
@@ -523,6 +540,7 @@ def test_silent_client_does_not_block_other_tls_clients(
         assert time.monotonic() - started < 2
 
 
+@pytest.mark.integration  # a real server on a loopback port
 def test_tls_client_that_does_not_trust_the_server_is_refused(
         serve: Any, tls_config: Any, pki: PKI) -> None:
     server = serve(web_config=tls_config)
@@ -531,6 +549,7 @@ def test_tls_client_that_does_not_trust_the_server_is_refused(
     assert fetch(server, "/metrics", context=client_context(pki)).status == 200
 
 
+@pytest.mark.integration  # a real server on a loopback port
 def test_client_certificate_required_and_verified(
         serve: Any, pki: PKI, web_config_file: Any) -> None:
     config = web_config_file(f"""
@@ -547,6 +566,7 @@ tls_server_config:
     assert resp.status == 200
 
 
+@pytest.mark.integration  # a real server on a loopback port
 def test_tls_and_basic_auth_together(serve: Any, pki: PKI, web_config_file: Any) -> None:
     hashed = bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode()
     config = web_config_file(f"""
@@ -604,18 +624,21 @@ def test_malformed_listen_address_is_rejected_by_start(registry: CollectorRegist
         start_web_server("9860", registry)
 
 
+@pytest.mark.integration  # a real server on a loopback port
 def test_port_zero_picks_a_free_port_and_url_names_it(serve: Any) -> None:
     server = serve("127.0.0.1:0")
     assert server.port > 0
     assert server.url == f"http://127.0.0.1:{server.port}"
 
 
+@pytest.mark.integration  # a real server on a loopback port
 def test_wildcard_address_is_reachable_on_loopback(serve: Any) -> None:
     server = serve(":0")
     assert server.url == f"http://127.0.0.1:{server.port}"
     assert fetch(server, "/-/healthy").status == 200
 
 
+@pytest.mark.integration  # a real server on a loopback port
 def test_ipv6_loopback_address(serve: Any) -> None:
     try:
         server = serve("[::1]:0")
@@ -625,6 +648,7 @@ def test_ipv6_loopback_address(serve: Any) -> None:
     assert fetch(server, "/-/healthy").status == 200
 
 
+@pytest.mark.integration  # a real server on a loopback port
 def test_port_in_use_is_a_config_error(serve: Any, registry: CollectorRegistry) -> None:
     server = serve()
     with pytest.raises(ConfigError) as info:
@@ -633,6 +657,7 @@ def test_port_in_use_is_a_config_error(serve: Any, registry: CollectorRegistry) 
                                f"127.0.0.1:{server.port}: Address already in use")
 
 
+@pytest.mark.integration  # a real server on a loopback port
 def test_shutdown_closes_the_socket_and_is_idempotent(registry: CollectorRegistry) -> None:
     server = start_web_server("127.0.0.1:0", registry)
     assert fetch(server, "/-/healthy").status == 200
