@@ -70,14 +70,20 @@ class ProbeSpec:
         return [("sequential", 1)] + parallel
 
 
-def interpreter_label(name: str, identity: Optional[Mapping[str, Any]], path: str = "") -> str:
-    """How every output names an interpreter: ``cpython-3.13t: cpython 3.13.5, free-threaded,
-    GIL disabled`` (``identity``: the Identity's fields, or an interpreter of the JSON document)."""
-    if not identity or identity.get("version") is None:
-        return f"{name} ({path or 'no identity reported'})"
+def identity_text(identity: Mapping[str, Any]) -> str:
+    """``cpython 3.13.5, free-threaded, GIL disabled`` from an Identity's fields (or an
+    interpreter of the JSON document): how every output describes an interpreter."""
     build = "free-threaded" if identity.get("free_threaded_build") else "GIL build"
     gil = "GIL enabled" if identity.get("gil_enabled") else "GIL disabled"
-    return f"{name}: {identity.get('implementation', '')} {identity['version']}, {build}, {gil}"
+    return f"{identity.get('implementation', '')} {identity['version']}, {build}, {gil}"
+
+
+def interpreter_label(name: str, identity: Optional[Mapping[str, Any]], path: str = "") -> str:
+    """``cpython-3.13t: cpython 3.13.5, free-threaded, GIL disabled``, or the path when the
+    interpreter never reported an identity."""
+    if not identity or identity.get("version") is None:
+        return f"{name} ({path or 'no identity reported'})"
+    return f"{name}: {identity_text(identity)}"
 
 
 @dataclass(frozen=True)

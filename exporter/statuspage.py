@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional, Sequence
 
-from exporter import service_status, templating
+from exporter import results, service_status, templating
 from exporter.api import speedup_interval
 from exporter.history import MAX_LOG_LINE_CHARS, MAX_LOG_LINES, MAX_MESSAGE_CHARS
 
@@ -159,9 +159,7 @@ def interpreter_view(document: Document, interpreter: Mapping[str, Any], history
 def identity_text(interpreter: Mapping[str, Any]) -> str:
     if interpreter.get("version") is None:
         return f"{interpreter['path']} (did not report its identity)"
-    build = "free-threaded build" if interpreter["free_threaded_build"] else "GIL build"
-    gil = "GIL disabled at run time" if not interpreter["gil_enabled"] else "GIL enabled at run time"
-    return f"{interpreter['implementation']} {interpreter['version']}, {build}, {gil} — {interpreter['path']}"
+    return f"{results.identity_text(interpreter)} (at run time) — {interpreter['path']}"
 
 
 def step_row(r: Mapping[str, Any], points: Sequence) -> View:

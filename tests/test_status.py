@@ -110,7 +110,7 @@ def test_page_shows_host_cpus_and_why_schedule_and_version() -> None:
 
 def test_page_shows_identity_speedup_interval_and_a_bar_per_cpu() -> None:
     text = page_for(FakeDaemon(reports=[workload_report()]))
-    assert "cpython 3.13.5, free-threaded build, GIL disabled at run time" in text
+    assert "cpython 3.13.5, free-threaded, GIL disabled (at run time)" in text
     row = re.search(r'<tr class="ok"[^>]*data-mode="threads".*?</tr>', text, re.S)
     assert row is not None
     assert '<span class="speedup">1.90×</span>' in row.group(0)
