@@ -83,6 +83,47 @@ def cgroup_cpu_quota(proc_cgroup: Optional[str] = None) -> Optional[float]:
     return None
 
 
+def _memory_limit_v2(directory: Path) -> Optional[int]:
+    """Tightest ``memory.max`` from this cgroup up to the root."""
+    tightest = None
+    for level in [directory, *directory.parents]:
+        if not str(level).startswith(str(CGROUP_ROOT)):
+            break
+        try:
+            text = (level / "memory.max").read_text().strip()
+        except OSError:
+            continue
+        if text.isascii() and text.isdigit():
+            tightest = int(text) if tightest is None else min(tightest, int(text))
+    return tightest
+
+
+def cgroup_memory_limit(proc_cgroup: Optional[str] = None) -> Optional[int]:
+    """The memory limit of this process's cgroup (v1 ``memory.limit_in_bytes`` or v2
+    ``memory.max``), None if unlimited or unknown."""
+    try:
+        text = proc_cgroup if proc_cgroup is not None else Path("/proc/self/cgroup").read_text()
+    except OSError:
+        return None
+    paths = _cgroup_paths(text)
+    if "memory" in paths:
+        try:
+            limit = int((CGROUP_ROOT / "memory" / paths["memory"].lstrip("/") / "memory.limit_in_bytes").read_text())
+        except (OSError, ValueError):
+            return None
+        return limit if limit < (1 << 62) else None  # "unlimited" reads as a page-rounded 2**63 - 1
+    if "" in paths:
+        return _memory_limit_v2(CGROUP_ROOT / paths[""].lstrip("/"))
+    return None
+
+
+def memory_bytes() -> int:
+    """The memory this host gives us: physical memory, or our cgroup's limit when lower."""
+    total = psutil.virtual_memory().total
+    limit = cgroup_memory_limit()
+    return min(total, limit) if limit else total
+
+
 def host_cpus() -> HostCpus:
     try:
         affinity = len(os.sched_getaffinity(0))

@@ -16,7 +16,9 @@ from exporter import measurement
 # library), and a test holds the two equal.
 MODES = ("sequential", "threads", "processes", "asyncio", "subinterpreters")
 
-FAILURE_REASONS = ("error", "crash", "timeout", "interpreter")
+# memory: the probe's process tree reached probe.memory_limit (the kernel killed a process
+# of it, or an allocation failed).
+FAILURE_REASONS = ("error", "crash", "timeout", "interpreter", "memory")
 
 # probe.nice: a nice value 0..19, or "idle" for the SCHED_IDLE policy.
 Nice = Union[int, str]
@@ -55,6 +57,8 @@ class ProbeSpec:
     workload_path: Sequence[str] = ()
     # The whole probe's wall-clock limit; None: timeout x (steps + 1), see deadline_seconds().
     deadline: Optional[float] = None
+    # The whole probe tree's memory limit in bytes (config.ProbeConfig); None: no limit.
+    memory_limit_bytes: Optional[int] = None
 
     def deadline_seconds(self) -> float:
         """Wall-clock limit of the whole probe: events must not keep a runaway alive."""
