@@ -31,7 +31,7 @@ MAX_ITEMS = 100_000  # items of one array or object; a history step keeps at mos
 # A JSON string (its escapes included) and the brackets outside strings.
 _JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _JSON_BRACKET = re.compile(r"[\[\]{}]")
-_ASCII_INT = re.compile(r"[0-9]+", re.ASCII)
+_ASCII_INT = re.compile(r"[-+]?[0-9]+", re.ASCII)
 _ASCII_NUMBER = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?", re.ASCII)
 
 
@@ -150,7 +150,8 @@ def _refuse_constant(name: str) -> Any:
 
 
 def ascii_int(text: str) -> Optional[int]:
-    """The integer written in ASCII digits in ``text``, or None (``"٣"``, ``"1_000"``, ``"0x10"``)."""
+    """The integer written in ASCII decimal digits in ``text`` (``"7"``, ``"-5"``), or None
+    (``"٣"``, ``"1_000"``, ``"0x10"``, ``"1.5"``)."""
     return int(text) if _ASCII_INT.fullmatch(text) else None
 
 

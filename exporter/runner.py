@@ -31,6 +31,7 @@ from typing import Any, Callable, Dict, List, Optional, TextIO, Tuple
 from exporter import measurement, workloads
 
 POLL_SECONDS = 0.05
+EXIT_GRACE_SECONDS = 5.0  # a worker process exits in milliseconds once its unit is done
 CALIBRATION_SECONDS = 0.2
 MODES = ("sequential", "threads", "processes", "asyncio", "subinterpreters")
 
@@ -196,6 +197,11 @@ def process_worker(workload_name: str, extra_path: List[str], ops: int, index: i
         exit_with(runner.pid)
     sys.path.extend(p for p in extra_path if p not in sys.path)
     worker_body(workload_name, ops, index, go, results, time.process_time)
+    # multiprocessing joins non-daemon threads before the process may exit: one the
+    # workload left running would hold this worker (and the probe) until the timeout.
+    left = [t.name for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
+    if left:
+        results.put(("leftover", index, left))
 
 
 def subinterpreter_worker(workload_name: str, extra_path: List[str], ops: int, index: int,
@@ -237,6 +243,21 @@ def collect(results: Any, kind: str, count: int, alive: Callable[[], Optional[st
             raise WorkerFailed("error", f"worker sent {message[0]!r} while the runner waited for {kind!r}")
         messages.append(message)
     return messages
+
+
+def await_exit(pool: list, results: Any) -> None:
+    """Wait for the worker processes to exit after their unit; raise WorkerFailed naming the
+    threads a workload left running in one (the process cannot exit while they run)."""
+    deadline = time.monotonic() + EXIT_GRACE_SECONDS
+    while any(process.is_alive() for process in pool) and time.monotonic() < deadline:
+        try:
+            message = results.get(timeout=0.01)
+        except queue.Empty:
+            continue
+        if message[0] == "leftover":
+            names = ", ".join(repr(name) for name in message[2][:5])
+            raise WorkerFailed("error", f"the workload left {len(message[2])} thread(s) running in worker process "
+                                        f"{message[1]} ({names}), which keep it from exiting; killed")
 
 
 class Window:
@@ -292,7 +313,9 @@ class Window:
             return None
 
         try:
-            return self.release(pool, go, results, death)
+            timings = self.release(pool, go, results, death)
+            await_exit(pool, results)
+            return timings
         except WorkerFailed:
             for process in pool:  # the others may wait for a go signal that never comes
                 if process.is_alive():
