@@ -63,7 +63,7 @@ def load_document(path: str) -> dict[str, Any]:
     try:
         document = inputs.read_json(path, max_bytes=MAX_DOCUMENT_BYTES, max_items=MAX_RESULTS)
     except OSError as exc:
-        raise CompareError(f"{path}: cannot read: {inputs.os_error_text(exc)}") from None
+        raise CompareError(f"{path}: cannot read: {exc.strerror or exc}") from None
     except inputs.InputError as exc:
         raise CompareError(f"{path}: {exc}") from None
     check_document(document, path)

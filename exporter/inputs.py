@@ -47,10 +47,15 @@ def read_bytes(path: str, max_bytes: int) -> bytes:
     """
     # O_NONBLOCK: opening a FIFO with no writer would otherwise wait for one for ever.
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    with open(fd, "rb") as handle:
+    try:
         mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise InputError(f"not a regular file ({file_kind(mode)})")
+    except OSError:
+        os.close(fd)
+        raise
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise InputError(f"not a regular file ({file_kind(mode)})")
+    with open(fd, "rb") as handle:
         data = handle.read(max_bytes + 1)
     if len(data) > max_bytes:
         raise InputError(f"file is larger than {format_bytes(max_bytes)}")
@@ -72,12 +77,6 @@ def format_bytes(size: int) -> str:
         if size >= factor and size % factor == 0:
             return f"{size // factor} {unit}"
     return f"{size} bytes"
-
-
-def os_error_text(exc: OSError) -> str:
-    """An OSError as a short phrase: ``no such file or directory``, ``permission denied``."""
-    text = exc.strerror or str(exc)
-    return text[:1].lower() + text[1:]
 
 
 # --- JSON -------------------------------------------------------------------------------

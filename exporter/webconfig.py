@@ -279,7 +279,7 @@ def _certificate_file_problem(path: str) -> str:
     except FileNotFoundError:
         return f"file not found: {path}"
     except OSError as exc:
-        return f"cannot read {path}: {inputs.os_error_text(exc)}"
+        return f"cannot read {path}: {exc.strerror or exc}"
     except inputs.InputError as exc:
         return f"{path}: {exc}"
     return ""

@@ -207,7 +207,7 @@ def test_cli_json_has_every_row_and_the_exit_code(tmp_path: Path, capsys: pytest
     ([1, 2], None, [], "base.json: not a probe --json or /api/v1/results document (expected an object)"),
     ({"results": []}, None, [], "base.json: host: missing or not a dict"),
     (None, "", [], "cand.json: not a JSON document: Expecting value at line 1"),
-    ("BINARY", None, [], "base.json: not a JSON document (not UTF-8 text)"),
+    ("BINARY", None, [], "base.json: not UTF-8 text: invalid start byte at byte 0"),
     (None, None, ["--threshold", "ten"], "--threshold: must be a number >= 0 and < 1, got 'ten'"),
     (None, None, ["--alpha", "0"], "--alpha: must be a number > 0 and < 1, got '0'"),
 ])
