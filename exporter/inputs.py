@@ -27,6 +27,7 @@ from typing import Any, Optional
 
 MAX_DEPTH = 32  # the deepest real document (a probe --json result) nests 5 levels
 MAX_ITEMS = 100_000  # items of one array or object; a history step keeps at most 100 000 points
+MAX_INTEGER_DIGITS = 40  # int() of a long digit string is slow (quadratic); no count or time needs more
 
 # A JSON string (its escapes included) and the brackets outside strings.
 _JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
@@ -97,10 +98,10 @@ def parse_json(data: bytes, *, max_depth: int = MAX_DEPTH, max_items: int = MAX_
     if depth > max_depth:
         raise InputError(f"nested more than {max_depth} levels deep")
     try:
-        document = json.loads(text, parse_constant=_refuse_constant)
+        document = json.loads(text, parse_constant=_refuse_constant, parse_int=_bounded_int)
     except json.JSONDecodeError as exc:
         raise InputError(f"not a JSON document: {exc.msg} at line {exc.lineno}") from None
-    except ValueError as exc:  # an integer of more than 4300 digits, NaN, Infinity
+    except ValueError as exc:  # NaN, Infinity, a huge integer
         raise InputError(f"not a JSON document: {_one_line(str(exc))}") from None
     except RecursionError:  # a thread with less stack than the depth check assumes
         raise InputError(f"nested more than {max_depth} levels deep") from None
@@ -139,6 +140,12 @@ def check_items(document: Any, max_items: int) -> None:
             kind = "an object" if isinstance(value, dict) else "an array"
             raise InputError(f"{kind} of {len(children)} items (at most {max_items})")
         pending.extend(children)
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INTEGER_DIGITS:
+        raise ValueError(f"an integer of {len(text.lstrip('-'))} digits (at most {MAX_INTEGER_DIGITS})")
+    return int(text)
 
 
 def _refuse_constant(name: str) -> Any:
