@@ -239,6 +239,8 @@ def collect(results: Any, kind: str, count: int, alive: Callable[[], Optional[st
             continue
         if message[0] == "error":
             raise WorkerFailed("error", message[2])
+        if message[0] == "leftover":  # one worker finished while the others still run
+            raise left_threads(message)
         if message[0] != kind:  # the protocol is ready-then-result; anything else is a bug
             raise WorkerFailed("error", f"worker sent {message[0]!r} while the runner waited for {kind!r}")
         messages.append(message)
@@ -255,9 +257,14 @@ def await_exit(pool: list, results: Any) -> None:
         except queue.Empty:
             continue
         if message[0] == "leftover":
-            names = ", ".join(repr(name) for name in message[2][:5])
-            raise WorkerFailed("error", f"the workload left {len(message[2])} thread(s) running in worker process "
-                                        f"{message[1]} ({names}), which keep it from exiting; killed")
+            raise left_threads(message)
+
+
+def left_threads(message: tuple) -> WorkerFailed:
+    """The failure for a worker's ("leftover", index, thread names) message."""
+    names = ", ".join(repr(name) for name in message[2][:5])
+    return WorkerFailed("error", f"the workload left {len(message[2])} thread(s) running in worker process "
+                                 f"{message[1]} ({names}), which keep it from exiting; killed")
 
 
 class Window:

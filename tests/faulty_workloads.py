@@ -169,3 +169,12 @@ def grows_memory_in_worker_process() -> None:
     if in_worker_process():
         grows_memory_without_end()
     time.sleep(0.001)
+
+
+def leaves_a_thread_running() -> None:
+    """Starts a (non-daemon) thread that outlives its operation: a worker process cannot exit."""
+    import threading
+
+    if _first_time("thread"):
+        threading.Thread(target=time.sleep, args=(3600,), name="forgotten-sleeper").start()
+    time.sleep(0.001)
