@@ -145,7 +145,7 @@ def health_families(snapshot: Snapshot) -> Iterator[Metric]:
         last_success.add_metric(list(key), timestamp)
     yield last_success
     failures = CounterMetricFamily(f"{PREFIX}_probe_failures",
-        "Failed probes of this step by reason: error, crash, timeout, interpreter.",
+        f"Failed probes of this step by reason: {', '.join(FAILURE_REASONS)}.",
         labels=STEP_LABELS + ["reason"])
     for (key, reason), count in snapshot.failures.items():
         failures.add_metric(list(key) + [reason], count)
