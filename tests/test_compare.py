@@ -453,7 +453,14 @@ def test_cli_fifo_argument_is_one_line_and_exit_2_not_a_hang(
     fifo = tmp_path / "base.json"
     os.mkfifo(fifo)
     (tmp_path / "cand.json").write_text(json.dumps(document()))
-    assert cli.run(["compare", str(fifo), str(tmp_path / "cand.json")]) == 2  # would block in open() for ever
+    import threading
+
+    codes: list[int] = []
+    thread = threading.Thread(target=lambda: codes.append(cli.run(["compare", str(fifo), str(tmp_path / "cand.json")])),
+                              daemon=True)
+    thread.start()
+    thread.join(10)
+    assert codes == [2], "compare blocked opening the FIFO"
     assert capsys.readouterr().err == f"parallelism-exporter compare: {fifo}: not a regular file (a FIFO)\n"
 
 
