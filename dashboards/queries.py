@@ -23,7 +23,7 @@ EXPORTED_METRICS: frozenset[str] = frozenset({
     "pyparallel_probe_interval_seconds", "pyparallel_gil_requested",
     "pyparallel_interference_cores", "pyparallel_steal_ratio", "pyparallel_cpu_rate_ratio",
     "pyparallel_speedup_lower_ratio", "pyparallel_speedup_upper_ratio", "pyparallel_speedup_unsteady",
-    "pyparallel_probe_nice",
+    "pyparallel_probe_nice", "pyparallel_step_conclusive", "pyparallel_speedup_pairs", "pyparallel_step_remeasured",
 })
 
 # Panels (and annotations) that may show no data on a healthy host after a successful probe

@@ -7,6 +7,7 @@ one line naming the flag or field.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
@@ -28,6 +29,7 @@ from exporter.push import PushError, add_push_flags, push_reports
 from exporter.results import MODES, Interpreter, WorkloadReport
 
 EXIT_OK, EXIT_FAILED_PROBE, EXIT_USAGE = 0, 1, 2
+NOT_A_TERMINAL_WIDTH = 160
 # The one-shot report adds the I/O control (sleep) and asyncio to the daemon's defaults
 # (config.ProbeConfig): a person reading it once sees the whole contrast, while the daemon
 # spends its duty-cycle budget on the CPU-bound steps whose change an alert can act on.
@@ -70,13 +72,16 @@ def build_parser() -> argparse.ArgumentParser:
     one_shot.add_argument("--mode", action="append",
                           help=f"mode to compare (default: {','.join(ONE_SHOT_MODES)})")
     one_shot.add_argument("--workers", action="append", help="worker count(s) (default: usable cores)")
-    one_shot.add_argument("--repeats", help="timed repeats per step; the median is reported (default 3)")
-    one_shot.add_argument("--seconds", help="target duration of one unit of work (default 0.5)")
+    one_shot.add_argument("--repeats", help="fewest independent (one worker, N workers) pairs per step (default 3)")
+    one_shot.add_argument("--seconds", help="target duration of one unit of work (default 0.3)")
     one_shot.add_argument("--timeout", help="longest wait for the runner's next result (default 60s)")
     one_shot.add_argument("--precision", help="target relative half-width of the speedup's 95%% interval (default 0.05)")
-    one_shot.add_argument("--max-repeats", help="most rounds a step runs to reach the precision (default 10)")
-    one_shot.add_argument("--step-budget", help="time one step may spend reaching the precision (default 3s)")
+    one_shot.add_argument("--max-repeats", help="most clean pairs a step runs to reach the precision (default 10)")
+    one_shot.add_argument("--step-budget", help="time one step may spend reaching the precision (default 5s)")
     one_shot.add_argument("--nice", help="run the probe at a lower priority: 0..19 or idle (SCHED_IDLE) (default 0)")
+    one_shot.add_argument("--wait-quiet", metavar="SECONDS",
+                          help="before each parallel step, wait up to this long for enough free cores (for CI; "
+                               "default 0: measure at once and say 'cannot tell' when the host is too busy)")
     one_shot.add_argument("--memory-limit",
                           help="memory of the whole probe process tree, e.g. 2GiB (default: half the host's memory)")
     one_shot.add_argument("--deadline",
@@ -113,7 +118,8 @@ def probe_help_epilog() -> str:
     lines += [f"  {mode:<16} {MODE_DESCRIPTIONS.get(mode, '')}" for mode in MODES]
     lines += ["", "The one-shot report adds the sleep control and asyncio to what serve probes by default,",
               "to show the whole contrast once; serve keeps its duty-cycle budget for CPU-bound steps.",
-              "Exit codes: 0 all probes succeeded, 1 a probe failed, 2 bad input."]
+              "Exit codes: 0 all probes succeeded, 1 a probe failed (with --compare: a regression),",
+              "2 bad input, 3 with --compare: inconclusive (a step could not show its parallelism)."]
     return "\n".join(lines)
 
 
@@ -195,6 +201,8 @@ def one_shot_config(args: argparse.Namespace) -> config.Config:
     if args.memory_limit is not None:
         changes["memory_limit_bytes"] = config.check_flag("--memory-limit", config.memory_size,
                                                           _integer(args.memory_limit))
+    if args.wait_quiet is not None:
+        changes["wait_quiet_seconds"] = config.check_flag("--wait-quiet", config.wait_duration, _number(args.wait_quiet))
     result = replace(base, probe=replace(probe_fields, **changes))
     budget_set = args.step_budget is not None or (args.config_file is not None and
                                                    base.probe.step_budget_seconds != config.ProbeConfig().step_budget_seconds)
@@ -265,14 +273,15 @@ def run_one_shot(args: argparse.Namespace) -> int:
     host = hostinfo.host_cpus()
     err = Console(stderr=True)
     reports: list[WorkloadReport] = []
-    with err.status("probing…") as status:
+    # Progress only for a person watching: never into a log, a pipe or the JSON.
+    with (err.status("probing…") if sys.stderr.isatty() else contextlib.nullcontext()) as status:
         for interpreter in cfg.interpreter_list():
             for spec in cfg.probe_specs(host.default_workers):
                 where = f"{interpreter.name or interpreter.path}: "
 
                 def progress(message: str, where: str = where) -> None:
-                    # Text, not a markup string: paths and workload names may contain brackets.
-                    status.update(Text(where + message))
+                    if status is not None:  # Text, not markup: paths and workload names may hold brackets
+                        status.update(Text(where + message))
 
                 reports.append(probe.run_workload(interpreter, spec, progress))
     name_after_identity(reports)
@@ -286,10 +295,11 @@ def run_one_shot(args: argparse.Namespace) -> int:
             document["comparison"] = comparison.to_json()
         print(json.dumps(document, indent=2))
     else:
-        report.render(reports, host, Console())
+        out = report_console()
+        report.render(reports, host, out)
         if comparison is not None:
-            Console().print()
-            compare.render(comparison, Console())
+            out.print()
+            compare.render(comparison, out)
     if args.plot:
         from exporter.plot import write_chart
 
@@ -308,6 +318,12 @@ def run_one_shot(args: argparse.Namespace) -> int:
     if comparison is not None and comparison.exit_code != EXIT_OK:
         return comparison.exit_code
     return EXIT_OK if all(r.success for r in reports) else EXIT_FAILED_PROBE
+
+
+def report_console() -> Console:
+    """The report's console: a terminal's width, or wide enough that no figure is cut when the
+    output goes to a file or a pipe (rich would otherwise fit it into 80 columns)."""
+    return Console() if sys.stdout.isatty() else Console(width=NOT_A_TERMINAL_WIDTH)
 
 
 def run(argv: Optional[Sequence[str]] = None) -> int:

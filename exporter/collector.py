@@ -57,24 +57,36 @@ def gauge(name: str, documentation: str, labels: Optional[list[str]] = None, uni
 def step_families(snapshot: Snapshot) -> Iterator[Metric]:
     """Per-(interpreter, workload, mode, workers) results and health.
 
-    An unsteady step (a speedup the host's cores cannot explain) keeps its success and its
-    CPU-time figures but exports no speedup, interval, efficiency or serial fraction.
+    An unsteady step (a speedup the host's cores cannot explain) or an inconclusive one (too
+    few cores were free for it: "cannot tell") keeps its success and its CPU-time figures but
+    exports no speedup, interval, efficiency or serial fraction — never a low figure.
     """
     success = gauge("probe_success", "Whether the last probe of this step succeeded (1) or failed (0).", STEP_LABELS)
     duration = gauge("probe_duration_seconds",
                      "Wall time the last probe of this step took, start-up and repeats included.",
                      STEP_LABELS)
     speedup = gauge("speedup_ratio",
-                    "Weak-scaling speedup T1*N/TN against the neighbouring sequential windows: "
-                    "geometric mean over the paired windows.",
+                    "Weak-scaling speedup T1*N/TN, T1 one worker of the same pool alone: geometric mean over "
+                    "independent window pairs.",
                     STEP_LABELS)
-    lower = gauge("speedup_lower_ratio", "Lower end of the speedup's 95% confidence interval (Student t over the pairs).",
-                  STEP_LABELS)
-    upper = gauge("speedup_upper_ratio", "Upper end of the speedup's 95% confidence interval (Student t over the pairs).",
+    lower = gauge("speedup_lower_ratio", "Lower end of the speedup's 95% interval (Student t over the pairs, "
+                  "widened by the variance between probes).", STEP_LABELS)
+    upper = gauge("speedup_upper_ratio", "Upper end of the speedup's 95% interval (Student t over the pairs, "
+                  "widened by the variance between probes; never above the cores CPU-bound work can use).",
                   STEP_LABELS)
     unsteady = gauge("speedup_unsteady",
                      "1 when the speedup was withheld as physically implausible (CPU-bound and above the "
-                     "usable cores beyond its interval), else 0.", STEP_LABELS)
+                     "usable cores, or a baseline that did less work per CPU-second than the workers) after "
+                     "measuring it again, else 0.", STEP_LABELS)
+    conclusive = gauge("step_conclusive",
+                       "1 when enough cores were free (usable, less steal and other processes' load) for the "
+                       "step's figures to show its parallelism; 0 = cannot tell: no speedup is exported.",
+                       STEP_LABELS)
+    pairs = gauge("speedup_pairs", "Independent (one worker, N workers) window pairs behind the speedup.",
+                  STEP_LABELS)
+    remeasured = gauge("step_remeasured",
+                       "1 when the runner measured this step again from scratch because the first attempt was "
+                       "implausible, else 0.", STEP_LABELS)
     spread = gauge("speedup_spread_ratio", "Relative spread (max-min)/median of the pair speedups.", STEP_LABELS)
     efficiency = gauge("efficiency_ratio", "Parallel efficiency: speedup divided by the number of workers.", STEP_LABELS)
     serial = gauge("serial_fraction_ratio",
@@ -83,7 +95,7 @@ def step_families(snapshot: Snapshot) -> Iterator[Metric]:
     throughput = gauge("throughput_units_per_second", "Units of work completed per second by all workers together.", STEP_LABELS)
     cores = gauge("cpu_cores_used", "CPU seconds of the workers divided by wall seconds of the timed window.", STEP_LABELS)
     rate = gauge("cpu_rate_ratio",
-                 "Work per CPU-second of the workers relative to the sequential baseline's; "
+                 "Work per CPU-second of the workers together relative to one worker of the same pool alone; "
                  "speedup ~ cpu_cores_used * cpu_rate_ratio.", STEP_LABELS)
     interference = gauge("interference_cores",
                          "CPU used by other processes during the timed windows, in cores: host busy time "
@@ -106,7 +118,11 @@ def step_families(snapshot: Snapshot) -> Iterator[Metric]:
             if summary is None:
                 continue
             unsteady.add_metric(key, 1.0 if summary.unsteady else 0.0)
-            if not summary.unsteady:
+            if step.mode != "sequential":
+                conclusive.add_metric(key, 1.0 if summary.conclusive else 0.0)
+                pairs.add_metric(key, summary.pairs)
+                remeasured.add_metric(key, 1.0 if step.remeasured_reason else 0.0)
+            if summary.shown:
                 speedup.add_metric(key, summary.speedup)
                 efficiency.add_metric(key, summary.efficiency)
                 if summary.serial_fraction is not None:
@@ -126,8 +142,8 @@ def step_families(snapshot: Snapshot) -> Iterator[Metric]:
             if snapshot.per_core_series:
                 for cpu, busy in enumerate(summary.core_utilisation):
                     per_core.add_metric(key + [str(cpu)], busy)
-    yield from (success, duration, speedup, lower, upper, unsteady, spread, efficiency, serial,
-                throughput, cores, rate, interference, steal)
+    yield from (success, duration, speedup, lower, upper, unsteady, conclusive, pairs, remeasured, spread,
+                efficiency, serial, throughput, cores, rate, interference, steal)
     if snapshot.per_core_series:
         yield per_core
 

@@ -6,13 +6,19 @@ both speedups with their intervals, the change, and a verdict. A *regression* is
 more than ``--threshold`` that is not noise: either the candidate's whole interval lies below
 the baseline's by more than the threshold, or a one-sided Mann–Whitney U test on the paired
 windows' speedups (``pair_speedups``, when both files carry them) rejects "no change" at
-``--alpha``. A step that fails in the candidate but not in the baseline is a regression too.
-Exit codes: 0 no regression, 1 regression, 2 bad input (one line, never a traceback).
+``--alpha``. A step that fails in the candidate but not in the baseline is a regression too,
+and so is the GIL coming back: a candidate that runs with the GIL enabled where the baseline
+ran without it. Where the evidence cannot show the answer — either side's step had too few
+free cores to show its parallelism (another process was busy), or a baseline step was not
+measured in the candidate — the outcome is *inconclusive*, never "no regression".
+Exit codes: 0 no regression, 1 regression, 2 bad input (one line, never a traceback),
+3 inconclusive (nothing regressed that could be seen, but not everything could be seen).
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import math
 import statistics
@@ -26,14 +32,14 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from exporter import inputs
+from exporter import inputs, measurement
 from exporter.config import MAX_REPEATS
 from exporter.hostinfo import HostCpus
 from exporter.report import json_document
-from exporter.results import WorkloadReport
+from exporter.results import MODE_MAX_CORES, WorkloadReport
 from exporter.status import speedup_interval  # the page and the gate read intervals alike
 
-EXIT_OK, EXIT_REGRESSION, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_OK, EXIT_REGRESSION, EXIT_BAD_INPUT, EXIT_INCONCLUSIVE = 0, 1, 2, 3
 DEFAULT_THRESHOLD = 0.10
 DEFAULT_ALPHA = 0.05
 IDENTITY_FIELDS = ("implementation", "version", "free_threaded_build", "gil_enabled")
@@ -41,10 +47,13 @@ IDENTITY_LABELS = {"implementation": "implementation", "version": "version",
                    "free_threaded_build": "free-threaded build", "gil_enabled": "GIL at run time"}
 EXACT_TEST_MAX_PAIRS = 2500  # m·n up to this: exact U distribution; beyond, the normal approximation
 FAILING = ("regression", "new failure")
+INCONCLUSIVE = "inconclusive"
 # What a document may hold: /api/v1/results of a large fleet config is a few MB.
 MAX_DOCUMENT_BYTES = 64 << 20
 MAX_RESULTS = 100_000
-MAX_PAIRS = MAX_REPEATS  # one pair per parallel window; a step runs at most max_repeats of them
+# One value per (baseline, parallel) pair; a step measures at most twice max_repeats pairs
+# (spoiled ones are replaced), and max_repeats is at most MAX_REPEATS.
+MAX_PAIRS = 2 * MAX_REPEATS
 
 
 class CompareError(Exception):
@@ -117,7 +126,7 @@ def check_document(document: Any, path: str) -> None:
         _need(pairs is None or (isinstance(pairs, list) and all(_is_number(v) for v in pairs)),
               f"{where}.pair_speedups", "must be a list of numbers or null")
         _need(pairs is None or len(pairs) <= MAX_PAIRS, f"{where}.pair_speedups",
-              f"holds {len(pairs or ())} values (a probe writes at most {MAX_PAIRS}: one per parallel window)")
+              f"holds {len(pairs or ())} values (a probe writes at most {MAX_PAIRS}: one per pair)")
 
 
 def select_interpreter(document: Mapping[str, Any], name: Optional[str], path: str, flag: str) -> dict[str, Any]:
@@ -138,18 +147,31 @@ def select_interpreter(document: Mapping[str, Any], name: Optional[str], path: s
 def _u_counts(m: int, n: int) -> tuple[int, ...]:
     """How many orderings of m x's and n y's give U = 0, 1, …, m·n (no ties).
 
-    The largest of all values is either an x (it beats all n y's: U shifts by n) or a y
-    (it adds nothing), hence counts(m, n)[u] = counts(m-1, n)[u-n] + counts(m, n-1)[u].
+    They are the coefficients of the Gaussian binomial [m+n choose m] in q, built as the
+    product of (1 - q^(n+i)) / (1 - q^i) for i = 1..m: each factor multiplies by a
+    polynomial and divides exactly, with no recursion (m·n is bounded by the exact test's limit).
     """
-    if m == 0 or n == 0:
-        return (1,)
-    with_x, with_y = _u_counts(m - 1, n), _u_counts(m, n - 1)
-    counts = [0] * (m * n + 1)
-    for u, count in enumerate(with_x):
-        counts[u + n] += count
-    for u, count in enumerate(with_y):
-        counts[u] += count
+    counts = [1] + [0] * (m * n)
+    for i in range(1, m + 1):
+        for u in range(m * n, n + i - 1, -1):  # times (1 - q^(n+i))
+            counts[u] -= counts[u - n - i]
+        for u in range(i, m * n + 1):  # divided by (1 - q^i): running sums with stride i
+            counts[u] += counts[u - i]
     return tuple(counts)
+
+
+def _u_statistic(x: Sequence[float], y: Sequence[float]) -> float:
+    """Mann–Whitney U of x over y (ties count one half), from midranks: O((m+n) log(m+n))."""
+    pooled = sorted([(v, 0) for v in x] + [(v, 1) for v in y])
+    rank_sum, i = 0.0, 0
+    while i < len(pooled):
+        j = i
+        while j < len(pooled) and pooled[j][0] == pooled[i][0]:
+            j += 1
+        midrank = (i + 1 + j) / 2
+        rank_sum += midrank * sum(1 for k in range(i, j) if pooled[k][1] == 0)
+        i = j
+    return rank_sum - len(x) * (len(x) + 1) / 2
 
 
 def mann_whitney_less(x: Sequence[float], y: Sequence[float]) -> float:
@@ -161,13 +183,14 @@ def mann_whitney_less(x: Sequence[float], y: Sequence[float]) -> float:
     m, n = len(x), len(y)
     if m == 0 or n == 0:
         raise ValueError("both samples need at least one value")
-    u = sum(1.0 if a > b else 0.5 if a == b else 0.0 for a in x for b in y)
+    u = _u_statistic(x, y)
     pooled = list(x) + list(y)
-    if len(set(pooled)) == m + n and m * n <= EXACT_TEST_MAX_PAIRS:
+    tie_counts = collections.Counter(pooled).values()
+    if len(tie_counts) == m + n and m * n <= EXACT_TEST_MAX_PAIRS:
         counts = _u_counts(m, n)
         return sum(counts[: int(u) + 1]) / math.comb(m + n, m)
     total = m + n
-    ties = sum(t ** 3 - t for t in (pooled.count(v) for v in set(pooled)))
+    ties = sum(t ** 3 - t for t in tie_counts)
     variance = m * n / 12 * ((total + 1) - ties / (total * (total - 1)))
     if variance <= 0:
         return 1.0  # every value equal: no evidence of any difference
@@ -190,14 +213,30 @@ class Side:
     pairs: tuple[float, ...]
     reason: Optional[str]
     message: str
+    cannot_tell: Optional[str] = None  # why this side's figure could not show the parallelism
 
     @staticmethod
-    def of(result: Mapping[str, Any]) -> Side:
+    def of(result: Mapping[str, Any], usable_cpus: float) -> Side:
         interval, kind = speedup_interval(result) if result.get("speedup") is not None else (None, "")
         return Side(success=result["success"], available=result.get("available", True), speedup=result.get("speedup"),
                     interval=tuple(interval) if interval else None, interval_kind=kind,  # type: ignore[arg-type]
                     pairs=tuple(result.get("pair_speedups") or ()), reason=result.get("reason"),
-                    message=result.get("message") or result.get("unsteady_reason") or "")
+                    message=result.get("message") or result.get("unsteady_reason") or "",
+                    cannot_tell=cannot_tell(result, usable_cpus))
+
+
+def cannot_tell(result: Mapping[str, Any], usable_cpus: float) -> Optional[str]:
+    """Why a step's figure could not show its parallelism (too few free cores), or None.
+
+    Documents written before ``conclusive`` existed are judged from their other load.
+    """
+    if result.get("conclusive") is False:
+        return result.get("inconclusive_reason") or "too few free cores"
+    other: Any = result.get("interference_cores")
+    if "conclusive" in result or result.get("mode") == "sequential" or not _is_number(other):
+        return None
+    needed = min(float(result["workers"]), usable_cpus, MODE_MAX_CORES.get(result["mode"], usable_cpus))
+    return measurement.FreeCores(usable_cpus, float(other), 0.0, needed).reason()
 
 
 @dataclass(frozen=True)
@@ -207,7 +246,8 @@ class Row:
     workers: int
     baseline: Side
     candidate: Side
-    status: str  # regression, improvement, no change, new failure, fixed, failed in both, unavailable, no figure
+    status: str  # regression, improvement, no change, new failure, fixed, failed in both, unavailable, no figure,
+    # inconclusive
     why: str
     change: Optional[float] = None  # candidate / baseline - 1
     p_lower: Optional[float] = None  # one-sided p that the candidate's windows are lower
@@ -232,8 +272,26 @@ class Comparison:
         return [row for row in self.rows if row.status in FAILING]
 
     @property
+    def gil_regression(self) -> Optional[str]:
+        """The GIL came back: enabled in the candidate where the baseline ran without it."""
+        return gil_came_back(self.baseline_interpreter, self.candidate_interpreter)
+
+    @property
+    def inconclusive(self) -> list[str]:
+        """What could not be judged: steps either side could not measure, steps left out."""
+        reasons = [f"{row.workload} {row.mode} ×{row.workers}: {row.why}" for row in self.rows
+                   if row.status == INCONCLUSIVE]
+        if self.only_in_baseline:
+            reasons.append("not measured in the candidate: " + ", ".join(self.only_in_baseline))
+        if not self.rows and not self.only_in_baseline:
+            reasons.append("the files have no step in common")
+        return reasons
+
+    @property
     def exit_code(self) -> int:
-        return EXIT_REGRESSION if self.regressions else EXIT_OK
+        if self.regressions or self.gil_regression:
+            return EXIT_REGRESSION
+        return EXIT_INCONCLUSIVE if self.inconclusive else EXIT_OK
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -243,7 +301,8 @@ class Comparison:
             "identity_changes": self.identity_changes,
             "rows": [asdict(row) for row in self.rows],
             "only_in_baseline": self.only_in_baseline, "only_in_candidate": self.only_in_candidate,
-            "regressions": len(self.regressions), "exit_code": self.exit_code,
+            "regressions": len(self.regressions), "gil_regression": self.gil_regression,
+            "inconclusive": self.inconclusive, "exit_code": self.exit_code,
         }
 
 
@@ -258,6 +317,9 @@ def judge(baseline: Side, candidate: Side, threshold: float, alpha: float) -> di
         return {"status": "failed in both", "why": f"candidate: {candidate.reason}: {candidate.message}"}
     if not baseline.success:
         return {"status": "fixed", "why": f"failed in the baseline ({baseline.reason})"}
+    for side, name in ((candidate, "candidate"), (baseline, "baseline")):
+        if side.cannot_tell:
+            return {"status": INCONCLUSIVE, "why": f"the {name} cannot tell: {side.cannot_tell}"}
     if baseline.speedup is None or candidate.speedup is None:
         return {"status": "no figure", "why": "speedup withheld (unsteady): " + (candidate.message or baseline.message)}
     change = candidate.speedup / baseline.speedup - 1
@@ -289,6 +351,16 @@ def judge(baseline: Side, candidate: Side, threshold: float, alpha: float) -> di
     return figures | {"status": "no change", "why": why}
 
 
+def gil_came_back(baseline: Mapping[str, Any], candidate: Mapping[str, Any]) -> Optional[str]:
+    """A regression whatever the speedups say: the candidate runs with the GIL where the
+    baseline ran without it (PYTHON_GIL=1, or an extension that re-enabled it)."""
+    if baseline.get("gil_enabled") is not False or candidate.get("gil_enabled") is not True:
+        return None
+    why = ("PYTHON_GIL=1 in the candidate's environment" if candidate.get("gil_requested")
+           else "an extension module re-enabled it, or the build has a GIL")
+    return f"the GIL is enabled in the candidate but was disabled in the baseline ({why})"
+
+
 def identity_changes(baseline: Mapping[str, Any], candidate: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [{"field": key, "baseline": baseline.get(key), "candidate": candidate.get(key)}
             for key in IDENTITY_FIELDS if baseline.get(key) != candidate.get(key)]
@@ -318,7 +390,7 @@ def compare_documents(baseline: Mapping[str, Any], candidate: Mapping[str, Any],
     b_steps, c_steps = steps(baseline, b_interp["name"]), steps(candidate, c_interp["name"])
     rows = []
     for key in (k for k in b_steps if k in c_steps):
-        b_side, c_side = Side.of(b_steps[key]), Side.of(c_steps[key])
+        b_side, c_side = Side.of(b_steps[key], b_cpus), Side.of(c_steps[key], c_cpus)
         if key[1] == "sequential" and b_side.success == c_side.success:
             continue  # the baseline of each file: its speedup is 1 by definition
         rows.append(Row(*key, baseline=b_side, candidate=c_side, **judge(b_side, c_side, threshold, alpha)))
@@ -338,7 +410,8 @@ def compare_reports(baseline: Sequence[WorkloadReport], candidate: Sequence[Work
 # --- output -----------------------------------------------------------------------------
 
 STYLES = {"regression": "bold red", "new failure": "bold red", "improvement": "green", "fixed": "green",
-          "no change": "", "failed in both": "yellow", "unavailable": "dim", "no figure": "yellow"}
+          "no change": "", "failed in both": "yellow", "unavailable": "dim", "no figure": "yellow",
+          INCONCLUSIVE: "bold yellow"}
 
 
 def describe_interpreter(interpreter: Mapping[str, Any]) -> str:
@@ -398,11 +471,15 @@ def render(comparison: Comparison, console: Console) -> None:
         if keys:
             console.print(Text(f"{label} (not compared): {', '.join(keys)}", style="dim"))
     regressions = comparison.regressions
+    if comparison.gil_regression:
+        console.print(Text(f"regression: {comparison.gil_regression}", style="bold red"))
     if regressions:
         console.print(Text(f"{len(regressions)} regression{'s' if len(regressions) > 1 else ''}: "
                            + "; ".join(f"{r.workload} {r.mode} ×{r.workers} ({r.status})" for r in regressions),
                            style="bold red"))
-    else:
+    if comparison.exit_code == EXIT_INCONCLUSIVE:
+        console.print(Text("inconclusive (exit 3): " + "; ".join(comparison.inconclusive), style="bold yellow"))
+    elif comparison.exit_code == EXIT_OK:
         console.print(Text("no regression", style="bold green"))
 
 

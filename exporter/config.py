@@ -78,7 +78,7 @@ class ProbeConfig:
     workloads: tuple[str, ...] = ("pure_python", "sha256")
     modes: tuple[str, ...] = ("sequential", "threads", "processes")
     workers: tuple[int, ...] = ()  # empty: the usable core count, found at run time
-    unit_seconds: float = 0.5  # units under ~0.3 s are dominated by noise on small VMs
+    unit_seconds: float = 0.3  # units under ~0.3 s are dominated by noise on small VMs
     repeats: int = 3
     timeout_seconds: float = 60.0  # the longest wait for the runner's next event
     # The whole probe's wall-clock limit; None: timeout x (steps + 1) (ProbeSpec.deadline_seconds).
@@ -87,15 +87,19 @@ class ProbeConfig:
     workload_path: tuple[str, ...] = ()
     start_method: str = "forkserver"  # CPython 3.14's default on Linux; fork is unsafe with threads
     per_core_series: Optional[bool] = None  # None: on up to PER_CORE_SERIES_MAX_CPUS CPUs
-    # Precision: ``repeats`` is the minimum; a step runs more rounds until its speedup's 95 %
-    # interval is within ``precision`` (relative half-width), ``max_repeats`` or the budget.
-    # The 3 s budget keeps the default round (2 workloads, 3 modes, 2 cores, 0.5 s units:
-    # ~12.5 s when 3 pairs suffice, ~16 s at worst) near 5 % of the 5-minute interval; the
-    # daemon stretches the interval when a round takes longer, so the duty cycle holds.
+    # Precision: ``repeats`` is the fewest pairs; a step runs more until its speedup's 95 %
+    # interval is within ``precision`` (relative half-width), ``max_repeats`` clean pairs or
+    # its ``step_budget`` (pairs spoiled by other load are replaced within the budget). On an
+    # idle 2-core host three 0.3 s pairs reach ±5 % and the default round (2 workloads, 3
+    # modes) takes about 15 s, 5 % of the 5-minute interval; the daemon stretches the
+    # interval when a round takes longer, so the duty cycle holds (docs/measurement.md).
     precision: float = 0.05
     max_repeats: int = 10
-    step_budget_seconds: float = 3.0
+    step_budget_seconds: float = 5.0
     nice: Nice = 0  # 0..19, or "idle" (SCHED_IDLE): run the probe's process tree niced
+    # Before each parallel step, wait up to this long for enough free cores (0: do not wait;
+    # the daemon retries an inconclusive step later in its interval instead).
+    wait_quiet_seconds: float = 0.0
     # The whole probe tree's memory; None: default_memory_limit(), found at run time.
     memory_limit_bytes: Optional[int] = None
 
@@ -125,6 +129,7 @@ class Config:
                           p.start_method, precision=p.precision, max_repeats=p.max_repeats,
                           step_budget_seconds=p.step_budget_seconds, nice=p.nice,
                           workload_path=p.workload_path, deadline=p.deadline_seconds,
+                          wait_quiet_seconds=p.wait_quiet_seconds,
                           memory_limit_bytes=p.memory_limit())
                 for w in p.workloads]
 
@@ -341,6 +346,13 @@ def jitter_duration(value: Any) -> float:
     return interval_duration(value)
 
 
+def wait_duration(value: Any) -> float:
+    """0 (do not wait) or a duration up to an hour."""
+    if not isinstance(value, bool) and value in (0, "0", "0s"):
+        return 0.0
+    return timeout_duration(value)
+
+
 repeats_count = bounded_int(lambda: MAX_REPEATS)
 timeout_duration = bounded_duration(0, MAX_TIMEOUT_SECONDS)
 deadline_duration = bounded_duration(0, MAX_DEADLINE_SECONDS)
@@ -362,6 +374,7 @@ PROBE_FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "max_repeats": ("max_repeats", repeats_count),
     "step_budget": ("step_budget_seconds", timeout_duration),
     "nice": ("nice", nice_value),
+    "wait_quiet": ("wait_quiet_seconds", wait_duration),
     "memory_limit": ("memory_limit_bytes", memory_size),
 }
 TOP_FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {

@@ -22,10 +22,11 @@ from typing import Any, Optional
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
-from exporter import __version__, probe
+from exporter import __version__, probe, quiet
 from exporter.collector import Snapshot, empty_snapshot, prune_snapshot, record_round, still_configured
 from exporter.config import Config, load_config
 from exporter.errors import ConfigError
@@ -40,7 +41,12 @@ from exporter.webconfig import load_web_config
 
 log = logging.getLogger(__name__)
 JOB_ID = "probe-round"
+RETRY_JOB_ID = "retry-inconclusive"
 SHUTDOWN_GRACE_SECONDS = 3.0
+# An inconclusive step (too few free cores) is tried again at these shares of the interval
+# after the round started, when the host is quiet then and the duty-cycle budget has room.
+RETRY_AT = (0.25, 0.5, 0.75)
+QUIET_SAMPLE_SECONDS = 1.0
 
 
 class Daemon:
@@ -66,6 +72,7 @@ class Daemon:
         self.round_idle.set()
         self.interval_in_force = config.interval_seconds
         self.last_round_started: Optional[datetime] = None
+        self.probe_seconds_this_interval = 0.0  # round and retries: what the duty cycle counts
         self._reload_lock = threading.Lock()
         self.scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(max_workers=1)},  # the one probe lane
@@ -151,8 +158,10 @@ class Daemon:
                     return
             duration = time.monotonic() - started
             self.last_round = (started_at.timestamp(), started_at.timestamp() + duration)
+            self.probe_seconds_this_interval = duration
             self._apply_duty_cycle(config, duration, started_at)
             self.ready.set()
+            self._schedule_retry(started_at, 0)
         except Exception:  # a bug must not kill the lane: log it, the next round runs
             log.exception("probe round failed")
         finally:
@@ -174,13 +183,84 @@ class Daemon:
                     log_kv(log, logging.WARNING, "probe failed", interpreter=interpreter.name,
                            workload=spec.workload, mode=step.mode, workers=step.workers,
                            reason=step.reason, message=step.message)
-                elif step.summary is not None and step.summary.unsteady:
-                    log_kv(log, logging.INFO, "speedup withheld as unsteady", interpreter=interpreter.name,
+                elif step.summary is not None and not step.summary.shown:
+                    log_kv(log, logging.INFO, "speedup withheld", interpreter=interpreter.name,
                            workload=spec.workload, mode=step.mode, workers=step.workers,
-                           reason=step.summary.unsteady_reason)
+                           reason=step.summary.unsteady_reason or f"cannot tell: {step.summary.inconclusive_reason}")
         # The import check only means something where the GIL can be off.
         if free_threaded:
             self._check_imports(config, interpreter)
+
+    # --- inconclusive steps: try again when the host is quieter -------------------------------
+
+    def inconclusive(self) -> dict[tuple[str, str], list[tuple[str, int]]]:
+        """(interpreter, workload) -> the steps of its last report that could not tell."""
+        found: dict[tuple[str, str], list[tuple[str, int]]] = {}
+        for key, report in self._snapshot.reports.items():
+            steps = [(s.mode, s.workers) for s in report.steps if s.summary is not None and not s.summary.conclusive]
+            if steps:
+                found[key] = steps
+        return found
+
+    def _schedule_retry(self, round_started: datetime, attempt: int) -> None:
+        """Plan the next retry of inconclusive steps within this interval, if any is left."""
+        if attempt >= len(RETRY_AT) or not self.inconclusive() or self.stopping.is_set():
+            return
+        when = round_started + timedelta(seconds=RETRY_AT[attempt] * self.interval_in_force)
+        self.scheduler.add_job(self.retry_inconclusive, DateTrigger(run_date=when), args=(round_started, attempt),
+                               id=RETRY_JOB_ID, replace_existing=True, misfire_grace_time=None)
+
+    def retry_inconclusive(self, round_started: datetime, attempt: int) -> None:
+        """Probe the inconclusive steps again, if the host is quiet now and the budget allows."""
+        self.round_idle.clear()
+        try:
+            config = self.config
+            budget = config.duty_cycle * self.interval_in_force - self.probe_seconds_this_interval
+            for (name, workload), steps in self.inconclusive().items():
+                interpreter = next((i for i in config.interpreter_list() if i.name == name), None)
+                spec = next((s for s in config.probe_specs(self.host.default_workers) if s.workload == workload), None)
+                old = self._snapshot.reports.get((name, workload))
+                if interpreter is None or spec is None or old is None or self.stopping.is_set():
+                    continue
+                cost = sum(s.duration_seconds for s in old.steps if (s.mode, s.workers) in steps)
+                if cost > budget:
+                    log_kv(log, logging.INFO, "inconclusive steps not retried: duty-cycle budget spent",
+                           interpreter=name, workload=workload)
+                    continue
+                needed = max(min(float(n), self.host.usable) for _, n in steps)
+                reading = quiet.sample_free_cores(self.host.usable, needed, QUIET_SAMPLE_SECONDS)
+                if not reading.enough:
+                    log_kv(log, logging.INFO, "host still busy; inconclusive steps not retried yet",
+                           interpreter=name, workload=workload, free_cores=round(reading.free, 2))
+                    continue
+                began = time.monotonic()
+                retry = probe.run_workload(interpreter, retry_spec(spec, steps))
+                spent = time.monotonic() - began
+                self.probe_seconds_this_interval += spent
+                budget -= spent
+                if not self.stopping.is_set():
+                    self._publish_retry(old, retry, steps)
+        except Exception:  # a bug must not kill the lane
+            log.exception("retry of inconclusive steps failed")
+        finally:
+            self.round_idle.set()
+        self._schedule_retry(round_started, attempt + 1)
+
+    def _publish_retry(self, old: WorkloadReport, retry: WorkloadReport, steps: list[tuple[str, int]]) -> None:
+        """The retried steps replace the inconclusive ones; the others keep their round's figures."""
+        retried = [s for s in retry.steps if (s.mode, s.workers) in steps]
+        merged = replace(old, steps=[next((r for r in retried if (r.mode, r.workers) == (s.mode, s.workers)), s)
+                                     for s in old.steps])
+        fresh = replace(retry, steps=retried)
+        with self._lock:
+            fields = record_round(self._snapshot, [fresh])
+            fields["reports"][(old.interpreter.name, old.spec.workload)] = merged
+            self._snapshot = replace(self._snapshot, **fields)
+        self.history.record([fresh])
+        for step in retried:
+            log_kv(log, logging.INFO, "inconclusive step retried", interpreter=old.interpreter.name,
+                   workload=old.spec.workload, mode=step.mode, workers=step.workers,
+                   conclusive=bool(step.summary and step.summary.conclusive))
 
     def _check_imports(self, config: Config, interpreter: Interpreter) -> None:
         checks = dict(self.snapshot().import_checks)
@@ -278,6 +358,12 @@ class Daemon:
             due = min(due, max(sooner, datetime.now(timezone.utc)))
         self.scheduler.modify_job(JOB_ID, trigger=self.trigger(self.interval_in_force, due),
                                   next_run_time=due)
+
+
+def retry_spec(spec: probe.ProbeSpec, steps: list[tuple[str, int]]) -> probe.ProbeSpec:
+    """The same probe restricted to these steps (the runner adds the sequential one)."""
+    return replace(spec, modes=tuple(dict.fromkeys(mode for mode, _ in steps)),
+                   workers=tuple(dict.fromkeys(n for _, n in steps)))
 
 
 def telemetry_app(daemon: Daemon) -> TelemetryApp:

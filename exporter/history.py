@@ -100,7 +100,8 @@ class History:
                     if not step.available:
                         continue
                     key = (report.interpreter.name, step.workload, step.mode, step.workers)
-                    speedup = step.summary.speedup if step.summary is not None else None
+                    # Withheld figures (unsteady, cannot tell) are gaps, as in the metrics.
+                    speedup = step.summary.speedup if step.summary is not None and step.summary.shown else None
                     series = self._series.setdefault(key, deque(maxlen=self.limit))
                     series.append(Point(timestamp, speedup))
                     if not step.success:

@@ -3,7 +3,11 @@
 Every derived figure the exporter reports is computed here, from the raw timings the runner
 stamped inside its workers and the kernel's per-CPU counters, so the formulas live in one
 place and are tested on constructed numbers. Standard library only: the runner imports this
-module too (it decides from the pair speedups when a step is precise enough).
+module too (it decides from the pairs when a step is precise and plausible enough).
+
+A step's speedup comes from independent *pairs*: each pair is one window of a single worker
+of the step's own pool (the baseline, run where the workers run) and one window of all N
+workers, and no window belongs to two pairs. docs/measurement.md explains the design.
 """
 
 from __future__ import annotations
@@ -22,6 +26,21 @@ STEAL_FIELD = "steal"
 # do not grow when other load preempts the workers, so this holds on a busy host down to a
 # quarter of a core. Only CPU-bound work is capped by the usable cores.
 CPU_BOUND_SHARE = 0.25
+# The variance between probes that one probe's pairs cannot see (the host's state minutes
+# apart, a new runner process), as a standard deviation of the log speedup. It is added to
+# the pairs' own standard error, so an interval also holds the next probe's figure; measured
+# by benchmarks/noise.py on an idle 2-vCPU VM (docs/measurement.md, "Intervals that cover").
+BETWEEN_PROBE_SD = 0.012
+# A step's figure can show the parallelism only when the cores free for it (usable, less
+# steal, less other processes' load) are about what its workers can use: other load may take
+# this share of the needed cores (at least FREE_CORES_MIN_SLACK cores: counter tick noise).
+FREE_CORES_SLACK = 0.1
+FREE_CORES_MIN_SLACK = 0.15
+# Work per CPU-second cannot be higher with N workers than with one for CPU-bound code
+# (shared caches, turbo and memory bandwidth only lower it): a rate above 1 whose interval
+# clears this much means the baseline window was not comparable.
+RATE_SLACK = 0.01
+NORMAL_975 = 1.959964
 # Two-sided 95 % quantiles of Student's t by degrees of freedom (beyond 30: the normal 1.96
 # plus the usual 2.4/df correction, good to 0.005).
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
@@ -98,12 +117,17 @@ def host_load(before: Sequence[Mapping[str, float]], after: Sequence[Mapping[str
     return HostLoad(other, steal_ratio)
 
 
+ROLES = ("sequential", "baseline", "parallel")
+
+
 @dataclass(frozen=True)
 class Window:
     """One timed window: every worker's own start, end and CPU seconds, and the host's load.
 
-    ``index`` is the window's place in the runner's order (sequential and parallel windows
-    alternate), which pairs each parallel window with its neighbouring baseline windows.
+    ``role`` says what the window measured: ``baseline`` (one worker of a parallel step's own
+    pool), ``parallel`` (all of its workers) or ``sequential`` (the sequential step's unit);
+    ``pair`` joins a baseline window to its parallel window, and ``attempt`` counts how often
+    the step was measured from scratch (only the last attempt's windows make its figures).
     """
 
     starts: Sequence[float]
@@ -114,6 +138,10 @@ class Window:
     index: int = -1
     interference_cores: Optional[float] = None
     steal_ratio: Optional[float] = None
+    role: str = "parallel"
+    pair: int = -1
+    attempt: int = 0
+    clean: bool = True  # the host left the window the cores it needed (see window_had_free_cores)
 
     @property
     def wall_seconds(self) -> float:
@@ -128,51 +156,45 @@ class Window:
 
 @dataclass(frozen=True)
 class Pair:
-    """A parallel window and the baseline around it: the mean of its neighbouring windows."""
+    """One baseline window (a single worker) and one parallel window (N workers) of a step."""
 
+    baseline: Window
     window: Window
-    baseline_wall_seconds: float
-    baseline_cpu_seconds: float
 
     def speedup(self, workers: int) -> float:
-        return speedup(self.baseline_wall_seconds, self.window.wall_seconds, workers)
+        return speedup(self.baseline.wall_seconds, self.window.wall_seconds, workers)
 
     def cpu_share(self, workers: int) -> float:
         """CPU seconds per unit in the parallel window over the baseline's wall seconds per unit."""
-        return sum(self.window.cpu_seconds) / workers / self.baseline_wall_seconds
+        return sum(self.window.cpu_seconds) / workers / self.baseline.wall_seconds
 
     def cpu_rate_ratio(self, workers: int) -> Optional[float]:
-        """Work per CPU-second in the parallel window over the baseline's (N units each)."""
-        spent = sum(self.window.cpu_seconds)
-        if spent <= 0 or self.baseline_cpu_seconds <= 0:
+        """Work per CPU-second in the parallel window over the baseline's (N units against one)."""
+        spent, alone = sum(self.window.cpu_seconds), sum(self.baseline.cpu_seconds)
+        if spent <= 0 or alone <= 0:
             return None
-        return workers * self.baseline_cpu_seconds / spent
+        return workers * alone / spent
 
 
-def _indexed(windows: Sequence[Window], offset: int) -> list[tuple[int, Window]]:
-    """Windows with their place in the run; without one (old events, constructed windows)
-    the alternation baseline, parallel, baseline, ... is assumed."""
-    return [(w.index if w.index >= 0 else 2 * i + offset, w) for i, w in enumerate(windows)]
+def last_attempt(windows: Sequence[Window]) -> list[Window]:
+    """The windows of the step's last measurement attempt (earlier ones were discarded)."""
+    if not windows:
+        return []
+    attempt = max(w.attempt for w in windows)
+    return [w for w in windows if w.attempt == attempt]
 
 
-def pair_windows(parallel: Sequence[Window], baseline: Sequence[Window]) -> list[Pair]:
-    """Pair each parallel window with the baseline windows just before and just after it.
+def pair_windows(windows: Sequence[Window], clean_only: bool = True) -> list[Pair]:
+    """Join each parallel window to the baseline window of its own pair (last attempt only);
+    by default only the pairs whose two windows had the cores they needed.
 
-    Averaging the two neighbours interpolates the baseline to the parallel window's time,
-    so a slow drift of the host's speed cancels in each pair's ratio; at the edges of a
-    run (or when the runner stopped) the one neighbour there is used.
+    No window serves two pairs, so the pairs' speedups are independent values.
     """
-    ordered = sorted(_indexed(baseline, 0), key=lambda item: item[0])
-    pairs = []
-    for index, window in _indexed(parallel, 1):
-        before = [w for i, w in ordered if i < index][-1:]
-        after = [w for i, w in ordered if i > index][:1]
-        neighbours = before + after
-        if not neighbours:
-            continue
-        pairs.append(Pair(window, statistics.fmean(w.wall_seconds for w in neighbours),
-                          statistics.fmean(sum(w.cpu_seconds) for w in neighbours)))
-    return pairs
+    current = last_attempt(windows)
+    baselines = {w.pair: w for w in current if w.role == "baseline"}
+    pairs = [Pair(baselines[w.pair], w) for w in sorted(current, key=lambda w: w.pair)
+             if w.role == "parallel" and w.pair in baselines]
+    return [p for p in pairs if p.baseline.clean and p.window.clean] if clean_only else pairs
 
 
 def t_quantile(degrees_of_freedom: int) -> float:
@@ -182,18 +204,21 @@ def t_quantile(degrees_of_freedom: int) -> float:
     return 1.96 + 2.4 / degrees_of_freedom
 
 
-def ratio_estimate(values: Sequence[float]) -> Tuple[float, Optional[Tuple[float, float]]]:
-    """Geometric mean of positive ratios and its 95 % Student-t interval (None below 2 values).
+def ratio_estimate(values: Sequence[float], between_probe_sd: float = BETWEEN_PROBE_SD
+                   ) -> Tuple[float, Optional[Tuple[float, float]]]:
+    """Geometric mean of positive ratios and its 95 % interval (None below 2 values).
 
-    The interval is taken on the logarithms, so it stays positive and is symmetric in
-    ratio terms (×1.05 and ÷1.05 are the same distance); a pair spoiled by a burst of other
-    load widens the interval rather than silently moving a median.
+    The interval is taken on the logarithms, so it stays positive and is symmetric in ratio
+    terms (×1.05 and ÷1.05 are the same distance). Its standard error adds the variance
+    between probes (``between_probe_sd``) to the pairs' own, which one probe cannot observe.
     """
     logs = [math.log(v) for v in values]
     centre = statistics.fmean(logs)
     if len(logs) < 2:
         return math.exp(centre), None
-    half = t_quantile(len(logs) - 1) * statistics.stdev(logs) / math.sqrt(len(logs))
+    # The pairs' part is estimated (Student t); the between-probe part is a known constant (normal).
+    within = t_quantile(len(logs) - 1) * statistics.stdev(logs) / math.sqrt(len(logs))
+    half = math.hypot(within, NORMAL_975 * between_probe_sd)
     return math.exp(centre), (math.exp(centre - half), math.exp(centre + half))
 
 
@@ -204,35 +229,135 @@ def relative_half_width(estimate: float, interval: Optional[Tuple[float, float]]
     return (interval[1] - interval[0]) / 2 / estimate
 
 
-def pair_speedups(parallel: Sequence[Window], baseline: Sequence[Window], workers: int) -> list[float]:
-    return [p.speedup(workers) for p in pair_windows(parallel, baseline)]
-
-
-def speedup_precision(parallel: Sequence[Window], baseline: Sequence[Window], workers: int) -> float:
-    """Relative half-width of the speedup's 95 % interval so far (what the runner stops on)."""
-    values = [v for v in pair_speedups(parallel, baseline, workers) if v > 0]
-    if len(values) < 2:
-        return math.inf
-    return relative_half_width(*ratio_estimate(values))
-
-
-def unsteady_reason(speedup_ratio: float, interval: Optional[Tuple[float, float]], cpu_bound: bool,
-                    workers: int, usable_cpus: Optional[float]) -> Optional[str]:
-    """Why a CPU-bound speedup cannot be physical: above the usable cores beyond its interval."""
+def speedup_ceiling(workers: int, usable_cpus: Optional[float], cpu_bound: bool) -> float:
+    """The highest speedup the step can physically reach: CPU-bound work is capped by the cores."""
     if usable_cpus is None or not cpu_bound:
+        return float(workers)
+    return min(float(workers), usable_cpus)
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """What a step's pairs say so far: the estimates, and whether to trust them yet."""
+
+    workers: int
+    pairs: int
+    speedup: float
+    interval: Optional[Tuple[float, float]]
+    rate: Optional[float]
+    rate_interval: Optional[Tuple[float, float]]
+    cpu_bound: bool
+    ceiling: float
+
+    @property
+    def half_width(self) -> float:
+        return relative_half_width(self.speedup, self.interval)
+
+    def implausible_reason(self) -> Optional[str]:
+        """Why the estimate cannot be a result: CPU-bound and above what the cores allow."""
+        if not self.cpu_bound or self.speedup <= self.ceiling:
+            return None
+        return (f"speedup {interval_text(self.speedup, self.interval)} exceeds the {self.ceiling:g} cores "
+                f"CPU-bound work can use")
+
+    def clearly_implausible(self) -> bool:
+        """Even the interval's lower end is above the ceiling: more pairs will not help."""
+        return self.implausible_reason() is not None and (self.interval or (self.speedup,))[0] > self.ceiling
+
+    def baseline_reason(self) -> Optional[str]:
+        """Why the baseline is not comparable: more work per CPU-second in parallel than alone."""
+        if not self.cpu_bound or self.rate is None or self.rate_interval is None:
+            return None
+        if self.rate_interval[0] <= 1 + RATE_SLACK:
+            return None
+        return (f"the workers did more work per CPU-second together than one alone (rate "
+                f"{interval_text(self.rate, self.rate_interval)}): the baseline windows ran slower than the "
+                f"parallel ones")
+
+    def trouble(self) -> Optional[str]:
+        return self.implausible_reason() or self.baseline_reason()
+
+
+def interval_text(estimate: float, interval: Optional[Tuple[float, float]]) -> str:
+    """``×1.91 (1.86–1.95)``."""
+    return f"×{estimate:.2f}" + (f" ({interval[0]:.2f}–{interval[1]:.2f})" if interval else "")
+
+
+def assess(pairs: Sequence[Pair], workers: int, usable_cpus: Optional[float]) -> Assessment:
+    """The speedup and rate of a step's pairs, with their intervals and physical ceiling."""
+    estimate, interval = ratio_estimate([p.speedup(workers) for p in pairs])
+    rates = [r for r in (p.cpu_rate_ratio(workers) for p in pairs) if r is not None and r > 0]
+    rate, rate_interval = ratio_estimate(rates, between_probe_sd=0.0) if rates else (None, None)
+    cpu_bound = statistics.median(p.cpu_share(workers) for p in pairs) >= CPU_BOUND_SHARE
+    return Assessment(workers, len(pairs), estimate, interval, rate, rate_interval, cpu_bound,
+                      speedup_ceiling(workers, usable_cpus, cpu_bound))
+
+
+def clipped(interval: Optional[Tuple[float, float]], ceiling: float) -> Optional[Tuple[float, float]]:
+    """The interval without the part above the physical ceiling (no value there is possible)."""
+    if interval is None:
         return None
-    ceiling = min(float(workers), usable_cpus)
-    lowest = interval[0] if interval is not None else speedup_ratio
-    if lowest <= ceiling:
-        return None
-    shown = f"×{speedup_ratio:.2f}" + (f" ({interval[0]:.2f}–{interval[1]:.2f})" if interval else "")
-    return (f"speedup {shown} exceeds the {ceiling:g} cores CPU-bound work can use: the baseline "
-            f"windows ran slower than the parallel ones (the host's load or speed changed)")
+    return (min(interval[0], ceiling), min(interval[1], ceiling))
 
 
 def _median_of(values: Sequence[Optional[float]]) -> Optional[float]:
     known = [v for v in values if v is not None]
     return statistics.median(known) if known else None
+
+
+@dataclass(frozen=True)
+class FreeCores:
+    """The cores the host left a step during its timed windows, and whether they were enough."""
+
+    usable: float
+    other: float  # other processes' load, in cores (the busier of the two roles' medians)
+    steal: float  # share of CPU time the hypervisor took
+    needed: float  # cores the step's workers could use
+    logical: Optional[float] = None  # the host's CPUs: other load takes from these, not from a quota
+
+    @property
+    def free(self) -> float:
+        """What other load and steal left of the host, capped by the cores the probe may use."""
+        host = (self.logical or self.usable) * (1 - self.steal) - self.other
+        return max(0.0, min(self.usable, host))
+
+    @property
+    def enough(self) -> bool:
+        return self.free >= self.needed - max(FREE_CORES_MIN_SLACK, FREE_CORES_SLACK * self.needed)
+
+    def reason(self) -> Optional[str]:
+        """None when enough cores were free; else why the step cannot tell."""
+        if self.enough:
+            return None
+        taken = f"other processes used {self.other:.1f} cores" + (
+            f" and the hypervisor stole {self.steal:.0%}" if self.steal >= 0.01 else "")
+        return f"{taken}, leaving {self.free:.1f} of {self.usable:g} cores where the workers needed {self.needed:g}"
+
+
+def cores_needed(workers: int, cpu_seconds: float, wall_seconds: float, usable_cpus: float,
+                 max_cores: Optional[float] = None) -> float:
+    """The cores a window's workers could use: one each when they compute (even if something
+    kept them from it), capped by the usable cores and the mode's own limit; none when they wait."""
+    if wall_seconds <= 0 or cpu_seconds / (wall_seconds * workers) < CPU_BOUND_SHARE:
+        return 0.0
+    return min(float(workers), usable_cpus, max_cores if max_cores is not None else usable_cpus)
+
+
+def window_free_cores(window: Window, usable_cpus: float, max_cores: Optional[float] = None) -> FreeCores:
+    """Whether the host left one timed window the cores its workers needed."""
+    needed = cores_needed(len(window.cpu_seconds), sum(window.cpu_seconds), window.wall_seconds, usable_cpus,
+                          max_cores)
+    return FreeCores(usable_cpus, window.interference_cores or 0.0, window.steal_ratio or 0.0, needed,
+                     float(len(window.core_utilisation)) or None)
+
+
+def free_cores(windows: Sequence[Window], usable_cpus: float, needed: float) -> FreeCores:
+    """Free cores from the busier role's median other load (baseline windows need fewer)."""
+    others = [_median_of([w.interference_cores for w in windows if w.role == role]) for role in ROLES]
+    steals = [_median_of([w.steal_ratio for w in windows if w.role == role]) for role in ROLES]
+    logical = max((len(w.core_utilisation) for w in windows), default=0)
+    return FreeCores(usable_cpus, max((o for o in others if o is not None), default=0.0),
+                     max((s for s in steals if s is not None), default=0.0), needed, float(logical) or None)
 
 
 @dataclass(frozen=True)
@@ -249,58 +374,114 @@ class Summary:
     cores_used: float
     core_utilisation: list[float]
     startup_seconds: float
-    speedup_ci: Optional[Tuple[float, float]] = None  # 95 % interval from the pairs
+    speedup_ci: Optional[Tuple[float, float]] = None  # 95 % interval from the pairs, clipped at the ceiling
     pair_speedups: Sequence[float] = ()
     cpu_rate_ratio: Optional[float] = None
     interference_cores: Optional[float] = None
     steal_ratio: Optional[float] = None
     unsteady_reason: Optional[str] = None
     cpu_bound: bool = True  # the workers compute (capped by the usable cores) rather than wait
+    pairs: int = 0
+    rate_ci: Optional[Tuple[float, float]] = None
+    inconclusive_reason: Optional[str] = None  # "cannot tell": too few free cores
+    free_cores: Optional[float] = None
+    remeasured_reason: Optional[str] = None  # why the runner measured the step again from scratch
+    pair_rates: Sequence[float] = ()
 
     @property
     def unsteady(self) -> bool:
         """The speedup is physically implausible and is not shown or exported as a result."""
         return self.unsteady_reason is not None
 
+    @property
+    def conclusive(self) -> bool:
+        """The host left the step enough free cores to show the parallelism it measures."""
+        return self.inconclusive_reason is None
 
-def summarise(windows: Sequence[Window], baseline: Sequence[Window], workers: int,
-              ops_per_unit: int, usable_cpus: Optional[float] = None) -> Summary:
-    """A step's figures: speedup from its pairs with the baseline, the rest medians of windows.
+    @property
+    def shown(self) -> bool:
+        """The speedup is a result: plausible and measured with enough free cores."""
+        return not self.unsteady and self.conclusive
 
-    For the sequential step itself (``windows is baseline``) speedup and rate are 1.
-    """
-    walls = [w.wall_seconds for w in windows]
-    median_wall = statistics.median(walls)
-    rate: Optional[float]
-    interval: Optional[Tuple[float, float]]
-    if windows is baseline:
-        speedups, estimate, interval, rate = [1.0], 1.0, None, 1.0
-        cpu_share = statistics.median(w.cores_used for w in windows)
-    else:
-        pairs = pair_windows(windows, baseline)
-        speedups = [p.speedup(workers) for p in pairs]
-        estimate, interval = ratio_estimate(speedups)
-        rate = _median_of([p.cpu_rate_ratio(workers) for p in pairs])
-        cpu_share = statistics.median(p.cpu_share(workers) for p in pairs)
-    cpu_bound = cpu_share >= CPU_BOUND_SHARE
+
+def summarise_sequential(windows: Sequence[Window], ops_per_unit: int) -> Summary:
+    """The sequential step: one unit at a time, speedup 1 by definition."""
+    current = last_attempt(windows)
+    wall = statistics.median(w.wall_seconds for w in current)
+    return Summary(
+        wall_seconds=wall, speedup=1.0, speedup_spread=0.0, efficiency=1.0, serial_fraction=None,
+        throughput_units_per_second=1 / wall, throughput_ops_per_second=ops_per_unit / wall,
+        cores_used=statistics.median(w.cores_used for w in current),
+        core_utilisation=_per_cpu_medians(current),
+        startup_seconds=statistics.median(w.startup_seconds for w in current),
+        cpu_rate_ratio=1.0,
+        interference_cores=_median_of([w.interference_cores for w in current]),
+        steal_ratio=_median_of([w.steal_ratio for w in current]),
+        pairs=len(current),
+        cpu_bound=statistics.median(w.cores_used for w in current) >= CPU_BOUND_SHARE,
+    )
+
+
+def _per_cpu_medians(windows: Sequence[Window]) -> list[float]:
     per_cpu = [list(cpu) for cpu in zip(*(w.core_utilisation for w in windows))]
-    cores = statistics.median(w.cores_used for w in windows)
+    return [statistics.median(cpu) for cpu in per_cpu]
+
+
+def busy_reason(windows: Sequence[Window], usable_cpus: float, needed: float) -> str:
+    """Why a step cannot tell: how much other load its windows met, and how often."""
+    current = last_attempt(windows)
+    busy = [w for w in current if not w.clean] or current
+    space = free_cores(busy, usable_cpus, needed)
+    pairs = {w.pair for w in current}
+    spoiled = {w.pair for w in current if not w.clean}
+    return (f"{space.reason() or 'too few free cores'} (in {len(spoiled)} of {len(pairs)} pairs; "
+            f"too few clean pairs to measure)")
+
+
+def summarise(windows: Sequence[Window], workers: int, ops_per_unit: int,
+              usable_cpus: Optional[float] = None, remeasured_reason: Optional[str] = None,
+              max_cores: Optional[float] = None, min_pairs: int = 2) -> Summary:
+    """A parallel step's figures from its own clean pairs; time, cores and per-CPU are medians
+    of their parallel windows. Fewer than ``min_pairs`` clean pairs (the host kept taking the
+    cores the step needed): the step cannot tell, and its figures come from every pair.
+    ``max_cores`` caps the cores the mode can use by design (one event loop: 1), which is all
+    it needs free. Raises ValueError without any complete pair."""
+    everything = pair_windows(windows, clean_only=False)
+    if not everything:
+        raise ValueError("no complete (baseline, parallel) pair")
+    clean = pair_windows(windows)
+    conclusive = len(clean) >= min_pairs
+    pairs = clean if conclusive else (clean or everything)
+    parallel = [p.window for p in pairs]
+    current = last_attempt(windows)
+    verdict = assess(pairs, workers, usable_cpus)
+    speedups = [p.speedup(workers) for p in pairs]
+    median_wall = statistics.median(w.wall_seconds for w in parallel)
+    needed = min(verdict.ceiling, max_cores if max_cores is not None else verdict.ceiling) if verdict.cpu_bound else 0.0
+    space = free_cores(current, usable_cpus, needed) if usable_cpus is not None else None
+    inconclusive = None if conclusive or usable_cpus is None else busy_reason(windows, usable_cpus, needed)
     return Summary(
         wall_seconds=median_wall,
-        speedup=estimate,
+        speedup=verdict.speedup,
         speedup_spread=relative_spread(speedups),
-        efficiency=efficiency(estimate, workers),
-        serial_fraction=serial_fraction(estimate, workers),
+        efficiency=efficiency(verdict.speedup, workers),
+        serial_fraction=serial_fraction(verdict.speedup, workers),
         throughput_units_per_second=workers / median_wall,
         throughput_ops_per_second=workers * ops_per_unit / median_wall,
-        cores_used=cores,
-        core_utilisation=[statistics.median(cpu) for cpu in per_cpu],
-        startup_seconds=statistics.median(w.startup_seconds for w in windows),
-        speedup_ci=interval,
-        pair_speedups=speedups if windows is not baseline else [],
-        cpu_rate_ratio=rate,
-        interference_cores=_median_of([w.interference_cores for w in windows]),
-        steal_ratio=_median_of([w.steal_ratio for w in windows]),
-        unsteady_reason=unsteady_reason(estimate, interval, cpu_bound, workers, usable_cpus),
-        cpu_bound=cpu_bound,
+        cores_used=statistics.median(w.cores_used for w in parallel),
+        core_utilisation=_per_cpu_medians(parallel),
+        startup_seconds=statistics.median(w.startup_seconds for w in parallel),
+        speedup_ci=clipped(verdict.interval, verdict.ceiling) if verdict.cpu_bound else verdict.interval,
+        pair_speedups=speedups,
+        cpu_rate_ratio=verdict.rate,
+        interference_cores=_median_of([w.interference_cores for w in current]),
+        steal_ratio=_median_of([w.steal_ratio for w in current]),
+        unsteady_reason=verdict.trouble() if conclusive else None,
+        cpu_bound=verdict.cpu_bound,
+        pairs=len(clean),
+        rate_ci=verdict.rate_interval,
+        inconclusive_reason=inconclusive,
+        free_cores=space.free if space is not None else None,
+        remeasured_reason=remeasured_reason,
+        pair_rates=[r for r in (p.cpu_rate_ratio(workers) for p in pairs) if r is not None],
     )

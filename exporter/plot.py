@@ -111,15 +111,19 @@ def draw_speedups(axis, reports: Sequence[WorkloadReport]) -> None:
         axis.text(0.5, 0.5, "no successful step", ha="center", transform=axis.transAxes)
         return
     positions = range(len(bars))
-    # An unsteady step's speedup is withheld (physically implausible): no bar, a label instead.
-    heights = [0.0 if summary.unsteady else summary.speedup for _, _, summary in bars]
-    axis.bar(positions, heights, color="tab:blue", label="measured")
+    # A withheld speedup (implausible, or too few free cores to tell): no bar, a label instead.
+    heights = [summary.speedup if summary.shown else 0.0 for _, _, summary in bars]
+    # The 95 % interval as whiskers, so a figure is never drawn surer than it is.
+    whiskers = [[h - s.speedup_ci[0] if s.shown and s.speedup_ci else 0.0 for h, (_, _, s) in zip(heights, bars)],
+                [s.speedup_ci[1] - h if s.shown and s.speedup_ci else 0.0 for h, (_, _, s) in zip(heights, bars)]]
+    axis.bar(positions, heights, color="tab:blue", label="measured (95 % interval)", yerr=whiskers, capsize=3)
     top = max(max(height, step.workers) for height, (_, step, _) in zip(heights, bars))
     for i, (height, (_, step, summary)) in enumerate(zip(heights, bars)):
         axis.hlines(step.workers, i - 0.4, i + 0.4, colors="black", linestyles="dashed",
                     label="ideal (N×)" if i == 0 else None)
         # Above both the bar and the ideal line, so the line never strikes through the figure.
-        label = "unsteady" if summary.unsteady else f"{summary.speedup:.2f}×"
+        label = (f"{summary.speedup:.2f}×" if summary.shown else "unsteady" if summary.unsteady
+                 else "cannot tell")
         axis.text(i, max(height, step.workers) + 0.03 * top, label, ha="center", va="bottom", fontsize=8)
     axis.set_xticks(list(positions), [label for label, _, _ in bars], fontsize=8)
     axis.set_xlabel("mode × workers")

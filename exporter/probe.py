@@ -10,20 +10,21 @@ tree is ``exporter.child``'s job.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import queue
 import re
+import statistics
 import time
 from typing import Callable, Iterator, Optional
-
-import psutil
 
 from exporter import measurement
 from exporter.child import PACKAGE_PARENT, ProtocolError, RunnerProcess, kill_all_runners
 from exporter.hostinfo import host_cpus
 from exporter.memorylimit import MemoryLimitHit
-from exporter.results import (FAILURE_REASONS, Identity, ImportCheck, Interpreter, ProbeSpec, StepResult,
+from exporter.quiet import cpu_counters, wait_for_free_cores
+from exporter.results import (FAILURE_REASONS, MODE_MAX_CORES, Identity, ImportCheck, Interpreter, ProbeSpec, StepResult,
                               WorkloadReport)
 
 log = logging.getLogger(__name__)
@@ -40,16 +41,12 @@ class DeadlineExceeded(Exception):
     """The probe ran past its wall-clock deadline."""
 
 
-def cpu_counters() -> list[dict[str, float]]:
-    return [t._asdict() for t in psutil.cpu_times(percpu=True)]
-
-
-def request_for(spec: ProbeSpec) -> dict:
+def request_for(spec: ProbeSpec, usable_cpus: float) -> dict:
     return {"workload": spec.workload, "unit_seconds": spec.unit_seconds,
             "repeats": spec.repeats, "start_method": spec.start_method, "handshake": True,
             "precision": spec.precision, "max_repeats": spec.max_repeats,
             "step_budget_seconds": spec.step_budget_seconds, "nice": spec.nice,
-            "ops_per_unit": spec.ops_per_unit,
+            "ops_per_unit": spec.ops_per_unit, "usable_cpus": usable_cpus,
             "extra_path": list(spec.workload_path),
             "steps": [{"mode": m, "workers": n} for m, n in spec.steps()]}
 
@@ -60,8 +57,10 @@ def request_for(spec: ProbeSpec) -> dict:
 class Conversation:
     """Folds a runner's events into a WorkloadReport."""
 
-    def __init__(self, report: WorkloadReport, runner: RunnerProcess, progress: Progress) -> None:
+    def __init__(self, report: WorkloadReport, runner: RunnerProcess, progress: Progress,
+                 usable_cpus: float = 1.0) -> None:
         self.report, self.runner, self.progress = report, runner, progress
+        self.usable_cpus = usable_cpus
         self.current: Optional[StepResult] = None
         self.step_started = time.monotonic()
         self.counters_before: list[dict[str, float]] = []
@@ -113,8 +112,18 @@ class Conversation:
         elif kind == "step":
             self.finish_step()
             self.current = self.report.step(event["mode"], event["workers"])
+            self.wait_for_quiet(self.current)
             self.step_started = time.monotonic()
-            self.progress(f"{self.report.spec.workload}: {event['mode']} × {event['workers']}")
+            self.progress(f"{self.report.spec.workload}: {event['mode']} ×{event['workers']}")
+            self.runner.send({"go": True})
+        elif kind == "warmup":
+            step = self.report.step(event["mode"], event["workers"])
+            starts, ends = _numbers(event["starts"], step.workers), _numbers(event["ends"], step.workers)
+            step.warmup = (min(starts), max(ends))
+        elif kind == "remeasure":
+            step = self.report.step(event["mode"], event["workers"])
+            step.remeasured_reason = _text(event["reason"])
+            self.progress(f"{self.report.spec.workload}: {event['mode']} ×{event['workers']}: measuring again")
         elif kind == "ready":
             self.counters_before, self.counters_read_at = cpu_counters(), time.monotonic()
             self.runner.send({"go": True})
@@ -130,22 +139,43 @@ class Conversation:
         else:
             log.debug("ignoring runner event %r", kind)  # a newer runner's event
 
+    def wait_for_quiet(self, step: StepResult) -> None:
+        """probe --wait-quiet: before a parallel step, wait (bounded) for enough free cores."""
+        wait = self.report.spec.wait_quiet_seconds
+        if wait <= 0 or step.mode == "sequential":
+            return
+        self.progress(f"{self.report.spec.workload}: {step.mode} ×{step.workers}: waiting for a quiet host")
+        needed = min(float(step.workers), self.usable_cpus)
+        step.waited_seconds = wait_for_free_cores(self.usable_cpus, needed, wait).waited_seconds
+
     def add_window(self, event: dict) -> None:
         after, wall = cpu_counters(), time.monotonic() - self.counters_read_at
         step = self.report.step(event["mode"], event["workers"])
-        cpu_seconds = _numbers(event["cpu_seconds"], step.workers)
+        role, pair, attempt = event.get("role", "parallel"), event.get("pair", -1), event.get("attempt", 0)
+        if role not in measurement.ROLES or not all(_is_int(v) for v in (pair, attempt)):
+            raise ValueError("expected a known role and integer pair and attempt")
+        count = 1 if role != "parallel" else step.workers
+        cpu_seconds = _numbers(event["cpu_seconds"], count)
         # The runner's own figure for its process tree, workers included (see StepLoop.timed).
         probe_cpu = _numbers([event.get("tree_cpu_seconds", sum(cpu_seconds))], 1)[0]
         load = measurement.host_load(self.counters_before, after, wall, probe_cpu)
         index = event.get("index", -1)
-        if not isinstance(index, int) or isinstance(index, bool):
+        if not _is_int(index):
             raise ValueError("expected an integer window index")
         window = measurement.Window(
-            starts=_numbers(event["starts"], step.workers), ends=_numbers(event["ends"], step.workers),
+            starts=_numbers(event["starts"], count), ends=_numbers(event["ends"], count),
             cpu_seconds=cpu_seconds, startup_seconds=_numbers([event["startup_seconds"]], 1)[0],
             core_utilisation=measurement.busy_fractions(self.counters_before, after),
-            index=index, interference_cores=load.interference_cores, steal_ratio=load.steal_ratio)
+            index=index, interference_cores=load.interference_cores, steal_ratio=load.steal_ratio,
+            role=role, pair=pair, attempt=attempt)
+        free = measurement.window_free_cores(window, self.usable_cpus, MODE_MAX_CORES.get(step.mode))
+        window = dataclasses.replace(window, clean=free.enough)
         step.windows.append(window)
+        self.runner.send({"clean": free.enough})
+        if role == "parallel":
+            pairs = len(measurement.pair_windows(step.windows))
+            self.progress(f"{self.report.spec.workload}: {step.mode} ×{step.workers}: {pairs} pair"
+                          + ("s" if pairs != 1 else ""))
 
     def finish_step(self) -> None:
         """Add the time since the step's last start to it (its repeats are interleaved)."""
@@ -156,8 +186,7 @@ class Conversation:
     def fail_unfinished(self, reason: str, message: str) -> None:
         """The runner died: fail the running step and the steps that never ran.
 
-        Repeats go round the steps, so other steps may hold some of their windows; they
-        keep them and are summarised from fewer repeats.
+        Steps run one after another: the ones finished before keep their figures.
         """
         running = self.current
         for step in self.report.steps:
@@ -171,25 +200,28 @@ class Conversation:
 
 
 def summarise_steps(report: WorkloadReport, usable_cpus: Optional[float] = None) -> None:
-    """Compute every successful step's figures against the sequential baseline.
+    """Compute every successful step's figures from its own windows.
 
-    A CPU-bound speedup above ``usable_cpus`` beyond its interval marks the step unsteady.
+    A CPU-bound speedup above ``usable_cpus``, or a baseline slower per CPU-second than the
+    workers, marks the step unsteady; too few free cores mark it inconclusive.
     """
-    baseline = report.step("sequential", 1)
-    for step in report.steps:
-        if step.available and step.reason is None and not step.windows:
-            step.fail("error", "the runner finished without measuring this step")
+    sequential = report.step("sequential", 1)
     for step in report.steps:
         if not step.available or step.reason is not None:
             continue
-        if baseline.reason is not None or not baseline.windows:
-            step.fail(baseline.reason or "error", f"no sequential baseline: {baseline.message}")
+        if step is not sequential and sequential.reason is not None:
+            step.fail(sequential.reason, f"not run: the sequential step failed: {sequential.message}")
             continue
-        if not step.windows:
-            step.fail("error", "the runner stopped before this step's first timed window")
+        try:
+            if step is sequential:
+                step.summary = measurement.summarise_sequential(step.windows, report.ops_per_unit)
+            else:
+                step.summary = measurement.summarise(step.windows, step.workers, report.ops_per_unit,
+                                                     usable_cpus, step.remeasured_reason,
+                                                     MODE_MAX_CORES.get(step.mode), report.spec.repeats)
+        except (ValueError, statistics.StatisticsError):  # no (complete) window
+            step.fail("error", "the runner finished without measuring this step")
             continue
-        step.summary = measurement.summarise(step.windows, baseline.windows, step.workers,
-                                             report.ops_per_unit, usable_cpus)
         step.success = True
 
 
@@ -220,6 +252,10 @@ def _numbers(values: object, count: int) -> list[float]:
     return [float(v) for v in values]
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _text(value: object) -> str:
     text = str(value)
     return text if len(text) <= MAX_MESSAGE_CHARS else text[:MAX_MESSAGE_CHARS] + "…"
@@ -236,13 +272,14 @@ def run_workload(interpreter: Interpreter, spec: ProbeSpec,
     report = WorkloadReport(interpreter, spec,
                             steps=[StepResult(spec.workload, m, n) for m, n in spec.steps()])
     started = time.monotonic()
+    usable = host_cpus().usable
     try:
         runner = RunnerProcess(interpreter, spec.memory_limit_bytes)
     except (OSError, ValueError) as exc:  # ValueError: a path subprocess cannot take
         for step in report.steps:
             step.fail("interpreter", f"cannot start {interpreter.path}: {getattr(exc, 'strerror', None) or exc}")
         return report
-    conversation = Conversation(report, runner, progress)
+    conversation = Conversation(report, runner, progress, usable)
     try:
         converse(conversation, spec, started + spec.deadline_seconds())
     except Exception as exc:  # a bug here must fail this probe, not the round
@@ -254,7 +291,7 @@ def run_workload(interpreter: Interpreter, spec: ProbeSpec,
         if step.reason is not None:
             step.log = runner.stderr_tail
     try:
-        summarise_steps(report, host_cpus().usable)
+        summarise_steps(report, usable)
     except Exception as exc:  # figures a runner sent that the arithmetic cannot take
         log.exception("summarising %s on %s failed", spec.workload, interpreter.name)
         for step in report.steps:
@@ -269,7 +306,7 @@ def converse(conversation: Conversation, spec: ProbeSpec, deadline: float) -> No
     """Send the request and fold every event in, enforcing the timeout and the deadline."""
     runner, report = conversation.runner, conversation.report
     try:
-        runner.send(request_for(spec))
+        runner.send(request_for(spec, conversation.usable_cpus))
         for event in conversation.events(spec.timeout_seconds, deadline):
             conversation.handle(event)
         conversation.finish_step()

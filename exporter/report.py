@@ -23,6 +23,7 @@ MAX_CPUS_WITH_BARS = 16  # more CPUs than this get a one-line summary instead of
 SCALES_FRACTION = 0.8  # a speedup within 80 % of the possible one "scales"
 NO_SPEEDUP = 1.2  # below this a parallel mode gave no useful speedup (or used no more cores)
 SERIALISED_SHORTFALL = 0.5  # cores below the possible ones that mean the workers took turns
+CONTENTION_RATE = 0.9  # work per CPU-second below this share of one worker's: the workers slow each other
 FREE_CORES = 0.5  # idle capacity left by probe and neighbours that the runtime could have used
 NOTABLE_INTERFERENCE = 0.1  # cores of other load worth naming in a verdict
 NOTABLE_STEAL = 0.05
@@ -38,7 +39,7 @@ def interpreter_label(report: WorkloadReport) -> str:
     return f"{report.interpreter.name}: {identity.implementation} {identity.version}, {build}, {gil}"
 
 
-COLUMNS = ("mode", "N", "time", "unit/s", "speedup", "eff", "cores", "rate", "other", "start")
+COLUMNS = ("mode", "N", "time", "unit/s", "speedup", "eff", "cores", "rate", "other", "pairs")
 
 
 def speedup_text(summary: Summary) -> str:
@@ -61,11 +62,13 @@ def step_row(step: StepResult) -> list[str]:
     if not step.success or step.summary is None:
         return [f"[red]{mode}[/red]", str(step.workers)] + ["[red]fail[/red]"] * blank
     s = step.summary
-    shown = "[yellow]unsteady[/yellow]" if s.unsteady else speedup_text(s)
-    efficiency = "–" if s.unsteady else f"{s.efficiency * 100:.0f}%"
+    shown = (speedup_text(s) if s.shown else "[yellow]unsteady[/yellow]" if s.unsteady
+             else "[yellow]cannot tell[/yellow]")
+    efficiency = f"{s.efficiency * 100:.0f}%" if s.shown else "–"
+    pairs = str(s.pairs) + ("[yellow]*[/yellow]" if s.remeasured_reason else "")
     return [mode, str(step.workers), f"{s.wall_seconds:.2f}s", f"{s.throughput_units_per_second:.2f}",
             shown, efficiency, f"{s.cores_used:.2f}", optional(s.cpu_rate_ratio, ".2f"),
-            optional(s.interference_cores, ".2f"), f"{s.startup_seconds:.2f}s"]
+            optional(s.interference_cores, ".2f"), pairs]
 
 
 def results_table(report: WorkloadReport) -> Table:
@@ -80,11 +83,11 @@ def results_table(report: WorkloadReport) -> Table:
         table.add_row(*step_row(step))
     if identity is not None and report.ops_per_unit:
         table.caption = (f"N workers, one unit each ({report.ops_per_unit} operations ≈ "
-                         f"{report.spec.unit_seconds:g} s); speedup = T1·N/TN (95 % interval), each parallel window "
-                         f"against its neighbouring sequential windows, {report.spec.repeats}+ pairs "
-                         f"(until ±{report.spec.precision:.0%}, {report.spec.max_repeats} or "
-                         f"{report.spec.step_budget_seconds:g} s); cores = CPU s / wall s; rate = work "
-                         f"per CPU s vs sequential; other = cores used by other processes; "
+                         f"{report.spec.unit_seconds:g} s); speedup = T1·N/TN (95 % interval), T1 = one worker "
+                         f"of the same pool alone; pairs = independent (T1, TN) pairs, {report.spec.repeats}+ "
+                         f"until ±{report.spec.precision:.0%}, {report.spec.max_repeats} or "
+                         f"{report.spec.step_budget_seconds:g} s (* measured again); cores = CPU s / wall s; "
+                         f"rate = work per CPU s vs one worker alone; other = cores used by other processes; "
                          f"processes start with {report.spec.start_method}")
     return table
 
@@ -93,6 +96,10 @@ def step_notes(report: WorkloadReport) -> list[Text]:
     """Why each failed, unavailable or unsteady step did not give figures; hypervisor steal."""
     notes = [Text(f"  {s.mode} ×{s.workers}: unsteady: {s.summary.unsteady_reason}", style="yellow")
              for s in report.steps if s.summary is not None and s.summary.unsteady]
+    notes += [Text(f"  {s.mode} ×{s.workers}: measured again: {s.remeasured_reason}", style="yellow")
+              for s in report.steps if s.summary is not None and s.remeasured_reason and not s.summary.unsteady]
+    notes += [Text(f"  {s.mode} ×{s.workers}: waited {s.waited_seconds:.0f} s for a quiet host", style="dim")
+              for s in report.steps if s.waited_seconds >= 1]
     notes += [Text(f"  {s.mode} ×{s.workers}: the hypervisor stole {s.summary.steal_ratio:.0%} of the CPU time",
                    style="yellow")
               for s in report.steps if s.summary is not None and (s.summary.steal_ratio or 0.0) >= NOTABLE_STEAL]
@@ -148,11 +155,31 @@ def core_bars(report: WorkloadReport, width: int) -> Group:
 
 
 def serialisation_cause(step: StepResult, report: WorkloadReport) -> str:
-    if step.mode == "threads" and report.identity is not None and report.identity.gil_enabled:
+    """Why workers that left cores idle took turns, by mode and build."""
+    identity = report.identity
+    if step.mode == "threads" and identity is not None and identity.gil_enabled:
         return "GIL enabled"
     if step.mode == "asyncio":
         return "one event loop"
-    return "the workers ran one at a time"
+    if step.mode == "threads":
+        return "the threads took turns (a lock, or C code that holds one) while the GIL was off"
+    if step.mode == "subinterpreters":
+        return "the subinterpreters took turns (a lock they share, or a shared GIL)"
+    return "the workers took turns (a lock or another resource they share)"
+
+
+def contention_cause(step: StepResult, report: WorkloadReport) -> str:
+    """Why workers that kept the cores busy still did less: they slowed each other down."""
+    s = step.summary
+    assert s is not None
+    rate = f", each at {s.cpu_rate_ratio * 100:.0f} % of one worker's speed" if s.cpu_rate_ratio else ""
+    free_threaded = report.identity is not None and not report.identity.gil_enabled
+    if step.mode == "threads" and free_threaded:
+        usual = ("on a free-threaded build usually shared objects: reference counts, per-object locks, "
+                 "writes to shared dicts, lists or globals")
+    else:
+        usual = "usually shared caches, memory bandwidth, SMT siblings or the CPU's frequency"
+    return f"contention: the workers slowed each other down{rate} ({usual})"
 
 
 def free_cores(summary: Summary, usable: float) -> float:
@@ -160,16 +187,23 @@ def free_cores(summary: Summary, usable: float) -> float:
     return usable - summary.cores_used - (summary.interference_cores or 0.0)
 
 
+def cores_idle(summary: Summary, possible: float) -> bool:
+    """The workers kept clearly fewer cores busy than they could have: they took turns."""
+    return summary.cores_used < possible - SERIALISED_SHORTFALL
+
+
 def shortfall_causes(step: StepResult, report: WorkloadReport, usable: float, possible: float) -> list[str]:
     """Where the speedup went, from the measured parts: cores busy, rate, other load, limits."""
     s = step.summary
     assert s is not None
     causes = [f"{s.cores_used:.2f} cores busy"
-              + (f", each at {s.cpu_rate_ratio * 100:.0f} % of the sequential speed" if s.cpu_rate_ratio else "")]
-    cpu_bound = s.cpu_bound
-    if cpu_bound and s.cores_used < possible - SERIALISED_SHORTFALL and free_cores(s, usable) >= FREE_CORES:
+              + (f", each at {s.cpu_rate_ratio * 100:.0f} % of one worker's speed" if s.cpu_rate_ratio else "")]
+    if s.cpu_bound and cores_idle(s, possible) and free_cores(s, usable) >= FREE_CORES:
         causes.append(f"serialised: {serialisation_cause(step, report)} while "
                       f"{free_cores(s, usable):.1f} cores stood idle")
+    elif s.cpu_bound and s.cpu_rate_ratio is not None and s.cpu_rate_ratio < CONTENTION_RATE:
+        usual = contention_cause(step, report).split(" (", 1)[1].rstrip(")")
+        causes.append(f"contention: the workers slowed each other down ({usual})")
     if (s.interference_cores or 0.0) >= NOTABLE_INTERFERENCE:
         causes.append(f"other processes used {s.interference_cores:.1f} cores during the run")
     if (s.steal_ratio or 0.0) >= NOTABLE_STEAL:
@@ -177,13 +211,13 @@ def shortfall_causes(step: StepResult, report: WorkloadReport, usable: float, po
     if possible < step.workers:
         causes.append(f"only {usable:g} usable cores (CPU affinity or quota)")
     if s.wall_seconds > 0 and s.startup_seconds >= NOTABLE_STARTUP * s.wall_seconds:
-        causes.append(f"start-up {s.startup_seconds:.2f} s per run on top of {s.wall_seconds:.2f} s of work")
+        causes.append(f"start-up {s.startup_seconds:.2f} s per pool on top of {s.wall_seconds:.2f} s of work")
     return causes
 
 
 def mode_verdict(step: StepResult, report: WorkloadReport, usable: float) -> str:
-    """Leading words scripts read: ``no parallel speedup``, ``scales``, ``partial speedup``
-    (``unsteady`` when the figure is withheld), then the evidence and the cause."""
+    """Leading words scripts read: ``no parallel speedup``, ``scales``, ``partial speedup``,
+    ``cannot tell`` (too few free cores) or ``unsteady`` (withheld), then evidence and cause."""
     if not step.available:
         return f"{step.mode}: unavailable"
     if step.summary is None:
@@ -191,21 +225,26 @@ def mode_verdict(step: StepResult, report: WorkloadReport, usable: float) -> str
     s = step.summary
     if s.unsteady:
         return f"{step.mode}: unsteady — {s.unsteady_reason}"
+    if not s.conclusive:
+        return f"{step.mode}: cannot tell — {s.inconclusive_reason}; {s.cores_used:.2f} cores busy"
     # CPU-bound work cannot beat the usable cores; waiting (sleep) can overlap up to N.
     cpu_bound = s.cpu_bound
     possible = min(step.workers, usable) if cpu_bound else step.workers
     low, high = s.speedup_ci or (s.speedup, s.speedup)
     shown = speedup_text(s)
     # The CPU-time evidence decides first: workers that never kept more than ~one core busy
-    # did not run in parallel, whatever a noisy wall-clock ratio says.
+    # did not run in parallel, whatever a noisy wall-clock ratio says; workers that kept the
+    # cores busy and still gained nothing slowed each other down.
     if step.workers > 1 and (high < NO_SPEEDUP or (cpu_bound and s.cores_used < NO_SPEEDUP)):
-        cause = serialisation_cause(step, report)
-        if cause == "the workers ran one at a time" and free_cores(s, usable) < FREE_CORES:
+        if cpu_bound and not cores_idle(s, possible) and s.cores_used >= NO_SPEEDUP:
+            cause = contention_cause(step, report)
+        elif free_cores(s, usable) < FREE_CORES and (s.interference_cores or 0.0) >= NOTABLE_INTERFERENCE:
             # No core stood idle: the host, not the runtime, kept the workers from running.
-            if (s.interference_cores or 0.0) >= NOTABLE_INTERFERENCE:
-                cause = f"other processes used {s.interference_cores:.1f} cores during the run"
-            elif possible < step.workers:
-                cause = f"only {usable:g} usable cores (CPU affinity or quota)"
+            cause = f"other processes used {s.interference_cores:.1f} cores during the run"
+        elif possible < step.workers and possible < NO_SPEEDUP:
+            cause = f"only {usable:g} usable cores (CPU affinity or quota)"
+        else:
+            cause = serialisation_cause(step, report)
         return f"{step.mode}: no parallel speedup {shown} — {cause}; {s.cores_used:.2f} cores busy"
     good = SCALES_FRACTION * possible
     if low >= good or (s.speedup >= good and (not cpu_bound or s.cores_used >= good)):
@@ -246,6 +285,8 @@ def comparison_table(reports: Sequence[WorkloadReport]) -> Optional[Table]:
                 cells.append(f"[red]failed ({step.reason})[/red]")
             elif step.summary.unsteady:
                 cells.append(f"[yellow]unsteady[/yellow] ({step.summary.cores_used:.2f})")
+            elif not step.summary.conclusive:
+                cells.append(f"[yellow]cannot tell[/yellow] ({step.summary.cores_used:.2f})")
             else:
                 cells.append(f"{step.summary.speedup:.2f}× ({step.summary.cores_used:.2f})")
         table.add_row(workload, mode, str(workers), *cells)
@@ -286,8 +327,8 @@ def probe_nice(reports: Sequence[WorkloadReport]) -> Nice:
 
 def step_document(step: StepResult, report: WorkloadReport) -> dict[str, Any]:
     summary = step.summary
-    # An unsteady step's speedup is withheld: its pairs and CPU-time figures stay.
-    shown = summary if summary is not None and not summary.unsteady else None
+    # An unsteady or inconclusive step's speedup is withheld: its pairs and CPU-time figures stay.
+    shown = summary if summary is not None and summary.shown else None
     return {
         "interpreter": report.interpreter.name,
         "workload": step.workload,
@@ -313,11 +354,20 @@ def step_document(step: StepResult, report: WorkloadReport) -> dict[str, Any]:
         "cpu_rate_ratio": summary.cpu_rate_ratio if summary else None,
         "interference_cores": summary.interference_cores if summary else None,
         "steal_ratio": summary.steal_ratio if summary else None,
+        "cpu_rate_ci": list(summary.rate_ci) if summary and summary.rate_ci else None,
+        "pair_cpu_rates": list(summary.pair_rates) if summary else [],
+        "pairs": summary.pairs if summary else 0,
         "unsteady": summary.unsteady if summary else False,
         "unsteady_reason": summary.unsteady_reason if summary else None,
+        "conclusive": summary.conclusive if summary else None,
+        "inconclusive_reason": summary.inconclusive_reason if summary else None,
+        "free_cores": summary.free_cores if summary else None,
+        "remeasured_reason": step.remeasured_reason,
+        "waited_seconds": step.waited_seconds,
+        "warmup_seconds": step.warmup[1] - step.warmup[0] if step.warmup else None,
         "core_utilisation": summary.core_utilisation if summary else [],
         "startup_seconds": summary.startup_seconds if summary else None,
-        "repeats": [w.wall_seconds for w in step.windows],
+        "repeats": [w.wall_seconds for w in step.windows if w.role != "baseline"],
     }
 
 

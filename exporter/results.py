@@ -19,6 +19,8 @@ MODES = ("sequential", "threads", "processes", "asyncio", "subinterpreters")
 # memory: the probe's process tree reached probe.memory_limit (the kernel killed a process
 # of it, or an allocation failed).
 FAILURE_REASONS = ("error", "crash", "timeout", "interpreter", "memory")
+# Modes that cannot use more than this many cores by design (the cores they need free).
+MODE_MAX_CORES = {"asyncio": 1.0}
 
 # probe.nice: a nice value 0..19, or "idle" for the SCHED_IDLE policy.
 Nice = Union[int, str]
@@ -41,7 +43,7 @@ class ProbeSpec:
     workload: str
     modes: Sequence[str]
     workers: Sequence[int]
-    unit_seconds: float = 0.5
+    unit_seconds: float = 0.3
     repeats: int = 3
     timeout_seconds: float = 60.0
     start_method: Optional[str] = None
@@ -51,12 +53,14 @@ class ProbeSpec:
     # is within ``precision`` (relative half-width), ``max_repeats`` or its time budget.
     precision: float = 0.05
     max_repeats: int = 10
-    step_budget_seconds: float = 3.0
+    step_budget_seconds: float = 5.0
     nice: Nice = 0
     # Directories appended to the runner's sys.path for package.module:function workloads.
     workload_path: Sequence[str] = ()
     # The whole probe's wall-clock limit; None: timeout x (steps + 1), see deadline_seconds().
     deadline: Optional[float] = None
+    # Wait up to this long before each parallel step for enough free cores (probe --wait-quiet).
+    wait_quiet_seconds: float = 0.0
     # The whole probe tree's memory limit in bytes (config.ProbeConfig); None: no limit.
     memory_limit_bytes: Optional[int] = None
 
@@ -64,7 +68,8 @@ class ProbeSpec:
         """Wall-clock limit of the whole probe: events must not keep a runaway alive."""
         if self.deadline is not None:
             return self.deadline
-        return self.timeout_seconds * (len(self.steps()) + 1)  # +1: start-up and calibration
+        waits = self.wait_quiet_seconds * (len(self.steps()) - 1)
+        return self.timeout_seconds * (len(self.steps()) + 1) + waits  # +1: start-up and calibration
 
     def steps(self) -> list[tuple[str, int]]:
         """Sequential (the baseline) first, then every other mode at every worker count."""
@@ -81,6 +86,7 @@ class Identity:
     gil_enabled: bool
     start_methods: Sequence[str]
     subinterpreters_unavailable: Optional[str]
+    gil_requested: bool = False  # PYTHON_GIL=1 in the runner's environment: the GIL on purpose
 
 
 @dataclass
@@ -99,6 +105,12 @@ class StepResult:
     windows: list[measurement.Window] = field(default_factory=list)
     # The runner's last lines on stderr when the step failed: its debug log, as blackbox's.
     log: list[str] = field(default_factory=list)
+    # Why the runner measured the step again from scratch (an implausible first attempt).
+    remeasured_reason: Optional[str] = None
+    # Seconds spent waiting for a quiet host before the step (probe --wait-quiet).
+    waited_seconds: float = 0.0
+    # The untimed warm-up window of every worker before the first timed one: (start, end).
+    warmup: Optional[tuple[float, float]] = None
 
     def fail(self, reason: str, message: str) -> None:
         self.success, self.reason, self.message = False, reason, message

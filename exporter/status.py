@@ -430,10 +430,12 @@ def step_row(r: Mapping[str, Any], points: Sequence) -> str:
                 cell("verdict", esc(clip(r["message"], 300)), "verdict-cell unavailable")]
         return f'<tr class="unavailable"{attrs}>' + "".join(first + rest) + "</tr>"
     if not r["success"] or r["speedup"] is None:
-        why = f"failed ({r['reason']})" if not r["success"] else "no figure"
+        why = (f"failed ({r['reason']})" if not r["success"] else "cannot tell" if r.get("conclusive") is False
+               else "no figure")
+        detail = r["message"] or r.get("unsteady_reason") or r.get("inconclusive_reason") or ""
         rest = [cell("speedup", esc(why), "failed"), cell("interval", ""), cell("efficiency", ""),
                 cell("cores used", ""), cell("per-core load · history", spark, "pictures"),
-                cell("verdict", esc(clip(r["message"] or r.get("unsteady_reason") or "", 300)), "verdict-cell failed")]
+                cell("verdict", esc(clip(detail, 300)), "verdict-cell failed")]
         return f'<tr class="failed"{attrs}>' + "".join(first + rest) + "</tr>"
     interval, kind = speedup_interval(r)
     interval_text = f"{interval[0]:.2f}–{interval[1]:.2f}" if interval else "—"

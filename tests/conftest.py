@@ -207,12 +207,15 @@ def live_stack(tmp_path_factory):
         # under every later test, and their probes would disturb its figures.
         "interval": "1h", "jitter": "1s", "duty_cycle": 1,
         "interpreters": interpreters,
+        # wait_quiet: each parallel step waits a little for free cores, so a burst of other
+        # work costs seconds rather than a "cannot tell" (which the tests accept, with a warning).
         "probe": {"workloads": STACK_WORKLOADS, "workers": [2], "unit_seconds": 0.3, "repeats": 7,
                   "modes": ["sequential", "threads", "processes", "asyncio", "subinterpreters"],
-                  "timeout": "30s"},
+                  "timeout": "30s", "wait_quiet": "5s"},
         "import_check": {"modules": modules},
     }
     alertmanager = support.start_alertmanager(workdir)
+    support.wait_for_quiet_host(2)
     exporter = support.start_exporter(workdir, config)
     prometheus = None
     try:

@@ -202,3 +202,66 @@ def processes_with_token(token: str) -> list:
         except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
             continue
     return found
+
+
+# --- a quiet host for the tests that need physical speed -----------------------------------
+
+# How long the whole session may wait, in total, for a host quiet enough to show a speedup:
+# a loaded machine costs at most this much time, then the tests check "cannot tell" instead.
+QUIET_WAIT_BUDGET = [float(os.environ.get("PYPARALLEL_TEST_QUIET_SECONDS", "120"))]
+
+
+class HostTooBusy(UserWarning):
+    """A test that needs free cores found the host busy: it checked the product's "cannot tell"."""
+
+
+def wait_for_quiet_host(needed: float = 2.0) -> bool:
+    """Wait (bounded by what is left of the session's budget) until ``needed`` cores are free."""
+    from exporter import hostinfo, quiet
+
+    usable = hostinfo.host_cpus().usable
+    result = quiet.wait_for_free_cores(usable, min(needed, usable), QUIET_WAIT_BUDGET[0])
+    QUIET_WAIT_BUDGET[0] = max(0.0, QUIET_WAIT_BUDGET[0] - result.waited_seconds)
+    return result.quiet
+
+
+def could_tell(summary: Any, what: str = "") -> bool:
+    """True when a step's figures can show its parallelism: the caller asserts them.
+
+    Otherwise the product said "cannot tell"; that answer is checked here (it must name the
+    other load, and the load it measured must really leave too few cores), a warning names
+    the figures, and the caller asserts nothing about speed — a busy host neither fails
+    the test nor passes it silently.
+    """
+    if isinstance(summary, dict):  # a --json result
+        from types import SimpleNamespace
+
+        summary = SimpleNamespace(**summary)
+    if summary.conclusive:
+        return True
+    reason = summary.inconclusive_reason or ""
+    assert "other processes used" in reason or "stole" in reason, f"{what}: cannot tell, but why? {reason!r}"
+    assert summary.interference_cores is not None and summary.free_cores is not None
+    import warnings
+
+    warnings.warn(HostTooBusy(f"{what}: the host was too busy to show the speedup; the product said: {reason}"),
+                  stacklevel=2)
+    return False
+
+
+def stack_could_tell(stack: Any, selector: str, what: str) -> bool:
+    """``could_tell`` for a step scraped into Prometheus: ``pyparallel_step_conclusive``
+    decides, and "cannot tell" must come with real other load and no speedup series."""
+    conclusive = stack.query(f"pyparallel_step_conclusive{{{selector}}}")
+    assert len(conclusive) == 1, (selector, conclusive)
+    if float(conclusive[0]["value"][1]) == 1:
+        return True
+    other = stack.query(f"pyparallel_interference_cores{{{selector}}}")
+    assert other and float(other[0]["value"][1]) > 0.1, (selector, other)
+    assert not stack.query(f"pyparallel_speedup_ratio{{{selector}}}"), "a step that cannot tell exported a speedup"
+    import warnings
+
+    warnings.warn(HostTooBusy(f"{what}: the host was too busy during the stack's round; it exported "
+                              f"pyparallel_step_conclusive 0 with {float(other[0]['value'][1]):.2f} cores of other load"),
+                  stacklevel=2)
+    return False

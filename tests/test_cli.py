@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
 import sys
 
 import pytest
@@ -149,3 +150,48 @@ def test_probe_help_lists_workloads_modes_and_both_defaults(capsys):
         assert f"\n  {name} " in text, name
     assert f"default: {','.join(command_line.ONE_SHOT_WORKLOADS)}; serve's default: {','.join(ProbeConfig().workloads)}" in text
     assert f"default: {','.join(command_line.ONE_SHOT_MODES)}; serve's default: {','.join(ProbeConfig().modes)}" in text
+
+
+@pytest.mark.integration  # runs the command line in a child process
+def test_progress_goes_to_a_terminal_never_into_a_pipe_or_the_json():
+    import os
+    import pty
+
+    piped = cli("probe", "--workload", "sleep", "--mode", "threads", "--workers", "2", "--seconds", "0.1",
+                "--repeats", "2", "--json")
+    assert piped.returncode == 0 and piped.stderr == ""
+    json.loads(piped.stdout)  # nothing but the document
+    leader, follower = pty.openpty()
+    shown = bytearray()
+
+    def read_terminal() -> None:  # read as it comes: a full terminal buffer would block the probe
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the terminal's other end is closed
+                return
+            if not chunk:
+                return
+            shown.extend(chunk)
+
+    reader = threading.Thread(target=read_terminal, daemon=True)
+    reader.start()
+    try:
+        completed = subprocess.run([sys.executable, "-m", "exporter", "probe", "--workload", "sleep", "--mode", "threads",
+                                    "--workers", "2", "--seconds", "0.1", "--repeats", "2", "--json"],
+                                   stdout=subprocess.PIPE, stderr=follower, timeout=120, text=True)
+    finally:
+        os.close(follower)
+        reader.join(5)
+        os.close(leader)
+    assert completed.returncode == 0
+    json.loads(completed.stdout)
+    assert b"sleep: threads" in shown and b"pair" in shown  # workload, step and pairs so far
+
+
+@pytest.mark.integration  # runs the command line in a child process
+def test_a_report_into_a_pipe_keeps_every_figure_whole():
+    result = cli("probe", "--workload", "sleep", "--mode", "sequential,threads,processes,asyncio", "--workers", "2",
+                 "--seconds", "0.1", "--repeats", "2")
+    assert result.returncode == 0, result.stderr
+    assert "…" not in result.stdout, result.stdout

@@ -18,7 +18,7 @@ INVALID = {
     "invalid-unknown-workload.yml": "probe.workloads: unknown workload 'nope' (known: json, objects, pure_python, sha256, sleep, zlib, or package.module:function)",
     "invalid-unknown-mode.yml": "probe.modes: unknown mode 'greenlets' (known: sequential, threads, processes, asyncio, subinterpreters)",
     "invalid-unknown-key.yml": "intervall: unknown field (known: duty_cycle, import_check, interpreters, interval, jitter, probe)",
-    "invalid-unknown-probe-key.yml": "probe.unit_second: unknown field (known: deadline, max_repeats, memory_limit, modes, nice, per_core_series, precision, repeats, start_method, step_budget, timeout, unit_seconds, workers, workload_path, workloads)",
+    "invalid-unknown-probe-key.yml": "probe.unit_second: unknown field (known: deadline, max_repeats, memory_limit, modes, nice, per_core_series, precision, repeats, start_method, step_budget, timeout, unit_seconds, wait_quiet, workers, workload_path, workloads)",
     "invalid-interval.yml": "interval: must be a duration like 30s or 5m, got 'soon'",
     "invalid-workers.yml": "probe.workers: must be an integer >= 1, got -1",
     "invalid-start-method.yml": "probe.start_method: must be one of fork, forkserver, spawn, got 'thread'",

@@ -37,17 +37,23 @@ def speedups(stack, workload: str, mode: str) -> dict[str, float]:
 
 @pytest.mark.integration
 def test_free_threaded_threads_scale_where_the_gil_build_does_not(ft_stack):
-    threads = speedups(ft_stack, "pure_python", "threads")
-    processes = speedups(ft_stack, "pure_python", "processes")
-    # 1.5x when the host delivers it; when this VM's two vCPUs share one physical core even
-    # processes stay near 1.3x, and free-threaded threads must then keep up with them.
-    wanted = min(1.5, 0.8 * processes["cpython-3.13t"])
-    assert threads["cpython-3.13t"] > wanted, f"threads {threads}, processes {processes}"
-    assert threads["cpython-system"] < 1.3
-    assert threads["cpython-3.13t-gil"] < 1.3
     cores = support.values(ft_stack.query('pyparallel_cpu_cores_used{workload="pure_python",mode="threads"}'),
                            "interpreter")
-    assert cores["cpython-3.13t"] > 1.6 and cores["cpython-system"] < 1.3
+    assert cores["cpython-system"] < 1.3
+    told = {name: support.stack_could_tell(ft_stack, f'interpreter="{name}",workload="pure_python",mode="{mode}"',
+                                           f"{name} pure_python {mode}")
+            for name in ("cpython-3.13t", "cpython-system", "cpython-3.13t-gil") for mode in ("threads",)}
+    threads = speedups(ft_stack, "pure_python", "threads")
+    processes = speedups(ft_stack, "pure_python", "processes")
+    if told["cpython-3.13t"]:
+        # 1.5x when the host delivers it; when this VM's two vCPUs share one physical core even
+        # processes stay near 1.3x, and free-threaded threads must then keep up with them.
+        wanted = min(1.5, 0.8 * processes.get("cpython-3.13t", 1.9))
+        assert threads["cpython-3.13t"] > wanted, f"threads {threads}, processes {processes}"
+        assert cores["cpython-3.13t"] > 1.6
+    for name in ("cpython-system", "cpython-3.13t-gil"):
+        if told[name]:
+            assert threads[name] < 1.15, threads
 
 
 @pytest.mark.integration
@@ -136,12 +142,14 @@ def ft_with_subinterpreters(ft_python) -> str:
 
 
 def test_subinterpreters_run_in_parallel_on_3_13t(ft_with_subinterpreters):
+    support.wait_for_quiet_host(2)
     spec = probe.ProbeSpec("pure_python", ("threads", "subinterpreters"), (2,), 0.3, 5, 60.0)
     report = probe.run_workload(probe.Interpreter("ft", ft_with_subinterpreters), spec)
     step = report.step("subinterpreters", 2)
     assert step.available and step.success, step.message
-    assert step.summary.cores_used > 1.6  # two interpreters, each in its own thread, both busy
-    assert step.summary.speedup > 1.1  # beats one interpreter (see test_probe for why so loose)
+    if support.could_tell(step.summary, "subinterpreters on 3.13t"):
+        assert step.summary.cores_used > 1.6  # two interpreters, each in its own thread, both busy
+        assert step.summary.speedup > 1.1  # beats one interpreter (see test_probe for why so loose)
 
 
 def test_a_workload_raising_in_a_subinterpreter_is_an_error(ft_with_subinterpreters):
@@ -152,3 +160,32 @@ def test_a_workload_raising_in_a_subinterpreter_is_an_error(ft_with_subinterpret
     step = report.step("subinterpreters", 2)
     assert step.reason == "error"
     assert "boom in a subinterpreter" in step.message
+
+
+def cause_verdict(ft_python: str, workload: str) -> tuple[probe.WorkloadReport, str]:
+    support.wait_for_quiet_host(2)
+    spec = probe.ProbeSpec(f"contention_workloads:{workload}", ("threads",), (2,), 0.3, 3, 60.0,
+                           workload_path=(str(Path(__file__).parent),))
+    result = probe.run_workload(probe.Interpreter("ft", ft_python), spec)
+    from exporter import report
+
+    return result, report.mode_verdict(result.step("threads", 2), result, 2.0)
+
+
+def test_busy_cores_without_speedup_are_named_contention_on_3_13t(ft_python):
+    """ftscalingbench's mult_constant: both cores busy, each slowed down, is no serialisation."""
+    result, verdict = cause_verdict(ft_python, "shared_constant")
+    summary = result.step("threads", 2).summary
+    if support.could_tell(summary, "shared_constant threads on 3.13t"):
+        assert summary.cores_used > 1.6, verdict
+        assert summary.cpu_rate_ratio < 0.8, verdict
+        assert "contention" in verdict and "took turns" not in verdict and "one at a time" not in verdict, verdict
+
+
+def test_idle_cores_behind_a_lock_are_named_serialisation_on_3_13t(ft_python):
+    result, verdict = cause_verdict(ft_python, "locked")
+    summary = result.step("threads", 2).summary
+    if support.could_tell(summary, "locked threads on 3.13t"):
+        assert summary.cores_used < 1.3, verdict
+        assert verdict.startswith("threads: no parallel speedup") and "took turns" in verdict, verdict
+        assert "contention" not in verdict, verdict

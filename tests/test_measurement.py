@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from dataclasses import replace
 
 import pytest
 
@@ -56,20 +57,33 @@ def test_window_wall_time_spans_first_start_to_last_end():
     assert window.cores_used == pytest.approx(2.4 / 1.5)
 
 
-def window(wall: float, index: int, cpu: float | None = None, workers: int = 1, **fields) -> measurement.Window:
-    """A window of ``workers`` workers that all ran from 0 to ``wall`` using ``cpu`` seconds each."""
+def window(wall: float, pair: int = 0, cpu: float | None = None, workers: int = 1, role: str = "",
+           **fields) -> measurement.Window:
+    """A window of ``workers`` workers that all ran from 0 to ``wall`` using ``cpu`` seconds each
+    (one worker: a baseline window; more: a parallel one)."""
     cpu = wall if cpu is None else cpu
-    return measurement.Window([0.0] * workers, [wall] * workers, [cpu] * workers, 0.1, index=index, **fields)
+    role = role or ("baseline" if workers == 1 else "parallel")
+    return measurement.Window([0.0] * workers, [wall] * workers, [cpu] * workers, 0.1, role=role, pair=pair, **fields)
 
 
-def test_summarise_takes_medians_and_pairs_each_window_with_its_neighbours():
-    baseline = [window(0.5, 0), window(0.5, 2), window(0.5, 4), window(0.5, 6)]
-    windows = [measurement.Window([0.0, 0.0], [t, t], [t, t], 0.1, core_utilisation=[u, 1.0], index=i)
-               for t, u, i in ((0.5, 0.9, 1), (0.6, 0.8, 3), (0.55, 1.0, 5))]
-    summary = measurement.summarise(windows, baseline, workers=2, ops_per_unit=100)
+def pairs_of(*walls: tuple[float, float], workers: int = 2, **fields) -> list[measurement.Window]:
+    """Windows of pairs given as (baseline wall, parallel wall)."""
+    windows = []
+    for k, (alone, together) in enumerate(walls):
+        windows += [window(alone, k, **fields), window(together, k, workers=workers, **fields)]
+    return windows
+
+
+def test_summarise_takes_its_pairs_and_medians_of_the_parallel_windows():
+    windows = pairs_of((0.5, 0.5), (0.5, 0.6), (0.5, 0.55))
+    windows[1] = replace(windows[1], core_utilisation=[0.9, 1.0])
+    windows[3] = replace(windows[3], core_utilisation=[0.8, 1.0])
+    windows[5] = replace(windows[5], core_utilisation=[1.0, 1.0])
+    summary = measurement.summarise(windows, workers=2, ops_per_unit=100)
     assert summary.wall_seconds == 0.55
     assert list(summary.pair_speedups) == pytest.approx([2.0, 0.5 * 2 / 0.6, 0.5 * 2 / 0.55])
     assert summary.speedup == pytest.approx(math.prod(summary.pair_speedups) ** (1 / 3))
+    assert summary.pairs == 3
     assert summary.speedup_spread == pytest.approx((2.0 - 0.5 * 2 / 0.6) / (0.5 * 2 / 0.55))
     assert summary.efficiency == pytest.approx(summary.speedup / 2)
     assert summary.throughput_units_per_second == pytest.approx(2 / 0.55)
@@ -79,53 +93,51 @@ def test_summarise_takes_medians_and_pairs_each_window_with_its_neighbours():
     assert math.isclose(summary.startup_seconds, 0.1)
 
 
+def test_each_pair_has_its_own_baseline_window_so_no_window_serves_two_pairs():
+    windows = pairs_of((1.0, 1.0), (2.0, 1.0), (1.0, 2.0))
+    pairs = measurement.pair_windows(windows)
+    assert [p.speedup(2) for p in pairs] == [2.0, 4.0, 1.0]
+    assert len({id(p.baseline) for p in pairs} | {id(p.window) for p in pairs}) == 6
+
+
+def test_a_parallel_window_without_its_baseline_window_is_no_pair():
+    windows = pairs_of((1.0, 1.0)) + [window(1.0, 1, workers=2)]  # the runner died mid-pair
+    assert len(measurement.pair_windows(windows)) == 1
+
+
+def test_only_the_last_attempt_counts_after_a_step_was_measured_again():
+    first = pairs_of((1.3, 1.0), (1.3, 1.0), attempt=0)
+    second = pairs_of((1.0, 1.0), (1.0, 1.0), attempt=1)
+    summary = measurement.summarise(first + second, workers=2, ops_per_unit=1, usable_cpus=2)
+    assert summary.speedup == pytest.approx(2.0) and summary.pairs == 2
+
+
 def test_sequential_step_is_speedup_one_without_an_interval():
-    baseline = [window(0.5, 0), window(0.6, 2)]
-    summary = measurement.summarise(baseline, baseline, workers=1, ops_per_unit=10)
+    summary = measurement.summarise_sequential([window(0.5, 0, role="sequential"),
+                                                window(0.6, 1, role="sequential")], ops_per_unit=10)
     assert (summary.speedup, summary.speedup_ci, list(summary.pair_speedups)) == (1.0, None, [])
-    assert summary.cpu_rate_ratio == 1.0
+    assert summary.cpu_rate_ratio == 1.0 and summary.wall_seconds == pytest.approx(0.55)
 
 
-def test_pairing_cancels_a_steady_drift_of_the_host_speed():
-    # The host slows by 10 % per window; a parallel window of 2 workers on 2 free cores takes
-    # exactly as long as a sequential one at the same moment: the true speedup is 2.
-    walls = [1.0 * 1.1 ** i for i in range(7)]
-    baseline = [window(walls[i], i) for i in (0, 2, 4, 6)]
-    parallel = [window(walls[i], i, workers=2) for i in (1, 3, 5)]
-    pairs = measurement.pair_speedups(parallel, baseline, 2)
-    # Interpolating between the neighbours leaves only the curvature: 2·(1 + 1.21)/2/1.1.
-    assert pairs == pytest.approx([2 * (1 + 1.21) / 2 / 1.1] * 3)
-    assert all(abs(p - 2) < 0.01 for p in pairs)
-    # Against the median baseline (the old way) the same windows read 1.66 to 2.43.
-    median = statistics.median(w.wall_seconds for w in baseline)
-    assert [round(2 * median / w.wall_seconds, 2) for w in parallel] == [2.43, 2.01, 1.66]
-
-
-def test_a_window_at_the_edge_is_paired_with_its_one_neighbour():
-    baseline = [window(1.0, 0)]
-    parallel = [window(0.5, 1, workers=2)]
-    assert measurement.pair_speedups(parallel, baseline, 2) == [4.0]
-
-
-def test_windows_without_an_index_are_taken_as_alternating():
-    baseline = [measurement.Window([0.0], [w], [w], 0.0) for w in (1.0, 2.0)]
-    parallel = [measurement.Window([0.0, 0.0], [1.5, 1.5], [1.5, 1.5], 0.0)]
-    assert measurement.pair_speedups(parallel, baseline, 2) == [2.0]
-
-
-def test_interval_is_student_t_on_the_logs_of_the_pair_speedups():
+def test_the_interval_adds_the_variance_between_probes_to_the_pairs_own():
     values = [1.9, 2.0, 2.1, 1.95]
-    estimate, interval = measurement.ratio_estimate(values)
+    estimate, interval = measurement.ratio_estimate(values, between_probe_sd=0.0)
     logs = [math.log(v) for v in values]
     half = 3.182 * statistics.stdev(logs) / 2
     assert estimate == pytest.approx(math.exp(statistics.fmean(logs)))
     assert interval == pytest.approx((math.exp(statistics.fmean(logs) - half), math.exp(statistics.fmean(logs) + half)))
     assert interval[0] < min(values) < max(values) < interval[1]  # 4 values: t widens the range
+    _, widened = measurement.ratio_estimate(values, between_probe_sd=0.02)
+    wider = math.hypot(half, 1.96 * 0.02)
+    assert widened == pytest.approx((estimate * math.exp(-wider), estimate * math.exp(wider)), rel=1e-4)
 
 
-def test_one_pair_has_no_interval_and_identical_pairs_a_zero_width_one():
+def test_identical_pairs_still_have_an_interval_as_wide_as_the_variance_between_probes():
     assert measurement.ratio_estimate([1.5]) == (pytest.approx(1.5), None)
-    assert measurement.ratio_estimate([2.0, 2.0])[1] == pytest.approx((2.0, 2.0))
+    _, interval = measurement.ratio_estimate([2.0, 2.0, 2.0])
+    spread = math.exp(1.96 * measurement.BETWEEN_PROBE_SD)
+    assert interval == pytest.approx((2.0 / spread, 2.0 * spread))
+    assert measurement.ratio_estimate([2.0, 2.0], between_probe_sd=0.0)[1] == pytest.approx((2.0, 2.0))
     assert measurement.relative_half_width(1.5, None) == math.inf
 
 
@@ -134,13 +146,13 @@ def test_t_quantiles_fall_towards_the_normal_one():
     assert 1.96 < measurement.t_quantile(100) < measurement.t_quantile(30)
 
 
-def test_precision_is_the_relative_half_width_of_the_interval_so_far():
-    baseline = [window(1.0, i) for i in (0, 2, 4)]
-    assert measurement.speedup_precision([window(0.5, 1, workers=2)], baseline, 2) == math.inf
-    steady = [window(1.0, 1, workers=2), window(1.0, 3, workers=2)]
-    assert measurement.speedup_precision(steady, baseline, 2) == pytest.approx(0.0)
-    noisy = [window(1.0, 1, workers=2), window(1.25, 3, workers=2)]
-    assert measurement.speedup_precision(noisy, baseline, 2) > 0.05
+def test_assessment_half_width_is_what_the_runner_stops_on():
+    steady = measurement.pair_windows(pairs_of((1.0, 1.0), (1.0, 1.0), (1.0, 1.0)))
+    verdict = measurement.assess(steady, 2, 2.0)
+    assert verdict.half_width == pytest.approx(math.exp(1.96 * measurement.BETWEEN_PROBE_SD) - 1, rel=0.02)
+    noisy = measurement.pair_windows(pairs_of((1.0, 1.0), (1.0, 1.25)))
+    assert measurement.assess(noisy, 2, 2.0).half_width > 0.05
+    assert measurement.assess(noisy[:1], 2, 2.0).half_width == math.inf
 
 
 def test_host_load_is_host_busy_time_minus_the_probe_tree_over_wall_time():
@@ -161,11 +173,9 @@ def test_host_load_reads_tick_noise_as_zero_and_no_steal_field_as_unknown():
     assert load.steal_ratio is None
 
 
-def test_cpu_rate_ratio_is_work_per_cpu_second_relative_to_the_baseline():
-    baseline = [window(1.0, 0), window(1.0, 2)]
+def test_cpu_rate_ratio_is_work_per_cpu_second_relative_to_one_worker_of_the_same_pool():
     # Two workers busy the whole window but each 25 % slower: 1.25 CPU s per unit.
-    parallel = [window(1.25, 1, workers=2)]
-    summary = measurement.summarise(parallel, baseline, workers=2, ops_per_unit=1)
+    summary = measurement.summarise(pairs_of((1.0, 1.25), (1.0, 1.25)), workers=2, ops_per_unit=1)
     assert summary.cpu_rate_ratio == pytest.approx(0.8)
     assert summary.cores_used == pytest.approx(2.0)
     # With the baseline on a full core, speedup = cores used × rate.
@@ -173,50 +183,80 @@ def test_cpu_rate_ratio_is_work_per_cpu_second_relative_to_the_baseline():
 
 
 def test_gil_threads_use_one_core_at_full_rate():
-    baseline = [window(1.0, 0), window(1.0, 2)]
-    gil = [measurement.Window([0.0, 0.0], [2.0, 2.0], [1.0, 1.0], 0.0, index=1)]
-    summary = measurement.summarise(gil, baseline, workers=2, ops_per_unit=1)
+    gil = [window(1.0, 0), measurement.Window([0.0, 0.0], [2.0, 2.0], [1.0, 1.0], 0.0, role="parallel", pair=0)]
+    summary = measurement.summarise(gil, workers=2, ops_per_unit=1)
     assert (summary.cores_used, summary.cpu_rate_ratio, summary.speedup) == pytest.approx((1.0, 1.0, 1.0))
 
 
 def test_cpu_rate_ratio_is_unknown_for_workers_that_used_no_cpu():
-    baseline = [window(1.0, 0, cpu=0.0)]
-    assert measurement.summarise([window(1.0, 1, cpu=0.0, workers=2)], baseline, 2, 1).cpu_rate_ratio is None
+    assert measurement.summarise(pairs_of((1.0, 1.0), cpu=0.0), 2, 1).cpu_rate_ratio is None
 
 
 def test_step_interference_and_steal_are_medians_of_the_windows():
-    baseline = [window(1.0, 0)]
-    parallel = [window(0.5, 1, workers=2, interference_cores=c, steal_ratio=s)
-                for c, s in ((0.1, None), (0.8, 0.02), (0.3, 0.04))]
-    summary = measurement.summarise(parallel, baseline, 2, 1)
+    windows = [window(1.0, k, workers=n, interference_cores=c, steal_ratio=s)
+               for k, (c, s) in enumerate(((0.1, None), (0.8, 0.02), (0.3, 0.04))) for n in (1, 2)]
+    summary = measurement.summarise(windows, 2, 1)
     assert summary.interference_cores == pytest.approx(0.3)
     assert summary.steal_ratio == pytest.approx(0.03)
 
 
-def test_cpu_bound_speedup_above_the_usable_cores_beyond_its_interval_is_unsteady():
-    reason = measurement.unsteady_reason(2.12, (2.05, 2.19), cpu_bound=True, workers=2, usable_cpus=2)
-    assert reason is not None and "×2.12 (2.05–2.19)" in reason and "2 cores" in reason
-    # Within its interval of the ceiling: a figure, not an impossibility.
-    assert measurement.unsteady_reason(2.05, (1.95, 2.15), True, 2, 2) is None
-    # Without an interval the estimate itself must not exceed the ceiling.
-    assert measurement.unsteady_reason(2.01, None, True, 2, 2) is not None
-    # Sleeping workers (no CPU) may overlap beyond the cores; 4 workers on 2 cores cap at 2.
-    assert measurement.unsteady_reason(3.9, (3.8, 4.0), False, 4, 2) is None
-    assert measurement.unsteady_reason(2.5, (2.3, 2.7), True, 4, 2) is not None
-    assert measurement.unsteady_reason(2.5, (2.3, 2.7), True, 4, None) is None
+def test_a_speedup_above_the_cores_cpu_bound_work_can_use_is_never_a_result():
+    # Slow baseline windows: ×2.6 on 2 cores. Withheld, whatever the interval.
+    summary = measurement.summarise(pairs_of((1.3, 1.0), (1.3, 1.0), (1.3, 1.0)), 2, 1, usable_cpus=2)
+    assert summary.speedup == pytest.approx(2.6)
+    assert summary.unsteady and "exceeds the 2 cores" in (summary.unsteady_reason or "")
+    # Above the ceiling with an interval reaching far below it: still no result.
+    wide = measurement.summarise(pairs_of((1.0, 0.7), (1.0, 1.3), (1.0, 0.75)), 2, 1, usable_cpus=2)
+    assert wide.speedup > 2 and wide.speedup_ci is not None and wide.speedup_ci[0] < 2
+    assert wide.unsteady and not wide.shown
+    # Sleeping workers (no CPU) may overlap beyond the cores.
+    sleeping = measurement.summarise(pairs_of((1.0, 0.5), (1.0, 0.5), workers=4, cpu=0.001), 4, 1, usable_cpus=2)
+    assert not sleeping.cpu_bound and not sleeping.unsteady
+
+
+def test_a_shown_interval_never_reaches_above_the_ceiling():
+    summary = measurement.summarise(pairs_of((1.0, 1.02), (1.0, 0.99), (1.0, 1.01)), 2, 1, usable_cpus=2)
+    assert summary.shown and summary.speedup < 2
+    assert summary.speedup_ci is not None and summary.speedup_ci[1] == 2.0
+
+
+def test_a_baseline_slower_per_cpu_second_than_the_workers_makes_the_step_unsteady():
+    # The workers did 8 % more work per CPU-second together than one alone: not physics for
+    # CPU-bound code, so the baseline windows were not comparable.
+    windows = pairs_of((1.08, 1.5), (1.08, 1.5), (1.08, 1.5))
+    windows = [replace(w, cpu_seconds=[1.0] * len(w.cpu_seconds)) if w.role == "parallel" else
+               replace(w, cpu_seconds=[1.08]) for w in windows]
+    summary = measurement.summarise(windows, 2, 1, usable_cpus=4)
+    assert summary.cpu_rate_ratio == pytest.approx(1.08)
+    assert summary.unsteady and "more work per CPU-second" in (summary.unsteady_reason or "")
 
 
 def test_cpu_bound_is_cpu_per_unit_against_the_baseline_wall_and_survives_preemption():
-    baseline = [window(2.0, 0, cpu=1.0), window(2.0, 2, cpu=1.0)]  # the baseline got half a core
-    preempted = measurement.summarise([window(4.0, 1, cpu=1.0, workers=2)], baseline, 2, 1)
-    assert preempted.cores_used == pytest.approx(0.5) and preempted.cpu_bound
-    sleeping = measurement.summarise([window(1.0, 1, cpu=0.001, workers=2)], [window(1.0, 0, cpu=0.001)], 2, 1)
+    preempted = [window(2.0, 0, cpu=1.0), window(4.0, 0, cpu=1.0, workers=2)]  # both got half a core or less
+    summary = measurement.summarise(preempted, 2, 1)
+    assert summary.cores_used == pytest.approx(0.5) and summary.cpu_bound
+    sleeping = measurement.summarise(pairs_of((1.0, 1.0), cpu=0.001), 2, 1)
     assert not sleeping.cpu_bound
 
 
-def test_summary_of_an_impossible_speedup_is_marked_unsteady():
-    baseline = [window(1.3, 0), window(1.3, 2), window(1.3, 4)]  # slow baseline windows
-    parallel = [window(1.0, 1, workers=2), window(1.0, 3, workers=2)]
-    summary = measurement.summarise(parallel, baseline, 2, 1, usable_cpus=2)
-    assert summary.speedup == pytest.approx(2.6)
-    assert summary.unsteady and "exceeds" in (summary.unsteady_reason or "")
+def test_a_window_needs_the_cores_its_workers_could_use():
+    busy = window(1.0, 0, workers=2, interference_cores=0.9)
+    assert not measurement.window_free_cores(busy, 2.0).enough  # two computing workers, 1.1 cores free
+    assert measurement.window_free_cores(window(1.0, 0, interference_cores=0.9), 2.0).enough  # one worker alone
+    assert measurement.window_free_cores(busy, 2.0, max_cores=1.0).enough  # one event loop needs one core
+    sleeping = window(1.0, 0, workers=2, cpu=0.001, interference_cores=1.9)
+    assert measurement.window_free_cores(sleeping, 2.0).enough  # waiting workers need no core
+    quiet = window(1.0, 0, workers=2, interference_cores=0.12, steal_ratio=0.0)
+    assert measurement.window_free_cores(quiet, 2.0).enough  # counter tick noise is not load
+
+
+def test_pairs_spoiled_by_other_load_are_left_out_and_too_few_clean_ones_cannot_tell():
+    clean = pairs_of((1.0, 1.0), (1.0, 1.0), (1.0, 1.0), interference_cores=0.0)
+    spoiled = [replace(w, pair=w.pair + 3, clean=False, interference_cores=1.0) for w in
+               pairs_of((1.0, 2.0), (1.0, 2.0))]
+    summary = measurement.summarise(clean + spoiled, 2, 1, usable_cpus=2, min_pairs=3)
+    assert summary.conclusive and summary.pairs == 3 and summary.speedup == pytest.approx(2.0)
+    busy = measurement.summarise(clean[:2] + spoiled, 2, 1, usable_cpus=2, min_pairs=3)
+    assert not busy.conclusive and not busy.shown and busy.pairs == 1
+    assert "other processes used 1.0 cores" in (busy.inconclusive_reason or "")
+    assert "2 of 3 pairs" in (busy.inconclusive_reason or "")

@@ -6,7 +6,10 @@ the harness measures what it says (GIL threads on one core, processes on all), n
 
 from __future__ import annotations
 
+import statistics
+import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -15,7 +18,7 @@ import pytest
 
 from exporter import probe
 from exporter.hostinfo import host_cpus
-from support import processes_with_token
+from support import could_tell, processes_with_token, wait_for_quiet_host
 
 pytestmark = pytest.mark.integration  # every test starts the runner
 
@@ -29,15 +32,16 @@ def this_python(**env: str) -> probe.Interpreter:
 
 
 def run(workload: str, modes=("threads", "processes"), workers=(2,), unit=0.3, repeats=5,
-        timeout=60.0, env=None) -> probe.WorkloadReport:
+        timeout=60.0, env=None, **fields) -> probe.WorkloadReport:
     # User workloads are imported only from configured directories: tests/ holds faulty_workloads.
     spec = probe.ProbeSpec(workload, modes, workers, unit, repeats, timeout, "forkserver",
-                           workload_path=(str(TESTS),))
+                           workload_path=(str(TESTS),), **fields)
     return probe.run_workload(this_python(**(env or {})), spec)
 
 
 @pytest.fixture(scope="module")
 def pure_python_report() -> probe.WorkloadReport:
+    wait_for_quiet_host(2)
     return run("pure_python", modes=("threads", "processes", "asyncio"))
 
 
@@ -58,21 +62,24 @@ def test_calibration_sizes_a_unit_near_the_target(pure_python_report):
 def test_processes_scale_for_pure_python(pure_python_report):
     step = pure_python_report.step("processes", 2)
     assert step.success, step.message
-    # On this shared VM two busy vCPUs sometimes share one physical core, and then any
-    # CPU-bound mode tops out well below 2x (1.1-1.4x seen): the speedup bound only says
-    # two processes beat one. Cores used (CPU seconds / wall seconds) is the firm check.
-    assert step.summary.speedup > 1.1
-    assert step.summary.speedup > pure_python_report.step("threads", 2).summary.speedup
-    assert step.summary.cores_used > 1.6
     assert step.summary.startup_seconds > 0
+    if could_tell(step.summary, "pure_python processes"):
+        # On this shared VM two busy vCPUs sometimes share one physical core, and then any
+        # CPU-bound mode tops out well below 2x (1.1-1.4x seen): the speedup bound only says
+        # two processes beat one. Cores used (CPU seconds / wall seconds) is the firm check.
+        assert step.summary.speedup > 1.1, step.summary
+        assert step.summary.cores_used > 1.6, step.summary
+        # One worker process alone is the baseline: it runs no faster per CPU-second.
+        assert 0.85 < step.summary.cpu_rate_ratio <= 1.0 + 0.05, step.summary
 
 
 @needs_two_cores
 def test_gil_threads_do_not_scale_and_use_one_core(pure_python_report):
     step = pure_python_report.step("threads", 2)
     assert step.success, step.message
-    assert step.summary.speedup < 1.3
     assert step.summary.cores_used < 1.3
+    if could_tell(step.summary, "pure_python GIL threads"):
+        assert step.summary.speedup < 1.15, step.summary
 
 
 def test_asyncio_runs_cpu_work_on_one_core(pure_python_report):
@@ -92,7 +99,76 @@ def test_per_core_utilisation_shows_processes_on_every_core(pure_python_report):
     cores = pure_python_report.step("processes", 2).summary.core_utilisation
     assert len(cores) == psutil.cpu_count()
     assert all(0.0 <= c <= 1.0 for c in cores)
-    assert sum(cores) > 1.5  # two busy workers: about two whole CPUs busy
+    assert sum(cores) > 1.5  # two busy workers (and any other load): about two whole CPUs busy
+
+
+def test_every_pair_has_its_own_baseline_window_in_alternating_order(pure_python_report):
+    """Independent pairs: one baseline window (one worker of the step's own pool) and one
+    parallel window each; no window in two pairs; the order alternates BP, PB, ..."""
+    for mode in ("threads", "processes", "asyncio"):
+        step = pure_python_report.step(mode, 2)
+        windows = sorted(step.windows, key=lambda w: w.index)
+        pairs = sorted({w.pair for w in windows})
+        assert len(pairs) >= 5, (mode, len(pairs))  # repeats=5 is the minimum
+        for pair in pairs:
+            roles = [w.role for w in windows if w.pair == pair]
+            assert sorted(roles) == ["baseline", "parallel"], (mode, pair, roles)
+            assert roles == (["baseline", "parallel"] if pair % 2 == 0 else ["parallel", "baseline"])
+        assert all(len(w.starts) == 1 for w in windows if w.role == "baseline")
+        assert all(len(w.starts) == 2 for w in windows if w.role == "parallel")
+
+
+def test_a_whole_untimed_unit_warms_every_worker_before_the_first_timed_window(pure_python_report):
+    """The first timed window is never the first thing the workers' code and caches see."""
+    for step in pure_python_report.steps:
+        assert step.warmup is not None, step.mode
+        first_timed = min(min(w.starts) for w in step.windows)
+        timed_wall = statistics.median(w.wall_seconds for w in step.windows if w.role != "parallel")
+        assert step.warmup[1] <= first_timed
+        # A whole unit on every worker (asyncio's coroutines share one loop: N units).
+        assert step.warmup[1] - step.warmup[0] >= 0.8 * timed_wall, step.mode
+
+
+def test_a_step_stops_at_its_precision_or_its_budget(pure_python_report):
+    for mode in ("threads", "processes"):
+        summary = pure_python_report.step(mode, 2).summary
+        spec = pure_python_report.spec
+        if summary.pairs < spec.max_repeats and summary.conclusive:
+            # It stopped early: either precise enough, or out of budget.
+            half = (summary.speedup_ci[1] - summary.speedup_ci[0]) / 2 / summary.speedup
+            assert half <= spec.precision or pure_python_report.step(mode, 2).duration_seconds > spec.step_budget_seconds * 0.8
+
+
+def test_a_busy_host_makes_a_step_say_cannot_tell_never_a_low_speedup():
+    """Another process keeps a core busy: processes ×2 cannot show their parallelism, and
+    the product says so instead of exporting a speedup near 1."""
+    burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)
+        report = run("pure_python", modes=("processes",), repeats=3, step_budget_seconds=3.0)
+    finally:
+        burner.kill()
+        burner.wait()
+    summary = report.step("processes", 2).summary
+    assert summary is not None and not summary.conclusive and not summary.shown
+    assert "other processes used" in (summary.inconclusive_reason or "")
+    assert summary.interference_cores > 0.4, summary
+    from exporter import report as rendering
+
+    assert rendering.mode_verdict(report.step("processes", 2), report, 2.0).startswith("processes: cannot tell — ")
+
+
+def test_wait_quiet_waits_for_free_cores_before_a_step():
+    burner = subprocess.Popen([sys.executable, "-c", "import time\nend = time.monotonic() + 2.5\n"
+                               "while time.monotonic() < end: pass"])
+    try:
+        time.sleep(0.3)
+        report = run("pure_python", modes=("processes",), repeats=3, wait_quiet_seconds=30.0)
+    finally:
+        burner.kill()
+        burner.wait()
+    step = report.step("processes", 2)
+    assert 1.0 < step.waited_seconds < 30.0, step.waited_seconds  # it waited for the burner to end
 
 
 def test_sleep_overlaps_in_threads_and_asyncio():
@@ -203,8 +279,9 @@ def test_steps_measured_before_a_timeout_keep_their_windows():
     spec = probe.ProbeSpec("faulty_workloads:hangs_in_worker_process", ("threads", "processes"), (2,),
                            0.05, 3, 2.0, "forkserver", workload_path=(str(TESTS),))
     report = probe.run_workload(this_python(), spec)
-    # Repeat 0 ran sequential and threads, then processes hung and the runner was killed.
+    # Steps run one after another: sequential and threads finished, then processes hung and
+    # the runner was killed; the finished steps keep their figures.
     assert report.step("processes", 2).reason == "timeout"
-    for mode, workers in (("sequential", 1), ("threads", 2)):
-        step = report.step(mode, workers)
-        assert step.success and len(step.windows) == 1
+    assert report.step("sequential", 1).success and len(report.step("sequential", 1).windows) == 3
+    threads = report.step("threads", 2)
+    assert threads.success and threads.summary is not None and len(threads.summary.pair_speedups) >= 1

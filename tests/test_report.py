@@ -60,7 +60,16 @@ def test_a_speedup_interval_below_the_threshold_is_no_parallel_speedup():
 
 def test_free_threaded_threads_on_one_core_with_idle_cores_are_serialised():
     text = verdict_of(step("threads", summary(1.0, (0.9, 1.1), cores=1.0)), gil=False)
-    assert text.startswith("threads: no parallel speedup") and "the workers ran one at a time" in text
+    assert text.startswith("threads: no parallel speedup") and "the threads took turns" in text
+    assert "contention" not in text
+
+
+def test_free_threaded_threads_on_busy_cores_without_speedup_are_contention_not_serialisation():
+    # ftscalingbench's mult_constant on 3.13t: both cores busy, each at 40 % of one thread's speed.
+    text = verdict_of(step("threads", summary(0.8, (0.75, 0.85), cores=1.98, rate=0.4)), gil=False)
+    assert text.startswith("threads: no parallel speedup ×0.80 (0.75–0.85) — contention")
+    assert "each at 40 % of one worker's speed" in text and "shared objects" in text
+    assert "took turns" not in text and "one at a time" not in text
 
 
 def test_no_speedup_on_a_host_full_of_other_work_blames_the_other_work():
@@ -71,12 +80,14 @@ def test_no_speedup_on_a_host_full_of_other_work_blames_the_other_work():
 def test_partial_speedup_names_busy_cores_their_rate_and_the_other_load():
     text = verdict_of(step("processes", summary(1.41, (1.35, 1.47), cores=1.95, rate=0.72, other=0.8)))
     assert text == ("processes: partial speedup ×1.41 (1.35–1.47) of ×2 possible — 1.95 cores busy, "
-                    "each at 72 % of the sequential speed; other processes used 0.8 cores during the run")
+                    "each at 72 % of one worker's speed; contention: the workers slowed each other down "
+                    "(usually shared caches, memory bandwidth, SMT siblings or the CPU's frequency); "
+                    "other processes used 0.8 cores during the run")
 
 
 def test_partial_speedup_with_idle_cores_is_serialisation():
     text = verdict_of(step("threads", summary(1.4, (1.3, 1.5), cores=1.4)), gil=False)
-    assert text.startswith("threads: partial speedup") and "serialised: the workers ran one at a time" in text
+    assert text.startswith("threads: partial speedup") and "serialised: the threads took turns" in text
 
 
 def test_a_cpu_quota_below_the_workers_is_named():
@@ -93,7 +104,7 @@ def test_a_cpu_quota_below_the_workers_is_named():
 
 def test_start_up_cost_is_named_when_it_rivals_the_work():
     text = verdict_of(step("processes", summary(1.3, (1.2, 1.4), cores=1.5, startup_seconds=0.6)))
-    assert "start-up 0.60 s per run" in text
+    assert "start-up 0.60 s per pool" in text
 
 
 def test_scales_needs_the_interval_or_the_cpu_time_to_agree():
@@ -125,8 +136,19 @@ def test_json_carries_interval_pairs_rate_interference_steal_and_nice():
     assert result["speedup_ci"] == [1.86, 1.95] and result["pair_speedups"] == [1.91] * 3
     assert result["cpu_rate_ratio"] == 0.97 and result["interference_cores"] == 0.12
     assert result["steal_ratio"] is None and result["unsteady"] is False and result["unsteady_reason"] is None
+    assert result["conclusive"] is True and result["pairs"] == 0 and result["remeasured_reason"] is None
     assert document["nice"] == "idle"
     assert document["results"][0]["speedup_ci"] is None  # the baseline has no interval
+
+
+def test_inconclusive_step_says_cannot_tell_and_shows_no_figure():
+    reason = "other processes used 1.0 cores, leaving 1.0 of 2 cores where the workers needed 2"
+    s = step("processes", summary(1.02, (0.95, 1.1), cores=1.0, other=1.0, inconclusive_reason=reason))
+    assert verdict_of(s) == f"processes: cannot tell — {reason}; 1.00 cores busy"
+    assert "cannot tell" in report.step_row(s)[4] and "1.02" not in report.step_row(s)[4]
+    result = report.json_document([workload_report(s)], TWO_CORES)["results"][1]
+    assert result["conclusive"] is False and result["inconclusive_reason"] == reason
+    assert result["speedup"] is None and result["efficiency"] is None and result["pair_speedups"] == [1.02] * 3
 
 
 def test_speedup_cell_shows_the_interval():

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from conftest import require_free_threaded_python, require_gil_313_python
 from prometheus_client.parser import text_string_to_metric_families
+
+import support
 
 pytestmark = [pytest.mark.integration, pytest.mark.freethreaded]  # each step runs a probe on a built interpreter
 
@@ -37,10 +40,11 @@ class Step:
 
 def probe_as_app(python: str, workdir: Path) -> Step:
     textfile = workdir / f"{Path(python).name}.prom"
+    support.wait_for_quiet_host(2)
     result = subprocess.run(
         [sys.executable, "-m", "exporter", "probe", "--python", f"app={python}", "--workload", "pure_python",
          "--mode", "sequential,threads,processes", "--workers", "2", "--seconds", "0.3", "--repeats", "5",
-         "--textfile", str(textfile)],
+         "--wait-quiet", "10", "--textfile", str(textfile)],
         capture_output=True, text=True, timeout=300, env={"COLUMNS": "160", "PATH": "/usr/bin:/bin"})
     assert result.returncode == 0, result.stdout + result.stderr
     metrics: dict[str, list[tuple[dict[str, str], float]]] = {}
@@ -65,6 +69,17 @@ def speedup(step: Step, mode: str) -> float:
     return step.value("pyparallel_speedup_ratio", interpreter="app", workload="pure_python", mode=mode)
 
 
+def could_tell(step: Step, mode: str, what: str) -> bool:
+    """The step's own word on whether it could show the speedup (a busy host: a warning)."""
+    if step.value("pyparallel_step_conclusive", interpreter="app", workload="pure_python", mode=mode) == 1:
+        return True
+    assert not [v for labels, v in step.metrics.get("pyparallel_speedup_ratio", [])
+                if labels.get("mode") == mode], "a step that cannot tell exported a speedup"
+    assert "cannot tell" in step.report
+    warnings.warn(support.HostTooBusy(f"{what} {mode}: the host was too busy to show the speedup"), stacklevel=2)
+    return False
+
+
 def threads_verdict(step: Step) -> str:
     """The report's verdict on threads, which must quote the exported speedup."""
     (line,) = [line for line in step.report.splitlines() if line.startswith("pure_python: ")]
@@ -78,11 +93,12 @@ def test_3_11_to_3_13_changes_the_version_but_threads_stay_on_one_core(upgrade):
     assert before.info()["version"].startswith("3.11.") and after.info()["version"].startswith("3.13.")
     assert before.info()["free_threaded_build"] == after.info()["free_threaded_build"] == "false"
     for step in (before, after):
-        assert speedup(step, "threads") < 1.3
         assert step.value("pyparallel_cpu_cores_used", interpreter="app", mode="threads") < 1.3
         assert step.value("pyparallel_gil_enabled", interpreter="app") == 1
-        assert "scales" not in threads_verdict(step)
         assert "GIL build, GIL enabled" in step.report
+        if could_tell(step, "threads", step.info()["version"]):
+            assert speedup(step, "threads") < 1.15
+            assert "scales" not in threads_verdict(step)
     assert "cpython 3.11." in before.report and "cpython 3.13." in after.report
 
 
@@ -91,13 +107,14 @@ def test_3_13_to_3_13t_makes_threads_scale(upgrade):
     assert before.info()["version"] == after.info()["version"]  # same CPython, other build
     assert (before.info()["free_threaded_build"], after.info()["free_threaded_build"]) == ("false", "true")
     assert after.value("pyparallel_gil_enabled", interpreter="app") == 0
-    cores = {mode: after.value("pyparallel_cpu_cores_used", interpreter="app", mode=mode) for mode in ("threads", "processes")}
-    assert cores["processes"] > 1.3, f"even processes got {cores['processes']:.2f} cores: the host is too busy to show scaling"
-    # 1.5x and 1.6 cores when the host delivers them; when other load or this VM's two vCPUs
-    # sharing one physical core hold processes back, free-threaded threads must keep up with them.
-    assert speedup(after, "threads") > min(1.5, 0.8 * speedup(after, "processes")), after.report
-    assert cores["threads"] > min(1.6, 0.8 * cores["processes"]), after.report
-    assert speedup(before, "threads") < 1.3
-    assert "scales" not in threads_verdict(before)
-    threads_verdict(after)  # quotes the free-threaded figure
     assert "free-threaded, GIL disabled" in after.report
+    cores = {mode: after.value("pyparallel_cpu_cores_used", interpreter="app", mode=mode) for mode in ("threads", "processes")}
+    if could_tell(after, "threads", "3.13t") and could_tell(after, "processes", "3.13t"):
+        # 1.5x and 1.6 cores when the host delivers them; when this VM's two vCPUs sharing one
+        # physical core hold processes back, free-threaded threads must keep up with them.
+        assert speedup(after, "threads") > min(1.5, 0.8 * speedup(after, "processes")), after.report
+        assert cores["threads"] > min(1.6, 0.8 * cores["processes"]), after.report
+        threads_verdict(after)  # quotes the free-threaded figure
+    if could_tell(before, "threads", "3.13"):
+        assert speedup(before, "threads") < 1.15
+        assert "scales" not in threads_verdict(before)
