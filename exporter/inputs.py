@@ -33,7 +33,9 @@ MAX_INTEGER_DIGITS = 40  # int() of a long digit string is slow (quadratic); no 
 _JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _JSON_BRACKET = re.compile(r"[\[\]{}]")
 _ASCII_INT = re.compile(r"[-+]?[0-9]+", re.ASCII)
-_ASCII_NUMBER = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?", re.ASCII)
+# inf and nan are read too, so a flag's validator can refuse them by value ("got inf").
+_ASCII_NUMBER = re.compile(r"[-+]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?|inf|infinity|nan)",
+                           re.ASCII | re.IGNORECASE)
 
 
 class InputError(ValueError):
@@ -162,7 +164,7 @@ def ascii_int(text: str) -> Optional[int]:
 
 
 def ascii_number(text: str) -> Optional[float]:
-    """The number written in ASCII in ``text`` (``0.5``, ``-3``, ``1e3``), or None."""
+    """The number written in ASCII in ``text`` (``0.5``, ``-3``, ``1e3``, ``inf``), or None."""
     return float(text) if _ASCII_NUMBER.fullmatch(text) else None
 
 

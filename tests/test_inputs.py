@@ -70,7 +70,7 @@ def test_ascii_int(text: str, value: int | None) -> None:
 
 
 @pytest.mark.parametrize("text, value", [("0.5", 0.5), (".5", 0.5), ("1e3", 1000.0), ("-2", -2.0), ("3.", 3.0),
-                                         ("\u0660.\u0665", None), ("inf", None), ("nan", None), ("1_0", None)])
+                                         ("\u0660.\u0665", None), ("1_0", None), ("\uff11.5", None)])
 def test_ascii_number(text: str, value: float | None) -> None:
     assert inputs.ascii_number(text) == value
 
