@@ -6,9 +6,11 @@ probe rounds in which faulty workloads (tests/faulty_workloads.py: raising, abor
 hanging, noisy) are mixed with good ones, while 50 loopback clients scrape /metrics, a
 ``POST /-/reload`` arrives every few seconds and SIGHUPs come in between, some of them with a
 broken (non-UTF-8) config file. It reports rounds completed, scrape outcomes, reload
-outcomes, and the exporter's RSS, threads and open fds at the start and the end, then stops
-the exporter and counts the processes it left behind (every process it started carries a
-token in its environment, so none can hide by re-parenting).
+outcomes, and the exporter's RSS, threads and open fds at the start and the end and over the
+last third of the run (which should be flat once the status page's history is full: run for
+more rounds than ``--history.limit`` before the last third starts), then stops the exporter
+and counts the processes it left behind (every process it started carries a token in its
+environment, so none can hide by re-parenting).
 
 Run by hand, never by the test suite: ``python benchmarks/soak.py --duration 5m``.
 Loopback only; every request loop is bounded in count and in time.
@@ -57,7 +59,11 @@ WORKLOADS = ["sleep", "pure_python", "faulty_workloads:raises", "faulty_workload
              # 10 MB without a newline, bytes that are not UTF-8
              "faulty_workloads:forks_detached_sleepers", "faulty_workloads:double_forks_a_daemon",
              "faulty_workloads:holds_stderr_open", "faulty_workloads:floods_output_without_newline",
-             "faulty_workloads:writes_invalid_utf8_then_raises"]
+             "faulty_workloads:writes_invalid_utf8_then_raises",
+             # issue 17: allocating without end (stopped at probe.memory_limit), a thread left
+             # running in a worker process
+             "faulty_workloads:grows_memory_without_end", "faulty_workloads:leaves_a_thread_running"]
+MEMORY_LIMIT = "512MiB"
 
 
 def config_document(interval: str) -> dict:
@@ -66,7 +72,7 @@ def config_document(interval: str) -> dict:
             "probe": {"workloads": WORKLOADS, "workload_path": [str(TESTS)],
                       "modes": ["sequential", "threads", "processes"], "workers": [2],
                       "unit_seconds": 0.05, "repeats": 1, "max_repeats": 2, "step_budget": "1s",
-                      "timeout": "3s"}}
+                      "timeout": "3s", "memory_limit": MEMORY_LIMIT}}
 
 
 BROKEN_CONFIG = b"interval: 5s\nprobe:\n  workloads: [sle\xffep]\n"
@@ -170,6 +176,18 @@ def with_token(token: str) -> list[psutil.Process]:
     return found
 
 
+def failures_by_reason(port: int) -> Counter:
+    """``pyparallel_probe_failures_total`` summed by reason, from one scrape."""
+    totals: Counter = Counter()
+    try:
+        _, body = request(port, "GET", "/metrics")
+    except (OSError, http.client.HTTPException):
+        return totals
+    for match in re.finditer(rb'^pyparallel_probe_failures_total\{[^}]*reason="(\w+)"[^}]*\} (\S+)$', body, re.M):
+        totals[match.group(1).decode()] += int(float(match.group(2)))
+    return totals
+
+
 def count_rounds(log_text: str) -> int:
     return log_text.count('msg="probe round finished"') + log_text.count('"msg": "probe round finished"')
 
@@ -184,7 +202,8 @@ def run(args: argparse.Namespace) -> str:
     log_path = workdir / "exporter.log"
     env = dict(os.environ, PYPARALLEL_SOAK_TOKEN=token, PYTHONPATH=str(REPO))
     command = [sys.executable, "-m", "exporter", "serve", f"--config.file={config_path}",
-               f"--web.listen-address=127.0.0.1:{port}", "--web.enable-lifecycle"]
+               f"--web.listen-address=127.0.0.1:{port}", "--web.enable-lifecycle",
+               f"--history.limit={args.history_limit}"]
     tally = Tally()
     samples: list[Sample] = []
     with open(log_path, "w") as log:
@@ -220,9 +239,11 @@ def run(args: argparse.Namespace) -> str:
         for worker in workers:
             worker.join(SCRAPE_TIMEOUT_SECONDS + args.reload_every + 1)
         # Quiet again: the figures at the end are taken without load, like the ones at the start.
+        failures: Counter = Counter()
         if exporter.poll() is None:
             time.sleep(2)
             samples.append(sample(proc, started))
+            failures = failures_by_reason(port)
         alive_at_end = exporter.poll() is None
     finally:
         if exporter.poll() is None:
@@ -243,15 +264,18 @@ def run(args: argparse.Namespace) -> str:
     log_text = log_path.read_text(errors="replace")
     return report(args, load_before, samples, warm or samples[-1], tally, count_rounds(log_text),
                   alive_at_end, exporter.returncode, len(leftovers), leftover_names,
-                  log_text.count("Traceback"))
+                  log_text.count("Traceback"), failures)
 
 
 def report(args: argparse.Namespace, load_before: tuple[float, float, float], samples: list[Sample],
            warm: Sample, tally: Tally, rounds: int,
            alive: bool, exit_code: int | None, leftovers: int, leftover_names: Counter,
-           tracebacks: int) -> str:
+           tracebacks: int, failures: Counter) -> str:
     first, last = samples[0], samples[-1]
     peak = max(samples, key=lambda s: s.rss_mb)
+    # The last third under load (the quiet sample after the load stopped is not part of it).
+    loaded = samples[:-1] if len(samples) > 2 else samples
+    third = [s for s in loaded if s.at >= args.duration * 2 / 3] or loaded[-1:]
     scrapes = sum(tally.scrapes.values())
     errors = sum(n for key, n in tally.scrapes.items() if key not in ("200", "503"))
     lines = [
@@ -276,6 +300,15 @@ def report(args: argparse.Namespace, load_before: tuple[float, float, float], sa
         f"| threads cold → warm → end (max) | {first.threads} → {warm.threads} → {last.threads} "
         f"({max(s.threads for s in samples)}) |",
         f"| open fds cold → warm → end (max) | {first.fds} → {warm.fds} → {last.fds} ({max(s.fds for s in samples)}) |",
+        f"| last third ({third[0].at:.0f}–{third[-1].at:.0f} s, {len(third)} samples): RSS first → last (min–max) "
+        f"| {third[0].rss_mb:.1f} → {third[-1].rss_mb:.1f} MB ({min(s.rss_mb for s in third):.1f}–"
+        f"{max(s.rss_mb for s in third):.1f}) |",
+        f"| last third: threads first → last (min–max) | {third[0].threads} → {third[-1].threads} "
+        f"({min(s.threads for s in third)}–{max(s.threads for s in third)}) |",
+        f"| last third: open fds first → last (min–max) | {third[0].fds} → {third[-1].fds} "
+        f"({min(s.fds for s in third)}–{max(s.fds for s in third)}) |",
+        f"| history limit; rounds | {args.history_limit}; {rounds} |",
+        f"| probe failures by reason at the end | {', '.join(f'{k}: {v}' for k, v in sorted(failures.items()))} |",
         f"| child processes cold → end (a probe may be running) | {first.children} → {last.children} |",
         f"| leftover processes 5 s after SIGTERM | {leftovers}"
         + (f" ({', '.join(f'{k}×{v}' for k, v in leftover_names.items())})" if leftovers else "") + " |",
@@ -290,6 +323,8 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=50, help="scraping clients (default 50)")
     parser.add_argument("--scrape-pause", type=float, default=0.05,
                         help="pause of each client between scrapes, seconds (default 0.05)")
+    parser.add_argument("--history-limit", type=int, default=100,
+                        help="the exporter's --history.limit (default 100, its own default)")
     parser.add_argument("--reload-every", type=float, default=3.0,
                         help="seconds between reloads, alternating POST /-/reload and SIGHUP (default 3)")
     args = parser.parse_args()

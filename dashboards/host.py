@@ -384,7 +384,8 @@ def health(grid: Grid, config: MixinConfig) -> None:
     ), w=12)
     grid.add(timeseries(
         f"Probe failures by reason (increase over {config.failure_window})",
-        "Failed probe runs by reason: error, crash, timeout, interpreter (could not start it). 0 when none failed.",
+        "Failed probe runs by reason: error, crash, timeout, interpreter (could not start it), memory (reached "
+        "probe.memory_limit). 0 when none failed.",
         ((f"sum by ({STEP_BY}, reason) (increase(pyparallel_probe_failures_total{{{s.probe}}}[{config.failure_window}]))\n"
           'or on() label_replace(vector(0), "reason", "none", "", "")'),
          "{{interpreter}} {{workload}} {{mode}} ×{{workers}} {{reason}}"),

@@ -1,5 +1,5 @@
 """``python -m exporter`` is the ``parallelism-exporter`` command."""
 
-from exporter.cli import main
+from exporter.entry import main
 
 main()

@@ -42,11 +42,14 @@ class BasicAuth:
         self._users = {user: hashed.encode() for user, hashed in users.items()}
         # user -> digest of the last (user, password, hash) that bcrypt accepted.
         self._verified: dict[str, bytes] = {}
-        # An unknown user is checked against this decoy so the answer takes as long as for a
-        # real user with a wrong password (exporter-toolkit does the same). Its cost is the
-        # highest configured one: with a fixed cost, a user whose hash costs more would
-        # answer slower than a missing user, revealing which names exist.
-        self.decoy_hash = _decoy_hash(max(bcrypt_cost(h) for h in self._users.values()))
+        # An unknown user is checked against a decoy so the answer takes as long as for a real
+        # user with a wrong password (exporter-toolkit does the same). With users at several
+        # costs one decoy cost would tell names apart (an unknown name at cost 12 answers in
+        # 0.28 s, a cost-10 user in 0.07 s), so each name gets the cost of a configured
+        # user, drawn by a keyed hash: always the same for one name, at random across names.
+        self._decoy_costs = sorted(bcrypt_cost(h) for h in self._users.values())
+        self._decoys = {cost: _decoy_hash(cost) for cost in self._decoy_costs}
+        self._decoy_key = os.urandom(16)
         self._slots = threading.BoundedSemaphore(BCRYPT_CONCURRENCY)
         self._waiting = 0
         self._waiting_lock = threading.Lock()
@@ -58,20 +61,25 @@ class BasicAuth:
             return False
         user, password = credentials
         hashed = self._users.get(user)
-        digest = _digest(user, password, hashed or self.decoy_hash)
+        digest = _digest(user, password, hashed or self.decoy_hash(user))
         cached = self._verified.get(user)
         # Constant-time comparison: the cached digest derives from the real password.
         if hashed is not None and cached is not None and hmac.compare_digest(cached, digest):
             return True
         with self._bcrypt_slot():
             try:
-                ok = bcrypt.checkpw(password, hashed or self.decoy_hash)
+                ok = bcrypt.checkpw(password, hashed or self.decoy_hash(user))
             except ValueError:  # e.g. passwords over bcrypt's 72-byte limit
                 ok = False
         if ok and hashed is not None:
             self._verified[user] = digest
             return True
         return False
+
+    def decoy_hash(self, user: str) -> bytes:
+        """The decoy an unknown ``user`` is checked against, at a configured user's cost."""
+        draw = hmac.new(self._decoy_key, user.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()
+        return self._decoys[self._decoy_costs[int.from_bytes(draw[:8], "big") % len(self._decoy_costs)]]
 
     @contextlib.contextmanager
     def _bcrypt_slot(self) -> Iterator[None]:
@@ -99,9 +107,17 @@ def bcrypt_cost(hashed: bytes) -> int:
     return int(hashed.split(b"$")[2])
 
 
+_BCRYPT_ALPHABET = b"./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+
+
 def _decoy_hash(cost: int) -> bytes:
-    """A bcrypt hash of a random password nobody has, at ``cost``; made once per config."""
-    return bcrypt.hashpw(os.urandom(16).hex().encode(), bcrypt.gensalt(cost))
+    """A bcrypt hash at ``cost`` that no password matches, made without hashing.
+
+    ``checkpw`` spends the cost's time on the salt alone and then compares; random hash
+    characters make a match as unlikely as guessing a real hash, and start-up (or a reload)
+    never waits seconds for a decoy at a high cost.
+    """
+    return bcrypt.gensalt(cost) + bytes(_BCRYPT_ALPHABET[b % 64] for b in os.urandom(31))
 
 
 def _parse_basic(header: str | None) -> tuple[str, bytes] | None:

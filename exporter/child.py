@@ -11,6 +11,9 @@ Everything about the runner as a *process* lives here; ``exporter.probe`` only t
   process, so even a SIGKILLed exporter leaves nothing running.
 - **Contained.** Each runner gets its own session and a ``Containment`` (a cgroup, or an
   environment token), and ``kill()`` takes every process in it, re-parented ones included.
+- **Memory-limited.** A ``MemoryLimit`` caps the whole tree (``probe.memory_limit``); while
+  the probe waits for events it checks, every ``MEMORY_POLL_SECONDS``, whether the kernel
+  killed a process at the limit, and raises ``MemoryLimitHit`` — the ``memory`` reason.
 - **Bounded output.** One thread reads stdout and stderr as bytes: event lines are capped at
   ``MAX_EVENT_BYTES``, stderr keeps a ring of the last ``STDERR_LINES`` lines of at most
   ``STDERR_LINE_CHARS`` characters; invalid UTF-8 is replaced, never fatal.
@@ -27,10 +30,12 @@ import selectors
 import signal
 import subprocess
 import threading
+import time
 from pathlib import Path
 from typing import IO, Optional, Union
 
 from exporter.containment import Containment
+from exporter.memorylimit import MemoryLimit
 from exporter.results import Interpreter
 
 log = logging.getLogger(__name__)
@@ -42,6 +47,7 @@ STDERR_LINES = 20
 STDERR_LINE_CHARS = 500
 _READ_BYTES = 65536
 _NOISE_WARNINGS = 5  # non-event lines on stdout logged per runner
+MEMORY_POLL_SECONDS = 0.25  # a probe that hits its memory limit fails well within a second
 
 
 def bootstrap(parent_pid: int) -> str:
@@ -211,8 +217,9 @@ def kill_all_runners() -> None:
 class RunnerProcess:
     """A runner child in its own session and containment, spoken to in JSON lines."""
 
-    def __init__(self, interpreter: Interpreter) -> None:
+    def __init__(self, interpreter: Interpreter, memory_limit_bytes: Optional[int] = None) -> None:
         self.containment = Containment()
+        self.memory = MemoryLimit(memory_limit_bytes, self.containment)
         env = dict(os.environ, **interpreter.env, **self.containment.environment())
         # -P for every interpreter multiprocessing starts from the runner (3.10 ignores it).
         env.setdefault("PYTHONSAFEPATH", "1")
@@ -225,10 +232,12 @@ class RunnerProcess:
                 start_new_session=True)
         except BaseException:
             self.containment.close()
+            self.memory.close()
             raise
         # Before the request is sent the runner only waits on stdin, so nothing it starts
         # can be forked outside the cgroup.
         self.containment.adopt(self.process.pid)
+        self.memory.adopt(self.process.pid)
         assert self.process.stdout is not None and self.process.stderr is not None
         self.output = OutputCapture(self.process.stdout, self.process.stderr)
         self._closed = False
@@ -246,12 +255,32 @@ class RunnerProcess:
         self.process.stdin.flush()
 
     def next_event(self, timeout: float) -> Optional[dict]:
-        """The next event, None at end of output; raises queue.Empty after ``timeout``
-        and ProtocolError for output that is not an event."""
-        item = self.output.events.get(timeout=max(timeout, 0.0))
+        """The next event, None at end of output; raises queue.Empty after ``timeout``,
+        ProtocolError for output that is not an event and MemoryLimitHit once the kernel
+        killed a process of the probe at its memory limit."""
+        deadline = time.monotonic() + max(timeout, 0.0)
+        while True:
+            self.memory.check()
+            try:
+                item = self.output.events.get(timeout=max(min(MEMORY_POLL_SECONDS, deadline - time.monotonic()), 0.0))
+                break
+            except queue.Empty:
+                if time.monotonic() >= deadline:
+                    raise
+        # The kill is counted before its consequence (a worker's death, the end of output)
+        # reaches us, so the reason is memory, not crash.
+        self.memory.check()
         if isinstance(item, ProtocolError):
             raise item
-        return item
+        return self._memory_error_as_memory(item)
+
+    def _memory_error_as_memory(self, event: Optional[dict]) -> Optional[dict]:
+        """A workload's MemoryError (an allocation over RLIMIT_AS, or one no memory could
+        satisfy) is the ``memory`` reason, not a bug in the workload."""
+        if (event is not None and event.get("event") in ("step_failed", "failed") and event.get("reason") == "error"
+                and str(event.get("message", "")).startswith("MemoryError")):
+            return dict(event, reason="memory", message=f"{event['message']} ({self.memory.describe()})")
+        return event
 
     def wait(self, timeout: float) -> Optional[int]:
         """The runner's exit code, or None if it is still running after ``timeout``."""
@@ -294,6 +323,7 @@ class RunnerProcess:
             self.process.kill()
             self.process.wait()
         self.containment.close()
+        self.memory.close()
         self.output.finish()  # its thread closes stdout and stderr
         try:
             if self.process.stdin:

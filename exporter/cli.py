@@ -21,7 +21,8 @@ from typing import NoReturn, Optional, Sequence
 from rich.console import Console
 from rich.text import Text
 
-from exporter import __version__, compare, config, hostinfo, probe, report, workloads
+from exporter import __version__, compare, config, hostinfo, inputs, probe, report, workloads
+from exporter.entry import Terminated
 from exporter.errors import ConfigError
 from exporter.history import add_history_flags
 from exporter.push import PushError, add_push_flags, push_reports
@@ -74,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     one_shot.add_argument("--wait-quiet", metavar="SECONDS",
                           help="before each parallel step, wait up to this long for enough free cores (for CI; "
                                "default 0: measure at once and say 'cannot tell' when the host is too busy)")
+    one_shot.add_argument("--memory-limit",
+                          help="memory of the whole probe process tree, e.g. 2GiB (default: half the host's memory)")
     one_shot.add_argument("--deadline",
                           help="wall-clock limit of one workload's whole probe (default: timeout x (steps + 1))")
     one_shot.add_argument("--workload.path", dest="workload_path", action="append", metavar="DIR",
@@ -165,10 +168,10 @@ def one_shot_config(args: argparse.Namespace) -> config.Config:
     if args.mode:
         changes["modes"] = config.check_flag("--mode", config.list_of(config.mode_name), comma_list(args.mode))
     if args.workers:
-        counts = [int(v) if v.isdigit() else v for v in comma_list(args.workers)]
+        counts = [_integer(v) for v in comma_list(args.workers)]
         changes["workers"] = config.check_flag("--workers", config.list_of(config.worker_count), counts)
     if args.repeats is not None:
-        value = int(args.repeats) if args.repeats.isdigit() else args.repeats
+        value = _integer(args.repeats)
         changes["repeats"] = config.check_flag("--repeats", config.repeats_count, value)
     if args.seconds is not None:
         changes["unit_seconds"] = config.check_flag("--seconds", config.unit_seconds, _number(args.seconds))
@@ -184,13 +187,15 @@ def one_shot_config(args: argparse.Namespace) -> config.Config:
     if args.precision is not None:
         changes["precision"] = config.check_flag("--precision", config.ratio, _number(args.precision))
     if args.max_repeats is not None:
-        value = int(args.max_repeats) if args.max_repeats.isdigit() else args.max_repeats
+        value = _integer(args.max_repeats)
         changes["max_repeats"] = config.check_flag("--max-repeats", config.repeats_count, value)
     if args.step_budget is not None:
         changes["step_budget_seconds"] = config.check_flag("--step-budget", config.timeout_duration, _number(args.step_budget))
     if args.nice is not None:
-        value = int(args.nice) if args.nice.lstrip("-").isdigit() else args.nice
-        changes["nice"] = config.check_flag("--nice", config.nice_value, value)
+        changes["nice"] = config.check_flag("--nice", config.nice_value, _integer(args.nice))
+    if args.memory_limit is not None:
+        changes["memory_limit_bytes"] = config.check_flag("--memory-limit", config.memory_size,
+                                                          _integer(args.memory_limit))
     if args.wait_quiet is not None:
         changes["wait_quiet_seconds"] = config.check_flag("--wait-quiet", config.wait_duration, _number(args.wait_quiet))
     result = replace(base, probe=replace(probe_fields, **changes))
@@ -203,10 +208,15 @@ def one_shot_config(args: argparse.Namespace) -> config.Config:
 
 
 def _number(text: str) -> object:
-    try:
-        return float(text)
-    except ValueError:
-        return text
+    """A number written in ASCII (float() would read "٠.٥" too), or the text for the error."""
+    number = inputs.ascii_number(text)
+    return text if number is None else number
+
+
+def _integer(text: str) -> object:
+    """An integer written in ASCII decimal digits, or the text for the error."""
+    number = inputs.ascii_int(text)
+    return text if number is None else number
 
 
 def check_textfile_target(path: str) -> None:
@@ -223,10 +233,6 @@ def check_textfile_target(path: str) -> None:
             pass
     except OSError as exc:
         raise ConfigError(f"--textfile: {path}: cannot write in {directory}: {exc.strerror or exc}") from None
-
-
-class Terminated(BaseException):
-    """SIGTERM during a one-shot probe: unwinds like Ctrl-C so the runner tree is killed."""
 
 
 def name_after_identity(reports: list[WorkloadReport]) -> None:

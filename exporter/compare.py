@@ -29,7 +29,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from exporter import measurement, modes
+from exporter import inputs, measurement, modes
+from exporter.config import MAX_REPEATS
 from exporter.ranktest import mann_whitney_less
 from exporter.hostinfo import HostCpus
 from exporter.report import json_document
@@ -44,6 +45,12 @@ IDENTITY_LABELS = {"implementation": "implementation", "version": "version",
                    "free_threaded_build": "free-threaded build", "gil_enabled": "GIL at run time"}
 FAILING = ("regression", "new failure")
 INCONCLUSIVE = "inconclusive"
+# What a document may hold: /api/v1/results of a large fleet config is a few MB.
+MAX_DOCUMENT_BYTES = 64 << 20
+MAX_RESULTS = 100_000
+# One value per (baseline, parallel) pair; a step measures at most twice max_repeats pairs
+# (spoiled ones are replaced), and max_repeats is at most MAX_REPEATS.
+MAX_PAIRS = 2 * MAX_REPEATS
 
 
 class CompareError(Exception):
@@ -54,18 +61,17 @@ class CompareError(Exception):
 
 
 def load_document(path: str) -> dict[str, Any]:
-    """A ``probe --json`` or ``/api/v1/results`` document, checked enough to compare."""
+    """A ``probe --json`` or ``/api/v1/results`` document, checked enough to compare.
+
+    Read under ``exporter.inputs``' rule: a regular file (a FIFO is an error, not a hang) of
+    at most ``MAX_DOCUMENT_BYTES``, nested and sized within bounds, numbers in ASCII.
+    """
     try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
+        document = inputs.read_json(path, max_bytes=MAX_DOCUMENT_BYTES, max_items=MAX_RESULTS)
     except OSError as exc:
         raise CompareError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise CompareError(f"{path}: not a JSON document (not UTF-8 text)") from None
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise CompareError(f"{path}: not a JSON document: {exc.msg} at line {exc.lineno}") from None
+    except inputs.InputError as exc:
+        raise CompareError(f"{path}: {exc}") from None
     check_document(document, path)
     return document
 
@@ -89,6 +95,8 @@ def check_document(document: Any, path: str) -> None:
     for i, interpreter in enumerate(document["interpreters"]):
         _need(isinstance(interpreter, dict) and isinstance(interpreter.get("name"), str),
               f"{path}: interpreters[{i}]", "must be an object with a name")
+    _need(len(document["results"]) <= MAX_RESULTS, f"{path}: results",
+          f"holds {len(document['results'])} results (at most {MAX_RESULTS})")
     for i, result in enumerate(document["results"]):
         where = f"{path}: results[{i}]"
         _need(isinstance(result, dict), where, "must be an object")
@@ -114,6 +122,8 @@ def check_document(document: Any, path: str) -> None:
         pairs = result.get("pair_speedups")
         _need(pairs is None or (isinstance(pairs, list) and all(_is_number(v) for v in pairs)),
               f"{where}.pair_speedups", "must be a list of numbers or null")
+        _need(pairs is None or len(pairs) <= MAX_PAIRS, f"{where}.pair_speedups",
+              f"holds {len(pairs or ())} values (a probe writes at most {MAX_PAIRS}: one per pair)")
 
 
 def select_interpreter(document: Mapping[str, Any], name: Optional[str], path: str, flag: str) -> dict[str, Any]:
@@ -408,9 +418,8 @@ def render(comparison: Comparison, console: Console) -> None:
 
 
 def fraction_flag(flag: str, text: str, low_open: bool) -> float:
-    try:
-        value = float(text)
-    except ValueError:
+    value = inputs.ascii_number(text)  # float() would read "٠.١" too
+    if value is None:
         value = math.nan
     if not (0 < value < 1 if low_open else 0 <= value < 1):
         raise CompareError(f"{flag}: must be a number {'>' if low_open else '>='} 0 and < 1, got {text!r}")

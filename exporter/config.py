@@ -16,7 +16,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar
 
-from exporter import workloads, yamlfile
+from exporter import hostinfo, workloads, yamlfile
 from exporter.errors import ConfigError
 from exporter.results import MODES, SCHED_IDLE, Interpreter, Nice, ProbeSpec
 from exporter.yamlfile import field_name, show
@@ -27,9 +27,15 @@ PER_CORE_SERIES_MAX_CPUS = 64  # above this, per-CPU series would dominate a scr
 # Prometheus' duration grammar (prometheus/common model/time.go ParseDuration): integers,
 # units from largest to smallest, each at most once: 1w, 1h30m, 500ms; not 5s5m or 1.5m.
 DURATION_UNITS = {"y": 365 * 86400, "w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1, "ms": 0.001}
-_DURATION = re.compile("^" + "".join(rf"(?:(\d+){unit})?" for unit in DURATION_UNITS) + "$")
-_LABEL_VALUE = re.compile(r"^[A-Za-z0-9_.:+-]+$")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# ASCII digits only: \d would take any Unicode digit ("٥m"), and int() would read it.
+_DURATION = re.compile("".join(rf"(?:([0-9]+){unit})?" for unit in DURATION_UNITS), re.ASCII)
+_LABEL_VALUE = re.compile(r"[A-Za-z0-9_.:+-]+")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# probe.memory_limit: bytes, or a size with a binary unit. KB, MB, GB and TB are read as
+# KiB, MiB, GiB and TiB, as Prometheus reads them (--storage.tsdb.retention.size).
+SIZE_UNITS = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40,
+              "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40}
+_SIZE = re.compile(r"([0-9]+)(" + "|".join(SIZE_UNITS) + ")?", re.ASCII)
 
 # Upper bounds: a value beyond these is a typo or an attack, never a probe anyone wants.
 MAX_WORKERS_ABSOLUTE = 256
@@ -41,11 +47,22 @@ MAX_TIMEOUT_SECONDS = 3600.0
 MAX_DEADLINE_SECONDS = 86400.0
 MIN_INTERVAL_SECONDS = 1.0
 MAX_INTERVAL_SECONDS = 7 * 86400.0
+MIN_MEMORY_LIMIT_BYTES = 64 << 20  # an interpreter with a few worker processes needs more than this
+DEFAULT_MEMORY_LIMIT_SHARE = 0.5  # of the host's memory (or the exporter's own memory limit)
+MIN_DEFAULT_MEMORY_LIMIT_BYTES = 256 << 20
 
 
 def max_workers() -> int:
     """The largest worker count a config may ask for on this host."""
     return min(MAX_WORKERS_ABSOLUTE, WORKERS_PER_CPU * (os.cpu_count() or 1))
+
+
+def default_memory_limit() -> int:
+    """``probe.memory_limit`` when none is configured: half of what this host (or the
+    exporter's own cgroup) can give, so a runaway workload fails before the host does."""
+    memory = hostinfo.memory_bytes()
+    share = int(memory * DEFAULT_MEMORY_LIMIT_SHARE) >> 20 << 20  # whole MiB, as messages show it
+    return min(memory, max(MIN_DEFAULT_MEMORY_LIMIT_BYTES, share))
 
 
 def default_interpreter_name() -> str:
@@ -84,6 +101,12 @@ class ProbeConfig:
     # Before each parallel step, wait up to this long for enough free cores (0: do not wait;
     # the daemon retries an inconclusive step later in its interval instead).
     wait_quiet_seconds: float = 0.0
+    # The whole probe tree's memory; None: default_memory_limit(), found at run time.
+    memory_limit_bytes: Optional[int] = None
+
+    def memory_limit(self) -> int:
+        """The configured memory limit, or the host's default."""
+        return self.memory_limit_bytes or default_memory_limit()
 
 
 @dataclass(frozen=True)
@@ -144,7 +167,8 @@ class Config:
                           p.start_method, precision=p.precision, max_repeats=p.max_repeats,
                           step_budget_seconds=p.step_budget_seconds, nice=p.nice,
                           workload_path=p.workload_path, deadline=p.deadline_seconds,
-                          wait_quiet_seconds=p.wait_quiet_seconds)
+                          wait_quiet_seconds=p.wait_quiet_seconds,
+                          memory_limit_bytes=p.memory_limit())
                 for w in p.workloads]
 
 
@@ -157,7 +181,7 @@ def parse_duration(value: Any) -> float:
         raise ValueError(f"must be a duration like 30s or 5m, got {show(value)}")
     if isinstance(value, (int, float)):
         seconds = float(value)
-    elif isinstance(value, str) and value and (match := _DURATION.match(value)):
+    elif isinstance(value, str) and value and (match := _DURATION.fullmatch(value)):
         seconds = sum(int(n) * factor for n, factor in zip(match.groups(), DURATION_UNITS.values()) if n)
     else:
         raise ValueError(f"must be a duration like 30s or 5m, got {show(value)}")
@@ -231,6 +255,31 @@ def unit_seconds(value: Any) -> float:
     return number
 
 
+def memory_size(value: Any) -> int:
+    """Bytes from an integer or a size such as ``512MiB`` or ``2GiB``."""
+    match = _SIZE.fullmatch(value) if isinstance(value, str) else None
+    if match is not None:
+        size = int(match.group(1)) * SIZE_UNITS[match.group(2) or "B"]
+    elif isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    else:
+        raise ValueError(f"must be a size like 512MiB or 2GiB, got {show(value)}")
+    if size < MIN_MEMORY_LIMIT_BYTES:
+        raise ValueError(f"must be at least {format_size(MIN_MEMORY_LIMIT_BYTES)}, got {show(value)}")
+    if size > hostinfo.memory_bytes():
+        raise ValueError(f"must be at most {format_size(hostinfo.memory_bytes())} (this host's memory), "
+                         f"got {show(value)}")
+    return size
+
+
+def format_size(size: int) -> str:
+    """``536870912`` -> ``512MiB``: sizes in messages in the grammar the user writes."""
+    for unit in ("TiB", "GiB", "MiB"):
+        if size >= SIZE_UNITS[unit] and size % SIZE_UNITS[unit] == 0:
+            return f"{size // SIZE_UNITS[unit]}{unit}"
+    return f"{size >> 20}MiB" if size >= SIZE_UNITS["MiB"] else f"{size}B"  # rounded down: still within a bound
+
+
 def nice_value(value: Any) -> Nice:
     """A nice value 0..19 (lower priority only) or ``idle`` for the SCHED_IDLE policy."""
     if value == SCHED_IDLE:
@@ -265,7 +314,7 @@ def workload_name(value: Any) -> str:
         raise ValueError(f"must be a workload name, got {show(value)}")
     if workloads.is_user_workload(value):
         module, _, function = value.partition(":")
-        if not module or not function.isidentifier():
+        if not _is_module_name(module) or not function.isidentifier():
             raise ValueError(f"user workloads are written package.module:function, got {show(value)}")
         return value
     if value not in workloads.ALL_WORKLOADS:
@@ -287,15 +336,19 @@ def start_method(value: Any) -> str:
 
 
 def label_value(value: Any) -> str:
-    if not isinstance(value, str) or not _LABEL_VALUE.match(value):
+    if not isinstance(value, str) or not _LABEL_VALUE.fullmatch(value):
         raise ValueError(f"must be a short name of letters, digits and _.:+-, got {show(value)}")
     return value
 
 
 def module_name(value: Any) -> str:
-    if not isinstance(value, str) or not all(p.isidentifier() for p in value.split(".")):
+    if not _is_module_name(value):
         raise ValueError(f"must be a dotted module name, got {show(value)}")
     return value
+
+
+def _is_module_name(value: Any) -> bool:
+    return isinstance(value, str) and all(p.isidentifier() for p in value.split("."))
 
 
 def list_of(item: Callable[[Any], Any], *, unique: bool = True) -> Callable[[Any], tuple]:
@@ -360,6 +413,7 @@ PROBE_FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "step_budget": ("step_budget_seconds", timeout_duration),
     "nice": ("nice", nice_value),
     "wait_quiet": ("wait_quiet_seconds", wait_duration),
+    "memory_limit": ("memory_limit_bytes", memory_size),
 }
 TOP_FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "interval": ("interval_seconds", interval_duration),
@@ -417,11 +471,13 @@ def _interpreter(raw: Any, where: str) -> Interpreter:
             raise _Located(f"{where}.{required}", "is required")
     env = _mapping(raw.get("env"), f"{where}.env")
     for key, value in env.items():
-        if not isinstance(key, str) or not _ENV_NAME.match(key):
+        if not isinstance(key, str) or not _ENV_NAME.fullmatch(key):
             raise _Located(f"{where}.env", f"variable names are letters, digits and _, got {show(key)}")
-        if not isinstance(value, (str, int)) or isinstance(value, bool) or "\0" in str(value):
-            raise _Located(f"{where}.env.{key}", f"must be a string, got {show(value)}")
-    return Interpreter(values["name"], values["path"], {str(k): str(v) for k, v in env.items()})
+        if not isinstance(value, str) or "\0" in value:
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            quote = f' (quote it: "{value}")' if number else ""
+            raise _Located(f"{where}.env.{key}", f"must be a string{quote}, got {show(value)}")
+    return Interpreter(values["name"], values["path"], dict(env))
 
 
 def path_value(value: Any) -> str:

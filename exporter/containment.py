@@ -91,13 +91,22 @@ def cgroup_parent() -> tuple[Optional[Path], str]:
             directory = Path(point + v2_path.rstrip("/"))
             if fstype == "cgroup2" and _writable(directory) and (directory / "cgroup.procs").exists():
                 return directory, "cgroup2"
-    v1_path = _own_cgroup("pids")
-    if v1_path is not None:
-        for point, fstype, options in mounts:
-            directory = Path(point + v1_path.rstrip("/"))
-            if fstype == "cgroup" and "pids" in options and _writable(directory):
-                return directory, "cgroup1"
+    pids = v1_directory("pids", mounts)
+    if pids is not None:
+        return pids, "cgroup1"
     return None, "none"
+
+
+def v1_directory(controller: str, mounts: Optional[list[tuple[str, str, set[str]]]] = None) -> Optional[Path]:
+    """Our own cgroup in the writable cgroup v1 hierarchy of ``controller``, if there is one."""
+    own_path = _own_cgroup(controller)
+    if own_path is None:
+        return None
+    for point, fstype, options in _mounts() if mounts is None else mounts:
+        directory = Path(point + own_path.rstrip("/"))
+        if fstype == "cgroup" and controller in options and _writable(directory):
+            return directory
+    return None
 
 
 _PARENT: Optional[tuple[Optional[Path], str]] = None
@@ -206,15 +215,20 @@ class Containment:
     def _remove(self) -> None:
         if self.cgroup is None:
             return
-        for _ in range(50):  # the kernel may still be tearing down the last member
-            try:
-                self.cgroup.rmdir()
-                break
-            except FileNotFoundError:
-                break
-            except OSError:
-                time.sleep(_POLL_SECONDS)
+        remove_cgroup(self.cgroup)
         self.cgroup = None
+
+
+def remove_cgroup(directory: Path) -> None:
+    """Remove an emptied cgroup, waiting briefly for the kernel to finish with its last member."""
+    for _ in range(50):
+        try:
+            directory.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            time.sleep(_POLL_SECONDS)
 
 
 def _limit_processes(cgroup: Path) -> None:

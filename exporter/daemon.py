@@ -274,7 +274,8 @@ class Daemon:
         for module in config.import_check_modules:
             if self.stopping.is_set():
                 return
-            check = probe.check_import(interpreter, module, config.probe.timeout_seconds, config.probe.workload_path)
+            check = probe.check_import(interpreter, module, config.probe.timeout_seconds, config.probe.workload_path,
+                                       config.probe.memory_limit())
             checks[(interpreter.name, module)] = check
             if check.gil_enabled:
                 log_kv(log, logging.WARNING, "import re-enables the GIL", interpreter=interpreter.name, module=module)

@@ -12,16 +12,24 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import stat
 import tempfile
 import threading
 from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Iterable, Optional
 
+from exporter import inputs
 from exporter.results import WorkloadReport
 
 DEFAULT_LIMIT = 100
+MAX_LIMIT = 100_000
+# The file is read at start-up, before the daemon listens: a cap keeps a wrong path
+# (/dev/zero, a huge log) from holding it up. 100 steps of 100 points and 100 failures with
+# their full logs take under 3 MB.
+MAX_FILE_BYTES = 32 << 20
 # Kept per failure whatever the runner wrote, so memory stays bounded by limit alone.
 MAX_MESSAGE_CHARS, MAX_LOG_LINES, MAX_LOG_LINE_CHARS = 4000, 20, 1000
 StepKey = tuple[str, str, str, int]  # interpreter, workload, mode, workers
@@ -36,9 +44,9 @@ def add_history_flags(serve: argparse.ArgumentParser) -> None:
 
 def limit_flag(text: str) -> int:
     """``--history.limit``: argparse turns the error into a one-line usage error, exit 2."""
-    value = int(text) if text.isascii() and text.isdigit() else 0
-    if not 1 <= value <= 100_000:
-        raise argparse.ArgumentTypeError(f"must be an integer from 1 to 100000, got {text!r}")
+    value = inputs.ascii_int(text) or 0  # "+5" is 5, "-5" out of range
+    if not 1 <= value <= MAX_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be an integer from 1 to {MAX_LIMIT}, got {text!r}")
     return value
 
 
@@ -132,6 +140,7 @@ class History:
     def save(self, path: str) -> None:
         """Write atomically (temporary file, then rename): a crash never leaves half a file."""
         directory = os.path.dirname(os.path.abspath(path))
+        _refuse_special_file(path)
         fd, temporary = tempfile.mkstemp(prefix=".history-", dir=directory)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -146,24 +155,56 @@ class History:
 
     def restore(self, path: str) -> int:
         """Load what ``save`` wrote, keeping the last ``limit`` of everything; returns the
-        number of points read. Raises OSError or ValueError for a missing or damaged file."""
-        with open(path, encoding="utf-8") as handle:
-            document = json.load(handle)
+        number of points read. Raises OSError or ValueError (one line) for a missing or damaged
+        file; it is read under ``exporter.inputs``' rule (a FIFO or /dev/zero is an error)."""
+        document = inputs.read_json(path, max_bytes=MAX_FILE_BYTES, max_items=MAX_LIMIT)
         if not isinstance(document, dict) or document.get("version") != 1:
             raise ValueError("not a history file of this exporter (version 1)")
         series: dict[StepKey, deque[Point]] = {}
         failures: deque[Failure] = deque(maxlen=self.limit)
         try:
             for step in document["steps"]:
-                key = (str(step["interpreter"]), str(step["workload"]), str(step["mode"]), int(step["workers"]))
-                series[key] = deque((Point(float(t), None if v is None else float(v)) for t, v in step["points"]),
+                key = (_text(step["interpreter"]), _text(step["workload"]), _text(step["mode"]),
+                       _count(step["workers"]))
+                series[key] = deque((Point(_number(t), None if v is None else _number(v)) for t, v in step["points"]),
                                     maxlen=self.limit)
             for f in reversed(document["failures"]):  # newest first in the file
-                failures.append(Failure(float(f["timestamp"]), str(f["interpreter"]), str(f["workload"]),
-                                        str(f["mode"]), int(f["workers"]), str(f["reason"]), str(f["message"]),
-                                        tuple(str(line) for line in f["log"])))
+                log = [_text(line)[:MAX_LOG_LINE_CHARS] for line in f["log"]][-MAX_LOG_LINES:]
+                failures.append(Failure(_number(f["timestamp"]), _text(f["interpreter"]), _text(f["workload"]),
+                                        _text(f["mode"]), _count(f["workers"]), _text(f["reason"]),
+                                        _text(f["message"])[:MAX_MESSAGE_CHARS], tuple(log)))
         except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"damaged history file: {exc!r}") from None
+            raise ValueError(f"damaged history file: {type(exc).__name__}: {str(exc)[:200]}") from None
         with self._lock:
             self._series, self._failures = series, failures
         return sum(len(points) for points in series.values())
+
+
+def _refuse_special_file(path: str) -> None:
+    """``save`` replaces the file: never a device or a FIFO given as ``--history.file``
+    (renaming over /dev/full would remove the device)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+        raise OSError(f"{path} is not a regular file ({inputs.file_kind(mode)}); not replacing it")
+
+
+def _number(value: object) -> float:
+    """A finite JSON number (a string such as "٣" or "1e3" is damage, not a number)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"expected a number, got {value!r:.40}")
+    return float(value)
+
+
+def _count(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_LIMIT:
+        raise ValueError(f"expected a worker count, got {value!r:.40}")
+    return value
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {value!r:.40}")
+    return value

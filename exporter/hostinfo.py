@@ -10,7 +10,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import psutil
 
@@ -50,20 +50,29 @@ def cgroup_path(proc_cgroup: str) -> str:
     return paths.get("", paths.get("cpu", ""))
 
 
-def _quota_v2(directory: Path) -> Optional[float]:
-    """Tightest ``cpu.max`` quota from this cgroup up to the root, in CPUs."""
-    tightest = None
+def _tightest_v2(directory: Path, read: Callable[[Path], Optional[float]]) -> Optional[float]:
+    """The smallest limit ``read`` finds from this cgroup up to the root (None: none set)."""
+    limits = []
     for level in [directory, *directory.parents]:
         if not str(level).startswith(str(CGROUP_ROOT)):
             break
         try:
-            quota, period = (level / "cpu.max").read_text().split()
+            limit = read(level)
         except (OSError, ValueError):
             continue
-        if quota != "max":
-            cpus = int(quota) / int(period)
-            tightest = cpus if tightest is None else min(tightest, cpus)
-    return tightest
+        if limit is not None:
+            limits.append(limit)
+    return min(limits, default=None)
+
+
+def _cpu_max(level: Path) -> Optional[float]:
+    quota, period = (level / "cpu.max").read_text().split()
+    return None if quota == "max" else int(quota) / int(period)
+
+
+def _memory_max(level: Path) -> Optional[float]:
+    text = (level / "memory.max").read_text().strip()
+    return int(text) if text.isascii() and text.isdigit() else None  # "max": unlimited
 
 
 def _quota_v1(directory: Path) -> Optional[float]:
@@ -75,18 +84,47 @@ def _quota_v1(directory: Path) -> Optional[float]:
     return quota / period if quota > 0 and period > 0 else None
 
 
-def cgroup_cpu_quota(proc_cgroup: Optional[str] = None) -> Optional[float]:
-    """The CPU quota of this process's cgroup (v2 ``cpu.max`` or v1 CFS), None if unlimited."""
+def _memory_limit_v1(directory: Path) -> Optional[float]:
+    try:
+        limit = int((directory / "memory.limit_in_bytes").read_text())
+    except (OSError, ValueError):
+        return None
+    return limit if limit < (1 << 62) else None  # "unlimited" reads as a page-rounded 2**63 - 1
+
+
+def _own_limit(proc_cgroup: Optional[str], controller: str, v1: Callable[[Path], Optional[float]],
+               v2: Callable[[Path], Optional[float]]) -> Optional[float]:
+    """This process's cgroup limit: ``v1`` in the controller's v1 hierarchy, else ``v2``'s
+    tightest value up the v2 hierarchy; None if unlimited or unknown."""
     try:
         text = proc_cgroup if proc_cgroup is not None else Path("/proc/self/cgroup").read_text()
     except OSError:
         return None
     paths = _cgroup_paths(text)
-    if "cpu" in paths:
-        return _quota_v1(CGROUP_ROOT / "cpu" / paths["cpu"].lstrip("/"))
+    if controller in paths:
+        return v1(CGROUP_ROOT / controller / paths[controller].lstrip("/"))
     if "" in paths:
-        return _quota_v2(CGROUP_ROOT / paths[""].lstrip("/"))
+        return _tightest_v2(CGROUP_ROOT / paths[""].lstrip("/"), v2)
     return None
+
+
+def cgroup_cpu_quota(proc_cgroup: Optional[str] = None) -> Optional[float]:
+    """The CPU quota of this process's cgroup (v2 ``cpu.max`` or v1 CFS), None if unlimited."""
+    return _own_limit(proc_cgroup, "cpu", _quota_v1, _cpu_max)
+
+
+def cgroup_memory_limit(proc_cgroup: Optional[str] = None) -> Optional[int]:
+    """The memory limit of this process's cgroup (v1 ``memory.limit_in_bytes`` or v2
+    ``memory.max``), None if unlimited or unknown."""
+    limit = _own_limit(proc_cgroup, "memory", _memory_limit_v1, _memory_max)
+    return None if limit is None else int(limit)
+
+
+def memory_bytes() -> int:
+    """The memory this host gives us: physical memory, or our cgroup's limit when lower."""
+    total = psutil.virtual_memory().total
+    limit = cgroup_memory_limit()
+    return min(total, limit) if limit else total
 
 
 def host_cpus() -> HostCpus:

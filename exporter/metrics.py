@@ -84,7 +84,7 @@ METRICS: dict[str, MetricSpec] = _specs(
                "counters).", STEP_LABELS + ("cpu",)),
     MetricSpec("probe_last_success_timestamp_seconds", "Unix time of the last successful probe of this step.",
                STEP_LABELS),
-    MetricSpec("probe_failures", "Failed probes of this step by reason: error, crash, timeout, interpreter.",
+    MetricSpec("probe_failures", "Failed probes of this step by reason: error, crash, timeout, interpreter, memory.",
                STEP_LABELS + ("reason",), kind="counter"),
     MetricSpec("worker_startup_seconds", "Time to start and warm up the workers of a mode, median over workloads.",
                ("interpreter", "mode", "workers")),

@@ -135,6 +135,11 @@ def process_worker(workload_name: str, extra_path: List[str], index: int, inbox:
         exit_with(runner.pid)
     sys.path.extend(p for p in extra_path if p not in sys.path)
     serve_windows(index, inbox, go, results, lambda: warmed_operation(workload_name), time.process_time)
+    # multiprocessing joins non-daemon threads before the process may exit: one the workload
+    # left running would hold this worker (and the probe) until the timeout. Name them.
+    left = [t.name for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
+    if left:
+        results.put(("leftover", index, left))
 
 
 def interpreters_module() -> Any:
@@ -304,14 +309,36 @@ class ProcessPool(Pool):
         return None
 
     def close(self) -> None:
+        """Stop the workers; raise WorkerFailed (unless another failure is on its way) when a
+        workload left threads running that keep a worker process from exiting."""
         alive = [p for p in self.members if p.is_alive()]
+        left: Optional[tuple] = None
         try:
-            super().close()
+            for inbox in self.inboxes:
+                inbox.put(None)
+            left = self.await_exit()
         finally:
             for process in alive:
                 if process.is_alive():
                     process.kill()
                     process.join(timeout=JOIN_SECONDS)
+        if left is not None and sys.exc_info()[1] is None:
+            names = ", ".join(repr(name) for name in left[2][:5])
+            raise WorkerFailed("error", f"the workload left {len(left[2])} thread(s) running in worker process "
+                                        f"{left[1]} ({names}), which keep it from exiting; killed")
+
+    def await_exit(self) -> Optional[tuple]:
+        """Wait for the workers to exit; a ("leftover", index, thread names) message one sent
+        instead, as soon as it comes."""
+        deadline = time.monotonic() + JOIN_SECONDS
+        while self.results is not None and any(p.is_alive() for p in self.members) and time.monotonic() < deadline:
+            try:
+                message = self.results.get(timeout=0.01)
+            except queue.Empty:
+                continue
+            if message[0] == "leftover":
+                return message
+        return None
 
 
 class EventLoopPool:

@@ -22,6 +22,7 @@ from typing import Callable, Iterator, Optional
 from exporter import measurement, modes
 from exporter.child import PACKAGE_PARENT, ProtocolError, RunnerProcess, kill_all_runners
 from exporter.hostinfo import host_cpus
+from exporter.memorylimit import MemoryLimitHit
 from exporter.quiet import cpu_counters, wait_for_free_cores
 from exporter.results import (FAILURE_REASONS, Identity, ImportCheck, Interpreter, ProbeSpec, StepResult,
                               WorkloadReport)
@@ -273,7 +274,7 @@ def run_workload(interpreter: Interpreter, spec: ProbeSpec,
     started = time.monotonic()
     usable = host_cpus().usable
     try:
-        runner = RunnerProcess(interpreter)
+        runner = RunnerProcess(interpreter, spec.memory_limit_bytes)
     except (OSError, ValueError) as exc:  # ValueError: a path subprocess cannot take
         for step in report.steps:
             step.fail("interpreter", f"cannot start {interpreter.path}: {getattr(exc, 'strerror', None) or exc}")
@@ -322,6 +323,10 @@ def converse(conversation: Conversation, spec: ProbeSpec, deadline: float) -> No
         runner.kill()
         conversation.fail_unfinished("error", f"{exc}; process tree killed")
         return
+    except MemoryLimitHit as exc:
+        runner.kill()
+        conversation.fail_unfinished("memory", f"{exc}; process tree killed")
+        return
     except OSError as exc:  # BrokenPipeError: the runner died before reading the request
         runner.kill()
         reason = "crash" if report.identity else "interpreter"
@@ -355,13 +360,13 @@ def fail_on_leftovers(conversation: Conversation) -> None:
 
 
 def check_import(interpreter: Interpreter, module: str, timeout: float,
-                 workload_path: tuple[str, ...] = ()) -> ImportCheck:
+                 workload_path: tuple[str, ...] = (), memory_limit_bytes: Optional[int] = None) -> ImportCheck:
     """Import ``module`` in a fresh runner and say whether that import turned the GIL on."""
     def failed(message: str) -> ImportCheck:
         return ImportCheck(interpreter.name, module, None, message)
 
     try:
-        runner = RunnerProcess(interpreter)
+        runner = RunnerProcess(interpreter, memory_limit_bytes)
     except OSError as exc:
         return failed(f"cannot start {interpreter.path}: {exc.strerror or exc}")
     try:
@@ -380,6 +385,8 @@ def check_import(interpreter: Interpreter, module: str, timeout: float,
         return failed(f"no answer within {timeout:g}s")
     except (ProtocolError, KeyError) as exc:
         return failed(f"runner protocol error: {exc}")
+    except MemoryLimitHit as exc:
+        return failed(str(exc))
     except OSError as exc:
         return failed(str(exc))
     finally:

@@ -15,7 +15,9 @@ from exporter import measurement
 
 from exporter.modes import MODES  # noqa: F401  (the vocabulary: config and the command line read it here)
 
-FAILURE_REASONS = ("error", "crash", "timeout", "interpreter")
+# memory: the probe's process tree reached probe.memory_limit (the kernel killed a process
+# of it, or an allocation failed).
+FAILURE_REASONS = ("error", "crash", "timeout", "interpreter", "memory")
 
 # probe.nice: a nice value 0..19, or "idle" for the SCHED_IDLE policy.
 Nice = Union[int, str]
@@ -56,6 +58,8 @@ class ProbeSpec:
     deadline: Optional[float] = None
     # Wait up to this long before each parallel step for enough free cores (probe --wait-quiet).
     wait_quiet_seconds: float = 0.0
+    # The whole probe tree's memory limit in bytes (config.ProbeConfig); None: no limit.
+    memory_limit_bytes: Optional[int] = None
 
     def deadline_seconds(self) -> float:
         """Wall-clock limit of the whole probe: events must not keep a runaway alive."""

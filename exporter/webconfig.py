@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from exporter import yamlfile
+from exporter import inputs, yamlfile
 from exporter.errors import ConfigError
 from exporter.yamlfile import field_name, show
 
@@ -70,8 +70,16 @@ _UNSUPPORTED = {
 # Builds the one-line ConfigError for (field path, problem).
 _Fail = Callable[[str, str], ConfigError]
 
-# $2a$/$2b$/$2y$, two-digit cost, 22 characters of salt and 31 of hash (bcrypt's base64).
-_BCRYPT_RE = re.compile(r"^\$2[aby]\$(\d\d)\$[./A-Za-z0-9]{53}$")
+# $2a$/$2b$/$2y$, two-digit cost (ASCII: \d would take "١٠" too, and serve would crash on
+# it), 22 characters of salt and 31 of hash (bcrypt's base64).
+_BCRYPT_RE = re.compile(r"\$2[aby]\$([0-9]{2})\$[./A-Za-z0-9]{53}", re.ASCII)
+MIN_BCRYPT_COST = 4  # bcrypt's own minimum
+# bcrypt allows up to 31, but every check doubles with the cost: 10 takes ~0.07 s on a small
+# VM, 16 ~5 s, 31 days. Above 16 one login is a denial of service.
+MAX_BCRYPT_COST = 16
+# Certificate and CA files are read under exporter.inputs' rule first (a regular file, not a
+# FIFO or a device), within this size: a large CA bundle is a few hundred KB.
+MAX_CERTIFICATE_BYTES = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -186,8 +194,9 @@ def _parse_tls(section: dict[str, Any], base: str, fail: _Fail) -> TLSServerConf
         if key in values:
             # Relative paths are relative to the web config file, as in exporter-toolkit.
             values[key] = os.path.join(base, values[key])
-            if not os.path.isfile(values[key]):
-                raise fail(f"tls_server_config.{key}", f"file not found: {values[key]}")
+            problem = _certificate_file_problem(values[key])
+            if problem:
+                raise fail(f"tls_server_config.{key}", problem)
     auth = values.get("client_auth_type", "NoClientCert")
     if auth not in _VERIFY_MODES:
         raise fail("tls_server_config.client_auth_type",
@@ -248,11 +257,28 @@ def _parse_users(users: Any, fail: _Fail) -> dict[str, str]:
         # HTTP Basic splits "user:password" at the first colon, so this user could never log in.
         if ":" in user:
             raise fail(where, "user name must not contain ':'")
-        match = _BCRYPT_RE.match(hashed) if isinstance(hashed, str) else None
-        if match is None or not 4 <= int(match.group(1)) <= 31:
+        match = _BCRYPT_RE.fullmatch(hashed) if isinstance(hashed, str) else None
+        if match is None or int(match.group(1)) < MIN_BCRYPT_COST:
             raise fail(where, "not a bcrypt hash")
+        if int(match.group(1)) > MAX_BCRYPT_COST:
+            raise fail(where, f"bcrypt cost {int(match.group(1))} is above {MAX_BCRYPT_COST}: every password "
+                              f"check doubles with the cost (16 already takes seconds); hash it again at "
+                              f"{MIN_BCRYPT_COST}-{MAX_BCRYPT_COST}")
         result[user] = hashed
     return result
+
+
+def _certificate_file_problem(path: str) -> str:
+    """Why ``path`` cannot be a certificate or key file, or "" (ssl then parses it)."""
+    try:
+        inputs.read_bytes(path, MAX_CERTIFICATE_BYTES)
+    except FileNotFoundError:
+        return f"file not found: {path}"
+    except OSError as exc:
+        return f"cannot read {path}: {exc.strerror or exc}"
+    except inputs.InputError as exc:
+        return f"{path}: {exc}"
+    return ""
 
 
 def _section(raw: dict[str, Any], key: str, fail: _Fail) -> dict[str, Any]:

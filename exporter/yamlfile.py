@@ -1,33 +1,74 @@
 """Read a YAML config file that cannot crash or exhaust the exporter, whatever its bytes.
 
-Both config loaders (``exporter.config`` and ``exporter.webconfig``) read through here:
-the file is capped at ``MAX_CONFIG_BYTES``, must be UTF-8, duplicate keys are refused
-(PyYAML silently keeps the last one), and every parser failure — bad syntax, a recursion
-limit hit by deep nesting, a constructor error such as ``2024-13-45`` — becomes a
-``YAMLFileError`` with one line of text.
+Both config loaders (``exporter.config`` and ``exporter.webconfig``) read through here, and
+here through ``exporter.inputs`` (regular files only, opened without blocking): the file is
+capped at ``MAX_CONFIG_BYTES``, must be UTF-8, nests at most ``MAX_DEPTH`` levels with at
+most ``MAX_ITEMS`` items per list or mapping, duplicate keys are refused (PyYAML silently
+keeps the last one), and every parser failure — bad syntax, a constructor error such as
+``2024-13-45`` — becomes a ``YAMLFileError`` with one line of text.
+
+Numbers are read as YAML 1.2 writes them, in ASCII decimal: PyYAML's YAML 1.1 rules would
+read ``0x10`` as 16, ``010`` as 8, ``1_000`` as 1000 and ``1:30`` as 90; here those stay
+strings, which the validators then refuse by name.
 """
 
 from __future__ import annotations
 
-import os
+import re
 import reprlib
-import stat
 from typing import Any
 
 import yaml
+
+from exporter import inputs
 
 # Real configs are a few KB. The pure-Python parser is slow (a 1 MiB flow list took 3-8 s and
 # 128 MB on the 2-CPU test VM; a 12 MB file once took 80 s and 1 GB), and libyaml's faster
 # CSafeLoader is not an option: it overflows the C stack (a segfault) on deep nesting.
 MAX_CONFIG_BYTES = 256 * 1024
+MAX_DEPTH = 32  # real configs nest 4 levels; PyYAML recurses ~4 frames per level
+MAX_ITEMS = 10_000  # per list or mapping; the validators allow far fewer (MAX_LIST_ITEMS)
+
+_INT_TAG, _FLOAT_TAG = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
+# YAML 1.2's core schema, ASCII digits only: no 0x/0o/0b, leading-zero octal, _ or base 60.
+_INT = re.compile(r"^[-+]?[0-9]+$", re.ASCII)
+_FLOAT = re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+                    r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$", re.ASCII)
 
 
-class YAMLFileError(ValueError):
+class YAMLFileError(inputs.InputError):
     """Why a file is not a YAML document we accept (one line, without the file name)."""
 
 
 class StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys in a mapping."""
+    """SafeLoader that refuses duplicate keys, deep nesting and huge collections, and reads
+    numbers as YAML 1.2 decimals."""
+
+    yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag not in (_INT_TAG, _FLOAT_TAG)]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        # Counted here, before PyYAML recurses: a depth limit, not a RecursionError.
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise yaml.composer.ComposerError(None, None, f"nested more than {MAX_DEPTH} levels deep",
+                                                  self.peek_event().start_mark)
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        if isinstance(node, (yaml.SequenceNode, yaml.MappingNode)) and len(node.value) > MAX_ITEMS:
+            raise yaml.composer.ComposerError(None, None, f"a collection of {len(node.value)} items "
+                                              f"(at most {MAX_ITEMS})", node.start_mark)
+        return node
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:  # type: ignore[override]
+        return int(self.construct_scalar(node))  # the resolver let only ASCII decimals through
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:  # type: ignore[override]
         seen: dict[Any, Any] = {}
@@ -44,6 +85,11 @@ class StrictLoader(yaml.SafeLoader):
                 raise yaml.constructor.ConstructorError(None, None, f"duplicate key {show(key)}", mark)
             seen[key] = True
         return super().construct_mapping(node, deep=deep)
+
+
+StrictLoader.add_implicit_resolver(_INT_TAG, _INT, list("-+0123456789"))
+StrictLoader.add_implicit_resolver(_FLOAT_TAG, _FLOAT, list("-+.0123456789"))
+StrictLoader.add_constructor(_INT_TAG, StrictLoader.construct_yaml_int)
 
 
 def parse(data: bytes) -> Any:
@@ -68,12 +114,10 @@ def parse(data: bytes) -> Any:
 
 def read(path: str) -> Any:
     """Read and parse ``path``; OSError is left to the caller (it knows how to name it)."""
-    # Non-blocking open, then a regular-file check: a FIFO or a terminal would block a reload.
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    with open(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise YAMLFileError("not a regular file")
-        data = handle.read(MAX_CONFIG_BYTES + 1)
+    try:
+        data = inputs.read_bytes(path, MAX_CONFIG_BYTES)
+    except inputs.InputError as exc:
+        raise YAMLFileError(str(exc)) from None
     return parse(data)
 
 

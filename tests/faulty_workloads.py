@@ -149,3 +149,32 @@ def grows_memory_then_hangs() -> None:
 def raises_with_markup() -> None:
     """A message full of HTML, which the status page must show as text."""
     raise ValueError('<img src=x onerror=alert(1)> & <b>not bold</b>')
+
+
+def grows_memory_without_end() -> None:
+    """100 MB more per operation, each page touched, until the memory limit stops it.
+
+    Bounded at 2 GB all the same (then it hangs), so a broken limit fails the test at its
+    timeout instead of taking a shared test machine's memory.
+    """
+    held = globals().setdefault("_hungry", [])
+    if len(held) < 20:
+        held.append(b"\x01" * (100 << 20))
+        return
+    time.sleep(3600)
+
+
+def grows_memory_in_worker_process() -> None:
+    """Fine in the runner; grows without end (as above) only in a worker process."""
+    if in_worker_process():
+        grows_memory_without_end()
+    time.sleep(0.001)
+
+
+def leaves_a_thread_running() -> None:
+    """Starts a (non-daemon) thread that outlives its operation: a worker process cannot exit."""
+    import threading
+
+    if _first_time("thread"):
+        threading.Thread(target=time.sleep, args=(3600,), name="forgotten-sleeper").start()
+    time.sleep(0.001)

@@ -290,7 +290,7 @@ def test_cli_json_has_every_row_and_the_exit_code(tmp_path: Path, capsys: pytest
     ([1, 2], None, [], "base.json: not a probe --json or /api/v1/results document (expected an object)"),
     ({"results": []}, None, [], "base.json: host: missing or not a dict"),
     (None, "", [], "cand.json: not a JSON document: Expecting value at line 1"),
-    ("BINARY", None, [], "base.json: not a JSON document (not UTF-8 text)"),
+    ("BINARY", None, [], "base.json: not UTF-8 text: invalid start byte at byte 0"),
     (None, None, ["--threshold", "ten"], "--threshold: must be a number >= 0 and < 1, got 'ten'"),
     (None, None, ["--alpha", "0"], "--alpha: must be a number > 0 and < 1, got '0'"),
 ])
@@ -530,3 +530,61 @@ def test_any_damaged_document_is_compared_or_refused_with_one_line(data: Any) ->
         assert "\n" not in str(exc)
     else:
         assert result.exit_code in (0, 1, 3)
+
+
+# --- issue 17: compare's inputs are bounded ---------------------------------------------
+
+
+def test_cli_deep_nesting_is_one_line_and_exit_2_not_a_recursion_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_compare(tmp_path, "[" * 100_000 + "]" * 100_000, document(), capsys=capsys)
+    assert (code, out) == (2, "")
+    assert err == f"parallelism-exporter compare: {tmp_path / 'base.json'}: nested more than 32 levels deep\n"
+
+
+def test_cli_fifo_argument_is_one_line_and_exit_2_not_a_hang(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fifo = tmp_path / "base.json"
+    os.mkfifo(fifo)
+    (tmp_path / "cand.json").write_text(json.dumps(document()))
+    import threading
+
+    codes: list[int] = []
+    thread = threading.Thread(target=lambda: codes.append(cli.run(["compare", str(fifo), str(tmp_path / "cand.json")])),
+                              daemon=True)
+    thread.start()
+    thread.join(10)
+    assert codes == [2], "compare blocked opening the FIFO"
+    assert capsys.readouterr().err == f"parallelism-exporter compare: {fifo}: not a regular file (a FIFO)\n"
+
+
+def test_cli_pair_speedups_beyond_what_a_probe_writes_are_refused_at_once(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """100 000 pair speedups took over a minute (the test was quadratic); a probe writes at
+    most 2000 of them (twice max_repeats pairs at the most, max_repeats at most 1000)."""
+    import time
+
+    many = [1.0 + i * 1e-6 for i in range(100_000)]
+    started = time.monotonic()
+    code, _, err = run_compare(tmp_path, document(step("threads", 2, 1.9, pairs=many)), document(), capsys=capsys)
+    assert time.monotonic() - started < 5
+    assert code == 2
+    assert err.endswith("base.json: results[1].pair_speedups: holds 100000 values (a probe writes at most 2000: "
+                        "one per pair)\n")
+
+
+@pytest.mark.parametrize("text, expected", [
+    ('{"results": [NaN]}', "not a JSON document: NaN is not a number JSON allows"),
+    ('{"a": ' + "9" * 5000 + "}", "not a JSON document: an integer of 5000 digits (at most 40)"),
+    ('{"a": \u0661}', "not a JSON document: Expecting value at line 1"),
+])
+def test_documents_with_numbers_json_does_not_allow_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                 text: str, expected: str) -> None:
+    code, _, err = run_compare(tmp_path, text, document(), capsys=capsys)
+    assert code == 2 and err.count("\n") == 1 and expected in err, err
+
+
+@pytest.mark.parametrize("flag", ["--threshold", "--alpha"])
+def test_fraction_flags_take_ascii_digits_only(tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str) -> None:
+    code, _, err = run_compare(tmp_path, document(), document(), flag, "\u0660.\u0661", capsys=capsys)
+    assert code == 2 and f"{flag}: must be a number" in err

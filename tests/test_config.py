@@ -18,7 +18,7 @@ INVALID = {
     "invalid-unknown-workload.yml": "probe.workloads: unknown workload 'nope' (known: json, objects, pure_python, sha256, sleep, zlib, or package.module:function)",
     "invalid-unknown-mode.yml": "probe.modes: unknown mode 'greenlets' (known: sequential, threads, processes, asyncio, subinterpreters)",
     "invalid-unknown-key.yml": "intervall: unknown field (known: duty_cycle, import_check, interpreters, interval, jitter, probe, services)",
-    "invalid-unknown-probe-key.yml": "probe.unit_second: unknown field (known: deadline, max_repeats, modes, nice, per_core_series, precision, repeats, start_method, step_budget, timeout, unit_seconds, wait_quiet, workers, workload_path, workloads)",
+    "invalid-unknown-probe-key.yml": "probe.unit_second: unknown field (known: deadline, max_repeats, memory_limit, modes, nice, per_core_series, precision, repeats, start_method, step_budget, timeout, unit_seconds, wait_quiet, workers, workload_path, workloads)",
     "invalid-interval.yml": "interval: must be a duration like 30s or 5m, got 'soon'",
     "invalid-workers.yml": "probe.workers: must be an integer >= 1, got -1",
     "invalid-start-method.yml": "probe.start_method: must be one of fork, forkserver, spawn, got 'thread'",
@@ -36,7 +36,7 @@ INVALID = {
     "invalid-nice.yml": "probe.nice: must be an integer 0..19 or idle, got -5",
     # issue 10's reproductions: each crashed serve, hung it, or was accepted silently
     "invalid-not-utf8.yml": "not UTF-8 text: invalid start byte at byte 45",
-    "invalid-deep-nesting.yml": "invalid YAML: nested too deeply",
+    "invalid-deep-nesting.yml": "line 2: invalid YAML: nested more than 32 levels deep",
     "invalid-alias-bomb.yml": "probe.modes: unknown mode ['x', 'x', 'x', 'x', 'x', 'x', ...] (known: sequential, threads, processes, asyncio, subinterpreters)",
     "invalid-bad-timestamp.yml": "invalid YAML: month must be in 1..12",
     "invalid-interval-inf.yml": "interval: must be a finite duration, got inf",
@@ -63,6 +63,14 @@ INVALID = {
     "invalid-services-busy-share.yml": "services.busy_thread_share: must be a number in (0, 1], got 2",
     "invalid-services-groups.yml": "services.groups: must be a non-empty list, got 'web'",
     "invalid-services-serial-cores.yml": "services.serial_cores: must be a number > 0, got -1",
+    # issue 17's reproductions: each passed --config.check
+    "invalid-duration-arabic-digits.yml": "interval: must be a duration like 30s or 5m, got '\u0665m'",
+    "invalid-interval-hex.yml": "interval: must be a duration like 30s or 5m, got '0x10'",
+    "invalid-repeats-underscore.yml": "probe.repeats: must be an integer >= 1, got '1_000'",
+    "invalid-interpreter-env-integer.yml": 'interpreters[0].env.PYTHON_GIL: must be a string (quote it: "1"), got 1',
+    "invalid-workload-module.yml": "probe.workloads: user workloads are written package.module:function, got 'not a module:run'",
+    "invalid-memory-limit-small.yml": "probe.memory_limit: must be at least 64MiB, got '32MiB'",
+    "invalid-memory-limit-unit.yml": "probe.memory_limit: must be a size like 512MiB or 2GiB, got '512 MB'",
 }
 
 
@@ -180,5 +188,58 @@ def test_config_file_over_the_size_limit_is_refused_without_parsing(tmp_path):
 def test_a_fifo_as_config_file_is_refused_instead_of_blocking(tmp_path):
     fifo = tmp_path / "config.yml"
     os.mkfifo(fifo)
-    with pytest.raises(ConfigError, match=r": not a regular file$"):
+    with pytest.raises(ConfigError, match=r": not a regular file \(a FIFO\)$"):
         config.load_config(str(fifo))
+
+
+@pytest.mark.parametrize("text, value", [
+    ("010", 10),  # YAML 1.2 decimal; YAML 1.1 read octal 8
+    ("+7", 7), ("-3", -3), ("1e3", 1000.0), ("0.5", 0.5), (".5", 0.5),
+    ("0x10", "0x10"), ("0o17", "0o17"), ("0b101", "0b101"), ("1_000", "1_000"),
+    ("1:30", "1:30"),  # YAML 1.1 base 60: 90
+    ("\u0665", "\u0665"), ("\u0661\u0660", "\u0661\u0660"),  # Arabic-Indic digits stay text
+])
+def test_numbers_are_yaml_1_2_ascii_decimals(text, value):
+    from exporter import yamlfile
+
+    assert yamlfile.parse(f"v: {text}\n".encode()) == {"v": value}
+
+
+@pytest.mark.parametrize("text", ["\u0665m", "\u0661h\u0663\u0660m", "\uff15m", "\u096ds", "5m\n"])
+def test_durations_take_ascii_digits_only(text):
+    """Issue 17: ``\\d`` matched any Unicode digit and int() read it: "٥m" was 5 minutes."""
+    with pytest.raises(ValueError, match="must be a duration like 30s or 5m"):
+        config.parse_duration(text)
+
+
+@pytest.mark.parametrize("text, size", [("512MiB", 512 << 20), ("2GiB", 2 << 30), ("512MB", 512 << 20),
+                                        ("1GB", 1 << 30), (128 << 20, 128 << 20), ("67108864", 64 << 20),
+                                        ("65536KiB", 64 << 20)])
+def test_memory_limit_sizes(text, size):
+    assert config.memory_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["\u0665\u0661\u0662MiB", "512 MiB", "512mb", "0.5GiB", "-512MiB", "1e9", True, 1.5e9,
+                                  "", "MiB"])
+def test_memory_limit_outside_the_grammar_is_refused(text):
+    with pytest.raises(ValueError, match="must be a size like 512MiB or 2GiB"):
+        config.memory_size(text)
+
+
+def test_memory_limit_default_is_half_the_hosts_memory_and_reaches_every_probe_spec():
+    from exporter import hostinfo
+
+    default = config.default_memory_limit()
+    assert default <= hostinfo.memory_bytes() and default >= min(hostinfo.memory_bytes(), 256 << 20)
+    assert abs(default - hostinfo.memory_bytes() // 2) <= 1 << 20 or default == 256 << 20
+    assert {s.memory_limit_bytes for s in config.Config().probe_specs(2)} == {default}
+    cfg = config.config_from_mapping({"probe": {"memory_limit": "300MiB"}})
+    assert {s.memory_limit_bytes for s in cfg.probe_specs(2)} == {300 << 20}
+
+
+def test_memory_limit_above_the_hosts_memory_is_refused():
+    from exporter import hostinfo
+
+    too_much = (hostinfo.memory_bytes() >> 20 << 20) + (1 << 30)
+    with pytest.raises(ValueError, match=r"must be at most \d+MiB \(this host's memory\)"):
+        config.memory_size(too_much)

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -108,6 +109,75 @@ def test_memory_growth_then_hang_is_a_timeout_and_leaves_nothing():
     assert reasons(report) - {None} == {"timeout"}  # steps measured before the hang keep their windows
     assert report.duration_seconds < 20
     assert leftovers == []
+
+
+def test_a_thread_left_running_in_a_worker_process_is_named_well_before_the_timeout():
+    """Issue 17: the worker could not exit (multiprocessing joins non-daemon threads), and the
+    probe failed only at the full timeout, as a plain ``timeout``."""
+    report, leftovers = run_faulty("leaves_a_thread_running", modes=("processes",), timeout=30.0)
+    step = report.step("processes", 2)
+    assert step.reason == "error"
+    assert "left 1 thread(s) running in worker process" in step.message and "'forgotten-sleeper'" in step.message
+    assert report.duration_seconds < 20
+    assert leftovers == []
+
+
+# --- the memory limit (issue 17: one allocating 100 MB chunks reached 4 GB in seconds) -------
+
+
+def tree_memory_peak(token: str, stop: threading.Event, peak: list[int]) -> None:
+    """The largest sum of RSS of the probe's processes, sampled every 20 ms (shared pages
+    count once per process, so this overstates what the cgroup charges)."""
+    while not stop.is_set():
+        total = 0
+        for process in psutil.process_iter():
+            try:
+                if process.environ().get("PYPARALLEL_TEST_TOKEN") == token:
+                    total += process.memory_info().rss
+            except (psutil.Error, OSError):
+                continue
+        peak[0] = max(peak[0], total)
+        stop.wait(0.02)
+
+
+LIMIT = 256 << 20
+
+
+@pytest.mark.parametrize("function, mode", [("grows_memory_without_end", "threads"),
+                                            ("grows_memory_in_worker_process", "processes")])
+def test_a_workload_that_grows_without_end_fails_at_the_memory_limit(function, mode):
+    token, stop, peak = uuid.uuid4().hex, threading.Event(), [0]
+    sampler = threading.Thread(target=tree_memory_peak, args=(token, stop, peak), daemon=True)
+    sampler.start()
+    spec = probe.ProbeSpec(f"faulty_workloads:{function}", (mode,), (2,), 0.05, 1, 60.0, "forkserver",
+                           workload_path=(str(TESTS),), memory_limit_bytes=LIMIT)
+    try:
+        report = probe.run_workload(probe.Interpreter("test", sys.executable, {"PYPARALLEL_TEST_TOKEN": token}), spec)
+    finally:
+        stop.set()
+        sampler.join()
+    failed = report.step(mode, 2)
+    assert failed.reason == "memory", (failed.reason, failed.message)
+    assert "probe.memory_limit 256 MiB" in failed.message
+    assert report.duration_seconds < 10  # the limit is hit within a second of start; the timeout is 60 s
+    assert peak[0] < LIMIT * 1.5, f"the probe's processes reached {peak[0] >> 20} MiB"
+    assert processes_with_token(token) == []
+
+
+def test_where_no_cgroup_can_be_written_a_memory_error_under_rlimit_as_is_the_memory_reason(monkeypatch):
+    from exporter import memorylimit
+
+    monkeypatch.setattr(memorylimit.containment, "v1_directory", lambda *args: None)
+    monkeypatch.setattr(memorylimit.MemoryLimit, "_limit_v2", lambda self, cgroup: False)
+    monkeypatch.setattr(memorylimit, "MIN_ADDRESS_SPACE_BYTES", 0)  # the floor 3.13t needs would hide a 256 MiB test
+    token = uuid.uuid4().hex
+    spec = probe.ProbeSpec("faulty_workloads:grows_memory_without_end", ("threads",), (2,), 0.05, 1, 60.0,
+                           "forkserver", workload_path=(str(TESTS),), memory_limit_bytes=LIMIT)
+    report = probe.run_workload(probe.Interpreter("test", sys.executable, {"PYPARALLEL_TEST_TOKEN": token}), spec)
+    assert {s.reason for s in report.steps} == {"memory"}
+    assert "RLIMIT_AS 256 MiB per process" in report.step("threads", 2).message
+    assert report.duration_seconds < 10
+    assert processes_with_token(token) == []
 
 
 def test_fork_storm_in_worker_processes_is_killed_with_the_tree():

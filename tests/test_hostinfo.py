@@ -52,6 +52,24 @@ def test_cgroup_v1_quota_minus_one_is_unlimited(cgroup_root):
     assert hostinfo.cgroup_cpu_quota("4:cpu,cpuacct:/\n") is None
 
 
+def test_cgroup_v2_memory_limit_is_the_tightest_memory_max_up_the_tree(cgroup_root):
+    (cgroup_root / "kubepods" / "pod1").mkdir(parents=True)
+    (cgroup_root / "memory.max").write_text("max\n")
+    (cgroup_root / "kubepods" / "memory.max").write_text(f"{2 << 30}\n")
+    (cgroup_root / "kubepods" / "pod1" / "memory.max").write_text(f"{4 << 30}\n")
+    assert hostinfo.cgroup_memory_limit("0::/kubepods/pod1\n") == 2 << 30
+    assert hostinfo.cgroup_memory_limit("0::/\n") is None
+
+
+def test_cgroup_v1_memory_limit_and_its_unlimited_value(cgroup_root):
+    group = cgroup_root / "memory" / "docker" / "abc"
+    group.mkdir(parents=True)
+    (group / "memory.limit_in_bytes").write_text(f"{1 << 30}\n")
+    assert hostinfo.cgroup_memory_limit("4:memory:/docker/abc\n") == 1 << 30
+    (group / "memory.limit_in_bytes").write_text("9223372036854771712\n")
+    assert hostinfo.cgroup_memory_limit("4:memory:/docker/abc\n") is None
+
+
 def test_usable_is_affinity_capped_by_quota_and_workers_round_up():
     host = hostinfo.HostCpus(logical=8, physical=4, affinity=6, quota=2.5)
     assert host.usable == 2.5

@@ -400,19 +400,21 @@ def hash_cost(hashed: bytes) -> int:
     return int(hashed.split(b"$")[2])
 
 
-def test_unknown_users_are_checked_against_one_decoy_with_the_highest_configured_cost(
+def test_each_unknown_user_is_checked_against_a_decoy_at_a_configured_users_cost(
         app: Any, web_config_file: Any, bcrypt_checks: list[tuple[bytes, bytes]]) -> None:
-    # Timing then tells nothing: a missing user costs what the dearest real user costs.
+    """Issue 17: with one decoy at the highest cost, an unknown name (0.28 s) was told apart
+    from a cost-10 user's wrong password (0.07 s). Each name now gets a configured user's
+    cost, the same every time, so timing cannot tell a missing name from a real one."""
     cheap = bcrypt.hashpw(b"a", bcrypt.gensalt(4)).decode()
-    dear = bcrypt.hashpw(b"b", bcrypt.gensalt(7)).decode()
+    dear = bcrypt.hashpw(b"b", bcrypt.gensalt(5)).decode()
     web = app(web_config=web_config_file(f"basic_auth_users:\n  cheap: {cheap}\n  dear: {dear}\n"))
-    for user in ("mallory", "eve"):
+    names = [f"mallory{i}" for i in range(24)]
+    for user in names + names[:4]:
         assert call(web, "/metrics", auth=(user, "x")).status == 401
-    assert call(web, "/metrics", auth=("dear", "x")).status == 401
-    decoy_first, decoy_second, real = (hashed for _, hashed in bcrypt_checks)
-    assert hash_cost(decoy_first) == hash_cost(real) == 7
-    assert decoy_first == decoy_second  # made once, at config load
-    assert decoy_first not in (cheap.encode(), dear.encode())
+    decoys = [hashed for _, hashed in bcrypt_checks]
+    assert decoys[24:] == decoys[:4]  # one name, one decoy: retrying tells nothing either
+    assert {hash_cost(h) for h in decoys[:24]} == {4, 5}  # both costs: P(one only) = 2 * 2**-24
+    assert not {cheap.encode(), dear.encode()} & set(decoys)
 
 
 def test_bcrypt_checks_run_two_at_a_time_and_a_full_queue_gets_503(
@@ -665,3 +667,16 @@ def test_shutdown_closes_the_socket_and_is_idempotent(registry: CollectorRegistr
     server.shutdown()
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", server.port), timeout=2).close()
+
+
+def test_start_up_never_waits_on_a_decoy_even_at_the_highest_allowed_cost() -> None:
+    """Issue 17: the decoy was hashed at start-up at the highest configured cost (31: hours)."""
+    from exporter import web
+    from exporter.webconfig import MAX_BCRYPT_COST
+
+    # A well-formed hash at cost 16 (a real one would take seconds to make here as well).
+    dear = (bcrypt.gensalt(MAX_BCRYPT_COST) + b"A" * 31).decode()
+    started = time.monotonic()
+    auth = web._BasicAuth({"alice": dear})
+    assert time.monotonic() - started < 0.5
+    assert hash_cost(auth.decoy_hash("mallory")) == MAX_BCRYPT_COST

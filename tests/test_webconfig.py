@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import ssl
 from pathlib import Path
@@ -24,7 +25,7 @@ INVALID: dict[str, str] = {
     "invalid-top-level-list.yml": "{path}: top level must be a mapping, got list",
     "invalid-not-utf8.yml": "{path}: not UTF-8 text: invalid start byte at byte 35",
     "invalid-duplicate-user.yml": "{path}: line 3: invalid YAML: duplicate key 'alice'",
-    "invalid-deep-nesting.yml": "{path}: invalid YAML: nested too deeply",
+    "invalid-deep-nesting.yml": "{path}: line 1: invalid YAML: nested more than 32 levels deep",
     "invalid-unknown-top-level-key.yml": "{path}: tls_config: unknown field",
     "invalid-unknown-tls-key.yml": "{path}: tls_server_config.certfile: unknown field",
     "invalid-unsupported-tls-key.yml":
@@ -63,6 +64,14 @@ INVALID: dict[str, str] = {
         "{path}: tls_server_config.key_file: cannot load private key {dir}/other.key for "
         "{dir}/server.crt: [X509: KEY_VALUES_MISMATCH] key values mismatch",
     "invalid-basic-auth-plaintext.yml": "{path}: basic_auth_users.alice: not a bcrypt hash",
+    # issue 17's reproductions: each passed --config.check, then serve crashed or never listened
+    "invalid-basic-auth-cost-digits.yml": "{path}: basic_auth_users.alice: not a bcrypt hash",
+    "invalid-basic-auth-cost-31.yml":
+        "{path}: basic_auth_users.alice: bcrypt cost 31 is above 16: every password check doubles with "
+        "the cost (16 already takes seconds); hash it again at 4-16",
+    "invalid-basic-auth-trailing-newline.yml": "{path}: basic_auth_users.alice: not a bcrypt hash",
+    "invalid-cert-file-device.yml":
+        "{path}: tls_server_config.cert_file: /dev/null: not a regular file (a character device)",
     "invalid-basic-auth-not-mapping.yml":
         "{path}: basic_auth_users: must be a mapping, got list",
     "invalid-basic-auth-user-colon.yml":
@@ -229,3 +238,18 @@ def test_web_config_is_immutable() -> None:
         config.tls = None  # type: ignore[misc]
     with pytest.raises(TypeError):
         config.headers["X-Frame-Options"] = "deny"  # type: ignore[index]
+
+
+def test_a_fifo_as_certificate_is_refused_instead_of_blocking(config_dir: Path) -> None:
+    fifo = config_dir / "server.fifo"
+    os.mkfifo(fifo)
+    path = _write(config_dir, f"tls_server_config:\n  cert_file: {fifo}\n  key_file: server.key\n")
+    with pytest.raises(ConfigError, match=r"cert_file: .*server\.fifo: not a regular file \(a FIFO\)$"):
+        load_web_config(path)
+
+
+def test_a_directory_as_key_is_named_as_such(config_dir: Path) -> None:
+    (config_dir / "keys").mkdir()
+    path = _write(config_dir, "tls_server_config:\n  cert_file: server.crt\n  key_file: keys\n")
+    with pytest.raises(ConfigError, match=r"key_file: .*/keys: not a regular file \(a directory\)$"):
+        load_web_config(path)
