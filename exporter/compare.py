@@ -29,6 +29,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from exporter import document as results_document
 from exporter import inputs, measurement, modes
 from exporter.config import MAX_REPEATS
 from exporter.ranktest import mann_whitney_less
@@ -61,19 +62,40 @@ class CompareError(Exception):
 
 
 def load_document(path: str) -> dict[str, Any]:
-    """A ``probe --json`` or ``/api/v1/results`` document, checked enough to compare.
+    """A ``probe --json`` or ``/api/v1/results`` document, read through the results model.
 
     Read under ``exporter.inputs``' rule: a regular file (a FIFO is an error, not a hang) of
-    at most ``MAX_DOCUMENT_BYTES``, nested and sized within bounds, numbers in ASCII.
+    at most ``MAX_DOCUMENT_BYTES``, nested and sized within bounds, numbers in ASCII; then
+    parsed by ``exporter.document`` (any version), so every field compare reads is there.
     """
     try:
-        document = inputs.read_json(path, max_bytes=MAX_DOCUMENT_BYTES, max_items=MAX_RESULTS)
+        data = inputs.read_json(path, max_bytes=MAX_DOCUMENT_BYTES, max_items=MAX_RESULTS)
     except OSError as exc:
         raise CompareError(f"{path}: cannot read: {exc.strerror or exc}") from None
     except inputs.InputError as exc:
         raise CompareError(f"{path}: {exc}") from None
-    check_document(document, path)
-    return document
+    return normalised(data, path)
+
+
+def check_document(data: Any, path: str) -> None:
+    """Raise CompareError naming the first field that is not what ``probe --json`` writes."""
+    normalised(data, path)
+
+
+def normalised(data: Any, path: str) -> dict[str, Any]:
+    """The document as the results model reads it (missing fields at their defaults), or
+    CompareError naming the file and its first bad field."""
+    try:
+        parsed = results_document.parse(data)
+    except results_document.DocumentError as exc:
+        raise CompareError(f"{path}: {exc}") from None
+    if len(parsed.results) > MAX_RESULTS:
+        raise CompareError(f"{path}: results: holds {len(parsed.results)} results (at most {MAX_RESULTS})")
+    for i, result in enumerate(parsed.results):
+        if result.pair_speedups is not None and len(result.pair_speedups) > MAX_PAIRS:
+            raise CompareError(f"{path}: results[{i}].pair_speedups: holds {len(result.pair_speedups)} values "
+                               f"(a probe writes at most {MAX_PAIRS}: one per pair)")
+    return results_document.to_json(parsed)
 
 
 def _need(ok: bool, where: str, problem: str) -> None:
@@ -83,47 +105,6 @@ def _need(ok: bool, where: str, problem: str) -> None:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def check_document(document: Any, path: str) -> None:
-    """Raise CompareError naming the first field that is not what ``probe --json`` writes."""
-    _need(isinstance(document, dict), path, "not a probe --json or /api/v1/results document (expected an object)")
-    for key, kind in (("results", list), ("host", dict), ("interpreters", list)):
-        _need(isinstance(document.get(key), kind), f"{path}: {key}",
-              f"missing or not a {kind.__name__}: not a probe --json or /api/v1/results document")
-    _need(_is_number(document["host"].get("usable_cpus")), f"{path}: host.usable_cpus", "must be a number")
-    for i, interpreter in enumerate(document["interpreters"]):
-        _need(isinstance(interpreter, dict) and isinstance(interpreter.get("name"), str),
-              f"{path}: interpreters[{i}]", "must be an object with a name")
-    _need(len(document["results"]) <= MAX_RESULTS, f"{path}: results",
-          f"holds {len(document['results'])} results (at most {MAX_RESULTS})")
-    for i, result in enumerate(document["results"]):
-        where = f"{path}: results[{i}]"
-        _need(isinstance(result, dict), where, "must be an object")
-        for key, ok, what in (("interpreter", isinstance(result.get("interpreter"), str), "a string"),
-                              ("workload", isinstance(result.get("workload"), str), "a string"),
-                              ("mode", isinstance(result.get("mode"), str), "a string"),
-                              ("workers", isinstance(result.get("workers"), int)
-                               and not isinstance(result.get("workers"), bool), "an integer"),
-                              ("success", isinstance(result.get("success"), bool), "true or false"),
-                              ("speedup", result.get("speedup") is None
-                               or (_is_number(result.get("speedup")) and result["speedup"] > 0), "a number > 0 or null"),
-                              ("speedup_spread", result.get("speedup_spread") is None
-                               or _is_number(result.get("speedup_spread")), "a number or null"),
-                              ("available", isinstance(result.get("available", True), bool), "true or false"),
-                              ("reason", result.get("reason") is None or isinstance(result.get("reason"), str),
-                               "a string or null"),
-                              ("message", result.get("message") is None or isinstance(result.get("message"), str),
-                               "a string or null")):
-            _need(ok, f"{where}.{key}", f"must be {what}, got {result.get(key)!r}")
-        ci = result.get("speedup_ci")
-        _need(ci is None or (isinstance(ci, list) and len(ci) == 2 and all(_is_number(v) for v in ci)),
-              f"{where}.speedup_ci", f"must be [low, high] or null, got {ci!r}")
-        pairs = result.get("pair_speedups")
-        _need(pairs is None or (isinstance(pairs, list) and all(_is_number(v) for v in pairs)),
-              f"{where}.pair_speedups", "must be a list of numbers or null")
-        _need(pairs is None or len(pairs) <= MAX_PAIRS, f"{where}.pair_speedups",
-              f"holds {len(pairs or ())} values (a probe writes at most {MAX_PAIRS}: one per pair)")
 
 
 def select_interpreter(document: Mapping[str, Any], name: Optional[str], path: str, flag: str) -> dict[str, Any]:
@@ -172,7 +153,7 @@ def cannot_tell(result: Mapping[str, Any], usable_cpus: float) -> Optional[str]:
     if result.get("conclusive") is False:
         return result.get("inconclusive_reason") or "too few free cores"
     other: Any = result.get("interference_cores")
-    if "conclusive" in result or result.get("mode") == "sequential" or not _is_number(other):
+    if result.get("conclusive") is True or result.get("mode") == "sequential" or not _is_number(other):
         return None
     needed = min(float(result["workers"]), usable_cpus, modes.max_cores(result["mode"]) or usable_cpus)
     return measurement.FreeCores(usable_cpus, float(other), 0.0, needed).reason()
@@ -313,7 +294,8 @@ def compare_documents(baseline: Mapping[str, Any], candidate: Mapping[str, Any],
                       baseline_label: str = "baseline", candidate_label: str = "candidate",
                       baseline_interpreter: Optional[str] = None, candidate_interpreter: Optional[str] = None,
                       threshold: float = DEFAULT_THRESHOLD, alpha: float = DEFAULT_ALPHA) -> Comparison:
-    """Compare two checked documents; raises CompareError where a comparison would mislead."""
+    """Compare two documents; raises CompareError where a comparison would mislead."""
+    baseline, candidate = normalised(baseline, baseline_label), normalised(candidate, candidate_label)
     b_cpus, c_cpus = baseline["host"]["usable_cpus"], candidate["host"]["usable_cpus"]
     if b_cpus != c_cpus:
         raise CompareError(

@@ -671,12 +671,12 @@ def test_shutdown_closes_the_socket_and_is_idempotent(registry: CollectorRegistr
 
 def test_start_up_never_waits_on_a_decoy_even_at_the_highest_allowed_cost() -> None:
     """Issue 17: the decoy was hashed at start-up at the highest configured cost (31: hours)."""
-    from exporter import web
+    from exporter import auth as basic_auth
     from exporter.webconfig import MAX_BCRYPT_COST
 
     # A well-formed hash at cost 16 (a real one would take seconds to make here as well).
     dear = (bcrypt.gensalt(MAX_BCRYPT_COST) + b"A" * 31).decode()
     started = time.monotonic()
-    auth = web._BasicAuth({"alice": dear})
+    auth = basic_auth.BasicAuth({"alice": dear})
     assert time.monotonic() - started < 0.5
     assert hash_cost(auth.decoy_hash("mallory")) == MAX_BCRYPT_COST
