@@ -145,11 +145,11 @@ class Handshake:
 class StepLoop:
     """Measures every step in turn, each in its own pool, in independent pairs.
 
-    A parallel step: start and warm the pool (one untimed window of all workers and one of a
-    single worker), then pairs (baseline = one worker, parallel = all workers; the order
-    alternates BP, PB, ... so a linear drift cancels) — at least ``repeats``, then more while
-    the speedup's 95 % interval is wider than ``precision`` or the figure is implausible, up to
-    ``max_repeats`` pairs and ``step_budget_seconds``. An implausible result (above the cores
+    A parallel step: start the pool and warm it with one untimed window of all its workers,
+    then pairs (baseline = one worker, parallel = all workers; the order alternates BP, PB,
+    ... so a linear drift cancels) — at least ``repeats``, then more while the speedup's 95 %
+    interval is wider than ``precision`` or the figure is implausible, up to ``max_repeats``
+    clean pairs and ``step_budget_seconds`` (a pair the host's other load spoiled is replaced). An implausible result (above the cores
     CPU-bound work can use, or a baseline slower per CPU-second than the workers) is measured
     once more from scratch with a fresh pool; if it stays, the parent withholds it.
     """
