@@ -63,8 +63,8 @@ def identity_text(vector: str, label: str) -> str:
     the identity labels are dropped, so two identities of one probe cannot be told apart by
     anything but `label`.
     """
-    suffix = f'label_replace({vector}, "pyparallel_build_suffix", "t", "free_threaded_build", "true")'
-    spaced = f'label_replace({suffix}, "pyparallel_space", " ", "", "")'
+    suffix = f'label_replace({vector}, "tmp_build_suffix", "t", "free_threaded_build", "true")'
+    spaced = f'label_replace({suffix}, "tmp_space", " ", "", "")'
     joined = (f'label_join({spaced}, "{label}", "", '
-              '"implementation", "pyparallel_space", "version", "pyparallel_build_suffix")')
-    return f"max without ({IDENTITY}, pyparallel_space, pyparallel_build_suffix) (\n  {joined}\n)"
+              '"implementation", "tmp_space", "version", "tmp_build_suffix")')
+    return f"max without ({IDENTITY}, tmp_space, tmp_build_suffix) (\n  {joined}\n)"

@@ -302,7 +302,7 @@ class MixinConfig:
         label_join gives "<host>;<fallback>", and only ";<fallback>" (no host) matches the
         regex; the helper label is emptied, which removes it.
         """
-        host, fallback, helper = self.host_label, self.host_fallback_label, "pyparallel_host_key"
+        host, fallback, helper = self.host_label, self.host_fallback_label, "tmp_host_key"
         joined = f'label_join({vector}, "{helper}", ";", "{host}", "{fallback}")'
         filled = f'label_replace({joined}, "{host}", "$1", "{helper}", ";(.+)")'
         return f'label_replace({filled}, "{helper}", "", "", "")'

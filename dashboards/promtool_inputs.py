@@ -71,8 +71,11 @@ def values_text(rounds: Sequence[Value]) -> str:
         while i + run < len(samples) and samples[i + run] == samples[i] and samples[i] != "stale":
             run += 1
         value = samples[i]
-        text = "_" if value is None else value if isinstance(value, str) else f"{value:g}"
-        tokens.append(f"{text}x{run - 1}" if run > 1 else text)
+        if value is None:  # `_xN` is N missing samples, where `vxN` is N + 1 values
+            tokens.append(f"_x{run}" if run > 1 else "_")
+        else:
+            text = value if isinstance(value, str) else f"{value:g}"
+            tokens.append(f"{text}x{run - 1}" if run > 1 else text)
         i += run
     return " ".join(tokens)
 
@@ -84,6 +87,26 @@ def labels_text(metric: str, labels: dict[str, str]) -> str:
 
 def series(metric: str, labels: dict[str, str], rounds: Sequence[Value]) -> dict[str, str]:
     return {"series": labels_text(metric, labels), "values": values_text(rounds)}
+
+
+def samples_in(rounds: Sequence[Value], start: float, end: float) -> list[float]:
+    """The numeric samples `series(rounds)` writes with timestamps in [start, end]."""
+    out = []
+    for r, value in enumerate(rounds):
+        if isinstance(value, float) or isinstance(value, int):
+            first = r * ROUND + ROUND_OFFSET
+            out += [float(value) for j in range(SCRAPES_PER_ROUND) if start <= first + j * SCRAPE <= end]
+    return out
+
+
+def round_at(t: float) -> int:
+    """The round whose value a gauge shows at time t."""
+    return int((t - ROUND_OFFSET) // ROUND)
+
+
+def seconds_of(text: str) -> int:
+    """Seconds of an evaluation time written by `when` or `duration_text`."""
+    return seconds(text)
 
 
 def when(rounds: int, past: int = PAST_ROUND) -> str:

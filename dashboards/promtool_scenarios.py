@@ -40,7 +40,7 @@ from dashboards.promtool_inputs import (
     unit_test_file,
 )
 from dashboards.promtool_inputs import fires as _fires
-from dashboards.recording import STATE_GROUP, reference
+from dashboards.recording import STATE_GROUP, reference, reference_identity
 
 RULE_FILES = ["../rules/pyparallel-recording.yml", "../rules/pyparallel-alerts.yml"]
 STEP = ("default", "pure_python", "threads", 2)
@@ -244,6 +244,7 @@ def persistent_regression(c: MixinConfig) -> list[dict[str, Any]]:
         fixed.inputs(),
         [*quiet(fire - step),
          regressed(c, fire, fixed, 1.9),
+         silent("PyParallelHostLabelMissing", at(fire)),
          regressed(c, recovered - step, fixed, 1.9),
          *quiet(recovered)],
     )]
@@ -287,6 +288,234 @@ def regression_memory(c: MixinConfig) -> list[dict[str, Any]]:
     return tests
 
 
+def busy_host(c: MixinConfig) -> list[dict[str, Any]]:
+    """Other load holds an alert back only while the exporter cannot tell (too few free
+    cores for the workers); when that lasts, a routed warning says so; a drop that happened
+    meanwhile fires once the host is quiet."""
+    before = _history(c)
+    step = seconds(c.state_interval)
+    tests = []
+    # 0.8 cores of other load on 4 usable cores leave 3.2 free for 2 workers: conclusive. The
+    # old fixed 0.5-core hold-back suppressed this upgrade drop forever.
+    roomy = Timeline(c, cycle(1.9, before + 2 * ROUNDS_PER_HOUR) + cycle(1.0, 3 * ROUNDS_PER_HOUR),
+                     [OLD] * (before + 2 * ROUNDS_PER_HOUR) + [NEW] * 3 * ROUNDS_PER_HOUR)
+    load = series("pyparallel_interference_cores", roomy.pods[0].target.step(*STEP), const(0.8, len(roomy.speedup)))
+    usable = series("pyparallel_host_cpus", {**roomy.pods[0].target.labels, "kind": "usable"},
+                    const(4, len(roomy.speedup)))
+    fire = roomy.fires_at(before + 2 * ROUNDS_PER_HOUR, 1.9)
+    tests.append(case(
+        "Constant 0.8 cores of other load on 4 usable cores (conclusive rounds), then an upgrade that halves the "
+        "threads speedup: the upgrade alert fires (a warning)",
+        [*roomy.inputs(), load, usable],
+        [silent("PyParallelSpeedupDroppedAfterPythonUpgrade", at(fire - step)),
+         upgraded(c, fire, roomy, 1.9),
+         silent("PyParallelRegressionDetectionBlind", at(fire))],
+    ))
+    # 0.8 cores on 2 usable cores leave 1.2 free for 2 workers: every round "cannot tell".
+    cramped = Timeline(c, [None] * (DAY + 3 * ROUNDS_PER_HOUR))
+    blind_from = step  # the first evaluation sees the first inconclusive round
+    blind_fire = (blind_from + seconds(c.blind_after)) // step * step + step
+    blind_fire += -(-seconds(c.rounds_for) // step) * step
+    labels = cramped.node_labels()
+    tests.append(case(
+        "Constant 0.8 cores of other load on 2 usable cores: no round is conclusive, so no speedup is exported and "
+        f"no regression can be seen; after {c.blind_after} a routed warning says detection is blind since then",
+        [*cramped.inputs(),
+         series("pyparallel_interference_cores", cramped.pods[0].target.step(*STEP), const(0.8, len(cramped.speedup)))],
+        [silent("PyParallelRegressionDetectionBlind", at(blind_fire - step)),
+         _fires([alerts_group(c)], "PyParallelRegressionDetectionBlind", at(blind_fire), labels, blind_from),
+         *quiet(blind_fire)],
+    ))
+    # A drop during 16 h in which the host was too busy to tell, then a quiet host.
+    busy = 16 * ROUNDS_PER_HOUR
+    hidden = Timeline(c, cycle(1.9, before) + [None] * busy + cycle(1.0, 3 * ROUNDS_PER_HOUR))
+    fire = hidden.fires_at(before + busy, 1.9)
+    tests.append(case(
+        "A regression during 16 h of other load (every round inconclusive), then a quiet host: nothing fires while "
+        f"the host is busy (blind for less than {c.blind_after}); the regression fires "
+        f"{duration_text(fire - (before + busy) * ROUND)} after the host is quiet",
+        hidden.inputs(),
+        [*quiet((before + busy) * ROUND),
+         silent("PyParallelRegressionDetectionBlind", at((before + busy) * ROUND)),
+         *quiet(fire - step),
+         regressed(c, fire, hidden, 1.9)],
+    ))
+    return tests
+
+
+def host_identity(c: MixinConfig) -> list[dict[str, Any]]:
+    """Any scrape config: without the host label, the fallback label names the host."""
+    before = _history(c)
+    targets = [Target(c, instance=f"10.0.0.{i}:9860", host=None) for i in range(1, 5)]
+    timelines = [Timeline(c, cycle(1.9, before) + cycle(1.0 if i == 2 else 1.9, 3 * ROUNDS_PER_HOUR),
+                          pods=[Pod(target)]) for i, target in enumerate(targets)]
+    fire = timelines[2].fires_at(before, 1.9)
+    inputs = [item for timeline in timelines for item in timeline.inputs()]
+    missing = [_fires([alerts_group(c)], "PyParallelHostLabelMissing", at(fire), {
+        "job": t.labels["job"], c.host_fallback_label: t.instance, c.host_label: t.instance}, 1)["exp_alerts"][0]
+        for t in targets]
+    return [case(
+        f"A scrape config without a {c.host_label} label, 4 hosts at 1.9, one drops to 1.0: the alert names that "
+        f"host by its {c.host_fallback_label} (hosts are not averaged together), and each exporter gets a warning "
+        "that its host identity is unstable",
+        inputs,
+        [regressed(c, fire, timelines[2], 1.9),
+         {"alertname": "PyParallelHostLabelMissing", "eval_time": at(fire), "exp_alerts": missing}],
+    )]
+
+
+def identity_changes(c: MixinConfig) -> list[dict[str, Any]]:
+    """An upgrade is a change of version, implementation or build, under the same role."""
+    before = _history(c)
+    step = seconds(c.state_interval)
+    after = 4 * ROUNDS_PER_HOUR
+    tests = []
+    gil_build = Identity("3.13.5", free_threaded=False)
+    swap = Timeline(c, cycle(1.9, before) + cycle(1.0, after), [OLD] * before + [gil_build] * after)
+    fire = swap.fires_at(before, 1.9)
+    tests.append(case(
+        "3.13t replaced by the 3.13 GIL build (the same version string) halves the threads speedup: an upgrade "
+        "from cpython 3.13.5t to cpython 3.13.5",
+        swap.inputs(),
+        [silent("PyParallelSpeedupDroppedAfterPythonUpgrade", at(fire - step)),
+         upgraded(c, fire, swap, 1.9, OLD, gil_build),
+         silent("PyParallelSpeedupRegressed", at(fire))],
+    ))
+    bump = Timeline(c, cycle(1.9, before) + cycle(1.0, after), [OLD] * before + [NEW] * after)
+    fire = bump.fires_at(before, 1.9)
+    tests.append(case(
+        f"A 3.13 -> 3.14 bump under the default role that halves the threads speedup fires the upgrade alert "
+        f"{duration_text(fire - before * ROUND)} after it, naming both versions and both speedups",
+        bump.inputs(),
+        [silent("PyParallelSpeedupDroppedAfterPythonUpgrade", at(fire - step)), upgraded(c, fire, bump, 1.9),
+         silent("PyParallelSpeedupRegressed", at(fire))],
+    ))
+    same = Timeline(c, jitter(1.9, before, 51) + jitter(1.9, after, 52), [OLD] * before + [NEW] * after)
+    settled = (before + after) * ROUND
+    tests.append(case(
+        "A 3.13 -> 3.14 bump that keeps the speedup (±25 % noise) fires nothing, and the reference moves on to 3.14 "
+        f"once it ran healthy for {c.identity_settle}",
+        same.inputs(),
+        [check for t in range(before * ROUND, settled, 3600) for check in quiet(t)],
+        [{"expr": f"count by (version) ({reference_identity(c)})", "eval_time": at(settled),
+          "exp_samples": [{"labels": '{version="3.14.0"}', "value": 1}]}],
+    ))
+    young = DAY * 20 // 24
+    early = Timeline(c, cycle(1.9, young) + cycle(1.0, 8 * ROUNDS_PER_HOUR), [OLD] * young + [NEW] * 8 * ROUNDS_PER_HOUR)
+    fire = early.fires_at(young, 1.9)
+    tests.append(case(
+        f"An upgrade after only 20 h of history that halves the speedup fires the upgrade alert once the probe has "
+        f"{c.baseline_min_history} of history",
+        early.inputs(),
+        [*quiet(fire - step), upgraded(c, fire, early, 1.9)],
+    ))
+    pod_a = Target(c, instance="10.42.0.17:9860", host="node-1")
+    pod_b = Target(c, instance="10.42.0.31:9860", host="node-1")
+    rollout = Timeline(c, cycle(1.9, before) + cycle(1.0, after), [OLD] * before + [NEW] * after,
+                       pods=[Pod(pod_a, 0, before), Pod(pod_b, before)])
+    fire = rollout.fires_at(before, 1.9)
+    tests.append(case(
+        "A Kubernetes rollout to an image with Python 3.14 (new pod, new instance, same node) that halves the "
+        "speedup fires the upgrade alert on the node",
+        rollout.inputs(),
+        [*quiet(fire - step), upgraded(c, fire, rollout, 1.9)],
+    ))
+    moved = Timeline(c, jitter(1.9, before, 53) + jitter(1.9, after, 54),
+                     pods=[Pod(pod_a, 0, before), Pod(pod_b, before)])
+    tests.append(case(
+        "A Kubernetes rollout that keeps Python and the speedup (±25 % noise) fires nothing",
+        moved.inputs(),
+        [check for t in range(before * ROUND, (before + after) * ROUND, 3600) for check in quiet(t)],
+    ))
+    return tests
+
+
+def absent_exporter(c: MixinConfig) -> list[dict[str, Any]]:
+    """An exporter that disappears (no `up` series left to be 0) is reported, then forgotten."""
+    step = seconds(c.state_interval)
+    rounds = 2 * ROUNDS_PER_HOUR
+    gone = Timeline(c, cycle(1.9, rounds + seconds(c.forget_after) // ROUND + ROUNDS_PER_HOUR), gone_from=rounds)
+    last = rounds * ROUND  # the last evaluation that saw its series (round rounds - 1)
+    fire = (last + seconds(c.absent_after)) // step * step + step
+    host = {k: v for k, v in gone.pods[0].target.alert_labels.items() if k != "instance"}
+    # The host's last-seen series is written until forget_after has passed; the alert reads
+    # it over the fresh window, so it ends at the first evaluation past that window.
+    last_written = (last + seconds(c.forget_after) - 1) // step * step
+    forgotten = (last_written + seconds(c.fresh_window)) // step * step + step
+    return [case(
+        f"An exporter whose series all end (its pod deleted) is reported absent after {c.absent_after} and forgotten "
+        f"after {c.forget_after}",
+        gone.inputs(),
+        [silent("PyParallelExporterAbsent", at(fire - step)),
+         _fires([alerts_group(c)], "PyParallelExporterAbsent", at(fire), host, fire - last),
+         silent("PyParallelExporterAbsent", at(forgotten))],
+    )]
+
+
+def recording(c: MixinConfig) -> list[dict[str, Any]]:
+    """Every recording rule's value, over a day and a half with a rollout to 3.14 that keeps
+    the speedup, a free-threaded role, a busy hour and a second exporter without a host label."""
+    from dashboards import recording as r
+
+    before = _history(c)
+    after = 5 * ROUNDS_PER_HOUR
+    pod_a = Target(c, instance="10.42.0.17:9860", host="node-1")
+    pod_b = Target(c, instance="10.42.0.31:9860", host="node-1")
+    busy = before + 2 * ROUNDS_PER_HOUR  # a busy hour two hours after the rollout
+    speedup = const(1.9, busy) + [None] * ROUNDS_PER_HOUR + const(1.9, before + after - busy - ROUNDS_PER_HOUR)
+    timeline = Timeline(c, speedup, [OLD] * before + [NEW] * after, pods=[Pod(pod_a, 0, before), Pod(pod_b, before)])
+    unnamed = Target(c, instance="10.0.0.9:9860", host=None)
+    rounds = len(speedup)
+    inputs = [*timeline.inputs(),
+              series("pyparallel_efficiency_ratio", pod_b.step(*STEP), [None] * before + const(0.95, after)),
+              series("pyparallel_gil_enabled", {**pod_b.labels, "interpreter": "default"},
+                     [None] * before + const(0, after)),
+              series("pyparallel_probe_last_success_timestamp_seconds", pod_b.step(*STEP),
+                     [None] * before + [float(k * ROUND) for k in range(before, rounds)]),
+              series("pyparallel_exporter_build_info", {**unnamed.labels, "version": "0.1.0"}, const(1, rounds))]
+    node = timeline.node_labels()
+    role = {k: v for k, v in node.items() if k not in ("workload", "mode", "workers")}
+    site = {k: v for k, v in role.items() if k != "interpreter"}
+    step = seconds(c.state_interval)
+    busy_from = (busy + 1) * ROUND  # the first evaluation that sees the busy hour's first round
+    end = rounds * ROUND
+    held_out = before * ROUND - step
+
+    def sample(record: str, t: int, labels: dict[str, str], value: float,
+               *more: tuple[dict[str, str], float]) -> dict[str, Any]:
+        def text(labels: dict[str, str]) -> str:
+            return "{" + ", ".join(f'{k}="{v}"' for k, v in {"__name__": record, **labels}.items()) + "}"
+
+        return {"expr": f"{record}{{{c.exporter_selector}}}", "eval_time": at(t),
+                "exp_samples": [{"labels": text(labels), "value": value}]
+                + [{"labels": text(other), "value": number} for other, number in more]}
+
+    first = timeline.first_level()
+    exprs = [
+        sample(r.speedup_median(c), held_out, node, 1.9),
+        sample(r.efficiency_median(c), end, node, 0.95),
+        sample(r.reference(c), end, node, 1.9),
+        sample(r.reference_identity(c), held_out, {**node, **OLD.labels()}, first + 3600 + step),
+        sample(r.held_since(c), end, node, 0),
+        sample(r.first_seen(c), end, node, first),
+        sample(r.blind_since(c), busy_from + 30 * 60, node, busy_from),
+        sample(r.blind_since(c), end, node, 0),
+        sample(r.probe_last_seen(c), end, node, end),
+        sample(r.probe_success(c), end, node, 1),
+        sample(r.last_success(c), end, node, (rounds - 1) * ROUND),
+        sample(r.host_targets(c), end, {**site, "instance": pod_b.instance}, 1,
+               ({"job": unnamed.labels["job"], c.host_label: unnamed.instance, "instance": unnamed.instance}, 1)),
+        sample(r.host_last_seen(c), end, site, end,
+               ({"job": unnamed.labels["job"], c.host_label: unnamed.instance}, end)),
+        sample(r.identity_since(c), end, {**role, **NEW.labels()}, (before + 1) * ROUND),
+        sample(r.gil_enabled(c), end, role, 0),
+        sample(r.without_host_label(c), end, {"job": unnamed.labels["job"], c.host_fallback_label: unnamed.instance,
+                                               c.host_label: unnamed.instance}, 1),
+    ]
+    return [case("Recording rules: per host across a rollout, the identity, a busy hour, a host without its label",
+                 inputs, [], exprs)]
+
+
 def scenario_test_files(c: MixinConfig) -> dict[str, dict[str, Any]]:
     """File name (in deploy/prometheus/tests) -> promtool test document."""
     def document(tests: list[dict[str, Any]], evaluation: int = 0) -> dict[str, Any]:
@@ -297,4 +526,9 @@ def scenario_test_files(c: MixinConfig) -> dict[str, dict[str, Any]]:
     return {
         "regression_test.yml": document(persistent_regression(c)),
         "memory_test.yml": document(regression_memory(c), 6 * seconds(c.state_interval)),
+        "busy_host_test.yml": document(busy_host(c)),
+        "host_identity_test.yml": document(host_identity(c)),
+        "upgrade_test.yml": document(identity_changes(c)),
+        "absent_test.yml": document(absent_exporter(c)),
+        "recording_test.yml": document(recording(c)),
     }

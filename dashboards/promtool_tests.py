@@ -24,6 +24,8 @@ from dashboards.promtool_inputs import (
     cycle,
     duration_text,
     jitter,
+    round_at,
+    samples_in,
     series,
     silent,
     unit_test_file,
@@ -36,6 +38,13 @@ RULE_FILES = ["../rules/pyparallel-exporter-alerts.yml"]
 
 def fires(c: MixinConfig, name: str, at: str, labels: dict[str, str], value: float) -> dict[str, Any]:
     return _fires([exporter_alerts_group(c)], name, at, labels, value)
+
+
+def failed_share(c: MixinConfig, success: list[Value], at: str) -> float:
+    """1 - avg_over_time(success[failure_ratio_window]) at `at`, from the samples themselves."""
+    end = seconds(at)
+    window = samples_in(success, end - seconds(c.failure_ratio_window), end)
+    return 1 - sum(window) / len(window)
 
 
 def fire_time(start_round: int, hold: str, evaluation: int = 60) -> str:
@@ -122,7 +131,8 @@ def probe_tests(c: MixinConfig) -> list[dict[str, Any]]:
         f"PyParallelProbeFailureRatioHigh fires when every other round fails for {c.failure_ratio_window}",
         [series("pyparallel_probe_success", step, flaky)],
         [silent("PyParallelProbeFailureRatioHigh", when(6)),
-         fires(c, "PyParallelProbeFailureRatioHigh", when(window_rounds + 10), step, 0.5)],
+         fires(c, "PyParallelProbeFailureRatioHigh", when(window_rounds + 10), step,
+               failed_share(c, flaky, when(window_rounds + 10)))],
     ))
     rare = const(1.0, window_rounds + 12)
     rare[window_rounds] = 0.0
@@ -235,14 +245,16 @@ def free_threading_tests(c: MixinConfig) -> list[dict[str, Any]]:
     usable = series("pyparallel_host_cpus", {**t.labels, "kind": "usable"}, const(2, n))
     ft = "free-threaded"
     threads, processes = t.step(ft, "pure_python", "threads", 2), t.step(ft, "pure_python", "processes", 2)
+    slow = cycle(0.5, n)
+    fire = fire_time(0, c.rounds_for)
     tests = [case(
         "PyParallelFreeThreadedThreadsFarBelowProcesses fires when threads reach 0.5 and processes 1.9 in the same "
         "rounds (both ±25 % in step), after more than two rounds",
         [usable, *_identity(t, ft, "3.13.5", True, 0, 0, n),
-         series("pyparallel_speedup_ratio", threads, cycle(0.5, n)),
+         series("pyparallel_speedup_ratio", threads, slow),
          series("pyparallel_speedup_ratio", processes, cycle(1.9, n))],
         [silent("PyParallelFreeThreadedThreadsFarBelowProcesses", when(1)),
-         fires(c, "PyParallelFreeThreadedThreadsFarBelowProcesses", fire_time(0, c.rounds_for), threads, 0.5)],
+         fires(c, "PyParallelFreeThreadedThreadsFarBelowProcesses", fire, threads, float(slow[round_at(seconds(fire))]))],
     )]
     gil = "default"
     gil_threads, gil_processes = t.step(gil, "pure_python", "threads", 2), t.step(gil, "pure_python", "processes", 2)

@@ -86,6 +86,11 @@ def host_last_seen(config: MixinConfig = CONFIG) -> str:
     return f"{config.host_label}:pyparallel_exporter_build_info:last_seen"
 
 
+def host_targets(config: MixinConfig = CONFIG) -> str:
+    """The scrape targets (instance) of each host: the dashboards' host -> instance map."""
+    return f"{config.host_label}_instance:pyparallel_exporter_build_info:max"
+
+
 def identity_since(config: MixinConfig = CONFIG) -> str:
     """Python identity (version, implementation, build) of each role; value: first seen (state)."""
     return f"{config.host_label}_interpreter_identity:pyparallel_python_info:since"
@@ -172,6 +177,7 @@ def presence_rules(c: MixinConfig) -> list[dict[str, str]]:
     return [
         _rule(host_last_seen(c), _last_seen(c, host_last_seen(c), host_present)),
         _rule(probe_last_seen(c), _last_seen(c, probe_last_seen(c), probe_present)),
+        _rule(host_targets(c), f"max by ({c.site_by}, instance) ({c.host_of(f'pyparallel_exporter_build_info{{{sel}}}')})"),
         _rule(without_host_label(c),
               c.host_of(f"max by ({', '.join(dict.fromkeys([*c.selector_labels, c.host_fallback_label]))}) "
                         f'(pyparallel_exporter_build_info{{{sel}, {c.host_label}=""}})')),
