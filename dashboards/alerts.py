@@ -62,7 +62,7 @@ def _regression_alerts(c: MixinConfig) -> list[dict[str, Any]]:
     by, role = c.probe_by, c.role_by
     old, new = _old_and_new(c)
     drop = round(c.speedup_regression_drop * 100)
-    recover = round(c.recover * 100)
+    recover = f"{c.recover * 100:g}"
     lasts = (f"It fires until the speedup is back above {recover}% of the reference, or for "
              f"{c.regression_memory}, after which the new level becomes the reference; to accept the "
              "new level sooner, silence this alert until then (see the runbook).")

@@ -228,16 +228,74 @@ def _history(c: MixinConfig) -> int:
     return seconds(c.baseline_min_history) // ROUND + 2 * ROUNDS_PER_HOUR
 
 
+# --- the timelines (shared with timings.py, which writes the runbook's table from them) -----
+
+
+def fixed_drop(c: MixinConfig) -> tuple[Timeline, int, int]:
+    """1.9 for a day and two hours, 1.0 for 6 h, 1.9 again: (timeline, drop round, fix round)."""
+    before = _history(c)
+    fixed_at = before + 6 * ROUNDS_PER_HOUR
+    return (Timeline(c, cycle(1.9, before) + cycle(1.0, fixed_at - before) + cycle(1.9, 4 * ROUNDS_PER_HOUR)),
+            before, fixed_at)
+
+
+def version_bump(c: MixinConfig, after: Identity = NEW) -> tuple[Timeline, int]:
+    """3.13t at 1.9, then `after` at 1.0 under the same role: (timeline, upgrade round)."""
+    before = _history(c)
+    rounds = 4 * ROUNDS_PER_HOUR
+    return Timeline(c, cycle(1.9, before) + cycle(1.0, rounds), [OLD] * before + [after] * rounds), before
+
+
+def pod_rollout(c: MixinConfig, speedup_after: float = 1.0) -> tuple[Timeline, int]:
+    """A new pod (new instance, same node) with Python 3.14 from the upgrade round on."""
+    before = _history(c)
+    rounds = 4 * ROUNDS_PER_HOUR
+    pod_a = Target(c, instance="10.42.0.17:9860", host="node-1")
+    pod_b = Target(c, instance="10.42.0.31:9860", host="node-1")
+    return Timeline(c, cycle(1.9, before) + cycle(speedup_after, rounds), [OLD] * before + [NEW] * rounds,
+                    pods=[Pod(pod_a, 0, before), Pod(pod_b, before)]), before
+
+
+def hidden_drop(c: MixinConfig) -> tuple[Timeline, int]:
+    """1.9, then 16 h in which every round is inconclusive, then 1.0: (timeline, quiet round)."""
+    before = _history(c)
+    busy = 16 * ROUNDS_PER_HOUR
+    return Timeline(c, cycle(1.9, before) + [None] * busy + cycle(1.0, 3 * ROUNDS_PER_HOUR)), before + busy
+
+
+def early_upgrade(c: MixinConfig) -> tuple[Timeline, int]:
+    """An upgrade that halves the speedup after only 20 h of history."""
+    young = DAY * 20 // 24
+    rounds = 8 * ROUNDS_PER_HOUR
+    return Timeline(c, cycle(1.9, young) + cycle(1.0, rounds), [OLD] * young + [NEW] * rounds), young
+
+
+def blind_host(c: MixinConfig) -> tuple[Timeline, int]:
+    """Every round inconclusive from the start: (timeline, when detection went blind)."""
+    return Timeline(c, [None] * (DAY + 3 * ROUNDS_PER_HOUR)), seconds(c.state_interval)
+
+
+def blind_fires_at(c: MixinConfig, since: int) -> int:
+    step = seconds(c.state_interval)
+    return (since + seconds(c.blind_after)) // step * step + step + -(-seconds(c.rounds_for) // step) * step
+
+
+def recovered_at(timeline: Timeline, fix_round: int, reference_level: float) -> int:
+    """The first evaluation after the fix whose level is back above recover x reference."""
+    return next(t for t in timeline.evaluations() if t > fix_round * ROUND
+                and (lv := timeline.level(t)) is not None and lv >= timeline.config.recover * reference_level)
+
+
+# --- the scenarios -----------------------------------------------------------------------
+
+
 def persistent_regression(c: MixinConfig) -> list[dict[str, Any]]:
     """A drop that is fixed clears, a steady noisy speedup fires nothing (evaluated at the
     state group's interval: the timings the runbook quotes)."""
-    before = _history(c)
     step = seconds(c.state_interval)
-    fixed_at = before + 6 * ROUNDS_PER_HOUR
-    fixed = Timeline(c, cycle(1.9, before) + cycle(1.0, fixed_at - before) + cycle(1.9, 4 * ROUNDS_PER_HOUR))
+    fixed, before, fixed_at = fixed_drop(c)
     fire = fixed.fires_at(before, 1.9)
-    recovered = next(t for t in fixed.evaluations() if t > fixed_at * ROUND
-                     and (lv := fixed.level(t)) is not None and lv >= c.recover * 1.9)
+    recovered = recovered_at(fixed, fixed_at, 1.9)
     tests = [case(
         f"A drop from 1.9 to 1.0 (±25 %) fires {duration_text(fire - before * ROUND)} after it; fixed 6 h later, "
         f"it clears {duration_text(recovered - fixed_at * ROUND)} after the fix",
@@ -312,10 +370,8 @@ def busy_host(c: MixinConfig) -> list[dict[str, Any]]:
          silent("PyParallelRegressionDetectionBlind", at(fire))],
     ))
     # 0.8 cores on 2 usable cores leave 1.2 free for 2 workers: every round "cannot tell".
-    cramped = Timeline(c, [None] * (DAY + 3 * ROUNDS_PER_HOUR))
-    blind_from = step  # the first evaluation sees the first inconclusive round
-    blind_fire = (blind_from + seconds(c.blind_after)) // step * step + step
-    blind_fire += -(-seconds(c.rounds_for) // step) * step
+    cramped, blind_from = blind_host(c)
+    blind_fire = blind_fires_at(c, blind_from)
     labels = cramped.node_labels()
     tests.append(case(
         "Constant 0.8 cores of other load on 2 usable cores: no round is conclusive, so no speedup is exported and "
@@ -327,16 +383,15 @@ def busy_host(c: MixinConfig) -> list[dict[str, Any]]:
          *quiet(blind_fire)],
     ))
     # A drop during 16 h in which the host was too busy to tell, then a quiet host.
-    busy = 16 * ROUNDS_PER_HOUR
-    hidden = Timeline(c, cycle(1.9, before) + [None] * busy + cycle(1.0, 3 * ROUNDS_PER_HOUR))
-    fire = hidden.fires_at(before + busy, 1.9)
+    hidden, quiet_from = hidden_drop(c)
+    fire = hidden.fires_at(quiet_from, 1.9)
     tests.append(case(
         "A regression during 16 h of other load (every round inconclusive), then a quiet host: nothing fires while "
         f"the host is busy (blind for less than {c.blind_after}); the regression fires "
-        f"{duration_text(fire - (before + busy) * ROUND)} after the host is quiet",
+        f"{duration_text(fire - quiet_from * ROUND)} after the host is quiet",
         hidden.inputs(),
-        [*quiet((before + busy) * ROUND),
-         silent("PyParallelRegressionDetectionBlind", at((before + busy) * ROUND)),
+        [*quiet(quiet_from * ROUND),
+         silent("PyParallelRegressionDetectionBlind", at(quiet_from * ROUND)),
          *quiet(fire - step),
          regressed(c, fire, hidden, 1.9)],
     ))
@@ -381,7 +436,7 @@ def identity_changes(c: MixinConfig) -> list[dict[str, Any]]:
          upgraded(c, fire, swap, 1.9, OLD, gil_build),
          silent("PyParallelSpeedupRegressed", at(fire))],
     ))
-    bump = Timeline(c, cycle(1.9, before) + cycle(1.0, after), [OLD] * before + [NEW] * after)
+    bump, before = version_bump(c)
     fire = bump.fires_at(before, 1.9)
     tests.append(case(
         f"A 3.13 -> 3.14 bump under the default role that halves the threads speedup fires the upgrade alert "
@@ -400,8 +455,7 @@ def identity_changes(c: MixinConfig) -> list[dict[str, Any]]:
         [{"expr": f"count by (version) ({reference_identity(c)})", "eval_time": at(settled),
           "exp_samples": [{"labels": '{version="3.14.0"}', "value": 1}]}],
     ))
-    young = DAY * 20 // 24
-    early = Timeline(c, cycle(1.9, young) + cycle(1.0, 8 * ROUNDS_PER_HOUR), [OLD] * young + [NEW] * 8 * ROUNDS_PER_HOUR)
+    early, young = early_upgrade(c)
     fire = early.fires_at(young, 1.9)
     tests.append(case(
         f"An upgrade after only 20 h of history that halves the speedup fires the upgrade alert once the probe has "
@@ -409,10 +463,7 @@ def identity_changes(c: MixinConfig) -> list[dict[str, Any]]:
         early.inputs(),
         [*quiet(fire - step), upgraded(c, fire, early, 1.9)],
     ))
-    pod_a = Target(c, instance="10.42.0.17:9860", host="node-1")
-    pod_b = Target(c, instance="10.42.0.31:9860", host="node-1")
-    rollout = Timeline(c, cycle(1.9, before) + cycle(1.0, after), [OLD] * before + [NEW] * after,
-                       pods=[Pod(pod_a, 0, before), Pod(pod_b, before)])
+    rollout, before = pod_rollout(c)
     fire = rollout.fires_at(before, 1.9)
     tests.append(case(
         "A Kubernetes rollout to an image with Python 3.14 (new pod, new instance, same node) that halves the "
@@ -420,8 +471,7 @@ def identity_changes(c: MixinConfig) -> list[dict[str, Any]]:
         rollout.inputs(),
         [*quiet(fire - step), upgraded(c, fire, rollout, 1.9)],
     ))
-    moved = Timeline(c, jitter(1.9, before, 53) + jitter(1.9, after, 54),
-                     pods=[Pod(pod_a, 0, before), Pod(pod_b, before)])
+    moved = Timeline(c, jitter(1.9, before, 53) + jitter(1.9, after, 54), pods=rollout.pods)
     tests.append(case(
         "A Kubernetes rollout that keeps Python and the speedup (±25 % noise) fires nothing",
         moved.inputs(),
