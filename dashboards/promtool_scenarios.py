@@ -406,9 +406,8 @@ def host_identity(c: MixinConfig) -> list[dict[str, Any]]:
                           pods=[Pod(target)]) for i, target in enumerate(targets)]
     fire = timelines[2].fires_at(before, 1.9)
     inputs = [item for timeline in timelines for item in timeline.inputs()]
-    missing = [_fires([alerts_group(c)], "PyParallelHostLabelMissing", at(fire), {
-        "job": t.labels["job"], c.host_fallback_label: t.instance, c.host_label: t.instance}, 1)["exp_alerts"][0]
-        for t in targets]
+    missing = [_fires([alerts_group(c)], "PyParallelHostLabelMissing", at(fire), t.alert_labels, 1)["exp_alerts"][0]
+               for t in targets]
     return [case(
         f"A scrape config without a {c.host_label} label, 4 hosts at 1.9, one drops to 1.0: the alert names that "
         f"host by its {c.host_fallback_label} (hosts are not averaged together), and each exporter gets a warning "
@@ -553,14 +552,12 @@ def recording(c: MixinConfig) -> list[dict[str, Any]]:
         sample(r.probe_last_seen(c), end, node, end),
         sample(r.probe_success(c), end, node, 1),
         sample(r.last_success(c), end, node, (rounds - 1) * ROUND),
-        sample(r.host_targets(c), end, {**site, "instance": pod_b.instance}, 1,
-               ({"job": unnamed.labels["job"], c.host_label: unnamed.instance, "instance": unnamed.instance}, 1)),
+        sample(r.host_targets(c), end, {**site, "instance": pod_b.instance}, 1, (unnamed.alert_labels, 1)),
         sample(r.host_last_seen(c), end, site, end,
-               ({"job": unnamed.labels["job"], c.host_label: unnamed.instance}, end)),
+               ({k: v for k, v in unnamed.alert_labels.items() if k != "instance"}, end)),
         sample(r.identity_since(c), end, {**role, **NEW.labels()}, (before + 1) * ROUND),
         sample(r.gil_enabled(c), end, role, 0),
-        sample(r.without_host_label(c), end, {"job": unnamed.labels["job"], c.host_fallback_label: unnamed.instance,
-                                               c.host_label: unnamed.instance}, 1),
+        sample(r.without_host_label(c), end, unnamed.alert_labels, 1),
     ]
     return [case("Recording rules: per host across a rollout, the identity, a busy hour, a host without its label",
                  inputs, [], exprs)]

@@ -26,7 +26,7 @@ GRAFANA_PANEL_TYPES = {
     "stat", "state-timeline", "status-history", "table", "text", "timeseries", "traces", "trend", "xychart",
 }
 # Values the later integration test would use; here only to make the queries parseable.
-SAMPLE_VALUES = {"datasource": "prometheus", "job": "pyparallel", "host": "host",
+SAMPLE_VALUES = {"datasource": "prometheus", "job": "pyparallel", "host": "host", "instance": "host:9860",
                  "interpreter": ".+", "workload": "pure_python", "__interval": "5m"}
 # Metrics with the step labels: aggregating one of them must keep workload and workers.
 STEP_METRICS = ("speedup", "efficiency", "cores_used", "core_utilisation", "serial_fraction", "throughput",
@@ -150,15 +150,16 @@ def test_probe_health_notices_stopped_rounds() -> None:
 
 @pytest.mark.integration  # runs the generator or promtool in a child process
 def test_dashboards_render_for_another_selector(tmp_path: Path) -> None:
+    """The selector's other matchers go into every query; the job comes from the job variable."""
     subprocess.run([sys.executable, "-m", "dashboards.generate", "--output-dir", str(tmp_path),
-                    "--selector", 'job="python"'], cwd=ROOT, check=True, capture_output=True)
+                    "--selector", 'job="python", env="prod"'], cwd=ROOT, check=True, capture_output=True)
     for path in DASHBOARD_FILES.values():
         dashboard = json.loads((tmp_path / path.relative_to(ROOT)).read_text())
         texts = [e for _, e in queries.all_panel_queries(dashboard) + queries.annotation_queries(dashboard)]
         texts += [q for _, q in queries.variable_queries(dashboard)]
         for text in texts:
             for selector in re.findall(r"\b(?:pyparallel_\w+|[a-z_]+:[a-z_]+:[a-z0-9_]+)\{([^}]*)\}", text):
-                assert selector.startswith('job="python"'), (path.name, text)
+                assert selector.startswith('env="prod"') and 'job="' not in selector, (path.name, text)
 
 
 def test_dashboard_uids_are_stable_and_unique() -> None:
