@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Optional
 
 from dashboards.alerting import STEP_LABELS, query_value
@@ -330,17 +331,14 @@ def regression_memory(c: MixinConfig) -> list[dict[str, Any]]:
         fire = timeline.fires_at(before, 1.9)
         released = timeline.released_at(held)
 
-        def expect(t: int) -> dict[str, Any]:
-            if identities is None:
-                return regressed(c, t, timeline, 1.9)
-            return upgraded(c, t, timeline, 1.9)
-
+        expect = (partial(regressed, c, timeline=timeline, old=1.9) if identities is None
+                  else partial(upgraded, c, timeline=timeline, old=1.9))
         late = [fire + hours * 3600 for hours in (13, 6 * 24, 7 * 24, 13 * 24)]
         tests.append(case(
             f"A drop from 1.9 to 1.0{kind} that nobody fixes keeps firing at 13 h, 6 d, 7 d and 13 d and until "
             f"{c.regression_memory} after it began; then the new level is the reference and it ends",
             timeline.inputs(),
-            [expect(fire), *(expect(t) for t in late), expect(released - coarse),
+            [expect(t=fire), *(expect(t=t) for t in late), expect(t=released - coarse),
              *quiet(released), *quiet(released + 6 * 3600)],
         ))
     return tests
