@@ -307,11 +307,11 @@ def persistent_regression(c: MixinConfig) -> list[dict[str, Any]]:
          regressed(c, recovered - step, fixed, 1.9),
          *quiet(recovered)],
     )]
-    steady = Timeline(c, jitter(1.9, before + 2 * DAY, 41))
+    steady = Timeline(c, jitter(1.9, before + DAY, 41))
     tests.append(case(
-        "A steady speedup with ±25 % noise fires nothing over three days",
+        "A steady speedup with ±25 % noise fires nothing over two days",
         steady.inputs(),
-        [check for t in range(before * ROUND, (before + 2 * DAY) * ROUND, 3 * 3600) for check in quiet(t)],
+        [check for t in range(before * ROUND, (before + DAY) * ROUND, 3 * 3600) for check in quiet(t)],
     ))
     return tests
 

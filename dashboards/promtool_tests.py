@@ -74,6 +74,13 @@ def probe_tests(c: MixinConfig) -> list[dict[str, Any]]:
         [silent("PyParallelExporterDown", when(1)),
          fires(c, "PyParallelExporterDown", when(10), t.labels, 0)],
     ))
+    unnamed = Target(c, host=None)
+    tests.append(case(
+        f"PyParallelExporterDown without a {c.host_label} label in the scrape config names the host by its "
+        f"{c.host_fallback_label} (it used to carry neither)",
+        [series("up", unnamed.labels, const(1, 2) + const(0, 10))],
+        [fires(c, "PyParallelExporterDown", when(10), unnamed.alert_labels, 0)],
+    ))
     tests.append(case(
         "PyParallelExporterDown stays silent while the exporter is scraped",
         [series("up", t.labels, const(1, 12))],
