@@ -11,6 +11,7 @@ import dataclasses
 import json
 import sys
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +136,10 @@ def rule_files(config: MixinConfig) -> dict[Path, list[dict[str, Any]]]:
     }
 
 
+def rule_file_text(groups: list[dict[str, Any]]) -> str:
+    return HEADER + to_yaml({"groups": groups})
+
+
 def config_map(config: MixinConfig, root: Path) -> dict[str, Any]:
     """The exporter's ConfigMap, carrying deploy/config.example.yml unchanged."""
     return {
@@ -152,8 +157,7 @@ def config_map(config: MixinConfig, root: Path) -> dict[str, Any]:
 def render_all(config: MixinConfig = CONFIG, root: Path = ROOT) -> dict[Path, str]:
     """Every generated file's relative path and text; `root` holds the hand-written inputs."""
     renderers: dict[Path, Callable[[], str]] = {
-        **{path: (lambda groups=groups: HEADER + to_yaml({"groups": groups}))
-           for path, groups in rule_files(config).items()},
+        **{path: partial(rule_file_text, groups) for path, groups in rule_files(config).items()},
         PROMETHEUS_RULE: lambda: HEADER + to_yaml(prometheus_rule(config)),
         CONFIG_MAP: lambda: HEADER + to_yaml(config_map(config, root)),
         HOST_DASHBOARD: lambda: dashboard_json(host.build(config)),

@@ -10,6 +10,7 @@ renders rules and tests that agree. The regression, blind-spot and fleet scenari
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from typing import Any
 
 from dashboards.exporter_alerts import exporter_alerts_group
@@ -40,7 +41,13 @@ def fires(c: MixinConfig, name: str, at: str, labels: dict[str, str], value: flo
     return _fires([exporter_alerts_group(c)], name, at, labels, value)
 
 
-def failed_share(c: MixinConfig, success: list[Value], at: str) -> float:
+def number(value: Value) -> float:
+    """A round's value where the test knows it is a number."""
+    assert isinstance(value, float), value
+    return value
+
+
+def failed_share(c: MixinConfig, success: Sequence[Value], at: str) -> float:
     """1 - avg_over_time(success[failure_ratio_window]) at `at`, from the samples themselves."""
     end = seconds(at)
     window = samples_in(success, end - seconds(c.failure_ratio_window), end)
@@ -261,7 +268,7 @@ def free_threading_tests(c: MixinConfig) -> list[dict[str, Any]]:
          series("pyparallel_speedup_ratio", threads, slow),
          series("pyparallel_speedup_ratio", processes, cycle(1.9, n))],
         [silent("PyParallelFreeThreadedThreadsFarBelowProcesses", when(1)),
-         fires(c, "PyParallelFreeThreadedThreadsFarBelowProcesses", fire, threads, float(slow[round_at(seconds(fire))]))],
+         fires(c, "PyParallelFreeThreadedThreadsFarBelowProcesses", fire, threads, number(slow[round_at(seconds(fire))]))],
     )]
     gil = "default"
     gil_threads, gil_processes = t.step(gil, "pure_python", "threads", 2), t.step(gil, "pure_python", "processes", 2)
