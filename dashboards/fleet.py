@@ -13,6 +13,7 @@ from typing import Any
 from grafanalib import core as g
 
 from dashboards.alerting import identity_text
+from dashboards.fleet_rules import blind_probes, held_probes, ratio_quantiles
 from dashboards.mixin_config import CONFIG, MixinConfig, duration, seconds
 from dashboards.panels import (
     DATASOURCE,
@@ -188,20 +189,20 @@ def worst(grid: Grid, f: Fleet) -> None:
 
 
 def across(grid: Grid, f: Fleet) -> None:
-    """Fleet-wide time series: quantiles and counts, a handful of lines at any fleet size."""
+    """Fleet-wide time series: recorded quantiles and counts, a handful of lines at any fleet size."""
     c = f.c
     grid.row("Across the fleet")
 
     def over_steps(vector: str) -> str:
         return vector.replace(f"[{f.window}]", "[$__interval]")
 
-    ratio = over_steps(f.ratio())
+    workload = 'workload=~"$workload"'
     grid.add(timeseries(
         "Speedup relative to reference, fleet quantiles",
         "The 5th percentile, median and 95th percentile across the fleet of each probe's current level divided by "
-        "its reference, per mode, for the selected workload. 1 = as before; a falling 5th percentile means some "
-        "hosts got worse (the table above names them).",
-        *((f"quantile by (mode) ({q}, {ratio})", f"{{{{mode}}}} p{round(q * 100)}") for q in (0.05, 0.5, 0.95)),
+        "its reference, per mode, for the selected workload (recorded every few minutes by pyparallel.fleet). "
+        "1 = as before; a falling 5th percentile means some hosts got worse (the table above names them).",
+        (over_steps(f.last(ratio_quantiles(c), workload)), "{{mode}} p{{quantile}}"),
         unit="percentunit",
         interval=f.window,
     ), w=12, h=9)
@@ -209,8 +210,8 @@ def across(grid: Grid, f: Fleet) -> None:
         "Probes below their reference, and blind",
         "How many probes of the selected workload were held below their reference, and how many had only "
         "inconclusive rounds (the host too busy to tell), per mode.",
-        (f"count by (mode) ({over_steps(f.probe(held_since(c)))} > 0)", "{{mode}} below reference"),
-        (f"count by (mode) ({over_steps(f.probe(blind_since(c)))} > 0)", "{{mode}} inconclusive"),
+        (over_steps(f.last(held_probes(c), workload)), "{{mode}} below reference"),
+        (over_steps(f.last(blind_probes(c), workload)), "{{mode}} inconclusive"),
         minimum=0,
         interval=f.window,
     ), w=12, h=9)

@@ -27,6 +27,7 @@ except ImportError:  # the installed exporter never needs grafanalib: only gener
 from dashboards import fleet, host
 from dashboards.alerts import alerts_group
 from dashboards.exporter_alerts import exporter_alerts_group
+from dashboards.fleet_rules import fleet_group
 from dashboards.mixin_config import CONFIG, MixinConfig
 from dashboards.promtool_tests import promtool_test_files
 from dashboards.recording import recording_groups
@@ -127,12 +128,13 @@ def prometheus_rule(config: MixinConfig) -> dict[str, Any]:
 
 def rule_files(config: MixinConfig) -> dict[Path, list[dict[str, Any]]]:
     """The groups of each rule file. Recording rules and the exporter alerts read the raw
-    series (evaluate them where the exporters are scraped); pyparallel-alerts.yml reads only
-    recorded series (evaluate it there or on a central Prometheus that receives them)."""
+    series (evaluate them where the exporters are scraped); pyparallel-alerts.yml (the fleet
+    aggregates and the alerts) reads only recorded series (evaluate it there, or on a
+    central Prometheus that receives them)."""
     return {
         RECORDING_RULES: recording_groups(config),
         EXPORTER_ALERTING_RULES: [exporter_alerts_group(config)],
-        ALERTING_RULES: [alerts_group(config)],
+        ALERTING_RULES: [fleet_group(config), alerts_group(config)],
     }
 
 

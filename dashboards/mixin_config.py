@@ -103,7 +103,7 @@ class MixinConfig:
     state_interval: str = "5m"
     # How far back a state rule looks for its own last value: a Prometheus outage shorter
     # than this keeps every reference and hold; a longer one starts learning afresh.
-    state_carry: str = "6h"
+    state_carry: str = "1h"
     # The current level: the median speedup of the rounds in this window.
     speedup_median_window: str = "1h"
     # What the reference follows while the probe is healthy: the median of the current

@@ -556,9 +556,27 @@ def recording(c: MixinConfig) -> list[dict[str, Any]]:
         sample(r.identity_since(c), end, {**role, **NEW.labels()}, (before + 1) * ROUND),
         sample(r.gil_enabled(c), end, role, 0),
         sample(r.without_host_label(c), end, unnamed.alert_labels, 1),
+        *fleet_samples(c, end, node),
     ]
     return [case("Recording rules: per host across a rollout, the identity, a busy hour, a host without its label",
                  inputs, [], exprs)]
+
+
+def fleet_samples(c: MixinConfig, t: int, node: dict[str, str]) -> list[dict[str, Any]]:
+    """The fleet aggregates of one healthy probe at its reference."""
+    from dashboards import fleet_rules as f
+
+    fleet = {k: v for k, v in node.items() if k in (*c.selector_labels, "workload", "mode")}
+
+    def text(record: str, labels: dict[str, str]) -> str:
+        return "{" + ", ".join(f'{k}="{v}"' for k, v in {"__name__": record, **labels}.items()) + "}"
+
+    quantiles = [{"labels": text(f.ratio_quantiles(c), {**fleet, "quantile": f"{q:g}"}), "value": 1}
+                 for q in f.QUANTILES]
+    return [{"expr": f"{f.ratio_quantiles(c)}{{{c.exporter_selector}}}", "eval_time": at(t), "exp_samples": quantiles},
+            *({"expr": f"{record}{{{c.exporter_selector}}}", "eval_time": at(t),
+               "exp_samples": [{"labels": text(record, fleet), "value": 0}]}
+              for record in (f.held_probes(c), f.blind_probes(c)))]
 
 
 def scenario_test_files(c: MixinConfig) -> dict[str, dict[str, Any]]:

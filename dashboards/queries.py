@@ -6,6 +6,7 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from dashboards.fleet_rules import ratio_quantiles
 from dashboards.mixin_config import CONFIG
 from dashboards.recording import blind_since, reference
 
@@ -53,6 +54,7 @@ MAY_BE_EMPTY: dict[str, str] = {
 MAY_BE_EMPTY_QUERIES: dict[str, str] = {
     reference(CONFIG): f"a probe's reference is learned over its first {CONFIG.speedup_median_window}",
     blind_since(CONFIG): "TEMPORARY: pyparallel_step_conclusive arrives with issue 19",
+    ratio_quantiles(CONFIG): f"a probe's reference is learned over its first {CONFIG.speedup_median_window}",
 }
 
 

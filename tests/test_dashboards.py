@@ -319,11 +319,16 @@ def test_fleet_dashboard_reads_only_recorded_series_and_alerts() -> None:
 
 
 def test_fleet_time_series_draw_a_few_lines_at_any_fleet_size() -> None:
-    """Quantiles and counts by mode, never one line per host (1000 lines at 500 hosts)."""
+    """Fleet-level recorded series (quantiles, counts per workload and mode), never one line
+    per host (1000 lines at 500 hosts), nor a per-probe computation at every step of 7 days."""
+    from dashboards.mixin_config import CONFIG
+
     for panel in _panels("fleet"):
         if panel["type"] == "timeseries":
             for target in panel["targets"]:
-                assert re.match(r"(quantile|count) by \(mode\)", target["expr"]), (panel["title"], target["expr"])
+                (record,) = re.findall(r"\b[a-z_]+:[a-z_]+:[a-z0-9_]+\b", target["expr"])
+                assert record.startswith("job_workload_mode:"), (panel["title"], target["expr"])
+                assert CONFIG.host_label not in record.split(":")[0], record
 
 
 @pytest.mark.integration

@@ -118,12 +118,12 @@ def test_central_alerts_read_only_recorded_series_each_over_the_fresh_window() -
     and reads each (written every state_interval) over two evaluations and a margin, so a late
     evaluation or a remote-write lag never makes one vanish between evaluations."""
     for group in _groups(ROOT / ALERTING_RULES):
-        for alert in group["rules"]:
-            expr = alert["expr"]
-            assert not re.findall(r"\bpyparallel_\w+", RECORDED.sub("", expr)), alert["alert"]
+        for rule in group["rules"]:
+            expr, name = rule["expr"], rule.get("alert") or rule.get("record")
+            assert not re.findall(r"\bpyparallel_\w+", RECORDED.sub("", expr)), name
             reads = RECORDED.findall(expr)
             fresh = re.findall(rf"last_over_time\(({RECORDED.pattern})\{{[^}}]*\}}\[{CONFIG.fresh_window}\]\)", expr)
-            assert reads and sorted(reads) == sorted(fresh), alert["alert"]
+            assert reads and sorted(reads) == sorted(fresh), name
 
 
 def test_no_rule_has_a_subquery_or_a_window_longer_than_the_state_carry() -> None:
@@ -221,6 +221,7 @@ def test_every_promtool_test_file_is_generated_from_the_mixin_config() -> None:
 
 def test_the_state_rules_run_in_one_group_at_the_configured_interval_reading_earlier_values() -> None:
     (state,) = _groups(ROOT / RECORDING_RULES)
+    assert all(g["interval"] == CONFIG.state_interval for g in _groups(ROOT / ALERTING_RULES) if "interval" in g)
     assert state["interval"] == CONFIG.state_interval
     # A state rule reads its own (and later rules') values from before this evaluation.
     for rule in state["rules"]:
