@@ -49,8 +49,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.machine import cpu_model  # noqa: E402
 from dashboards import queries  # noqa: E402
 from dashboards import recording as r  # noqa: E402
-from dashboards.alerts import alerts_group  # noqa: E402
-from dashboards.exporter_alerts import exporter_alerts_group  # noqa: E402
+from dashboards import fleet_rules  # noqa: E402
+from dashboards.generate import rule_files  # noqa: E402
 from dashboards.mixin_config import CONFIG  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -223,6 +223,20 @@ def fleet_series(hosts: list[Host], end: int, start: int) -> dict[str, list[tupl
     return families
 
 
+def fleet_aggregates(hosts: int, start: int) -> dict[str, list[tuple[str, Any, int, int]]]:
+    """The pyparallel.fleet group's series (a handful, whatever the fleet size), 7 days."""
+    families: dict[str, list[tuple[str, Any, int, int]]] = {}
+    for workload, mode, _ in PARALLEL:
+        labels = f'job="pyparallel",workload="{workload}",mode="{mode}"'
+        for q, value in ((0.05, 0.62), (0.5, 1.0), (0.95, 1.04)):
+            families.setdefault(fleet_rules.ratio_quantiles(), []).append(
+                (f'{labels},quantile="{q:g}"', lambda t, v=value: v, start, STATE))
+        families.setdefault(fleet_rules.held_probes(), []).append(
+            (labels, lambda t: float(hosts // 100) if t >= start + 3 * 86400 else 0.0, start, STATE))
+        families.setdefault(fleet_rules.blind_probes(), []).append((labels, lambda t: float(hosts // 100), start, STATE))
+    return families
+
+
 def write_block(path: Path, families: dict[str, list[tuple[str, Any, int, int]]], block_start: int, end: int) -> int:
     """One OpenMetrics file of the samples in [block_start, block_start + BLOCK); lines written."""
     lines = 0
@@ -246,6 +260,7 @@ def backfill(data: Path, hosts: int, end: int, chunk: int) -> None:
     total, began = 0, time.monotonic()
     chunks = [fleet_series([Host(i) for i in range(first, min(first + chunk, hosts))], end, start)
               for first in range(0, hosts, chunk)]
+    chunks[0].update(fleet_aggregates(hosts, start))
     try:
         for block_start in range(start // BLOCK * BLOCK, end + 1, BLOCK):
             for first, families in enumerate(chunks):
@@ -320,7 +335,7 @@ class Prometheus:
 
 
 def rule_groups() -> list[dict[str, Any]]:
-    return [*r.recording_groups(CONFIG), exporter_alerts_group(CONFIG), alerts_group(CONFIG)]
+    return [group for groups in rule_files(CONFIG).values() for group in groups]
 
 
 def dashboard_panels(name: str, end: int) -> list[tuple[str, list[str], bool]]:
