@@ -20,6 +20,7 @@ from dashboards.recording import (
     held_since,
     host_last_seen,
     identity_since,
+    probe_success,
     reference,
     reference_identity,
     speedup_median,
@@ -147,6 +148,26 @@ def _coverage_alerts(c: MixinConfig) -> list[dict[str, Any]]:
     ]
 
 
+def _probe_health_alerts(c: MixinConfig) -> list[dict[str, Any]]:
+    sel = c.exporter_selector
+    return [
+        alert(
+            c,
+            # Time-weighted share of failed rounds: catches a probe that fails every other
+            # round, which never fails twice in a row. Read from the recorded success (one
+            # sample per state evaluation): 6 hours of the exporter's own 15-second samples
+            # for every probe of a fleet cost seconds per evaluation.
+            "PyParallelProbeFailureRatioHigh",
+            f"1 - avg_over_time({probe_success(c)}{{{sel}}}[{c.failure_ratio_window}]) > {c.failure_ratio_threshold:g}",
+            c.failure_ratio_for,
+            "A parallelism probe fails often.",
+            f"The probe {probe_text(c)} failed in {{{{ $value | humanizePercentage }}}} of the last "
+            f"{c.failure_ratio_window}, more than {c.failure_ratio_threshold:.0%}.",
+        ),
+    ]
+
+
 def alerts_group(config: MixinConfig = CONFIG) -> dict[str, Any]:
     """The `pyparallel.alerts` group, in Prometheus rule-file form."""
-    return {"name": ALERTS_GROUP, "rules": _regression_alerts(config) + _coverage_alerts(config)}
+    return {"name": ALERTS_GROUP,
+            "rules": _regression_alerts(config) + _coverage_alerts(config) + _probe_health_alerts(config)}

@@ -61,18 +61,6 @@ def _probe_alerts(c: MixinConfig) -> list[dict[str, Any]]:
         ),
         alert(
             c,
-            # Time-weighted share of failed rounds: catches a probe that fails every other
-            # round, which never fails twice in a row.
-            "PyParallelProbeFailureRatioHigh",
-            c.host_of(f"1 - avg_over_time(pyparallel_probe_success{{{sel}}}[{c.failure_ratio_window}])")
-            + f" > {c.failure_ratio_threshold:g}",
-            c.failure_ratio_for,
-            "A parallelism probe fails often.",
-            f"The probe {where} failed in {{{{ $value | humanizePercentage }}}} of the last "
-            f"{c.failure_ratio_window}, more than {c.failure_ratio_threshold:.0%}.",
-        ),
-        alert(
-            c,
             # Alertmanager inhibits it while PyParallelProbeFailing fires for the same probe:
             # then the probe runs but fails. Alone, it means the rounds stopped.
             "PyParallelProbeResultsStale",

@@ -89,24 +89,9 @@ def series(metric: str, labels: dict[str, str], rounds: Sequence[Value]) -> dict
     return {"series": labels_text(metric, labels), "values": values_text(rounds)}
 
 
-def samples_in(rounds: Sequence[Value], start: float, end: float) -> list[float]:
-    """The numeric samples `series(rounds)` writes with timestamps in [start, end]."""
-    out = []
-    for r, value in enumerate(rounds):
-        if isinstance(value, float) or isinstance(value, int):
-            first = r * ROUND + ROUND_OFFSET
-            out += [float(value) for j in range(SCRAPES_PER_ROUND) if start <= first + j * SCRAPE <= end]
-    return out
-
-
 def round_at(t: float) -> int:
     """The round whose value a gauge shows at time t."""
     return int((t - ROUND_OFFSET) // ROUND)
-
-
-def seconds_of(text: str) -> int:
-    """Seconds of an evaluation time written by `when` or `duration_text`."""
-    return seconds(text)
 
 
 def when(rounds: int, past: int = PAST_ROUND) -> str:

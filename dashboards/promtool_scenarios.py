@@ -556,10 +556,43 @@ def recording(c: MixinConfig) -> list[dict[str, Any]]:
         sample(r.identity_since(c), end, {**role, **NEW.labels()}, (before + 1) * ROUND),
         sample(r.gil_enabled(c), end, role, 0),
         sample(r.without_host_label(c), end, unnamed.alert_labels, 1),
+        sample(r.conclusive(c), busy_from + 30 * 60, node, 0),
+        sample(r.conclusive(c), end, node, 1),
         *fleet_samples(c, end, node),
     ]
     return [case("Recording rules: per host across a rollout, the identity, a busy hour, a host without its label",
                  inputs, [], exprs)]
+
+
+def probe_health(c: MixinConfig) -> list[dict[str, Any]]:
+    """The share of failed rounds, from the recorded success (one sample per state evaluation)."""
+    t = Target(c)
+    step_labels = t.step(*STEP)
+    window = seconds(c.failure_ratio_window)
+    rounds = window // ROUND + 12
+    evaluation = seconds(c.state_interval)
+
+    def share(success: list[Value], at_: int) -> float:
+        # The state group records each evaluation's last round; avg_over_time spans [at - window, at].
+        recorded = [success[e // ROUND - 1] for e in range(evaluation, at_ + 1, evaluation)
+                    if at_ - window <= e and e // ROUND - 1 >= 0]
+        return 1 - sum(float(v) for v in recorded if isinstance(v, float)) / len(recorded)
+
+    flaky: list[Value] = [float(i % 2 == 0) for i in range(rounds)]
+    check = (rounds - 2) * ROUND
+    rare = const(1.0, rounds)
+    rare[rounds // 2] = 0.0
+    return [case(
+        f"PyParallelProbeFailureRatioHigh fires when every other round fails for {c.failure_ratio_window}",
+        [series("pyparallel_probe_success", step_labels, flaky)],
+        [silent("PyParallelProbeFailureRatioHigh", at(6 * ROUND)),
+         _fires([alerts_group(c)], "PyParallelProbeFailureRatioHigh", at(check), t.node_step(*STEP),
+                share(flaky, check))],
+    ), case(
+        "PyParallelProbeFailureRatioHigh stays silent for one failed round in the window",
+        [series("pyparallel_probe_success", step_labels, rare)],
+        [silent("PyParallelProbeFailureRatioHigh", at(check))],
+    )]
 
 
 def fleet_samples(c: MixinConfig, t: int, node: dict[str, str]) -> list[dict[str, Any]]:
@@ -594,4 +627,5 @@ def scenario_test_files(c: MixinConfig) -> dict[str, dict[str, Any]]:
         "upgrade_test.yml": document(identity_changes(c)),
         "absent_test.yml": document(absent_exporter(c)),
         "recording_test.yml": document(recording(c)),
+        "probe_health_test.yml": document(probe_health(c)),
     }

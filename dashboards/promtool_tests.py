@@ -10,7 +10,6 @@ renders rules and tests that agree. The regression, blind-spot and fleet scenari
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
 from typing import Any
 
 from dashboards.exporter_alerts import exporter_alerts_group
@@ -26,7 +25,6 @@ from dashboards.promtool_inputs import (
     duration_text,
     jitter,
     round_at,
-    samples_in,
     series,
     silent,
     unit_test_file,
@@ -45,13 +43,6 @@ def number(value: Value) -> float:
     """A round's value where the test knows it is a number."""
     assert isinstance(value, float), value
     return value
-
-
-def failed_share(c: MixinConfig, success: Sequence[Value], at: str) -> float:
-    """1 - avg_over_time(success[failure_ratio_window]) at `at`, from the samples themselves."""
-    end = seconds(at)
-    window = samples_in(success, end - seconds(c.failure_ratio_window), end)
-    return 1 - sum(window) / len(window)
 
 
 def fire_time(start_round: int, hold: str, evaluation: int = 60) -> str:
@@ -137,23 +128,6 @@ def probe_tests(c: MixinConfig) -> list[dict[str, Any]]:
          series("pyparallel_probe_interval_seconds", t.labels, const(ROUND, 6))],
         [silent("PyParallelProbeFailing", when(h - 2)),
          fires(c, "PyParallelProbeFailing", when(h - 1), never, 0)],
-    ))
-
-    window_rounds = seconds(c.failure_ratio_window) // ROUND
-    flaky = [float(i % 2 == 0) for i in range(window_rounds + 12)]
-    tests.append(case(
-        f"PyParallelProbeFailureRatioHigh fires when every other round fails for {c.failure_ratio_window}",
-        [series("pyparallel_probe_success", step, flaky)],
-        [silent("PyParallelProbeFailureRatioHigh", when(6)),
-         fires(c, "PyParallelProbeFailureRatioHigh", when(window_rounds + 10), step,
-               failed_share(c, flaky, when(window_rounds + 10)))],
-    ))
-    rare = const(1.0, window_rounds + 12)
-    rare[window_rounds] = 0.0
-    tests.append(case(
-        "PyParallelProbeFailureRatioHigh stays silent for one failed round in the window",
-        [series("pyparallel_probe_success", step, rare)],
-        [silent("PyParallelProbeFailureRatioHigh", when(window_rounds + 5))],
     ))
 
     # Rounds stop after round 5: success stays 1, the timestamp stops.

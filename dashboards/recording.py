@@ -71,6 +71,11 @@ def probe_last_seen(config: MixinConfig = CONFIG) -> str:
     return f"{_level(config)}:pyparallel_probe_success:last_seen"
 
 
+def conclusive(config: MixinConfig = CONFIG) -> str:
+    """1 when the probe's last round could show its parallelism (conclusive and steady), else 0."""
+    return f"{_level(config)}:pyparallel_step_conclusive:last"
+
+
 def probe_success(config: MixinConfig = CONFIG) -> str:
     """Whether the last round of each probe succeeded, on any of the host's exporters."""
     return f"{_level(config)}:pyparallel_probe_success:min"
@@ -172,16 +177,16 @@ def identity_rules(c: MixinConfig) -> list[dict[str, str]]:
 
 def presence_rules(c: MixinConfig) -> list[dict[str, str]]:
     sel = c.exporter_selector
-    host_present = f"max by ({c.site_by}) ({c.host_of(f'pyparallel_exporter_build_info{{{sel}}}')})"
-    probe_present = f"max by ({c.probe_by}) ({c.host_of(f'pyparallel_probe_success{{{sel}}}')})"
+    # Each of the exporter's series is read once per evaluation; later rules read these.
     return [
-        _rule(host_last_seen(c), _last_seen(c, host_last_seen(c), host_present)),
-        _rule(probe_last_seen(c), _last_seen(c, probe_last_seen(c), probe_present)),
         _rule(host_targets(c), f"max by ({c.site_by}, instance) ({c.host_of(f'pyparallel_exporter_build_info{{{sel}}}')})"),
+        _rule(host_last_seen(c), _last_seen(c, host_last_seen(c),
+                                            f"max by ({c.site_by}) ({host_targets(c)}{{{sel}}})")),
         _rule(without_host_label(c),
               c.host_of(f"max by ({', '.join(dict.fromkeys([*c.selector_labels, c.host_fallback_label]))}) "
                         f'(pyparallel_exporter_build_info{{{sel}, {c.host_label}=""}})')),
         _rule(probe_success(c), f"min by ({c.probe_by}) ({c.host_of(f'pyparallel_probe_success{{{sel}}}')})"),
+        _rule(probe_last_seen(c), _last_seen(c, probe_last_seen(c), f"{probe_success(c)}{{{sel}}}")),
         _rule(last_success(c),
               f"max by ({c.probe_by}) ({c.host_of(f'pyparallel_probe_last_success_timestamp_seconds{{{sel}}}')})"),
     ]
@@ -200,19 +205,22 @@ def level_rules(c: MixinConfig) -> list[dict[str, str]]:
             _rule(efficiency_median(c), median("pyparallel_efficiency_ratio"))]
 
 
-def blind_rule(c: MixinConfig) -> dict[str, str]:
+def blind_rules(c: MixinConfig) -> list[dict[str, str]]:
     sel = c.exporter_selector
     bridge = c.gauge_bridge_window
     # 1 when the last round could show the parallelism it measures (conclusive, not unsteady).
     shown = (f"last_over_time(pyparallel_step_conclusive{{{sel}}}[{bridge}])\n"
              f"    * (1 - last_over_time(pyparallel_speedup_unsteady{{{sel}}}[{bridge}]))")
-    now = f"max by ({c.probe_by}) (\n  {c.host_of(f'({shown})')}\n)"
-    return _rule(blind_since(c),
-                 f"({now} == 1) * 0\n"
-                 f"or\n"
-                 f"({previous(c, blind_since(c))} > 0) and on({c.probe_by}) ({now} == 0)\n"
-                 f"or\n"
-                 f"({now} == 0) * 0 + time()")
+    now = f"{conclusive(c)}{{{sel}}}"
+    return [
+        _rule(conclusive(c), f"max by ({c.probe_by}) (\n  {c.host_of(f'({shown})')}\n)"),
+        _rule(blind_since(c),
+              f"({now} == 1) * 0\n"
+              f"or\n"
+              f"({previous(c, blind_since(c))} > 0) and on({c.probe_by}) ({now} == 0)\n"
+              f"or\n"
+              f"({now} == 0) * 0 + time()"),
+    ]
 
 
 def reference_rules(c: MixinConfig) -> list[dict[str, str]]:
@@ -285,7 +293,7 @@ def state_group(config: MixinConfig = CONFIG) -> dict[str, Any]:
             *identity_rules(config),
             *presence_rules(config),
             *level_rules(config),
-            blind_rule(config),
+            *blind_rules(config),
             *reference_rules(config),
         ],
     }

@@ -122,8 +122,9 @@ def test_central_alerts_read_only_recorded_series_each_over_the_fresh_window() -
             expr, name = rule["expr"], rule.get("alert") or rule.get("record")
             assert not re.findall(r"\bpyparallel_\w+", RECORDED.sub("", expr)), name
             reads = RECORDED.findall(expr)
-            fresh = re.findall(rf"last_over_time\(({RECORDED.pattern})\{{[^}}]*\}}\[{CONFIG.fresh_window}\]\)", expr)
-            assert reads and sorted(reads) == sorted(fresh), name
+            windows = re.findall(rf"\w+_over_time\((?:[0-9.]+, )?({RECORDED.pattern})\{{[^}}]*\}}\[(\w+)\]\)", expr)
+            assert reads and sorted(reads) == sorted(read for read, _ in windows), name
+            assert all(seconds(window) >= seconds(CONFIG.fresh_window) for _, window in windows), name
 
 
 def test_no_rule_has_a_subquery_or_a_window_longer_than_the_state_carry() -> None:
