@@ -191,7 +191,8 @@ def recorded_series(host: Host, start: float) -> tuple[list[Series], list[Series
                  (r.reference(), labels, lambda t, lv=level: lv),
                  (r.held_since(), labels, lambda t, h=held: h if host.regressed and t >= h else 0.0),
                  (r.blind_since(), labels, lambda t: start if host.blind else 0.0)]
-        short += [(r.efficiency_median(), labels, lambda t, m=median: round(m(t) / 2, 4)),
+        short += [(r.efficiency_last(), labels, lambda t, m=median: round(m(t) / 2, 4)),
+                  (r.conclusive(), labels, lambda t: 0.0 if host.blind else 1.0),
                   (r.reference_identity(), f"{labels},{identity}", lambda t: start),
                   (r.first_seen(), labels, lambda t: start)]
     for step in STEPS:

@@ -29,7 +29,7 @@ from dashboards.panels import (
 from dashboards.recording import (
     blind_since,
     current_identity,
-    efficiency_median,
+    efficiency_last,
     gil_enabled,
     held_since,
     host_last_seen,
@@ -159,7 +159,7 @@ def worst(grid: Grid, f: Fleet) -> None:
         [(f.with_python(worst_n), "Ratio to reference"),
          (column(f.probe(speedup_median(c))), "Speedup now"),
          (column(f.probe(reference(c))), "Reference"),
-         (column(f.probe(efficiency_median(c))), "Efficiency"),
+         (column(f.probe(efficiency_last(c))), "Efficiency"),
          (column(f.probe(held_since(c)) + " * 1000"), "Below since")],
         {c.host_label: "Host", "interpreter": "Interpreter", "python": "Python", "workload": "Workload",
          "mode": "Mode", "workers": "Workers"},
@@ -232,7 +232,7 @@ def interpreters_table(f: Fleet) -> g.Table:
     queries = [(f.with_python(gil), "GIL at run time")]
     for mode in modes:
         queries += [(per_row(speedup_median(c), mode), f"{mode} speedup"),
-                    (per_row(efficiency_median(c), mode), f"{mode} efficiency")]
+                    (per_row(efficiency_last(c), mode), f"{mode} efficiency")]
     return _table(
         "Interpreters",
         "One row per host, interpreter role and worker count: the Python behind the role (implementation, "

@@ -108,8 +108,8 @@ class MixinConfig:
     speedup_median_window: str = "1h"
     # What the reference follows while the probe is healthy: the median of the current
     # levels over this window, approached with a time constant of reference_time_constant,
-    # so a few hours of a drop never move it before the hold catches the drop.
-    reference_window: str = "6h"
+    # so the hour or two a drop needs to be caught (even one that creeps) never moves it.
+    reference_window: str = "3h"
     reference_time_constant: str = "12h"
     # A new probe (host, role, workload, mode, workers) alerts only after this much history.
     baseline_min_history: str = "1d"

@@ -540,9 +540,9 @@ def recording(c: MixinConfig) -> list[dict[str, Any]]:
     first = timeline.first_level()
     exprs = [
         sample(r.speedup_median(c), held_out, node, 1.9),
-        sample(r.efficiency_median(c), end, node, 0.95),
+        sample(r.efficiency_last(c), end, node, 0.95),
         sample(r.reference(c), end, node, 1.9),
-        sample(r.reference_identity(c), held_out, {**node, **OLD.labels()}, first + 3600 + step),
+        sample(r.reference_identity(c), held_out, {**node, **OLD.labels()}, held_out),
         sample(r.held_since(c), end, node, 0),
         sample(r.first_seen(c), end, node, first),
         sample(r.blind_since(c), busy_from + 30 * 60, node, busy_from),

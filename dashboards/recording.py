@@ -36,9 +36,9 @@ def speedup_median(config: MixinConfig = CONFIG) -> str:
     return f"{_level(config)}:pyparallel_speedup_ratio:median{config.speedup_median_window}"
 
 
-def efficiency_median(config: MixinConfig = CONFIG) -> str:
-    """Median parallel efficiency (speedup / workers) of each probe over the median window."""
-    return f"{_level(config)}:pyparallel_efficiency_ratio:median{config.speedup_median_window}"
+def efficiency_last(config: MixinConfig = CONFIG) -> str:
+    """Parallel efficiency (speedup / workers) of each probe's last conclusive round."""
+    return f"{_level(config)}:pyparallel_efficiency_ratio:avg"
 
 
 def reference(config: MixinConfig = CONFIG) -> str:
@@ -47,8 +47,8 @@ def reference(config: MixinConfig = CONFIG) -> str:
 
 
 def reference_identity(config: MixinConfig = CONFIG) -> str:
-    """The Python identity the reference was measured with; value: when it was adopted (state)."""
-    return f"{_level(config)}_identity:pyparallel_speedup_ratio:reference_since"
+    """The Python identity the reference was measured with; value: when last confirmed (state)."""
+    return f"{_level(config)}_identity:pyparallel_speedup_ratio:reference_confirmed"
 
 
 def held_since(config: MixinConfig = CONFIG) -> str:
@@ -201,8 +201,11 @@ def level_rules(c: MixinConfig) -> list[dict[str, str]]:
         inner = f'quantile_over_time(0.5, {metric}{{{sel}, mode!="sequential"}}[{window}])'
         return f"avg by ({c.probe_by}) (\n  {c.host_of(inner)}\n)"
 
-    return [_rule(speedup_median(c), median("pyparallel_speedup_ratio")),
-            _rule(efficiency_median(c), median("pyparallel_efficiency_ratio"))]
+    # The last round's efficiency is enough for the tables: a window of it costs a fleet as
+    # much as the median above.
+    efficiency = f'pyparallel_efficiency_ratio{{{sel}, mode!="sequential"}}'
+    last = f"avg by ({c.probe_by}) ({c.host_of(efficiency)})"
+    return [_rule(speedup_median(c), median("pyparallel_speedup_ratio")), _rule(efficiency_last(c), last)]
 
 
 def blind_rules(c: MixinConfig) -> list[dict[str, str]]:
@@ -268,12 +271,11 @@ def reference_rules(c: MixinConfig) -> list[dict[str, str]]:
               f"  {s.previous_reference}\n"
               f") and on({by}) {s.alive}"),
         # The identity moves on with the reference: when it is first learned or released, or
-        # while healthy once the current level holds only rounds of the new identity. A drop
-        # that comes with an upgrade therefore keeps the old identity: the upgrade alert.
+        # while healthy once the current identity holds the whole median window. A drop that
+        # comes with an upgrade therefore keeps the old identity: the upgrade alert. The value
+        # is when the identity was last confirmed (the newest wins a brief overlap).
         _rule(reference_identity(c),
               "(\n"
-              f"  {previous_identity} and on({role}, {IDENTITY}) {s.current}\n"
-              f"  or on({by})\n"
               f"  (\n    {with_current}\n  ) * 0 + time()\n"
               f"    and on({by}) (\n      {s.released()}\n      or {s.new()}\n"
               f"      or {s.healthy()} and on({role}) ({settled})\n    )\n"
