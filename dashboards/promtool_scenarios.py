@@ -422,26 +422,19 @@ def identity_changes(c: MixinConfig) -> list[dict[str, Any]]:
     step = seconds(c.state_interval)
     after = 4 * ROUNDS_PER_HOUR
     tests = []
-    gil_build = Identity("3.13.5", free_threaded=False)
-    swap = Timeline(c, cycle(1.9, before) + cycle(1.0, after), [OLD] * before + [gil_build] * after)
-    fire = swap.fires_at(before, 1.9)
-    tests.append(case(
-        "3.13t replaced by the 3.13 GIL build (the same version string) halves the threads speedup: an upgrade "
-        "from cpython 3.13.5t to cpython 3.13.5",
-        swap.inputs(),
-        [silent("PyParallelSpeedupDroppedAfterPythonUpgrade", at(fire - step)),
-         upgraded(c, fire, swap, 1.9, OLD, gil_build),
-         silent("PyParallelSpeedupRegressed", at(fire))],
-    ))
-    bump, before = version_bump(c)
-    fire = bump.fires_at(before, 1.9)
-    tests.append(case(
-        f"A 3.13 -> 3.14 bump under the default role that halves the threads speedup fires the upgrade alert "
-        f"{duration_text(fire - before * ROUND)} after it, naming both versions and both speedups",
-        bump.inputs(),
-        [silent("PyParallelSpeedupDroppedAfterPythonUpgrade", at(fire - step)), upgraded(c, fire, bump, 1.9),
-         silent("PyParallelSpeedupRegressed", at(fire))],
-    ))
+    for changed, what in ((Identity("3.13.5", free_threaded=False),
+                           "3.13t replaced by the 3.13 GIL build (the same version string)"),
+                          (NEW, "A 3.13 -> 3.14 bump under the default role")):
+        bump, before = version_bump(c, changed)
+        fire = bump.fires_at(before, 1.9)
+        tests.append(case(
+            f"{what} that halves the threads speedup fires the upgrade alert from {OLD.text()} to {changed.text()} "
+            f"{duration_text(fire - before * ROUND)} after it, naming both Pythons and both speedups",
+            bump.inputs(),
+            [silent("PyParallelSpeedupDroppedAfterPythonUpgrade", at(fire - step)),
+             upgraded(c, fire, bump, 1.9, OLD, changed),
+             silent("PyParallelSpeedupRegressed", at(fire))],
+        ))
     same = Timeline(c, jitter(1.9, before, 51) + jitter(1.9, after, 52), [OLD] * before + [NEW] * after)
     settled = (before + after) * ROUND
     tests.append(case(
