@@ -11,12 +11,13 @@ What is backfilled (`promtool tsdb create-blocks-from openmetrics`, one input fi
 block and host chunk, so promtool parses each line once):
 
 - every series the exporter's default config exports per host (one interpreter, `pure_python`
-  and `sha256`, sequential/threads/processes, 2 workers, 2 CPUs: 128 series), scraped every
-  15 s: the 51 the rules read for the last 6 h 20 min (the longest window a rule reads is
-  6 h), the others for the last 2 hours (so the index holds them); for the host the host
-  dashboard is timed on, all of them for all 7 days;
-- the recording rules' series every 5 minutes (the state group's interval): those the fleet
-  dashboard draws over time for 7 days, the others for 6 h 20 min (the carry window).
+  and `sha256`, sequential/threads/processes, 2 workers, 2 CPUs: 130 series), scraped every
+  15 s: the 51 the rules read for the last 80 minutes (the longest window a rule reads of
+  them is 1 h), the others for the last hour (so the index holds them); for the host the
+  host dashboard is timed on, all of them for all 7 days;
+- the recording rules' series every 5 minutes (the state group's interval): the per-probe
+  level, reference, hold and blind series and the fleet aggregates for 7 days, the others for
+  6 h 20 min (the failure-ratio alert reads 6 h of the recorded success).
 
 Each rule is then run as an instant query at the data's end, with `stats=all`: a group's time
 is the sum of its rules' engine times (Prometheus evaluates a group's rules one after the
@@ -56,8 +57,9 @@ from dashboards.mixin_config import CONFIG  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 SCRAPE, ROUND, STATE = 15, 300, 300
 BLOCK = 7200
-RAW_SPAN = 6 * 3600 + 20 * 60  # the longest window a rule reads (6 h) and a margin
-OTHER_SPAN = BLOCK  # series no rule reads: one block, so the index holds them
+RAW_SPAN = 80 * 60  # the longest window a rule reads of the exporter's series (1 h) and a margin
+RECORDED_SPAN = 6 * 3600 + 20 * 60  # the longest window a rule reads of a recorded series (6 h)
+OTHER_SPAN = 3600  # series no rule reads: an hour, so the index holds them
 DAYS = 7
 STEP_SECONDS = 600  # Grafana's $__interval for 7 days on a 1 000-point panel, at least the panels' 10m
 STEPS = [(w, m, "1" if m == "sequential" else "2") for w in ("pure_python", "sha256")
@@ -218,7 +220,7 @@ def fleet_series(hosts: list[Host], end: int, start: int) -> dict[str, list[tupl
         for metric, labels, value in other_series(host):
             families.setdefault(metric, []).append((labels, value, start if host.index == VIEWED else end - OTHER_SPAN,
                                                     SCRAPE))
-        for series_list, first in ((long, start), (short, raw_from)):
+        for series_list, first in ((long, start), (short, end - RECORDED_SPAN)):
             for metric, labels, value in series_list:
                 families.setdefault(metric, []).append((labels, value, first, STATE))
     return families
