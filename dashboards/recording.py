@@ -136,9 +136,9 @@ class _State:
         self.current = current_identity(c, f"{identity_since(c)}{{{sel}}}")
 
     def released(self) -> str:
-        """Probes whose hold ended this evaluation because regression_memory passed."""
-        return (f"({self.previous_hold} > 0 < time() - {seconds(self.c.regression_memory)}"
-                f" and on({self.c.probe_by}) {self.hold} == 0)")
+        """Probes whose hold ended this evaluation because regression_memory passed (the hold
+        rule writes -1 for that one evaluation)."""
+        return f"({self.hold} == -1)"
 
     def new(self) -> str:
         """Probes without a reference whose current level covers a whole median window."""
@@ -243,19 +243,18 @@ def reference_rules(c: MixinConfig) -> list[dict[str, str]]:
               f"{s.level} * 0 + time()"),
         # Held from the evaluation the level falls below keep x reference until it is back
         # above recover x reference (hysteresis), or regression_memory has passed and there
-        # is a current level to take as the new reference.
+        # is a current level to take as the new reference: then -1 for that one evaluation
+        # (the rules below take the level as the reference), and 0 from the next on.
         _rule(held_since(c),
               "(\n"
-              f"  (\n    {s.previous_hold} > 0\n"
-              f"    unless on({by}) ({s.level} >= on({by}) {c.recover:g} * {s.previous_reference})\n"
-              f"    unless on({by}) ({s.previous_hold} < time() - {memory} and on({by}) {s.level})\n  )\n"
+              f"  ({s.previous_hold} > 0 < time() - {memory} and on({by}) {s.level}) * 0 - 1\n"
+              f"  or\n"
+              f"  {s.previous_hold} > 0 unless on({by}) ({s.level} >= on({by}) {c.recover:g} * {s.previous_reference})\n"
               f"  or\n"
               f"  ({s.level} < on({by}) {c.keep:g} * {s.previous_reference}) * 0 + time()\n"
               f"    unless on({by}) {s.previous_hold} > 0\n"
               f"  or\n"
-              f"  {s.previous_hold} * 0\n"
-              f"  or\n"
-              f"  {first_seen(c)}{{{sel}}} * 0\n"
+              f"  {s.previous_reference} * 0\n"
               f") and on({by}) {s.alive}"),
         # Follows the median of the recent levels slowly while healthy (written as a step
         # towards it, so a reference at its target stays exactly there); kept while held or
