@@ -196,6 +196,7 @@ def recorded_series(host: Host, start: float) -> tuple[list[Series], list[Series
                  (r.blind_since(), labels, lambda t: start if host.blind else 0.0)]
         short += [(r.efficiency_last(), labels, lambda t, m=median: round(m(t) / 2, 4)),
                   (r.conclusive(), labels, lambda t: 0.0 if host.blind else 1.0),
+                  (fleet_rules.reference_ratio(), labels, lambda t, m=median, lv=level: round(m(t) / lv, 4)),
                   (r.reference_identity(), f"{labels},{identity}", lambda t: start),
                   (r.first_seen(), labels, lambda t: start)]
     for step in STEPS:

@@ -13,7 +13,7 @@ from typing import Any
 from grafanalib import core as g
 
 from dashboards.alerting import identity_text
-from dashboards.fleet_rules import blind_probes, held_probes, ratio_quantiles
+from dashboards.fleet_rules import blind_probes, held_probes, ratio_quantiles, reference_ratio
 from dashboards.mixin_config import CONFIG, MixinConfig, duration, seconds
 from dashboards.panels import (
     DATASOURCE,
@@ -63,8 +63,8 @@ class Fleet:
         return self.last(record, ", ".join(m for m in ('workload=~"$workload"', matchers) if m))
 
     def ratio(self) -> str:
-        """Current level / reference of each probe of the selected workload."""
-        return f"{self.probe(speedup_median(self.c))}\n/ on({self.c.probe_by})\n{self.probe(reference(self.c))}"
+        """Current level / reference of each probe of the selected workload (recorded)."""
+        return self.probe(reference_ratio(self.c))
 
     def with_python(self, vector: str) -> str:
         """`vector` (per probe or per role) with a `python` label naming its role's identity."""

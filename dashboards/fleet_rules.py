@@ -1,4 +1,4 @@
-"""Fleet-wide aggregates of the recorded series, for the fleet dashboard's time series.
+"""Fleet-wide aggregates of the recorded series, for the fleet dashboard.
 
 Drawing the quantiles of thousands of probes' ratios over 7 days from the per-probe series
 reads every probe at every step (seconds per panel at 1 000 hosts); these rules record a
@@ -26,6 +26,11 @@ def _by(config: MixinConfig) -> str:
     return ", ".join([*config.selector_labels, "workload", "mode"])
 
 
+def reference_ratio(config: MixinConfig = CONFIG) -> str:
+    """Each probe's current level divided by its reference (1 = as before)."""
+    return f"{config.host_label}_interpreter_workload_mode_workers:pyparallel_speedup_ratio:reference_ratio"
+
+
 def ratio_quantiles(config: MixinConfig = CONFIG) -> str:
     """Quantiles (label `quantile`) across the fleet of each probe's level / its reference."""
     return f"{_level(config)}:pyparallel_speedup_ratio:reference_ratio_quantile"
@@ -48,7 +53,7 @@ def fleet_group(config: MixinConfig = CONFIG) -> dict[str, Any]:
     def fresh(record: str) -> str:
         return f"last_over_time({record}{{{sel}, {c.regression_mode_selector}}}[{window}])"
 
-    ratio = f"{fresh(speedup_median(c))} / on({by}) {fresh(reference(c))}"
+    ratio = f"{reference_ratio(c)}{{{sel}}}"  # recorded first in this group, read at this evaluation
     quantiles = "\nor\n".join(
         f'label_replace(quantile by ({_by(c)}) ({q:g}, {ratio}), "quantile", "{q:g}", "", "")' for q in QUANTILES)
 
@@ -60,6 +65,7 @@ def fleet_group(config: MixinConfig = CONFIG) -> dict[str, Any]:
         "name": FLEET_GROUP,
         "interval": c.state_interval,
         "rules": [
+            {"record": reference_ratio(c), "expr": f"{fresh(speedup_median(c))} / on({by}) {fresh(reference(c))}"},
             {"record": ratio_quantiles(c), "expr": quantiles},
             {"record": held_probes(c), "expr": count(held_since(c))},
             {"record": blind_probes(c), "expr": count(blind_since(c))},

@@ -600,6 +600,8 @@ def fleet_samples(c: MixinConfig, t: int, node: dict[str, str]) -> list[dict[str
     quantiles = [{"labels": text(f.ratio_quantiles(c), {**fleet, "quantile": f"{q:g}"}), "value": 1}
                  for q in f.QUANTILES]
     return [{"expr": f"{f.ratio_quantiles(c)}{{{c.exporter_selector}}}", "eval_time": at(t), "exp_samples": quantiles},
+            {"expr": f"{f.reference_ratio(c)}{{{c.exporter_selector}}}", "eval_time": at(t),
+             "exp_samples": [{"labels": text(f.reference_ratio(c), node), "value": 1}]},
             *({"expr": f"{record}{{{c.exporter_selector}}}", "eval_time": at(t),
                "exp_samples": [{"labels": text(record, fleet), "value": 0}]}
               for record in (f.held_probes(c), f.blind_probes(c)))]

@@ -228,7 +228,7 @@ def blind_rules(c: MixinConfig) -> list[dict[str, str]]:
 
 def reference_rules(c: MixinConfig) -> list[dict[str, str]]:
     s = _State(c)
-    sel, by, role = c.exporter_selector, c.probe_by, c.role_by
+    by, role = c.probe_by, c.role_by
     step = c.reference_step
     memory = seconds(c.regression_memory)
     target = f"quantile_over_time(0.5, {s.level}[{c.reference_window}])"
