@@ -22,42 +22,68 @@ from dashboards.panels import (
     timeseries,
     value_text,
 )
-from dashboards.recording import python_version, speedup_baseline, speedup_median
+from dashboards.recording import (
+    blind_since,
+    host_targets,
+    identity_since,
+    reference,
+    speedup_median,
+)
 
-# The host dashboard follows one host (the host label, stable across pod rollouts) rather
-# than one scrape address. Every query also carries the mixin's selector.
+# The host dashboard follows one host (the host label, stable across pod rollouts, or the
+# fallback label where the scrape config sets none) rather than one scrape address: the host
+# variable reads the recorded series, which name every host, and the instance variable lists
+# that host's scrape targets for the panels that read the exporter's own series.
 PROBE_LEGEND = "{{interpreter}} {{workload}} {{mode}} ×{{workers}}"
 STEP_BY = "interpreter, workload, mode, workers"
 
+CORES = "suffix: cores"  # Grafana's custom unit: the value and the word
 ON_OFF = value_text({"0": ("off", "green"), "1": ("on", "orange")})
 CORE_STEPS = [{"color": "blue", "value": None}, {"color": "green", "value": 0.5}, {"color": "orange", "value": 0.9}]
 OK_FAIL = value_text({"0": ("failing", "red"), "1": ("ok", "green")})
 
 
+def job_selector(config: MixinConfig) -> str:
+    """The selector's matchers other than `job`, and the job variable."""
+    return ", ".join(m for m in (config.dashboard_selector, 'job=~"$job"') if m)
+
+
 @dataclass(frozen=True)
 class Selectors:
-    """Matchers of one host, its interpreters and its probes, for one MixinConfig."""
+    """Matchers of one host, its interpreters and its probes, for one MixinConfig: `host`,
+    `interpreter` and `probe` for the exporter's series (by scrape target), `recorded_*`
+    for the recording rules' (by host)."""
 
     host: str
     interpreter: str
     probe: str
+    recorded_interpreter: str
+    recorded_probe: str
 
     @classmethod
     def of(cls, config: MixinConfig) -> Selectors:
-        host = f'{config.exporter_selector}, job=~"$job", {config.host_label}=~"$host"'
+        host = f'{job_selector(config)}, instance=~"$instance"'
+        recorded = f'{job_selector(config)}, {config.host_label}=~"$host", interpreter=~"$interpreter"'
         interpreter = host + ', interpreter=~"$interpreter"'
-        return cls(host, interpreter, interpreter + ', workload=~"$workload"')
+        return cls(host, interpreter, interpreter + ', workload=~"$workload"',
+                   recorded, recorded + ', workload=~"$workload"')
 
 
 def variables(config: MixinConfig) -> list[g.Template]:
-    sel = config.exporter_selector
     s = Selectors.of(config)
+    # Every job that exports the metrics, whatever its name: the stock JSON works for all.
+    jobs = f"label_values(pyparallel_exporter_build_info{{{config.dashboard_selector}}}, job)"
     return [
         datasource_variable(),
-        query_variable("job", "Job", f"label_values(pyparallel_exporter_build_info{{{sel}}}, job)", multi=False),
+        query_variable("job", "Job", jobs, multi=False),
         query_variable(
-            "host", "Host", f'label_values(pyparallel_exporter_build_info{{{sel}, job=~"$job"}}, {config.host_label})',
+            "host", "Host", f"label_values({host_targets(config)}{{{job_selector(config)}}}, {config.host_label})",
             multi=False,
+        ),
+        query_variable(
+            "instance", "Scrape target",
+            f'label_values({host_targets(config)}{{{job_selector(config)}, {config.host_label}=~"$host"}}, instance)',
+            multi=True, all_matches_any=False,
         ),
         query_variable(
             "interpreter", "Interpreter", f"label_values(pyparallel_python_info{{{s.host}}}, interpreter)", multi=True
@@ -70,15 +96,16 @@ def variables(config: MixinConfig) -> list[g.Template]:
 
 
 def upgrade_annotation(config: MixinConfig) -> dict[str, Any]:
-    """Marks where the Python version of an interpreter role on this host changed.
+    """Marks where the Python identity (version, implementation, build) of a role on this host
+    changed.
 
-    Reads the host-level version rule, so a rollout that changes `instance` keeps one series.
-    `changes()` cannot see it (the info value is always 1; a new version is a new series),
-    so the annotation shows while two versions of one role were seen within the window.
+    Reads the host-level identity rule, so a rollout that changes `instance` keeps one series.
+    `changes()` cannot see it (a new identity is a new series), so the annotation shows while
+    two identities of one role were seen within the window.
     """
     window = config.annotation_window
     s = Selectors.of(config)
-    versions = f"{python_version(config)}{{{s.interpreter}}}"
+    identities = f"{identity_since(config)}{{{s.recorded_interpreter}}}"
     return {
         "name": "Python version change",
         "datasource": DATASOURCE,
@@ -86,16 +113,24 @@ def upgrade_annotation(config: MixinConfig) -> dict[str, Any]:
         "hide": False,
         "iconColor": "orange",
         "expr": (
-            f"{versions}\n"
+            f"{identities}\n"
             f"and on({config.role_by})\n"
-            f"  (count by ({config.role_by}) (max_over_time({versions}[{window}])) > 1)"
+            f"  (count by ({config.role_by}) (last_over_time({identities}[{window}])) > 1)"
         ),
-        "step": "60s",
-        "titleFormat": "Python version change",
-        "textFormat": "{{interpreter}} is now Python {{version}}",
-        "tagKeys": "interpreter,version",
+        "step": "5m",
+        "titleFormat": "Python change",
+        "textFormat": "{{interpreter}} is now {{implementation}} {{version}} (free-threaded build: {{free_threaded_build}})",
+        "tagKeys": "interpreter,version,implementation,free_threaded_build",
         "useValueForTime": False,
     }
+
+
+def state_interval(config: MixinConfig) -> str:
+    """Step of the panels that read the state group's series: two of its evaluations, so each
+    step holds one of its samples whatever the group's phase."""
+    from dashboards.mixin_config import duration, seconds
+
+    return duration(2 * seconds(config.state_interval))
 
 
 def questions(grid: Grid, config: MixinConfig) -> None:
@@ -104,27 +139,25 @@ def questions(grid: Grid, config: MixinConfig) -> None:
     grid.row("The four questions")
     grid.add(stat(
         "Do threads run in parallel?",
-        "Cores the threads probe kept busy (CPU seconds / wall seconds) and its speedup, per interpreter and "
-        "worker count, last round. About 1 core: the GIL (or a lock) serialises the threads; near the worker "
-        "count: they run in parallel.",
-        (f'max by ({STEP_BY}) (pyparallel_cpu_cores_used{{{s.probe}, mode="threads"}})',
-         "{{interpreter}} {{workload}} ×{{workers}}: cores busy"),
-        (f'max by ({STEP_BY}) (pyparallel_speedup_ratio{{{s.probe}, mode="threads"}})',
-         "{{interpreter}} {{workload}} ×{{workers}}: speedup"),
-        decimals=2,
-        thresholds=steps(config.speedup_colour_steps),
+        "Parallel efficiency of the threads probe (speedup / workers), per interpreter and worker count, last "
+        "round: 1/workers (50 % with 2) when the GIL or a lock serialises the threads, near 100 % when they run "
+        "in parallel. The colours mean the same at any worker count. Empty while the host was too busy to tell.",
+        (f'max by ({STEP_BY}) (pyparallel_efficiency_ratio{{{s.probe}, mode="threads"}})',
+         "{{interpreter}} {{workload}} ×{{workers}}"),
+        unit="percentunit",
+        thresholds=steps(config.efficiency_colour_steps),
     ), w=6, h=8)
     grid.add(timeseries(
-        f"Did it change after the upgrade? ({config.speedup_median_window} median and baseline)",
-        f"The {config.speedup_median_window} median speedup per host and interpreter role (solid) and its "
-        f"baseline, the median of the {config.baseline_window} that ended {config.baseline_offset} ago "
-        f"(dashed; shown once the series has {config.baseline_min_history} of history). Orange marks: "
-        "Python version changes of the role.",
-        (over(f'{speedup_median(config)}{{{s.probe}, mode!="sequential"}}'), PROBE_LEGEND),
-        (over(f'{speedup_baseline(config)}{{{s.probe}, mode!="sequential"}}'), "baseline " + PROBE_LEGEND),
+        f"Did it change after the upgrade? ({config.speedup_median_window} median and reference)",
+        f"The {config.speedup_median_window} median speedup per host and interpreter role (solid) and the reference "
+        f"it is compared with (dashed): it follows the level slowly while the probe is healthy and holds still "
+        f"while a drop lasts (up to {config.regression_memory}) or the host is too busy to tell. Orange marks: "
+        "Python version, implementation or build changes of the role.",
+        (over(f'{speedup_median(config)}{{{s.recorded_probe}, mode!="sequential"}}', "last"), PROBE_LEGEND),
+        (over(f"{reference(config)}{{{s.recorded_probe}}}", "last"), "reference " + PROBE_LEGEND),
         minimum=0,
-        overrides=[dashed("^baseline .*")],
-        interval=config.dashboard_min_interval,
+        overrides=[dashed("^reference .*")],
+        interval=state_interval(config),
     ), w=8, h=8)
     grid.add(timeseries(
         "Is the host giving me the cores?",
@@ -133,6 +166,7 @@ def questions(grid: Grid, config: MixinConfig) -> None:
         (over(f'pyparallel_cpu_cores_used{{{s.probe}, mode="processes"}}'), PROBE_LEGEND),
         (over(f'pyparallel_host_cpus{{{s.host}, kind="usable"}}', "min"), "usable cores"),
         (over(f"pyparallel_interference_cores{{{s.probe}}}"), "other load during " + PROBE_LEGEND),
+        unit=CORES,
         minimum=0,
         overrides=[dashed("^usable.*")],
         interval=config.dashboard_min_interval,
@@ -170,10 +204,10 @@ def overview(grid: Grid, config: MixinConfig) -> None:
     grid.row("Overview")
     grid.add(stat(
         "Speedup by mode",
-        "Latest speedup T1·N/TN of each probe. Ideal is the number of workers.",
+        "Latest speedup T1·N/TN of each probe. Ideal is the number of workers (no colours: a good speedup "
+        "depends on it; \"Do threads run in parallel?\" colours the efficiency).",
         (f'max by ({STEP_BY}) (pyparallel_speedup_ratio{{{s.probe}, mode!="sequential"}})', PROBE_LEGEND),
         decimals=2,
-        thresholds=steps(config.speedup_colour_steps),
     ), w=8, h=6)
     grid.add(stat(
         "GIL enabled at run time",
@@ -247,6 +281,7 @@ def where_it_went(grid: Grid, config: MixinConfig) -> None:
         "(the GIL, one event loop).",
         (over(f"pyparallel_cpu_cores_used{{{s.probe}}}"), PROBE_LEGEND),
         (over(f'pyparallel_host_cpus{{{s.host}, kind="usable"}}', "min"), "usable cores"),
+        unit=CORES,
         minimum=0,
         overrides=[dashed("^usable.*")],
         interval=config.dashboard_min_interval,
@@ -261,12 +296,29 @@ def where_it_went(grid: Grid, config: MixinConfig) -> None:
     ), w=8)
     grid.add(timeseries(
         "Interference: other processes' cores during the probe",
-        f"CPU other processes used while the probe ran, in cores (median over the step's windows). Above "
-        f"{config.busy_host_cores:g} the regression alerts hold back and PyParallelHostTooBusyToMeasure fires.",
+        "CPU other processes used while the probe ran, in cores (median over the step's windows). When it "
+        "leaves fewer free cores than the workers can use, the round is inconclusive: no speedup is exported.",
         (over(f"pyparallel_interference_cores{{{s.probe}}}"), PROBE_LEGEND),
+        unit=CORES,
         minimum=0,
         interval=config.dashboard_min_interval,
     ), w=8)
+    grid.add(timeseries(
+        "Conclusive rounds (0 = cannot tell)",
+        "1 when the round's free cores could show the parallelism it measures, 0 when the host was too busy to "
+        "tell (no speedup exported, the regression alerts see nothing). The worst round in each step is drawn.",
+        (over(f"pyparallel_step_conclusive{{{s.probe}}}", "min"), PROBE_LEGEND),
+        minimum=0,
+        interval=config.dashboard_min_interval,
+    ), w=8)
+    grid.add(stat(
+        "Regression detection blind since",
+        f"Probes whose every round since this time was inconclusive; PyParallelRegressionDetectionBlind fires "
+        f"after {config.blind_after}. Empty when the last round of every probe was conclusive.",
+        (f"(last_over_time({blind_since(config)}{{{s.recorded_probe}}}[{state_interval(config)}]) > 0) * 1000",
+         PROBE_LEGEND),
+        unit="dateTimeFromNow",
+    ), w=8, h=8)
     grid.add(timeseries(
         "Hypervisor steal",
         "Share of CPU time the hypervisor gave to other guests during the probe (exported where the kernel "
@@ -396,7 +448,8 @@ def health(grid: Grid, config: MixinConfig) -> None:
         "Time since last successful probe",
         f"Staleness; the alert fires above {config.stale_intervals} probe intervals (dashed). A line that keeps "
         "rising means the rounds stopped.",
-        (f"time() - {over(f'pyparallel_probe_last_success_timestamp_seconds{{{s.probe}}}', 'min')}", PROBE_LEGEND),
+        # The newest success in each step: at the step's end the probe is that old.
+        (f"time() - {over(f'pyparallel_probe_last_success_timestamp_seconds{{{s.probe}}}', 'max')}", PROBE_LEGEND),
         (f"{config.stale_intervals} * {over(f'pyparallel_probe_interval_seconds{{{s.host}}}', 'max')}",
          "stale threshold {{instance}}"),
         unit="s", minimum=0,

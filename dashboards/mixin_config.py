@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
+from exporter.verdicts import NOT_PARALLEL
+
 # One matcher of a PromQL selector: `name="value"`, `name!="value"`, `name=~"re"`, `name!~"re"`.
 _MATCHER = re.compile(r'\s*([a-zA-Z_]\w*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"\s*')
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
 
 
 def parse_selector(selector: str) -> dict[str, tuple[str, str]]:
@@ -33,6 +37,25 @@ def parse_selector(selector: str) -> dict[str, tuple[str, str]]:
     return matchers
 
 
+def seconds(duration: str) -> int:
+    """Seconds of a Prometheus duration such as `1d`, `5m` or `1h30m`."""
+    parts = re.findall(r"(\d+)(ms|[smhdwy])", duration)
+    if not parts or "".join(n + u for n, u in parts) != duration:
+        raise ValueError(f"not a Prometheus duration: {duration!r}")
+    return int(sum(int(n) * _DURATION_UNITS[u] for n, u in parts))
+
+
+def duration(total: float) -> str:
+    """The shortest Prometheus duration for a whole number of seconds: 660 -> `11m`."""
+    rest = int(total)
+    text = ""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        count, rest = divmod(rest, size)
+        if count:
+            text += f"{count}{unit}"
+    return text or "0s"
+
+
 @dataclass(frozen=True)
 class MixinConfig:
     """Settings read by the dashboards, the rules and the generated deployment files.
@@ -44,51 +67,76 @@ class MixinConfig:
     """
 
     # --- selectors ---------------------------------------------------------------------
-    # Inserted between {} of every rule and dashboard query to pick the exporter's series.
-    # The job name is the scrape job in deploy/prometheus/prometheus.yml and, on Kubernetes,
-    # the name of the Service (the ServiceMonitor's default job label). Every label it names
-    # is kept by the recording rules, so the selector also picks their series.
+    # Inserted between {} of every rule to pick the exporter's series. The job name is the
+    # scrape job in deploy/prometheus/prometheus.yml and, on Kubernetes, the name of the
+    # Service (the ServiceMonitor's default job label). Every label it names is kept by the
+    # recording rules. The dashboards pick the job with their `job` variable instead, so the
+    # stock JSON works under any job name; they keep the selector's other matchers.
     exporter_selector: str = 'job="pyparallel"'
     # The label naming the machine a measurement was taken on. Regression rules compare a
     # probe with its own history per host and interpreter role, not per scrape address, so a
-    # pod rollout (new `instance`) keeps its baseline. deploy/prometheus/prometheus.yml sets
+    # pod rollout (new `instance`) keeps its reference. deploy/prometheus/prometheus.yml sets
     # it from the target's host name, the ServiceMonitor from the pod's node name.
     host_label: str = "node"
+    # Where the host label is missing or empty, the rules copy this label into it, so every
+    # alert still names its host; PyParallelHostLabelMissing warns that this identity is not
+    # stable (a new scrape address starts a new history).
+    host_fallback_label: str = "instance"
     # Workloads that keep a core busy. `sleep` releases the GIL and scales in every mode, so
     # it says nothing about CPU-bound parallelism and is left out of the capacity alerts.
     cpu_bound_workload_selector: str = 'workload!="sleep"'
-    # Modes whose speedup is compared with its own baseline. Sequential is 1.0 by definition;
-    # asyncio is single-threaded, so its speedup only tracks the event loop's overhead.
-    regression_mode_selector: str = 'mode=~"threads|processes"'
+    # Modes whose speedup is compared with its own reference. Sequential is 1.0 by
+    # definition; asyncio is single-threaded, so its speedup only tracks the loop's overhead.
+    regression_mode_selector: str = 'mode=~"threads|processes|subinterpreters"'
 
-    # --- windows -------------------------------------------------------------------------
-    # Window of the "current" speedup median; twelve probe rounds (default every 5m) fit in.
+    # --- the probe schedule the rules assume -------------------------------------------------
+    # The exporter's probe interval (its `interval`, default 5m). Alerts that judge rounds
+    # hold for alert_rounds of them plus round_margin (jitter, round length), so one odd
+    # round never fires and never clears an alert.
+    probe_interval: str = "5m"
+    alert_rounds: int = 2
+    round_margin: str = "1m"
+
+    # --- the reference a probe's speedup is compared with ------------------------------------
+    # Evaluation interval of the state group (pyparallel.state), which keeps each probe's
+    # reference, hold and blind-since series. Its rules read their own last values, so the
+    # state survives without long windows; the alerts read it over two intervals and a
+    # margin, so an evaluation that comes late never makes a series vanish.
+    state_interval: str = "5m"
+    # How far back a state rule looks for its own last value: a Prometheus outage shorter
+    # than this keeps every reference and hold; a longer one starts learning afresh.
+    state_carry: str = "1h"
+    # The current level: the median speedup of the rounds in this window.
     speedup_median_window: str = "1h"
-    # Window and offset of the baseline median: the day that ended one hour ago, so the
-    # current hour does not pull the baseline towards itself.
-    baseline_window: str = "1d"
-    baseline_offset: str = "1h"
-    # A baseline counts only once the series has this much history (it had samples this
-    # long ago); a new host or role gets no regression alerts before.
+    # What the reference follows while the probe is healthy: the median of the current
+    # levels over this window, approached with a time constant of reference_time_constant,
+    # so the hour or two a drop needs to be caught (even one that creeps) never moves it.
+    reference_window: str = "3h"
+    reference_time_constant: str = "12h"
+    # A new probe (host, role, workload, mode, workers) alerts only after this much history.
     baseline_min_history: str = "1d"
-    # Evaluation interval of the baseline group: quantiles over a day of samples change
-    # slowly, and a probe round comes every 5 minutes anyway.
-    baseline_group_interval: str = "5m"
-    # How long the speedup of an earlier Python version stays the yardstick of the current
-    # one: an upgrade drop stays firing until fixed, silenced, or this long after the upgrade.
-    # Prometheus must keep this much history (its default retention is 15d).
-    version_memory: str = "7d"
+    # A drop holds the reference (the alert keeps firing) until the speedup recovers or this
+    # long has passed; then the new level becomes the reference (accepted). Silencing the
+    # alert until then accepts it sooner (RUNBOOK.md).
+    regression_memory: str = "14d"
+    # No conclusive round for this long while the probe runs: regression detection is blind.
+    blind_after: str = "24h"
+    # An exporter that stopped reporting counts as absent after this long, and is forgotten
+    # (the absent alert ends, its references are dropped) after forget_after.
+    absent_after: str = "15m"
+    forget_after: str = "3d"
     # Window of increase() over the failure counter on the dashboards; at least one round.
     failure_window: str = "1h"
-    # Window in which two Python versions of one interpreter mark an upgrade annotation.
-    annotation_window: str = "10m"
+    # Window in which two Python identities of one role mark a change on the dashboard.
+    annotation_window: str = "30m"
     # Window of the median of the processes speedup in the capacity alert: six rounds, so
     # one noisy round neither fires nor clears it.
     processes_smoothing_window: str = "30m"
     # Window of the share of failed rounds in the failure-ratio alert.
     failure_ratio_window: str = "6h"
-    # Window of the median of the interference (other processes' CPU use during a probe).
-    interference_window: str = "1h"
+    # Gaps this short in the step_conclusive gauge (an exporter restart) do not count as a
+    # change of state.
+    gauge_bridge_window: str = "15m"
 
     # --- thresholds ----------------------------------------------------------------------
     # Stale when the last success is older than this many probe intervals
@@ -103,46 +151,44 @@ class MixinConfig:
     # Processes speedup alert: fire below this fraction of the achievable speedup,
     # min(workers, usable cores). 0.5 on 4 usable cores and 4 workers means below 2.0.
     processes_min_speedup_fraction: float = 0.5
-    # Regression alerts: fire when the current median is this fraction below the baseline.
+    # Regression: the current level is this fraction below the reference. The hold ends when
+    # it is back within speedup_recovery_drop of it (hysteresis: no flapping at the edge).
     speedup_regression_drop: float = 0.25
+    speedup_recovery_drop: float = 0.125
     # Free-threaded threads alert: threads speedup below this fraction of the processes
     # speedup of the same round. ±25 % noise on both gives at worst 0.75/1.25 = 0.6.
     threads_vs_processes_fraction: float = 0.5
     # Free-threaded threads are "not parallel" when the cores they kept busy stay below this
     # with at least two workers and two usable cores (GIL threads read 1.0).
-    serial_cores_max: float = 1.25
-    # Other processes' CPU use (cores) during a probe above which the host is too busy to
-    # measure; the regression alerts hold back while the 1 h median is above it.
-    busy_host_cores: float = 0.5
+    # The exporter's own "not parallel" verdict uses the same figure (exporter/verdicts.py).
+    serial_cores_max: float = NOT_PARALLEL
 
     # --- how long a condition must hold before an alert fires -----------------------------
-    # Rule files carry these as `for`. The failing alert counts rounds instead (above).
-    probe_failing_for: str = "0s"
+    # Alerts that judge rounds use rounds_for (alert_rounds intervals plus the margin).
+    probe_failing_for: str = "0s"  # counts rounds itself (probe_failing_rounds)
     stale_for: str = "10m"
     exporter_down_for: str = "10m"
     failure_ratio_for: str = "30m"
     processes_far_below_for: str = "15m"  # on top of the 30m median
-    regression_for: str = "1h"
-    upgrade_drop_for: str = "15m"  # shorter than regression_for, so it inhibits that first
-    threads_not_parallel_for: str = "5m"  # the second round in a row fires it
-    threads_below_processes_for: str = "10m"
-    host_busy_for: str = "30m"
-    round_overrun_for: str = "15m"
-    gil_enabled_for: str = "10m"
-    import_gil_for: str = "10m"
     config_reload_for: str = "5m"
+    host_label_missing_for: str = "30m"
 
     # --- severities ----------------------------------------------------------------------
     # Nothing here pages: the exporter measures the interpreter, it does not serve traffic.
     severity: str = "warning"
-    # Findings about the environment (a module re-enabling the GIL, a busy host).
+    # Findings about the environment (a module re-enabling the GIL).
     info_severity: str = "info"
 
     # --- alert annotations ---------------------------------------------------------------
     # %s is the alert name in lower case; deploy/RUNBOOK.md has a matching "Runbook: <Alert>"
-    # heading. The default is the runbook's path in this repository (every clone has it);
-    # render with --runbook-url-template to link your own copy (a wiki, your Git host).
-    runbook_url_template: str = "deploy/RUNBOOK.md#runbook-%s"
+    # heading. Absolute, so the link opens from a notification; render with
+    # --runbook-url-template to link your own copy (a wiki, your Git host).
+    runbook_url_template: str = (
+        "https://github.com/python-parallelism-exporter/python-parallelism-exporter/blob/main/deploy/RUNBOOK.md#runbook-%s"
+    )
+    # Grafana's address as your on-call people reach it; each alert links its host's
+    # dashboard there (docker compose serves Grafana on port 3000).
+    grafana_url: str = "http://localhost:3000"
 
     # --- dashboards ----------------------------------------------------------------------
     host_dashboard_uid: str = "pyparallel-host"  # stable: links and bookmarks use it
@@ -158,12 +204,15 @@ class MixinConfig:
     # Workload shown by default: pure-Python bytecode is what the GIL serialises, so its
     # threads speedup separates GIL builds from free-threaded ones.
     headline_workload: str = "pure_python"
-    # Colours of the overview stats: red below the first value, orange below the second,
-    # green above. A speedup under 0.9 means parallel work runs slower than sequential.
-    speedup_colour_steps: tuple[float, float] = (0.9, 1.5)
+    # Colours of parallel efficiency (speedup / workers): red below the first value, orange
+    # below the second, green above — the same at any worker count. GIL-bound threads
+    # reach 1/workers.
+    efficiency_colour_steps: tuple[float, float] = (0.6, 0.8)
     success_colour_steps: tuple[float, float] = (0.5, 1.0)  # share of probes succeeding
     # Modes with a speedup column in the fleet table and a panel in the comparison row.
     parallel_modes: tuple[str, ...] = ("threads", "processes", "asyncio", "subinterpreters")
+    # Rows of the fleet dashboard's "which hosts got worse" table.
+    fleet_worst_rows: int = 20
 
     # --- watched services (dashboards/services.py) ---------------------------------------
     # Window of the serialised ratio's average in the service alerts: about 180 windows of
@@ -175,6 +224,9 @@ class MixinConfig:
     service_parallel_ratio: float = 0.25
     service_serial_for: str = "15m"
     service_became_serial_for: str = "15m"
+    # How long an earlier interpreter's parallel service stays the yardstick of the current
+    # one (Prometheus must keep this much history; its default retention is 15d).
+    service_memory: str = "7d"
     # A configured group with no process: a stopped service or a matcher gone stale.
     service_not_found_for: str = "15m"
     service_unreadable_for: str = "30m"
@@ -190,15 +242,33 @@ class MixinConfig:
 
     def __post_init__(self) -> None:
         parse_selector(self.exporter_selector)
-        if not re.fullmatch(r"[a-zA-Z_]\w*", self.host_label):
-            raise ValueError(f"host_label must be a Prometheus label name, not {self.host_label!r}")
+        for name in ("host_label", "host_fallback_label"):
+            if not re.fullmatch(r"[a-zA-Z_]\w*", getattr(self, name)):
+                raise ValueError(f"{name} must be a Prometheus label name, not {getattr(self, name)!r}")
         if self.runbook_url_template.count("%s") != 1:
             raise ValueError("runbook_url_template needs exactly one %s (the alert name in lower case)")
+        if not re.match(r"https?://", self.runbook_url_template):
+            raise ValueError("runbook_url_template must be an absolute http(s) URL, so it opens from a notification")
+        for name in ("probe_interval", "round_margin", "state_interval", "state_carry", "regression_memory",
+                     "blind_after", "reference_time_constant"):
+            seconds(getattr(self, name))
+        if not 0 < self.speedup_recovery_drop < self.speedup_regression_drop < 1:
+            raise ValueError("need 0 < speedup_recovery_drop < speedup_regression_drop < 1")
+        if self.alert_rounds < 1:
+            raise ValueError("alert_rounds must be at least 1")
+
+    # --- derived values --------------------------------------------------------------------
 
     @property
     def selector_labels(self) -> tuple[str, ...]:
         """Labels the selector names, `job` first: recording rules keep them."""
         return tuple(dict.fromkeys(["job", *parse_selector(self.exporter_selector)]))
+
+    @property
+    def dashboard_selector(self) -> str:
+        """The selector's matchers other than `job`, which the dashboards' job variable sets."""
+        rest = {k: v for k, v in parse_selector(self.exporter_selector).items() if k != "job"}
+        return ", ".join(f'{name}{op}"{value}"' for name, (op, value) in rest.items())
 
     @property
     def site_by(self) -> str:
@@ -214,6 +284,50 @@ class MixinConfig:
     def probe_by(self) -> str:
         """`by` labels of one probe step on one host, whatever its scrape address."""
         return f"{self.role_by}, workload, mode, workers"
+
+    @property
+    def rounds_for(self) -> str:
+        """`for` of an alert that judges rounds: alert_rounds whole rounds and the margin."""
+        return duration(self.alert_rounds * seconds(self.probe_interval) + seconds(self.round_margin))
+
+    @property
+    def fresh_window(self) -> str:
+        """Range over which the alerts read the state group's series: two evaluations and
+        the margin, so a late evaluation (or a remote-write delay) never makes one vanish."""
+        return duration(2 * seconds(self.state_interval) + seconds(self.round_margin))
+
+    @property
+    def identity_settle(self) -> str:
+        """A new Python identity becomes the reference's once the current level holds none
+        of the previous one's rounds (an old pod's last round included): the median window,
+        a round and the margin after the change."""
+        return duration(seconds(self.speedup_median_window) + seconds(self.probe_interval) + seconds(self.round_margin))
+
+    @property
+    def reference_step(self) -> float:
+        """Share of the gap to its target the reference closes per state evaluation."""
+        return 1 - math.exp(-seconds(self.state_interval) / seconds(self.reference_time_constant))
+
+    @property
+    def keep(self) -> float:
+        """Fraction of the reference below which a probe regressed."""
+        return round(1 - self.speedup_regression_drop, 6)
+
+    @property
+    def recover(self) -> float:
+        """Fraction of the reference at which a held probe counts as recovered."""
+        return round(1 - self.speedup_recovery_drop, 6)
+
+    def host_of(self, vector: str) -> str:
+        """`vector` with the host label filled from the fallback label where it is missing.
+
+        label_join gives "<host>;<fallback>", and only ";<fallback>" (no host) matches the
+        regex; the helper label is emptied, which removes it.
+        """
+        host, fallback, helper = self.host_label, self.host_fallback_label, "tmp_host_key"
+        joined = f'label_join({vector}, "{helper}", ";", "{host}", "{fallback}")'
+        filled = f'label_replace({joined}, "{host}", "$1", "{helper}", ";(.+)")'
+        return f'label_replace({filled}, "{helper}", "", "", "")'
 
 
 CONFIG = MixinConfig()

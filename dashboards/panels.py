@@ -151,8 +151,14 @@ class Grid:
         self._height = 0
 
 
-def query_variable(name: str, label: str, query: str, *, multi: bool, default: str | None = None) -> g.Template:
-    """A Prometheus `label_values()` variable, refreshed when the time range changes."""
+def query_variable(name: str, label: str, query: str, *, multi: bool, default: str | None = None,
+                   all_matches_any: bool = True, hide: int = 0) -> g.Template:
+    """A Prometheus `label_values()` variable, refreshed when the time range changes.
+
+    With "All" selected, `all_matches_any` sends a regex matching any value, which keeps the
+    query short; without it Grafana sends the listed values, for a variable whose values are
+    only some of the label's (one host's instances).
+    """
     return g.Template(
         name=name,
         label=label,
@@ -160,8 +166,8 @@ def query_variable(name: str, label: str, query: str, *, multi: bool, default: s
         dataSource=DATASOURCE,
         multi=multi,
         includeAll=multi,
-        # With "All" selected, a regex matching any value keeps the query short.
-        allValue=".+" if multi else None,
+        allValue=".+" if multi and all_matches_any else None,
+        hide=hide,
         default="$__all" if multi and default is None else default,
         refresh=g.REFRESH_ON_TIME_RANGE_CHANGE,
         sort=g.SORT_ALPHA_ASC,

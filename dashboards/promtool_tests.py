@@ -1,200 +1,55 @@
-"""promtool unit tests of the rules, generated from the same MixinConfig as the rules.
+"""promtool unit tests of the exporter alerts (`pyparallel-exporter-alerts.yml`), generated from
+the same MixinConfig as the rules.
 
-Every label the selector fixes, every threshold and every expected annotation comes from the
-config, so `python -m dashboards.generate --selector 'job="python"'` renders rules and tests
-that agree. Inputs are probe rounds every 5 minutes; "noisy" inputs vary ±25 % per round:
-either a seeded random draw (silent cases: no expected value to compute) or the repeating
-pattern ×1, ×1.25, ×0.75, whose median over any window of three or more rounds is the level
-itself, so a firing case's `$value` is known exactly.
+Every label the selector fixes, every threshold, every hold time and every expected
+annotation comes from the config, so `python -m dashboards.generate --selector 'job="python"'`
+renders rules and tests that agree. The regression, blind-spot and fleet scenarios are in
+`promtool_scenarios.py`; the inputs' shape is described in `promtool_inputs.py`.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any, Optional, Union
+from typing import Any
 
-from dashboards import alerts
-from dashboards.mixin_config import CONFIG, MixinConfig, parse_selector
-from dashboards.recording import (
-    interference_median,
-    python_version,
-    seconds,
-    speedup_baseline,
-    speedup_by_host,
-    speedup_median,
-    speedup_median_by_version,
-    speedup_of_version,
+from dashboards.exporter_alerts import exporter_alerts_group
+from dashboards.mixin_config import CONFIG, MixinConfig, seconds
+from dashboards.promtool_inputs import (
+    ROUND,
+    ROUND_OFFSET,
+    Target,
+    Value,
+    case,
+    const,
+    cycle,
+    duration_text,
+    jitter,
+    round_at,
+    series,
+    silent,
+    unit_test_file,
+    when,
 )
+from dashboards.promtool_inputs import fires as _fires
 
-ROUND = 300  # seconds between probe rounds in every test: the default interval
-ROUNDS_PER_HOUR = 3600 // ROUND
-DAY = 24 * ROUNDS_PER_HOUR
-# Evaluation times are 2 minutes past a round, so no raw sample sits on a window boundary.
-PAST_ROUND = 120
-
-Value = Union[float, str, None]  # a number, "stale", or None for a missed scrape
+RULE_FILES = ["../rules/pyparallel-exporter-alerts.yml"]
 
 
-# --- inputs ------------------------------------------------------------------------------
+def fires(c: MixinConfig, name: str, at: str, labels: dict[str, str], value: float) -> dict[str, Any]:
+    return _fires([exporter_alerts_group(c)], name, at, labels, value)
 
 
-def cycle(level: float, rounds: int) -> list[Value]:
-    """±25 % per round, median over any three or more rounds exactly `level`."""
-    return [round(level * (1.0, 1.25, 0.75)[i % 3], 6) for i in range(rounds)]
+def number(value: Value) -> float:
+    """A round's value where the test knows it is a number."""
+    assert isinstance(value, float), value
+    return value
 
 
-def jitter(level: float, rounds: int, seed: int) -> list[Value]:
-    """±25 % per round, drawn uniformly with a fixed seed."""
-    draw = random.Random(seed)
-    return [round(level * (1 + draw.uniform(-0.25, 0.25)), 4) for _ in range(rounds)]
-
-
-def const(level: float, rounds: int) -> list[Value]:
-    return [level] * rounds
-
-
-def gap(rounds: int) -> list[Value]:
-    return [None] * rounds
-
-
-def values_text(values: Sequence[Value]) -> str:
-    """promtool's notation; runs of one number as `axN` (N+1 values)."""
-    tokens: list[str] = []
-    i = 0
-    while i < len(values):
-        value = values[i]
-        if value is None:
-            tokens.append("_")
-            i += 1
-            continue
-        if isinstance(value, str):
-            tokens.append(value)
-            i += 1
-            continue
-        run = 1
-        while i + run < len(values) and values[i + run] == value:
-            run += 1
-        text = f"{value:g}"
-        tokens.append(f"{text}x{run - 1}" if run > 1 else text)
-        i += run
-    return " ".join(tokens)
-
-
-def labels_text(metric: str, labels: dict[str, str]) -> str:
-    inner = ", ".join(f'{k}="{v}"' for k, v in labels.items())
-    return f"{metric}{{{inner}}}"
-
-
-def when(rounds: int, past: int = PAST_ROUND) -> str:
-    """The evaluation time `past` seconds after the given number of rounds from the start."""
-    minutes, secs = divmod(rounds * ROUND + past, 60)
-    hours, minutes = divmod(minutes, 60)
-    text = (f"{hours}h" if hours else "") + (f"{minutes}m" if minutes else "") + (f"{secs}s" if secs else "")
-    return text or "0s"
-
-
-@dataclass
-class Target:
-    """One scrape target of the exporter: the selector's labels, an address, a host."""
-
-    config: MixinConfig
-    instance: str = "host-a:9860"
-    host: str = "host-a"
-
-    @property
-    def labels(self) -> dict[str, str]:
-        return {**selector_labels(self.config), "instance": self.instance, self.config.host_label: self.host}
-
-    def step(self, interpreter: str, workload: str, mode: str, workers: int) -> dict[str, str]:
-        return {**self.labels, "interpreter": interpreter, "workload": workload, "mode": mode,
-                "workers": str(workers)}
-
-    def node_step(self, interpreter: str, workload: str, mode: str, workers: int) -> dict[str, str]:
-        """The labels of a host-level (recorded) series of this step."""
-        labels = self.step(interpreter, workload, mode, workers)
-        del labels["instance"]
-        return labels
-
-
-def selector_labels(config: MixinConfig) -> dict[str, str]:
-    """Label values the test series carry so that the selector picks them."""
-    labels: dict[str, str] = {}
-    for name, (operator, value) in parse_selector(config.exporter_selector).items():
-        if operator != "=":
-            raise ValueError(f"promtool tests need `=` matchers in the selector; {name}{operator}{value!r} is not one")
-        labels[name] = value
-    labels.setdefault("job", "pyparallel")
-    return labels
-
-
-def series(metric: str, labels: dict[str, str], values: Sequence[Value]) -> dict[str, str]:
-    return {"series": labels_text(metric, labels), "values": values_text(values)}
-
-
-# --- expectations ----------------------------------------------------------------------
-
-
-def render(text: str, labels: dict[str, str], value: float) -> str:
-    """The subset of Prometheus' alert templating the descriptions use."""
-    out = text
-    for name, label in labels.items():
-        out = out.replace(f"{{{{ $labels.{name} }}}}", label)
-    out = out.replace('{{ printf "%.2f" $value }}', f"{value:.2f}")
-    out = out.replace("{{ $value | humanizePercentage }}", f"{value * 100:.4g}%")
-    out = out.replace("{{ $value | humanizeDuration }}", humanize_duration(value))
-    assert "{{" not in out, f"template construct not rendered by the test generator: {out}"
-    return out
-
-
-def humanize_duration(value: float) -> str:
-    """Prometheus' humanizeDuration for whole seconds of a minute or more."""
-    whole = int(value)
-    days, rest = divmod(whole, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d {hours}h {minutes}m {secs}s"
-    if hours:
-        return f"{hours}h {minutes}m {secs}s"
-    if minutes:
-        return f"{minutes}m {secs}s"
-    return f"{value:.4g}s"
-
-
-def _rule(config: MixinConfig, name: str) -> dict[str, Any]:
-    return next(r for r in alerts.alerts_group(config)["rules"] if r["alert"] == name)
-
-
-def fires(config: MixinConfig, name: str, at: str, labels: dict[str, str], value: float) -> dict[str, Any]:
-    """An alert_rule_test case: `name` fires once, with these labels and this `$value`."""
-    rule = _rule(config, name)
-    annotations = {key: render(text, labels, value) for key, text in rule["annotations"].items()}
-    return {"alertname": name, "eval_time": at, "exp_alerts": [
-        {"exp_labels": {**rule["labels"], **labels}, "exp_annotations": annotations}]}
-
-
-def silent(name: str, at: str) -> dict[str, Any]:
-    return {"alertname": name, "eval_time": at, "exp_alerts": []}
-
-
-def case(name: str, inputs: Iterable[dict[str, str]], checks: list[dict[str, Any]],
-         exprs: Optional[list[dict[str, Any]]] = None) -> dict[str, Any]:
-    test: dict[str, Any] = {"name": name, "interval": "5m", "input_series": list(inputs)}
-    if checks:
-        test["alert_rule_test"] = checks
-    if exprs:
-        test["promql_expr_test"] = exprs
-    return test
-
-
-def unit_test_file(tests: list[dict[str, Any]], evaluation_interval: str = "1m") -> dict[str, Any]:
-    return {
-        "rule_files": ["../rules/pyparallel-recording.yml", "../rules/pyparallel-alerts.yml"],
-        "evaluation_interval": evaluation_interval,
-        "tests": tests,
-    }
+def fire_time(start_round: int, hold: str, evaluation: int = 60) -> str:
+    """When an alert whose condition holds from round `start_round` on fires: its first
+    evaluation on that round's data plus the hold time, at the evaluation interval."""
+    first = -(-(start_round * ROUND + ROUND_OFFSET) // evaluation) * evaluation
+    return duration_text(-(-(first + seconds(hold)) // evaluation) * evaluation)
 
 
 # --- probe health ----------------------------------------------------------------------
@@ -216,6 +71,13 @@ def probe_tests(c: MixinConfig) -> list[dict[str, Any]]:
         [series("up", t.labels, const(1, 2) + const(0, 10))],
         [silent("PyParallelExporterDown", when(1)),
          fires(c, "PyParallelExporterDown", when(10), t.labels, 0)],
+    ))
+    unnamed = Target(c, host=None)
+    tests.append(case(
+        f"PyParallelExporterDown without a {c.host_label} label in the scrape config names the host by its "
+        f"{c.host_fallback_label} (it used to carry neither)",
+        [series("up", unnamed.labels, const(1, 2) + const(0, 10))],
+        [fires(c, "PyParallelExporterDown", when(10), unnamed.alert_labels, 0)],
     ))
     tests.append(case(
         "PyParallelExporterDown stays silent while the exporter is scraped",
@@ -268,22 +130,6 @@ def probe_tests(c: MixinConfig) -> list[dict[str, Any]]:
          fires(c, "PyParallelProbeFailing", when(h - 1), never, 0)],
     ))
 
-    window_rounds = seconds(c.failure_ratio_window) // ROUND
-    flaky = [float(i % 2 == 0) for i in range(window_rounds + 12)]
-    tests.append(case(
-        f"PyParallelProbeFailureRatioHigh fires when every other round fails for {c.failure_ratio_window}",
-        [series("pyparallel_probe_success", step, flaky)],
-        [silent("PyParallelProbeFailureRatioHigh", when(6)),
-         fires(c, "PyParallelProbeFailureRatioHigh", when(window_rounds + 10), step, 0.5)],
-    ))
-    rare = const(1.0, window_rounds + 12)
-    rare[window_rounds] = 0.0
-    tests.append(case(
-        "PyParallelProbeFailureRatioHigh stays silent for one failed round in the window",
-        [series("pyparallel_probe_success", step, rare)],
-        [silent("PyParallelProbeFailureRatioHigh", when(window_rounds + 5))],
-    ))
-
     # Rounds stop after round 5: success stays 1, the timestamp stops.
     stopped = [
         series("pyparallel_probe_success", step, const(1, 20)),
@@ -308,13 +154,12 @@ def probe_tests(c: MixinConfig) -> list[dict[str, Any]]:
         [silent("PyParallelProbeResultsStale", when(i)) for i in (5, 10, 19)],
     ))
 
-    overrun = seconds(c.round_overrun_for) // ROUND
     tests.append(case(
         "PyParallelRoundLongerThanInterval fires when rounds run back to back",
         [series("pyparallel_round_duration_seconds", t.labels, const(20, 2) + const(ROUND, 10)),
          series("pyparallel_probe_interval_seconds", t.labels, const(ROUND, 12))],
         [silent("PyParallelRoundLongerThanInterval", when(2)),
-         fires(c, "PyParallelRoundLongerThanInterval", when(2 + overrun), t.labels, ROUND)],
+         fires(c, "PyParallelRoundLongerThanInterval", fire_time(2, c.rounds_for), t.labels, ROUND)],
     ))
     tests.append(case(
         "PyParallelRoundLongerThanInterval stays silent for short rounds of noisy length",
@@ -388,15 +233,16 @@ def free_threading_tests(c: MixinConfig) -> list[dict[str, Any]]:
     usable = series("pyparallel_host_cpus", {**t.labels, "kind": "usable"}, const(2, n))
     ft = "free-threaded"
     threads, processes = t.step(ft, "pure_python", "threads", 2), t.step(ft, "pure_python", "processes", 2)
-    hold = seconds(c.threads_below_processes_for) // ROUND
+    slow = cycle(0.5, n)
+    fire = fire_time(0, c.rounds_for)
     tests = [case(
         "PyParallelFreeThreadedThreadsFarBelowProcesses fires when threads reach 0.5 and processes 1.9 in the same "
-        "rounds (both ±25 % in step)",
+        "rounds (both ±25 % in step), after more than two rounds",
         [usable, *_identity(t, ft, "3.13.5", True, 0, 0, n),
-         series("pyparallel_speedup_ratio", threads, cycle(0.5, n)),
+         series("pyparallel_speedup_ratio", threads, slow),
          series("pyparallel_speedup_ratio", processes, cycle(1.9, n))],
-        [silent("PyParallelFreeThreadedThreadsFarBelowProcesses", when(hold - 1)),
-         fires(c, "PyParallelFreeThreadedThreadsFarBelowProcesses", when(hold + 1), threads, 0.5)],
+        [silent("PyParallelFreeThreadedThreadsFarBelowProcesses", when(1)),
+         fires(c, "PyParallelFreeThreadedThreadsFarBelowProcesses", fire, threads, number(slow[round_at(seconds(fire))]))],
     )]
     gil = "default"
     gil_threads, gil_processes = t.step(gil, "pure_python", "threads", 2), t.step(gil, "pure_python", "processes", 2)
@@ -416,14 +262,28 @@ def free_threading_tests(c: MixinConfig) -> list[dict[str, Any]]:
     ))
 
     # Parallel for 6 rounds, then one core's worth from round 6 on.
-    hold = seconds(c.threads_not_parallel_for) // ROUND
+    conclusive = series("pyparallel_step_conclusive", threads, const(1, n))
+    serial_rounds = -(-seconds(c.rounds_for) // ROUND)
     tests.append(case(
-        "PyParallelFreeThreadedThreadsNotParallel fires at the second round in which threads keep one core busy",
-        [usable, *_identity(t, ft, "3.13.5", True, 0, 0, n),
+        f"PyParallelFreeThreadedThreadsNotParallel fires once threads kept one core busy for {c.rounds_for} "
+        f"({serial_rounds} rounds in a row), not after one round or {serial_rounds - 1}",
+        [usable, conclusive, *_identity(t, ft, "3.13.5", True, 0, 0, n),
          series("pyparallel_cpu_cores_used", threads, jitter(1.9, 6, 31) + const(1.0, 6))],
         [silent("PyParallelFreeThreadedThreadsNotParallel", when(5)),
-         silent("PyParallelFreeThreadedThreadsNotParallel", when(6)),
-         fires(c, "PyParallelFreeThreadedThreadsNotParallel", when(6 + hold), threads, 1.0)],
+         silent("PyParallelFreeThreadedThreadsNotParallel", when(6 + serial_rounds - 1, 0)),
+         fires(c, "PyParallelFreeThreadedThreadsNotParallel", fire_time(6, c.rounds_for), threads, 1.0)],
+    ))
+    # One serial round among parallel ones, then the same round again, on 3.13t: each alone
+    # is a coincidence (a round that met a lock), and flapping at +5 m was the defect.
+    blips = jitter(1.9, n, 36)
+    blips[3] = 1.0
+    blips[7] = blips[8] = 1.0
+    tests.append(case(
+        f"PyParallelFreeThreadedThreadsNotParallel stays silent for one serial round and for {serial_rounds - 1} "
+        "in a row on 3.13t",
+        [usable, conclusive, *_identity(t, ft, "3.13.5", True, 0, 0, n),
+         series("pyparallel_cpu_cores_used", threads, blips)],
+        [silent("PyParallelFreeThreadedThreadsNotParallel", duration_text(i * 60)) for i in range(5, 60, 1)],
     ))
     one = t.step(ft, "pure_python", "threads", 1)
     busy_threads = t.step(ft, "sha256", "threads", 2)
@@ -436,7 +296,11 @@ def free_threading_tests(c: MixinConfig) -> list[dict[str, Any]]:
          series("pyparallel_cpu_cores_used", one, jitter(1.0, n, 33)),
          series("pyparallel_cpu_cores_used", gil_threads, jitter(1.0, n, 34)),
          series("pyparallel_cpu_cores_used", t.step(control, "pure_python", "threads", 2), jitter(1.0, n, 35)),
+         *(series("pyparallel_step_conclusive", step, const(1, n)) for step in (
+             threads, one, gil_threads, t.step(control, "pure_python", "threads", 2))),
+         # A host busy with other work: the exporter could not tell (step_conclusive 0).
          series("pyparallel_cpu_cores_used", busy_threads, const(1.0, n)),
+         series("pyparallel_step_conclusive", busy_threads, const(0, n)),
          series("pyparallel_interference_cores", busy_threads, const(1.0, n))],
         [silent("PyParallelFreeThreadedThreadsNotParallel", when(i)) for i in (2, 6, 11)],
     ))
@@ -446,29 +310,28 @@ def free_threading_tests(c: MixinConfig) -> list[dict[str, Any]]:
 def gil_tests(c: MixinConfig) -> list[dict[str, Any]]:
     t = Target(c)
     n = 6
-    hold = seconds(c.gil_enabled_for) // ROUND
     role = {**t.labels, "interpreter": "free-threaded"}
     tests = [case(
         "PyParallelGILEnabledOnFreeThreadedBuild fires when the GIL came back on without being asked for",
         _identity(t, "free-threaded", "3.13.5", True, 1, 0, n),
-        [fires(c, "PyParallelGILEnabledOnFreeThreadedBuild", when(hold + 1), role, 1)],
+        [silent("PyParallelGILEnabledOnFreeThreadedBuild", when(1)),
+         fires(c, "PyParallelGILEnabledOnFreeThreadedBuild", fire_time(0, c.rounds_for), role, 1)],
     ), case(
         "PyParallelGILEnabledOnFreeThreadedBuild stays silent for PYTHON_GIL=1 on purpose, a GIL build and GIL off",
         [*_identity(t, "free-threaded-gil", "3.13.5", True, 1, 1, n),
          *_identity(t, "default", "3.11.7", False, 1, 0, n),
          *_identity(t, "free-threaded", "3.13.5", True, 0, 0, n)],
-        [silent("PyParallelGILEnabledOnFreeThreadedBuild", when(hold + 1))],
+        [silent("PyParallelGILEnabledOnFreeThreadedBuild", when(n - 1))],
     )]
     module = {**role, "module": "legacy_ext"}
     info = {**role, "version": "3.13.5", "implementation": "cpython", "free_threaded_build": "true"}
     gil_build = {**t.labels, "interpreter": "default"}
-    hold = seconds(c.import_gil_for) // ROUND
     tests += [case(
         "PyParallelModuleReenablesGIL fires when importing a module re-enables the GIL",
         [series("pyparallel_python_info", info, const(1, n)),
          series("pyparallel_import_gil_enabled", module, const(1, n)),
          series("pyparallel_import_gil_enabled", {**role, "module": "json"}, const(0, n))],
-        [fires(c, "PyParallelModuleReenablesGIL", when(hold + 1), module, 1)],
+        [fires(c, "PyParallelModuleReenablesGIL", fire_time(0, c.rounds_for), module, 1)],
     ), case(
         "PyParallelModuleReenablesGIL stays silent on a GIL build and for modules that keep the GIL off",
         [series("pyparallel_python_info", {**gil_build, "version": "3.11.7", "implementation": "cpython",
@@ -476,227 +339,18 @@ def gil_tests(c: MixinConfig) -> list[dict[str, Any]]:
          series("pyparallel_import_gil_enabled", {**gil_build, "module": "legacy_ext"}, const(1, n)),
          series("pyparallel_python_info", info, const(1, n)),
          series("pyparallel_import_gil_enabled", {**role, "module": "json"}, const(0, n))],
-        [silent("PyParallelModuleReenablesGIL", when(hold + 1))],
+        [silent("PyParallelModuleReenablesGIL", when(n - 1))],
     )]
     return tests
-
-
-# --- regression and upgrades -----------------------------------------------------------
-
-
-@dataclass
-class History:
-    """A probe's speedup over days, with the Python version of its role and optional other load."""
-
-    config: MixinConfig
-    before: list[Value]
-    after: list[Value]
-    old_version: str = "3.13.5"
-    new_version: Optional[str] = None  # None: no upgrade
-    old_target: Optional[Target] = None
-    new_target: Optional[Target] = None  # another instance on the same host: a rollout
-    interference: Optional[list[Value]] = None
-
-    def inputs(self) -> list[dict[str, str]]:
-        old = self.old_target or Target(self.config)
-        new = self.new_target or old
-        step = ("default", "pure_python", "threads", 2)
-        before, after = len(self.before), len(self.after)
-        out = []
-        info = {"implementation": "cpython", "free_threaded_build": "true"}
-        role_old = {**old.labels, "interpreter": "default"}
-        role_new = {**new.labels, "interpreter": "default"}
-        new_version = self.new_version or self.old_version
-        if new is old:
-            out.append(series("pyparallel_speedup_ratio", old.step(*step), self.before + self.after))
-            if new_version == self.old_version:
-                out.append(series("pyparallel_python_info", {**role_old, "version": self.old_version, **info},
-                                  const(1, before + after)))
-            else:
-                out.append(series("pyparallel_python_info", {**role_old, "version": self.old_version, **info},
-                                  const(1, before) + ["stale"]))
-                out.append(series("pyparallel_python_info", {**role_old, "version": new_version, **info},
-                                  gap(before) + const(1, after)))
-        else:
-            # The old pod's series end with the pod; the new pod's begin on the same node.
-            out.append(series("pyparallel_speedup_ratio", old.step(*step), self.before + ["stale"]))
-            out.append(series("pyparallel_speedup_ratio", new.step(*step), gap(before) + self.after))
-            out.append(series("pyparallel_python_info", {**role_old, "version": self.old_version, **info},
-                              const(1, before) + ["stale"]))
-            out.append(series("pyparallel_python_info", {**role_new, "version": new_version, **info},
-                              gap(before) + const(1, after)))
-        if self.interference is not None:
-            out.append(series("pyparallel_interference_cores", new.step(*step), gap(before) + self.interference))
-        return out
-
-    def node_labels(self) -> dict[str, str]:
-        return (self.new_target or self.old_target or Target(self.config)).node_step(
-            "default", "pure_python", "threads", 2)
-
-
-def regression_tests(c: MixinConfig) -> list[dict[str, Any]]:
-    history_rounds = seconds(c.baseline_min_history) // ROUND + 2 * ROUNDS_PER_HOUR
-    median_rounds = seconds(c.speedup_median_window) // ROUND
-    hold = seconds(c.regression_for) // ROUND
-    # Evaluated once the current median covers only the drop and the hold time has passed.
-    at = history_rounds + median_rounds + hold + 2
-    after = at - history_rounds + 1
-    regressed = History(c, cycle(1.9, history_rounds), cycle(1.0, after))
-    steady = History(c, jitter(1.9, history_rounds, 41), jitter(1.9, after, 42))
-    labels = regressed.node_labels()
-    tests = [case(
-        f"PyParallelSpeedupRegressed fires when the {c.speedup_median_window} median falls from 1.9 to 1.0 "
-        "(both ±25 %) and no upgrade explains it",
-        regressed.inputs(),
-        [silent("PyParallelSpeedupRegressed", when(history_rounds)),
-         fires(c, "PyParallelSpeedupRegressed", when(at), labels, 1.0),
-         silent("PyParallelSpeedupDroppedAfterPythonUpgrade", when(at))],
-    ), case(
-        "PyParallelSpeedupRegressed stays silent for a steady speedup with ±25 % noise",
-        steady.inputs(),
-        [silent("PyParallelSpeedupRegressed", when(at))],
-    )]
-    short = seconds(c.baseline_min_history) // ROUND - 3 * ROUNDS_PER_HOUR
-    young = History(c, cycle(1.9, short), cycle(1.0, after))
-    young_at = short + median_rounds + hold + 2
-    tests.append(case(
-        f"PyParallelSpeedupRegressed stays silent before the series has {c.baseline_min_history} of history",
-        young.inputs(),
-        [silent("PyParallelSpeedupRegressed", when(young_at))],
-    ))
-    busy = History(c, cycle(1.9, history_rounds), cycle(1.0, after), interference=const(1.0, after))
-    busy_at = history_rounds + median_rounds + seconds(c.host_busy_for) // ROUND + 1
-    tests.append(case(
-        "PyParallelSpeedupRegressed stays silent while other load on the host explains the drop, "
-        "and PyParallelHostTooBusyToMeasure says so",
-        busy.inputs(),
-        [silent("PyParallelSpeedupRegressed", when(at)),
-         silent("PyParallelSpeedupDroppedAfterPythonUpgrade", when(at)),
-         fires(c, "PyParallelHostTooBusyToMeasure", when(busy_at),
-               {k: v for k, v in busy.node_labels().items()
-                if k not in ("interpreter", "workload", "mode", "workers")}, 1.0)],
-    ))
-    quiet = History(c, cycle(1.9, history_rounds), cycle(1.9, after), interference=jitter(0.1, after, 43))
-    tests.append(case(
-        "PyParallelHostTooBusyToMeasure stays silent for a little other load (noisy)",
-        quiet.inputs(),
-        [silent("PyParallelHostTooBusyToMeasure", when(at))],
-    ))
-    return tests
-
-
-def upgrade_tests(c: MixinConfig) -> list[dict[str, Any]]:
-    history_rounds = seconds(c.baseline_min_history) // ROUND + 2 * ROUNDS_PER_HOUR
-    median_rounds = seconds(c.speedup_median_window) // ROUND
-    hold = max(seconds(c.regression_for), seconds(c.upgrade_drop_for)) // ROUND
-    at = history_rounds + median_rounds + hold + 2
-    # Long after the rolling baseline has forgotten the old version: the upgrade alert stays.
-    late = history_rounds + seconds(c.baseline_window) // ROUND + seconds(c.baseline_offset) // ROUND + 2
-    after = late - history_rounds + 1
-    tests = []
-    bump = History(c, cycle(1.9, history_rounds), cycle(1.0, after), "3.13.5", "3.14.0")
-    labels = bump.node_labels()
-    tests.append(case(
-        "A minor version bump 3.13 -> 3.14 under the default role name that halves the threads speedup fires "
-        "both regression alerts (Alertmanager keeps the upgrade one), and the upgrade one stays after the "
-        "rolling baseline has caught up",
-        bump.inputs(),
-        [silent("PyParallelSpeedupDroppedAfterPythonUpgrade", when(history_rounds)),
-         fires(c, "PyParallelSpeedupDroppedAfterPythonUpgrade", when(at), labels, 1.0),
-         fires(c, "PyParallelSpeedupRegressed", when(at), labels, 1.0),
-         silent("PyParallelSpeedupRegressed", when(late)),
-         fires(c, "PyParallelSpeedupDroppedAfterPythonUpgrade", when(late), labels, 1.0)],
-    ))
-    same = History(c, jitter(1.9, history_rounds, 51), jitter(1.9, after, 52), "3.13.5", "3.14.0")
-    tests.append(case(
-        "A minor version bump 3.13 -> 3.14 that keeps the speedup (±25 % noise) fires nothing",
-        same.inputs(),
-        [silent("PyParallelSpeedupDroppedAfterPythonUpgrade", when(at)),
-         silent("PyParallelSpeedupRegressed", when(at)),
-         silent("PyParallelSpeedupDroppedAfterPythonUpgrade", when(late))],
-    ))
-    busy = History(c, cycle(1.9, history_rounds), cycle(1.0, after), "3.13.5", "3.14.0",
-                   interference=const(1.0, after))
-    tests.append(case(
-        "A minor version bump whose drop comes with other load on the host fires no regression alert",
-        busy.inputs(),
-        [silent("PyParallelSpeedupDroppedAfterPythonUpgrade", when(at)),
-         silent("PyParallelSpeedupRegressed", when(at))],
-    ))
-    pod_a = Target(c, instance="10.42.0.17:9860", host="node-1")
-    pod_b = Target(c, instance="10.42.0.31:9860", host="node-1")
-    rollout = History(c, cycle(1.9, history_rounds), cycle(1.0, after), "3.13.5", "3.14.0", pod_a, pod_b)
-    tests.append(case(
-        "A Kubernetes rollout to an image with Python 3.14 (new pod, new instance, same node) that halves the "
-        "speedup fires the regression alerts on the node's series",
-        rollout.inputs(),
-        [fires(c, "PyParallelSpeedupDroppedAfterPythonUpgrade", when(at), rollout.node_labels(), 1.0),
-         fires(c, "PyParallelSpeedupRegressed", when(at), rollout.node_labels(), 1.0)],
-    ))
-    moved = History(c, jitter(1.9, history_rounds, 53), jitter(1.9, after, 54), "3.13.5", None, pod_a, pod_b)
-    tests.append(case(
-        "A Kubernetes rollout that keeps Python and the speedup (±25 % noise) fires nothing",
-        moved.inputs(),
-        [silent("PyParallelSpeedupRegressed", when(at)),
-         silent("PyParallelSpeedupDroppedAfterPythonUpgrade", when(at))],
-    ))
-    return tests
-
-
-# --- recording rules -------------------------------------------------------------------
-
-
-def recording_tests(c: MixinConfig) -> list[dict[str, Any]]:
-    sel = c.exporter_selector
-    pod_a = Target(c, instance="10.42.0.17:9860", host="node-1")
-    pod_b = Target(c, instance="10.42.0.31:9860", host="node-1")
-    step = ("default", "pure_python", "threads", 2)
-    node = pod_a.node_step(*step)
-    history = seconds(c.baseline_min_history) // ROUND + 2 * ROUNDS_PER_HOUR
-    role = {k: v for k, v in node.items() if k not in ("workload", "mode", "workers")}
-    inputs = [
-        series("pyparallel_speedup_ratio", pod_a.step(*step), const(1.9, history) + ["stale"]),
-        series("pyparallel_speedup_ratio", pod_b.step(*step), gap(history) + const(1.0, 2 * ROUNDS_PER_HOUR)),
-        series("pyparallel_python_info", {**pod_a.labels, "interpreter": "default", "version": "3.13.5",
-                                          "implementation": "cpython", "free_threaded_build": "true"},
-               const(1, history) + ["stale"]),
-        series("pyparallel_python_info", {**pod_b.labels, "interpreter": "default", "version": "3.14.0",
-                                          "implementation": "cpython", "free_threaded_build": "true"},
-               gap(history) + const(1, 2 * ROUNDS_PER_HOUR)),
-        series("pyparallel_interference_cores", pod_a.step(*step), const(0.25, history)),
-    ]
-    end = history + 2 * ROUNDS_PER_HOUR - 1
-    young = seconds(c.baseline_min_history) // ROUND - ROUNDS_PER_HOUR
-
-    def sample(expr: str, at: str, labels: dict[str, str], value: float) -> dict[str, Any]:
-        name = expr.split("{", 1)[0]
-        inner = ", ".join(f'{k}="{v}"' for k, v in {"__name__": name, **labels}.items())
-        return {"expr": expr, "eval_time": at, "exp_samples": [{"labels": f"{{{inner}}}", "value": value}]}
-
-    exprs = [
-        sample(f"{speedup_by_host(c)}{{{sel}}}", when(end), node, 1.0),
-        sample(f"{speedup_median(c)}{{{sel}}}", when(history - 1), node, 1.9),
-        sample(f"{speedup_median(c)}{{{sel}}}", when(end), node, 1.0),
-        sample(f"{python_version(c)}{{{sel}}}", when(end), {**role, "version": "3.14.0"}, 1),
-        sample(f"{interference_median(c)}{{{sel}}}", when(history - 1), node, 0.25),
-        # No baseline before baseline_min_history, one after; it is still 1.9 an hour after the drop.
-        {"expr": f"{speedup_baseline(c)}{{{sel}}}", "eval_time": when(young), "exp_samples": []},
-        sample(f"{speedup_baseline(c)}{{{sel}}}", when(history + ROUNDS_PER_HOUR), node, 1.9),
-        sample(f"{speedup_median_by_version(c)}{{{sel}}}", when(history - 1), {**node, "version": "3.13.5"}, 1.9),
-        sample(f"{speedup_of_version(c)}{{{sel}}}", when(end), {**node, "version": "3.13.5"}, 1.9),
-    ]
-    return [case("Recording rules: per host across a rollout, per version, baseline after enough history",
-                 inputs, [], exprs)]
 
 
 def promtool_test_files(config: MixinConfig = CONFIG) -> dict[str, dict[str, Any]]:
     """File name (in deploy/prometheus/tests) -> promtool test document."""
+    from dashboards.promtool_scenarios import scenario_test_files
+
     return {
-        "probes_test.yml": unit_test_file(probe_tests(config)),
-        "speedup_test.yml": unit_test_file(capacity_tests(config) + free_threading_tests(config)),
-        "gil_test.yml": unit_test_file(gil_tests(config)),
-        "regression_test.yml": unit_test_file(regression_tests(config), evaluation_interval="5m"),
-        "upgrade_test.yml": unit_test_file(upgrade_tests(config),
-                                      evaluation_interval="5m"),
-        "recording_test.yml": unit_test_file(recording_tests(config)),
+        "probes_test.yml": unit_test_file(RULE_FILES, probe_tests(config), "1m"),
+        "speedup_test.yml": unit_test_file(RULE_FILES, capacity_tests(config) + free_threading_tests(config), "1m"),
+        "gil_test.yml": unit_test_file(RULE_FILES, gil_tests(config), "1m"),
+        **scenario_test_files(config),
     }

@@ -6,15 +6,17 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from dashboards.fleet_rules import ratio_quantiles
 from dashboards.mixin_config import CONFIG
-from exporter.metrics import exposed_names
-from dashboards.recording import speedup_baseline
+from dashboards.recording import blind_since, reference
 from dashboards.services import MAY_BE_EMPTY as SERVICES_MAY_BE_EMPTY
 from dashboards.services import SERVICE_METRICS
+from exporter.metrics import exposed_names
 
 # The series the exporter exposes (the metrics contract); dashboards and rules use no others,
 # apart from the recording rules built on them and Prometheus' own `up`.
 EXPORTED_METRICS: frozenset[str] = exposed_names() | SERVICE_METRICS  # exporter/metrics.py declares every family
+
 
 # Panels (and annotations) that may show no data on a healthy host after a successful probe
 # round, and why.
@@ -27,12 +29,16 @@ MAY_BE_EMPTY: dict[str, str] = {
     ),
     # An annotation (see annotation_queries), not a panel: it marks upgrades only.
     "Python version change": "shows data only within minutes of a Python version change",
+    "Regression detection blind since": "shows only probes whose every recent round was inconclusive",
+    "Probes below their reference, and blind": "counts only probes below their reference or inconclusive",
     **SERVICES_MAY_BE_EMPTY,
 }
 
-# Queries that may be empty whatever the panel: the baseline needs a day of history.
+# Queries that may be empty whatever the panel.
 MAY_BE_EMPTY_QUERIES: dict[str, str] = {
-    speedup_baseline(CONFIG): f"the baseline counts after {CONFIG.baseline_min_history} of history",
+    reference(CONFIG): f"a probe's reference is learned over its first {CONFIG.speedup_median_window}",
+    blind_since(CONFIG): "recorded only for probes whose every recent round was inconclusive",
+    ratio_quantiles(CONFIG): f"a probe's reference is learned over its first {CONFIG.speedup_median_window}",
 }
 
 

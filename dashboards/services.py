@@ -12,9 +12,12 @@ from typing import Any
 
 from grafanalib import core as g
 
-from dashboards import promtool_tests as pt
-from dashboards.alerts import VALUE, _alert
-from dashboards.mixin_config import CONFIG, MixinConfig
+from dashboards import promtool_inputs as pt
+from dashboards.alerting import VALUE
+from dashboards.alerting import alert as _alert
+from dashboards.host import job_selector
+from dashboards.mixin_config import CONFIG, MixinConfig, seconds
+from dashboards.recording import previous
 from dashboards.panels import (
     DATASOURCE,
     Grid,
@@ -44,17 +47,19 @@ MAY_BE_EMPTY: dict[str, str] = {
 
 
 def _selector(config: MixinConfig) -> str:
-    return f'{config.exporter_selector}, job=~"$job", {config.host_label}=~"$host", group=~"$group"'
+    return f'{job_selector(config)}, {config.host_label}=~"$host", group=~"$group"'
 
 
 def variables(config: MixinConfig) -> list[g.Template]:
-    sel = config.exporter_selector
+    # Every job that exports the services' series, whatever its name: the stock JSON works for all.
+    jobs = f"label_values(pyparallel_service_watch_enabled{{{config.dashboard_selector}}}, job)"
+    job = job_selector(config)
     return [
         datasource_variable(),
-        query_variable("job", "Job", f"label_values(pyparallel_service_watch_enabled{{{sel}}}, job)", multi=False),
-        query_variable("host", "Host", f'label_values(pyparallel_service_watch_enabled{{{sel}, job=~"$job"}}, '
+        query_variable("job", "Job", jobs, multi=False),
+        query_variable("host", "Host", f"label_values(pyparallel_service_watch_enabled{{{job}}}, "
                        f"{config.host_label})", multi=False),
-        query_variable("group", "Group", f'label_values(pyparallel_service_processes{{{sel}, job=~"$job", '
+        query_variable("group", "Group", f'label_values(pyparallel_service_processes{{{job}, '
                        f'{config.host_label}=~"$host"}}, group)', multi=True),
     ]
 
@@ -134,6 +139,42 @@ def build(config: MixinConfig = CONFIG) -> g.Dashboard:
 # --- alerts ----------------------------------------------------------------------------------
 
 
+# --- recorded memory of earlier interpreters -------------------------------------------------
+
+
+def _site_group_identity(config: MixinConfig) -> str:
+    return "_".join([*config.selector_labels, config.host_label, "group", "identity"])
+
+
+def last_seen(config: MixinConfig = CONFIG) -> str:
+    """When each interpreter of a group was last seen running (state; forgotten after service_memory)."""
+    return f"{_site_group_identity(config)}:pyparallel_service_processes:last_seen"
+
+
+def remembered_serialised(config: MixinConfig = CONFIG) -> str:
+    """Each interpreter's serialised ratio over the reference window, remembered (state) while
+    `last_seen` remembers the interpreter: the yardstick after an upgrade."""
+    return f"{_site_group_identity(config)}:pyparallel_service_serialised_ratio:remembered_avg"
+
+
+def services_state_group(config: MixinConfig = CONFIG) -> dict[str, Any]:
+    """`pyparallel.services.state`: no week-long window, each rule reads its own last value
+    (as the probe state rules do, dashboards/recording.py)."""
+    c = config
+    sel, by = c.exporter_selector, f"{c.site_by}, group, {IDENTITY}"
+    memory = seconds(c.service_memory)
+    running = f"max by ({by}) (pyparallel_service_processes{{{sel}}})"
+    averaged = (f"max by ({by}) (avg_over_time(pyparallel_service_serialised_ratio{{{sel}}}"
+                f"[{c.reference_window}]))")
+    return {"name": "pyparallel.services.state", "interval": c.state_interval, "rules": [
+        {"record": last_seen(c),
+         "expr": f"{running} * 0 + time()\nor\n{previous(c, last_seen(c))} > time() - {memory}"},
+        {"record": remembered_serialised(c),
+         "expr": (f"{averaged}\nor\n({previous(c, remembered_serialised(c))}\n"
+                  f" and on({by}) {last_seen(c)}{{{sel}}})")},
+    ]}
+
+
 def services_alerts_group(config: MixinConfig = CONFIG) -> dict[str, Any]:
     """The `pyparallel.services` group, in Prometheus rule-file form."""
     c = config
@@ -157,13 +198,13 @@ def services_alerts_group(config: MixinConfig = CONFIG) -> dict[str, Any]:
         ),
         _alert(
             c,
-            # Against every earlier interpreter of the group seen within version_memory that the
-            # windows judged parallel; identities still running are not "earlier".
+            # Against every earlier interpreter of the group seen within service_memory that ran
+            # parallel (its remembered average); identities still running are not "earlier".
             "PyParallelServiceBecameSerialAfterUpgrade",
             f"{serialised} >= {c.service_serial_ratio:g}\n"
             f"and on({site_group})\n"
             "(\n"
-            f"    avg_over_time(pyparallel_service_serialised_ratio{{{sel}}}[{c.version_memory}])"
+            f"    last_over_time({remembered_serialised(c)}{{{sel}}}[{c.fresh_window}])"
             f" < {c.service_parallel_ratio:g}\n"
             f"  unless on({site_group}, {IDENTITY})\n"
             f"    pyparallel_service_processes{{{sel}}}\n"
@@ -172,7 +213,7 @@ def services_alerts_group(config: MixinConfig = CONFIG) -> dict[str, Any]:
             "A service became serial after an interpreter change.",
             f"{where} now runs {identity} (free-threaded: {{{{ $labels.free_threaded_build }}}}) and its busy "
             f"threads are serialised ({VALUE} of the judged processes over {window}), while under an interpreter it "
-            f"ran within {c.version_memory} they ran in parallel.",
+            f"ran within {c.service_memory} they ran in parallel.",
         ),
         _alert(
             c,
@@ -202,11 +243,8 @@ def services_alerts_group(config: MixinConfig = CONFIG) -> dict[str, Any]:
 
 
 def fires(c: MixinConfig, name: str, at: str, labels: dict[str, str], value: float) -> dict[str, Any]:
-    """promtool_tests.fires for the services group: `name` fires once, with these labels and `$value`."""
-    rule = next(r for r in services_alerts_group(c)["rules"] if r["alert"] == name)
-    annotations = {key: pt.render(text, labels, value) for key, text in rule["annotations"].items()}
-    return {"alertname": name, "eval_time": at, "exp_alerts": [
-        {"exp_labels": {**rule["labels"], **labels}, "exp_annotations": annotations}]}
+    """promtool_inputs.fires for the services group: `name` fires once, with these labels and `$value`."""
+    return pt.fires([services_alerts_group(c)], name, at, labels, value)
 
 
 def _cohort(t: pt.Target, group: str, version: str, free_threaded: bool) -> dict[str, str]:
@@ -216,7 +254,7 @@ def _cohort(t: pt.Target, group: str, version: str, free_threaded: bool) -> dict
 
 def service_tests(c: MixinConfig) -> list[dict[str, Any]]:
     t = pt.Target(c)
-    rounds = pt.seconds(c.service_window) // pt.ROUND + 4
+    rounds = seconds(c.service_window) // pt.ROUND + 4
     tests = []
     ft_app = _cohort(t, "app", "3.13.5", True)
     gil_app = _cohort(t, "app", "3.12.8", False)
@@ -238,11 +276,17 @@ def service_tests(c: MixinConfig) -> list[dict[str, Any]]:
         pt.series("pyparallel_service_serialised_ratio", ft_app, pt.gap(before) + pt.const(1, after)),
         pt.series("pyparallel_service_processes", ft_app, pt.gap(before) + pt.const(4, after)),
     ]
+    at = pt.when(before + after - 1)
     tests.append(pt.case(
         "A service parallel on 3.12 (threads releasing the GIL) that turns serial on 3.13t fires both alerts",
         upgrade,
-        [fires(c, "PyParallelServiceBecameSerialAfterUpgrade", pt.when(before + after - 1), ft_app, 1.0),
-         fires(c, "PyParallelServiceSerialOnFreeThreadedBuild", pt.when(before + after - 1), ft_app, 1.0)],
+        [fires(c, "PyParallelServiceBecameSerialAfterUpgrade", at, ft_app, 1.0),
+         fires(c, "PyParallelServiceSerialOnFreeThreadedBuild", at, ft_app, 1.0)],
+        # Both interpreters are remembered, each with its own serialised average.
+        [{"expr": f"max by (version) ({remembered_serialised(c)})", "eval_time": at,
+          "exp_samples": [{"labels": '{version="3.12.8"}', "value": 0}, {"labels": '{version="3.13.5"}', "value": 1}]},
+         {"expr": f"count by (version) ({last_seen(c)})", "eval_time": at,
+          "exp_samples": [{"labels": '{version="3.12.8"}', "value": 1}, {"labels": '{version="3.13.5"}', "value": 1}]}],
     ))
     serial_before = [
         pt.series("pyparallel_service_serialised_ratio", gil_app, pt.const(1, before) + ["stale"]),
@@ -287,4 +331,6 @@ def service_tests(c: MixinConfig) -> list[dict[str, Any]]:
 
 def promtool_test_files(config: MixinConfig = CONFIG) -> dict[str, dict[str, Any]]:
     """File name (in deploy/prometheus/tests) -> promtool test document."""
-    return {"services_test.yml": pt.unit_test_file(service_tests(config))}
+    # The alerts live in the exporter alerts file; their memory of earlier interpreters in the recording file.
+    rule_files = ["../rules/pyparallel-recording.yml", "../rules/pyparallel-exporter-alerts.yml"]
+    return {"services_test.yml": pt.unit_test_file(rule_files, service_tests(config), "1m")}

@@ -149,9 +149,10 @@ class StepLoop:
     then pairs (baseline = one worker, parallel = all workers; the order alternates BP, PB,
     ... so a linear drift cancels) — at least ``repeats``, then more while the speedup's 95 %
     interval is wider than ``precision`` or the figure is implausible, up to ``max_repeats``
-    clean pairs and ``step_budget_seconds`` (a pair the host's other load spoiled is replaced). An implausible result (above the cores
-    CPU-bound work can use, or a baseline slower per CPU-second than the workers) is measured
-    once more from scratch with a fresh pool; if it stays, the parent withholds it.
+    clean pairs and ``step_budget_seconds`` (a pair the host's other load spoiled is replaced).
+    An implausible result (above the cores CPU-bound work can use, or a baseline slower per
+    CPU-second than the workers) is measured once more from scratch with a fresh pool; if it
+    stays, the parent withholds it.
     """
 
     def __init__(self, request: Event, channel: Channel, handshake: Handshake) -> None:

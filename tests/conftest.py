@@ -54,6 +54,11 @@ def gil_313_python() -> str | None:
     return built_python("PYPARALLEL_GIL313_PYTHON", "~/.cache/python3.13/bin/python3.13")
 
 
+def py314_python() -> str | None:
+    """A CPython 3.14: PYPARALLEL_PY314_PYTHON or scripts/build-python 3.14's default path."""
+    return built_python("PYPARALLEL_PY314_PYTHON", "~/.cache/python3.14/bin/python3.14")
+
+
 def _require_built(path: str | None, what: str, build: str, variable: str) -> str:
     if path is None:
         message = f"no {what}: run {build} (or set {variable}); .ci/run builds it"
@@ -73,6 +78,11 @@ def require_gil_313_python() -> str:
     """CPython 3.13 with the GIL, or a skip saying how to get one (a failure in CI)."""
     return _require_built(gil_313_python(), "CPython 3.13 with the GIL",
                           "scripts/build-python 3.13", "PYPARALLEL_GIL313_PYTHON")
+
+
+def require_py314_python() -> str:
+    """CPython 3.14, or a skip saying how to get one (a failure in CI)."""
+    return _require_built(py314_python(), "CPython 3.14", "scripts/build-python 3.14", "PYPARALLEL_PY314_PYTHON")
 
 
 # --- the guard: a test not marked integration must not start a process or a server -------
@@ -230,7 +240,8 @@ def live_stack(tmp_path_factory):
 
         prometheus = support.start_prometheus(
             workdir, support.prometheus_config(target, alertmanager.url.split("//")[1]), rules_for="0s",
-            mixin=dataclasses.replace(CONFIG, probe_failing_rounds=1))
+            # The state rules every second (not every 5 minutes), so the recorded series exist at once.
+            mixin=dataclasses.replace(CONFIG, probe_failing_rounds=1, state_interval="1s"))
         stack = Stack(exporter, prometheus, alertmanager, [i["name"] for i in interpreters])
         support.wait_for(lambda: len(stack.query("pyparallel_speedup_ratio")) > 0, 60,
                          "prometheus to scrape the first round")

@@ -138,11 +138,10 @@ def start_prometheus(workdir: Path, config: dict, rules_for: Optional[str] = Non
     home = workdir / "prometheus"
     shutil.copytree(REPO / "deploy/prometheus", home, dirs_exist_ok=True)
     if mixin is not None:
-        from dashboards.generate import render_all
+        from dashboards.generate import rule_files, to_yaml
 
-        for relative, text in render_all(mixin).items():
-            if relative.parts[:3] == ("deploy", "prometheus", "rules"):
-                (home / "rules" / relative.name).write_text(text)
+        for relative, groups in rule_files(mixin).items():
+            (home / "rules" / relative.name).write_text(to_yaml({"groups": groups}))
     if rules_for is not None:
         for rule_file in (home / "rules").glob("*.yml"):
             rules = yaml.safe_load(rule_file.read_text())

@@ -53,14 +53,14 @@ def test_results_stale_is_inhibited_while_the_same_probe_is_failing(alertmanager
     assert support.wait_for(lambda: states(alertmanager) == expected or None, 30, "inhibition") is True
 
 
-def test_the_generic_regression_is_inhibited_by_the_upgrade_alert_on_the_same_host_and_role(alertmanager):
-    node = {k: v for k, v in PROBE.items() if k != "instance"}  # host-level alerts carry no instance
-    other_host = dict(node, node="host-b")
+def test_absent_is_inhibited_while_the_same_host_is_down(alertmanager):
+    """A target still discovered but not scrapable is "down"; "absent" is for one that is gone."""
+    host = {k: v for k, v in PROBE.items() if k in ("job", "node", "severity")}
     post_alerts(alertmanager,
-                dict(node, alertname="PyParallelSpeedupDroppedAfterPythonUpgrade"),
-                dict(node, alertname="PyParallelSpeedupRegressed"),
-                dict(other_host, alertname="PyParallelSpeedupRegressed", workload="sha256"))
-    expected = {("PyParallelSpeedupDroppedAfterPythonUpgrade", "pure_python"): "active",
-                ("PyParallelSpeedupRegressed", "pure_python"): "suppressed",
-                ("PyParallelSpeedupRegressed", "sha256"): "active"}
+                dict(PROBE, alertname="PyParallelExporterDown", workload=""),
+                dict(host, alertname="PyParallelExporterAbsent"),
+                dict(host, node="host-b", alertname="PyParallelExporterAbsent", workload="b"))
+    expected = {("PyParallelExporterDown", ""): "active",
+                ("PyParallelExporterAbsent", ""): "suppressed",
+                ("PyParallelExporterAbsent", "b"): "active"}
     assert support.wait_for(lambda: states(alertmanager) == expected or None, 30, "inhibition") is True

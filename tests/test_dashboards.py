@@ -27,7 +27,7 @@ GRAFANA_PANEL_TYPES = {
     "stat", "state-timeline", "status-history", "table", "text", "timeseries", "traces", "trend", "xychart",
 }
 # Values the later integration test would use; here only to make the queries parseable.
-SAMPLE_VALUES = {"datasource": "prometheus", "job": "pyparallel", "host": "host", "group": ".+",
+SAMPLE_VALUES = {"datasource": "prometheus", "job": "pyparallel", "host": "host", "instance": "host:9860", "group": ".+",
                  "interpreter": ".+", "workload": "pure_python", "__interval": "5m"}
 # Metrics with the step labels: aggregating one of them must keep workload and workers.
 STEP_METRICS = ("speedup", "efficiency", "cores_used", "core_utilisation", "serial_fraction", "throughput",
@@ -89,12 +89,17 @@ def test_schema_is_current_with_no_legacy_keys(name: str) -> None:
 
 
 def test_time_series_sample_every_round_and_draw_no_lines_across_gaps(name: str) -> None:
-    from dashboards.mixin_config import CONFIG
+    """Panels of the exporter's series step by the probe interval; panels of the state rules'
+    series (written every state_interval) by two of those, so each step holds a sample."""
+    from dashboards.mixin_config import CONFIG, duration, seconds
 
+    state_step = duration(2 * seconds(CONFIG.state_interval))
     for panel in _panels(name):
         if panel["type"] not in ("timeseries", "state-timeline"):
             continue
-        assert panel["interval"] == CONFIG.dashboard_min_interval, panel["title"]
+        exprs = " ".join(t["expr"] for t in panel["targets"])
+        recorded_only = not re.findall(r"\bpyparallel_\w+", re.sub(r"\b[a-z_]+:[a-z_]+:[a-z0-9_]+\b", "", exprs))
+        assert panel["interval"] == (state_step if recorded_only else CONFIG.dashboard_min_interval), panel["title"]
         assert "maxDataPoints" not in panel, panel["title"]
         if panel["type"] == "timeseries":
             assert panel["fieldConfig"]["defaults"]["custom"]["spanNulls"] is False, panel["title"]
@@ -137,7 +142,7 @@ def test_the_four_questions_are_answered_at_the_top() -> None:
             "Is the probe healthy?"} <= titles
     upgrade = next(p for p in panels if p["title"].startswith("Did it change"))
     exprs = " ".join(t["expr"] for t in upgrade["targets"])
-    assert ":median1h" in exprs and ":median1d_offset1h" in exprs  # median and baseline on one panel
+    assert ":median1h" in exprs and ":reference" in exprs  # the level and its reference on one panel
 
 
 def test_probe_health_notices_stopped_rounds() -> None:
@@ -149,15 +154,16 @@ def test_probe_health_notices_stopped_rounds() -> None:
 
 @pytest.mark.integration  # runs the generator or promtool in a child process
 def test_dashboards_render_for_another_selector(tmp_path: Path) -> None:
+    """The selector's other matchers go into every query; the job comes from the job variable."""
     subprocess.run([sys.executable, "-m", "dashboards.generate", "--output-dir", str(tmp_path),
-                    "--selector", 'job="python"'], cwd=ROOT, check=True, capture_output=True)
+                    "--selector", 'job="python", env="prod"'], cwd=ROOT, check=True, capture_output=True)
     for path in DASHBOARD_FILES.values():
         dashboard = json.loads((tmp_path / path.relative_to(ROOT)).read_text())
         texts = [e for _, e in queries.all_panel_queries(dashboard) + queries.annotation_queries(dashboard)]
         texts += [q for _, q in queries.variable_queries(dashboard)]
         for text in texts:
             for selector in re.findall(r"\b(?:pyparallel_\w+|[a-z_]+:[a-z_]+:[a-z0-9_]+)\{([^}]*)\}", text):
-                assert selector.startswith('job="python"'), (path.name, text)
+                assert selector.startswith('env="prod"') and 'job="' not in selector, (path.name, text)
 
 
 def test_dashboard_uids_are_stable_and_unique() -> None:
@@ -210,7 +216,7 @@ def test_every_variable_used_is_defined(name: str) -> None:
 def test_host_dashboard_has_the_variables_and_rows_asked_for() -> None:
     dashboard = _load("host")
     assert [v["name"] for v in dashboard["templating"]["list"]] == [
-        "datasource", "job", "host", "interpreter", "workload"]
+        "datasource", "job", "host", "instance", "interpreter", "workload"]
     rows = [p["title"] for p in dashboard["panels"] if p["type"] == "row"]
     assert rows == ["The four questions", "Overview", "Speedup", "Where the speedup went",
                     "Efficiency and serial fraction", "CPU cores", "Probe health", "Interpreter comparison"]
@@ -235,20 +241,98 @@ def test_failure_panel_counts_with_increase_and_a_zero_fallback() -> None:
     assert "increase(pyparallel_probe_failures_total" in expr and "or on() label_replace(vector(0)" in expr
 
 
-def test_host_dashboard_annotates_python_version_changes_of_the_stable_series() -> None:
-    from dashboards.recording import python_version
+def test_host_dashboard_annotates_python_identity_changes_of_the_stable_series() -> None:
+    """Keyed on version, implementation and build (3.13t -> 3.13 with the same version string
+    is a change), on the host-level rule that a rollout does not split."""
+    from dashboards.recording import identity_since
 
-    (name, expr), = queries.annotation_queries(_load("host"))
-    assert name == "Python version change" and python_version() in expr and "instance" not in expr
+    dashboard = _load("host")
+    (name, expr), = queries.annotation_queries(dashboard)
+    assert name == "Python version change" and identity_since() in expr and "instance" not in expr
+    (annotation,) = dashboard["annotations"]["list"]
+    assert set(annotation["tagKeys"].split(",")) == {"interpreter", "version", "implementation", "free_threaded_build"}
 
 
-def test_fleet_table_has_one_column_per_fact_asked_for() -> None:
-    table = next(p for p in _panels("fleet") if p["type"] == "table")
+def test_stock_dashboards_work_under_any_job_name() -> None:
+    """The job variable lists every job exporting the metrics, and no query pins a job beside it."""
+    for name in DASHBOARD_FILES:
+        dashboard = _load(name)
+        job = next(v for v in dashboard["templating"]["list"] if v["name"] == "job")
+        assert "job=" not in job["query"] and "job=~" not in job["query"], job["query"]
+        texts = [e for _, e in queries.all_panel_queries(dashboard) + queries.annotation_queries(dashboard)]
+        texts += [q for n, q in queries.variable_queries(dashboard) if n != "job"]
+        for text in texts:
+            assert 'job="' not in text, text
+
+
+def test_host_panels_select_one_hosts_scrape_targets_not_every_instance() -> None:
+    """Without a host label the host variable still lists hosts (the recorded series name them by
+    the fallback label); the exporter's own series are then picked by that host's targets. "All"
+    must send the listed targets, not a regex matching every instance of the job."""
+    dashboard = _load("host")
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert ":" in variables["host"]["query"]  # a recorded series, with the fallback applied
+    assert variables["instance"]["allValue"] is None and '=~"$host"' in variables["instance"]["query"]
+    for title, expr in queries.all_panel_queries(dashboard):
+        bare = re.sub(r"\b[a-z_]+:[a-z_]+:[a-z0-9_]+\{[^}]*\}", "", expr)
+        for selector in re.findall(r"\bpyparallel_\w+\{([^}]*)\}", bare):
+            assert 'instance=~"$instance"' in selector, (title, expr)
+
+
+def test_cores_panels_have_a_unit_and_threads_colours_scale_with_workers() -> None:
+    panels = {p["title"]: p for p in _panels("host")}
+    for title in ("Is the host giving me the cores?", "Interference: other processes' cores during the probe",
+                  "Cores used (CPU seconds / wall seconds)"):
+        assert panels[title]["fieldConfig"]["defaults"]["unit"] == "suffix: cores", title
+    threads = panels["Do threads run in parallel?"]
+    assert "pyparallel_efficiency_ratio" in threads["targets"][0]["expr"]
+    assert threads["fieldConfig"]["defaults"]["unit"] == "percentunit"
+
+
+def test_staleness_panel_shows_the_age_of_the_newest_success_in_each_step() -> None:
+    """min_over_time made a healthy probe read one whole step (3600 s at a 1 h step) old."""
+    expr = next(e for t, e in queries.all_panel_queries(_load("host")) if t == "Time since last successful probe")
+    assert "time() - max_over_time(pyparallel_probe_last_success_timestamp_seconds" in expr
+
+
+def _columns(table: dict[str, Any]) -> set[str]:
     organize = next(t for t in table["transformations"] if t["id"] == "organize")
-    columns = set(organize["options"]["renameByName"].values())
-    assert {"Instance", "Interpreter", "Version", "Free-threaded build", "GIL at run time",
-            "threads speedup", "processes speedup", "Last success (oldest probe)"} <= columns
-    assert all(t["format"] == "table" and t["instant"] for t in table["targets"])
+    return set(organize["options"]["renameByName"].values())
+
+
+def test_fleet_tables_are_keyed_by_host_with_workers_and_efficiency() -> None:
+    tables = {p["title"]: p for p in _panels("fleet") if p["type"] == "table"}
+    assert {"Host", "Interpreter", "Python", "Workers", "GIL at run time", "threads speedup", "processes speedup",
+            "threads efficiency", "processes efficiency"} <= _columns(tables["Interpreters"])
+    worst = next(t for title, t in tables.items() if "furthest below their reference" in title)
+    assert {"Host", "Interpreter", "Python", "Mode", "Workers", "Ratio to reference", "Speedup now", "Reference",
+            "Efficiency"} <= _columns(worst)
+    assert all("bottomk(" in t["expr"] for t in worst["targets"])
+    assert "Firing alerts" in tables and "ALERTS{" in tables["Firing alerts"]["targets"][0]["expr"]
+    for table in tables.values():
+        assert all(t["format"] == "table" and t["instant"] for t in table["targets"])
+        assert "instance" not in " ".join(_columns(table)).lower()
+
+
+def test_fleet_dashboard_reads_only_recorded_series_and_alerts() -> None:
+    """It answers from a central Prometheus that receives only the recorded series."""
+    dashboard = _load("fleet")
+    texts = [e for _, e in queries.all_panel_queries(dashboard)] + [q for _, q in queries.variable_queries(dashboard)]
+    for text in texts:
+        assert not re.findall(r"\bpyparallel_\w+", re.sub(r"\b[a-z_]+:[a-z_]+:[a-z0-9_]+\b", "", text)), text
+
+
+def test_fleet_time_series_draw_a_few_lines_at_any_fleet_size() -> None:
+    """Fleet-level recorded series (quantiles, counts per workload and mode), never one line
+    per host (1000 lines at 500 hosts), nor a per-probe computation at every step of 7 days."""
+    from dashboards.mixin_config import CONFIG
+
+    for panel in _panels("fleet"):
+        if panel["type"] == "timeseries":
+            for target in panel["targets"]:
+                (record,) = re.findall(r"\b[a-z_]+:[a-z_]+:[a-z0-9_]+\b", target["expr"])
+                assert record.startswith("job_workload_mode:"), (panel["title"], target["expr"])
+                assert CONFIG.host_label not in record.split(":")[0], record
 
 
 @pytest.mark.integration
@@ -317,3 +401,14 @@ def test_generator_without_grafanalib_is_one_line_naming_the_install_command(mon
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "./scripts/install dashboards" in err
+
+
+def test_generator_help_prints_every_option_without_a_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    """argparse %-formats help texts: the runbook template's %s once crashed `--help`."""
+    from dashboards.generate import run
+
+    with pytest.raises(SystemExit) as exit_:
+        run(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "--runbook-url-template" in out and "RUNBOOK.md#runbook-%s" in out

@@ -18,8 +18,9 @@ DASHBOARDS = sorted((Path(__file__).resolve().parent.parent / "dashboards").glob
 
 def variable_values(stack) -> dict[str, str]:
     """What a user picking "All" (or this stack's host) would send for each variable."""
-    host = stack.exporter.url.split("//")[1].rsplit(":", 1)[0]  # deploy/prometheus sets it from the address
-    return {"job": "pyparallel", "host": host, "interpreter": ".+",
+    target = stack.exporter.url.split("//")[1]
+    host = target.rsplit(":", 1)[0]  # deploy/prometheus sets it from the address
+    return {"job": "pyparallel", "host": host, "instance": target, "interpreter": ".+",
             "workload": ".+", "group": ".+", "datasource": "prometheus", "__all": ".+",
             "__rate_interval": "1m", "__interval": "15s", "__range": "1h"}
 

@@ -51,7 +51,7 @@ def test_prometheus_config_passes_promtool_check() -> None:
     result = subprocess.run([promtool, "check", "config", str(PROMETHEUS_DIR / "prometheus.yml")],
                             check=False, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "2 rule files found" in result.stdout
+    assert "3 rule files found" in result.stdout
 
 
 def test_prometheus_config_scrapes_the_exporter_and_alerts_alertmanager() -> None:
@@ -76,7 +76,7 @@ def test_a_copied_prometheus_dir_with_retargeted_addresses_still_checks(tmp_path
     config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] = ["127.0.0.1:19093"]
     (copy / "prometheus.yml").write_text(yaml.safe_dump(config))
     result = subprocess.run([promtool, "check", "config", str(copy / "prometheus.yml")], check=False, capture_output=True, text=True)
-    assert result.returncode == 0 and "2 rule files found" in result.stdout, result.stdout + result.stderr
+    assert result.returncode == 0 and "3 rule files found" in result.stdout, result.stdout + result.stderr
 
 
 # --- Alertmanager --------------------------------------------------------------------------
@@ -97,11 +97,29 @@ def test_alertmanager_routes_only_to_defined_receivers() -> None:
 
 
 def test_alertmanager_inhibitions_name_existing_alerts() -> None:
-    alerts = {r["alert"] for g in _yaml(PROMETHEUS_DIR / "rules" / "pyparallel-alerts.yml")["groups"]
-              for r in g["rules"]}
+    alerts = {r["alert"] for path in (PROMETHEUS_DIR / "rules").glob("*alerts.yml") for g in _yaml(path)["groups"]
+              for r in g["rules"] if "alert" in r}
     for rule in _yaml(ALERTMANAGER_CONFIG)["inhibit_rules"]:
         for matcher in rule["source_matchers"] + rule["target_matchers"]:
             assert re.fullmatch(r'alertname="(\w+)"', matcher).group(1) in alerts  # type: ignore[union-attr]
+
+
+def test_alertmanager_repeats_within_its_notification_log_retention() -> None:
+    """A repeat_interval beyond --data.retention (default 120h) is meaningless: the notification
+    log has forgotten the alert was sent, so the repeat comes at an arbitrary time."""
+    from dashboards.mixin_config import seconds
+
+    route = _yaml(ALERTMANAGER_CONFIG)["route"]
+    for sub in [route, *route.get("routes", [])]:
+        assert seconds(sub.get("repeat_interval", route["repeat_interval"])) < 120 * 3600, sub
+
+
+def test_alertmanager_sends_warnings_about_blind_spots_and_absent_hosts() -> None:
+    """Never fail open: a host the rules cannot judge is a routed warning, not a silent info."""
+    routes = _yaml(ALERTMANAGER_CONFIG)["route"]["routes"]
+    for alert in ("PyParallelRegressionDetectionBlind", "PyParallelExporterAbsent", "PyParallelHostLabelMissing"):
+        first = next(r for r in routes if any(alert in m or 'severity=~"warning' in m for m in r["matchers"]))
+        assert first["receiver"] == "webhook", alert
 
 
 # --- docker compose, Dockerfile, Grafana provisioning --------------------------------------
@@ -225,7 +243,7 @@ def test_kustomize_builds_the_manifests() -> None:
 
 def test_prometheus_rule_spec_equals_the_rule_files() -> None:
     rule = _yaml(ROOT / PROMETHEUS_RULE)
-    groups = [g for name in ("pyparallel-recording.yml", "pyparallel-alerts.yml")
+    groups = [g for name in ("pyparallel-recording.yml", "pyparallel-exporter-alerts.yml", "pyparallel-alerts.yml")
               for g in _yaml(PROMETHEUS_DIR / "rules" / name)["groups"]]
     assert rule["apiVersion"] == "monitoring.coreos.com/v1" and rule["kind"] == "PrometheusRule"
     assert rule["spec"]["groups"] == groups
