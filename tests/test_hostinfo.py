@@ -114,7 +114,11 @@ def test_a_real_one_cpu_quota_shows_as_usable_cores_and_caps_processes():
         # Two processes, one CPU of quota: together they get about one CPU-second per second.
         # (CPU time is the firm check; the speedup bound is loose for this VM's noisy speed.)
         assert processes["cores_used"] < 1.25
-        if support.could_tell(processes, "processes under a one-CPU quota"):
+        if processes["conclusive"] and processes["speedup"] is None:
+            # CFS enforces the quota per 100 ms period, so short windows can exceed it a little:
+            # a figure above the quota is withheld, named as such, never shown.
+            assert "exceeds the 1 cores" in processes["unsteady_reason"], processes["unsteady_reason"]
+        elif support.could_tell(processes, "processes under a one-CPU quota"):
             assert processes["speedup"] < 1.5
     finally:
         for pid in (group / "cgroup.procs").read_text().split():

@@ -165,20 +165,20 @@ def test_free_threaded_service_importing_a_gil_extension_turns_serial(tmp_path):
 def assert_shipped_alert_fires_on(cohort: Cohort, tmp_path: Path) -> None:
     """promtool runs the shipped rule file on this measured figure, held for the alert's window
     and hold time: PyParallelServiceSerialOnFreeThreadedBuild fires with it."""
-    from dashboards import promtool_tests as pt
+    from dashboards import promtool_inputs as pt
     from dashboards import services as mixin
-    from dashboards.mixin_config import CONFIG
+    from dashboards.mixin_config import CONFIG, seconds
 
     promtool = require_binary("promtool")
     labels = {**pt.Target(CONFIG).labels, "group": cohort.group, "implementation": cohort.identity.implementation,
               "version": cohort.identity.version, "free_threaded_build": cohort.identity.build}
-    rounds = (pt.seconds(CONFIG.service_window) + pt.seconds(CONFIG.service_serial_for)) // pt.ROUND + 2
+    rounds = (seconds(CONFIG.service_window) + seconds(CONFIG.service_serial_for)) // pt.ROUND + 2
     case = pt.case("the measured 3.13t service with a GIL-enabling extension",
                    [pt.series("pyparallel_service_serialised_ratio", labels, pt.const(cohort.serialised_ratio, rounds))],
                    [mixin.fires(CONFIG, "PyParallelServiceSerialOnFreeThreadedBuild", pt.when(rounds - 1), labels,
                                 cohort.serialised_ratio)])
-    rules = Path(__file__).resolve().parent.parent / "deploy/prometheus/rules/pyparallel-alerts.yml"
-    document = {**pt.unit_test_file([case]), "rule_files": [str(rules)]}
+    rules = Path(__file__).resolve().parent.parent / "deploy/prometheus/rules/pyparallel-exporter-alerts.yml"
+    document = pt.unit_test_file([str(rules)], [case], "1m")
     (tmp_path / "measured_test.yml").write_text(yaml.safe_dump(document))
     result = subprocess.run([promtool, "test", "rules", str(tmp_path / "measured_test.yml")],
                             capture_output=True, text=True, check=False)
