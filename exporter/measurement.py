@@ -29,7 +29,8 @@ CPU_BOUND_SHARE = 0.25
 # The variance between probes that one probe's pairs cannot see (the host's state minutes
 # apart, a new runner process), as a standard deviation of the log speedup. It is added to
 # the pairs' own standard error, so an interval also holds the next probe's figure; measured
-# by benchmarks/noise.py on an idle 2-vCPU VM (docs/measurement.md, "Intervals that cover").
+# by benchmarks/gate.py on an idle 2-vCPU VM at 0-0.008 per cell; 0.012 is above all of them
+# (docs/measurement.md, "How well it works").
 BETWEEN_PROBE_SD = 0.012
 # A step's figure can show the parallelism only when the cores free for it (usable, less
 # steal, less other processes' load) are about what its workers can use: other load may take
