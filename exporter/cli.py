@@ -21,7 +21,7 @@ from typing import NoReturn, Optional, Sequence
 from rich.console import Console
 from rich.text import Text
 
-from exporter import __version__, compare, config, hostinfo, inputs, probe, report, workloads
+from exporter import __version__, compare, compare_cli, config, hostinfo, inputs, probe, report, workloads
 from exporter.entry import Terminated
 from exporter.errors import ConfigError
 from exporter.history import add_history_flags
@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_push_flags(one_shot)
 
     compare_command = commands.add_parser("compare", help="compare two probe --json results; exit 1 on a regression")
-    compare.add_compare_flags(compare_command)
+    compare_cli.add_compare_flags(compare_command)
 
     serve = commands.add_parser("serve", help="run the exporter daemon")
     add_serve_flags(serve)
@@ -294,7 +294,7 @@ def run_one_shot(args: argparse.Namespace) -> int:
         report.render(reports, host, out)
         if comparison is not None:
             out.print()
-            compare.render(comparison, out)
+            compare_cli.render(comparison, out)
     if args.plot:
         from exporter.plot import write_chart
 
@@ -327,7 +327,7 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
         if args.command == "probe":
             return run_one_shot_interruptible(args)
         if args.command == "compare":
-            return compare.run(args)
+            return compare_cli.run(args)
         from exporter.daemon import serve
 
         return serve(args)
