@@ -188,6 +188,9 @@ def failures_by_reason(port: int) -> Counter:
     return totals
 
 
+SNAPSHOTS = 9  # tracemalloc snapshots over a run, with --tracemalloc
+
+
 def count_rounds(log_text: str) -> int:
     return log_text.count('msg="probe round finished"') + log_text.count('"msg": "probe round finished"')
 
@@ -201,7 +204,13 @@ def run(args: argparse.Namespace) -> str:
     port = free_port()
     log_path = workdir / "exporter.log"
     env = dict(os.environ, PYPARALLEL_SOAK_TOKEN=token, PYTHONPATH=str(REPO))
-    command = [sys.executable, "-m", "exporter", "serve", f"--config.file={config_path}",
+    launcher = ["-m", "exporter"]
+    if args.tracemalloc:
+        args.tracemalloc.mkdir(parents=True, exist_ok=True)
+        env.update(PYPARALLEL_SOAK_SNAPSHOT_DIR=str(args.tracemalloc.resolve()),
+                   PYPARALLEL_SOAK_SNAPSHOT_EVERY=str(args.duration / SNAPSHOTS))
+        launcher = [str(Path(__file__).resolve().with_name("tracemalloc_serve.py"))]
+    command = [sys.executable, *launcher, "serve", f"--config.file={config_path}",
                f"--web.listen-address=127.0.0.1:{port}", "--web.enable-lifecycle",
                f"--history.limit={args.history_limit}"]
     tally = Tally()
@@ -317,6 +326,27 @@ def report(args: argparse.Namespace, load_before: tuple[float, float, float], sa
     return "\n".join(lines)
 
 
+def growth_report(directory: Path, top: int = 8) -> str:
+    """What allocated memory grew between the snapshot at a third of the run and the last one."""
+    import tracemalloc
+
+    snapshots = sorted(directory.glob("snapshot-*.pickle"))
+    if len(snapshots) < 2:
+        return f"tracemalloc: only {len(snapshots)} snapshot(s) in {directory}; nothing to compare"
+    first = snapshots[len(snapshots) // 3]
+    ignore = [tracemalloc.Filter(False, tracemalloc.__file__), tracemalloc.Filter(False, "<frozen importlib._bootstrap*>")]
+    old = tracemalloc.Snapshot.load(str(first)).filter_traces(ignore)
+    new = tracemalloc.Snapshot.load(str(snapshots[-1])).filter_traces(ignore)
+    total_old = sum(s.size for s in old.statistics("filename"))
+    total_new = sum(s.size for s in new.statistics("filename"))
+    lines = [f"tracemalloc: traced {total_old / 1e6:.2f} MB in {first.name}, {total_new / 1e6:.2f} MB in "
+             f"{snapshots[-1].name} ({(total_new - total_old) / 1e3:+.1f} kB). Largest growths by allocation site:", ""]
+    for stat in new.compare_to(old, "traceback")[:top]:
+        lines.append(f"- {stat.size_diff / 1e3:+.1f} kB in {stat.count_diff:+d} blocks (now {stat.size / 1e3:.1f} kB)")
+        lines.extend(f"    {line}" for line in stat.traceback.format(limit=6, most_recent_first=True))
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=parse_duration, default=1800.0, help="e.g. 30m (default), 5m, 300")
@@ -327,8 +357,14 @@ def main() -> int:
                         help="the exporter's --history.limit (default 100, its own default)")
     parser.add_argument("--reload-every", type=float, default=3.0,
                         help="seconds between reloads, alternating POST /-/reload and SIGHUP (default 3)")
+    parser.add_argument("--tracemalloc", type=Path, metavar="DIR",
+                        help="run the exporter under tracemalloc, dump snapshots into DIR and report "
+                             "what grew over the last two thirds (slower: for finding a leak, not for figures)")
     args = parser.parse_args()
     print(run(args))
+    if args.tracemalloc:
+        print()
+        print(growth_report(args.tracemalloc))
     return 0
 
 
