@@ -290,8 +290,8 @@ def report(args: argparse.Namespace, load_before: tuple[float, float, float], sa
     lines = [
         f"Machine: {cpu_model()}, {psutil.cpu_count()} logical CPUs, {platform.system()} {platform.release()}, "
         f"Python {platform.python_version()}; host load average before: "
-        f"{', '.join(f'{v:.2f}' for v in load_before)}; MALLOC_ARENA_MAX "
-        f"{os.environ.get('MALLOC_ARENA_MAX', 'unset (glibc default)')}.",
+        f"{', '.join(f'{v:.2f}' for v in load_before)}; glibc tunables from the environment: "
+        f"{', '.join(f'{k}={v}' for k, v in sorted(os.environ.items()) if k.startswith('MALLOC_')) or 'none'}.",
         f"Duration {args.duration:g} s, {args.concurrency} scraping clients (pause {args.scrape_pause:g} s), "
         f"a reload every {args.reload_every:g} s (POST /-/reload and SIGHUP in turn). "
         f"Cold: when /-/healthy first answered; warm: the first sample after {WARM_UP_SHARE:.0%} of the run; "
