@@ -50,6 +50,7 @@ SAMPLE_EVERY_SECONDS = 10.0
 WARM_UP_SHARE = 0.1
 STOP_GRACE_SECONDS = 10.0
 LEFTOVER_WAIT_SECONDS = 5.0
+SNAPSHOTS = 9  # tracemalloc snapshots over a run, with --tracemalloc
 
 # Short rounds: every workload once per round, good ones and faulty ones.
 WORKLOADS = ["sleep", "pure_python", "faulty_workloads:raises", "faulty_workloads:aborts",
@@ -186,9 +187,6 @@ def failures_by_reason(port: int) -> Counter:
     for match in re.finditer(rb'^pyparallel_probe_failures_total\{[^}]*reason="(\w+)"[^}]*\} (\S+)$', body, re.M):
         totals[match.group(1).decode()] += int(float(match.group(2)))
     return totals
-
-
-SNAPSHOTS = 9  # tracemalloc snapshots over a run, with --tracemalloc
 
 
 def count_rounds(log_text: str) -> int:
@@ -338,8 +336,8 @@ def growth_report(directory: Path, top: int = 8) -> str:
     ignore = [tracemalloc.Filter(False, tracemalloc.__file__), tracemalloc.Filter(False, "<frozen importlib._bootstrap*>")]
     old = tracemalloc.Snapshot.load(str(first)).filter_traces(ignore)
     new = tracemalloc.Snapshot.load(str(snapshots[-1])).filter_traces(ignore)
-    total_old = sum(s.size for s in old.statistics("filename"))
-    total_new = sum(s.size for s in new.statistics("filename"))
+    total_old = sum(trace.size for trace in old.traces)
+    total_new = sum(trace.size for trace in new.traces)
     lines = [f"tracemalloc: traced {total_old / 1e6:.2f} MB in {first.name}, {total_new / 1e6:.2f} MB in "
              f"{snapshots[-1].name} ({(total_new - total_old) / 1e3:+.1f} kB). Largest growths by allocation site:", ""]
     for stat in new.compare_to(old, "traceback")[:top]:
