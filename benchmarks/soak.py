@@ -205,6 +205,8 @@ def run(args: argparse.Namespace) -> str:
     launcher = ["-m", "exporter"]
     if args.tracemalloc:
         args.tracemalloc.mkdir(parents=True, exist_ok=True)
+        for stale in args.tracemalloc.glob("snapshot-*.pickle"):  # a reused DIR must not mix runs
+            stale.unlink()
         env.update(PYPARALLEL_SOAK_SNAPSHOT_DIR=str(args.tracemalloc.resolve()),
                    PYPARALLEL_SOAK_SNAPSHOT_EVERY=str(args.duration / SNAPSHOTS))
         launcher = [str(Path(__file__).resolve().with_name("tracemalloc_serve.py"))]
