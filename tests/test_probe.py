@@ -64,13 +64,23 @@ def test_processes_scale_for_pure_python(pure_python_report):
     assert step.success, step.message
     assert step.summary.startup_seconds > 0
     if could_tell(step.summary, "pure_python processes"):
-        # On this shared VM two busy vCPUs sometimes share one physical core, and then any
-        # CPU-bound mode tops out well below 2x (1.1-1.4x seen): the speedup bound only says
-        # two processes beat one. Cores used (CPU seconds / wall seconds) is the firm check.
-        assert step.summary.speedup > 1.1, step.summary
-        assert step.summary.cores_used > 1.6, step.summary
+        summary = step.summary
+        # On a shared VM two busy vCPUs may be SMT siblings of one physical core (the guest's
+        # topology does not show it), and then any CPU-bound mode tops out well below 2x
+        # (1.1-1.4x seen here; x1.20 with each worker at 64 % of one alone on a CI machine):
+        # the speedup bound only says two processes beat one. Cores used is the firm check.
+        assert summary.speedup > 1.1, summary
+        assert summary.cores_used > 1.6, summary
         # One worker process alone is the baseline: it runs no faster per CPU-second.
-        assert 0.85 < step.summary.cpu_rate_ratio <= 1.0 + 0.05, step.summary
+        assert 0.5 < summary.cpu_rate_ratio <= 1.0 + 0.05, summary
+        # The parts explain the whole: speedup = cores busy x work per CPU-second (one
+        # baseline worker keeps ~one core busy), so the report's causes add up.
+        assert summary.speedup == pytest.approx(summary.cores_used * summary.cpu_rate_ratio, rel=0.15), summary
+        verdict = verdicts.mode_verdict(step, pure_python_report, host_cpus().usable)
+        if summary.cpu_rate_ratio < verdicts.CONTENTION_RATE and not verdict.startswith("processes: scales"):
+            # Processes share no interpreter: a slower rate is the hardware, and the verdict
+            # must say so (contention), never "serialised" or a bare low figure.
+            assert "contention" in verdict and "SMT siblings" in verdict, verdict
 
 
 @needs_two_cores
