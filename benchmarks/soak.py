@@ -148,6 +148,8 @@ def controller(process: subprocess.Popen, port: int, config_path: Path, until: f
     SIGHUP in turn."""
     documents = [yaml.safe_dump(config_document("5s")).encode(), BROKEN_CONFIG,
                  yaml.safe_dump(config_document("6s")).encode()]
+    if reload_every <= 0:  # --reload-every 0: no reloads, to tell what scrapes alone do
+        return
     for step in range(int((until - time.monotonic()) / reload_every) + 1):
         if time.monotonic() >= until or process.poll() is not None:
             return
@@ -357,7 +359,7 @@ def main() -> int:
     parser.add_argument("--history-limit", type=int, default=100,
                         help="the exporter's --history.limit (default 100, its own default)")
     parser.add_argument("--reload-every", type=float, default=3.0,
-                        help="seconds between reloads, alternating POST /-/reload and SIGHUP (default 3)")
+                        help="seconds between reloads, alternating POST /-/reload and SIGHUP (default 3; 0: none)")
     parser.add_argument("--tracemalloc", type=Path, metavar="DIR",
                         help="run the exporter under tracemalloc, dump snapshots into DIR and report "
                              "what grew over the last two thirds (slower: for finding a leak, not for figures)")
