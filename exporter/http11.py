@@ -39,6 +39,11 @@ MAX_HEAD_BYTES = 32 * 1024  # request line + headers; a scrape sends well under 
 MAX_BODY_BYTES = 64 * 1024  # no route takes a body; a small one is read and ignored
 MAX_HEADERS = 100  # header fields at most (http.client's limit); a scrape sends a handful
 _SEND_BYTES = 256 * 1024  # an answer is written in pieces of about this size (a scrape: one piece)
+# A body piece this big goes to the socket as it is, after what was gathered before it:
+# joining it with the head would copy a whole /metrics body on every scrape, and such
+# body-sized copies, made by 40 request threads at once, are what fragments the C heap.
+# TCP_NODELAY (httpserver.py) keeps the extra write from waiting on a delayed ACK.
+_DIRECT_BYTES = 16 * 1024
 
 # RFC 9110 token characters for a method; a target of visible ASCII with valid %-escapes.
 _REQUEST_LINE = re.compile(rb"^([!#$%&'*+.^_`|~0-9A-Za-z-]+) (\S+) (HTTP/\d\.\d)$")
@@ -273,7 +278,9 @@ class _Answer:
     def write(self, data: bytes) -> None:
         self.send_head()
         if data and not self.head_only:
-            self._queue(self._h11.send(h11.Data(data=data)))
+            # The passthrough gives the body bytes back as they are (framing apart), not copied.
+            for piece in self._h11.send_with_data_passthrough(h11.Data(data=data)) or ():
+                self._queue(piece)
 
     def send_head(self, length: int | None = None) -> None:
         if self.head_sent:
@@ -300,7 +307,10 @@ class _Answer:
         self._flush()
 
     def _queue(self, data: bytes | None) -> None:
-        if data:
+        if data and len(data) >= _DIRECT_BYTES:
+            self._flush()
+            self._send(data)
+        elif data:
             self._pending.append(data)
             self._pending_bytes += len(data)
             if self._pending_bytes >= _SEND_BYTES:

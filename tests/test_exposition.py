@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import sys
+import zlib
 from dataclasses import replace
 from wsgiref.util import setup_testing_defaults
 
@@ -81,6 +82,25 @@ def test_gzip_when_accepted(snapshot):
     headers, body = get(TelemetryApp(lambda: snapshot, live_registry()), encoding="gzip")
     assert headers["Content-Encoding"] == "gzip"
     assert b"pyparallel_speedup_ratio" in gzip.decompress(body)
+
+
+def test_gzip_of_the_pieces_is_one_member_a_client_decodes(snapshot):
+    app = TelemetryApp(lambda: snapshot, live_registry())
+    _, plain = get(app)
+    _, packed = get(app, encoding="gzip")
+    assert ours(parse_text(gzip.decompress(packed).decode())) == ours(parse_text(plain.decode()))
+    assert zlib.decompress(packed, 16 + zlib.MAX_WBITS).count(b"# HELP pyparallel_host_cpus ") == 1
+
+
+def test_the_cached_families_go_out_as_the_same_bytes_on_every_scrape(snapshot):
+    """No copy of the cached body per scrape: it is the first piece of every answer."""
+    app = TelemetryApp(lambda: snapshot, live_registry())
+    environ: dict = {}
+    setup_testing_defaults(environ)
+    first = app(dict(environ), lambda *args: None)
+    second = app(dict(environ), lambda *args: None)
+    assert first[0] is second[0] and b"pyparallel_" in first[0]
+    assert b"process_cpu_seconds_total" in first[1]
 
 
 def test_name_filter_is_served_by_prometheus_client(snapshot):

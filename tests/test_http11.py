@@ -191,3 +191,25 @@ def test_a_small_answer_is_one_write_so_no_segment_waits_for_a_delayed_ack() -> 
     http11.respond(reader, request, hello, http11.environ(request, {}, ("127.0.0.1", 1), "http"), writes.append,
                    server="test/1")
     assert len(writes) == 1 and writes[0].startswith(b"HTTP/1.1 200 ") and writes[0].endswith(b"hello world")
+
+
+def test_a_big_body_piece_is_sent_as_it_is_after_the_head_never_copied() -> None:
+    # A /metrics body joined with the head would be copied on every scrape; body-sized copies
+    # from many request threads fragment the C heap (benchmarks/results-soak.md).
+    big = b"x" * (64 * 1024)
+
+    def metrics(environ: dict[str, Any], start: Any) -> list[bytes]:
+        start("200 OK", [("Content-Type", "text/plain")])
+        return [big, b"tail"]
+
+    reader = RequestReader()
+    reader.feed(GET)
+    request = reader.next()
+    assert isinstance(request, Request)
+    writes: list[bytes] = []
+    http11.respond(reader, request, metrics, http11.environ(request, {}, ("127.0.0.1", 1), "http"), writes.append,
+                   server="test/1")
+    assert writes[0].startswith(b"HTTP/1.1 200 ") and writes[0].endswith(b"\r\n\r\n")
+    assert writes[1] is big and writes[2:] == [b"tail"]
+    _, response, body, _ = answer(GET, metrics)
+    assert dict(response.headers)[b"content-length"] == str(len(big) + 4).encode() and body == big + b"tail"
