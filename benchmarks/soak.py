@@ -289,14 +289,15 @@ def report(args: argparse.Namespace, load_before: tuple[float, float, float], sa
     third = [s for s in loaded if s.at >= args.duration * 2 / 3] or loaded[-1:]
     scrapes = sum(tally.scrapes.values())
     errors = sum(n for key, n in tally.scrapes.items() if key not in ("200", "503"))
+    reloads = (f"a reload every {args.reload_every:g} s (POST /-/reload and SIGHUP in turn)" if args.reload_every > 0
+               else "no reloads")
     lines = [
         f"Machine: {cpu_model()}, {psutil.cpu_count()} logical CPUs, {platform.system()} {platform.release()}, "
         f"Python {platform.python_version()}; host load average before: "
         f"{', '.join(f'{v:.2f}' for v in load_before)}; glibc tunables from the environment: "
         f"{', '.join(f'{k}={v}' for k, v in sorted(os.environ.items()) if k.startswith('MALLOC_')) or 'none'}.",
         f"Duration {args.duration:g} s, {args.concurrency} scraping clients (pause {args.scrape_pause:g} s), "
-        f"a reload every {args.reload_every:g} s (POST /-/reload and SIGHUP in turn). "
-        f"Cold: when /-/healthy first answered; warm: the first sample after {WARM_UP_SHARE:.0%} of the run; "
+        f"{reloads}. Cold: when /-/healthy first answered; warm: the first sample after {WARM_UP_SHARE:.0%} of the run; "
         "end: 2 s after the load stopped.",
         "",
         "| figure | value |",
