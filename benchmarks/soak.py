@@ -50,6 +50,10 @@ SAMPLE_EVERY_SECONDS = 10.0
 WARM_UP_SHARE = 0.1
 STOP_GRACE_SECONDS = 10.0
 LEFTOVER_WAIT_SECONDS = 5.0
+# Flat, as the report judges it: 0.5 % of 50 MB is 0.25 MB, which about half a byte per
+# scrape would reach in the last third of a 30-minute run (~500 000 scrapes).
+RSS_FLAT_SHARE = 0.005
+FLOOR_SLACK = 2
 SNAPSHOTS = 9  # tracemalloc snapshots over a run, with --tracemalloc
 
 # Short rounds: every workload once per round, good ones and faulty ones.
@@ -320,6 +324,8 @@ def report(args: argparse.Namespace, load_before: tuple[float, float, float], sa
         f"({min(s.threads for s in third)}–{max(s.threads for s in third)}) |",
         f"| last third: open fds first → last (min–max) | {third[0].fds} → {third[-1].fds} "
         f"({min(s.fds for s in third)}–{max(s.fds for s in third)}) |",
+        f"| flat over the last third? (RSS within {RSS_FLAT_SHARE:.1%}; threads' and fds' floor within "
+        f"{FLOOR_SLACK}) | {flat_verdict(third)} |",
         f"| history limit; rounds | {args.history_limit}; {rounds} |",
         f"| probe failures by reason at the end | {', '.join(f'{k}: {v}' for k, v in sorted(failures.items()))} |",
         f"| child processes cold → end (a probe may be running) | {first.children} → {last.children} |",
@@ -328,6 +334,22 @@ def report(args: argparse.Namespace, load_before: tuple[float, float, float], sa
         f"| tracebacks in the exporter's log | {tracebacks} |",
     ]
     return "\n".join(lines)
+
+
+def flat_verdict(third: list[Sample]) -> str:
+    """Flat: RSS at the end of the last third within RSS_FLAT_SHARE of its start, and the
+    floor of threads and of fds in its second half no higher than in its first half (a leak
+    raises the floor; a probe round in progress only adds peaks)."""
+    halves = third[:len(third) // 2] or third, third[len(third) // 2:]
+    rss_change = third[-1].rss_mb / third[0].rss_mb - 1
+
+    def floor_rise(attribute: str) -> int:
+        return min(getattr(s, attribute) for s in halves[1]) - min(getattr(s, attribute) for s in halves[0])
+
+    rises = {"threads": floor_rise("threads"), "fds": floor_rise("fds")}
+    flat = rss_change <= RSS_FLAT_SHARE and all(rise <= FLOOR_SLACK for rise in rises.values())
+    return (f"{'yes' if flat else 'NO'}: RSS {rss_change:+.2%}, floor of threads {rises['threads']:+d}, "
+            f"of fds {rises['fds']:+d}")
 
 
 def growth_report(directory: Path, top: int = 8) -> str:

@@ -32,6 +32,7 @@ from exporter.config import Config, load_config
 from exporter.errors import ConfigError
 from exporter.results import Interpreter, WorkloadReport
 from exporter.exposition import TelemetryApp
+from exporter.mallocarena import use_one_malloc_arena
 from exporter.history import DEFAULT_LIMIT, History
 from exporter.hostinfo import host_cpus
 from exporter.logs import log_kv, setup_logging
@@ -397,6 +398,7 @@ def serve(args: argparse.Namespace) -> int:
         print(f"config OK: {args.config_file or '(built-in defaults)'}"
               + (f"; web config OK: {args.web_config_file}" if web_config else ""))
         return 0
+    one_malloc_arena = use_one_malloc_arena()  # before the first thread starts
     daemon = Daemon(config, args.config_file, args.history_limit, args.history_file)
     pages = StatusPages(daemon, telemetry_path=args.telemetry_path, web_config=web_config,
                         config_path=args.config_file)
@@ -407,7 +409,8 @@ def serve(args: argparse.Namespace) -> int:
                               enable_lifecycle=args.enable_lifecycle, max_requests=args.max_requests,
                               routes=pages.routes())
     log_kv(log, logging.INFO, "starting", version=__version__, telemetry=server.url + args.telemetry_path,
-           interpreters=",".join(i.name for i in config.interpreter_list()))
+           interpreters=",".join(i.name for i in config.interpreter_list()),
+           malloc_arenas="1" if one_malloc_arena else "glibc's default")
     reload_wanted = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
