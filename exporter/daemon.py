@@ -410,7 +410,7 @@ def serve(args: argparse.Namespace) -> int:
                               routes=pages.routes())
     log_kv(log, logging.INFO, "starting", version=__version__, telemetry=server.url + args.telemetry_path,
            interpreters=",".join(i.name for i in config.interpreter_list()),
-           malloc_arenas="1" if one_malloc_arena else "glibc's default")
+           malloc_arenas="1" if one_malloc_arena else "default")
     reload_wanted = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
