@@ -6,7 +6,7 @@ each request are spread over 16 arenas on a 2-core host, and each arena keeps it
 high-water mark of free space: the 30-minute soak (benchmarks/results-soak.md) saw RSS creep
 up in those arenas while the memory in use stayed flat. With the GIL only one thread runs
 Python at a time, so separate arenas save no lock contention: one arena gives the same
-throughput, about 3 MB less RSS on that host, and a third to a half of the creep.
+throughput, about 3 MB less RSS on that host, and in most runs less creep.
 
 Free-threaded builds are left alone: their threads do run at once, and their Python objects
 live in mimalloc's heaps, not in glibc's arenas. Probes are unaffected either way: they run
