@@ -17,15 +17,10 @@ from __future__ import annotations
 
 import ctypes
 import platform
-import sys
+
+from exporter.gilstate import gil_enabled
 
 M_ARENA_MAX = -8  # glibc's malloc.h
-
-
-def gil_enabled() -> bool:
-    """True unless this is a free-threaded build running without the GIL."""
-    is_gil_enabled = getattr(sys, "_is_gil_enabled", None)
-    return True if is_gil_enabled is None else bool(is_gil_enabled())
 
 
 def use_one_malloc_arena() -> bool:

@@ -27,6 +27,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, TextIO, Tuple
 
 from exporter import measurement, workloads
+from exporter.gilstate import gil_enabled
 from exporter.pools import (AnyPool, WorkerFailed, describe_exception, die_with_parent, make_pool,
                             subinterpreters_unavailable_reason)
 
@@ -39,12 +40,6 @@ Event = Dict[str, Any]
 
 
 # --- identity -------------------------------------------------------------------------
-
-
-def gil_enabled() -> bool:
-    """Whether the GIL is enabled right now (always true before 3.13's free-threaded build)."""
-    check = getattr(sys, "_is_gil_enabled", None)
-    return True if check is None else bool(check())
 
 
 def identity() -> Event:
