@@ -25,7 +25,7 @@ HEAP_ALIGNMENT = 64 << 20  # glibc's HEAP_MAX_SIZE on 64-bit: a thread arena's h
 # Threads that each allocate blocks malloc serves (over pymalloc's 512 bytes) and then wait
 # for one another, so every thread is running (and has picked its arena) at the same time.
 THREADS_THAT_ALLOCATE = """
-import sys, threading, time
+import sys, threading
 sys.path.insert(0, {repo!r})
 from exporter.mallocarena import use_one_malloc_arena
 took = use_one_malloc_arena() if {one!r} else None
@@ -76,9 +76,10 @@ def test_threads_share_one_arena_once_limited_and_get_their_own_otherwise():
 
 @pytest.mark.freethreaded
 def test_free_threaded_builds_keep_glibc_default():
-    python = require_free_threaded_python()
-    took, arenas = arenas_of_threads_that_allocate(python, one=True)
-    assert (took, arenas) == ("False", arenas_of_threads_that_allocate(python, one=False)[1])
+    took, arenas = arenas_of_threads_that_allocate(require_free_threaded_python(), one=True)
+    # Each of the six threads keeps an arena of its own, as by default. Threads that really
+    # run at once sometimes find their arena locked and make one more, so 6 or 7.
+    assert took == "False" and arenas >= 6
 
 
 def test_serve_answers_many_concurrent_scrapes_from_one_arena(tmp_path):
@@ -86,15 +87,18 @@ def test_serve_answers_many_concurrent_scrapes_from_one_arena(tmp_path):
     try:
         support.wait_ready(service, timeout=60)
 
+        statuses: list[int] = []  # an assert in a scraper thread would not fail the test
+
         def scrape_a_few() -> None:
             for _ in range(10):
-                assert support.http_get(service.url + "/metrics")[0] == 200
+                statuses.append(support.http_get(service.url + "/metrics")[0])
 
         scrapers = [threading.Thread(target=scrape_a_few) for _ in range(12)]
         for scraper in scrapers:
             scraper.start()
         for scraper in scrapers:
             scraper.join()
+        assert statuses == [200] * 120
         assert thread_arenas(service.process.pid) == 0
         assert "malloc_arenas=1" in service.log_text()
     finally:
