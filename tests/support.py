@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import sys
 import time
 import urllib.error
@@ -40,6 +41,23 @@ def http_get(url: str, timeout: float = 5.0, **kwargs: Any) -> tuple[int, str]:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as error:
         return error.code, error.read().decode()
+
+
+def scrape_statuses(url: str, clients: int, each: int) -> list[int]:
+    """The status of every GET of ``url`` by ``clients`` threads, ``each`` times each, at once
+    (collected here: an assert in a client thread would not fail the test)."""
+    statuses: list[int] = []
+
+    def client() -> None:
+        for _ in range(each):
+            statuses.append(http_get(url)[0])
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return statuses
 
 
 def wait_for(check: Callable[[], Optional[T]], timeout: float, what: str, interval: float = 0.25) -> T:

@@ -8,7 +8,6 @@ import ssl
 import subprocess
 import warnings
 import sys
-import threading
 import time
 import urllib.request
 import uuid
@@ -281,18 +280,7 @@ def test_scrape_during_reload_and_probe_never_errors(exporter_factory):
     """Concurrent scrapes while the lane probes: every one answers 200."""
     exporter = exporter_factory(dict(QUICK, probe=dict(QUICK["probe"], unit_seconds=0.5)))
     support.wait_for(lambda: support.http_get(exporter.url + "/-/healthy")[0] == 200, 30, "the exporter")
-    statuses: list[int] = []
-
-    def hammer() -> None:
-        for _ in range(30):
-            statuses.append(support.http_get(exporter.url + "/metrics")[0])
-
-    threads = [threading.Thread(target=hammer) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert statuses == [200] * 120
+    assert support.scrape_statuses(exporter.url + "/metrics", clients=4, each=30) == [200] * 120
 
 
 def test_duty_cycle_budget_spaces_round_starts(exporter_factory):

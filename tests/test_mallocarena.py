@@ -7,7 +7,6 @@ import platform
 import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -87,18 +86,7 @@ def test_serve_answers_many_concurrent_scrapes_from_one_arena(tmp_path):
     try:
         support.wait_ready(service, timeout=60)
 
-        statuses: list[int] = []  # an assert in a scraper thread would not fail the test
-
-        def scrape_a_few() -> None:
-            for _ in range(10):
-                statuses.append(support.http_get(service.url + "/metrics")[0])
-
-        scrapers = [threading.Thread(target=scrape_a_few) for _ in range(12)]
-        for scraper in scrapers:
-            scraper.start()
-        for scraper in scrapers:
-            scraper.join()
-        assert statuses == [200] * 120
+        assert support.scrape_statuses(service.url + "/metrics", clients=12, each=10) == [200] * 120
         assert thread_arenas(service.process.pid) == 0
         assert "malloc_arenas=1" in service.log_text()
     finally:
