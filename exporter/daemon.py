@@ -32,7 +32,7 @@ from exporter.config import Config, load_config
 from exporter.errors import ConfigError
 from exporter.results import Interpreter, WorkloadReport
 from exporter.exposition import TelemetryApp
-from exporter.mallocarena import use_one_malloc_arena
+from exporter.servingmalloc import thread_caches_off, use_one_malloc_arena
 from exporter.history import DEFAULT_LIMIT, History
 from exporter.hostinfo import host_cpus
 from exporter.logs import log_kv, setup_logging
@@ -410,7 +410,8 @@ def serve(args: argparse.Namespace) -> int:
                               routes=pages.routes())
     log_kv(log, logging.INFO, "starting", version=__version__, telemetry=server.url + args.telemetry_path,
            interpreters=",".join(i.name for i in config.interpreter_list()),
-           malloc_arenas="1" if one_malloc_arena else "default")
+           malloc_arenas="1" if one_malloc_arena else "default",
+           malloc_thread_caches="off" if thread_caches_off() else "default")
     reload_wanted = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

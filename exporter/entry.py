@@ -7,6 +7,10 @@ standard library, turns SIGINT and SIGTERM into exceptions before anything else 
 and answers either with one line and exit code 130 or 143. ``probe`` keeps these handlers
 (it catches the exceptions to kill its runners first); ``serve`` replaces them with its own
 once it runs.
+
+``serve`` also re-executes itself here, once, before the heavy imports: glibc's per-thread
+malloc caches can be turned off only from the environment a process starts with (see
+``exporter.servingmalloc``).
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import signal
 import sys
 from types import FrameType
 from typing import Optional, Sequence
+
+from exporter import servingmalloc
 
 
 class Terminated(BaseException):
@@ -50,6 +56,7 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
 
 def main() -> None:
     install_handlers()
+    servingmalloc.restart_serve_once_without_thread_caches(sys.argv)
     try:
         code = run()
     except (KeyboardInterrupt, Terminated) as exc:  # a signal while ``run`` was returning

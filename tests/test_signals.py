@@ -1,8 +1,9 @@
-"""Ctrl-C and SIGTERM from the first milliseconds of ``probe`` and ``compare`` (issue 17).
+"""Ctrl-C and SIGTERM from the first milliseconds of ``probe``, ``compare`` and ``serve`` (issue 17).
 
 Importing the command line takes a few hundred milliseconds; a signal in that time gave a
 ``KeyboardInterrupt`` traceback (exit -2) or a silent death (exit -15). The handlers are now
-installed by the console script's entry point before any of those imports.
+installed by the console script's entry point before any of those imports (in ``serve``, again
+after it restarts itself without glibc's per-thread caches).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ ENTRY_POINTS = {"console script": [str(Path(sys.executable).parent / "parallelis
 
 
 @pytest.mark.parametrize("entry", sorted(ENTRY_POINTS))
-@pytest.mark.parametrize("command", [["probe", "--workload", "sleep"], ["compare", "a.json", "b.json"]])
+@pytest.mark.parametrize("command", [["probe", "--workload", "sleep"], ["compare", "a.json", "b.json"],
+                                     ["serve", "--web.listen-address=127.0.0.1:0"]])
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_while_the_command_line_is_still_importing_is_one_line_and_128_plus_it(
         tmp_path: Path, entry: str, command: list[str], sig: signal.Signals) -> None:
