@@ -195,6 +195,16 @@ def failures_by_reason(port: int) -> Counter:
     return totals
 
 
+def is_malloc_setting(name: str) -> bool:
+    return name.startswith("MALLOC_") or name == "GLIBC_TUNABLES"
+
+
+def exporter_allocator(log_text: str) -> str:
+    """What the exporter's ``starting`` line says of its malloc (one arena, per-thread caches)."""
+    found = re.search(r"malloc_arenas=(\S+) malloc_thread_caches=(\S+)", log_text)
+    return f"arenas {found[1]}, per-thread caches {found[2]}" if found else "not logged"
+
+
 def count_rounds(log_text: str) -> int:
     return log_text.count('msg="probe round finished"') + log_text.count('"msg": "probe round finished"')
 
@@ -279,13 +289,13 @@ def run(args: argparse.Namespace) -> str:
     log_text = log_path.read_text(errors="replace")
     return report(args, load_before, samples, warm or samples[-1], tally, count_rounds(log_text),
                   alive_at_end, exporter.returncode, len(leftovers), leftover_names,
-                  log_text.count("Traceback"), failures)
+                  log_text.count("Traceback"), failures, exporter_allocator(log_text))
 
 
 def report(args: argparse.Namespace, load_before: tuple[float, float, float], samples: list[Sample],
            warm: Sample, tally: Tally, rounds: int,
            alive: bool, exit_code: int | None, leftovers: int, leftover_names: Counter,
-           tracebacks: int, failures: Counter) -> str:
+           tracebacks: int, failures: Counter, allocator: str) -> str:
     first, last = samples[0], samples[-1]
     peak = max(samples, key=lambda s: s.rss_mb)
     # The last third under load (the quiet sample after the load stopped is not part of it).
@@ -299,7 +309,8 @@ def report(args: argparse.Namespace, load_before: tuple[float, float, float], sa
         f"Machine: {cpu_model()}, {psutil.cpu_count()} logical CPUs, {platform.system()} {platform.release()}, "
         f"Python {platform.python_version()}; host load average before: "
         f"{', '.join(f'{v:.2f}' for v in load_before)}; glibc tunables from the environment: "
-        f"{', '.join(f'{k}={v}' for k, v in sorted(os.environ.items()) if k.startswith('MALLOC_')) or 'none'}.",
+        f"{', '.join(f'{k}={v}' for k, v in sorted(os.environ.items()) if is_malloc_setting(k)) or 'none'}; "
+        f"the exporter's malloc: {allocator}.",
         f"Duration {args.duration:g} s, {args.concurrency} scraping clients (pause {args.scrape_pause:g} s), "
         f"{reloads}. Cold: when /-/healthy first answered; warm: the first sample after {WARM_UP_SHARE:.0%} of the run; "
         "end: 2 s after the load stopped.",
