@@ -63,7 +63,8 @@ def use_one_malloc_arena() -> bool:
 def restart_serve_once_without_thread_caches(argv: list[str]) -> None:
     """The console script's first step: ``serve`` re-executes itself once with the caches off,
     and the restarted process (like every other command) gets the user's GLIBC_TUNABLES."""
-    if not restore_user_environment() and argv[1:2] == ["serve"]:
+    # A script read from stdin ("-") could not be read again by the restarted process.
+    if not restore_user_environment() and argv[1:2] == ["serve"] and argv[0] not in ("", "-"):
         restart_without_thread_caches()
 
 
@@ -85,8 +86,7 @@ def restart_without_thread_caches() -> None:
     where that does not apply or cannot be done; otherwise does not return."""
     user = os.environ.get(TUNABLES)
     command = list(getattr(sys, "orig_argv", []))
-    if (not (on_glibc() and gil_enabled()) or "tcache_count" in (user or "") or not sys.executable
-            or not command or sys.argv[0] in ("", "-")):  # a script read from stdin cannot be read again
+    if not (on_glibc() and gil_enabled()) or "tcache_count" in (user or "") or not sys.executable or not command:
         return
     env = dict(os.environ, **{TUNABLES: f"{user}:{THREAD_CACHES_OFF}" if user else THREAD_CACHES_OFF,
                               USER_TUNABLES: _WAS_SET + user if user is not None else "unset"})

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -19,9 +18,10 @@ from conftest import require_free_threaded_python
 from test_lifecycle import QUIET
 
 import support
+from exporter import servingmalloc
 
 pytestmark = [pytest.mark.integration,
-              pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc arenas only")]
+              pytest.mark.skipif(not servingmalloc.on_glibc(), reason="glibc's malloc only")]
 
 REPO = Path(__file__).resolve().parent.parent
 HEAP_ALIGNMENT = 64 << 20  # glibc's HEAP_MAX_SIZE on 64-bit: a thread arena's heap starts on it
@@ -137,7 +137,7 @@ def restart_then_look(python: str, command: str, tunables: str | None = None) ->
     child = subprocess.run([python, "-c", RESTART_THEN_LOOK.format(repo=str(REPO)), command], env=env,
                            capture_output=True, text=True, timeout=60)
     assert child.returncode == 0, child.stderr
-    return dict(json.loads(child.stdout), started_as=child.args)
+    return json.loads(child.stdout)
 
 
 def test_serve_restarts_in_place_without_thread_caches_and_gives_back_the_users_settings():
@@ -176,9 +176,9 @@ def test_real_serve_runs_without_caches_and_its_probes_with_the_users_settings(t
         support.wait_for(lambda: len(support.processes_with_token(token)) >= 2, 60, "the probe's runner to start")
         by_pid = {process.pid: process.environ() for process in support.processes_with_token(token)}
         served = by_pid.pop(service.process.pid)  # restarted in place: the PID we started
-        assert "PYPARALLEL_USER_GLIBC_TUNABLES" in served  # what it was restarted with
+        assert servingmalloc.USER_TUNABLES in served  # what it was restarted with
         assert all(env.get("GLIBC_TUNABLES") == "glibc.malloc.perturb=0" for env in by_pid.values())
-        assert not any("PYPARALLEL_USER_GLIBC_TUNABLES" in env for env in by_pid.values())
+        assert not any(servingmalloc.USER_TUNABLES in env for env in by_pid.values())
         support.wait_for(lambda: "msg=starting" in service.log_text(), 30, "the starting line")
         assert "malloc_thread_caches=off" in service.log_text()
     finally:
