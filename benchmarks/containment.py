@@ -32,7 +32,8 @@ sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parent / "tests")]
 
 from machine import cpu_model  # noqa: E402
 import support  # noqa: E402
-from exporter import config, containment, probe  # noqa: E402
+from exporter.config import settings  # noqa: E402
+from exporter.probe import containment, run  # noqa: E402
 
 
 def median_ms(samples: list[float]) -> str:
@@ -64,9 +65,9 @@ def boundary_cost(rounds: int = 30) -> list[tuple[str, str]]:
 def flood_memory() -> list[tuple[str, str]]:
     """Peak RSS of this (parent) process while a workload prints 10 MB without a newline."""
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    spec = probe.ProbeSpec("faulty_workloads:floods_output_without_newline", ("threads",), (2,), 0.05, 1, 30.0,
+    spec = run.ProbeSpec("faulty_workloads:floods_output_without_newline", ("threads",), (2,), 0.05, 1, 30.0,
                            workload_path=(str(HERE.parent / "tests"),))
-    report = probe.run_workload(probe.Interpreter("bench", sys.executable), spec)
+    report = run.run_workload(run.Interpreter("bench", sys.executable), spec)
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return [("probe outcome", "success" if report.success else f"failed: {report.steps[0].message}"),
             ("parent peak RSS before → after (KiB)", f"{before} → {after} (+{after - before})")]
@@ -99,13 +100,13 @@ def loader_worst_case() -> list[tuple[str, str]]:
     rows = []
     with tempfile.TemporaryDirectory() as work:
         at_limit = Path(work) / "at-limit.yml"
-        items = ", ".join(["json"] * ((config.yamlfile.MAX_CONFIG_BYTES - 64) // 6))
+        items = ", ".join(["json"] * ((settings.yamlfile.MAX_CONFIG_BYTES - 64) // 6))
         at_limit.write_text(f"import_check:\n  modules: [{items}]\n")
         started = time.perf_counter()
         try:
-            config.load_config(str(at_limit))
+            settings.load_config(str(at_limit))
             outcome = "loaded"
-        except config.ConfigError as exc:
+        except settings.ConfigError as exc:
             outcome = str(exc).split(": ", 2)[-1][:60]
         elapsed = time.perf_counter() - started
         rows.append((f"parse {at_limit.stat().st_size // 1024} KiB flow list", f"{elapsed:.2f} s ({outcome})"))
@@ -113,8 +114,8 @@ def loader_worst_case() -> list[tuple[str, str]]:
         huge.write_text("interval: 5m\n" + yaml.safe_dump({"x": ["y" * 100] * 120_000}))
         started = time.perf_counter()
         try:
-            config.load_config(str(huge))
-        except config.ConfigError as exc:
+            settings.load_config(str(huge))
+        except settings.ConfigError as exc:
             elapsed_ms = (time.perf_counter() - started) * 1000
             reason = str(exc).split(": ", 2)[-1]
             rows.append((f"refuse {huge.stat().st_size // 2**20} MB file", f"{elapsed_ms:.1f} ms ({reason})"))

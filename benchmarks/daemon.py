@@ -35,7 +35,9 @@ import psutil
 import yaml
 
 from machine import cpu_model
-from exporter import config, hostinfo, probe
+from exporter.config import settings as config
+from exporter.host import cpus
+from exporter.probe import run as probe
 
 NODE_EXPORTER = "/usr/bin/prometheus-node-exporter"
 NODE_COLLECTORS = {
@@ -89,7 +91,7 @@ def node_exporter_version() -> str:
 
 
 def describe_machine() -> list[tuple[str, str]]:
-    host = hostinfo.host_cpus()
+    host = cpus.host_cpus()
     busy = psutil.cpu_percent(interval=1.0)  # over one second, before anything starts
     load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
     return [
@@ -636,7 +638,7 @@ class NodeSampler(threading.Thread):
 
 def per_core_agreement(node: Service, unit: float, repeats: int) -> Section:
     interpreter = probe.Interpreter(config.default_interpreter_name(), sys.executable)
-    workers = hostinfo.host_cpus().default_workers
+    workers = cpus.host_cpus().default_workers
     spec = probe.ProbeSpec("pure_python", PER_CORE_MODES, (workers,), unit, repeats, 60.0, "forkserver")
     sampler = NodeSampler(node)
     sampler.start()
@@ -670,7 +672,7 @@ def per_core_agreement(node: Service, unit: float, repeats: int) -> Section:
     gaps = [b.at - a.at for a, b in zip(sampler.samples, sampler.samples[1:])]
     scrape = [s.received - s.sent for s in sampler.samples]
     section.notes = [
-        f"pure_python, unit {unit:g} s, {repeats} repeats, run in-process with exporter.probe.run_workload;"
+        f"pure_python, unit {unit:g} s, {repeats} repeats, run in-process with exporter.probe.run.run_workload;"
         " exporter = the exported figure (median of the step's windows), node_exporter = the median of its"
         " busy fraction over the same windows, each bracketed by the workers' own perf_counter stamps.",
         f"{len(sampler.samples)} node_exporter samples ({sampler.errors} failed), median gap"

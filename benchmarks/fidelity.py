@@ -18,8 +18,10 @@ from typing import Optional, Sequence
 
 import procstat_sampler
 from machine import cpu_model
-from exporter import config, hostinfo, workloads
-from exporter.results import Interpreter
+from exporter.config import settings as config
+from exporter.host import cpus
+from exporter.runner import workloads
+from exporter.model.results import Interpreter
 from fidelity_measure import (MODES, PER_CORE_REPEATS, PER_CORE_WORKLOAD, STARTED, Build, CoreAgreement, Key, Run,
                               Settings, all_runs, calibrate, describe_build, median_sequential, mode_spread,
                               overhead_of, per_core, progress)
@@ -214,7 +216,7 @@ def steal_share(before: str, after: str) -> float:
 
 def machine_lines(interpreters: Sequence[Interpreter], builds: dict[str, Build], settings: Settings,
                   workload_names: Sequence[str]) -> list[str]:
-    host = hostinfo.host_cpus()
+    host = cpus.host_cpus()
     lines = [f"CPU: {cpu_model()}",
              f"cores: {host.logical} logical, {host.physical} physical, {host.usable:g} usable "
              f"-> {settings.workers} workers",
@@ -310,7 +312,7 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
     if found:
         return 2
     defaults = config.ProbeConfig()
-    settings = Settings(args.runs, args.unit, hostinfo.host_cpus().default_workers, defaults.repeats,
+    settings = Settings(args.runs, args.unit, cpus.host_cpus().default_workers, defaults.repeats,
                         defaults.timeout_seconds, defaults.start_method)
     try:
         builds = {i.name: describe_build(i) for i in interpreters}

@@ -1,6 +1,6 @@
 """The measuring half of fidelity.py: probe runs, paired raw timings, per-core samples, figures.
 
-Every probe goes through ``exporter.probe.run_workload`` exactly as the exporter calls it;
+Every probe goes through ``exporter.probe.run.run_workload`` exactly as the exporter calls it;
 the only change is a fixed ops count per workload, so that runs and interpreters do equal
 work and their unit times can be compared directly.
 """
@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import procstat_sampler
-from exporter import probe
-from exporter.results import Interpreter, ProbeSpec, StepResult, WorkloadReport
+from exporter.probe import run as probe
+from exporter.model.results import Interpreter, ProbeSpec, StepResult, WorkloadReport
 
 MODES = ("sequential", "threads", "processes")
 PER_CORE_WORKLOAD = "pure_python"
@@ -31,7 +31,7 @@ PER_CORE_REPEATS = 5  # more windows than the default 3: each is one agreement s
 RAW_TIMING = """\
 import json, sys, time
 sys.path.append({parent!r})
-from exporter.workloads import resolve
+from exporter.runner.workloads import resolve
 
 def unit(operation, ops):
     start = time.perf_counter()

@@ -41,10 +41,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from machine import cpu_model  # noqa: E402
 from exporter import report  # noqa: E402
-from exporter.config import Config, ProbeConfig  # noqa: E402
-from exporter.hostinfo import host_cpus  # noqa: E402
-from exporter.probe import run_workload  # noqa: E402
-from exporter.results import Interpreter, ProbeSpec, WorkloadReport  # noqa: E402
+from exporter.config.settings import Config, ProbeConfig  # noqa: E402
+from exporter.host.cpus import host_cpus  # noqa: E402
+from exporter.probe.run import run_workload  # noqa: E402
+from exporter.model.results import Interpreter, ProbeSpec, WorkloadReport  # noqa: E402
 
 WORKLOADS = ("pure_python", "sha256")
 MODES = ("sequential", "threads", "processes")

@@ -4,7 +4,7 @@ The probe reads the kernel's counters through psutil at its handshake and window
 this module parses ``/proc/stat`` itself, in a sampling thread stamped with
 ``time.perf_counter`` (CLOCK_MONOTONIC on Linux, the same clock the runner's workers stamp
 their windows with), so a window can be bracketed by the workers' own stamps rather than by
-the probe's event timing. Nothing is shared with ``exporter.measurement`` on purpose.
+the probe's event timing. Nothing is shared with ``exporter.stats.measurement`` on purpose.
 """
 
 from __future__ import annotations

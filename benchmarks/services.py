@@ -33,11 +33,11 @@ from prometheus_client import CollectorRegistry, ProcessCollector, generate_late
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.machine import cpu_model  # noqa: E402
-from exporter.config import config_from_mapping  # noqa: E402
-from exporter.hostinfo import host_cpus  # noqa: E402
-from exporter.service_collector import ServiceCollector  # noqa: E402
-from exporter.services import Sampler  # noqa: E402
-from exporter.servicewindow import ServicesSnapshot  # noqa: E402
+from exporter.config.settings import config_from_mapping  # noqa: E402
+from exporter.host.cpus import host_cpus  # noqa: E402
+from exporter.services.collector import ServiceCollector  # noqa: E402
+from exporter.services.watcher import Sampler  # noqa: E402
+from exporter.services.window import ServicesSnapshot  # noqa: E402
 
 LAUNCHER = r"""
 import os, sys, threading, time

@@ -23,12 +23,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.machine import cpu_model  # noqa: E402
-from exporter import api, measurement, statuspage  # noqa: E402
-from exporter.collector import empty_snapshot, record_round  # noqa: E402
-from exporter.config import Config  # noqa: E402
-from exporter.history import History  # noqa: E402
-from exporter.hostinfo import host_cpus  # noqa: E402
-from exporter.results import Identity, Interpreter, ProbeSpec, StepResult, WorkloadReport  # noqa: E402
+from exporter.pages import api  # noqa: E402
+from exporter.stats import measurement
+from exporter.pages import statuspage
+from exporter.export.collector import empty_snapshot, record_round  # noqa: E402
+from exporter.config.settings import Config  # noqa: E402
+from exporter.pages.history import History  # noqa: E402
+from exporter.host.cpus import host_cpus  # noqa: E402
+from exporter.model.results import Identity, Interpreter, ProbeSpec, StepResult, WorkloadReport  # noqa: E402
 
 MODES = ("sequential", "threads", "processes", "asyncio", "subinterpreters")
 SIZES = {"small (1 interpreter × 2 workloads × 3 modes)": (1, 2, 3),

@@ -39,7 +39,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from daemon import (NODE_COLLECTORS, NODE_EXPORTER, Check, Section, Service, cpu_seconds, describe_machine,
                     free_port, ms, percentile, render, Target, wait_for)
 
-from exporter.httpserver import DEFAULT_MAX_REQUESTS_PER_CONNECTION
+from exporter.web.httpserver import DEFAULT_MAX_REQUESTS_PER_CONNECTION
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))

@@ -6,7 +6,7 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from exporter.verdicts import NOT_PARALLEL
+from exporter.model.verdicts import NOT_PARALLEL
 
 # One matcher of a PromQL selector: `name="value"`, `name!="value"`, `name=~"re"`, `name!~"re"`.
 _MATCHER = re.compile(r'\s*([a-zA-Z_]\w*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"\s*')
@@ -160,7 +160,7 @@ class MixinConfig:
     threads_vs_processes_fraction: float = 0.5
     # Free-threaded threads are "not parallel" when the cores they kept busy stay below this
     # with at least two workers and two usable cores (GIL threads read 1.0).
-    # The exporter's own "not parallel" verdict uses the same figure (exporter/verdicts.py).
+    # The exporter's own "not parallel" verdict uses the same figure (exporter/model/verdicts.py).
     serial_cores_max: float = NOT_PARALLEL
 
     # --- how long a condition must hold before an alert fires -----------------------------

@@ -11,11 +11,11 @@ from dashboards.mixin_config import CONFIG
 from dashboards.recording import blind_since, reference
 from dashboards.services import MAY_BE_EMPTY as SERVICES_MAY_BE_EMPTY
 from dashboards.services import SERVICE_METRICS
-from exporter.metrics import exposed_names
+from exporter.model.metrics import exposed_names
 
 # The series the exporter exposes (the metrics contract); dashboards and rules use no others,
 # apart from the recording rules built on them and Prometheus' own `up`.
-EXPORTED_METRICS: frozenset[str] = exposed_names() | SERVICE_METRICS  # exporter/metrics.py declares every family
+EXPORTED_METRICS: frozenset[str] = exposed_names() | SERVICE_METRICS  # exporter/model/metrics.py declares every family
 
 
 # Panels (and annotations) that may show no data on a healthy host after a successful probe

@@ -29,7 +29,7 @@ from dashboards.panels import (
     timeseries,
     value_text,
 )
-from exporter.service_collector import METRIC_NAMES
+from exporter.services.collector import METRIC_NAMES
 
 IDENTITY = "implementation, version, free_threaded_build"
 # The families the dashboard and the rules read: the services collector's contract.

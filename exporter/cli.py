@@ -21,13 +21,18 @@ from typing import NoReturn, Optional, Sequence
 from rich.console import Console
 from rich.text import Text
 
-from exporter import __version__, compare, compare_cli, config, hostinfo, inputs, probe, report, workloads
-from exporter.entry import Terminated
-from exporter.errors import ConfigError
-from exporter.history import add_history_flags
-from exporter.push import PushError, add_push_flags, push_reports
-from exporter.modes import ALL_MODES
-from exporter.results import Interpreter, WorkloadReport
+from exporter import __version__, report
+from exporter.gate import compare, table
+from exporter.config import settings
+from exporter.host import cpus
+from exporter.config import inputs
+from exporter.probe import run as probe
+from exporter.runner import workloads
+from exporter.errors import ConfigError, Terminated
+from exporter.pages.history import add_history_flags
+from exporter.export.push import PushError, add_push_flags, push_reports
+from exporter.model.modes import ALL_MODES
+from exporter.model.results import Interpreter, WorkloadReport
 
 EXIT_OK, EXIT_FAILED_PROBE, EXIT_USAGE = 0, 1, 2
 NOT_A_TERMINAL_WIDTH = 160
@@ -94,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_push_flags(one_shot)
 
     compare_command = commands.add_parser("compare", help="compare two probe --json results; exit 1 on a regression")
-    compare_cli.add_compare_flags(compare_command)
+    table.add_compare_flags(compare_command)
 
     serve = commands.add_parser("serve", help="run the exporter daemon")
     add_serve_flags(serve)
@@ -103,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def probe_help_epilog() -> str:
     """The workloads and modes with their defaults, for ``probe --help``."""
-    daemon = config.ProbeConfig()
+    daemon = settings.ProbeConfig()
     lines = [f"workloads (default: {','.join(ONE_SHOT_WORKLOADS)}; serve's default: {','.join(daemon.workloads)}):"]
     lines += [f"  {w.name:<16} {w.description}" for w in workloads.ALL_WORKLOADS.values()]
     lines += ["  module:function  your own no-argument function (package.module:function too), imported from",
@@ -145,63 +150,63 @@ def _non_negative_int(text: str) -> int:
     return int(text)
 
 
-def parse_interpreters(values: list[str]) -> tuple[config.Interpreter, ...]:
+def parse_interpreters(values: list[str]) -> tuple[settings.Interpreter, ...]:
     """``--python PATH`` or ``--python NAME=PATH``; unnamed ones are named after the run."""
     interpreters = []
     for value in values:
         name, _, path = value.rpartition("=")
         if name:
-            config.check_flag("--python", config.label_value, name)
-        interpreters.append(config.Interpreter(name, config.check_flag("--python", config.path_value, path)))
+            settings.check_flag("--python", settings.label_value, name)
+        interpreters.append(settings.Interpreter(name, settings.check_flag("--python", settings.path_value, path)))
     return tuple(interpreters)
 
 
-def one_shot_config(args: argparse.Namespace) -> config.Config:
+def one_shot_config(args: argparse.Namespace) -> settings.Config:
     """The config file (if any), then the flags on top, each checked by the config's validators."""
-    base = config.load_config(args.config_file)
+    base = settings.load_config(args.config_file)
     probe_fields = base.probe
     if args.config_file is None:
-        probe_fields = config.ProbeConfig(workloads=ONE_SHOT_WORKLOADS, modes=ONE_SHOT_MODES)
+        probe_fields = settings.ProbeConfig(workloads=ONE_SHOT_WORKLOADS, modes=ONE_SHOT_MODES)
     changes: dict = {}
     if args.workload:
-        changes["workloads"] = config.check_flag("--workload", config.list_of(config.workload_name), comma_list(args.workload))
+        changes["workloads"] = settings.check_flag("--workload", settings.list_of(settings.workload_name), comma_list(args.workload))
     if args.mode:
-        changes["modes"] = config.check_flag("--mode", config.list_of(config.mode_name), comma_list(args.mode))
+        changes["modes"] = settings.check_flag("--mode", settings.list_of(settings.mode_name), comma_list(args.mode))
     if args.workers:
         counts = [_integer(v) for v in comma_list(args.workers)]
-        changes["workers"] = config.check_flag("--workers", config.list_of(config.worker_count), counts)
+        changes["workers"] = settings.check_flag("--workers", settings.list_of(settings.worker_count), counts)
     if args.repeats is not None:
         value = _integer(args.repeats)
-        changes["repeats"] = config.check_flag("--repeats", config.repeats_count, value)
+        changes["repeats"] = settings.check_flag("--repeats", settings.repeats_count, value)
     if args.seconds is not None:
-        changes["unit_seconds"] = config.check_flag("--seconds", config.unit_seconds, _number(args.seconds))
+        changes["unit_seconds"] = settings.check_flag("--seconds", settings.unit_seconds, _number(args.seconds))
     if args.timeout is not None:
-        changes["timeout_seconds"] = config.check_flag("--timeout", config.timeout_duration, _number(args.timeout))
+        changes["timeout_seconds"] = settings.check_flag("--timeout", settings.timeout_duration, _number(args.timeout))
     if args.deadline is not None:
-        changes["deadline_seconds"] = config.check_flag("--deadline", config.deadline_duration, _number(args.deadline))
+        changes["deadline_seconds"] = settings.check_flag("--deadline", settings.deadline_duration, _number(args.deadline))
     if args.workload_path:
-        changes["workload_path"] = config.check_flag(
-            "--workload.path", config.list_of(config.directory), comma_list(args.workload_path))
+        changes["workload_path"] = settings.check_flag(
+            "--workload.path", settings.list_of(settings.directory), comma_list(args.workload_path))
     if args.start_method is not None:
-        changes["start_method"] = config.check_flag("--start-method", config.start_method, args.start_method)
+        changes["start_method"] = settings.check_flag("--start-method", settings.start_method, args.start_method)
     if args.precision is not None:
-        changes["precision"] = config.check_flag("--precision", config.ratio, _number(args.precision))
+        changes["precision"] = settings.check_flag("--precision", settings.ratio, _number(args.precision))
     if args.max_repeats is not None:
         value = _integer(args.max_repeats)
-        changes["max_repeats"] = config.check_flag("--max-repeats", config.repeats_count, value)
+        changes["max_repeats"] = settings.check_flag("--max-repeats", settings.repeats_count, value)
     if args.step_budget is not None:
-        changes["step_budget_seconds"] = config.check_flag("--step-budget", config.timeout_duration, _number(args.step_budget))
+        changes["step_budget_seconds"] = settings.check_flag("--step-budget", settings.timeout_duration, _number(args.step_budget))
     if args.nice is not None:
-        changes["nice"] = config.check_flag("--nice", config.nice_value, _integer(args.nice))
+        changes["nice"] = settings.check_flag("--nice", settings.nice_value, _integer(args.nice))
     if args.memory_limit is not None:
-        changes["memory_limit_bytes"] = config.check_flag("--memory-limit", config.memory_size,
+        changes["memory_limit_bytes"] = settings.check_flag("--memory-limit", settings.memory_size,
                                                           _integer(args.memory_limit))
     if args.wait_quiet is not None:
-        changes["wait_quiet_seconds"] = config.check_flag("--wait-quiet", config.wait_duration, _number(args.wait_quiet))
+        changes["wait_quiet_seconds"] = settings.check_flag("--wait-quiet", settings.wait_duration, _number(args.wait_quiet))
     result = replace(base, probe=replace(probe_fields, **changes))
     budget_set = args.step_budget is not None or (args.config_file is not None and
-                                                   base.probe.step_budget_seconds != config.ProbeConfig().step_budget_seconds)
-    config.check_probe_flags(result.probe, step_budget_given=budget_set)
+                                                   base.probe.step_budget_seconds != settings.ProbeConfig().step_budget_seconds)
+    settings.check_probe_flags(result.probe, step_budget_given=budget_set)
     if args.python:
         result = replace(result, interpreters=parse_interpreters(comma_list(args.python)))
     return result
@@ -265,7 +270,7 @@ def run_one_shot(args: argparse.Namespace) -> int:
         check_textfile_target(args.textfile)
     if args.plot:
         check_plot_target(args.plot)
-    host = hostinfo.host_cpus()
+    host = cpus.host_cpus()
     err = Console(stderr=True)
     reports: list[WorkloadReport] = []
     # Progress only for a person watching: never into a log, a pipe or the JSON.
@@ -294,14 +299,14 @@ def run_one_shot(args: argparse.Namespace) -> int:
         report.render(reports, host, out)
         if comparison is not None:
             out.print()
-            compare_cli.render(comparison, out)
+            table.render(comparison, out)
     if args.plot:
         from exporter.plot import write_chart
 
         write_chart(reports, args.plot, host)
         err.print(f"chart written to {args.plot}")
     if args.textfile:
-        from exporter.collector import write_textfile
+        from exporter.export.collector import write_textfile
 
         try:
             write_textfile(args.textfile, reports, host, cfg)  # atomic: a temporary file, renamed
@@ -327,8 +332,8 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
         if args.command == "probe":
             return run_one_shot_interruptible(args)
         if args.command == "compare":
-            return compare_cli.run(args)
-        from exporter.daemon import serve
+            return table.run(args)
+        from exporter.serve.daemon import serve
 
         return serve(args)
     except (ConfigError, compare.CompareError) as exc:

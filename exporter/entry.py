@@ -10,7 +10,7 @@ once it runs.
 
 ``serve`` also re-executes itself here, once, before the heavy imports: glibc's per-thread
 malloc caches can be turned off only from the environment a process starts with (see
-``exporter.servingmalloc``).
+``exporter.serve.malloc``).
 """
 
 from __future__ import annotations
@@ -20,11 +20,8 @@ import sys
 from types import FrameType
 from typing import Optional, Sequence
 
-from exporter import servingmalloc
-
-
-class Terminated(BaseException):
-    """SIGTERM, raised like KeyboardInterrupt so ``finally`` blocks and runner cleanup run."""
+from exporter.errors import Terminated
+from exporter.serve import malloc
 
 
 def _raise_terminated(signum: int, frame: Optional[FrameType]) -> None:
@@ -56,7 +53,7 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
 
 def main() -> None:
     install_handlers()
-    servingmalloc.restart_serve_once_without_thread_caches(sys.argv)
+    malloc.restart_serve_once_without_thread_caches(sys.argv)
     try:
         code = run()
     except (KeyboardInterrupt, Terminated) as exc:  # a signal while ``run`` was returning

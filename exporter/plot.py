@@ -12,9 +12,9 @@ import socket
 from typing import Optional, Sequence
 
 from exporter.errors import ConfigError
-from exporter.hostinfo import HostCpus
-from exporter.measurement import Summary
-from exporter.results import StepResult, WorkloadReport
+from exporter.host.cpus import HostCpus
+from exporter.stats.measurement import Summary
+from exporter.model.results import StepResult, WorkloadReport
 
 LEGEND_MAX_CPUS = 16  # beyond this a per-CPU legend is a wall of colours: the axis says "cpu0…"
 # Workloads that wait rather than compute: their rows show idle cores, which is the point.

@@ -13,11 +13,11 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from exporter import document
-from exporter.hostinfo import HostCpus
-from exporter.measurement import Summary
-from exporter.results import SCHED_IDLE, Nice, StepResult, WorkloadReport
-from exporter.verdicts import NOTABLE_STEAL, mode_verdict, speedup_text, verdict
+from exporter.model import document
+from exporter.host.cpus import HostCpus
+from exporter.stats.measurement import Summary
+from exporter.model.results import SCHED_IDLE, Nice, StepResult, WorkloadReport
+from exporter.model.verdicts import NOTABLE_STEAL, mode_verdict, speedup_text, verdict
 
 __all__ = ["render", "json_document", "mode_verdict", "verdict", "speedup_text"]
 
@@ -198,5 +198,5 @@ def probe_nice(reports: Sequence[WorkloadReport]) -> Nice:
 
 def json_document(reports: Sequence[WorkloadReport], host: HostCpus) -> dict[str, Any]:
     """One machine-readable document: interpreters, host and a flat list of results
-    (its fields: exporter/document.py and docs/results.schema.json)."""
+    (its fields: exporter/model/document.py and docs/results.schema.json)."""
     return document.to_json(document.build(reports, host, probe_nice(reports)))

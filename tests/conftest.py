@@ -16,7 +16,7 @@ import hypothesis  # noqa: F401
 import pytest
 from prometheus_client import CollectorRegistry, Gauge
 
-from exporter.web import WebServer, start_web_server
+from exporter.web.listen import WebServer, start_web_server
 
 # In CI every tool is installed by .ci/run, so a missing tool is a failure there, not a skip.
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}

@@ -234,9 +234,10 @@ class HostTooBusy(UserWarning):
 
 def wait_for_quiet_host(needed: float = 2.0) -> bool:
     """Wait (bounded by what is left of the session's budget) until ``needed`` cores are free."""
-    from exporter import hostinfo, quiet
+    from exporter.host import cpus
+    from exporter.probe import quiet
 
-    usable = hostinfo.host_cpus().usable
+    usable = cpus.host_cpus().usable
     result = quiet.wait_for_free_cores(usable, min(needed, usable), QUIET_WAIT_BUDGET[0])
     QUIET_WAIT_BUDGET[0] = max(0.0, QUIET_WAIT_BUDGET[0] - result.waited_seconds)
     return result.quiet

@@ -14,9 +14,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from exporter import probe
-from exporter.child import MAX_EVENT_BYTES, STDERR_LINE_CHARS, STDERR_LINES, OutputCapture, ProtocolError
-from exporter.results import FAILURE_REASONS, ProbeSpec, StepResult, WorkloadReport
+from exporter.probe import run
+from exporter.probe.child import MAX_EVENT_BYTES, STDERR_LINE_CHARS, STDERR_LINES, OutputCapture, ProtocolError
+from exporter.model.results import FAILURE_REASONS, ProbeSpec, StepResult, WorkloadReport
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -93,17 +93,17 @@ EVENTS = st.builds(lambda kind, fields: dict(fields, event=kind), st.sampled_fro
 @given(st.lists(EVENTS, max_size=6))
 def test_any_event_is_folded_in_or_a_protocol_error(events):
     spec = ProbeSpec("sleep", ("threads",), (2,))
-    report = WorkloadReport(probe.Interpreter("t", "python"), spec,
+    report = WorkloadReport(run.Interpreter("t", "python"), spec,
                             steps=[StepResult("sleep", m, n) for m, n in spec.steps()])
-    conversation = probe.Conversation(report, QuietRunner(), lambda _: None)  # type: ignore[arg-type]
+    conversation = run.Conversation(report, QuietRunner(), lambda _: None)  # type: ignore[arg-type]
     for event in events:
         try:
             conversation.handle(event)
         except ProtocolError:
             break
-    probe.summarise_steps(report)
+    run.summarise_steps(report)
     assert all(step.reason in (None, *FAILURE_REASONS) for step in report.steps)
-    assert all(len(step.message) <= probe.MAX_MESSAGE_CHARS + 1 for step in report.steps)
+    assert all(len(step.message) <= run.MAX_MESSAGE_CHARS + 1 for step in report.steps)
 
 
 def test_a_runner_flooding_valid_events_waits_on_its_pipe_not_in_our_memory():

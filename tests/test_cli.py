@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from exporter.hostinfo import host_cpus
+from exporter.host.cpus import host_cpus
 
 
 def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -138,9 +138,9 @@ def test_plot_without_matplotlib_fails_before_probing_and_names_the_install_comm
 
 def test_probe_help_lists_workloads_modes_and_both_defaults(capsys):
     from exporter import cli as command_line
-    from exporter.config import ProbeConfig
-    from exporter.results import MODES
-    from exporter.workloads import ALL_WORKLOADS
+    from exporter.config.settings import ProbeConfig
+    from exporter.model.results import MODES
+    from exporter.runner.workloads import ALL_WORKLOADS
 
     with pytest.raises(SystemExit) as exit_:
         command_line.run(["probe", "--help"])

@@ -9,7 +9,11 @@ from dataclasses import replace
 import pytest
 from prometheus_client import CollectorRegistry
 
-from exporter import collector, config, hostinfo, probe, results
+from exporter.export import collector
+from exporter.config import settings
+from exporter.host import cpus as hostinfo
+from exporter.probe import run
+from exporter.model import results
 
 pytestmark = pytest.mark.integration  # the samples come from real probes (runner processes)
 
@@ -17,9 +21,9 @@ LABELS = {"interpreter": "test", "workload": "sleep", "mode": "threads", "worker
 
 
 @pytest.fixture(scope="module")
-def sleep_report() -> probe.WorkloadReport:
-    spec = probe.ProbeSpec("sleep", ("threads",), (2,), 0.05, 1, 30.0)
-    return probe.run_workload(probe.Interpreter("test", sys.executable), spec)
+def sleep_report() -> run.WorkloadReport:
+    spec = run.ProbeSpec("sleep", ("threads",), (2,), 0.05, 1, 30.0)
+    return run.run_workload(run.Interpreter("test", sys.executable), spec)
 
 
 def registry_for(snapshot: collector.Snapshot) -> CollectorRegistry:
@@ -28,15 +32,15 @@ def registry_for(snapshot: collector.Snapshot) -> CollectorRegistry:
     return registry
 
 
-def snapshot_with(*reports: probe.WorkloadReport, per_core: bool | None = None) -> collector.Snapshot:
-    cfg = config.Config(probe=config.ProbeConfig(per_core_series=per_core))
+def snapshot_with(*reports: run.WorkloadReport, per_core: bool | None = None) -> collector.Snapshot:
+    cfg = settings.Config(probe=settings.ProbeConfig(per_core_series=per_core))
     snapshot = collector.empty_snapshot(cfg, hostinfo.host_cpus())
     for report in reports:
         snapshot = replace(snapshot, **collector.record_round(snapshot, [report]))
     return snapshot
 
 
-def failed_copy(report: probe.WorkloadReport, reason: str) -> probe.WorkloadReport:
+def failed_copy(report: run.WorkloadReport, reason: str) -> run.WorkloadReport:
     """The same report as if its threads step had failed (for the bookkeeping only)."""
     steps = [replace(s, success=False, reason=reason, summary=None) if s.mode == "threads" else s
              for s in report.steps]
@@ -98,7 +102,7 @@ def test_collect_reads_the_snapshot_once_per_scrape(sleep_report):
 @pytest.mark.parametrize("cpus, expected", [(2, True), (64, True), (65, False), (256, False)])
 def test_per_core_series_default_on_up_to_64_cpus(cpus, expected):
     host = hostinfo.HostCpus(logical=cpus, physical=cpus // 2, affinity=cpus, quota=None)
-    assert collector.empty_snapshot(config.Config(), host).per_core_series is expected
+    assert collector.empty_snapshot(settings.Config(), host).per_core_series is expected
 
 
 def test_interval_rate_interference_and_nice_become_samples(sleep_report):
@@ -137,8 +141,8 @@ def test_sched_idle_is_exported_as_nice_20(sleep_report):
 
 
 def test_gil_requested_says_whether_the_configured_env_sets_python_gil_1(sleep_report):
-    asked = replace(sleep_report, interpreter=probe.Interpreter("control", sys.executable, {"PYTHON_GIL": "1"}))
-    off = replace(sleep_report, interpreter=probe.Interpreter("off", sys.executable, {"PYTHON_GIL": "0"}))
+    asked = replace(sleep_report, interpreter=run.Interpreter("control", sys.executable, {"PYTHON_GIL": "1"}))
+    off = replace(sleep_report, interpreter=run.Interpreter("off", sys.executable, {"PYTHON_GIL": "0"}))
     registry = registry_for(snapshot_with(sleep_report, asked, off))
     assert registry.get_sample_value("pyparallel_gil_requested", {"interpreter": "test"}) == 0
     assert registry.get_sample_value("pyparallel_gil_requested", {"interpreter": "control"}) == 1

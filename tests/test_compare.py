@@ -17,7 +17,9 @@ import pytest
 from scipy import stats  # the test extra installs it: the cross-check runs in CI
 
 from conftest import IN_CI, free_threaded_python
-from exporter import cli, compare, ranktest
+from exporter import cli
+from exporter.gate import compare
+from exporter.stats import ranktest
 import support
 from support import REPO, TESTS
 

@@ -21,7 +21,8 @@ import psutil
 import pytest
 
 import support
-from exporter import containment, probe
+from exporter.probe import containment
+from exporter.probe import run as probe
 from support import processes_with_token
 
 pytestmark = pytest.mark.integration
@@ -165,7 +166,7 @@ def test_a_workload_that_grows_without_end_fails_at_the_memory_limit(function, m
 
 
 def test_where_no_cgroup_can_be_written_a_memory_error_under_rlimit_as_is_the_memory_reason(monkeypatch):
-    from exporter import memorylimit
+    from exporter.probe import memorylimit
 
     monkeypatch.setattr(memorylimit.containment, "v1_directory", lambda *args: None)
     monkeypatch.setattr(memorylimit.MemoryLimit, "_limit_v2", lambda self, cgroup: False)

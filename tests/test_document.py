@@ -9,10 +9,10 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from exporter import document
-from exporter.hostinfo import HostCpus
-from exporter.measurement import Summary
-from exporter.results import Identity, Interpreter, ProbeSpec, StepResult, WorkloadReport
+from exporter.model import document
+from exporter.host.cpus import HostCpus
+from exporter.stats.measurement import Summary
+from exporter.model.results import Identity, Interpreter, ProbeSpec, StepResult, WorkloadReport
 
 SCHEMA_FILE = Path(__file__).resolve().parent.parent / "docs/results.schema.json"
 HOST = HostCpus(logical=2, physical=2, affinity=2, quota=None)
@@ -42,7 +42,7 @@ def reports() -> list[WorkloadReport]:
 
 def test_the_published_schema_is_the_one_the_classes_give():
     assert json.loads(SCHEMA_FILE.read_text()) == document.json_schema(), (
-        "docs/results.schema.json is stale: python -m exporter.document > docs/results.schema.json")
+        "docs/results.schema.json is stale: python -m exporter.model.document > docs/results.schema.json")
 
 
 def test_every_document_the_product_writes_validates_against_the_schema():

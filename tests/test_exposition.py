@@ -14,8 +14,11 @@ from prometheus_client import CollectorRegistry, ProcessCollector, make_wsgi_app
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
-from exporter import collector, config, hostinfo, probe
-from exporter.exposition import TelemetryApp
+from exporter.export import collector
+from exporter.config import settings
+from exporter.host import cpus
+from exporter.probe import run
+from exporter.export.exposition import TelemetryApp
 
 pytestmark = pytest.mark.integration  # the samples come from real probes (runner processes)
 
@@ -24,9 +27,9 @@ OPENMETRICS = "application/openmetrics-text; version=1.0.0"
 
 @pytest.fixture(scope="module")
 def snapshot() -> collector.Snapshot:
-    spec = probe.ProbeSpec("sleep", ("threads",), (2,), 0.05, 1, 30.0)
-    report = probe.run_workload(probe.Interpreter("test", sys.executable), spec)
-    empty = collector.empty_snapshot(config.Config(), hostinfo.host_cpus())
+    spec = run.ProbeSpec("sleep", ("threads",), (2,), 0.05, 1, 30.0)
+    report = run.run_workload(run.Interpreter("test", sys.executable), spec)
+    empty = collector.empty_snapshot(settings.Config(), cpus.host_cpus())
     return replace(empty, **collector.record_round(empty, [report]))
 
 

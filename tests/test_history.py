@@ -13,20 +13,20 @@ from pathlib import Path
 
 import pytest
 
-from exporter.config import Config
-from exporter.history import History
-from exporter.results import Interpreter
+from exporter.config.settings import Config
+from exporter.pages.history import History
+from exporter.model.results import Interpreter
 
 CONFIG = Config(interpreters=(Interpreter("default", "/usr/bin/python3"),))
 
 
 def start_daemon(path: Path, caplog: pytest.LogCaptureFixture) -> tuple[object, str]:
     """A Daemon built on ``path`` within 10 s (its web server is not started), and the warning it logged."""
-    from exporter.daemon import Daemon
+    from exporter.serve.daemon import Daemon
 
     built: list[object] = []
     thread = threading.Thread(target=lambda: built.append(Daemon(CONFIG, None, 100, str(path))), daemon=True)
-    with caplog.at_level(logging.WARNING, logger="exporter.daemon"):
+    with caplog.at_level(logging.WARNING, logger="exporter.serve.daemon"):
         thread.start()
         thread.join(10)
     assert not thread.is_alive(), "the daemon never got past reading its history file"

@@ -14,12 +14,12 @@ import pytest
 
 import support
 
-from exporter import hostinfo
+from exporter.host import cpus
 
 
 @pytest.fixture
 def cgroup_root(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setattr(hostinfo, "CGROUP_ROOT", tmp_path)
+    monkeypatch.setattr(cpus, "CGROUP_ROOT", tmp_path)
     return tmp_path
 
 
@@ -28,12 +28,12 @@ def test_cgroup_v2_quota_is_the_tightest_cpu_max_up_the_tree(cgroup_root):
     (cgroup_root / "cpu.max").write_text("max 100000\n")
     (cgroup_root / "kubepods" / "cpu.max").write_text("300000 100000\n")
     (cgroup_root / "kubepods" / "pod1" / "cpu.max").write_text("150000 100000\n")
-    assert hostinfo.cgroup_cpu_quota("0::/kubepods/pod1\n") == 1.5
+    assert cpus.cgroup_cpu_quota("0::/kubepods/pod1\n") == 1.5
 
 
 def test_cgroup_v2_without_a_quota_is_unlimited(cgroup_root):
     (cgroup_root / "cpu.max").write_text("max 100000\n")
-    assert hostinfo.cgroup_cpu_quota("0::/\n") is None
+    assert cpus.cgroup_cpu_quota("0::/\n") is None
 
 
 def test_cgroup_v1_cfs_quota(cgroup_root):
@@ -41,7 +41,7 @@ def test_cgroup_v1_cfs_quota(cgroup_root):
     group.mkdir(parents=True)
     (group / "cpu.cfs_quota_us").write_text("50000\n")
     (group / "cpu.cfs_period_us").write_text("100000\n")
-    assert hostinfo.cgroup_cpu_quota("4:cpu,cpuacct:/docker/abc\n1:name=systemd:/\n") == 0.5
+    assert cpus.cgroup_cpu_quota("4:cpu,cpuacct:/docker/abc\n1:name=systemd:/\n") == 0.5
 
 
 def test_cgroup_v1_quota_minus_one_is_unlimited(cgroup_root):
@@ -49,7 +49,7 @@ def test_cgroup_v1_quota_minus_one_is_unlimited(cgroup_root):
     group.mkdir()
     (group / "cpu.cfs_quota_us").write_text("-1\n")
     (group / "cpu.cfs_period_us").write_text("100000\n")
-    assert hostinfo.cgroup_cpu_quota("4:cpu,cpuacct:/\n") is None
+    assert cpus.cgroup_cpu_quota("4:cpu,cpuacct:/\n") is None
 
 
 def test_cgroup_v2_memory_limit_is_the_tightest_memory_max_up_the_tree(cgroup_root):
@@ -57,28 +57,28 @@ def test_cgroup_v2_memory_limit_is_the_tightest_memory_max_up_the_tree(cgroup_ro
     (cgroup_root / "memory.max").write_text("max\n")
     (cgroup_root / "kubepods" / "memory.max").write_text(f"{2 << 30}\n")
     (cgroup_root / "kubepods" / "pod1" / "memory.max").write_text(f"{4 << 30}\n")
-    assert hostinfo.cgroup_memory_limit("0::/kubepods/pod1\n") == 2 << 30
-    assert hostinfo.cgroup_memory_limit("0::/\n") is None
+    assert cpus.cgroup_memory_limit("0::/kubepods/pod1\n") == 2 << 30
+    assert cpus.cgroup_memory_limit("0::/\n") is None
 
 
 def test_cgroup_v1_memory_limit_and_its_unlimited_value(cgroup_root):
     group = cgroup_root / "memory" / "docker" / "abc"
     group.mkdir(parents=True)
     (group / "memory.limit_in_bytes").write_text(f"{1 << 30}\n")
-    assert hostinfo.cgroup_memory_limit("4:memory:/docker/abc\n") == 1 << 30
+    assert cpus.cgroup_memory_limit("4:memory:/docker/abc\n") == 1 << 30
     (group / "memory.limit_in_bytes").write_text("9223372036854771712\n")
-    assert hostinfo.cgroup_memory_limit("4:memory:/docker/abc\n") is None
+    assert cpus.cgroup_memory_limit("4:memory:/docker/abc\n") is None
 
 
 def test_usable_is_affinity_capped_by_quota_and_workers_round_up():
-    host = hostinfo.HostCpus(logical=8, physical=4, affinity=6, quota=2.5)
+    host = cpus.HostCpus(logical=8, physical=4, affinity=6, quota=2.5)
     assert host.usable == 2.5
     assert host.default_workers == 3
-    assert hostinfo.HostCpus(8, 4, 6, None).usable == 6
+    assert cpus.HostCpus(8, 4, 6, None).usable == 6
 
 
 def test_this_host():
-    host = hostinfo.host_cpus()
+    host = cpus.host_cpus()
     assert host.logical >= host.affinity >= 1
     assert 0 < host.usable <= host.logical
 
@@ -91,7 +91,7 @@ def test_a_real_one_cpu_quota_shows_as_usable_cores_and_caps_processes():
     """The container-limit story for real: a cgroup v1 CFS quota of one CPU."""
     if os.geteuid() != 0 or not os.access(CGROUP_V1_CPU, os.W_OK) or not (CGROUP_V1_CPU / "cpu.cfs_quota_us").exists():
         pytest.skip("needs root and a writable cgroup v1 cpu controller at /sys/fs/cgroup/cpu")
-    if hostinfo.host_cpus().usable < 2:
+    if cpus.host_cpus().usable < 2:
         pytest.skip("needs 2 usable CPUs to show the cap")
     group = CGROUP_V1_CPU / f"pyparallel-test-{uuid.uuid4().hex[:8]}"
     group.mkdir()

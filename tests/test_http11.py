@@ -1,4 +1,4 @@
-"""exporter.http11 without sockets: bytes in, a request or an error answer out; WSGI answers
+"""exporter.web.http11 without sockets: bytes in, a request or an error answer out; WSGI answers
 written through h11, kept alive or closed. The real server's behaviour over sockets is in
 tests/test_http_limits.py."""
 
@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exporter import http11
-from exporter.http11 import CLOSED, Request, RequestReader
+from exporter.web import http11
+from exporter.web.http11 import CLOSED, Request, RequestReader
 
 GET = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
 

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from exporter.web import WebServer, start_web_server
+from exporter.web.listen import WebServer, start_web_server
 
 pytestmark = pytest.mark.integration  # every test runs a real server on a loopback port
 
@@ -277,7 +277,7 @@ def test_silent_tls_client_is_dropped_at_the_read_deadline(
     from cryptography.hazmat.primitives.asymmetric import ec
     from conftest import key_pem, self_signed_pem
 
-    from exporter.webconfig import load_web_config
+    from exporter.config.webconfig import load_web_config
 
     key = ec.generate_private_key(ec.SECP256R1())
     (tmp_path / "cert.pem").write_bytes(self_signed_pem(key, "127.0.0.1"))
@@ -293,7 +293,7 @@ def test_silent_tls_client_is_dropped_at_the_read_deadline(
 
 def test_client_that_stops_reading_frees_its_worker_at_the_write_deadline(
         serve: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from exporter import httpserver
+    from exporter.web import httpserver
 
     monkeypatch.setattr(httpserver, "WRITE_TIMEOUT_SECONDS", 1.0)
     big = CollectorRegistry()

@@ -1,4 +1,4 @@
-"""``exporter.inputs``, the one rule for reading files, and numbers on the command line in
+"""``exporter.config.inputs``, the one rule for reading files, and numbers on the command line in
 ASCII only (issue 17): Python's int() and float() read any Unicode digit, ``int("٣") == 3``."""
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from exporter import cli, inputs
+from exporter import cli
+from exporter.config import inputs
 from exporter.errors import ConfigError
 
 

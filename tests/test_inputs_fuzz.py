@@ -22,7 +22,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from exporter import compare, config, history, webconfig
+from exporter.gate import compare
+from exporter.config import settings as config
+from exporter.pages import history
+from exporter.config import webconfig
 from exporter.errors import ConfigError
 from test_compare import document, step
 

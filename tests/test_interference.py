@@ -16,8 +16,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from exporter import probe, verdicts
-from exporter.hostinfo import host_cpus
+from exporter.probe import run as probe
+from exporter.model import verdicts
+from exporter.host.cpus import host_cpus
 from support import could_tell, wait_for_quiet_host
 
 pytestmark = pytest.mark.integration

@@ -15,7 +15,8 @@ from pathlib import Path
 from conftest import IN_CI, build_legacy_extension, require_free_threaded_python
 
 import support
-from exporter import probe, verdicts
+from exporter.probe import run as probe
+from exporter.model import verdicts
 
 pytestmark = [pytest.mark.freethreaded, pytest.mark.integration]  # each test starts an interpreter
 

@@ -33,11 +33,11 @@ def _lines(capsys: pytest.CaptureFixture[str]) -> list[str]:
 def test_logfmt_line_has_ts_level_logger_quoted_msg_and_extra_fields(
         capsys: pytest.CaptureFixture[str]) -> None:
     setup_logging("info", "logfmt")
-    logging.getLogger("exporter.daemon").info(
+    logging.getLogger("exporter.serve.daemon").info(
         "probe round finished", extra={"kv": {"duration_seconds": 3.2, "workers": 2}})
     [line] = _lines(capsys)
     assert re.fullmatch(
-        rf'ts={TS} level=info logger=exporter\.daemon msg="probe round finished" '
+        rf'ts={TS} level=info logger=exporter\.serve\.daemon msg="probe round finished" '
         r"duration_seconds=3\.2 workers=2", line), line
 
 
@@ -76,14 +76,14 @@ def test_logfmt_quotes_and_escapes_values_that_need_it(capsys: pytest.CaptureFix
 def test_json_format_writes_one_object_per_line_with_the_same_keys(
         capsys: pytest.CaptureFixture[str]) -> None:
     setup_logging("info", "json")
-    log_kv(logging.getLogger("exporter.daemon"), logging.WARNING, "slow round",
+    log_kv(logging.getLogger("exporter.serve.daemon"), logging.WARNING, "slow round",
            duration_seconds=3.2, speedup=float("nan"))
     logging.getLogger("other").info("plain %s", "args")
     first, second = (json.loads(line) for line in _lines(capsys))
     assert list(first) == ["ts", "level", "logger", "msg", "duration_seconds", "speedup"]
     assert re.fullmatch(TS, first["ts"])
     assert first["level"] == "warn"
-    assert first["logger"] == "exporter.daemon"
+    assert first["logger"] == "exporter.serve.daemon"
     assert first["msg"] == "slow round"
     assert first["duration_seconds"] == 3.2
     assert first["speedup"] == "nan"  # NaN is not JSON; it must not break the line
@@ -130,7 +130,7 @@ def test_setting_up_twice_replaces_the_handler(capsys: pytest.CaptureFixture[str
 
 def test_timestamp_is_utc_rfc3339_with_milliseconds() -> None:
     created = calendar.timegm((2026, 11, 25, 16, 0, 0)) + 0.123
-    record = logging.LogRecord("exporter.daemon", logging.INFO, __file__, 1, "hi", None, None)
+    record = logging.LogRecord("exporter.serve.daemon", logging.INFO, __file__, 1, "hi", None, None)
     record.created, record.msecs = created, 123.0
     assert LogfmtFormatter().format(record).startswith(
         "ts=2026-11-25T16:00:00.123Z level=info ")

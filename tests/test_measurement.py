@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 
-from exporter import measurement
+from exporter.stats import measurement
 
 
 def test_speedup_is_weak_scaling_t1_times_n_over_tn():

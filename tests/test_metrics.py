@@ -1,4 +1,4 @@
-"""exporter/metrics.py is the one list of metric families: the collector exports only what it
+"""exporter/model/metrics.py is the one list of metric families: the collector exports only what it
 declares, and docs/metrics.md documents exactly that."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from exporter import metrics
-from exporter.collector import ParallelismCollector, empty_snapshot
-from exporter.config import Config
-from exporter.hostinfo import HostCpus
+from exporter.model import metrics
+from exporter.export.collector import ParallelismCollector, empty_snapshot
+from exporter.config.settings import Config
+from exporter.host.cpus import HostCpus
 
 DOC = Path(__file__).resolve().parent.parent / "docs/metrics.md"
 
@@ -26,7 +26,7 @@ def exposed_by_the_collector() -> set[str]:
 def test_every_family_the_collector_yields_is_declared_with_its_help_and_labels():
     declared = {f"{metrics.PREFIX}_{spec.name}": spec for spec in metrics.METRICS.values()}
     for name in exposed_by_the_collector():
-        assert name in declared, f"{name} is exported but not declared in exporter/metrics.py"
+        assert name in declared, f"{name} is exported but not declared in exporter/model/metrics.py"
 
 
 def test_declared_names_follow_the_conventions():

@@ -5,9 +5,9 @@ from __future__ import annotations
 import datetime
 import socket
 
-from exporter.hostinfo import HostCpus
+from exporter.host.cpus import HostCpus
 from exporter.plot import chart_title
-from exporter.results import Identity, Interpreter, ProbeSpec, WorkloadReport
+from exporter.model.results import Identity, Interpreter, ProbeSpec, WorkloadReport
 
 
 def test_title_names_interpreter_host_cpus_and_date() -> None:

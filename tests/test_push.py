@@ -89,7 +89,7 @@ def test_a_malformed_push_url_is_exit_2_before_probing(url: str, capsys: pytest.
 
 
 def test_gateway_urls_without_a_scheme_are_http() -> None:
-    from exporter.push import gateway_url
+    from exporter.export.push import gateway_url
 
     assert gateway_url("pushgateway:9091") == "http://pushgateway:9091"
     assert gateway_url("https://gw.example:443/prefix") == "https://gw.example:443/prefix"

@@ -14,9 +14,9 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from exporter.collector import ParallelismCollector
-from exporter.config import load_config
-from exporter.daemon import JOB_ID, Daemon
+from exporter.export.collector import ParallelismCollector
+from exporter.config.settings import load_config
+from exporter.serve.daemon import JOB_ID, Daemon
 
 BASE = {"interval": "1h", "jitter": "0s", "probe": {"workloads": ["sleep"], "modes": ["threads"],
                                                     "workers": [2], "unit_seconds": 0.1}}
@@ -120,7 +120,7 @@ def test_reload_of_a_missing_file_fails_and_a_good_one_recovers(daemon: Daemon, 
 def test_a_round_finishing_after_a_reload_does_not_bring_back_what_the_reload_removed(daemon, tmp_path):
     """The running round started under the old config; its report for a workload the reload
     removed must not republish the series the reload pruned (bounded cardinality)."""
-    from exporter.results import Interpreter, ProbeSpec, StepResult, WorkloadReport
+    from exporter.model.results import Interpreter, ProbeSpec, StepResult, WorkloadReport
 
     path = Path(daemon.config_path)
     write(path, {**BASE, "probe": {**BASE["probe"], "workloads": ["sleep", "pure_python"]}})
@@ -145,7 +145,7 @@ def test_a_reload_that_fails_on_a_bug_logs_the_traceback(daemon, monkeypatch, ca
     def broken(path):
         raise KeyError("a bug, not a bad file")
 
-    monkeypatch.setattr("exporter.daemon.load_config", broken)
+    monkeypatch.setattr("exporter.serve.daemon.load_config", broken)
     ok, message = daemon.reload()
     assert not ok and "KeyError" in message
     assert any(record.exc_info for record in caplog.records), "a programming error must come with its traceback"

@@ -9,10 +9,11 @@ from typing import Optional
 
 from rich.console import Console
 
-from exporter import report, verdicts
-from exporter.hostinfo import HostCpus
-from exporter.measurement import Summary
-from exporter.results import Identity, Interpreter, ProbeSpec, StepResult, WorkloadReport
+from exporter import report
+from exporter.model import verdicts
+from exporter.host.cpus import HostCpus
+from exporter.stats.measurement import Summary
+from exporter.model.results import Identity, Interpreter, ProbeSpec, StepResult, WorkloadReport
 
 TWO_CORES = HostCpus(logical=2, physical=2, affinity=2, quota=None)
 

@@ -12,14 +12,17 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from exporter import procfs, pyidentity, statuspage, templating
-from exporter.config import ServicesConfig, config_from_mapping, load_config
-from exporter.pyidentity import NOT_PYTHON, PythonIdentity, evidence_from_names, version_from_hex
-from exporter.service_collector import METRIC_NAMES, ServiceCollector
-from exporter.service_status import services_config_document, services_document
-from exporter.servicematch import Facts, Matcher, match_group, render_name, systemd_unit
-from exporter.services import Sampler
-from exporter.servicewindow import Cohort, Reading, ServicesSnapshot, cohort, group_state, process_window
+from exporter.host import procfs
+from exporter.services import pyidentity
+from exporter.pages import statuspage
+from exporter.web import templating
+from exporter.config.settings import ServicesConfig, config_from_mapping, load_config
+from exporter.services.pyidentity import NOT_PYTHON, PythonIdentity, evidence_from_names, version_from_hex
+from exporter.services.collector import METRIC_NAMES, ServiceCollector
+from exporter.services.status import services_config_document, services_document
+from exporter.services.match import Facts, Matcher, match_group, render_name, systemd_unit
+from exporter.services.watcher import Sampler
+from exporter.services.window import Cohort, Reading, ServicesSnapshot, cohort, group_state, process_window
 
 TESTDATA = Path(__file__).parent / "testdata"
 FT_313 = PythonIdentity("cpython", "3.13.5", True)
@@ -326,7 +329,7 @@ def test_status_section_escapes_group_names_and_names_the_state():
 
 def services_section_html(document: dict) -> str:
     """The status page's watched-services section alone, as the page renders it."""
-    return templating.render("sections/services.html", data=statuspage.services_section({"services": document}, 0))
+    return templating.render("exporter.pages", "sections/services.html", data=statuspage.services_section({"services": document}, 0))
 
 
 def test_services_section_in_the_full_config_loads_and_shows_back_as_written():
@@ -348,7 +351,7 @@ def test_a_process_that_exits_mid_read_is_counted_as_vanished(proc):
 
 
 def test_a_failing_scan_is_logged_and_counted_never_raised(tmp_path, caplog):
-    from exporter.services import ServiceWatcher
+    from exporter.services.watcher import ServiceWatcher
 
     watcher = ServiceWatcher(services({"groups": [{"name": "py", "comm": ["python3"]}]}),
                              host_usable=lambda: 2.0, proc=str(tmp_path / "no-proc-here"))
@@ -359,7 +362,7 @@ def test_a_failing_scan_is_logged_and_counted_never_raised(tmp_path, caplog):
 
 
 def test_a_reload_with_other_groups_starts_fresh_windows_and_keeps_the_error_counters(proc):
-    from exporter.services import ServiceWatcher
+    from exporter.services.watcher import ServiceWatcher
 
     proc.add(60, "python3", start=100)
     watcher = ServiceWatcher(services({"groups": [{"name": "py", "comm": ["python3"]}]}), host_usable=lambda: 2.0,

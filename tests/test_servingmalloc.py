@@ -18,10 +18,10 @@ from conftest import require_free_threaded_python
 from test_lifecycle import QUIET
 
 import support
-from exporter import servingmalloc
+from exporter.serve import malloc
 
 pytestmark = [pytest.mark.integration,
-              pytest.mark.skipif(not servingmalloc.on_glibc(), reason="glibc's malloc only")]
+              pytest.mark.skipif(not malloc.on_glibc(), reason="glibc's malloc only")]
 
 REPO = Path(__file__).resolve().parent.parent
 HEAP_ALIGNMENT = 64 << 20  # glibc's HEAP_MAX_SIZE on 64-bit: a thread arena's heap starts on it
@@ -31,7 +31,7 @@ HEAP_ALIGNMENT = 64 << 20  # glibc's HEAP_MAX_SIZE on 64-bit: a thread arena's h
 THREADS_THAT_ALLOCATE = """
 import sys, threading
 sys.path.insert(0, {repo!r})
-from exporter.servingmalloc import use_one_malloc_arena
+from exporter.serve.malloc import use_one_malloc_arena
 took = use_one_malloc_arena() if {one!r} else None
 barrier = threading.Barrier(7)
 def allocate():
@@ -104,7 +104,7 @@ def test_serve_answers_many_concurrent_scrapes_from_one_arena(tmp_path):
 RESTART_THEN_LOOK = """
 import ctypes, json, os, sys, threading
 sys.path.insert(0, {repo!r})
-from exporter import servingmalloc
+from exporter.serve import malloc
 servingmalloc.restart_serve_once_without_thread_caches(sys.argv)
 servingmalloc.use_one_malloc_arena()
 libc = ctypes.CDLL(None)
@@ -176,9 +176,9 @@ def test_real_serve_runs_without_caches_and_its_probes_with_the_users_settings(t
         support.wait_for(lambda: len(support.processes_with_token(token)) >= 2, 60, "the probe's runner to start")
         by_pid = {process.pid: process.environ() for process in support.processes_with_token(token)}
         served = by_pid.pop(service.process.pid)  # restarted in place: the PID we started
-        assert servingmalloc.USER_TUNABLES in served  # what it was restarted with
+        assert malloc.USER_TUNABLES in served  # what it was restarted with
         assert all(env.get("GLIBC_TUNABLES") == "glibc.malloc.perturb=0" for env in by_pid.values())
-        assert not any(servingmalloc.USER_TUNABLES in env for env in by_pid.values())
+        assert not any(malloc.USER_TUNABLES in env for env in by_pid.values())
         support.wait_for(lambda: "msg=starting" in service.log_text(), 30, "the starting line")
         assert "malloc_thread_caches=off" in service.log_text()
     finally:

@@ -16,15 +16,17 @@ import yaml
 from markupsafe import escape
 from prometheus_client import CollectorRegistry
 
-from exporter import api, measurement, statuspage
-from exporter.collector import Snapshot, empty_snapshot, record_round
-from exporter.config import Config, ProbeConfig, config_from_mapping
-from exporter.history import History
-from exporter.hostinfo import HostCpus
-from exporter.results import Identity, Interpreter, ProbeSpec, StepResult, WorkloadReport
-from exporter.status import StatusPages
-from exporter.webapp import WebApp
-from exporter.webconfig import load_web_config
+from exporter.pages import api
+from exporter.stats import measurement
+from exporter.pages import statuspage
+from exporter.export.collector import Snapshot, empty_snapshot, record_round
+from exporter.config.settings import Config, ProbeConfig, config_from_mapping
+from exporter.pages.history import History
+from exporter.host.cpus import HostCpus
+from exporter.model.results import Identity, Interpreter, ProbeSpec, StepResult, WorkloadReport
+from exporter.pages.handlers import StatusPages
+from exporter.web.app import WebApp
+from exporter.config.webconfig import load_web_config
 from wsgiclient import Response, call
 
 HOST = HostCpus(logical=4, physical=2, affinity=4, quota=2.5)
@@ -296,7 +298,7 @@ def test_damaged_history_file_is_refused_with_value_error(tmp_path: Path, conten
 
 
 def test_daemon_restores_its_history_and_starts_empty_from_a_damaged_file(tmp_path: Path) -> None:
-    from exporter.daemon import Daemon
+    from exporter.serve.daemon import Daemon
 
     config = Config(interpreters=(Interpreter("cpython-3.13t", "/opt/py"),))
     history = History()
@@ -425,17 +427,21 @@ def test_every_template_is_in_the_package_data_so_an_installed_exporter_finds_it
     import tomllib
 
     root = Path(__file__).resolve().parent.parent
-    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["exporter"]
-    packaged = {f for pattern in patterns for f in glob.glob(pattern, root_dir=root / "exporter")}  # as setuptools globs
-    templates = {p.relative_to(root / "exporter").as_posix() for p in (root / "exporter" / "templates").rglob("*")
-                 if p.is_file() and "__pycache__" not in p.parts}
+    package_data = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    templates, packaged = set(), set()
+    for package in ("exporter.web", "exporter.pages"):
+        folder = root / package.replace(".", "/")
+        packaged |= {f"{package}/{f}" for pattern in package_data[package]  # as setuptools globs
+                     for f in glob.glob(pattern, root_dir=folder)}
+        templates |= {f"{package}/{p.relative_to(folder).as_posix()}" for p in (folder / "templates").rglob("*")
+                      if p.is_file() and "__pycache__" not in p.parts}
     assert templates and templates <= packaged, templates - packaged
-    used = {s.template for s in statuspage.SECTIONS} | {"status.html", "status.css", "svg.html", "landing.html"}
-    assert {f"templates/{name}" for name in used} <= templates
+    used = {s.template for s in statuspage.SECTIONS} | {"status.html", "status.css", "svg.html"}
+    assert {f"exporter.pages/templates/{name}" for name in used} | {"exporter.web/templates/landing.html"} <= templates
 
 
 def test_a_view_key_named_like_a_dict_method_renders_as_the_key() -> None:
-    from exporter import templating
+    from exporter.web import templating
 
-    template = templating.environment().from_string("{{ view.items }} {{ view.values }} {{ view.missing is undefined }}")
+    template = templating.environment("exporter.pages").from_string("{{ view.items }} {{ view.values }} {{ view.missing is undefined }}")
     assert template.render(view={"items": "<3 rows>", "values": 2}) == "&lt;3 rows&gt; 2 True"

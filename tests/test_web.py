@@ -1,5 +1,5 @@
-"""The web layer: routes, basic auth and headers in-process (exporter.webapp), TLS, listen
-addresses and shutdown over real sockets (exporter.web)."""
+"""The web layer: routes, basic auth and headers in-process (exporter.web.app), TLS, listen
+addresses and shutdown over real sockets (exporter.web.listen)."""
 
 from __future__ import annotations
 
@@ -27,11 +27,11 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.registry import Collector
 
 import exporter
-from exporter import auth
+from exporter.web import auth
 from exporter.errors import ConfigError
-from exporter.web import WebServer, parse_listen_address, start_web_server
-from exporter.webapp import WebApp
-from exporter.webconfig import load_web_config
+from exporter.web.listen import WebServer, parse_listen_address, start_web_server
+from exporter.web.app import WebApp
+from exporter.config.webconfig import load_web_config
 from wsgiclient import call
 
 # --- fixtures: a tiny PKI, servers that are always shut down, and an HTTP client ----------
@@ -671,8 +671,8 @@ def test_shutdown_closes_the_socket_and_is_idempotent(registry: CollectorRegistr
 
 def test_start_up_never_waits_on_a_decoy_even_at_the_highest_allowed_cost() -> None:
     """Issue 17: the decoy was hashed at start-up at the highest configured cost (31: hours)."""
-    from exporter import auth as basic_auth
-    from exporter.webconfig import MAX_BCRYPT_COST
+    from exporter.web import auth as basic_auth
+    from exporter.config.webconfig import MAX_BCRYPT_COST
 
     # A well-formed hash at cost 16 (a real one would take seconds to make here as well).
     dear = (bcrypt.gensalt(MAX_BCRYPT_COST) + b"A" * 31).decode()

@@ -1,4 +1,4 @@
-"""Tests for exporter.webconfig: the exporter-toolkit web config file and its TLS context."""
+"""Tests for exporter.config.webconfig: the exporter-toolkit web config file and its TLS context."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from conftest import key_pem, self_signed_pem
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from exporter.errors import ConfigError
-from exporter.webconfig import WebConfig, load_web_config
+from exporter.config.webconfig import WebConfig, load_web_config
 
 TESTDATA = Path(__file__).parent / "testdata" / "web"
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from exporter import workloads
+from exporter.runner import workloads
 
 
 def test_registry_holds_the_documented_catalogue():
@@ -39,7 +39,9 @@ def test_unknown_workload_names_the_known_ones():
 
 
 def test_the_runner_has_an_execution_environment_for_every_mode_of_the_table():
-    """exporter.modes is the one mode table; the runner's pools are keyed by its names."""
-    from exporter import modes, pools, results
+    """exporter.model.modes is the one mode table; the runner's pools are keyed by its names."""
+    from exporter.model import modes
+    from exporter.runner import pools
+    from exporter.model import results
 
     assert tuple(pools.POOLS) == modes.MODES == results.MODES

@@ -1,0 +1,172 @@
+"""One rule for every file the exporter reads, so no file can hang, crash or exhaust it.
+
+Config and web config files (through ``exporter.config.yamlfile``), the ``--history.file``,
+``compare``'s JSON documents and the web config's certificates all go through here:
+
+- **opened without blocking**: ``O_NONBLOCK``, then ``fstat``; only a regular file is read,
+  so a FIFO, a terminal or ``/dev/zero`` is an error instead of a hang or an endless read;
+- **read with a size cap** that the caller names (what a real file of that kind can need);
+- **parsed with bounded nesting and bounded arrays**: a JSON document's depth is checked
+  before the recursive parser sees it (``'[' * 100000`` is a one-line error, never a
+  ``RecursionError``), and every array and object is held to ``max_items``;
+- **numbers in ASCII only**: JSON's grammar allows nothing else, ``NaN`` and ``Infinity``
+  are refused; flags and durations use ``ascii_int`` / ``ascii_number`` (Python's ``int``
+  and ``float`` accept any Unicode digit: ``int("٣") == 3``).
+
+Every failure is an ``InputError`` (a ``ValueError``) with one line of text and without the
+file name, which the caller adds as it names its source; ``OSError`` is left to the caller.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+from typing import Any, Optional
+
+MAX_DEPTH = 32  # the deepest real document (a probe --json result) nests 5 levels
+MAX_ITEMS = 100_000  # items of one array or object; a history step keeps at most 100 000 points
+MAX_INTEGER_DIGITS = 40  # int() of a long digit string is slow (quadratic); no count or time needs more
+
+# A JSON string (its escapes included) and the brackets outside strings.
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_JSON_BRACKET = re.compile(r"[\[\]{}]")
+_ASCII_INT = re.compile(r"[-+]?[0-9]+", re.ASCII)
+# inf and nan are read too, so a flag's validator can refuse them by value ("got inf").
+_ASCII_NUMBER = re.compile(r"[-+]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?|inf|infinity|nan)",
+                           re.ASCII | re.IGNORECASE)
+
+
+class InputError(ValueError):
+    """Why a file (or a value) is not what we accept: one line, without the file name."""
+
+
+def read_bytes(path: str, max_bytes: int) -> bytes:
+    """The contents of the regular file ``path``, at most ``max_bytes`` of them.
+
+    Raises InputError for a special file or a file over the cap, OSError when it cannot be
+    opened (the caller names it: missing, permission denied, ...).
+    """
+    # O_NONBLOCK: opening a FIFO with no writer would otherwise wait for one for ever.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError:
+        os.close(fd)
+        raise
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise InputError(f"not a regular file ({file_kind(mode)})")
+    with open(fd, "rb") as handle:
+        data = handle.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise InputError(f"file is larger than {format_bytes(max_bytes)}")
+    return data
+
+
+def file_kind(mode: int) -> str:
+    """What a non-regular file is, in words a user recognises."""
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def format_bytes(size: int) -> str:
+    """``262144`` -> ``256 KiB``: caps in messages as a person writes them."""
+    for unit, factor in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if size >= factor and size % factor == 0:
+            return f"{size // factor} {unit}"
+    return f"{size} bytes"
+
+
+# --- JSON -------------------------------------------------------------------------------
+
+
+def read_json(path: str, *, max_bytes: int, max_depth: int = MAX_DEPTH, max_items: int = MAX_ITEMS) -> Any:
+    """Read and parse one JSON document under the rule; InputError or OSError otherwise."""
+    return parse_json(read_bytes(path, max_bytes), max_depth=max_depth, max_items=max_items)
+
+
+def parse_json(data: bytes, *, max_depth: int = MAX_DEPTH, max_items: int = MAX_ITEMS) -> Any:
+    """One JSON document from UTF-8 bytes, nested at most ``max_depth`` levels."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"not UTF-8 text: {exc.reason} at byte {exc.start}") from None
+    depth = json_depth(text, max_depth)
+    if depth > max_depth:
+        raise InputError(f"nested more than {max_depth} levels deep")
+    try:
+        document = json.loads(text, parse_constant=_refuse_constant, parse_int=_bounded_int)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"not a JSON document: {exc.msg} at line {exc.lineno}") from None
+    except ValueError as exc:  # NaN, Infinity, a huge integer
+        raise InputError(f"not a JSON document: {_one_line(str(exc))}") from None
+    except RecursionError:  # a thread with less stack than the depth check assumes
+        raise InputError(f"nested more than {max_depth} levels deep") from None
+    check_items(document, max_items)
+    return document
+
+
+def json_depth(text: str, stop_above: Optional[int] = None) -> int:
+    """How deeply ``text``'s arrays and objects nest (brackets inside strings do not count);
+    stops counting once past ``stop_above``."""
+    depth = deepest = 0
+    for match in _JSON_BRACKET.finditer(_JSON_STRING.sub('""', text)):
+        if match.group() in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if stop_above is not None and deepest > stop_above:
+                    break
+        else:
+            depth -= 1
+    return deepest
+
+
+def check_items(document: Any, max_items: int) -> None:
+    """Every array and object in ``document`` has at most ``max_items`` items (no recursion)."""
+    pending = [document]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, dict):
+            children: Any = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        if len(children) > max_items:
+            kind = "an object" if isinstance(value, dict) else "an array"
+            raise InputError(f"{kind} of {len(children)} items (at most {max_items})")
+        pending.extend(children)
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INTEGER_DIGITS:
+        raise ValueError(f"an integer of {len(text.lstrip('-'))} digits (at most {MAX_INTEGER_DIGITS})")
+    return int(text)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+# --- numbers in flags and durations -----------------------------------------------------
+
+
+def ascii_int(text: str) -> Optional[int]:
+    """The integer written in ASCII decimal digits in ``text`` (``"7"``, ``"-5"``), or None
+    (``"٣"``, ``"1_000"``, ``"0x10"``, ``"1.5"``)."""
+    return int(text) if _ASCII_INT.fullmatch(text) else None
+
+
+def ascii_number(text: str) -> Optional[float]:
+    """The number written in ASCII in ``text`` (``0.5``, ``-3``, ``1e3``, ``inf``), or None."""
+    return float(text) if _ASCII_NUMBER.fullmatch(text) else None
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())[:300]

@@ -1,0 +1,3 @@
+"""Prometheus: the collector of the last results, the textfile writer and telemetry app,
+and ``probe --push``.
+"""

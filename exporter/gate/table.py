@@ -1,0 +1,143 @@
+"""The terminal side of ``parallelism-exporter compare``: the table, the verdict lines, the flags.
+
+The judging (exporter/gate/compare.py) returns a `Comparison`; this module only shows it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from typing import Any
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from exporter.config import inputs
+from exporter.gate.compare import (
+    DEFAULT_ALPHA,
+    DEFAULT_THRESHOLD,
+    EXIT_BAD_INPUT,
+    EXIT_INCONCLUSIVE,
+    EXIT_OK,
+    IDENTITY_LABELS,
+    INCONCLUSIVE,
+    CompareError,
+    Comparison,
+    Side,
+    compare_documents,
+    load_document,
+)
+from exporter.model.results import interpreter_label
+
+STYLES = {"regression": "bold red", "new failure": "bold red", "improvement": "green", "fixed": "green",
+          "no change": "", "failed in both": "yellow", "unavailable": "dim", "no figure": "yellow",
+          INCONCLUSIVE: "bold yellow"}
+
+
+def side_text(side: Side) -> str:
+    if not side.available:
+        return "n/a"
+    if not side.success:
+        return f"failed ({side.reason})"
+    if side.speedup is None:
+        return "withheld"
+    interval = f" [{side.interval[0]:.2f}–{side.interval[1]:.2f}]" if side.interval else ""
+    return f"{side.speedup:.2f}×{interval}"
+
+
+def identity_value(key: str, value: Any) -> str:
+    if key == "gil_enabled" and isinstance(value, bool):
+        return "enabled" if value else "disabled"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def render(comparison: Comparison, console: Console) -> None:
+    for role, label, interpreter in (("baseline: ", comparison.baseline_label, comparison.baseline_interpreter),
+                                     ("candidate:", comparison.candidate_label, comparison.candidate_interpreter)):
+        where = "" if label == interpreter["name"] else f"{label} — "
+        console.print(Text(f"{role} {where}{interpreter_label(interpreter['name'], interpreter)}"))
+    for change in comparison.identity_changes:
+        key = change["field"]
+        console.print(Text(f"identity changed: {IDENTITY_LABELS[key]}: {identity_value(key, change['baseline'])} → "
+                           f"{identity_value(key, change['candidate'])}", style="yellow"))
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left",
+                  title=Text(f"speedup [interval]; regression: a drop of more than {comparison.threshold:.0%} "
+                             f"that is not noise (alpha {comparison.alpha:g})"))
+    for column in ("workload", "mode", "N", "baseline", "candidate", "change", "p", "verdict"):
+        table.add_column(column, justify="right" if column in ("N", "change", "p") else "left",
+                         overflow="fold", no_wrap=column not in ("baseline", "candidate"),
+                         min_width=11 if column in ("baseline", "candidate") else None)
+    for row in comparison.rows:
+        p = row.p_lower if row.change is not None and row.change < 0 else row.p_higher
+        table.add_row(Text(row.workload), row.mode, str(row.workers), Text(side_text(row.baseline)),
+                      Text(side_text(row.candidate)), "" if row.change is None else f"{row.change:+.0%}",
+                      "" if p is None else f"{p:.2g}", Text(row.status, style=STYLES.get(row.status, "")))
+    console.print(table)
+    for row in comparison.rows:
+        console.print(Text(f"  {row.workload} {row.mode} ×{row.workers}: {row.status}: {row.why}",
+                           style=STYLES.get(row.status) or "dim"))
+    for label, keys in (("only in the baseline", comparison.only_in_baseline),
+                        ("only in the candidate", comparison.only_in_candidate)):
+        if keys:
+            console.print(Text(f"{label} (not compared): {', '.join(keys)}", style="dim"))
+    regressions = comparison.regressions
+    if comparison.gil_regression:
+        console.print(Text(f"regression: {comparison.gil_regression}", style="bold red"))
+    if regressions:
+        console.print(Text(f"{len(regressions)} regression{'s' if len(regressions) > 1 else ''}: "
+                           + "; ".join(f"{r.workload} {r.mode} ×{r.workers} ({r.status})" for r in regressions),
+                           style="bold red"))
+    if comparison.exit_code == EXIT_INCONCLUSIVE:
+        console.print(Text("inconclusive (exit 3): " + "; ".join(comparison.inconclusive), style="bold yellow"))
+    elif comparison.exit_code == EXIT_OK:
+        console.print(Text("no regression", style="bold green"))
+
+
+# --- command line -----------------------------------------------------------------------
+
+
+def fraction_flag(flag: str, text: str, low_open: bool) -> float:
+    value = inputs.ascii_number(text)  # float() would read "٠.١" too
+    if value is None:
+        value = math.nan
+    if not (0 < value < 1 if low_open else 0 <= value < 1):
+        raise CompareError(f"{flag}: must be a number {'>' if low_open else '>='} 0 and < 1, got {text!r}")
+    return value
+
+
+def add_compare_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("baseline", metavar="BASELINE.json", help="probe --json or /api/v1/results output: the reference")
+    parser.add_argument("candidate", metavar="CANDIDATE.json", help="the same for the interpreter or run under test")
+    parser.add_argument("--threshold", default=str(DEFAULT_THRESHOLD),
+                        help=f"smallest relative drop that counts as a regression (default {DEFAULT_THRESHOLD:g})")
+    parser.add_argument("--alpha", default=str(DEFAULT_ALPHA),
+                        help=f"significance level of the test on paired windows (default {DEFAULT_ALPHA:g})")
+    parser.add_argument("--baseline-interpreter", metavar="NAME", help="interpreter to use when the file holds several")
+    parser.add_argument("--candidate-interpreter", metavar="NAME", help="the same for the candidate file")
+    parser.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
+
+
+def run(args: argparse.Namespace) -> int:
+    """``parallelism-exporter compare``: returns the exit code."""
+    try:
+        threshold = fraction_flag("--threshold", args.threshold, low_open=False)
+        alpha = fraction_flag("--alpha", args.alpha, low_open=True)
+        comparison = compare_documents(load_document(args.baseline), load_document(args.candidate),
+                                       baseline_label=args.baseline, candidate_label=args.candidate,
+                                       baseline_interpreter=args.baseline_interpreter,
+                                       candidate_interpreter=args.candidate_interpreter,
+                                       threshold=threshold, alpha=alpha)
+    except CompareError as exc:
+        print(f"parallelism-exporter compare: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.json:
+        print(json.dumps(comparison.to_json(), indent=2))
+    else:
+        render(comparison, Console())
+    return comparison.exit_code

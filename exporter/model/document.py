@@ -1,0 +1,310 @@
+"""The results document: ``probe --json``, ``/api/v1/results`` and ``compare``'s input, typed.
+
+One set of dataclasses is the document. ``build`` makes it from probe results, ``to_json``
+writes it, ``parse`` reads one back (a file from an older version too: missing fields take
+their defaults) and names the first field that is not what it should be, and ``json_schema``
+derives the published JSON Schema (docs/results.schema.json) from the same classes — so the
+report, the status page, the API, push and ``compare`` cannot disagree about a field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence, Union
+
+from exporter.host.cpus import HostCpus
+from exporter.model.results import Nice, StepResult, WorkloadReport
+from exporter.model.verdicts import verdict
+
+VERSION = 2  # 1: before the fields of independent pairs (pairs, conclusive, ...); read with their defaults
+
+
+class DocumentError(ValueError):
+    """A document that is not a results document: one line naming the field."""
+
+
+@dataclass
+class Host:
+    logical_cpus: int
+    physical_cpus: Optional[int]
+    affinity_cpus: int
+    cgroup_quota_cpus: Optional[float]
+    usable_cpus: float
+
+
+@dataclass
+class InterpreterInfo:
+    """An interpreter, with its identity once its runner reported one."""
+
+    name: str
+    path: str = ""
+    version: Optional[str] = None
+    implementation: Optional[str] = None
+    executable: Optional[str] = None
+    free_threaded_build: Optional[bool] = None
+    gil_enabled: Optional[bool] = None
+    gil_requested: bool = False
+    start_methods: list[str] = field(default_factory=list)
+    subinterpreters_unavailable: Optional[str] = None
+
+    def identity(self) -> dict[str, Any]:
+        """The identity fields that were reported (empty when none was)."""
+        return {} if self.version is None else dataclasses.asdict(self)
+
+
+@dataclass
+class Step:
+    """One (interpreter, workload, mode, workers) step. A withheld speedup (unsteady, or
+    "cannot tell") has ``speedup``, ``speedup_ci``, ``efficiency`` and ``serial_fraction`` null."""
+
+    interpreter: str
+    workload: str
+    mode: str
+    workers: int
+    success: bool
+    available: bool = True
+    reason: Optional[str] = None
+    message: Optional[str] = ""
+    start_method: Optional[str] = None
+    log: list[str] = field(default_factory=list)
+    duration_seconds: float = 0.0
+    wall_seconds: Optional[float] = None
+    speedup: Optional[float] = None
+    speedup_ci: Optional[list[float]] = None
+    pair_speedups: Optional[list[float]] = None
+    pairs: int = 0
+    speedup_spread: Optional[float] = None
+    throughput_units_per_second: Optional[float] = None
+    throughput_ops_per_second: Optional[float] = None
+    efficiency: Optional[float] = None
+    serial_fraction: Optional[float] = None
+    cores_used: Optional[float] = None
+    cpu_rate_ratio: Optional[float] = None
+    cpu_rate_ci: Optional[list[float]] = None
+    pair_cpu_rates: list[float] = field(default_factory=list)
+    interference_cores: Optional[float] = None
+    steal_ratio: Optional[float] = None
+    free_cores: Optional[float] = None
+    unsteady: bool = False
+    unsteady_reason: Optional[str] = None
+    conclusive: Optional[bool] = None  # None: a document from before "cannot tell" existed
+    inconclusive_reason: Optional[str] = None
+    remeasured_reason: Optional[str] = None
+    waited_seconds: float = 0.0
+    warmup_seconds: Optional[float] = None
+    core_utilisation: list[float] = field(default_factory=list)
+    startup_seconds: Optional[float] = None
+    repeats: list[float] = field(default_factory=list)  # wall seconds of the parallel windows
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return (self.workload, self.mode, self.workers)
+
+
+@dataclass
+class Results:
+    host: Host
+    interpreters: list[InterpreterInfo]
+    results: list[Step]
+    interpreter: Optional[InterpreterInfo] = None  # the first of ``interpreters``
+    nice: Union[int, str] = 0
+    verdicts: list[str] = field(default_factory=list)
+    version: int = 1  # a document without a version is from before version 2
+
+    def interpreter_named(self, name: str) -> Optional[InterpreterInfo]:
+        return next((i for i in self.interpreters if i.name == name), None)
+
+
+# --- building --------------------------------------------------------------------------
+
+
+def step_of(step: StepResult, report: WorkloadReport) -> Step:
+    s = step.summary
+    # An unsteady or inconclusive step's speedup is withheld: its pairs and CPU-time figures stay.
+    shown = s if s is not None and s.shown else None
+    return Step(
+        interpreter=report.interpreter.name, workload=step.workload, mode=step.mode, workers=step.workers,
+        start_method=report.spec.start_method if step.mode == "processes" else None,
+        success=step.success, available=step.available, reason=step.reason, message=step.message,
+        log=list(step.log), duration_seconds=step.duration_seconds,
+        wall_seconds=s.wall_seconds if s else None,
+        speedup=shown.speedup if shown else None,
+        speedup_ci=list(shown.speedup_ci) if shown and shown.speedup_ci else None,
+        pair_speedups=list(s.pair_speedups) if s else [], pairs=s.pairs if s else 0,
+        speedup_spread=s.speedup_spread if s else None,
+        throughput_units_per_second=s.throughput_units_per_second if s else None,
+        throughput_ops_per_second=s.throughput_ops_per_second if s else None,
+        efficiency=shown.efficiency if shown else None, serial_fraction=shown.serial_fraction if shown else None,
+        cores_used=s.cores_used if s else None, cpu_rate_ratio=s.cpu_rate_ratio if s else None,
+        cpu_rate_ci=list(s.rate_ci) if s and s.rate_ci else None, pair_cpu_rates=list(s.pair_rates) if s else [],
+        interference_cores=s.interference_cores if s else None, steal_ratio=s.steal_ratio if s else None,
+        free_cores=s.free_cores if s else None,
+        unsteady=s.unsteady if s else False, unsteady_reason=s.unsteady_reason if s else None,
+        conclusive=s.conclusive if s else None, inconclusive_reason=s.inconclusive_reason if s else None,
+        remeasured_reason=step.remeasured_reason, waited_seconds=step.waited_seconds,
+        warmup_seconds=step.warmup[1] - step.warmup[0] if step.warmup else None,
+        core_utilisation=list(s.core_utilisation) if s else [],
+        startup_seconds=s.startup_seconds if s else None,
+        repeats=[w.wall_seconds for w in step.windows if w.role != "baseline"],
+    )
+
+
+def interpreter_of(report: WorkloadReport) -> InterpreterInfo:
+    identity = dataclasses.asdict(report.identity) if report.identity is not None else {}
+    identity["start_methods"] = list(identity.get("start_methods", []))
+    return InterpreterInfo(name=report.interpreter.name, path=report.interpreter.path, **identity)
+
+
+def build(reports: Sequence[WorkloadReport], host: HostCpus, nice: Nice = 0) -> Results:
+    """The document of one run: interpreters, host and a flat list of every step."""
+    interpreters: dict[str, InterpreterInfo] = {}
+    for report in reports:
+        if report.identity is not None or report.interpreter.name not in interpreters:
+            interpreters[report.interpreter.name] = interpreter_of(report)
+    listed = list(interpreters.values())
+    return Results(
+        host=Host(host.logical, host.physical, host.affinity, host.quota, host.usable),
+        interpreters=listed, interpreter=listed[0] if listed else None, nice=nice,
+        results=[step_of(s, r) for r in reports for s in r.steps],
+        verdicts=[verdict(r, host.usable) for r in reports], version=VERSION)
+
+
+def to_json(document: Results) -> dict[str, Any]:
+    return dataclasses.asdict(document)
+
+
+# --- reading -----------------------------------------------------------------------------
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _optional(hint: Any) -> tuple[bool, Any]:
+    """(whether None is allowed, the type without None)."""
+    if typing.get_origin(hint) in (Union, types.UnionType):
+        arguments = [a for a in typing.get_args(hint) if a is not type(None)]
+        allows_none = len(arguments) < len(typing.get_args(hint))
+        return allows_none, arguments[0] if len(arguments) == 1 else Union[tuple(arguments)]
+    return False, hint
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _value(value: Any, hint: Any, where: str) -> Any:
+    allows_none, hint = _optional(hint)
+    if value is None:
+        if allows_none:
+            return None
+        raise DocumentError(f"{where}: must not be null")
+    if dataclasses.is_dataclass(hint):
+        return _object(value, hint, where)
+    origin = typing.get_origin(hint)
+    if origin is list:
+        if not isinstance(value, list):
+            raise DocumentError(f"{where}: must be a list, got {_show(value)}")
+        (item,) = typing.get_args(hint)
+        return [_value(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is Union:  # nice: a number or "idle"
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise DocumentError(f"{where}: must be a whole number or a string, got {_show(value)}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise DocumentError(f"{where}: must be true or false, got {_show(value)}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise DocumentError(f"{where}: must be a whole number, got {_show(value)}")
+        return value
+    if hint is float:
+        if not _number(value):
+            raise DocumentError(f"{where}: must be a finite number, got {_show(value)}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise DocumentError(f"{where}: must be a string, got {_show(value)}")
+        return value
+    raise DocumentError(f"{where}: cannot read a value of type {hint!r}")  # a field type this reader lacks
+
+
+def _object(value: Any, cls: Any, where: str) -> Any:
+    if not isinstance(value, dict):
+        raise DocumentError(f"{where}: must be an object, got {_show(value)}")
+    fields, hints = {}, _hints(cls)
+    for item in dataclasses.fields(cls):
+        here = f"{where}.{item.name}" if where else item.name
+        if item.name in value:
+            fields[item.name] = _value(value[item.name], hints[item.name], here)
+        elif item.default is dataclasses.MISSING and item.default_factory is dataclasses.MISSING:
+            raise DocumentError(f"{here}: missing")
+    return cls(**fields)  # fields this version does not know (a newer writer's) are ignored
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:40] + "…"
+
+
+def parse(data: Any) -> Results:
+    """A results document from decoded JSON; DocumentError (one line, naming the field) if not."""
+    if not isinstance(data, dict) or "results" not in data:
+        raise DocumentError("not a probe --json or /api/v1/results document (expected an object with results)")
+    document = _object(data, Results, "")
+    for i, step in enumerate(document.results):
+        if step.speedup is not None and step.speedup <= 0:
+            raise DocumentError(f"results[{i}].speedup: must be a number > 0, got {step.speedup!r}")
+        if step.speedup_ci is not None and len(step.speedup_ci) != 2:
+            raise DocumentError(f"results[{i}].speedup_ci: must be [low, high] or null")
+    return document
+
+
+# --- the schema --------------------------------------------------------------------------
+
+
+def _schema_of(hint: Any) -> dict[str, Any]:
+    allows_none, hint = _optional(hint)
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        schema: dict[str, Any] = {"$ref": f"#/$defs/{hint.__name__}"}
+    elif typing.get_origin(hint) is list:
+        schema = {"type": "array", "items": _schema_of(typing.get_args(hint)[0])}
+    elif typing.get_origin(hint) is Union:
+        schema = {"type": ["integer", "string"]}
+    else:
+        schema = {"type": {bool: "boolean", int: "integer", float: "number", str: "string"}[hint]}
+    if allows_none:
+        schema = {"anyOf": [schema, {"type": "null"}]}
+    return schema
+
+
+def _definition(cls: Any) -> dict[str, Any]:
+    hints = _hints(cls)
+    required = [f.name for f in dataclasses.fields(cls)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    definition = {"type": "object", "properties": {f.name: _schema_of(hints[f.name]) for f in dataclasses.fields(cls)},
+                  "required": required}
+    if cls.__doc__ and not cls.__doc__.startswith(cls.__name__ + "("):
+        definition["description"] = " ".join(cls.__doc__.split())
+    return definition
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of the document, derived from these classes (docs/results.schema.json)."""
+    schema = _definition(Results)
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema",
+            "title": "python-parallelism-exporter results (probe --json, /api/v1/results)",
+            **schema, "$defs": {cls.__name__: _definition(cls) for cls in (Host, InterpreterInfo, Step)}}
+
+
+if __name__ == "__main__":  # python -m exporter.model.document > docs/results.schema.json
+    import json
+    import sys
+
+    json.dump(json_schema(), sys.stdout, indent=2)
+    sys.stdout.write("\n")

@@ -1,0 +1,134 @@
+"""Verdicts: what a step's figures say, in words scripts can rely on.
+
+The leading words (``no parallel speedup``, ``scales``, ``partial speedup``, ``cannot tell``,
+``unsteady``) stay stable; the rest names the evidence and where a shortfall went — the
+cores busy and their rate (contention) or idle (serialisation: the GIL, one event loop, a
+lock), other processes, steal, a CPU quota, start-up. The thresholds are shared with the
+alert rules (dashboards/mixin_config.py reads them here), so the report, the status page and
+the alerts agree on what "not parallel" means.
+"""
+
+from __future__ import annotations
+
+from exporter.stats.measurement import Summary
+from exporter.model.modes import ALL_MODES
+from exporter.model.results import StepResult, WorkloadReport
+
+SCALES_FRACTION = 0.8  # a speedup within 80 % of the possible one "scales"
+# Below this a parallel mode gave no useful speedup, or its CPU-bound workers kept no more
+# cores busy than this: they did not run in parallel (GIL threads read 1.0). The alert
+# rules' serial_cores_max is this same figure.
+NOT_PARALLEL = 1.25
+SERIALISED_SHORTFALL = 0.5  # cores below the possible ones that mean the workers took turns
+CONTENTION_RATE = 0.9  # work per CPU-second below this share of one worker's: the workers slow each other
+FREE_CORES = 0.5  # idle capacity left by probe and neighbours that the runtime could have used
+NOTABLE_INTERFERENCE = 0.1  # cores of other load worth naming in a verdict
+NOTABLE_STEAL = 0.05
+NOTABLE_STARTUP = 0.25  # start-up over the timed window's wall time
+
+
+def speedup_text(summary: Summary) -> str:
+    """``×1.91 (1.86–1.95)``: the estimate and its 95 % interval, when there is one."""
+    text = f"×{summary.speedup:.2f}"
+    if summary.speedup_ci is not None:
+        text += f" ({summary.speedup_ci[0]:.2f}–{summary.speedup_ci[1]:.2f})"
+    return text
+
+
+def serialisation_cause(step: StepResult, report: WorkloadReport) -> str:
+    """Why workers that left cores idle took turns, by mode and by whether the GIL was on."""
+    gil_enabled = report.identity is not None and report.identity.gil_enabled
+    return ALL_MODES[step.mode].serialisation_cause(gil_enabled)
+
+
+def contention_cause(step: StepResult, report: WorkloadReport) -> str:
+    """Why workers that kept the cores busy still did less: they slowed each other down."""
+    s = step.summary
+    assert s is not None
+    rate = f", each at {s.cpu_rate_ratio * 100:.0f} % of one worker's speed" if s.cpu_rate_ratio else ""
+    free_threaded = report.identity is not None and not report.identity.gil_enabled
+    if step.mode == "threads" and free_threaded:
+        usual = ("on a free-threaded build usually shared objects: reference counts, per-object locks, "
+                 "writes to shared dicts, lists or globals")
+    else:
+        usual = "usually shared caches, memory bandwidth, SMT siblings or the CPU's frequency"
+    return f"contention: the workers slowed each other down{rate} ({usual})"
+
+
+def free_cores(summary: Summary, usable: float) -> float:
+    """Capacity neither the probe nor other processes used."""
+    return usable - summary.cores_used - (summary.interference_cores or 0.0)
+
+
+def cores_idle(summary: Summary, possible: float) -> bool:
+    """The workers kept clearly fewer cores busy than they could have: they took turns."""
+    return summary.cores_used < possible - SERIALISED_SHORTFALL
+
+
+def shortfall_causes(step: StepResult, report: WorkloadReport, usable: float, possible: float) -> list[str]:
+    """Where the speedup went, from the measured parts: cores busy, rate, other load, limits."""
+    s = step.summary
+    assert s is not None
+    causes = [f"{s.cores_used:.2f} cores busy"
+              + (f", each at {s.cpu_rate_ratio * 100:.0f} % of one worker's speed" if s.cpu_rate_ratio else "")]
+    if s.cpu_bound and cores_idle(s, possible) and free_cores(s, usable) >= FREE_CORES:
+        causes.append(f"serialised: {serialisation_cause(step, report)} while "
+                      f"{free_cores(s, usable):.1f} cores stood idle")
+    elif s.cpu_bound and s.cpu_rate_ratio is not None and s.cpu_rate_ratio < CONTENTION_RATE:
+        usual = contention_cause(step, report).split(" (", 1)[1].rstrip(")")
+        causes.append(f"contention: the workers slowed each other down ({usual})")
+    if (s.interference_cores or 0.0) >= NOTABLE_INTERFERENCE:
+        causes.append(f"other processes used {s.interference_cores:.1f} cores during the run")
+    if (s.steal_ratio or 0.0) >= NOTABLE_STEAL:
+        causes.append(f"the hypervisor stole {s.steal_ratio:.0%} of the CPU time")
+    if possible < step.workers:
+        causes.append(f"only {usable:g} usable cores (CPU affinity or quota)")
+    if s.wall_seconds > 0 and s.startup_seconds >= NOTABLE_STARTUP * s.wall_seconds:
+        causes.append(f"start-up {s.startup_seconds:.2f} s per pool on top of {s.wall_seconds:.2f} s of work")
+    return causes
+
+
+def mode_verdict(step: StepResult, report: WorkloadReport, usable: float) -> str:
+    """Leading words scripts read: ``no parallel speedup``, ``scales``, ``partial speedup``,
+    ``cannot tell`` (too few free cores) or ``unsteady`` (withheld), then evidence and cause."""
+    if not step.available:
+        return f"{step.mode}: unavailable"
+    if step.summary is None:
+        return f"{step.mode}: failed ({step.reason})"
+    s = step.summary
+    if s.unsteady:
+        return f"{step.mode}: unsteady — {s.unsteady_reason}"
+    if not s.conclusive:
+        return f"{step.mode}: cannot tell — {s.inconclusive_reason}; {s.cores_used:.2f} cores busy"
+    # CPU-bound work cannot beat the usable cores; waiting (sleep) can overlap up to N.
+    cpu_bound = s.cpu_bound
+    possible = min(step.workers, usable) if cpu_bound else step.workers
+    low, high = s.speedup_ci or (s.speedup, s.speedup)
+    shown = speedup_text(s)
+    # The CPU-time evidence decides first: workers that never kept more than ~one core busy
+    # did not run in parallel, whatever a noisy wall-clock ratio says; workers that kept the
+    # cores busy and still gained nothing slowed each other down.
+    if step.workers > 1 and (high < NOT_PARALLEL or (cpu_bound and s.cores_used < NOT_PARALLEL)):
+        if cpu_bound and not cores_idle(s, possible) and s.cores_used >= NOT_PARALLEL:
+            cause = contention_cause(step, report)
+        elif free_cores(s, usable) < FREE_CORES and (s.interference_cores or 0.0) >= NOTABLE_INTERFERENCE:
+            # No core stood idle: the host, not the runtime, kept the workers from running.
+            cause = f"other processes used {s.interference_cores:.1f} cores during the run"
+        elif possible < step.workers and possible < NOT_PARALLEL:
+            cause = f"only {usable:g} usable cores (CPU affinity or quota)"
+        else:
+            cause = serialisation_cause(step, report)
+        return f"{step.mode}: no parallel speedup {shown} — {cause}; {s.cores_used:.2f} cores busy"
+    good = SCALES_FRACTION * possible
+    if low >= good or (s.speedup >= good and (not cpu_bound or s.cores_used >= good)):
+        return f"{step.mode}: scales {shown} (ideal ×{step.workers})"
+    causes = shortfall_causes(step, report, usable, possible)
+    return f"{step.mode}: partial speedup {shown} of ×{possible:g} possible — " + "; ".join(causes)
+
+
+def verdict(report: WorkloadReport, usable: float) -> str:
+    """One line per workload: how each parallel mode did against what the host allows."""
+    parts = [mode_verdict(s, report, usable) for s in report.steps if s.mode != "sequential"]
+    if not report.step("sequential", 1).success:
+        return f"{report.spec.workload}: failed — {report.step('sequential', 1).message}"
+    return f"{report.spec.workload}: " + "; ".join(parts)

@@ -1,0 +1,210 @@
+"""The last rounds of every step's speedup, and recent failures, bounded in memory.
+
+As blackbox_exporter's result history (``--history.limit``): each step keeps its last
+``limit`` points, and failures keep their own list of the last ``limit``, so a failure stays
+visible with its debug log after later rounds succeed. Memory is bounded by the configured
+steps times ``limit``; steps no longer configured are dropped on reload. With
+``--history.file`` the history survives a restart, so the drop after restarting onto a new
+interpreter shows next to the rounds before it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import stat
+import tempfile
+import threading
+from collections import deque
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Iterable, Optional
+
+from exporter.config import inputs
+from exporter.model.results import WorkloadReport
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 100_000
+# The file is read at start-up, before the daemon listens: a cap keeps a wrong path
+# (/dev/zero, a huge log) from holding it up. 100 steps of 100 points and 100 failures with
+# their full logs take under 3 MB.
+MAX_FILE_BYTES = 32 << 20
+# Kept per failure whatever the runner wrote, so memory stays bounded by limit alone.
+MAX_MESSAGE_CHARS, MAX_LOG_LINES, MAX_LOG_LINE_CHARS = 4000, 20, 1000
+StepKey = tuple[str, str, str, int]  # interpreter, workload, mode, workers
+
+
+def add_history_flags(serve: argparse.ArgumentParser) -> None:
+    serve.add_argument("--history.limit", dest="history_limit", type=limit_flag, default=DEFAULT_LIMIT,
+                       help=f"rounds of each step's speedup, and failures, the status page keeps (default {DEFAULT_LIMIT})")
+    serve.add_argument("--history.file", dest="history_file", type=file_flag,
+                       help="keep the history in this file across restarts (default: in memory only)")
+
+
+def limit_flag(text: str) -> int:
+    """``--history.limit``: argparse turns the error into a one-line usage error, exit 2."""
+    value = inputs.ascii_int(text) or 0  # "+5" is 5, "-5" out of range
+    if not 1 <= value <= MAX_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be an integer from 1 to {MAX_LIMIT}, got {text!r}")
+    return value
+
+
+def file_flag(text: str) -> str:
+    """``--history.file``: its directory must exist and be writable now, not at the first round."""
+    directory = os.path.dirname(os.path.abspath(text)) if text else ""
+    if not text or not os.path.isdir(directory):
+        raise argparse.ArgumentTypeError(f"directory of {text!r} does not exist")
+    if not os.access(directory, os.W_OK):
+        raise argparse.ArgumentTypeError(f"directory {directory!r} is not writable")
+    return text
+
+
+@dataclass(frozen=True)
+class Point:
+    """One round's figure of one step; ``speedup`` is None when the step failed."""
+
+    timestamp: float
+    speedup: Optional[float]
+
+
+@dataclass(frozen=True)
+class Failure:
+    timestamp: float
+    interpreter: str
+    workload: str
+    mode: str
+    workers: int
+    reason: str
+    message: str
+    log: tuple[str, ...]
+
+
+class History:
+    """Thread-safe: the probe lane records, web requests read."""
+
+    def __init__(self, limit: int = DEFAULT_LIMIT) -> None:
+        if limit < 1:
+            raise ValueError(f"history limit must be >= 1, got {limit}")
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._series: dict[StepKey, deque[Point]] = {}
+        self._failures: deque[Failure] = deque(maxlen=limit)
+
+    def record(self, reports: Iterable[WorkloadReport]) -> None:
+        """Add one point per available step of these reports (and their failures)."""
+        with self._lock:
+            for report in reports:
+                timestamp = report.started_at + report.duration_seconds
+                for step in report.steps:
+                    if not step.available:
+                        continue
+                    key = (report.interpreter.name, step.workload, step.mode, step.workers)
+                    # Withheld figures (unsteady, cannot tell) are gaps, as in the metrics.
+                    speedup = step.summary.speedup if step.summary is not None and step.summary.shown else None
+                    series = self._series.setdefault(key, deque(maxlen=self.limit))
+                    series.append(Point(timestamp, speedup))
+                    if not step.success:
+                        log = tuple(line[:MAX_LOG_LINE_CHARS] for line in step.log[-MAX_LOG_LINES:])
+                        self._failures.append(Failure(timestamp, report.interpreter.name, step.workload, step.mode,
+                                                      step.workers, step.reason or "error",
+                                                      step.message[:MAX_MESSAGE_CHARS], log))
+
+    def series(self) -> dict[StepKey, list[Point]]:
+        with self._lock:
+            return {key: list(points) for key, points in self._series.items()}
+
+    def failures(self) -> list[Failure]:
+        """Recent failures, newest first."""
+        with self._lock:
+            return list(reversed(self._failures))
+
+    def prune(self, keep: Callable[[str, str], bool]) -> None:
+        """Drop the steps (and failures) of (interpreter, workload) pairs ``keep`` rejects."""
+        with self._lock:
+            self._series = {k: v for k, v in self._series.items() if keep(k[0], k[1])}
+            kept = [f for f in self._failures if keep(f.interpreter, f.workload)]
+            self._failures = deque(kept, maxlen=self.limit)
+
+    # --- the API's form and persistence (--history.file) ------------------------------------
+
+    def to_json(self) -> dict[str, Any]:
+        """Points as [unix time, speedup or null]; failures newest first. The API's
+        ``history`` and the ``--history.file`` format."""
+        series = self.series()
+        return {"version": 1, "limit": self.limit,
+                "steps": [{"interpreter": k[0], "workload": k[1], "mode": k[2], "workers": k[3],
+                           "points": [[p.timestamp, p.speedup] for p in points]} for k, points in series.items()],
+                "failures": [asdict(f) | {"log": list(f.log)} for f in self.failures()]}
+
+    def save(self, path: str) -> None:
+        """Write atomically (temporary file, then rename): a crash never leaves half a file."""
+        directory = os.path.dirname(os.path.abspath(path))
+        _refuse_special_file(path)
+        fd, temporary = tempfile.mkstemp(prefix=".history-", dir=directory)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(self.to_json(), handle)
+            os.replace(temporary, path)
+        except BaseException:
+            try:
+                os.unlink(temporary)
+            except OSError:
+                pass
+            raise
+
+    def restore(self, path: str) -> int:
+        """Load what ``save`` wrote, keeping the last ``limit`` of everything; returns the
+        number of points read. Raises OSError or ValueError (one line) for a missing or damaged
+        file; it is read under ``exporter.config.inputs``' rule (a FIFO or /dev/zero is an error)."""
+        document = inputs.read_json(path, max_bytes=MAX_FILE_BYTES, max_items=MAX_LIMIT)
+        if not isinstance(document, dict) or document.get("version") != 1:
+            raise ValueError("not a history file of this exporter (version 1)")
+        series: dict[StepKey, deque[Point]] = {}
+        failures: deque[Failure] = deque(maxlen=self.limit)
+        try:
+            for step in document["steps"]:
+                key = (_text(step["interpreter"]), _text(step["workload"]), _text(step["mode"]),
+                       _count(step["workers"]))
+                series[key] = deque((Point(_number(t), None if v is None else _number(v)) for t, v in step["points"]),
+                                    maxlen=self.limit)
+            for f in reversed(document["failures"]):  # newest first in the file
+                log = [_text(line)[:MAX_LOG_LINE_CHARS] for line in f["log"]][-MAX_LOG_LINES:]
+                failures.append(Failure(_number(f["timestamp"]), _text(f["interpreter"]), _text(f["workload"]),
+                                        _text(f["mode"]), _count(f["workers"]), _text(f["reason"]),
+                                        _text(f["message"])[:MAX_MESSAGE_CHARS], tuple(log)))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"damaged history file: {type(exc).__name__}: {str(exc)[:200]}") from None
+        with self._lock:
+            self._series, self._failures = series, failures
+        return sum(len(points) for points in series.values())
+
+
+def _refuse_special_file(path: str) -> None:
+    """``save`` replaces the file: never a device or a FIFO given as ``--history.file``
+    (renaming over /dev/full would remove the device)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+        raise OSError(f"{path} is not a regular file ({inputs.file_kind(mode)}); not replacing it")
+
+
+def _number(value: object) -> float:
+    """A finite JSON number (a string such as "٣" or "1e3" is damage, not a number)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"expected a number, got {value!r:.40}")
+    return float(value)
+
+
+def _count(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_LIMIT:
+        raise ValueError(f"expected a worker count, got {value!r:.40}")
+    return value
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {value!r:.40}")
+    return value

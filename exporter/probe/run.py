@@ -1,0 +1,394 @@
+"""Run one workload's probe in a child interpreter and turn its events into results.
+
+The parent side of ``exporter.runner.loop``: it sends the request, reads the kernel's per-CPU
+counters at the edges of every timed window, enforces the inactivity timeout and the
+probe's wall-clock deadline, and reports a workload that raises, crashes its interpreter,
+hangs, floods its output, breaks the protocol or leaves processes behind as failed steps
+with a reason — never an exception. Starting, capturing and killing the runner's process
+tree is ``exporter.probe.child``'s job.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import queue
+import re
+import statistics
+import time
+from typing import Callable, Iterator, Optional
+
+from exporter.stats import measurement
+from exporter.model import modes
+from exporter.probe.child import PACKAGE_PARENT, ProtocolError, RunnerProcess, kill_all_runners
+from exporter.host.cpus import host_cpus
+from exporter.probe.memorylimit import MemoryLimitHit
+from exporter.probe.quiet import cpu_counters, wait_for_free_cores
+from exporter.model.results import (FAILURE_REASONS, Identity, ImportCheck, Interpreter, ProbeSpec, StepResult,
+                              WorkloadReport)
+
+log = logging.getLogger(__name__)
+
+__all__ = ["run_workload", "check_import", "kill_all_runners", "PACKAGE_PARENT", "Interpreter", "ProbeSpec", "WorkloadReport"]
+
+Progress = Callable[[str], None]
+# After the runner exits, its multiprocessing helpers (forkserver, resource tracker) see
+# end-of-file and exit too; what is still alive after this is the workload's.
+LEFTOVER_GRACE_SECONDS = 2.0
+
+
+class DeadlineExceeded(Exception):
+    """The probe ran past its wall-clock deadline."""
+
+
+def request_for(spec: ProbeSpec, usable_cpus: float) -> dict:
+    return {"workload": spec.workload, "unit_seconds": spec.unit_seconds,
+            "repeats": spec.repeats, "start_method": spec.start_method, "handshake": True,
+            "precision": spec.precision, "max_repeats": spec.max_repeats,
+            "step_budget_seconds": spec.step_budget_seconds, "nice": spec.nice,
+            "ops_per_unit": spec.ops_per_unit, "usable_cpus": usable_cpus,
+            "extra_path": list(spec.workload_path),
+            "steps": [{"mode": m, "workers": n} for m, n in spec.steps()]}
+
+
+# --- the conversation -------------------------------------------------------------------
+
+
+class Conversation:
+    """Folds a runner's events into a WorkloadReport."""
+
+    def __init__(self, report: WorkloadReport, runner: RunnerProcess, progress: Progress,
+                 usable_cpus: float = 1.0) -> None:
+        self.report, self.runner, self.progress = report, runner, progress
+        self.usable_cpus = usable_cpus
+        self.current: Optional[StepResult] = None
+        self.step_started = time.monotonic()
+        self.counters_before: list[dict[str, float]] = []
+        self.counters_read_at = time.monotonic()
+        self.done = False  # the runner said everything it had to say
+
+    def events(self, timeout: float, deadline: float) -> Iterator[dict]:
+        """Events until ``done`` or the end of output.
+
+        Raises queue.Empty when no event came within ``timeout``, DeadlineExceeded past
+        ``deadline`` (a monotonic time) even while events keep coming, ProtocolError for
+        output that is not an event.
+        """
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise DeadlineExceeded
+            try:
+                event = self.runner.next_event(min(timeout, left))
+            except queue.Empty:
+                if timeout >= left:
+                    raise DeadlineExceeded from None
+                raise
+            if event is None:
+                return
+            if event["event"] == "done":
+                self.done = True
+                return
+            yield event
+
+    def handle(self, event: dict) -> None:
+        """Fold one event in; a malformed one is a ProtocolError, an unknown kind is skipped."""
+        try:
+            self._handle(event)
+        except (KeyError, TypeError, ValueError, AttributeError, StopIteration) as exc:
+            raise ProtocolError(f"runner sent a malformed {event.get('event')!r} event "
+                                f"({type(exc).__name__}: {str(exc)[:200]})") from None
+
+    def _handle(self, event: dict) -> None:
+        kind = event["event"]
+        if kind == "identity":
+            fields = {k: v for k, v in event.items() if k != "event"}
+            self.report.identity = _checked_identity(Identity(**fields))
+        elif kind == "calibrated":
+            ops, op_seconds = event["ops_per_unit"], event["op_seconds"]
+            if not isinstance(ops, int) or not isinstance(op_seconds, (int, float)):
+                raise ValueError("ops_per_unit and op_seconds must be numbers")
+            self.report.ops_per_unit, self.report.op_seconds = ops, op_seconds
+        elif kind == "step":
+            self.finish_step()
+            self.current = self.report.step(event["mode"], event["workers"])
+            self.wait_for_quiet(self.current)
+            self.step_started = time.monotonic()
+            self.progress(f"{self.report.spec.workload}: {event['mode']} ×{event['workers']}")
+            self.runner.send({"go": True})
+        elif kind == "warmup":
+            step = self.report.step(event["mode"], event["workers"])
+            starts, ends = _numbers(event["starts"], step.workers), _numbers(event["ends"], step.workers)
+            step.warmup = (min(starts), max(ends))
+        elif kind == "remeasure":
+            step = self.report.step(event["mode"], event["workers"])
+            step.remeasured_reason = _text(event["reason"])
+            self.progress(f"{self.report.spec.workload}: {event['mode']} ×{event['workers']}: measuring again")
+        elif kind == "ready":
+            self.counters_before, self.counters_read_at = cpu_counters(), time.monotonic()
+            self.runner.send({"go": True})
+        elif kind == "window":
+            self.add_window(event)
+        elif kind == "step_failed":
+            self.report.step(event["mode"], event["workers"]).fail(_reason(event["reason"]), _text(event["message"]))
+        elif kind == "unavailable":
+            step = self.report.step(event["mode"], event["workers"])
+            step.available, step.message = False, _text(event["message"])
+        elif kind == "failed":
+            self.fail_unfinished(_reason(event["reason"]), _text(event["message"]))
+        else:
+            log.debug("ignoring runner event %r", kind)  # a newer runner's event
+
+    def wait_for_quiet(self, step: StepResult) -> None:
+        """probe --wait-quiet: before a parallel step, wait (bounded) for enough free cores."""
+        wait = self.report.spec.wait_quiet_seconds
+        if wait <= 0 or step.mode == "sequential":
+            return
+        self.progress(f"{self.report.spec.workload}: {step.mode} ×{step.workers}: waiting for a quiet host")
+        needed = min(float(step.workers), self.usable_cpus)
+        step.waited_seconds = wait_for_free_cores(self.usable_cpus, needed, wait).waited_seconds
+
+    def add_window(self, event: dict) -> None:
+        after, wall = cpu_counters(), time.monotonic() - self.counters_read_at
+        step = self.report.step(event["mode"], event["workers"])
+        role, pair, attempt = event.get("role", "parallel"), event.get("pair", -1), event.get("attempt", 0)
+        if role not in measurement.ROLES or not all(_is_int(v) for v in (pair, attempt)):
+            raise ValueError("expected a known role and integer pair and attempt")
+        count = 1 if role != "parallel" else step.workers
+        cpu_seconds = _numbers(event["cpu_seconds"], count)
+        # The runner's own figure for its process tree, workers included (see StepLoop.timed).
+        probe_cpu = _numbers([event.get("tree_cpu_seconds", sum(cpu_seconds))], 1)[0]
+        load = measurement.host_load(self.counters_before, after, wall, probe_cpu)
+        index = event.get("index", -1)
+        if not _is_int(index):
+            raise ValueError("expected an integer window index")
+        window = measurement.Window(
+            starts=_numbers(event["starts"], count), ends=_numbers(event["ends"], count),
+            cpu_seconds=cpu_seconds, startup_seconds=_numbers([event["startup_seconds"]], 1)[0],
+            core_utilisation=measurement.busy_fractions(self.counters_before, after),
+            index=index, interference_cores=load.interference_cores, steal_ratio=load.steal_ratio,
+            role=role, pair=pair, attempt=attempt)
+        free = measurement.window_free_cores(window, self.usable_cpus, modes.max_cores(step.mode))
+        window = dataclasses.replace(window, clean=free.enough)
+        step.windows.append(window)
+        self.runner.send({"clean": free.enough})
+        if role == "parallel":
+            pairs = len(measurement.pair_windows(step.windows))
+            self.progress(f"{self.report.spec.workload}: {step.mode} ×{step.workers}: {pairs} pair"
+                          + ("s" if pairs != 1 else ""))
+
+    def finish_step(self) -> None:
+        """Add the time since the step's last start to it (its repeats are interleaved)."""
+        if self.current is not None:
+            self.current.duration_seconds += time.monotonic() - self.step_started
+            self.current = None
+
+    def fail_unfinished(self, reason: str, message: str) -> None:
+        """The runner died: fail the running step and the steps that never ran.
+
+        Steps run one after another: the ones finished before keep their figures.
+        """
+        running = self.current
+        for step in self.report.steps:
+            if not step.available or step.reason is not None:
+                continue
+            if step is running or running is None:
+                step.fail(reason, message)
+            elif not step.windows:
+                step.fail(reason, f"not run: {message}")
+        self.finish_step()
+
+
+def summarise_steps(report: WorkloadReport, usable_cpus: Optional[float] = None) -> None:
+    """Compute every successful step's figures from its own windows.
+
+    A CPU-bound speedup above ``usable_cpus``, or a baseline slower per CPU-second than the
+    workers, marks the step unsteady; too few free cores mark it inconclusive.
+    """
+    sequential = report.step("sequential", 1)
+    for step in report.steps:
+        if not step.available or step.reason is not None:
+            continue
+        if step is not sequential and sequential.reason is not None:
+            step.fail(sequential.reason, f"not run: the sequential step failed: {sequential.message}")
+            continue
+        try:
+            if step is sequential:
+                step.summary = measurement.summarise_sequential(step.windows, report.ops_per_unit)
+            else:
+                step.summary = measurement.summarise(step.windows, step.workers, report.ops_per_unit,
+                                                     usable_cpus, step.remeasured_reason,
+                                                     modes.max_cores(step.mode), report.spec.repeats)
+        except (ValueError, statistics.StatisticsError):  # no (complete) window
+            step.fail("error", "the runner finished without measuring this step")
+            continue
+        step.success = True
+
+
+_VERSION = re.compile(r"^\d{1,3}\.\d{1,3}\.\d{1,3}[a-z0-9+]{0,16}$")
+_IMPLEMENTATION = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+MAX_MESSAGE_CHARS = 1000
+
+
+def _checked_identity(identity: Identity) -> Identity:
+    """Identity fields become label values: they must look like what CPython reports."""
+    if not isinstance(identity.version, str) or not _VERSION.match(identity.version):
+        raise ValueError(f"version {identity.version!r:.40} is not a Python version")
+    if not isinstance(identity.implementation, str) or not _IMPLEMENTATION.match(identity.implementation):
+        raise ValueError(f"implementation {identity.implementation!r:.40} is not a short lowercase name")
+    if not isinstance(identity.free_threaded_build, bool) or not isinstance(identity.gil_enabled, bool):
+        raise ValueError("free_threaded_build and gil_enabled must be booleans")
+    if not isinstance(identity.executable, str) or len(identity.executable) > 4096:
+        raise ValueError("executable must be a path")
+    return identity
+
+
+def _numbers(values: object, count: int) -> list[float]:
+    """``count`` finite numbers, or ValueError (a malformed window)."""
+    if not isinstance(values, list) or len(values) != count:
+        raise ValueError(f"expected a list of {count} numbers")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+        raise ValueError("expected finite numbers")
+    return [float(v) for v in values]
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _text(value: object) -> str:
+    text = str(value)
+    return text if len(text) <= MAX_MESSAGE_CHARS else text[:MAX_MESSAGE_CHARS] + "…"
+
+
+def _reason(value: object) -> str:
+    """A failure reason from the runner; anything unknown is ``error`` (labels stay bounded)."""
+    return value if isinstance(value, str) and value in FAILURE_REASONS else "error"
+
+
+def run_workload(interpreter: Interpreter, spec: ProbeSpec,
+                 progress: Progress = lambda _: None) -> WorkloadReport:
+    """Probe one workload on one interpreter; failures become failed steps with a reason."""
+    report = WorkloadReport(interpreter, spec,
+                            steps=[StepResult(spec.workload, m, n) for m, n in spec.steps()])
+    started = time.monotonic()
+    usable = host_cpus().usable
+    try:
+        runner = RunnerProcess(interpreter, spec.memory_limit_bytes)
+    except (OSError, ValueError) as exc:  # ValueError: a path subprocess cannot take
+        for step in report.steps:
+            step.fail("interpreter", f"cannot start {interpreter.path}: {getattr(exc, 'strerror', None) or exc}")
+        return report
+    conversation = Conversation(report, runner, progress, usable)
+    try:
+        converse(conversation, spec, started + spec.deadline_seconds())
+    except Exception as exc:  # a bug here must fail this probe, not the round
+        log.exception("probe of %s on %s failed", spec.workload, interpreter.name)
+        conversation.fail_unfinished("error", f"internal error: {type(exc).__name__}: {exc}")
+    finally:
+        runner.kill()  # after a clean exit this only removes the empty cgroup
+    for step in report.steps:
+        if step.reason is not None:
+            step.log = runner.stderr_tail
+    try:
+        summarise_steps(report, usable)
+    except Exception as exc:  # figures a runner sent that the arithmetic cannot take
+        log.exception("summarising %s on %s failed", spec.workload, interpreter.name)
+        for step in report.steps:
+            if step.available:
+                step.success, step.summary = False, None
+                step.fail("error", f"internal error: {type(exc).__name__}: {exc}")
+    report.duration_seconds = time.monotonic() - started
+    return report
+
+
+def converse(conversation: Conversation, spec: ProbeSpec, deadline: float) -> None:
+    """Send the request and fold every event in, enforcing the timeout and the deadline."""
+    runner, report = conversation.runner, conversation.report
+    try:
+        runner.send(request_for(spec, conversation.usable_cpus))
+        for event in conversation.events(spec.timeout_seconds, deadline):
+            conversation.handle(event)
+        conversation.finish_step()
+    except queue.Empty:
+        runner.kill()
+        conversation.fail_unfinished("timeout", f"no progress within {spec.timeout_seconds:g}s; process tree killed")
+        return
+    except DeadlineExceeded:
+        runner.kill()
+        conversation.fail_unfinished("timeout", f"still running at the probe's deadline of "
+                                                f"{spec.deadline_seconds():g}s; process tree killed")
+        return
+    except ProtocolError as exc:
+        runner.kill()
+        conversation.fail_unfinished("error", f"{exc}; process tree killed")
+        return
+    except MemoryLimitHit as exc:
+        runner.kill()
+        conversation.fail_unfinished("memory", f"{exc}; process tree killed")
+        return
+    except OSError as exc:  # BrokenPipeError: the runner died before reading the request
+        runner.kill()
+        reason = "crash" if report.identity else "interpreter"
+        conversation.fail_unfinished(reason, f"{runner.exit_description()} ({exc})")
+        return
+    code = runner.wait(min(5.0, max(deadline - time.monotonic(), 0.5)))
+    if code is None:
+        runner.kill()
+        if not conversation.done:
+            conversation.fail_unfinished("timeout", "runner closed its output but did not exit; process tree killed")
+            return
+    elif code != 0 and conversation.done:
+        log.warning("runner %s after reporting every result", runner.exit_description())
+    elif code != 0:
+        # No identity means the runner never started: a missing or too old interpreter.
+        conversation.fail_unfinished("crash" if report.identity else "interpreter", runner.exit_description())
+        return
+    fail_on_leftovers(conversation)
+
+
+def fail_on_leftovers(conversation: Conversation) -> None:
+    """A workload that leaves processes running after the probe fails; they are killed."""
+    runner = conversation.runner
+    until = time.monotonic() + LEFTOVER_GRACE_SECONDS
+    while (left := runner.leftovers()) and time.monotonic() < until:
+        time.sleep(0.05)
+    if left:
+        runner.kill()
+        conversation.fail_unfinished(
+            "error", f"the workload left {len(left)} process(es) running after the probe; killed")
+
+
+def check_import(interpreter: Interpreter, module: str, timeout: float,
+                 workload_path: tuple[str, ...] = (), memory_limit_bytes: Optional[int] = None) -> ImportCheck:
+    """Import ``module`` in a fresh runner and say whether that import turned the GIL on."""
+    def failed(message: str) -> ImportCheck:
+        return ImportCheck(interpreter.name, module, None, message)
+
+    try:
+        runner = RunnerProcess(interpreter, memory_limit_bytes)
+    except OSError as exc:
+        return failed(f"cannot start {interpreter.path}: {exc.strerror or exc}")
+    try:
+        runner.send({"import_module": module, "extra_path": list(workload_path)})
+        deadline = time.monotonic() + timeout
+        while (event := runner.next_event(deadline - time.monotonic())) is not None:
+            if event["event"] == "import":
+                if "error" in event:
+                    return failed(str(event["error"]))
+                # Only a flip counts: with PYTHON_GIL=1 the GIL was on before the import.
+                return ImportCheck(interpreter.name, module,
+                                   bool(event["gil_enabled"]) and not event["gil_enabled_before"])
+        runner.wait(5)
+        return failed(runner.exit_description())
+    except queue.Empty:
+        return failed(f"no answer within {timeout:g}s")
+    except (ProtocolError, KeyError) as exc:
+        return failed(f"runner protocol error: {exc}")
+    except MemoryLimitHit as exc:
+        return failed(str(exc))
+    except OSError as exc:
+        return failed(str(exc))
+    finally:
+        runner.kill()

@@ -1,0 +1,3 @@
+"""The passive watcher of running Python services: reads /proc (no ptrace), groups
+processes, judges each window, and exports ``pyparallel_service_*``. It never starts a process.
+"""
