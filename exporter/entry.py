@@ -1,6 +1,6 @@
 """The ``parallelism-exporter`` console script: signal handlers first, then everything else.
 
-Importing the command line takes a few hundred milliseconds (rich, psutil, prometheus_client,
+Importing the command line takes a few hundred milliseconds (rich, prometheus_client,
 the probe machinery). A Ctrl-C in that time used to print a ``KeyboardInterrupt`` traceback
 and a SIGTERM to kill the process with no word (exit -15). So this module imports only the
 standard library, turns SIGINT and SIGTERM into exceptions before anything else is loaded,

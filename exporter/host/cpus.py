@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-import psutil
+from exporter.host import procfs
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+CPU_TOPOLOGY = Path("/sys/devices/system/cpu")
 
 
 @dataclass(frozen=True)
@@ -122,16 +123,24 @@ def cgroup_memory_limit(proc_cgroup: Optional[str] = None) -> Optional[int]:
 
 def memory_bytes() -> int:
     """The memory this host gives us: physical memory, or our cgroup's limit when lower."""
-    total = psutil.virtual_memory().total
+    total = procfs.memory_total_bytes()
     limit = cgroup_memory_limit()
     return min(total, limit) if limit else total
 
 
+def physical_cores(topology: Path = CPU_TOPOLOGY) -> Optional[int]:
+    """Distinct (package, core) pairs of the online CPUs' topology; None where the kernel
+    does not say (some VMs and containers hide /sys)."""
+    cores = set()
+    for cpu in topology.glob("cpu[0-9]*/topology"):
+        try:
+            cores.add(((cpu / "physical_package_id").read_text().strip(), (cpu / "core_id").read_text().strip()))
+        except OSError:
+            continue
+    return len(cores) or None
+
+
 def host_cpus() -> HostCpus:
-    try:
-        affinity = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        affinity = psutil.cpu_count() or 1
-    return HostCpus(logical=psutil.cpu_count() or affinity,
-                    physical=psutil.cpu_count(logical=False),
-                    affinity=affinity, quota=cgroup_cpu_quota())
+    logical = os.cpu_count() or 1
+    return HostCpus(logical=logical, physical=physical_cores(),
+                    affinity=len(os.sched_getaffinity(0)), quota=cgroup_cpu_quota())

@@ -1,9 +1,10 @@
-"""Reading processes and threads from ``/proc``: the world-readable files, parsed once.
+"""Reading the kernel's accounting from ``/proc``: the CPUs' counters, processes and threads.
 
-psutil reads the same files, one attribute at a time; a scan of every process on the host
-every few seconds needs ``/proc/<pid>/stat`` once per process and nothing more (comm, parent,
-start time and CPU time are all in it), so the scan reads it directly. Files that need more
-rights (``exe``, ``maps``) are read only for processes that a group matched, once each.
+The one reader of ``/proc`` in the package (psutil reads the same files, one attribute at a
+time, and costs several times as much per scan: benchmarks/proc_readers.py). A scan of every
+process on the host every few seconds needs ``/proc/<pid>/stat`` once per process and nothing
+more (comm, parent, start time and CPU time are all in it). Files that need more rights
+(``exe``, ``maps``, ``environ``) are read only for the processes that need them, once each.
 A process that exits mid-read raises ``Vanished``; one we may not read raises
 ``PermissionError``: callers count both and go on.
 """
@@ -19,6 +20,10 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 ProcKey = tuple[int, int]  # pid, start time in clock ticks after boot: one process, whatever reuses its pid
 MAX_THREADS_READ = 4096  # threads of one process read per sample: beyond, the rest is ignored
 MAX_MAPS_BYTES = 8 * 1024 * 1024  # a huge maps file (a JVM, a leak) is read up to this much
+MAX_ENVIRON_BYTES = 4 * 1024 * 1024  # twice Linux's default limit on arguments and environment
+# The fields of a ``cpu`` line of /proc/stat, in the kernel's order (proc(5)); guest and
+# guest_nice are already counted in user and nice.
+CPU_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal", "guest", "guest_nice")
 
 
 class Vanished(Exception):
@@ -47,9 +52,15 @@ def parse_stat(text: str) -> Stat:
 
 
 def _read(path: str, limit: int = 65536) -> bytes:
+    """At most ``limit`` bytes, read a page-sized chunk at a time (no buffer of ``limit`` bytes
+    for a file that is usually a few hundred)."""
     try:
-        with open(path, "rb") as handle:
-            return handle.read(limit)
+        with open(path, "rb", buffering=0) as handle:
+            chunks, size = [], 0
+            while size < limit and (chunk := handle.read(min(65536, limit - size))):
+                chunks.append(chunk)
+                size += len(chunk)
+            return b"".join(chunks)
     except (FileNotFoundError, ProcessLookupError):
         raise Vanished(path) from None
     except PermissionError:
@@ -64,6 +75,46 @@ def read_stat(pid: int, tid: Optional[int] = None, proc: str = PROC) -> Stat:
         return parse_stat(_read(path).decode("utf-8", "replace"))
     except (ValueError, IndexError):
         raise Vanished(path) from None  # an empty read: the task is gone
+
+
+def parse_cpu_times(text: str) -> tuple[dict[str, float], list[dict[str, float]]]:
+    """The whole host's and each CPU's cumulative times in seconds, from /proc/stat's text."""
+    total: dict[str, float] = {}
+    per_cpu: list[dict[str, float]] = []
+    for line in text.splitlines():
+        if not line.startswith("cpu"):
+            continue
+        name, *ticks = line.split()
+        times = {field: int(value) / CLOCK_TICKS for field, value in zip(CPU_FIELDS, ticks)}
+        if name == "cpu":
+            total = times
+        else:
+            per_cpu.append(times)
+    return total, per_cpu
+
+
+def cpu_times(proc: str = PROC) -> dict[str, float]:
+    """The whole host's cumulative CPU times in seconds (user, idle, iowait, steal...)."""
+    return parse_cpu_times(_read(f"{proc}/stat", 1 << 20).decode("ascii", "replace"))[0]
+
+
+def per_cpu_times(proc: str = PROC) -> list[dict[str, float]]:
+    """Each online CPU's cumulative times in seconds, in the kernel's order."""
+    return parse_cpu_times(_read(f"{proc}/stat", 1 << 20).decode("ascii", "replace"))[1]
+
+
+def memory_total_bytes(proc: str = PROC) -> int:
+    """The host's physical memory (``MemTotal`` of /proc/meminfo)."""
+    for line in _read(f"{proc}/meminfo").decode("ascii", "replace").splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) * 1024
+    raise OSError(f"{proc}/meminfo has no MemTotal")
+
+
+def environ(pid: int, proc: str = PROC) -> dict[str, str]:
+    """A process's environment as it started; needs the rights ptrace's read mode needs."""
+    pairs = _read(f"{proc}/{pid}/environ", MAX_ENVIRON_BYTES).split(b"\0")
+    return dict(pair.decode("utf-8", "replace").partition("=")[::2] for pair in pairs if b"=" in pair)
 
 
 def pids(proc: str = PROC) -> Iterator[int]:

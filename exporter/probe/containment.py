@@ -25,8 +25,7 @@ import uuid
 from pathlib import Path
 from typing import Optional
 
-import psutil
-
+from exporter.host import procfs
 from exporter.logs import log_kv
 
 log = logging.getLogger(__name__)
@@ -251,13 +250,13 @@ def _read_pids(cgroup: Path) -> list[int]:
 def _pids_with_token(token: str) -> list[int]:
     found = []
     me = os.getpid()
-    for process in psutil.process_iter():
-        if process.pid == me:
+    for pid in procfs.pids():
+        if pid == me:
             continue
         try:
-            if process.environ().get(TOKEN_VARIABLE) == token:
-                found.append(process.pid)
-        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess, OSError):
+            if procfs.environ(pid).get(TOKEN_VARIABLE) == token:
+                found.append(pid)
+        except (procfs.Vanished, OSError):
             continue
     return found
 

@@ -11,15 +11,15 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-import psutil
-
+from exporter.host import procfs
 from exporter.stats import measurement
 
 SAMPLE_SECONDS = 0.5
 
 
 def cpu_counters() -> list[dict[str, float]]:
-    return [t._asdict() for t in psutil.cpu_times(percpu=True)]
+    """Each CPU's cumulative times, read at the edges of every timed window."""
+    return procfs.per_cpu_times()
 
 
 def sample_free_cores(usable: float, needed: float, seconds: float = SAMPLE_SECONDS,

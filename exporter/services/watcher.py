@@ -16,7 +16,6 @@ from collections import Counter
 from dataclasses import replace
 from typing import Callable, Mapping, Optional
 
-import psutil
 
 from exporter.host import cpus, procfs
 from exporter.config.settings import ServicesConfig
@@ -91,8 +90,8 @@ class Sampler:
             del self.identities[gone]
         for gone in self.usable.keys() - readings.keys():
             del self.usable[gone]
-        host = psutil.cpu_times()
-        return Scan(time.monotonic(), host.idle + getattr(host, "iowait", 0.0), readings), len(stats)
+        host = procfs.cpu_times()
+        return Scan(time.monotonic(), host["idle"] + host.get("iowait", 0.0), readings), len(stats)
 
     def _read(self, key: ProcKey, group: str, stat: procfs.Stat, stat_at: float) -> Optional[Reading]:
         pid = key[0]
