@@ -45,15 +45,17 @@ def setup_logging(level: str, fmt: str) -> None:
     root.setLevel(LEVELS[level])
 
 
-def log_kv(logger: logging.Logger, level: int, msg: str, /, **fields: Any) -> None:
-    """Log ``msg`` with key/value fields, e.g. ``log_kv(log, logging.INFO, "done", n=3)``.
+def log_kv(logger: logging.Logger, level: int, msg: str, /, *, exc_info: bool = False, **fields: Any) -> None:
+    """Log ``msg`` with key/value fields, e.g. ``log_kv(log, logging.INFO, "done", n=3)``: the
+    one way the package logs. ``exc_info=True`` inside an ``except`` adds the traceback as the
+    line's ``exc`` field (for bugs; an expected failure names its error in a field instead).
 
     The first three parameters are positional-only so a field may be called ``msg`` or
     ``level`` too.
     """
     if logger.isEnabledFor(level):
         # stacklevel=2 so funcName/lineno name the caller, not this helper.
-        logger.log(level, msg, extra={"kv": fields}, stacklevel=2)
+        logger.log(level, msg, extra={"kv": fields}, exc_info=exc_info, stacklevel=2)
 
 
 class _StderrHandler(logging.Handler):

@@ -19,6 +19,7 @@ from exporter.pages.history import History
 from exporter.services.status import services_document
 from exporter.pages.statuspage import render_page
 from exporter.config.webconfig import WebConfig
+from exporter.logs import log_kv
 
 log = logging.getLogger(__name__)
 StartResponse = Callable[..., Any]
@@ -99,7 +100,7 @@ class StatusPages:
             try:
                 return app(environ, start)
             except Exception:
-                log.error("error rendering %s", environ.get("PATH_INFO"), exc_info=True)
+                log_kv(log, logging.ERROR, "error rendering a page", path=str(environ.get("PATH_INFO"))[:200], exc_info=True)
                 text = b"An error has occurred while rendering this page; see the exporter's log.\n"
                 start("500 Internal Server Error", [("Content-Type", "text/plain; charset=utf-8"),
                                                     ("Content-Length", str(len(text)))])

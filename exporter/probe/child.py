@@ -37,6 +37,7 @@ from typing import IO, Optional, Union
 from exporter.probe.containment import Containment
 from exporter.probe.memorylimit import MemoryLimit
 from exporter.model.results import Interpreter
+from exporter.logs import log_kv
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +188,7 @@ class OutputCapture:
             # Output before the runner took over stdout (e.g. a sitecustomize that prints):
             # not an event, not fatal.
             if self._noise < _NOISE_WARNINGS:
-                log.warning("runner wrote a line that is not an event: %r", text[:200])
+                log_kv(log, logging.WARNING, "runner wrote a line that is not an event", line=text[:200])
             self._noise += 1
             return
         if not isinstance(event, dict) or not isinstance(event.get("event"), str):

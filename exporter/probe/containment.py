@@ -146,7 +146,7 @@ class Containment:
                 directory.mkdir()
                 self.cgroup = directory
             except OSError as exc:
-                log.debug("cannot create a probe cgroup in %s: %s", parent, exc)
+                log_kv(log, logging.DEBUG, "cannot create a probe cgroup", parent=str(parent), error=str(exc))
             else:
                 _limit_processes(directory)
         if self.cgroup is None:
@@ -163,7 +163,8 @@ class Containment:
         try:
             (self.cgroup / "cgroup.procs").write_text(str(pid))
         except OSError as exc:
-            log.debug("cannot move pid %d into %s (%s); falling back to the token sweep", pid, self.cgroup, exc)
+            log_kv(log, logging.DEBUG, "cannot move a probe process into its cgroup; falling back to the token sweep",
+                   pid=pid, cgroup=str(self.cgroup), error=str(exc))
             self._remove()
             self.kind = "none"
 
@@ -185,7 +186,7 @@ class Containment:
                 try:
                     (self.cgroup / "cgroup.kill").write_text("1")
                 except OSError as exc:
-                    log.warning("cgroup.kill failed for %s: %s", self.cgroup, exc)
+                    log_kv(log, logging.WARNING, "cgroup.kill failed", cgroup=str(self.cgroup), error=str(exc))
         deadline = time.monotonic() + wait
         while True:
             # A fork storm races a member-by-member kill; new members keep appearing until
@@ -200,7 +201,8 @@ class Containment:
                 except (ProcessLookupError, PermissionError):
                     pass
             if time.monotonic() > deadline:
-                log.warning("probe processes still alive after %.0fs: %s", wait, sorted(members)[:20])
+                log_kv(log, logging.WARNING, "probe processes still alive", after_seconds=round(wait),
+                       pids=",".join(map(str, sorted(members)[:20])))
                 return len(seen)
             time.sleep(_POLL_SECONDS)
 
@@ -236,7 +238,7 @@ def _limit_processes(cgroup: Path) -> None:
         try:
             limit.write_text(str(MAX_PROBE_PROCESSES))
         except OSError as exc:
-            log.debug("cannot limit the processes of %s: %s", cgroup, exc)
+            log_kv(log, logging.DEBUG, "cannot limit the processes of a cgroup", cgroup=str(cgroup), error=str(exc))
 
 
 def _read_pids(cgroup: Path) -> list[int]:

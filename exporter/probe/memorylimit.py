@@ -30,6 +30,7 @@ from typing import Optional
 from exporter.probe import containment
 from exporter.probe.containment import CGROUP_PREFIX, Containment
 from exporter.config.inputs import format_bytes
+from exporter.logs import log_kv
 
 log = logging.getLogger(__name__)
 
@@ -81,13 +82,14 @@ class MemoryLimit:
                 self.kind = "cgroup1"
                 return
             except OSError as exc:
-                log.debug("cannot move pid %d into %s (%s); limiting it with RLIMIT_AS", pid, self.cgroup, exc)
+                log_kv(log, logging.DEBUG, "cannot move a probe process into its memory cgroup; limiting it with RLIMIT_AS",
+                       pid=pid, cgroup=str(self.cgroup), error=str(exc))
                 self.close()
         try:
             resource.prlimit(pid, resource.RLIMIT_AS, (self.address_space(), self.address_space()))
             self.kind = "rlimit"
         except (OSError, ValueError) as exc:
-            log.warning("cannot limit the memory of probe pid %d: %s", pid, exc)
+            log_kv(log, logging.WARNING, "cannot limit the memory of a probe process", pid=pid, error=str(exc))
 
     def oom_kills(self) -> int:
         """Processes of this probe the kernel killed at the limit so far."""
@@ -123,7 +125,7 @@ class MemoryLimit:
         try:
             (cgroup / "memory.max").write_text(str(self.limit_bytes))
         except OSError as exc:
-            log.debug("cannot set memory.max of %s: %s", cgroup, exc)
+            log_kv(log, logging.DEBUG, "cannot set memory.max", cgroup=str(cgroup), error=str(exc))
             return False
         for name, value in (("memory.swap.max", "0"), ("memory.oom.group", "1")):
             try:
@@ -137,12 +139,12 @@ class MemoryLimit:
         try:
             directory.mkdir()
         except OSError as exc:
-            log.debug("cannot create a memory cgroup in %s: %s", directory.parent, exc)
+            log_kv(log, logging.DEBUG, "cannot create a memory cgroup", parent=str(directory.parent), error=str(exc))
             return
         try:
             (directory / "memory.limit_in_bytes").write_text(str(self.limit_bytes))
         except OSError as exc:
-            log.debug("cannot set memory.limit_in_bytes of %s: %s", directory, exc)
+            log_kv(log, logging.DEBUG, "cannot set memory.limit_in_bytes", cgroup=str(directory), error=str(exc))
             containment.remove_cgroup(directory)
             return
         try:  # memory and swap together, where swap is accounted: swapping is no way round the limit

@@ -25,8 +25,9 @@ from exporter.probe.child import PACKAGE_PARENT, ProtocolError, RunnerProcess, k
 from exporter.host.cpus import host_cpus
 from exporter.probe.memorylimit import MemoryLimitHit
 from exporter.probe.quiet import cpu_counters, wait_for_free_cores
+from exporter.logs import log_kv
 from exporter.model.results import (FAILURE_REASONS, Identity, ImportCheck, Interpreter, ProbeSpec, StepResult,
-                              WorkloadReport)
+                                    WorkloadReport)
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +139,7 @@ class Conversation:
         elif kind == "failed":
             self.fail_unfinished(_reason(event["reason"]), _text(event["message"]))
         else:
-            log.debug("ignoring runner event %r", kind)  # a newer runner's event
+            log_kv(log, logging.DEBUG, "ignoring a runner event", event=str(kind)[:100])  # a newer runner's
 
     def wait_for_quiet(self, step: StepResult) -> None:
         """probe --wait-quiet: before a parallel step, wait (bounded) for enough free cores."""
@@ -284,7 +285,8 @@ def run_workload(interpreter: Interpreter, spec: ProbeSpec,
     try:
         converse(conversation, spec, started + spec.deadline_seconds())
     except Exception as exc:  # a bug here must fail this probe, not the round
-        log.exception("probe of %s on %s failed", spec.workload, interpreter.name)
+        log_kv(log, logging.ERROR, "probe failed with an internal error", workload=spec.workload,
+               interpreter=interpreter.name, exc_info=True)
         conversation.fail_unfinished("error", f"internal error: {type(exc).__name__}: {exc}")
     finally:
         runner.kill()  # after a clean exit this only removes the empty cgroup
@@ -294,7 +296,8 @@ def run_workload(interpreter: Interpreter, spec: ProbeSpec,
     try:
         summarise_steps(report, usable)
     except Exception as exc:  # figures a runner sent that the arithmetic cannot take
-        log.exception("summarising %s on %s failed", spec.workload, interpreter.name)
+        log_kv(log, logging.ERROR, "summarising a probe failed with an internal error", workload=spec.workload,
+               interpreter=interpreter.name, exc_info=True)
         for step in report.steps:
             if step.available:
                 step.success, step.summary = False, None
@@ -340,7 +343,7 @@ def converse(conversation: Conversation, spec: ProbeSpec, deadline: float) -> No
             conversation.fail_unfinished("timeout", "runner closed its output but did not exit; process tree killed")
             return
     elif code != 0 and conversation.done:
-        log.warning("runner %s after reporting every result", runner.exit_description())
+        log_kv(log, logging.WARNING, "runner failed after reporting every result", exit=runner.exit_description())
     elif code != 0:
         # No identity means the runner never started: a missing or too old interpreter.
         conversation.fail_unfinished("crash" if report.identity else "interpreter", runner.exit_description())

@@ -172,7 +172,7 @@ class Daemon:
             self.ready.set()
             self._schedule_retry(started_at, 0)
         except Exception:  # a bug must not kill the lane: log it, the next round runs
-            log.exception("probe round failed")
+            log_kv(log, logging.ERROR, "probe round failed", exc_info=True)
         finally:
             self.round_started_at = None
             self.round_idle.set()
@@ -250,7 +250,7 @@ class Daemon:
                 if not self.stopping.is_set():
                     self._publish_retry(old, retry, steps)
         except Exception:  # a bug must not kill the lane
-            log.exception("retry of inconclusive steps failed")
+            log_kv(log, logging.ERROR, "retry of inconclusive steps failed", exc_info=True)
         finally:
             self.round_idle.set()
         self._schedule_retry(round_started, attempt + 1)
@@ -325,7 +325,7 @@ class Daemon:
             except Exception as exc:  # a bug, not a bad file: say so, with the traceback
                 message = f"error reloading config file: {self.config_path}: {type(exc).__name__}: {exc}"
                 self._update(reload_successful=False)
-                log.exception("config reload failed with an internal error")
+                log_kv(log, logging.ERROR, "config reload failed with an internal error", exc_info=True)
                 return False, message
         log_kv(log, logging.INFO, "config reloaded", file=self.config_path or "(defaults)")
         return True, "config reloaded"

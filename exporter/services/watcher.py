@@ -253,7 +253,7 @@ class ServiceWatcher:
                 self._snapshot = sampler.sample(self._host_usable())
             except Exception:
                 sampler.count("internal")
-                log.exception("services sample failed")
+                log_kv(log, logging.ERROR, "services sample failed", exc_info=True)
                 self._snapshot = replace(self._snapshot, errors=dict(sampler.errors))
 
     def _run(self) -> None:

@@ -57,7 +57,7 @@ class Lifecycle:
             try:
                 ok, message = self.reload()
             except Exception as exc:
-                log.error("reload failed", exc_info=True)
+                log_kv(log, logging.ERROR, "reload failed", exc_info=True)
                 ok, message = False, f"reload failed: {exc}"
         if ok:
             return _text(start, "200 OK", message)
@@ -141,7 +141,7 @@ class WebApp:
             return _head_as_get(self._metrics, environ, start)
         except Exception as exc:
             # A collector that raises should cost one scrape, not print a traceback to stderr.
-            log.error("error gathering metrics", exc_info=True)
+            log_kv(log, logging.ERROR, "error gathering metrics", exc_info=True)
             return _text(start, "500 Internal Server Error",
                          f"An error has occurred while serving metrics:\n\n{exc}\n")
 
@@ -157,7 +157,7 @@ class WebApp:
         try:
             ready = bool(self._is_ready())
         except Exception:
-            log.error("readiness check failed", exc_info=True)
+            log_kv(log, logging.ERROR, "readiness check failed", exc_info=True)
             ready = False
         if ready:
             return _text(start, "200 OK", "Ready", method=method)

@@ -238,7 +238,7 @@ class BoundedHTTPServer:
             log_kv(log, logging.DEBUG, "connection failed", client=_client(conn.client), err=str(exc))
             self._close(conn)
         except Exception:  # a bug here must cost one connection, never the I/O thread
-            log.exception("error reading a request from %s", _client(conn.client))
+            log_kv(log, logging.ERROR, "error reading a request", client=_client(conn.client), exc_info=True)
             self._close(conn)
 
     def _peek(self, conn: _Conn) -> None:
