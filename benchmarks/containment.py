@@ -32,7 +32,7 @@ sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parent / "tests")]
 
 from machine import cpu_model  # noqa: E402
 import support  # noqa: E402
-from exporter.config import settings  # noqa: E402
+from exporter.config import loader, settings  # noqa: E402
 from exporter.probe import containment, run  # noqa: E402
 
 
@@ -104,7 +104,7 @@ def loader_worst_case() -> list[tuple[str, str]]:
         at_limit.write_text(f"import_check:\n  modules: [{items}]\n")
         started = time.perf_counter()
         try:
-            settings.load_config(str(at_limit))
+            loader.load_config(str(at_limit))
             outcome = "loaded"
         except settings.ConfigError as exc:
             outcome = str(exc).split(": ", 2)[-1][:60]
@@ -114,7 +114,7 @@ def loader_worst_case() -> list[tuple[str, str]]:
         huge.write_text("interval: 5m\n" + yaml.safe_dump({"x": ["y" * 100] * 120_000}))
         started = time.perf_counter()
         try:
-            settings.load_config(str(huge))
+            loader.load_config(str(huge))
         except settings.ConfigError as exc:
             elapsed_ms = (time.perf_counter() - started) * 1000
             reason = str(exc).split(": ", 2)[-1]

@@ -35,7 +35,7 @@ import psutil
 import yaml
 
 from machine import cpu_model
-from exporter.config import settings as config
+from exporter.config import settings
 from exporter.host import cpus
 from exporter.probe import run as probe
 
@@ -637,7 +637,7 @@ class NodeSampler(threading.Thread):
 
 
 def per_core_agreement(node: Service, unit: float, repeats: int) -> Section:
-    interpreter = probe.Interpreter(config.default_interpreter_name(), sys.executable)
+    interpreter = probe.Interpreter(settings.default_interpreter_name(), sys.executable)
     workers = cpus.host_cpus().default_workers
     spec = probe.ProbeSpec("pure_python", PER_CORE_MODES, (workers,), unit, repeats, 60.0, "forkserver")
     sampler = NodeSampler(node)

@@ -18,7 +18,7 @@ from typing import Optional, Sequence
 
 import procstat_sampler
 from machine import cpu_model
-from exporter.config import settings as config
+from exporter.config import settings as config_settings
 from exporter.host import cpus
 from exporter.runner import workloads
 from exporter.model.results import Interpreter
@@ -256,7 +256,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--python", action="append", type=parse_interpreter, metavar="[NAME=]PATH[:VAR=VAL...]",
                         help="interpreter to measure, repeatable (default: this one)")
     parser.add_argument("--workloads", default=DEFAULT_WORKLOADS, help=f"comma list (default {DEFAULT_WORKLOADS})")
-    parser.add_argument("--unit", type=float, default=config.ProbeConfig.unit_seconds,
+    parser.add_argument("--unit", type=float, default=config_settings.ProbeConfig.unit_seconds,
                         help="seconds of work per unit, used to calibrate the ops count (default 0.5)")
     parser.add_argument("--markdown", type=Path, metavar="OUT.md", help="also write the report as Markdown")
     return parser.parse_args(argv)
@@ -304,14 +304,14 @@ def footer_lines(reference: Interpreter, ops: dict[str, int], stat_before: str) 
 
 def run(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    interpreters: list[Interpreter] = args.python or [Interpreter(config.default_interpreter_name(), sys.executable)]
+    interpreters: list[Interpreter] = args.python or [Interpreter(config_settings.default_interpreter_name(), sys.executable)]
     names = [w.strip() for w in args.workloads.split(",") if w.strip()]
     found = problems(args, interpreters, names)
     for problem in found:
         print(f"error: {problem}", file=sys.stderr)
     if found:
         return 2
-    defaults = config.ProbeConfig()
+    defaults = config_settings.ProbeConfig()
     settings = Settings(args.runs, args.unit, cpus.host_cpus().default_workers, defaults.repeats,
                         defaults.timeout_seconds, defaults.start_method)
     try:

@@ -33,7 +33,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector, generate_late
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.machine import cpu_model  # noqa: E402
-from exporter.config.settings import config_from_mapping  # noqa: E402
+from exporter.config.loader import config_from_mapping  # noqa: E402
 from exporter.host.cpus import host_cpus  # noqa: E402
 from exporter.services.collector import ServiceCollector  # noqa: E402
 from exporter.services.watcher import Sampler  # noqa: E402

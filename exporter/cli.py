@@ -22,37 +22,32 @@ from rich.console import Console
 from rich.text import Text
 
 from exporter import __version__, report
+from exporter.config import fields, loader, validators
+from exporter.config.settings import Config, ProbeConfig
+from exporter.errors import ConfigError, Terminated
+from exporter.export.push import PushError, add_push_flags, push_reports
 from exporter.gate import compare, table
-from exporter.config import settings
 from exporter.host import cpus
-from exporter.config import inputs
+from exporter.model.results import Interpreter, WorkloadReport
+from exporter.pages.history import add_history_flags
 from exporter.probe import run as probe
 from exporter.runner import workloads
-from exporter.errors import ConfigError, Terminated
-from exporter.pages.history import add_history_flags
-from exporter.export.push import PushError, add_push_flags, push_reports
-from exporter.model.modes import ALL_MODES
-from exporter.model.results import Interpreter, WorkloadReport
+from exporter.runner.modes import ALL_MODES, ASYNCIO, PROCESSES, SEQUENTIAL, THREADS
 
 EXIT_OK, EXIT_FAILED_PROBE, EXIT_USAGE = 0, 1, 2
 NOT_A_TERMINAL_WIDTH = 160
 # The one-shot report adds the I/O control (sleep) and asyncio to the daemon's defaults
-# (config.ProbeConfig): a person reading it once sees the whole contrast, while the daemon
-# spends its duty-cycle budget on the CPU-bound steps whose change an alert can act on.
-ONE_SHOT_WORKLOADS = ("pure_python", "sha256", "sleep")
-ONE_SHOT_MODES = ("sequential", "threads", "processes", "asyncio")
+# (ProbeConfig): a person reading it once sees the whole contrast, while the daemon spends
+# its duty-cycle budget on the CPU-bound steps whose change an alert can act on.
+ONE_SHOT = ProbeConfig(workloads=(*ProbeConfig.workloads, "sleep"), modes=(SEQUENTIAL, THREADS, PROCESSES, ASYNCIO))
 PLOT_INSTALL = "scripts/install plot (in a clone), or pip install matplotlib into this Python's environment"
+
 
 class OneLineParser(argparse.ArgumentParser):
     """argparse, but a usage error is one line and exit code 2."""
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
-
-
-def comma_list(values: Optional[Sequence[str]]) -> list[str]:
-    """Flags may repeat and may hold comma-separated values: --mode threads,processes."""
-    return [item.strip() for value in values or [] for item in value.split(",") if item.strip()]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,31 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    description="Run the probes once and print a report.",
                                    epilog=probe_help_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     one_shot.add_argument("--config.file", dest="config_file", help="YAML config; flags override it")
-    one_shot.add_argument("--workload", action="append",
-                          help=f"workload name or package.module:function (default: {','.join(ONE_SHOT_WORKLOADS)})")
-    one_shot.add_argument("--mode", action="append",
-                          help=f"mode to compare (default: {','.join(ONE_SHOT_MODES)})")
-    one_shot.add_argument("--workers", action="append", help="worker count(s) (default: usable cores)")
-    one_shot.add_argument("--repeats", help="fewest independent (one worker, N workers) pairs per step (default 3)")
-    one_shot.add_argument("--seconds", help="target duration of one unit of work (default 0.3)")
-    one_shot.add_argument("--timeout", help="longest wait for the runner's next result (default 60s)")
-    one_shot.add_argument("--precision", help="target relative half-width of the speedup's 95%% interval (default 0.05)")
-    one_shot.add_argument("--max-repeats", help="most clean pairs a step runs to reach the precision (default 10)")
-    one_shot.add_argument("--step-budget", help="time one step may spend reaching the precision (default 5s)")
-    one_shot.add_argument("--nice", help="run the probe at a lower priority: 0..19 or idle (SCHED_IDLE) (default 0)")
-    one_shot.add_argument("--wait-quiet", metavar="SECONDS",
-                          help="before each parallel step, wait up to this long for enough free cores (for CI; "
-                               "default 0: measure at once and say 'cannot tell' when the host is too busy)")
-    one_shot.add_argument("--memory-limit",
-                          help="memory of the whole probe process tree, e.g. 2GiB (default: half the host's memory)")
-    one_shot.add_argument("--deadline",
-                          help="wall-clock limit of one workload's whole probe (default: timeout x (steps + 1))")
-    one_shot.add_argument("--workload.path", dest="workload_path", action="append", metavar="DIR",
-                          help="directory to import package.module:function workloads from; repeatable "
-                               "(the working directory is never searched)")
+    fields.add_probe_flags(one_shot, ONE_SHOT)
     one_shot.add_argument("--python", action="append", metavar="[NAME=]PATH",
                           help="interpreter to probe; repeat to compare several (default: this one)")
-    one_shot.add_argument("--start-method", help="processes start method: fork, forkserver, spawn")
     one_shot.add_argument("--json", action="store_true", help="print one JSON document instead")
     one_shot.add_argument("--plot", metavar="FILE.png", help="also write a chart (needs matplotlib: the plot extra)")
     one_shot.add_argument("--textfile", metavar="PATH",
@@ -108,12 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def probe_help_epilog() -> str:
     """The workloads and modes with their defaults, for ``probe --help``."""
-    daemon = settings.ProbeConfig()
-    lines = [f"workloads (default: {','.join(ONE_SHOT_WORKLOADS)}; serve's default: {','.join(daemon.workloads)}):"]
+    daemon = ProbeConfig()
+    lines = [f"workloads (default: {','.join(ONE_SHOT.workloads)}; serve's default: {','.join(daemon.workloads)}):"]
     lines += [f"  {w.name:<16} {w.description}" for w in workloads.ALL_WORKLOADS.values()]
     lines += ["  module:function  your own no-argument function (package.module:function too), imported from",
               "                   a --workload.path directory or the interpreter's own sys.path, never the working directory",
-              "", f"modes (default: {','.join(ONE_SHOT_MODES)}; serve's default: {','.join(daemon.modes)}):"]
+              "", f"modes (default: {','.join(ONE_SHOT.modes)}; serve's default: {','.join(daemon.modes)}):"]
     lines += [f"  {mode.name:<16} {mode.description}" + (f" (needs {mode.needs})" if mode.needs else "")
               for mode in ALL_MODES.values()]
     lines += ["", "The one-shot report adds the sleep control and asyncio to what serve probes by default,",
@@ -150,78 +123,27 @@ def _non_negative_int(text: str) -> int:
     return int(text)
 
 
-def parse_interpreters(values: list[str]) -> tuple[settings.Interpreter, ...]:
+def parse_interpreters(values: list[str]) -> tuple[Interpreter, ...]:
     """``--python PATH`` or ``--python NAME=PATH``; unnamed ones are named after the run."""
     interpreters = []
     for value in values:
         name, _, path = value.rpartition("=")
         if name:
-            settings.check_flag("--python", settings.label_value, name)
-        interpreters.append(settings.Interpreter(name, settings.check_flag("--python", settings.path_value, path)))
+            fields.check_flag("--python", validators.label_value, name)
+        interpreters.append(Interpreter(name, fields.check_flag("--python", validators.path_value, path)))
     return tuple(interpreters)
 
 
-def one_shot_config(args: argparse.Namespace) -> settings.Config:
+def one_shot_config(args: argparse.Namespace) -> Config:
     """The config file (if any), then the flags on top, each checked by the config's validators."""
-    base = settings.load_config(args.config_file)
-    probe_fields = base.probe
-    if args.config_file is None:
-        probe_fields = settings.ProbeConfig(workloads=ONE_SHOT_WORKLOADS, modes=ONE_SHOT_MODES)
-    changes: dict = {}
-    if args.workload:
-        changes["workloads"] = settings.check_flag("--workload", settings.list_of(settings.workload_name), comma_list(args.workload))
-    if args.mode:
-        changes["modes"] = settings.check_flag("--mode", settings.list_of(settings.mode_name), comma_list(args.mode))
-    if args.workers:
-        counts = [_integer(v) for v in comma_list(args.workers)]
-        changes["workers"] = settings.check_flag("--workers", settings.list_of(settings.worker_count), counts)
-    if args.repeats is not None:
-        value = _integer(args.repeats)
-        changes["repeats"] = settings.check_flag("--repeats", settings.repeats_count, value)
-    if args.seconds is not None:
-        changes["unit_seconds"] = settings.check_flag("--seconds", settings.unit_seconds, _number(args.seconds))
-    if args.timeout is not None:
-        changes["timeout_seconds"] = settings.check_flag("--timeout", settings.timeout_duration, _number(args.timeout))
-    if args.deadline is not None:
-        changes["deadline_seconds"] = settings.check_flag("--deadline", settings.deadline_duration, _number(args.deadline))
-    if args.workload_path:
-        changes["workload_path"] = settings.check_flag(
-            "--workload.path", settings.list_of(settings.directory), comma_list(args.workload_path))
-    if args.start_method is not None:
-        changes["start_method"] = settings.check_flag("--start-method", settings.start_method, args.start_method)
-    if args.precision is not None:
-        changes["precision"] = settings.check_flag("--precision", settings.ratio, _number(args.precision))
-    if args.max_repeats is not None:
-        value = _integer(args.max_repeats)
-        changes["max_repeats"] = settings.check_flag("--max-repeats", settings.repeats_count, value)
-    if args.step_budget is not None:
-        changes["step_budget_seconds"] = settings.check_flag("--step-budget", settings.timeout_duration, _number(args.step_budget))
-    if args.nice is not None:
-        changes["nice"] = settings.check_flag("--nice", settings.nice_value, _integer(args.nice))
-    if args.memory_limit is not None:
-        changes["memory_limit_bytes"] = settings.check_flag("--memory-limit", settings.memory_size,
-                                                          _integer(args.memory_limit))
-    if args.wait_quiet is not None:
-        changes["wait_quiet_seconds"] = settings.check_flag("--wait-quiet", settings.wait_duration, _number(args.wait_quiet))
-    result = replace(base, probe=replace(probe_fields, **changes))
-    budget_set = args.step_budget is not None or (args.config_file is not None and
-                                                   base.probe.step_budget_seconds != settings.ProbeConfig().step_budget_seconds)
-    settings.check_probe_flags(result.probe, step_budget_given=budget_set)
+    base = loader.load_config(args.config_file)
+    probe_fields = base.probe if args.config_file is not None else ONE_SHOT
+    flags = fields.probe_flag_values(args)
+    result = replace(base, probe=replace(probe_fields, **flags))
+    loader.check_probe_flags(result.probe, flags.keys() | fields.explicitly_set(base.probe))
     if args.python:
-        result = replace(result, interpreters=parse_interpreters(comma_list(args.python)))
+        result = replace(result, interpreters=parse_interpreters(fields.comma_list(args.python)))
     return result
-
-
-def _number(text: str) -> object:
-    """A number written in ASCII (float() would read "٠.٥" too), or the text for the error."""
-    number = inputs.ascii_number(text)
-    return text if number is None else number
-
-
-def _integer(text: str) -> object:
-    """An integer written in ASCII decimal digits, or the text for the error."""
-    number = inputs.ascii_int(text)
-    return text if number is None else number
 
 
 def check_textfile_target(path: str) -> None:

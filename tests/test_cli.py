@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from exporter.errors import ConfigError
 from exporter.host.cpus import host_cpus
 
 
@@ -116,6 +117,8 @@ def test_json_has_the_measurement_fields_and_the_nice_used():
     (["--precision", "2"], "--precision: must be a number in (0, 1], got 2.0"),
     (["--step-budget", "soon"], "--step-budget: must be a duration like 30s or 5m, got 'soon'"),
     (["--timeout", "3", "--step-budget", "5s"], "probe.step_budget: must be shorter than probe.timeout (3s), got 5s"),
+    # The same bound a config file is held to (tests/testdata/invalid-max-repeats.yml).
+    (["--repeats", "5", "--max-repeats", "2"], "probe.max_repeats: must be >= probe.repeats (5), got 2"),
 ])
 def test_bad_measurement_flags_are_one_line_and_exit_2(flags, message):
     result = cli("probe", "--workload", "sleep", *flags)
@@ -124,6 +127,26 @@ def test_bad_measurement_flags_are_one_line_and_exit_2(flags, message):
 
 
 # --- in-process checks of the command line (no probe runs: these start no process) -------
+
+
+def test_flags_are_held_to_the_bounds_a_config_file_is_held_to(tmp_path):
+    """--repeats above --max-repeats is refused as the same values in a file are; a repeats
+    above the default max_repeats alone, in a file or a flag, is not."""
+    from exporter import cli as command_line
+
+    def config(*flags: str):
+        return command_line.one_shot_config(command_line.build_parser().parse_args(["probe", *flags]))
+
+    with pytest.raises(ConfigError, match=r"probe.max_repeats: must be >= probe.repeats \(5\), got 2"):
+        config("--repeats", "5", "--max-repeats", "2")
+    file = tmp_path / "c.yml"
+    file.write_text("probe:\n  repeats: 5\n")
+    with pytest.raises(ConfigError, match=r"probe.max_repeats: must be >= probe.repeats \(5\), got 2"):
+        config("--config.file", str(file), "--max-repeats", "2")
+    assert config("--repeats", "20").probe.repeats == 20
+    file.write_text("probe:\n  max_repeats: 4\n")
+    with pytest.raises(ConfigError, match=r"probe.max_repeats: must be >= probe.repeats \(6\), got 4"):
+        config("--config.file", str(file), "--repeats", "6")
 
 
 def test_plot_without_matplotlib_fails_before_probing_and_names_the_install_command(monkeypatch, capsys):
@@ -139,7 +162,7 @@ def test_plot_without_matplotlib_fails_before_probing_and_names_the_install_comm
 def test_probe_help_lists_workloads_modes_and_both_defaults(capsys):
     from exporter import cli as command_line
     from exporter.config.settings import ProbeConfig
-    from exporter.model.results import MODES
+    from exporter.runner.modes import MODES
     from exporter.runner.workloads import ALL_WORKLOADS
 
     with pytest.raises(SystemExit) as exit_:
@@ -148,8 +171,8 @@ def test_probe_help_lists_workloads_modes_and_both_defaults(capsys):
     text = capsys.readouterr().out
     for name in [*ALL_WORKLOADS, *MODES]:
         assert f"\n  {name} " in text, name
-    assert f"default: {','.join(command_line.ONE_SHOT_WORKLOADS)}; serve's default: {','.join(ProbeConfig().workloads)}" in text
-    assert f"default: {','.join(command_line.ONE_SHOT_MODES)}; serve's default: {','.join(ProbeConfig().modes)}" in text
+    assert f"default: {','.join(command_line.ONE_SHOT.workloads)}; serve's default: {','.join(ProbeConfig().workloads)}" in text
+    assert f"default: {','.join(command_line.ONE_SHOT.modes)}; serve's default: {','.join(ProbeConfig().modes)}" in text
 
 
 @pytest.mark.integration  # runs the command line in a child process

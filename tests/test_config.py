@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.config import settings
+from exporter.config import loader, settings, validators
 from exporter.errors import ConfigError
 
 TESTDATA = Path(__file__).parent / "testdata"
@@ -82,18 +82,18 @@ def test_every_invalid_file_in_testdata_has_an_expected_message():
 def test_invalid_config_file_is_one_line_naming_file_field_and_problem(name):
     path = TESTDATA / name
     with pytest.raises(ConfigError) as error:
-        settings.load_config(str(path))
+        loader.load_config(str(path))
     assert str(error.value) == f"error parsing config file: {path}: {INVALID[name]}"
     assert "\n" not in str(error.value)
 
 
 def test_missing_config_file_names_the_file():
     with pytest.raises(ConfigError, match=r"^error parsing config file: /no/such\.yml: No such file"):
-        settings.load_config("/no/such.yml")
+        loader.load_config("/no/such.yml")
 
 
 def test_no_file_means_defaults():
-    cfg = settings.load_config(None)
+    cfg = loader.load_config(None)
     assert cfg == settings.Config()
     assert cfg.interval_seconds == 300 and cfg.duty_cycle == 0.05
     assert cfg.probe.workers == ()  # the usable cores, found at run time
@@ -105,7 +105,7 @@ def test_default_interpreter_is_the_running_python():
 
 
 def test_full_file_sets_every_field():
-    cfg = settings.load_config(str(TESTDATA / "valid-full.yml"))
+    cfg = loader.load_config(str(TESTDATA / "valid-full.yml"))
     assert cfg.interval_seconds == 90 and cfg.jitter_seconds == 5 and cfg.duty_cycle == 0.1
     assert cfg.interpreters[1] == settings.Interpreter(
         "cpython-3.13t-gil", "/opt/python3.13t/bin/python3.13t", {"PYTHON_GIL": "1"})
@@ -122,50 +122,50 @@ def test_the_shipped_example_config_is_valid():
     example = Path(__file__).parent.parent / "deploy" / "config.example.yml"
     if not example.exists():
         pytest.skip("deploy/config.example.yml not written yet")
-    settings.load_config(str(example))
+    loader.load_config(str(example))
 
 
 @pytest.mark.parametrize("text, seconds", [("30s", 30), ("5m", 300), ("1h30m", 5400),
                                            ("250ms", 0.25), (42, 42), (1.5, 1.5), ("1w", 604800),
                                            ("1d2h", 93600), ("1y", 31536000), ("1m500ms", 60.5)])
 def test_durations_in_prometheus_style(text, seconds):
-    assert settings.parse_duration(text) == seconds
+    assert validators.parse_duration(text) == seconds
 
 
 def test_nice_accepts_0_to_19_and_idle_only():
-    assert settings.nice_value(0) == 0 and settings.nice_value(19) == 19 and settings.nice_value("idle") == "idle"
+    assert validators.nice_value(0) == 0 and validators.nice_value(19) == 19 and validators.nice_value("idle") == "idle"
     for bad in (20, -1, True, "10", 1.5):
         with pytest.raises(ValueError):
-            settings.nice_value(bad)
+            validators.nice_value(bad)
 
 
 def test_precision_fields_reach_every_probe_spec():
-    cfg = settings.config_from_mapping({"probe": {"precision": 0.02, "max_repeats": 6, "step_budget": "5s", "nice": 10}})
+    cfg = loader.config_from_mapping({"probe": {"precision": 0.02, "max_repeats": 6, "step_budget": "5s", "nice": 10}})
     spec = cfg.probe_specs(2)[0]
     assert (spec.precision, spec.max_repeats, spec.step_budget_seconds, spec.nice) == (0.02, 6, 5.0, 10)
 
 
 def test_default_max_repeats_below_a_configured_repeats_is_not_an_error():
     # Only an explicit max_repeats below repeats contradicts; the runner uses max(repeats, max_repeats).
-    assert settings.config_from_mapping({"probe": {"repeats": 12}}).probe.repeats == 12
+    assert loader.config_from_mapping({"probe": {"repeats": 12}}).probe.repeats == 12
 
 
 def test_a_short_timeout_alone_keeps_the_default_step_budget_valid():
-    assert settings.config_from_mapping({"probe": {"timeout": "2s"}}).probe.timeout_seconds == 2
+    assert loader.config_from_mapping({"probe": {"timeout": "2s"}}).probe.timeout_seconds == 2
 
 
 @pytest.mark.parametrize("text", ["5s5m", "1.5m", "1m1m", "5", "", " 5m", "5m ", "5M", "1h-5m", "ms", "0s", "0"])
 def test_durations_outside_prometheus_grammar_or_not_positive_are_refused(text):
     with pytest.raises(ValueError):
-        settings.parse_duration(text)
+        validators.parse_duration(text)
 
 
 def test_worker_bound_follows_the_hosts_cpus():
-    limit = settings.max_workers()
+    limit = validators.max_workers()
     assert limit == min(256, 4 * (os.cpu_count() or 1))
-    assert settings.worker_count(limit) == limit
+    assert validators.worker_count(limit) == limit
     with pytest.raises(ValueError, match=f"must be at most {limit}"):
-        settings.worker_count(limit + 1)
+        validators.worker_count(limit + 1)
 
 
 def test_relative_workload_path_is_relative_to_the_config_file(tmp_path, monkeypatch):
@@ -173,7 +173,7 @@ def test_relative_workload_path_is_relative_to_the_config_file(tmp_path, monkeyp
     path = tmp_path / "exporter.yml"
     path.write_text("probe:\n  workload_path: [workloads]\n")
     monkeypatch.chdir("/")
-    cfg = settings.load_config(str(path))
+    cfg = loader.load_config(str(path))
     assert cfg.probe.workload_path == (str(tmp_path / "workloads"),)
     assert cfg.probe_specs(2)[0].workload_path == (str(tmp_path / "workloads"),)
 
@@ -182,14 +182,14 @@ def test_config_file_over_the_size_limit_is_refused_without_parsing(tmp_path):
     path = tmp_path / "big.yml"
     path.write_text("# " + "x" * (256 * 1024) + "\ninterval: 5m\n")
     with pytest.raises(ConfigError, match=r": file is larger than 256 KiB$"):
-        settings.load_config(str(path))
+        loader.load_config(str(path))
 
 
 def test_a_fifo_as_config_file_is_refused_instead_of_blocking(tmp_path):
     fifo = tmp_path / "config.yml"
     os.mkfifo(fifo)
     with pytest.raises(ConfigError, match=r": not a regular file \(a FIFO\)$"):
-        settings.load_config(str(fifo))
+        loader.load_config(str(fifo))
 
 
 @pytest.mark.parametrize("text, value", [
@@ -209,21 +209,21 @@ def test_numbers_are_yaml_1_2_ascii_decimals(text, value):
 def test_durations_take_ascii_digits_only(text):
     """Issue 17: ``\\d`` matched any Unicode digit and int() read it: "٥m" was 5 minutes."""
     with pytest.raises(ValueError, match="must be a duration like 30s or 5m"):
-        settings.parse_duration(text)
+        validators.parse_duration(text)
 
 
 @pytest.mark.parametrize("text, size", [("512MiB", 512 << 20), ("2GiB", 2 << 30), ("512MB", 512 << 20),
                                         ("1GB", 1 << 30), (128 << 20, 128 << 20), ("67108864", 64 << 20),
                                         ("65536KiB", 64 << 20)])
 def test_memory_limit_sizes(text, size):
-    assert settings.memory_size(text) == size
+    assert validators.memory_size(text) == size
 
 
 @pytest.mark.parametrize("text", ["\u0665\u0661\u0662MiB", "512 MiB", "512mb", "0.5GiB", "-512MiB", "1e9", True, 1.5e9,
                                   "", "MiB"])
 def test_memory_limit_outside_the_grammar_is_refused(text):
     with pytest.raises(ValueError, match="must be a size like 512MiB or 2GiB"):
-        settings.memory_size(text)
+        validators.memory_size(text)
 
 
 def test_memory_limit_default_is_half_the_hosts_memory_and_reaches_every_probe_spec():
@@ -233,7 +233,7 @@ def test_memory_limit_default_is_half_the_hosts_memory_and_reaches_every_probe_s
     assert default <= cpus.memory_bytes() and default >= min(cpus.memory_bytes(), 256 << 20)
     assert abs(default - cpus.memory_bytes() // 2) <= 1 << 20 or default == 256 << 20
     assert {s.memory_limit_bytes for s in settings.Config().probe_specs(2)} == {default}
-    cfg = settings.config_from_mapping({"probe": {"memory_limit": "300MiB"}})
+    cfg = loader.config_from_mapping({"probe": {"memory_limit": "300MiB"}})
     assert {s.memory_limit_bytes for s in cfg.probe_specs(2)} == {300 << 20}
 
 
@@ -242,4 +242,4 @@ def test_memory_limit_above_the_hosts_memory_is_refused():
 
     too_much = (cpus.memory_bytes() >> 20 << 20) + (1 << 30)
     with pytest.raises(ValueError, match=r"must be at most \d+MiB \(this host's memory\)"):
-        settings.memory_size(too_much)
+        validators.memory_size(too_much)

@@ -15,7 +15,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from exporter.config import settings as config
+from exporter.config import fields, loader, settings as config_settings, validators
 from exporter.config import webconfig
 from exporter.errors import ConfigError
 
@@ -64,21 +64,21 @@ def assert_one_line_or_valid(load: Callable[[str], object], data: bytes, prefix:
         assert message.startswith(f"{prefix}: {path}"), message
         assert "\n" not in message and len(message) < 2000, message
         return
-    if isinstance(loaded, config.Config):
+    if isinstance(loaded, config_settings.Config):
         assert_within_bounds(loaded)
 
 
-def assert_within_bounds(cfg: config.Config) -> None:
+def assert_within_bounds(cfg: config_settings.Config) -> None:
     """What a loaded config promises the daemon: finite numbers, inside the documented bounds."""
     p = cfg.probe
-    assert config.MIN_INTERVAL_SECONDS <= cfg.interval_seconds <= config.MAX_INTERVAL_SECONDS
+    assert validators.MIN_INTERVAL_SECONDS <= cfg.interval_seconds <= validators.MAX_INTERVAL_SECONDS
     assert 0 <= cfg.jitter_seconds < cfg.interval_seconds
     assert 0 < cfg.duty_cycle <= 1
-    assert all(1 <= n <= config.max_workers() for n in p.workers)
-    assert 1 <= p.repeats <= config.MAX_REPEATS
-    assert 0 < p.unit_seconds <= config.MAX_UNIT_SECONDS
-    assert 0 < p.timeout_seconds <= config.MAX_TIMEOUT_SECONDS
-    assert p.deadline_seconds is None or 0 < p.deadline_seconds <= config.MAX_DEADLINE_SECONDS
+    assert all(1 <= n <= validators.max_workers() for n in p.workers)
+    assert 1 <= p.repeats <= validators.MAX_REPEATS
+    assert 0 < p.unit_seconds <= validators.MAX_UNIT_SECONDS
+    assert 0 < p.timeout_seconds <= validators.MAX_TIMEOUT_SECONDS
+    assert p.deadline_seconds is None or 0 < p.deadline_seconds <= validators.MAX_DEADLINE_SECONDS
 
 
 def dump(document: Any) -> bytes:
@@ -88,29 +88,29 @@ def dump(document: Any) -> bytes:
 @FUZZ
 @given(st.binary(max_size=600))
 def test_any_bytes_give_a_config_or_one_line_error(data):
-    assert_one_line_or_valid(config.load_config, data, "error parsing config file")
+    assert_one_line_or_valid(loader.load_config, data, "error parsing config file")
 
 
 @FUZZ
 @given(st.lists(st.sampled_from(list("[]{}:,-&*!|>'\"#%@` \n\t?ab1.") + ["5m", "probe", "workers", "<<", "!!binary"]),
                 max_size=80))
 def test_yaml_punctuation_soup_gives_a_config_or_one_line_error(pieces):
-    assert_one_line_or_valid(config.load_config, "".join(pieces).encode(), "error parsing config file")
+    assert_one_line_or_valid(loader.load_config, "".join(pieces).encode(), "error parsing config file")
 
 
 @FUZZ
 @given(documents(CONFIG_KEYS) | yaml_values(CONFIG_KEYS))
 def test_any_yaml_structure_gives_a_config_or_one_line_error(document):
-    assert_one_line_or_valid(config.load_config, dump(document), "error parsing config file")
+    assert_one_line_or_valid(loader.load_config, dump(document), "error parsing config file")
 
 
 @FUZZ
-@given(st.fixed_dictionaries({}, optional={"probe": st.dictionaries(st.sampled_from(sorted(config.PROBE_FIELDS)),
+@given(st.fixed_dictionaries({}, optional={"probe": st.dictionaries(st.sampled_from(sorted(f.key for f in fields.PROBE_FIELDS)),
                                                                     yaml_values(CONFIG_KEYS), max_size=4),
                                            "interval": yaml_values(CONFIG_KEYS), "jitter": yaml_values(CONFIG_KEYS),
                                            "duty_cycle": yaml_values(CONFIG_KEYS)}))
 def test_any_probe_section_gives_a_config_or_one_line_error(document):
-    assert_one_line_or_valid(config.load_config, dump(document), "error parsing config file")
+    assert_one_line_or_valid(loader.load_config, dump(document), "error parsing config file")
 
 
 @FUZZ

@@ -172,7 +172,7 @@ def test_dockerignore_keeps_what_the_image_copies() -> None:
 
 
 def test_example_config_is_accepted_by_the_exporter() -> None:
-    from exporter.config.settings import load_config
+    from exporter.config.loader import load_config
 
     config = load_config(str(DEPLOY / "config.example.yml"))
     assert config.interval_seconds == 300 and config.probe.workers == (2,)

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from exporter.gate import compare
-from exporter.config import settings as config
+from exporter.config import loader as config_loader
 from exporter.pages import history
 from exporter.config import webconfig
 from exporter.errors import ConfigError
@@ -41,7 +41,7 @@ FOREIGN_DIGITS = st.text(st.characters(categories=["Nd"]).filter(lambda c: not c
 
 
 def load_config(path: str) -> object:
-    return config.load_config(path)
+    return config_loader.load_config(path)
 
 
 def load_web_config(path: str) -> object:

@@ -15,7 +15,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from exporter.export.collector import ParallelismCollector
-from exporter.config.settings import load_config
+from exporter.config.loader import load_config
 from exporter.serve.daemon import JOB_ID, Daemon
 
 BASE = {"interval": "1h", "jitter": "0s", "probe": {"workloads": ["sleep"], "modes": ["threads"],

@@ -16,7 +16,8 @@ from exporter.host import procfs
 from exporter.services import pyidentity
 from exporter.pages import statuspage
 from exporter.web import templating
-from exporter.config.settings import ServicesConfig, config_from_mapping, load_config
+from exporter.config.settings import ServicesConfig
+from exporter.config.loader import config_from_mapping, load_config
 from exporter.services.pyidentity import NOT_PYTHON, PythonIdentity, evidence_from_names, version_from_hex
 from exporter.services.collector import METRIC_NAMES, ServiceCollector
 from exporter.services.status import services_config_document, services_document

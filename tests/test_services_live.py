@@ -26,7 +26,7 @@ import yaml
 from conftest import build_legacy_extension, require_binary, require_free_threaded_python
 
 import support
-from exporter.config.settings import config_from_mapping
+from exporter.config.loader import config_from_mapping
 from exporter.host.cpus import host_cpus
 from exporter.services.watcher import Sampler
 from exporter.services.window import Cohort

@@ -20,7 +20,8 @@ from exporter.pages import api
 from exporter.stats import measurement
 from exporter.pages import statuspage
 from exporter.export.collector import Snapshot, empty_snapshot, record_round
-from exporter.config.settings import Config, ProbeConfig, config_from_mapping
+from exporter.config.settings import Config, ProbeConfig
+from exporter.config.loader import config_from_mapping
 from exporter.pages.history import History
 from exporter.host.cpus import HostCpus
 from exporter.model.results import Identity, Interpreter, ProbeSpec, StepResult, WorkloadReport

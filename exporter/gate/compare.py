@@ -25,8 +25,8 @@ from typing import Any, Mapping, Optional, Sequence
 from exporter.model import document as results_document
 from exporter.config import inputs
 from exporter.stats import measurement
-from exporter.model import modes
-from exporter.config.settings import MAX_REPEATS
+from exporter.runner import modes
+from exporter.config.validators import MAX_REPEATS
 from exporter.stats.ranktest import mann_whitney_less
 from exporter.host.cpus import HostCpus
 from exporter.report import json_document

@@ -9,11 +9,11 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Mapping, NamedTuple, Optional, Sequence, Union
 
 from exporter.stats import measurement
 
-from exporter.model.modes import MODES  # noqa: F401  (the vocabulary: config and the command line read it here)
+from exporter.runner.modes import SEQUENTIAL
 
 # memory: the probe's process tree reached probe.memory_limit (the kernel killed a process
 # of it, or an allocation failed).
@@ -35,19 +35,22 @@ class Interpreter:
 
 @dataclass(frozen=True)
 class ProbeSpec:
-    """What to measure for one workload."""
+    """What to measure for one workload. Its defaults are the configuration's too
+    (exporter/config/settings.py ``ProbeConfig`` reads them here)."""
 
     workload: str
     modes: Sequence[str]
     workers: Sequence[int]
-    unit_seconds: float = 0.3
+    unit_seconds: float = 0.3  # units under ~0.3 s are dominated by noise on small VMs
     repeats: int = 3
-    timeout_seconds: float = 60.0
+    timeout_seconds: float = 60.0  # the longest wait for the runner's next event
     start_method: Optional[str] = None
     # A fixed unit size instead of calibrating, so different interpreters do equal work.
     ops_per_unit: Optional[int] = None
     # A step runs at least ``repeats`` rounds, then more until its speedup's 95 % interval
-    # is within ``precision`` (relative half-width), ``max_repeats`` or its time budget.
+    # is within ``precision`` (relative half-width), ``max_repeats`` or its time budget. On
+    # an idle 2-core host three 0.3 s pairs reach ±5 % and the daemon's default round
+    # (2 workloads, 3 modes) takes about 15 s, 5 % of the 5-minute interval.
     precision: float = 0.05
     max_repeats: int = 10
     step_budget_seconds: float = 5.0
@@ -70,8 +73,27 @@ class ProbeSpec:
 
     def steps(self) -> list[tuple[str, int]]:
         """Sequential (the baseline) first, then every other mode at every worker count."""
-        parallel = [(m, n) for m in self.modes if m != "sequential" for n in self.workers]
-        return [("sequential", 1)] + parallel
+        parallel = [(m, n) for m in self.modes if m != SEQUENTIAL for n in self.workers]
+        return [(SEQUENTIAL, 1)] + parallel
+
+
+class StepKey(NamedTuple):
+    """Which step: the labels of every per-step series, the history's and the document's key."""
+
+    interpreter: str
+    workload: str
+    mode: str
+    workers: int
+
+    @property
+    def labels(self) -> list[str]:
+        """Label values in the order of the per-step families' labels."""
+        return [self.interpreter, self.workload, self.mode, str(self.workers)]
+
+    @property
+    def step(self) -> tuple[str, str, int]:
+        """The step whatever the interpreter: what ``compare`` matches across two files."""
+        return (self.workload, self.mode, self.workers)
 
 
 def identity_text(identity: Mapping[str, Any]) -> str:
@@ -144,6 +166,14 @@ class WorkloadReport:
 
     def step(self, mode: str, workers: int) -> StepResult:
         return next(s for s in self.steps if s.mode == mode and s.workers == workers)
+
+    @property
+    def sequential(self) -> StepResult:
+        """The step every other is measured against (its rate's reference)."""
+        return self.step(SEQUENTIAL, 1)
+
+    def key(self, step: StepResult) -> StepKey:
+        return StepKey(self.interpreter.name, step.workload, step.mode, step.workers)
 
     @property
     def label(self) -> str:

@@ -11,7 +11,7 @@ the alerts agree on what "not parallel" means.
 from __future__ import annotations
 
 from exporter.stats.measurement import Summary
-from exporter.model.modes import ALL_MODES
+from exporter.runner.modes import ALL_MODES
 from exporter.model.results import StepResult, WorkloadReport
 
 SCALES_FRACTION = 0.8  # a speedup within 80 % of the possible one "scales"

@@ -15,7 +15,8 @@ import yaml
 
 from exporter import __version__, report
 from exporter.export.collector import Snapshot
-from exporter.config.settings import PROBE_FIELDS, TOP_FIELDS, Config
+from exporter.config.fields import PROBE_FIELDS, TOP_FIELDS, document_of
+from exporter.config.settings import Config
 from exporter.pages.history import History
 from exporter.services.status import services_config_document
 from exporter.model.verdicts import mode_verdict
@@ -70,8 +71,8 @@ def speedup_interval(result: Mapping[str, Any]) -> tuple[Optional[list[float]], 
 def config_document(config: Config, web_config: Optional[WebConfig]) -> dict[str, Any]:
     """The configuration in force, in the config file's own keys (it loads back as is);
     the web config's password hashes are never shown."""
-    top = {key: getattr(config, name) for key, (name, _) in TOP_FIELDS.items()}
-    probe = {key: getattr(config.probe, name) for key, (name, _) in PROBE_FIELDS.items()}
+    top = document_of(config, TOP_FIELDS)
+    probe = document_of(config.probe, PROBE_FIELDS)
     document: dict[str, Any] = dict(top)
     document["probe"] = {k: v for k, v in probe.items() if v is not None and v != ()}
     document["interpreters"] = [{"name": i.name, "path": i.path, "env": dict(i.env)}

@@ -20,7 +20,7 @@ import time
 from typing import Callable, Iterator, Optional
 
 from exporter.stats import measurement
-from exporter.model import modes
+from exporter.runner import modes
 from exporter.probe.child import PACKAGE_PARENT, ProtocolError, RunnerProcess, kill_all_runners
 from exporter.host.cpus import host_cpus
 from exporter.probe.memorylimit import MemoryLimitHit

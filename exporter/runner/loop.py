@@ -29,6 +29,7 @@ from typing import Any, Callable, Dict, List, Optional, TextIO, Tuple
 from exporter.stats import measurement
 from exporter.runner import workloads
 from exporter.runner.gilstate import gil_enabled
+from exporter.runner.modes import PROCESSES, SEQUENTIAL as SEQUENTIAL_MODE, SUBINTERPRETERS
 from exporter.runner.pools import (AnyPool, WorkerFailed, describe_exception, die_with_parent, make_pool,
                             subinterpreters_unavailable_reason)
 
@@ -111,7 +112,7 @@ def apply_priority(nice: Any) -> None:
 
 
 Step = Tuple[str, int]
-SEQUENTIAL: Step = ("sequential", 1)
+SEQUENTIAL: Step = (SEQUENTIAL_MODE, 1)
 
 
 class Handshake:
@@ -178,7 +179,7 @@ class StepLoop:
         # included) since the handshake, plus — for worker processes, which are not our
         # children under forkserver — the CPU seconds each of them measured around its unit.
         tree = time.process_time() - self.handshake.cpu_mark
-        if mode == "processes":
+        if mode == PROCESSES:
             tree += sum(timings["cpu_seconds"])
         self.channel.send(dict(timings, event="window", mode=mode, workers=workers, role=role, pair=pair,
                                attempt=attempt, index=self.index, tree_cpu_seconds=tree))
@@ -305,9 +306,9 @@ def run_request(request: Event, channel: Channel) -> None:
     steps = [(step["mode"], step["workers"]) for step in request["steps"]]
     unavailable = subinterpreters_unavailable_reason()
     for mode, workers in steps:
-        if mode == "subinterpreters" and unavailable:
+        if mode == SUBINTERPRETERS and unavailable:
             channel.send({"event": "unavailable", "mode": mode, "workers": workers, "message": unavailable})
-    runnable = [(m, n) for m, n in steps if m != "subinterpreters" or not unavailable]
+    runnable = [(m, n) for m, n in steps if m != SUBINTERPRETERS or not unavailable]
     handshake = Handshake(channel, bool(request.get("handshake")))
     StepLoop(dict(request, ops_per_unit=ops), channel, handshake).run(runnable)
 

@@ -26,6 +26,7 @@ import traceback
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from exporter.runner import workloads
+from exporter.runner.modes import ASYNCIO, PROCESSES, SEQUENTIAL, SUBINTERPRETERS, THREADS
 
 POLL_SECONDS = 0.05
 JOIN_SECONDS = 5.0
@@ -393,18 +394,18 @@ AnyPool = Any  # Pool or EventLoopPool: start(), window(), close(), startup_seco
 
 
 POOLS: Dict[str, Callable[..., AnyPool]] = {
-    "sequential": lambda workers, workload, extra_path, start_method: ThreadPool(workers, workload),
-    "threads": lambda workers, workload, extra_path, start_method: ThreadPool(workers, workload),
-    "processes": lambda workers, workload, extra_path, start_method: ProcessPool(workers, workload, extra_path,
-                                                                                start_method),
-    "asyncio": lambda workers, workload, extra_path, start_method: EventLoopPool(workers, workload),
-    "subinterpreters": lambda workers, workload, extra_path, start_method: SubinterpreterPool(workers, workload,
-                                                                                             extra_path),
+    SEQUENTIAL: lambda workers, workload, extra_path, start_method: ThreadPool(workers, workload),
+    THREADS: lambda workers, workload, extra_path, start_method: ThreadPool(workers, workload),
+    PROCESSES: lambda workers, workload, extra_path, start_method: ProcessPool(workers, workload, extra_path,
+                                                                              start_method),
+    ASYNCIO: lambda workers, workload, extra_path, start_method: EventLoopPool(workers, workload),
+    SUBINTERPRETERS: lambda workers, workload, extra_path, start_method: SubinterpreterPool(workers, workload,
+                                                                                           extra_path),
 }
 
 
 def make_pool(mode: str, workers: int, workload: str, extra_path: List[str], start_method: Optional[str]) -> AnyPool:
-    """The execution environment of a mode (exporter.model.modes names them); ``sequential`` is a
+    """The execution environment of a mode (exporter.runner.modes names them); ``sequential`` is a
     pool of one worker thread."""
     if mode not in POOLS:
         raise ValueError(f"unknown mode {mode!r}")

@@ -29,7 +29,8 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector,
 from exporter import __version__
 from exporter.probe import run, quiet
 from exporter.export.collector import Snapshot, empty_snapshot, prune_snapshot, record_round, still_configured
-from exporter.config.settings import Config, load_config
+from exporter.config.settings import Config
+from exporter.config.loader import load_config
 from exporter.errors import ConfigError
 from exporter.model.results import Interpreter, WorkloadReport
 from exporter.export.exposition import TelemetryApp

@@ -15,10 +15,9 @@ from dataclasses import dataclass
 from typing import Callable, Mapping, Optional
 
 from exporter.host import cpus, procfs
-from exporter.config.settings import MAX_SERVICE_GROUPS, ServiceGroup
+from exporter.config.settings import MAX_SERVICE_GROUPS, TEMPLATE_FIELD, ServiceGroup
 from exporter.host.procfs import ProcKey
 
-_TEMPLATE_FIELD = re.compile(r"\{([^{}]*)\}")
 _LABEL_UNSAFE = re.compile(r"[^A-Za-z0-9_.:+-]")
 MAX_RENDERED_NAME = 64
 SELF = "\0self"  # the decision for the exporter's own process tree: never watched
@@ -47,7 +46,7 @@ def render_name(template: str, values: Mapping[str, str]) -> str:
     def field(match: re.Match[str]) -> str:
         return _LABEL_UNSAFE.sub("_", values.get(match.group(1)) or "")
 
-    return _TEMPLATE_FIELD.sub(field, template)[:MAX_RENDERED_NAME] or "_"
+    return TEMPLATE_FIELD.sub(field, template)[:MAX_RENDERED_NAME] or "_"
 
 
 def match_group(group: ServiceGroup, facts: Facts) -> Optional[str]:

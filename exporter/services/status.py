@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Optional
 
-from exporter.config.settings import SERVICE_GROUP_FIELDS, SERVICES_FIELDS, ServicesConfig
+from exporter.config.fields import SERVICE_GROUP_FIELDS, SERVICES_FIELDS, document_of
+from exporter.config.settings import ServicesConfig
 from exporter.services.window import Cohort, ServicesSnapshot
 
 # What each state means, in the words the page shows.
@@ -75,12 +76,11 @@ def services_document(snapshot: ServicesSnapshot) -> dict[str, Any]:
 
 def services_config_document(config: ServicesConfig) -> dict[str, Any]:
     """The ``services`` section in force, in the config file's own keys (it loads back as is)."""
-    document: dict[str, Any] = {key: getattr(config, name) for key, (name, _) in SERVICES_FIELDS.items()}
+    document: dict[str, Any] = document_of(config, SERVICES_FIELDS)
     groups = []
     for group in config.groups:
         entry = {}
-        for key, (name, _) in SERVICE_GROUP_FIELDS.items():
-            value = getattr(group, name)
+        for key, value in document_of(group, SERVICE_GROUP_FIELDS).items():
             if isinstance(value, tuple):
                 value = [getattr(v, "pattern", v) for v in value]
             if value not in (None, []):

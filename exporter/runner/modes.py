@@ -3,7 +3,8 @@
 blackbox_exporter names each prober once in one table; so do we. The runner's execution
 environments (``exporter.runner.pools.POOLS``), the command line's help, the configuration's check,
 the free-core rule and the verdicts all read this table (a test holds ``POOLS`` to its
-names). Standard library only: the runner imports it inside any interpreter under test.
+names). It lives with the runner, the lowest layer, because the runner keys its pools by
+these names inside any interpreter under test: standard library only.
 """
 
 from __future__ import annotations
@@ -30,15 +31,16 @@ class Mode:
         return "GIL enabled" if self.shares_gil and gil_enabled else self.turns
 
 
-SEQUENTIAL = "sequential"
+SEQUENTIAL, THREADS, PROCESSES, ASYNCIO, SUBINTERPRETERS = (
+    "sequential", "threads", "processes", "asyncio", "subinterpreters")
 ALL_MODES: dict[str, Mode] = {mode.name: mode for mode in (
     Mode(SEQUENTIAL, "one unit in one worker thread, alone: the reference for the rate", turns=""),
-    Mode("threads", "N threads in one interpreter (one core under the GIL)", shares_gil=True,
+    Mode(THREADS, "N threads in one interpreter (one core under the GIL)", shares_gil=True,
          turns="the threads took turns (a lock, or C code that holds one) while the GIL was off"),
-    Mode("processes", "N worker processes (--start-method)",
+    Mode(PROCESSES, "N worker processes (--start-method)",
          turns="the workers took turns (a lock or another resource they share)"),
-    Mode("asyncio", "N tasks on one event loop (one core by design)", turns="one event loop", max_cores=1.0),
-    Mode("subinterpreters", "N PEP 734 interpreters, one thread each",
+    Mode(ASYNCIO, "N tasks on one event loop (one core by design)", turns="one event loop", max_cores=1.0),
+    Mode(SUBINTERPRETERS, "N PEP 734 interpreters, one thread each",
          turns="the subinterpreters took turns (a lock they share, or a shared GIL)",
          needs="CPython 3.14+, or 3.13 with the backports-interpreters package"),
 )}
