@@ -26,7 +26,8 @@ from benchmarks.machine import cpu_model  # noqa: E402
 from exporter.pages import api  # noqa: E402
 from exporter.stats import measurement
 from exporter.pages import statuspage
-from exporter.export.collector import empty_snapshot, record_round  # noqa: E402
+from exporter.export.collector import empty_snapshot  # noqa: E402
+from exporter.model.schedule import Schedule  # noqa: E402
 from exporter.config.settings import Config  # noqa: E402
 from exporter.pages.history import History  # noqa: E402
 from exporter.host.cpus import host_cpus  # noqa: E402
@@ -73,8 +74,8 @@ def measure(shape: tuple[int, int, int], cpus: int, rounds: int) -> dict[str, fl
     host = replace(host_cpus(), logical=cpus)
     last = reports(*shape, cpus, rounds, failing=True)
     snapshot = empty_snapshot(config, host)
-    snapshot = replace(snapshot, **record_round(snapshot, last))
-    schedule = api.Schedule(1.7e9, None, 1.7e9, 1.7e9 + 3, 1.7e9 + 300, 300.0, 300.0, 0.01, 0.05)
+    snapshot = snapshot.with_round(last)
+    schedule = Schedule(1.7e9, None, 1.7e9, 1.7e9 + 3, 1.7e9 + 300, 300.0, 300.0, 0.01, 0.05)
     page_times, api_times = [], []
     for _ in range(15):
         started = time.perf_counter()

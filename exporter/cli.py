@@ -28,6 +28,7 @@ from exporter.errors import ConfigError, Terminated
 from exporter.export.push import PushError, add_push_flags, push_reports
 from exporter.gate import compare, table
 from exporter.host import cpus
+from exporter.model import document
 from exporter.model.results import Interpreter, WorkloadReport
 from exporter.pages.history import add_history_flags
 from exporter.probe import run as probe
@@ -212,10 +213,10 @@ def run_one_shot(args: argparse.Namespace) -> int:
         half = len(reports) // 2
         comparison = compare.compare_reports(reports[:half], reports[half:], host)
     if args.json:
-        document = report.json_document(reports, host)
+        written = document.to_json(document.build(reports, host))
         if comparison is not None:
-            document["comparison"] = comparison.to_json()
-        print(json.dumps(document, indent=2))
+            written["comparison"] = comparison.to_json()
+        print(json.dumps(written, indent=2))
     else:
         out = report_console()
         report.render(reports, host, out)
@@ -255,7 +256,7 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
             return run_one_shot_interruptible(args)
         if args.command == "compare":
             return table.run(args)
-        from exporter.serve.daemon import serve
+        from exporter.serve.command import serve
 
         return serve(args)
     except (ConfigError, compare.CompareError) as exc:

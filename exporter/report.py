@@ -6,20 +6,18 @@ core under the GIL, processes (or free-threaded threads) on every core.
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 from rich import box
 from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from exporter.model import document
 from exporter.host.cpus import HostCpus
 from exporter.stats.measurement import Summary
 from exporter.model.results import SCHED_IDLE, Nice, StepResult, WorkloadReport
-from exporter.model.verdicts import NOTABLE_STEAL, mode_verdict, speedup_text, verdict
+from exporter.model.verdicts import NOTABLE_STEAL, speedup_text, verdict
 
-__all__ = ["render", "json_document", "mode_verdict", "verdict", "speedup_text"]
 
 BAR_WIDTH = 20
 MAX_CPUS_WITH_BARS = 16  # more CPUs than this get a one-line summary instead of bars
@@ -174,7 +172,7 @@ def render(reports: Sequence[WorkloadReport], host: HostCpus, console: Console) 
     console.print(f"[bold]Host[/bold]: {host.logical} logical CPUs, {host.physical or '?'} physical, "
                   f"{host.usable:g} usable (affinity {host.affinity}"
                   + (f", cgroup quota {host.quota:g}" if host.quota else ", no cgroup quota") + ")")
-    nice = probe_nice(reports)
+    nice = reports[0].spec.nice if reports else 0
     line = f"[bold]Probe priority[/bold]: {nice_text(nice)}"
     if nice != 0:
         line += " — figures show what the host leaves over, not what Python can do"
@@ -192,11 +190,3 @@ def render(reports: Sequence[WorkloadReport], host: HostCpus, console: Console) 
         console.print(comparison)
 
 
-def probe_nice(reports: Sequence[WorkloadReport]) -> Nice:
-    return reports[0].spec.nice if reports else 0
-
-
-def json_document(reports: Sequence[WorkloadReport], host: HostCpus) -> dict[str, Any]:
-    """One machine-readable document: interpreters, host and a flat list of results
-    (its fields: exporter/model/document.py and docs/results.schema.json)."""
-    return document.to_json(document.build(reports, host, probe_nice(reports)))

@@ -10,6 +10,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from exporter.export import collector
+from exporter.model.snapshot import Snapshot
 from exporter.config import settings
 from exporter.host import cpus as hostinfo
 from exporter.probe import run
@@ -26,17 +27,17 @@ def sleep_report() -> run.WorkloadReport:
     return run.run_workload(run.Interpreter("test", sys.executable), spec)
 
 
-def registry_for(snapshot: collector.Snapshot) -> CollectorRegistry:
+def registry_for(snapshot: Snapshot) -> CollectorRegistry:
     registry = CollectorRegistry()
     registry.register(collector.ParallelismCollector(lambda: snapshot))
     return registry
 
 
-def snapshot_with(*reports: run.WorkloadReport, per_core: bool | None = None) -> collector.Snapshot:
+def snapshot_with(*reports: run.WorkloadReport, per_core: bool | None = None) -> Snapshot:
     cfg = settings.Config(probe=settings.ProbeConfig(per_core_series=per_core))
     snapshot = collector.empty_snapshot(cfg, hostinfo.host_cpus())
     for report in reports:
-        snapshot = replace(snapshot, **collector.record_round(snapshot, [report]))
+        snapshot = snapshot.with_round([report])
     return snapshot
 
 
@@ -91,7 +92,7 @@ def test_collect_reads_the_snapshot_once_per_scrape(sleep_report):
     calls = []
     snapshot = snapshot_with(sleep_report)
 
-    def source() -> collector.Snapshot:
+    def source() -> Snapshot:
         calls.append(1)
         return snapshot
 

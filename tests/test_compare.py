@@ -48,6 +48,13 @@ def document(*results: dict[str, Any], identity: Optional[dict] = None, usable: 
             "results": rows, "verdicts": []}
 
 
+def compare_dicts(baseline: dict[str, Any], candidate: dict[str, Any], **options: Any) -> compare.Comparison:
+    """``compare`` of two documents as probe --json writes them."""
+    return compare.compare_documents(compare.parse_document(baseline, options.get("baseline_label", "baseline")),
+                                     compare.parse_document(candidate, options.get("candidate_label", "candidate")),
+                                     **options)
+
+
 def run_compare(tmp_path: Path, baseline: Any, candidate: Any, *flags: str,
                 capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     paths = []
@@ -71,7 +78,7 @@ def only_row(comparison: compare.Comparison) -> compare.Row:
 def test_candidate_interval_far_below_the_baseline_is_a_regression() -> None:
     base = document(step("threads", 2, 1.9, ci=[1.85, 1.95]))
     cand = document(step("threads", 2, 1.0, ci=[0.95, 1.05]))
-    row = only_row(compare.compare_documents(base, cand))
+    row = only_row(compare_dicts(base, cand))
     assert row.status == "regression"
     assert row.change == pytest.approx(1.0 / 1.9 - 1)
     assert "below the baseline's 1.85–1.95" in row.why
@@ -80,7 +87,7 @@ def test_candidate_interval_far_below_the_baseline_is_a_regression() -> None:
 def test_candidate_interval_far_above_the_baseline_is_an_improvement() -> None:
     base = document(step("threads", 2, 1.0, ci=[0.95, 1.05]))
     cand = document(step("threads", 2, 1.9, ci=[1.85, 1.95]), identity=IDENTITY_313T)
-    comparison = compare.compare_documents(base, cand)
+    comparison = compare_dicts(base, cand)
     assert only_row(comparison).status == "improvement"
     assert comparison.exit_code == compare.EXIT_OK
 
@@ -88,7 +95,7 @@ def test_candidate_interval_far_above_the_baseline_is_an_improvement() -> None:
 def test_drop_within_the_intervals_is_noise_not_a_regression() -> None:
     base = document(step("threads", 2, 1.90, ci=[1.70, 2.00]))
     cand = document(step("threads", 2, 1.80, ci=[1.60, 1.95]))
-    comparison = compare.compare_documents(base, cand)
+    comparison = compare_dicts(base, cand)
     assert only_row(comparison).status == "no change"
     assert comparison.exit_code == compare.EXIT_OK
 
@@ -97,14 +104,14 @@ def test_intervals_apart_by_less_than_the_threshold_are_no_regression() -> None:
     """Non-overlapping, but the gap (1.70 vs 0.9 × 1.80 = 1.62) is under 10 %."""
     base = document(step("threads", 2, 1.85, ci=[1.80, 1.90]))
     cand = document(step("threads", 2, 1.65, ci=[1.60, 1.70]))
-    assert only_row(compare.compare_documents(base, cand)).status == "no change"
-    assert only_row(compare.compare_documents(base, cand, threshold=0.0)).status == "regression"
+    assert only_row(compare_dicts(base, cand)).status == "no change"
+    assert only_row(compare_dicts(base, cand, threshold=0.0)).status == "regression"
 
 
 def test_spread_is_the_interval_when_there_is_no_confidence_interval() -> None:
     base = document(step("processes", 2, 1.9, spread=0.04))
     cand = document(step("processes", 2, 1.2, spread=0.04))
-    row = only_row(compare.compare_documents(base, cand))
+    row = only_row(compare_dicts(base, cand))
     assert row.baseline.interval_kind == "repeats' spread"
     assert row.baseline.interval == pytest.approx((1.9 * 0.98, 1.9 * 1.02))
     assert row.status == "regression"
@@ -116,7 +123,7 @@ def test_paired_windows_test_finds_a_drop_the_wide_intervals_cannot() -> None:
     cand_pairs = [1.55, 1.58, 1.52, 1.61, 1.57, 1.50, 1.59, 1.20]
     base = document(step("threads", 2, 1.91, ci=[1.5, 2.0], pairs=base_pairs))
     cand = document(step("threads", 2, 1.56, ci=[1.2, 1.8], pairs=cand_pairs))
-    row = only_row(compare.compare_documents(base, cand))
+    row = only_row(compare_dicts(base, cand))
     assert row.status == "regression"
     assert row.p_lower is not None and row.p_lower < 0.05
     assert "Mann–Whitney" in row.why
@@ -127,22 +134,22 @@ def test_paired_windows_that_overlap_are_not_significant() -> None:
     pairs_b = [1.80, 1.65, 1.88, 1.55, 1.70, 1.50]
     base = document(step("threads", 2, 1.80, ci=[1.6, 1.95], pairs=pairs_a))
     cand = document(step("threads", 2, 1.60, ci=[1.5, 1.85], pairs=pairs_b))
-    row = only_row(compare.compare_documents(base, cand))
+    row = only_row(compare_dicts(base, cand))
     assert row.status == "no change"
     assert row.p_lower is not None and row.p_lower >= 0.05
 
 
 def test_identity_changes_are_listed() -> None:
     gil_forced = dict(IDENTITY_313T, gil_enabled=True)
-    comparison = compare.compare_documents(document(step("threads", 2, 1.9), identity=IDENTITY_313T),
+    comparison = compare_dicts(document(step("threads", 2, 1.9), identity=IDENTITY_313T),
                                            document(step("threads", 2, 1.9), identity=gil_forced))
     assert comparison.identity_changes == [{"field": "gil_enabled", "baseline": False, "candidate": True}]
-    full = compare.compare_documents(document(identity=IDENTITY_311), document(identity=IDENTITY_313T))
+    full = compare_dicts(document(identity=IDENTITY_311), document(identity=IDENTITY_313T))
     assert [c["field"] for c in full.identity_changes] == ["version", "free_threaded_build", "gil_enabled"]
 
 
 def test_step_failing_only_in_the_candidate_is_a_regression() -> None:
-    comparison = compare.compare_documents(document(step("threads", 2, 1.9)),
+    comparison = compare_dicts(document(step("threads", 2, 1.9)),
                                            document(step("threads", 2, None, success=False)))
     row = only_row(comparison)
     assert row.status == "new failure"
@@ -152,14 +159,14 @@ def test_step_failing_only_in_the_candidate_is_a_regression() -> None:
 
 def test_step_failing_in_both_or_only_in_the_baseline_is_no_regression() -> None:
     failed = document(step("threads", 2, None, success=False))
-    assert only_row(compare.compare_documents(failed, failed)).status == "failed in both"
-    fixed = compare.compare_documents(failed, document(step("threads", 2, 1.9)))
+    assert only_row(compare_dicts(failed, failed)).status == "failed in both"
+    fixed = compare_dicts(failed, document(step("threads", 2, 1.9)))
     assert only_row(fixed).status == "fixed"
     assert fixed.exit_code == compare.EXIT_OK
 
 
 def test_steps_in_one_file_only_are_listed_not_compared() -> None:
-    comparison = compare.compare_documents(document(step("threads", 2, 1.9), step("threads", 4, 1.9)),
+    comparison = compare_dicts(document(step("threads", 2, 1.9), step("threads", 4, 1.9)),
                                            document(step("threads", 2, 1.9), step("processes", 2, 1.9)))
     assert [(r.mode, r.workers) for r in comparison.rows] == [("threads", 2)]
     assert comparison.only_in_baseline == ["pure_python threads ×4"]
@@ -216,7 +223,7 @@ def test_a_busy_candidate_is_never_a_regression() -> None:
     base = document(step("threads", 2, 1.9, ci=[1.85, 1.95], conclusive=True))
     cand = document(step("threads", 2, None, ci=None, conclusive=False, inconclusive_reason=BUSY,
                          pair_speedups=[1.0, 1.02, 0.98]))
-    comparison = compare.compare_documents(base, cand)
+    comparison = compare_dicts(base, cand)
     row = only_row(comparison)
     assert row.status == "inconclusive" and "candidate cannot tell" in row.why and "1.0 cores" in row.why
     assert comparison.exit_code == compare.EXIT_INCONCLUSIVE == 3
@@ -225,7 +232,7 @@ def test_a_busy_candidate_is_never_a_regression() -> None:
 def test_a_busy_baseline_is_never_no_regression() -> None:
     base = document(step("threads", 2, None, conclusive=False, inconclusive_reason=BUSY))
     cand = document(step("threads", 2, 1.9, ci=[1.85, 1.95], conclusive=True))
-    comparison = compare.compare_documents(base, cand)
+    comparison = compare_dicts(base, cand)
     assert only_row(comparison).status == "inconclusive" and "baseline cannot tell" in only_row(comparison).why
     assert comparison.exit_code == compare.EXIT_INCONCLUSIVE
 
@@ -233,7 +240,7 @@ def test_a_busy_baseline_is_never_no_regression() -> None:
 def test_old_documents_without_conclusive_are_judged_from_their_other_load() -> None:
     base = document(step("processes", 2, 1.9, ci=[1.85, 1.95], interference_cores=0.02))
     cand = document(step("processes", 2, 1.1, ci=[1.05, 1.15], interference_cores=0.95))
-    comparison = compare.compare_documents(base, cand)
+    comparison = compare_dicts(base, cand)
     assert only_row(comparison).status == "inconclusive" and comparison.exit_code == compare.EXIT_INCONCLUSIVE
 
 
@@ -241,17 +248,17 @@ def test_a_regression_that_was_seen_wins_over_a_step_that_could_not_be() -> None
     base = document(step("threads", 2, 1.9, ci=[1.85, 1.95]), step("processes", 2, 1.9, ci=[1.85, 1.95]))
     cand = document(step("threads", 2, 1.0, ci=[0.95, 1.05]),
                     step("processes", 2, None, conclusive=False, inconclusive_reason=BUSY))
-    assert compare.compare_documents(base, cand).exit_code == compare.EXIT_REGRESSION
+    assert compare_dicts(base, cand).exit_code == compare.EXIT_REGRESSION
 
 
 def test_an_empty_or_renamed_candidate_is_not_no_regression(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     base = document(step("threads", 2, 1.9, ci=[1.85, 1.95]))
     empty = dict(document(), results=[])
-    comparison = compare.compare_documents(base, empty)
+    comparison = compare_dicts(base, empty)
     assert comparison.exit_code == compare.EXIT_INCONCLUSIVE
     assert any("not measured in the candidate" in reason for reason in comparison.inconclusive)
     renamed = document(step("threads", 2, 1.9, ci=[1.85, 1.95], workload="other"))
-    assert compare.compare_documents(base, renamed).exit_code == compare.EXIT_INCONCLUSIVE
+    assert compare_dicts(base, renamed).exit_code == compare.EXIT_INCONCLUSIVE
     code, out, _ = run_compare(tmp_path, base, empty, capsys=capsys)
     assert code == 3 and "inconclusive" in out and "no regression" not in out
 
@@ -259,11 +266,11 @@ def test_an_empty_or_renamed_candidate_is_not_no_regression(tmp_path: Path, caps
 def test_the_gil_coming_back_is_a_regression_whatever_the_speedups_say() -> None:
     gil_forced = dict(IDENTITY_313T, gil_enabled=True, gil_requested=True)
     busy = step("threads", 2, None, conclusive=False, inconclusive_reason=BUSY)
-    comparison = compare.compare_documents(document(busy, identity=IDENTITY_313T), document(busy, identity=gil_forced))
+    comparison = compare_dicts(document(busy, identity=IDENTITY_313T), document(busy, identity=gil_forced))
     assert comparison.exit_code == compare.EXIT_REGRESSION
     assert comparison.gil_regression is not None and "PYTHON_GIL=1" in comparison.gil_regression
     # Asked for on both sides: the GIL was never off, so it did not come back.
-    both = compare.compare_documents(document(busy, identity=gil_forced), document(busy, identity=gil_forced))
+    both = compare_dicts(document(busy, identity=gil_forced), document(busy, identity=gil_forced))
     assert both.gil_regression is None and both.exit_code == compare.EXIT_INCONCLUSIVE
 
 
@@ -528,8 +535,8 @@ def test_any_damaged_document_is_compared_or_refused_with_one_line(data: Any) ->
     else:
         damaged = replacement
     try:
-        compare.check_document(damaged, "cand.json")
-        result = compare.compare_documents(good, damaged)
+        compare.parse_document(damaged, "cand.json")
+        result = compare_dicts(good, damaged)
     except compare.CompareError as exc:
         assert "\n" not in str(exc)
     else:

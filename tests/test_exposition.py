@@ -15,6 +15,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
 from exporter.export import collector
+from exporter.model.snapshot import Snapshot
 from exporter.config import settings
 from exporter.host import cpus
 from exporter.probe import run
@@ -26,11 +27,11 @@ OPENMETRICS = "application/openmetrics-text; version=1.0.0"
 
 
 @pytest.fixture(scope="module")
-def snapshot() -> collector.Snapshot:
+def snapshot() -> Snapshot:
     spec = run.ProbeSpec("sleep", ("threads",), (2,), 0.05, 1, 30.0)
     report = run.run_workload(run.Interpreter("test", sys.executable), spec)
     empty = collector.empty_snapshot(settings.Config(), cpus.host_cpus())
-    return replace(empty, **collector.record_round(empty, [report]))
+    return empty.with_round([report])
 
 
 def get(app, accept: str = "", encoding: str = "", query: str = "") -> tuple[dict[str, str], bytes]:

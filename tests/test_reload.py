@@ -1,12 +1,12 @@
 """Daemon.reload: never moves the schedule, and any failure keeps the old config, reported.
 
-These drive a real Daemon with its real APScheduler; the probe job is added an hour out, as
-start() would after its first round, so no probe runs during the test.
+These drive a real Daemon whose next round is an hour out, as after its first round; its
+probe lane is not started, so no probe runs during the test.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from exporter.export.collector import ParallelismCollector
 from exporter.config.loader import load_config
-from exporter.serve.daemon import JOB_ID, Daemon
+from exporter.serve.daemon import Daemon
 
 BASE = {"interval": "1h", "jitter": "0s", "probe": {"workloads": ["sleep"], "modes": ["threads"],
                                                     "workers": [2], "unit_seconds": 0.1}}
@@ -31,12 +31,8 @@ def daemon(tmp_path: Path) -> Iterator[Daemon]:
     path = tmp_path / "config.yml"
     write(path, BASE)
     daemon = Daemon(load_config(str(path)), str(path))
-    daemon.scheduler.start()
-    first = datetime.now(timezone.utc) + timedelta(hours=1)
-    daemon.scheduler.add_job(daemon.run_round, daemon.trigger(daemon.interval_in_force), id=JOB_ID,
-                             next_run_time=first)
+    daemon.clock.due = time.time() + 3600
     yield daemon
-    daemon.scheduler.shutdown(wait=False)
 
 
 def reload_ok(daemon: Daemon) -> float | None:
@@ -47,45 +43,39 @@ def reload_ok(daemon: Daemon) -> float | None:
 
 
 def test_reload_with_the_same_schedule_keeps_the_next_run_time(daemon: Daemon) -> None:
-    before = daemon.next_run_time()
+    before = daemon.clock.next_round_at
     for _ in range(5):  # a reload storm must not push the round out
         assert daemon.reload() == (True, "config reloaded")
-    assert daemon.next_run_time() == before
+    assert daemon.clock.next_round_at == before
 
 
 def test_reload_with_a_longer_interval_keeps_the_next_run_and_spaces_later_ones(
         daemon: Daemon, tmp_path: Path) -> None:
-    before = daemon.next_run_time()
-    assert before is not None
+    before = daemon.clock.next_round_at
     write(tmp_path / "config.yml", dict(BASE, interval="2h"))
     assert daemon.reload()[0]
-    assert daemon.next_run_time() == before
-    job = daemon.scheduler.get_job(JOB_ID)
-    following = job.trigger.get_next_fire_time(before, before)
-    assert following == before + timedelta(hours=2)
+    assert daemon.clock.next_round_at == before
+    daemon.clock.round_started(before)
+    assert daemon.clock.next_round_at == before + 7200
     assert daemon.snapshot().interval_seconds == 7200
 
 
 def test_reload_with_a_shorter_interval_brings_the_next_run_forward_from_the_last_start(
         daemon: Daemon, tmp_path: Path) -> None:
-    started = datetime.now(timezone.utc) - timedelta(minutes=10)
-    daemon.last_round = (started.timestamp(), started.timestamp() + 12)
+    started = time.time() - 600
+    daemon.clock.last_start = started
     write(tmp_path / "config.yml", dict(BASE, interval="30m"))
     assert daemon.reload()[0]
-    due = daemon.next_run_time()
-    assert due is not None
-    expected = started + timedelta(minutes=30)
-    assert abs((due - expected).total_seconds()) < 1
+    assert abs(daemon.clock.next_round_at - (started + 1800)) < 1
 
 
 def test_shorter_interval_whose_time_has_passed_runs_now_not_in_the_past(
         daemon: Daemon, tmp_path: Path) -> None:
-    daemon.round_started_at = (datetime.now(timezone.utc) - timedelta(minutes=50)).timestamp()  # still running
+    daemon.clock.last_start = time.time() - 3000  # a round started 50 minutes ago, still running
     write(tmp_path / "config.yml", dict(BASE, interval="5m"))
-    before_reload = datetime.now(timezone.utc)
+    before_reload = time.time()
     assert daemon.reload()[0]
-    due = daemon.next_run_time()
-    assert due is not None and before_reload <= due <= datetime.now(timezone.utc) + timedelta(seconds=1)
+    assert before_reload <= daemon.clock.next_round_at <= time.time() + 1
 
 
 @pytest.mark.parametrize("content", [
@@ -96,14 +86,14 @@ def test_shorter_interval_whose_time_has_passed_runs_now_not_in_the_past(
 ])
 def test_any_reload_failure_keeps_the_old_config_and_schedule_and_reports_0(
         daemon: Daemon, tmp_path: Path, content: bytes) -> None:
-    old, before = daemon.config, daemon.next_run_time()
+    old, before = daemon.config, daemon.clock.next_round_at
     (tmp_path / "config.yml").write_bytes(content)
     ok, message = daemon.reload()
     assert not ok
     assert message.startswith(("error parsing config file:", "error reloading config file:"))
     assert "\n" not in message
     assert daemon.config is old
-    assert daemon.next_run_time() == before
+    assert daemon.clock.next_round_at == before
     assert reload_ok(daemon) == 0
 
 
@@ -149,3 +139,28 @@ def test_a_reload_that_fails_on_a_bug_logs_the_traceback(daemon, monkeypatch, ca
     ok, message = daemon.reload()
     assert not ok and "KeyError" in message
     assert any(record.exc_info for record in caplog.records), "a programming error must come with its traceback"
+
+
+def test_a_retry_finishing_after_a_reload_does_not_bring_back_what_the_reload_removed(daemon, tmp_path):
+    """As a round's report, a retry of an inconclusive step that lands after a reload removed
+    its workload must not republish the series the reload pruned."""
+    from exporter.model.results import Interpreter, ProbeSpec, StepResult, WorkloadReport
+
+    path = Path(daemon.config_path)
+    write(path, {**BASE, "probe": {**BASE["probe"], "workloads": ["sleep", "pure_python"]}})
+    assert daemon.reload()[0]
+    interpreter = daemon.config.interpreter_list()[0]
+
+    def report(workload: str) -> WorkloadReport:
+        spec = ProbeSpec(workload, ("threads",), (2,))
+        return WorkloadReport(Interpreter(interpreter.name, interpreter.path), spec,
+                              steps=[StepResult(workload, "threads", 2, reason="error", message="boom")])
+
+    daemon._publish([report("sleep"), report("pure_python")])
+    old = daemon.snapshot().reports[(interpreter.name, "pure_python")]
+    write(path, BASE)  # pure_python removed while its retry was running
+    assert daemon.reload()[0]
+    daemon._publish_retry(old, report("pure_python"), [("threads", 2)])
+    assert {w for _, w in daemon.snapshot().reports} == {"sleep"}
+    assert all(key[0].workload != "pure_python" for key in daemon.snapshot().failures)
+    assert all(key.workload != "pure_python" for key in daemon.snapshot().last_success)

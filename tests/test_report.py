@@ -10,6 +10,7 @@ from typing import Optional
 from rich.console import Console
 
 from exporter import report
+from exporter.model import document as results_document
 from exporter.model import verdicts
 from exporter.host.cpus import HostCpus
 from exporter.stats.measurement import Summary
@@ -123,7 +124,7 @@ def test_unsteady_step_shows_no_figure_in_verdict_table_or_json():
     s = step("processes", summary(2.3, (2.2, 2.4), cores=1.9, unsteady=reason))
     assert verdict_of(s) == f"processes: unsteady — {reason}"
     assert "unsteady" in report.step_row(s)[4] and "2.30" not in report.step_row(s)[4]
-    document = report.json_document([workload_report(s)], TWO_CORES)
+    document = results_document.to_json(results_document.build([workload_report(s)], TWO_CORES))
     result = document["results"][1]
     assert result["unsteady"] is True and result["unsteady_reason"] == reason
     assert result["speedup"] is None and result["speedup_ci"] is None and result["efficiency"] is None
@@ -132,7 +133,7 @@ def test_unsteady_step_shows_no_figure_in_verdict_table_or_json():
 
 def test_json_carries_interval_pairs_rate_interference_steal_and_nice():
     s = step("processes", summary(1.91, (1.86, 1.95), cores=1.96, rate=0.97, other=0.12, steal_ratio=None))
-    document = json.loads(json.dumps(report.json_document([workload_report(s, nice="idle")], TWO_CORES)))
+    document = json.loads(json.dumps(results_document.to_json(results_document.build([workload_report(s, nice="idle")], TWO_CORES))))
     result = document["results"][1]
     assert result["speedup_ci"] == [1.86, 1.95] and result["pair_speedups"] == [1.91] * 3
     assert result["cpu_rate_ratio"] == 0.97 and result["interference_cores"] == 0.12
@@ -147,7 +148,7 @@ def test_inconclusive_step_says_cannot_tell_and_shows_no_figure():
     s = step("processes", summary(1.02, (0.95, 1.1), cores=1.0, other=1.0, inconclusive_reason=reason))
     assert verdict_of(s) == f"processes: cannot tell — {reason}; 1.00 cores busy"
     assert "cannot tell" in report.step_row(s)[4] and "1.02" not in report.step_row(s)[4]
-    result = report.json_document([workload_report(s)], TWO_CORES)["results"][1]
+    result = results_document.to_json(results_document.build([workload_report(s)], TWO_CORES))["results"][1]
     assert result["conclusive"] is False and result["inconclusive_reason"] == reason
     assert result["speedup"] is None and result["efficiency"] is None and result["pair_speedups"] == [1.02] * 3
 

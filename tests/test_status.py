@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -19,7 +19,9 @@ from prometheus_client import CollectorRegistry
 from exporter.pages import api
 from exporter.stats import measurement
 from exporter.pages import statuspage
-from exporter.export.collector import Snapshot, empty_snapshot, record_round
+from exporter.export.collector import empty_snapshot
+from exporter.model.schedule import Schedule
+from exporter.model.snapshot import Snapshot
 from exporter.config.settings import Config, ProbeConfig
 from exporter.config.loader import config_from_mapping
 from exporter.pages.history import History
@@ -54,13 +56,13 @@ def workload_report(name: str = "cpython-3.13t", workload: str = "pure_python", 
                           started_at=started_at, duration_seconds=3.0)
 
 
-def schedule(**changes: Any) -> api.Schedule:
+def schedule(**changes: Any) -> Schedule:
     values: dict[str, Any] = dict(exporter_started_at=1_700_000_000.0, round_running_since=None,
                                   last_round_started_at=1_700_000_000.0, last_round_finished_at=1_700_000_004.0,
                                   next_round_at=1_700_000_300.0, interval_seconds=300.0,
                                   configured_interval_seconds=300.0, duty_cycle_ratio=0.013, duty_cycle_budget=0.05)
     values.update(changes)
-    return api.Schedule(**values)
+    return Schedule(**values)
 
 
 @dataclass
@@ -70,13 +72,14 @@ class FakeDaemon:
     config: Config = field(default_factory=Config)
     history: History = field(default_factory=History)
     reports: list[WorkloadReport] = field(default_factory=list)
-    when: api.Schedule = field(default_factory=schedule)
+    when: Schedule = field(default_factory=schedule)
+    services: None = None  # no watcher: /api/v1/services answers null
 
     def snapshot(self) -> Snapshot:
         snapshot = empty_snapshot(self.config, HOST)
-        return replace(snapshot, **record_round(snapshot, self.reports))
+        return snapshot.with_round(self.reports)
 
-    def schedule(self) -> api.Schedule:
+    def schedule(self) -> Schedule:
         return self.when
 
 

@@ -42,6 +42,5 @@ def test_the_runner_has_an_execution_environment_for_every_mode_of_the_table():
     """exporter.runner.modes is the one mode table; the runner's pools are keyed by its names."""
     from exporter.runner import modes
     from exporter.runner import pools
-    from exporter.model import results
 
     assert tuple(pools.POOLS) == modes.MODES

@@ -9,45 +9,20 @@ the contract the dashboards and alert rules depend on) are declared in exporter/
 from __future__ import annotations
 
 import statistics
-import time
-from dataclasses import dataclass, field, replace
-from typing import Callable, Iterator, Mapping, Optional
+from typing import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, write_to_textfile
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from exporter import __version__
-from exporter.config.settings import PER_CORE_SERIES_MAX_CPUS, Config
+from exporter.config.settings import Config
 from exporter.host.cpus import HostCpus
 from exporter.model.metrics import family  # every family's name, type, help and labels
-from exporter.model.results import FAILURE_REASONS, SCHED_IDLE, Identity, ImportCheck, Nice, StepResult, WorkloadReport
+from exporter.model.results import SCHED_IDLE, Nice, WorkloadReport
+from exporter.model.snapshot import Snapshot
 
 SCHED_IDLE_NICE = 20  # pyparallel_probe_nice for the SCHED_IDLE policy: below every nice value
-StepLabels = tuple[str, str, str, str]  # interpreter, workload, mode, workers: label values
-
-
-def step_key(report: WorkloadReport, step: StepResult) -> StepLabels:
-    return (report.interpreter.name, step.workload, step.mode, str(step.workers))
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """Everything one scrape shows; replaced as a whole, never mutated."""
-
-    host: HostCpus
-    per_core_series: bool
-    interval_seconds: float
-    start_method: str
-    reports: Mapping[tuple[str, str], WorkloadReport] = field(default_factory=dict)
-    identities: Mapping[str, Identity] = field(default_factory=dict)
-    last_success: Mapping[StepLabels, float] = field(default_factory=dict)
-    failures: Mapping[tuple[StepLabels, str], int] = field(default_factory=dict)
-    import_checks: Mapping[tuple[str, str], ImportCheck] = field(default_factory=dict)
-    round_duration_seconds: Optional[float] = None
-    duty_cycle_ratio: Optional[float] = None
-    reload_successful: bool = True
-    reload_timestamp: float = field(default_factory=time.time)
 
 
 # The per-step families in the order they are exposed (exporter.model.metrics declares each).
@@ -70,7 +45,7 @@ def step_families(snapshot: Snapshot) -> Iterator[Metric]:
         for step in report.steps:
             if not step.available:
                 continue
-            key = list(step_key(report, step))
+            key = report.key(step).labels
             success.add_metric(key, 1.0 if step.success else 0.0)
             duration.add_metric(key, step.duration_seconds)
             summary = step.summary
@@ -115,11 +90,11 @@ def nice_number(nice: Nice) -> int:
 def health_families(snapshot: Snapshot) -> Iterator[Metric]:
     last_success = family("probe_last_success_timestamp_seconds")
     for key, timestamp in snapshot.last_success.items():
-        last_success.add_metric(list(key), timestamp)
+        last_success.add_metric(key.labels, timestamp)
     yield last_success
     failures = family("probe_failures")
     for (key, reason), count in snapshot.failures.items():
-        failures.add_metric(list(key) + [reason], count)
+        failures.add_metric(key.labels + [reason], count)
     yield failures
     startup = family("worker_startup_seconds")
     for labels, seconds in startup_medians(snapshot).items():
@@ -207,60 +182,11 @@ class ParallelismCollector(Collector):
             yield from families(snapshot)
 
 
-def record_round(snapshot: Snapshot, reports: list[WorkloadReport]) -> dict:
-    """The snapshot fields that change when these reports complete (for ``replace``)."""
-    results = dict(snapshot.reports)
-    identities = dict(snapshot.identities)
-    last_success = dict(snapshot.last_success)
-    failures = dict(snapshot.failures)
-    for report in reports:
-        results[(report.interpreter.name, report.spec.workload)] = report
-        if report.identity is not None:
-            identities[report.interpreter.name] = report.identity
-        finished = report.started_at + report.duration_seconds
-        for step in report.steps:
-            if not step.available:
-                continue
-            key = step_key(report, step)
-            for reason in FAILURE_REASONS:  # every reason exists from the start, at 0
-                failures.setdefault((key, reason), 0)
-            if step.success:
-                last_success[key] = finished
-            elif step.reason:
-                failures[(key, step.reason)] += 1
-    return {"reports": results, "identities": identities, "last_success": last_success,
-            "failures": failures}
-
-
-def still_configured(config: Config, interpreter: str, workload: str) -> bool:
-    return (interpreter in {i.name for i in config.interpreter_list()}
-            and workload in config.probe.workloads)
-
-
-def prune_snapshot(snapshot: Snapshot, config: Config) -> dict:
-    """Drop series of interpreters, workloads and modules no longer configured (bounded cardinality)."""
-    def kept(key: tuple) -> bool:
-        return still_configured(config, key[0], key[1])
-
-    names = {i.name for i in config.interpreter_list()}
-    return {
-        "reports": {k: v for k, v in snapshot.reports.items() if still_configured(config, *k)},
-        "identities": {k: v for k, v in snapshot.identities.items() if k in names},
-        "last_success": {k: v for k, v in snapshot.last_success.items() if kept(k)},
-        "failures": {k: v for k, v in snapshot.failures.items() if kept(k[0])},
-        "import_checks": {k: v for k, v in snapshot.import_checks.items()
-                          if k[0] in names and k[1] in config.import_check_modules},
-    }
-
-
 def empty_snapshot(cfg: Config, host: HostCpus) -> Snapshot:
     """A snapshot with no results yet, for this config; per-core series only on hosts of
     up to PER_CORE_SERIES_MAX_CPUS CPUs unless configured."""
-    per_core = cfg.probe.per_core_series
-    if per_core is None:
-        per_core = host.logical <= PER_CORE_SERIES_MAX_CPUS
-    return Snapshot(host=host, per_core_series=per_core, interval_seconds=cfg.interval_seconds,
-                    start_method=cfg.probe.start_method)
+    return Snapshot(host=host, per_core_series=cfg.per_core_series_for(host.logical),
+                    interval_seconds=cfg.interval_seconds, start_method=cfg.probe.start_method)
 
 
 def write_textfile(path: str, reports: list[WorkloadReport], host: HostCpus, cfg: Config) -> None:
@@ -269,8 +195,7 @@ def write_textfile(path: str, reports: list[WorkloadReport], host: HostCpus, cfg
     prometheus_client writes a temporary file and renames it, so node_exporter never reads
     a half-written file.
     """
-    snapshot = empty_snapshot(cfg, host)
-    snapshot = replace(snapshot, **record_round(snapshot, reports))
+    snapshot = empty_snapshot(cfg, host).with_round(reports)
     registry = CollectorRegistry()
     registry.register(ParallelismCollector(lambda: snapshot))
     write_to_textfile(path, registry)

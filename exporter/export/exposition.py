@@ -19,7 +19,8 @@ from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 from prometheus_client.registry import Collector
 
-from exporter.export.collector import ParallelismCollector, Snapshot
+from exporter.export.collector import ParallelismCollector
+from exporter.model.snapshot import Snapshot
 
 OPENMETRICS_EOF = b"# EOF\n"
 GZIP_LEVEL = 6  # prometheus_client's

@@ -15,14 +15,13 @@ from __future__ import annotations
 import argparse
 import socket
 import urllib.parse
-from dataclasses import replace
 from typing import Callable, Iterator, Optional, Sequence
 
 from prometheus_client import CollectorRegistry, push_to_gateway
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
-from exporter.export.collector import ParallelismCollector, empty_snapshot, record_round
+from exporter.export.collector import ParallelismCollector, empty_snapshot
 from exporter.config.settings import Config
 from exporter.host.cpus import HostCpus
 from exporter.model.metrics import exposed_names
@@ -72,8 +71,7 @@ class _Filtered(Collector):
 def registries(reports: Sequence[WorkloadReport], host: HostCpus, cfg: Config) -> dict[Optional[str], CollectorRegistry]:
     """One registry per interpreter name, and the host's under None."""
     def registry_for(chosen: Sequence[WorkloadReport], keep: Callable[[str], bool]) -> CollectorRegistry:
-        snapshot = empty_snapshot(cfg, host)
-        snapshot = replace(snapshot, **record_round(snapshot, list(chosen)))
+        snapshot = empty_snapshot(cfg, host).with_round(list(chosen))
         registry = CollectorRegistry()
         registry.register(_Filtered(ParallelismCollector(lambda: snapshot), keep))
         return registry

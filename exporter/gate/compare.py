@@ -17,21 +17,18 @@ Exit codes: 0 no regression, 1 regression, 2 bad input (one line, never a traceb
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Optional, Sequence
 
-
-from exporter.model import document as results_document
 from exporter.config import inputs
-from exporter.stats import measurement
-from exporter.runner import modes
 from exporter.config.validators import MAX_REPEATS
-from exporter.stats.ranktest import mann_whitney_less
 from exporter.host.cpus import HostCpus
-from exporter.report import json_document
+from exporter.model import document
+from exporter.model.document import InterpreterInfo, Results, Step
 from exporter.model.results import WorkloadReport
-from exporter.pages.api import speedup_interval  # the page and the gate read intervals alike
+from exporter.runner.modes import SEQUENTIAL, max_cores
+from exporter.stats import measurement
+from exporter.stats.ranktest import mann_whitney_less
 
 EXIT_OK, EXIT_REGRESSION, EXIT_BAD_INPUT, EXIT_INCONCLUSIVE = 0, 1, 2, 3
 DEFAULT_THRESHOLD = 0.10
@@ -56,8 +53,8 @@ class CompareError(Exception):
 # --- reading the files ------------------------------------------------------------------
 
 
-def load_document(path: str) -> dict[str, Any]:
-    """A ``probe --json`` or ``/api/v1/results`` document, read through the results model.
+def load_document(path: str) -> Results:
+    """A ``probe --json`` or ``/api/v1/results`` document, read into the results model.
 
     Read under ``exporter.config.inputs``' rule: a regular file (a FIFO is an error, not a hang) of
     at most ``MAX_DOCUMENT_BYTES``, nested and sized within bounds, numbers in ASCII; then
@@ -69,20 +66,15 @@ def load_document(path: str) -> dict[str, Any]:
         raise CompareError(f"{path}: cannot read: {exc.strerror or exc}") from None
     except inputs.InputError as exc:
         raise CompareError(f"{path}: {exc}") from None
-    return normalised(data, path)
+    return parse_document(data, path)
 
 
-def check_document(data: Any, path: str) -> None:
-    """Raise CompareError naming the first field that is not what ``probe --json`` writes."""
-    normalised(data, path)
-
-
-def normalised(data: Any, path: str) -> dict[str, Any]:
+def parse_document(data: Any, path: str) -> Results:
     """The document as the results model reads it (missing fields at their defaults), or
     CompareError naming the file and its first bad field."""
     try:
-        parsed = results_document.parse(data)
-    except results_document.DocumentError as exc:
+        parsed = document.parse(data)
+    except document.DocumentError as exc:
         raise CompareError(f"{path}: {exc}") from None
     if len(parsed.results) > MAX_RESULTS:
         raise CompareError(f"{path}: results: holds {len(parsed.results)} results (at most {MAX_RESULTS})")
@@ -90,27 +82,22 @@ def normalised(data: Any, path: str) -> dict[str, Any]:
         if result.pair_speedups is not None and len(result.pair_speedups) > MAX_PAIRS:
             raise CompareError(f"{path}: results[{i}].pair_speedups: holds {len(result.pair_speedups)} values "
                                f"(a probe writes at most {MAX_PAIRS}: one per pair)")
-    return results_document.to_json(parsed)
+    return parsed
 
 
-def _need(ok: bool, where: str, problem: str) -> None:
-    if not ok:
-        raise CompareError(f"{where}: {problem}")
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def select_interpreter(document: Mapping[str, Any], name: Optional[str], path: str, flag: str) -> dict[str, Any]:
+def select_interpreter(results: Results, name: Optional[str], path: str, flag: str) -> InterpreterInfo:
     """The one interpreter of the file, or the one named with ``flag``."""
-    names = [i["name"] for i in document["interpreters"]]
+    names = [i.name for i in results.interpreters]
     if name is not None:
-        _need(name in names, path, f"no interpreter {name!r} in this file (it has: {', '.join(names) or 'none'})")
-        return next(i for i in document["interpreters"] if i["name"] == name)
-    _need(len(names) > 0, path, "holds no results yet (is the exporter's first round still running?)")
-    _need(len(names) == 1, path, f"holds {len(names)} interpreters ({', '.join(names)}): choose one with {flag}")
-    return dict(document["interpreters"][0])
+        chosen = results.interpreter_named(name)
+        if chosen is None:
+            raise CompareError(f"{path}: no interpreter {name!r} in this file (it has: {', '.join(names) or 'none'})")
+        return chosen
+    if not names:
+        raise CompareError(f"{path}: holds no results yet (is the exporter's first round still running?)")
+    if len(names) > 1:
+        raise CompareError(f"{path}: holds {len(names)} interpreters ({', '.join(names)}): choose one with {flag}")
+    return results.interpreters[0]
 
 
 # --- comparing --------------------------------------------------------------------------
@@ -131,27 +118,25 @@ class Side:
     cannot_tell: Optional[str] = None  # why this side's figure could not show the parallelism
 
     @staticmethod
-    def of(result: Mapping[str, Any], usable_cpus: float) -> Side:
-        interval, kind = speedup_interval(result) if result.get("speedup") is not None else (None, "")
-        return Side(success=result["success"], available=result.get("available", True), speedup=result.get("speedup"),
-                    interval=tuple(interval) if interval else None, interval_kind=kind,  # type: ignore[arg-type]
-                    pairs=tuple(result.get("pair_speedups") or ()), reason=result.get("reason"),
-                    message=result.get("message") or result.get("unsteady_reason") or "",
-                    cannot_tell=cannot_tell(result, usable_cpus))
+    def of(step: Step, usable_cpus: float) -> Side:
+        interval, kind = step.interval()
+        return Side(success=step.success, available=step.available, speedup=step.speedup,
+                    interval=interval, interval_kind=kind, pairs=tuple(step.pair_speedups or ()),
+                    reason=step.reason, message=step.message or step.unsteady_reason or "",
+                    cannot_tell=cannot_tell(step, usable_cpus))
 
 
-def cannot_tell(result: Mapping[str, Any], usable_cpus: float) -> Optional[str]:
+def cannot_tell(step: Step, usable_cpus: float) -> Optional[str]:
     """Why a step's figure could not show its parallelism (too few free cores), or None.
 
     Documents written before ``conclusive`` existed are judged from their other load.
     """
-    if result.get("conclusive") is False:
-        return result.get("inconclusive_reason") or "too few free cores"
-    other: Any = result.get("interference_cores")
-    if result.get("conclusive") is True or result.get("mode") == "sequential" or not _is_number(other):
+    if step.conclusive is False:
+        return step.inconclusive_reason or "too few free cores"
+    if step.conclusive is True or step.mode == SEQUENTIAL or step.interference_cores is None:
         return None
-    needed = min(float(result["workers"]), usable_cpus, modes.max_cores(result["mode"]) or usable_cpus)
-    return measurement.FreeCores(usable_cpus, float(other), 0.0, needed).reason()
+    needed = min(float(step.workers), usable_cpus, max_cores(step.mode) or usable_cpus)
+    return measurement.FreeCores(usable_cpus, step.interference_cores, 0.0, needed).reason()
 
 
 @dataclass(frozen=True)
@@ -173,8 +158,8 @@ class Row:
 class Comparison:
     baseline_label: str
     candidate_label: str
-    baseline_interpreter: Mapping[str, Any]
-    candidate_interpreter: Mapping[str, Any]
+    baseline_interpreter: InterpreterInfo
+    candidate_interpreter: InterpreterInfo
     identity_changes: list[dict[str, Any]]
     rows: list[Row]
     only_in_baseline: list[str] = field(default_factory=list)
@@ -210,8 +195,8 @@ class Comparison:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "baseline": {"file": self.baseline_label, "interpreter": dict(self.baseline_interpreter)},
-            "candidate": {"file": self.candidate_label, "interpreter": dict(self.candidate_interpreter)},
+            "baseline": {"file": self.baseline_label, "interpreter": interpreter_json(self.baseline_interpreter)},
+            "candidate": {"file": self.candidate_label, "interpreter": interpreter_json(self.candidate_interpreter)},
             "threshold": self.threshold, "alpha": self.alpha,
             "identity_changes": self.identity_changes,
             "rows": [asdict(row) for row in self.rows],
@@ -266,32 +251,36 @@ def judge(baseline: Side, candidate: Side, threshold: float, alpha: float) -> di
     return figures | {"status": "no change", "why": why}
 
 
-def gil_came_back(baseline: Mapping[str, Any], candidate: Mapping[str, Any]) -> Optional[str]:
+def gil_came_back(baseline: InterpreterInfo, candidate: InterpreterInfo) -> Optional[str]:
     """A regression whatever the speedups say: the candidate runs with the GIL where the
     baseline ran without it (PYTHON_GIL=1, or an extension that re-enabled it)."""
-    if baseline.get("gil_enabled") is not False or candidate.get("gil_enabled") is not True:
+    if baseline.gil_enabled is not False or candidate.gil_enabled is not True:
         return None
-    why = ("PYTHON_GIL=1 in the candidate's environment" if candidate.get("gil_requested")
+    why = ("PYTHON_GIL=1 in the candidate's environment" if candidate.gil_requested
            else "an extension module re-enabled it, or the build has a GIL")
     return f"the GIL is enabled in the candidate but was disabled in the baseline ({why})"
 
 
-def identity_changes(baseline: Mapping[str, Any], candidate: Mapping[str, Any]) -> list[dict[str, Any]]:
-    return [{"field": key, "baseline": baseline.get(key), "candidate": candidate.get(key)}
-            for key in IDENTITY_FIELDS if baseline.get(key) != candidate.get(key)]
+def identity_changes(baseline: InterpreterInfo, candidate: InterpreterInfo) -> list[dict[str, Any]]:
+    return [{"field": key, "baseline": getattr(baseline, key), "candidate": getattr(candidate, key)}
+            for key in IDENTITY_FIELDS if getattr(baseline, key) != getattr(candidate, key)]
+
+
+def interpreter_json(interpreter: InterpreterInfo) -> dict[str, Any]:
+    """As the document writes it (``compare --json``'s baseline and candidate)."""
+    return asdict(interpreter)
 
 
 def step_label(key: tuple[str, str, int]) -> str:
     return f"{key[0]} {key[1]} ×{key[2]}"
 
 
-def compare_documents(baseline: Mapping[str, Any], candidate: Mapping[str, Any], *,
+def compare_documents(baseline: Results, candidate: Results, *,
                       baseline_label: str = "baseline", candidate_label: str = "candidate",
                       baseline_interpreter: Optional[str] = None, candidate_interpreter: Optional[str] = None,
                       threshold: float = DEFAULT_THRESHOLD, alpha: float = DEFAULT_ALPHA) -> Comparison:
     """Compare two documents; raises CompareError where a comparison would mislead."""
-    baseline, candidate = normalised(baseline, baseline_label), normalised(candidate, candidate_label)
-    b_cpus, c_cpus = baseline["host"]["usable_cpus"], candidate["host"]["usable_cpus"]
+    b_cpus, c_cpus = baseline.host.usable_cpus, candidate.host.usable_cpus
     if b_cpus != c_cpus:
         raise CompareError(
             f"{baseline_label} ran with {b_cpus:g} usable CPUs and {candidate_label} with {c_cpus:g}: a speedup is "
@@ -300,14 +289,14 @@ def compare_documents(baseline: Mapping[str, Any], candidate: Mapping[str, Any],
     b_interp = select_interpreter(baseline, baseline_interpreter, baseline_label, "--baseline-interpreter")
     c_interp = select_interpreter(candidate, candidate_interpreter, candidate_label, "--candidate-interpreter")
 
-    def steps(document: Mapping[str, Any], name: str) -> dict[tuple[str, str, int], Mapping[str, Any]]:
-        return {(r["workload"], r["mode"], r["workers"]): r for r in document["results"] if r["interpreter"] == name}
+    def steps(results: Results, name: str) -> dict[tuple[str, str, int], Step]:
+        return {r.key.step: r for r in results.results if r.interpreter == name}
 
-    b_steps, c_steps = steps(baseline, b_interp["name"]), steps(candidate, c_interp["name"])
+    b_steps, c_steps = steps(baseline, b_interp.name), steps(candidate, c_interp.name)
     rows = []
     for key in (k for k in b_steps if k in c_steps):
         b_side, c_side = Side.of(b_steps[key], b_cpus), Side.of(c_steps[key], c_cpus)
-        if key[1] == "sequential" and b_side.success == c_side.success:
+        if key[1] == SEQUENTIAL and b_side.success == c_side.success:
             continue  # the baseline of each file: its speedup is 1 by definition
         rows.append(Row(*key, baseline=b_side, candidate=c_side, **judge(b_side, c_side, threshold, alpha)))
     return Comparison(baseline_label, candidate_label, b_interp, c_interp, identity_changes(b_interp, c_interp), rows,
@@ -318,9 +307,6 @@ def compare_documents(baseline: Mapping[str, Any], candidate: Mapping[str, Any],
 def compare_reports(baseline: Sequence[WorkloadReport], candidate: Sequence[WorkloadReport], host: HostCpus, *,
                     threshold: float = DEFAULT_THRESHOLD, alpha: float = DEFAULT_ALPHA) -> Comparison:
     """``probe --python OLD --python NEW --compare``: the two interpreters of one run."""
-    return compare_documents(json_document(baseline, host), json_document(candidate, host),
+    return compare_documents(document.build(baseline, host), document.build(candidate, host),
                              baseline_label=baseline[0].interpreter.name, candidate_label=candidate[0].interpreter.name,
                              threshold=threshold, alpha=alpha)
-
-
-# --- output -----------------------------------------------------------------------------

@@ -60,8 +60,8 @@ def identity_value(key: str, value: Any) -> str:
 def render(comparison: Comparison, console: Console) -> None:
     for role, label, interpreter in (("baseline: ", comparison.baseline_label, comparison.baseline_interpreter),
                                      ("candidate:", comparison.candidate_label, comparison.candidate_interpreter)):
-        where = "" if label == interpreter["name"] else f"{label} — "
-        console.print(Text(f"{role} {where}{interpreter_label(interpreter['name'], interpreter)}"))
+        where = "" if label == interpreter.name else f"{label} — "
+        console.print(Text(f"{role} {where}{interpreter_label(interpreter.name, interpreter.identity(), interpreter.path)}"))
     for change in comparison.identity_changes:
         key = change["field"]
         console.print(Text(f"identity changed: {IDENTITY_LABELS[key]}: {identity_value(key, change['baseline'])} → "

@@ -1,10 +1,12 @@
 """The results document: ``probe --json``, ``/api/v1/results`` and ``compare``'s input, typed.
 
-One set of dataclasses is the document. ``build`` makes it from probe results, ``to_json``
-writes it, ``parse`` reads one back (a file from an older version too: missing fields take
-their defaults) and names the first field that is not what it should be, and ``json_schema``
-derives the published JSON Schema (docs/results.schema.json) from the same classes — so the
-report, the status page, the API, push and ``compare`` cannot disagree about a field.
+One set of dataclasses is the document. ``build`` makes it from probe results (``serve``
+adds the verdicts, schedule and history of ``/api/v1/results``: ``ServedResults``),
+``to_json`` writes it, ``parse`` reads one back (a file from an older version too: missing
+fields take their defaults) and names the first field that is not what it should be, and
+``json_schema`` derives the published JSON Schema (docs/results.schema.json) from the same
+classes — so the report, the status page, the API, push and ``compare`` cannot disagree
+about a field.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence, Union
 
 from exporter.host.cpus import HostCpus
-from exporter.model.results import Nice, StepResult, WorkloadReport
-from exporter.model.verdicts import verdict
+from exporter.model.results import StepKey, StepResult, WorkloadReport
+from exporter.model.schedule import Schedule
+from exporter.model.verdicts import step_verdicts, workload_verdict
 
 VERSION = 2  # 1: before the fields of independent pairs (pairs, conclusive, ...); read with their defaults
 
@@ -101,8 +104,26 @@ class Step:
     repeats: list[float] = field(default_factory=list)  # wall seconds of the parallel windows
 
     @property
-    def key(self) -> tuple[str, str, int]:
-        return (self.workload, self.mode, self.workers)
+    def key(self) -> StepKey:
+        return StepKey(self.interpreter, self.workload, self.mode, self.workers)
+
+    def interval(self) -> tuple[Optional[tuple[float, float]], str]:
+        """The speedup's interval and what it is (see ``speedup_interval``)."""
+        return speedup_interval(self.speedup, self.speedup_ci, self.speedup_spread)
+
+
+def speedup_interval(speedup: Optional[float], ci: Optional[Sequence[float]],
+                     spread: Optional[float]) -> tuple[Optional[tuple[float, float]], str]:
+    """A step's interval and what it is: the precision work's confidence interval, or else the
+    median ± half the repeats' relative spread (what documents before version 2 carry).
+    The status page and ``compare`` read intervals through this one function."""
+    if speedup is None:
+        return None, ""
+    if ci:
+        return (float(ci[0]), float(ci[1])), "confidence interval"
+    if spread is None:
+        return None, ""
+    return (speedup * (1 - spread / 2), speedup * (1 + spread / 2)), "repeats' spread"
 
 
 @dataclass
@@ -119,14 +140,82 @@ class Results:
         return next((i for i in self.interpreters if i.name == name), None)
 
 
+# --- what /api/v1/results adds ---------------------------------------------------------------
+
+
+@dataclass
+class ServedStep(Step):
+    """A step of ``/api/v1/results``, with what its figures say in words (None: sequential)."""
+
+    verdict: Optional[str] = None
+
+
+@dataclass
+class WorkloadVerdict:
+    interpreter: str
+    workload: str
+    verdict: str
+
+
+@dataclass
+class ExporterInfo:
+    version: str
+
+
+@dataclass
+class HistorySeries:
+    """One step's last rounds: [Unix time, speedup or null] each, oldest first."""
+
+    interpreter: str
+    workload: str
+    mode: str
+    workers: int
+    points: list[list[Optional[float]]]
+
+
+@dataclass
+class HistoryFailure:
+    timestamp: float
+    interpreter: str
+    workload: str
+    mode: str
+    workers: int
+    reason: str
+    message: str
+    log: list[str]
+
+
+@dataclass
+class HistoryDocument:
+    """The bounded history of rounds (``--history.limit``); also the ``--history.file`` format."""
+
+    version: int
+    limit: int
+    steps: list[HistorySeries]
+    failures: list[HistoryFailure]  # newest first
+
+
+@dataclass
+class ServedResults(Results):
+    """``/api/v1/results``: the last round's document plus what ``serve`` knows besides."""
+
+    results: list[ServedStep] = field(default_factory=list)  # type: ignore[assignment]
+    workload_verdicts: list[WorkloadVerdict] = field(default_factory=list)
+    exporter: Optional[ExporterInfo] = None
+    schedule: Optional[Schedule] = None
+    history: Optional[HistoryDocument] = None
+    services: Optional[dict[str, Any]] = None  # /api/v1/services' document, when services are watched
+
+
 # --- building --------------------------------------------------------------------------
 
 
-def step_of(step: StepResult, report: WorkloadReport) -> Step:
+def step_fields(step: StepResult, report: WorkloadReport) -> dict[str, Any]:
+    """A step's fields in the document. An unsteady or inconclusive step's speedup is
+    withheld: its pairs and CPU-time figures stay."""
     s = step.summary
-    # An unsteady or inconclusive step's speedup is withheld: its pairs and CPU-time figures stay.
     shown = s if s is not None and s.shown else None
-    return Step(
+    return dict(
         interpreter=report.interpreter.name, workload=step.workload, mode=step.mode, workers=step.workers,
         start_method=report.spec.start_method if step.mode == "processes" else None,
         success=step.success, available=step.available, reason=step.reason, message=step.message,
@@ -159,18 +248,40 @@ def interpreter_of(report: WorkloadReport) -> InterpreterInfo:
     return InterpreterInfo(name=report.interpreter.name, path=report.interpreter.path, **identity)
 
 
-def build(reports: Sequence[WorkloadReport], host: HostCpus, nice: Nice = 0) -> Results:
+def build(reports: Sequence[WorkloadReport], host: HostCpus) -> Results:
     """The document of one run: interpreters, host and a flat list of every step."""
+    return _build(reports, host, served=False)
+
+
+def build_served(reports: Sequence[WorkloadReport], host: HostCpus, version: str, schedule: Schedule,
+                 history: HistoryDocument, services: Optional[dict[str, Any]] = None) -> ServedResults:
+    """``/api/v1/results``: ``build``'s document with a verdict per step and per workload."""
+    served = _build(reports, host, served=True)
+    assert isinstance(served, ServedResults)
+    served.workload_verdicts = [WorkloadVerdict(r.interpreter.name, r.spec.workload, text)
+                                for r, text in zip(reports, served.verdicts)]
+    served.exporter, served.schedule, served.history, served.services = ExporterInfo(version), schedule, history, services
+    return served
+
+
+def _build(reports: Sequence[WorkloadReport], host: HostCpus, served: bool) -> Results:
+    """Each step's verdict is said once, for its step and for its workload's line."""
     interpreters: dict[str, InterpreterInfo] = {}
     for report in reports:
         if report.identity is not None or report.interpreter.name not in interpreters:
             interpreters[report.interpreter.name] = interpreter_of(report)
     listed = list(interpreters.values())
-    return Results(
+    said = [step_verdicts(r, host.usable) for r in reports]
+    steps: list[Any] = []
+    for report, texts in zip(reports, said):
+        for step in report.steps:
+            fields = step_fields(step, report)
+            steps.append(ServedStep(**fields, verdict=texts.get((step.mode, step.workers))) if served else Step(**fields))
+    return (ServedResults if served else Results)(
         host=Host(host.logical, host.physical, host.affinity, host.quota, host.usable),
-        interpreters=listed, interpreter=listed[0] if listed else None, nice=nice,
-        results=[step_of(s, r) for r in reports for s in r.steps],
-        verdicts=[verdict(r, host.usable) for r in reports], version=VERSION)
+        interpreters=listed, interpreter=listed[0] if listed else None,
+        nice=reports[0].spec.nice if reports else 0, results=steps,
+        verdicts=[workload_verdict(r, texts) for r, texts in zip(reports, said)], version=VERSION)
 
 
 def to_json(document: Results) -> dict[str, Any]:
@@ -211,6 +322,10 @@ def _value(value: Any, hint: Any, where: str) -> Any:
             raise DocumentError(f"{where}: must be a list, got {_show(value)}")
         (item,) = typing.get_args(hint)
         return [_value(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict or hint is dict:  # the services document: its own shape (docs/services.md)
+        if not isinstance(value, dict):
+            raise DocumentError(f"{where}: must be an object, got {_show(value)}")
+        return value
     if origin is Union:  # nice: a number or "idle"
         if isinstance(value, bool) or not isinstance(value, (int, str)):
             raise DocumentError(f"{where}: must be a whole number or a string, got {_show(value)}")
@@ -274,6 +389,8 @@ def _schema_of(hint: Any) -> dict[str, Any]:
         schema: dict[str, Any] = {"$ref": f"#/$defs/{hint.__name__}"}
     elif typing.get_origin(hint) is list:
         schema = {"type": "array", "items": _schema_of(typing.get_args(hint)[0])}
+    elif typing.get_origin(hint) is dict:
+        schema = {"type": "object"}
     elif typing.get_origin(hint) is Union:
         schema = {"type": ["integer", "string"]}
     else:
@@ -297,9 +414,11 @@ def _definition(cls: Any) -> dict[str, Any]:
 def json_schema() -> dict[str, Any]:
     """The JSON Schema of the document, derived from these classes (docs/results.schema.json)."""
     schema = _definition(Results)
+    served = (ServedResults, ServedStep, WorkloadVerdict, ExporterInfo, Schedule, HistoryDocument, HistorySeries,
+              HistoryFailure)
     return {"$schema": "https://json-schema.org/draft/2020-12/schema",
-            "title": "python-parallelism-exporter results (probe --json, /api/v1/results)",
-            **schema, "$defs": {cls.__name__: _definition(cls) for cls in (Host, InterpreterInfo, Step)}}
+            "title": "python-parallelism-exporter results (probe --json; /api/v1/results adds $defs/ServedResults)",
+            **schema, "$defs": {cls.__name__: _definition(cls) for cls in (Host, InterpreterInfo, Step, *served)}}
 
 
 if __name__ == "__main__":  # python -m exporter.model.document > docs/results.schema.json

@@ -10,8 +10,8 @@ the alerts agree on what "not parallel" means.
 
 from __future__ import annotations
 
-from exporter.stats.measurement import Summary
-from exporter.runner.modes import ALL_MODES
+from exporter.stats.measurement import Summary, interval_text
+from exporter.runner.modes import ALL_MODES, SEQUENTIAL
 from exporter.model.results import StepResult, WorkloadReport
 
 SCALES_FRACTION = 0.8  # a speedup within 80 % of the possible one "scales"
@@ -29,10 +29,7 @@ NOTABLE_STARTUP = 0.25  # start-up over the timed window's wall time
 
 def speedup_text(summary: Summary) -> str:
     """``×1.91 (1.86–1.95)``: the estimate and its 95 % interval, when there is one."""
-    text = f"×{summary.speedup:.2f}"
-    if summary.speedup_ci is not None:
-        text += f" ({summary.speedup_ci[0]:.2f}–{summary.speedup_ci[1]:.2f})"
-    return text
+    return interval_text(summary.speedup, summary.speedup_ci)
 
 
 def serialisation_cause(step: StepResult, report: WorkloadReport) -> str:
@@ -126,9 +123,19 @@ def mode_verdict(step: StepResult, report: WorkloadReport, usable: float) -> str
     return f"{step.mode}: partial speedup {shown} of ×{possible:g} possible — " + "; ".join(causes)
 
 
+def step_verdicts(report: WorkloadReport, usable: float) -> dict[tuple[str, int], str]:
+    """(mode, workers) -> what each parallel step's figures say."""
+    return {(s.mode, s.workers): mode_verdict(s, report, usable) for s in report.steps if s.mode != SEQUENTIAL}
+
+
+def workload_verdict(report: WorkloadReport, said: dict[tuple[str, int], str]) -> str:
+    """One line per workload from its steps' verdicts (``step_verdicts``)."""
+    sequential = report.sequential
+    if not sequential.success:
+        return f"{report.spec.workload}: failed — {sequential.message}"
+    return f"{report.spec.workload}: " + "; ".join(said.values())
+
+
 def verdict(report: WorkloadReport, usable: float) -> str:
     """One line per workload: how each parallel mode did against what the host allows."""
-    parts = [mode_verdict(s, report, usable) for s in report.steps if s.mode != "sequential"]
-    if not report.step("sequential", 1).success:
-        return f"{report.spec.workload}: failed — {report.step('sequential', 1).message}"
-    return f"{report.spec.workload}: " + "; ".join(parts)
+    return workload_verdict(report, step_verdicts(report, usable))

@@ -12,11 +12,13 @@ import json
 import logging
 from typing import Any, Callable, Iterable, Mapping, Optional, Protocol, Sequence
 
-from exporter.pages.api import Schedule, config_text, results_document
-from exporter.export.collector import Snapshot
+from exporter.model.schedule import Schedule
+from exporter.pages.api import config_text, results_document
+from exporter.model.snapshot import Snapshot
 from exporter.config.settings import Config
 from exporter.pages.history import History
 from exporter.services.status import services_document
+from exporter.services.window import ServicesSnapshot
 from exporter.pages.statuspage import render_page
 from exporter.config.webconfig import WebConfig
 from exporter.logs import log_kv
@@ -30,11 +32,19 @@ CONTENT_SECURITY_POLICY = ("default-src 'none'; style-src 'unsafe-inline'; img-s
                            "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 
 
+class ServicesSource(Protocol):
+    def snapshot(self) -> ServicesSnapshot: ...
+
+
 class StatusSource(Protocol):
     """What the pages read from the daemon."""
 
     config: Config
     history: History
+
+    @property
+    def services(self) -> Optional[ServicesSource]:  # the watcher of running services
+        ...
 
     def snapshot(self) -> Snapshot: ...
 
@@ -63,13 +73,11 @@ class StatusPages:
         self.web_config, self.config_path = web_config, config_path
 
     def document(self) -> dict[str, Any]:
-        document = results_document(self.source.snapshot(), self.source.schedule(), self.source.history)
-        document["services"] = self.services_document()
-        return document
+        return results_document(self.source.snapshot(), self.source.schedule(), self.source.history,
+                                self.services_document())
 
     def services_document(self) -> Optional[dict[str, Any]]:
-        watcher = getattr(self.source, "services", None)  # the daemon's ServiceWatcher
-        return services_document(watcher.snapshot()) if watcher is not None else None
+        return services_document(self.source.services.snapshot()) if self.source.services is not None else None
 
     def page(self, environ: dict[str, Any], start: StartResponse) -> list[bytes]:
         body = render_page(self.document(), self.telemetry_path).encode()

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Callable, Iterable, Optional
 
 from exporter.config import inputs
+from exporter.model.document import HistoryDocument, HistoryFailure, HistorySeries
 from exporter.model.results import WorkloadReport
 
 DEFAULT_LIMIT = 100
@@ -128,14 +129,17 @@ class History:
 
     # --- the API's form and persistence (--history.file) ------------------------------------
 
-    def to_json(self) -> dict[str, Any]:
+    def document(self) -> HistoryDocument:
         """Points as [unix time, speedup or null]; failures newest first. The API's
         ``history`` and the ``--history.file`` format."""
-        series = self.series()
-        return {"version": 1, "limit": self.limit,
-                "steps": [{"interpreter": k[0], "workload": k[1], "mode": k[2], "workers": k[3],
-                           "points": [[p.timestamp, p.speedup] for p in points]} for k, points in series.items()],
-                "failures": [asdict(f) | {"log": list(f.log)} for f in self.failures()]}
+        return HistoryDocument(
+            version=1, limit=self.limit,
+            steps=[HistorySeries(k[0], k[1], k[2], k[3], [[p.timestamp, p.speedup] for p in points])
+                   for k, points in self.series().items()],
+            failures=[HistoryFailure(**(asdict(f) | {"log": list(f.log)})) for f in self.failures()])
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self.document())
 
     def save(self, path: str) -> None:
         """Write atomically (temporary file, then rename): a crash never leaves half a file."""

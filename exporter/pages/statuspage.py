@@ -22,7 +22,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 from exporter.model import results
 from exporter.services import status
 from exporter.web import templating
-from exporter.pages.api import speedup_interval
+from exporter.model.document import speedup_interval
 from exporter.pages.history import MAX_LOG_LINE_CHARS, MAX_LOG_LINES, MAX_MESSAGE_CHARS
 
 TEMPLATES = "exporter.pages"  # the package whose templates/ folder holds this module's pages
@@ -177,7 +177,7 @@ def step_row(r: Mapping[str, Any], points: Sequence) -> View:
                else "no figure")
         detail = r["message"] or r.get("unsteady_reason") or r.get("inconclusive_reason") or ""
         return row | {"state": "failed", "speedup": why, "verdict": clip(detail, VERDICT_CHARS)}
-    interval, kind = speedup_interval(r)
+    interval, kind = speedup_interval(r["speedup"], r["speedup_ci"], r["speedup_spread"])
     return row | {"state": "ok", "speedup": f"{r['speedup']:.2f}×",
                   "interval": f"{interval[0]:.2f}–{interval[1]:.2f}" if interval else "—", "interval_kind": kind,
                   "efficiency": number(r["efficiency"], "{:.0%}"), "cores_used": number(r["cores_used"]),

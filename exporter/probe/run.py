@@ -371,8 +371,8 @@ def check_import(interpreter: Interpreter, module: str, timeout: float,
 
     try:
         runner = RunnerProcess(interpreter, memory_limit_bytes)
-    except OSError as exc:
-        return failed(f"cannot start {interpreter.path}: {exc.strerror or exc}")
+    except (OSError, ValueError) as exc:  # ValueError: a path subprocess cannot take (as run_workload)
+        return failed(f"cannot start {interpreter.path}: {getattr(exc, 'strerror', None) or exc}")
     try:
         runner.send({"import_module": module, "extra_path": list(workload_path)})
         deadline = time.monotonic() + timeout
@@ -393,5 +393,9 @@ def check_import(interpreter: Interpreter, module: str, timeout: float,
         return failed(str(exc))
     except OSError as exc:
         return failed(str(exc))
+    except Exception as exc:  # a bug here must fail this check, not the round
+        log_kv(log, logging.ERROR, "import check failed with an internal error", module=module,
+               interpreter=interpreter.name, exc_info=True)
+        return failed(f"internal error: {type(exc).__name__}: {exc}")
     finally:
         runner.kill()
