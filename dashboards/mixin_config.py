@@ -6,11 +6,12 @@ import math
 import re
 from dataclasses import dataclass, field
 
+from exporter.config.validators import format_duration as duration, parse_duration
 from exporter.model.verdicts import NOT_PARALLEL
+from exporter.services.window import SERIAL_SHARE
 
 # One matcher of a PromQL selector: `name="value"`, `name!="value"`, `name=~"re"`, `name!~"re"`.
 _MATCHER = re.compile(r'\s*([a-zA-Z_]\w*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"\s*')
-_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
 
 
 def parse_selector(selector: str) -> dict[str, tuple[str, str]]:
@@ -37,23 +38,9 @@ def parse_selector(selector: str) -> dict[str, tuple[str, str]]:
     return matchers
 
 
-def seconds(duration: str) -> int:
-    """Seconds of a Prometheus duration such as `1d`, `5m` or `1h30m`."""
-    parts = re.findall(r"(\d+)(ms|[smhdwy])", duration)
-    if not parts or "".join(n + u for n, u in parts) != duration:
-        raise ValueError(f"not a Prometheus duration: {duration!r}")
-    return int(sum(int(n) * _DURATION_UNITS[u] for n, u in parts))
-
-
-def duration(total: float) -> str:
-    """The shortest Prometheus duration for a whole number of seconds: 660 -> `11m`."""
-    rest = int(total)
-    text = ""
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        count, rest = divmod(rest, size)
-        if count:
-            text += f"{count}{unit}"
-    return text or "0s"
+def seconds(text: str) -> int:
+    """Seconds of a Prometheus duration such as `1d`, `5m` or `1h30m` (the exporter's own parser)."""
+    return int(parse_duration(text))
 
 
 @dataclass(frozen=True)
@@ -219,7 +206,7 @@ class MixinConfig:
     # the sampler's default 5 s, so one busy moment neither fires nor clears them.
     service_window: str = "15m"
     # Serial: at least this share of the judged processes showed the signature, on average.
-    service_serial_ratio: float = 0.5
+    service_serial_ratio: float = SERIAL_SHARE  # the watcher's own threshold for a serial group
     # Parallel under an earlier interpreter: its serialised ratio averaged below this.
     service_parallel_ratio: float = 0.25
     service_serial_for: str = "15m"

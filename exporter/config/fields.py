@@ -52,7 +52,7 @@ class Field:
         if isinstance(value, tuple):
             return f"(default: {','.join(map(str, value))})"
         if self.duration:
-            return f"(default {v.format_seconds(value)})"
+            return f"(default {v.format_duration(value)})"
         return f"(default {value:g})" if isinstance(value, float) else f"(default {value})"
 
 

@@ -17,6 +17,7 @@ from exporter.host import cpus
 from exporter.model.results import SCHED_IDLE, Nice
 from exporter.runner import workloads
 from exporter.runner.modes import MODES
+from exporter.stats.measurement import finite_number
 
 START_METHODS = ("fork", "forkserver", "spawn")
 # Prometheus' duration grammar (prometheus/common model/time.go ParseDuration): integers,
@@ -78,9 +79,9 @@ def bounded_duration(low: float, high: float) -> Callable[[Any], float]:
     def validate(value: Any) -> float:
         seconds = parse_duration(value)
         if seconds > high and low == 0:
-            raise ValueError(f"must be at most {format_seconds(high)}, got {show(value)}")
+            raise ValueError(f"must be at most {format_duration(high)}, got {show(value)}")
         if not low <= seconds <= high:
-            raise ValueError(f"must be between {format_seconds(low)} and {format_seconds(high)}, got {show(value)}")
+            raise ValueError(f"must be between {format_duration(low)} and {format_duration(high)}, got {show(value)}")
         return seconds
 
     return validate
@@ -97,12 +98,15 @@ def zero_or(duration: Callable[[Any], float]) -> Callable[[Any], float]:
     return validate
 
 
-def format_seconds(seconds: float) -> str:
-    """``3600`` -> ``1h``: bounds in messages in the grammar the user writes."""
+def format_duration(seconds: float) -> str:
+    """``660`` -> ``11m``, ``5400`` -> ``1h30m``: a duration in the grammar ``parse_duration``
+    reads (bounds in messages, defaults in help, and the mixin's generated rules)."""
+    millis, text = round(seconds * 1000), ""
     for unit, factor in DURATION_UNITS.items():
-        if unit != "y" and seconds >= factor and seconds % factor == 0:
-            return f"{int(seconds // factor)}{unit}"
-    return f"{seconds:g}s"
+        if unit != "y":  # a year is 365 days to Prometheus, to people sometimes not
+            count, millis = divmod(millis, round(factor * 1000))
+            text += f"{count}{unit}" if count else ""
+    return text or "0s"
 
 
 def memory_size(value: Any) -> int:
@@ -173,8 +177,7 @@ def worker_count(value: Any) -> int:
 
 
 def positive_float(value: Any) -> float:
-    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
-            or value <= 0):
+    if not finite_number(value) or value <= 0:
         raise ValueError(f"must be a number > 0, got {show(value)}")
     return float(value)
 

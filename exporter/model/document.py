@@ -12,7 +12,6 @@ about a field.
 from __future__ import annotations
 
 import dataclasses
-import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from exporter.host.cpus import HostCpus
 from exporter.model.results import StepKey, StepResult, WorkloadReport
 from exporter.model.schedule import Schedule
 from exporter.model.verdicts import step_verdicts, workload_verdict
+from exporter.stats.measurement import finite_number
 
 VERSION = 2  # 1: before the fields of independent pairs (pairs, conclusive, ...); read with their defaults
 
@@ -304,10 +304,6 @@ def _optional(hint: Any) -> tuple[bool, Any]:
     return False, hint
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _value(value: Any, hint: Any, where: str) -> Any:
     allows_none, hint = _optional(hint)
     if value is None:
@@ -339,7 +335,7 @@ def _value(value: Any, hint: Any, where: str) -> Any:
             raise DocumentError(f"{where}: must be a whole number, got {_show(value)}")
         return value
     if hint is float:
-        if not _number(value):
+        if not finite_number(value):
             raise DocumentError(f"{where}: must be a finite number, got {_show(value)}")
         return float(value)
     if hint is str:

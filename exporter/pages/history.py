@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import stat
 import tempfile
@@ -24,6 +23,7 @@ from typing import Any, Callable, Iterable, Optional
 from exporter.config import inputs
 from exporter.model.document import HistoryDocument, HistoryFailure, HistorySeries
 from exporter.model.results import WorkloadReport
+from exporter.stats.measurement import finite_number
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 100_000
@@ -197,7 +197,7 @@ def _refuse_special_file(path: str) -> None:
 
 def _number(value: object) -> float:
     """A finite JSON number (a string such as "٣" or "1e3" is damage, not a number)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if not finite_number(value):
         raise ValueError(f"expected a number, got {value!r:.40}")
     return float(value)
 

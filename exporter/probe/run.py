@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import queue
 import re
 import statistics
@@ -249,7 +248,7 @@ def _numbers(values: object, count: int) -> list[float]:
     """``count`` finite numbers, or ValueError (a malformed window)."""
     if not isinstance(values, list) or len(values) != count:
         raise ValueError(f"expected a list of {count} numbers")
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+    if not all(measurement.finite_number(v) for v in values):
         raise ValueError("expected finite numbers")
     return [float(v) for v in values]
 

@@ -21,6 +21,9 @@ from exporter.services.pyidentity import PythonIdentity
 ERROR_REASONS = ("permission", "vanished", "pid_reused", "too_many_groups", "internal")
 # Group states, one of them 1 per group: what the last window can say.
 STATES = ("parallel", "serial", "host_busy", "one_usable_core", "one_busy_thread", "idle", "no_process")
+# A group is serial when at least this share of its judged processes showed the signature
+# (the services alerts use the same figure).
+SERIAL_SHARE = 0.5
 CohortKey = tuple[str, PythonIdentity]  # group, interpreter identity
 
 
@@ -153,7 +156,7 @@ def group_state(windows: list[ProcessWindow], present: bool) -> str:
         return "no_process"
     judged = [w.serialised for w in windows if w.serialised is not None]
     if judged:
-        return "serial" if sum(judged) / len(judged) >= 0.5 else "parallel"
+        return "serial" if sum(judged) / len(judged) >= SERIAL_SHARE else "parallel"
     if not any(w.busy_threads for w in windows):
         return "idle"
     multi = [w for w in windows if w.busy_threads >= 2]

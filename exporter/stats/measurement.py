@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass
-from typing import Mapping, Optional, Sequence, Tuple
+from typing import Mapping, Optional, Sequence, Tuple, TypeGuard
 
 # Kernel CPU-time fields that are not busy time; guest time is already counted in user/nice.
 IDLE_FIELDS = ("idle", "iowait")
@@ -48,6 +48,13 @@ T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 
          9: 2.262, 10: 2.228, 11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131,
          16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093, 20: 2.086, 21: 2.080, 22: 2.074,
          23: 2.069, 24: 2.064, 25: 2.060, 26: 2.056, 27: 2.052, 28: 2.048, 29: 2.045, 30: 2.042}
+
+
+def finite_number(value: object) -> TypeGuard[float]:
+    """A real number a figure can be: int or float, not a bool, not NaN or infinite. Every
+    reader of figures from outside (the runner's events, documents, the history file) asks
+    this one question."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def speedup(sequential_seconds: float, parallel_seconds: float, workers: int) -> float:
