@@ -21,6 +21,7 @@ from exporter.host.cpus import HostCpus
 from exporter.model.metrics import family  # every family's name, type, help and labels
 from exporter.model.results import SCHED_IDLE, Nice, WorkloadReport
 from exporter.model.snapshot import Snapshot
+from exporter.runner.modes import SEQUENTIAL
 
 SCHED_IDLE_NICE = 20  # pyparallel_probe_nice for the SCHED_IDLE policy: below every nice value
 
@@ -52,7 +53,7 @@ def step_families(snapshot: Snapshot) -> Iterator[Metric]:
             if summary is None:
                 continue
             unsteady.add_metric(key, 1.0 if summary.unsteady else 0.0)
-            if step.mode != "sequential":
+            if step.mode != SEQUENTIAL:
                 conclusive.add_metric(key, 1.0 if summary.conclusive else 0.0)
                 pairs.add_metric(key, summary.pairs)
                 remeasured.add_metric(key, 1.0 if step.remeasured_reason else 0.0)
@@ -106,7 +107,7 @@ def startup_medians(snapshot: Snapshot) -> dict[tuple[str, str, str], float]:
     values: dict[tuple[str, str, str], list[float]] = {}
     for report in snapshot.reports.values():
         for step in report.steps:
-            if step.summary is not None and step.mode != "sequential":
+            if step.summary is not None and step.mode != SEQUENTIAL:
                 labels = (report.interpreter.name, step.mode, str(step.workers))
                 values.setdefault(labels, []).append(step.summary.startup_seconds)
     return {labels: statistics.median(v) for labels, v in values.items()}

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable, Optional
 
 from exporter.config import inputs
 from exporter.model.document import HistoryDocument, HistoryFailure, HistorySeries
-from exporter.model.results import WorkloadReport
+from exporter.model.results import StepKey, WorkloadReport
 from exporter.stats.measurement import finite_number
 
 DEFAULT_LIMIT = 100
@@ -33,7 +33,6 @@ MAX_LIMIT = 100_000
 MAX_FILE_BYTES = 32 << 20
 # Kept per failure whatever the runner wrote, so memory stays bounded by limit alone.
 MAX_MESSAGE_CHARS, MAX_LOG_LINES, MAX_LOG_LINE_CHARS = 4000, 20, 1000
-StepKey = tuple[str, str, str, int]  # interpreter, workload, mode, workers
 
 
 def add_history_flags(serve: argparse.ArgumentParser) -> None:
@@ -100,7 +99,7 @@ class History:
                 for step in report.steps:
                     if not step.available:
                         continue
-                    key = (report.interpreter.name, step.workload, step.mode, step.workers)
+                    key = report.key(step)
                     # Withheld figures (unsteady, cannot tell) are gaps, as in the metrics.
                     speedup = step.summary.speedup if step.summary is not None and step.summary.shown else None
                     series = self._series.setdefault(key, deque(maxlen=self.limit))
@@ -168,7 +167,7 @@ class History:
         failures: deque[Failure] = deque(maxlen=self.limit)
         try:
             for step in document["steps"]:
-                key = (_text(step["interpreter"]), _text(step["workload"]), _text(step["mode"]),
+                key = StepKey(_text(step["interpreter"]), _text(step["workload"]), _text(step["mode"]),
                        _count(step["workers"]))
                 series[key] = deque((Point(_number(t), None if v is None else _number(v)) for t, v in step["points"]),
                                     maxlen=self.limit)

@@ -20,6 +20,7 @@ from typing import Callable, Iterator, Optional
 
 from exporter.stats import measurement
 from exporter.runner import modes
+from exporter.runner.modes import SEQUENTIAL
 from exporter.probe.child import PACKAGE_PARENT, ProtocolError, RunnerProcess, kill_all_runners
 from exporter.host.cpus import host_cpus
 from exporter.probe.memorylimit import MemoryLimitHit
@@ -143,7 +144,7 @@ class Conversation:
     def wait_for_quiet(self, step: StepResult) -> None:
         """probe --wait-quiet: before a parallel step, wait (bounded) for enough free cores."""
         wait = self.report.spec.wait_quiet_seconds
-        if wait <= 0 or step.mode == "sequential":
+        if wait <= 0 or step.mode == SEQUENTIAL:
             return
         self.progress(f"{self.report.spec.workload}: {step.mode} ×{step.workers}: waiting for a quiet host")
         needed = min(float(step.workers), self.usable_cpus)
@@ -206,7 +207,7 @@ def summarise_steps(report: WorkloadReport, usable_cpus: Optional[float] = None)
     A CPU-bound speedup above ``usable_cpus``, or a baseline slower per CPU-second than the
     workers, marks the step unsteady; too few free cores mark it inconclusive.
     """
-    sequential = report.step("sequential", 1)
+    sequential = report.sequential
     for step in report.steps:
         if not step.available or step.reason is not None:
             continue
