@@ -196,7 +196,7 @@ def test_another_users_service_is_counted_as_unreadable_not_a_crash(tmp_path):
     shutil.copy(SERVICE, service_copy)
     tmp_path.chmod(0o755)
     nobody = (setpriv, "--reuid=65534", "--regid=65534", "--clear-groups")
-    script = ("import json, time\nfrom exporter.config.settings import config_from_mapping\nfrom exporter.services.watcher import Sampler\n"
+    script = ("import json, time\nfrom exporter.config.loader import config_from_mapping\nfrom exporter.services.watcher import Sampler\n"
               "c = config_from_mapping({'services': {'groups': [{'name': 'theirs', 'cmdline': ['--tag theirs$'], "
               "'exe': ['python3.11', 'python3']}, {'name': 'by-comm', 'comm': ['python3']}]}}).services\n"
               "s = Sampler(c, own_pid=0); s.sample(2.0); time.sleep(1.5); snap = s.sample(2.0)\n"

@@ -105,8 +105,8 @@ RESTART_THEN_LOOK = """
 import ctypes, json, os, sys, threading
 sys.path.insert(0, {repo!r})
 from exporter.serve import malloc
-servingmalloc.restart_serve_once_without_thread_caches(sys.argv)
-servingmalloc.use_one_malloc_arena()
+malloc.restart_serve_once_without_thread_caches(sys.argv)
+malloc.use_one_malloc_arena()
 libc = ctypes.CDLL(None)
 libc.malloc.restype = ctypes.c_void_p
 libc.malloc.argtypes = [ctypes.c_size_t]
@@ -123,9 +123,9 @@ freed.wait()
 blocks["taken"] = libc.malloc(72)
 taken.set()
 thread.join()
-print(json.dumps({{"pid": os.getpid(), "caches_off": servingmalloc.thread_caches_off(),
+print(json.dumps({{"pid": os.getpid(), "caches_off": malloc.thread_caches_off(),
                   "reused": blocks["freed"] == blocks["taken"], "tunables": os.environ.get("GLIBC_TUNABLES"),
-                  "marker": servingmalloc.USER_TUNABLES in os.environ}}))
+                  "marker": malloc.USER_TUNABLES in os.environ}}))
 """
 
 

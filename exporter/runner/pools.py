@@ -25,7 +25,7 @@ import time
 import traceback
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from exporter.runner import workloads
+from exporter.runner import schedstat, workloads
 from exporter.runner.modes import ASYNCIO, PROCESSES, SEQUENTIAL, SUBINTERPRETERS, THREADS
 
 POLL_SECONDS = 0.05
@@ -98,7 +98,8 @@ def exit_with(pid: int) -> None:
 
 
 # --- the worker side ---------------------------------------------------------------------
-# Every worker kind speaks one protocol over queues: ("ready", i) once warmed up; then for
+# Every worker kind speaks one protocol over queues: ("ready", i, pid, tid) once warmed up
+# (the thread the kernel accounts its work to); then for
 # each command (a number of operations) ("armed", i), a wait for the shared go signal, and
 # ("result", i, start, end, cpu seconds) stamped inside the worker; ("error", i, message)
 # when the workload raises. None on the inbox ends the worker.
@@ -109,7 +110,7 @@ def serve_windows(index: int, inbox: Any, go: Any, results: Any, prepare: Callab
     """A worker's life: warm up, then run one unit per command, timed from the go signal."""
     try:
         run = prepare()
-        results.put(("ready", index))
+        results.put(("ready", index, os.getpid(), threading.get_native_id()))
         while (ops := inbox.get()) is not None:
             results.put(("armed", index))
             go.wait()
@@ -211,6 +212,7 @@ class Pool:
         self.go: Any = None
         self.results: Any = None
         self.members: List[Any] = []
+        self.threads: List[schedstat.Thread] = []  # each worker's (pid, tid), by index
         self.startup_seconds = 0.0
 
     def spawn(self) -> None:
@@ -226,20 +228,34 @@ class Pool:
         self.spawn()
         for member in self.members:
             member.start()
-        collect(self.results, "ready", self.workers, self.death)
+        ready = sorted(collect(self.results, "ready", self.workers, self.death), key=lambda m: m[1])
+        self.threads = [(m[2], m[3]) for m in ready]
         self.startup_seconds = time.perf_counter() - asked
 
     def window(self, indexes: Sequence[int], ops: int, handshake: Handshake) -> Timings:
-        """Time one unit on each worker in ``indexes``, all released by one signal."""
+        """Time one unit on each worker in ``indexes``, all released by one signal.
+
+        The kernel's accounting of the released workers is read just before the signal and
+        again as soon as the first of them reports its end: over that span every worker had
+        its unit to run, so the workers runnable at once are what the runtime allowed
+        (exporter/runner/schedstat.py), not a tail where only the slowest still works.
+        """
         self.go.clear()  # safe: every worker of the last window passed its wait already
         for index in indexes:
             self.inboxes[index].put(ops)
         collect(self.results, "armed", len(indexes), self.death)
         handshake()
+        threads = [self.threads[i] for i in indexes]
+        before, released = schedstat.read_all(threads), time.perf_counter()
         self.go.set()
-        done = sorted(collect(self.results, "result", len(indexes), self.death), key=lambda m: m[1])
+        first = collect(self.results, "result", 1, self.death)
+        after, first_end = schedstat.read_all(threads), time.perf_counter()
+        rest = collect(self.results, "result", len(indexes) - 1, self.death)
+        done = sorted(first + rest, key=lambda m: m[1])
+        concurrency = schedstat.between(before, after, first_end - released) if before and after else None
         return {"starts": [m[2] for m in done], "ends": [m[3] for m in done],
-                "cpu_seconds": [m[4] for m in done], "startup_seconds": self.startup_seconds}
+                "cpu_seconds": [m[4] for m in done], "startup_seconds": self.startup_seconds,
+                "concurrency": concurrency.to_json() if concurrency else None}
 
     def close(self) -> None:
         for inbox in self.inboxes:
@@ -376,15 +392,18 @@ class EventLoopPool:
             return list(await asyncio.gather(*(task() for _ in indexes)))
 
         handshake()
-        cpu_start = time.thread_time()
+        loop_thread = [(os.getpid(), threading.get_native_id())]  # every task runs in this one thread
+        before, cpu_start, released = schedstat.read_all(loop_thread), time.thread_time(), time.perf_counter()
         try:
             stamps = asyncio.run(all_tasks())
         except BaseException as exc:
             raise WorkerFailed("error", describe_exception(exc)) from exc
-        cpu = time.thread_time() - cpu_start
+        after, cpu, ended = schedstat.read_all(loop_thread), time.thread_time() - cpu_start, time.perf_counter()
         count = len(indexes)
+        concurrency = schedstat.between(before, after, ended - released) if before and after else None
         return {"starts": [s for s, _ in stamps], "ends": [e for _, e in stamps],
-                "cpu_seconds": [cpu / count] * count, "startup_seconds": 0.0}
+                "cpu_seconds": [cpu / count] * count, "startup_seconds": 0.0,
+                "concurrency": concurrency.to_json() if concurrency else None}
 
     def close(self) -> None:
         pass
