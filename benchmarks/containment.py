@@ -32,7 +32,8 @@ sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parent / "tests")]
 
 from machine import cpu_model  # noqa: E402
 import support  # noqa: E402
-from exporter.config import loader, settings  # noqa: E402
+from exporter.config import loader, yamlfile  # noqa: E402
+from exporter.errors import ConfigError  # noqa: E402
 from exporter.probe import containment, run  # noqa: E402
 
 
@@ -100,13 +101,13 @@ def loader_worst_case() -> list[tuple[str, str]]:
     rows = []
     with tempfile.TemporaryDirectory() as work:
         at_limit = Path(work) / "at-limit.yml"
-        items = ", ".join(["json"] * ((settings.yamlfile.MAX_CONFIG_BYTES - 64) // 6))
+        items = ", ".join(["json"] * ((yamlfile.MAX_CONFIG_BYTES - 64) // 6))
         at_limit.write_text(f"import_check:\n  modules: [{items}]\n")
         started = time.perf_counter()
         try:
             loader.load_config(str(at_limit))
             outcome = "loaded"
-        except settings.ConfigError as exc:
+        except ConfigError as exc:
             outcome = str(exc).split(": ", 2)[-1][:60]
         elapsed = time.perf_counter() - started
         rows.append((f"parse {at_limit.stat().st_size // 1024} KiB flow list", f"{elapsed:.2f} s ({outcome})"))
@@ -115,7 +116,7 @@ def loader_worst_case() -> list[tuple[str, str]]:
         started = time.perf_counter()
         try:
             loader.load_config(str(huge))
-        except settings.ConfigError as exc:
+        except ConfigError as exc:
             elapsed_ms = (time.perf_counter() - started) * 1000
             reason = str(exc).split(": ", 2)[-1]
             rows.append((f"refuse {huge.stat().st_size // 2**20} MB file", f"{elapsed_ms:.1f} ms ({reason})"))
