@@ -96,7 +96,7 @@ def test_a_cpu_quota_below_the_workers_is_named():
     quota = HostCpus(logical=4, physical=4, affinity=4, quota=1.5)
     s = step("processes", summary(1.15, (1.12, 1.25), cores=1.45, rate=0.79), workers=2)
     text = verdict_of(s, host=quota)
-    assert text.startswith("processes: partial speedup ×1.15 (1.12–1.25) of ×1.5 possible")
+    assert text.startswith("processes: uncertain ×1.15 (1.12–1.25) of ×1.5 possible")
     assert "only 1.5 usable cores" in text
     one_core = HostCpus(logical=4, physical=4, affinity=1, quota=None)
     s = step("processes", summary(1.0, (0.95, 1.05), cores=0.98), workers=2)
@@ -109,14 +109,25 @@ def test_start_up_cost_is_named_when_it_rivals_the_work():
     assert "start-up 0.60 s per pool" in text
 
 
-def test_scales_needs_the_interval_or_the_cpu_time_to_agree():
+def test_the_leading_word_follows_the_interval_and_says_uncertain_where_it_spans_a_threshold():
     assert verdict_of(step("processes", summary(1.9, (1.85, 1.95), cores=1.96))).startswith(
         "processes: scales ×1.90 (1.85–1.95) (ideal ×2)")
-    # A wide interval but both cores busy at full rate: the CPU time confirms the estimate.
-    assert verdict_of(step("processes", summary(1.7, (1.2, 2.4), cores=1.9))).startswith("processes: scales")
-    # A high wall-clock estimate on 1.3 cores is not scaling.
+    assert verdict_of(step("processes", summary(1.45, (1.35, 1.55), cores=1.9))).startswith(
+        "processes: partial speedup ×1.45 (1.35–1.55) of ×2 possible")
+    # Near-identical figures on either side of a threshold get the same word, not two.
+    for estimate in (1.57, 1.60):
+        text = verdict_of(step("processes", summary(estimate, (estimate - 0.15, estimate + 0.15), cores=1.9)))
+        assert text.startswith(f"processes: uncertain ×{estimate:.2f}"), text
+    # A wide interval is uncertain whatever the estimate; the CPU time stays in the causes.
     assert verdict_of(step("threads", summary(1.7, (1.2, 2.4), cores=1.3)), gil=False).startswith(
-        "threads: partial speedup")
+        "threads: uncertain ×1.70 (1.20–2.40)")
+
+
+def test_an_estimate_below_one_is_never_called_a_speedup():
+    text = verdict_of(step("threads", summary(0.89, (0.60, 1.32), cores=1.9, rate=0.47)), gil=False)
+    assert text.startswith("threads: uncertain ×0.89 (0.60–1.32)") and "partial speedup" not in text
+    assert verdict_of(step("threads", summary(0.89, (0.60, 1.20), cores=1.9, rate=0.47)), gil=False).startswith(
+        "threads: no parallel speedup ×0.89")
 
 
 def test_unsteady_step_shows_no_figure_in_verdict_table_or_json():
@@ -180,3 +191,40 @@ def test_report_states_the_probe_priority():
     report.render([replace(workload_report(), spec=ProbeSpec("pure_python", ("sequential",), (2,)))],
                   TWO_CORES, console)
     assert "Probe priority: nice 0" in console.export_text()
+
+
+# --- a busy host: the kernel's accounting answers where the wall clock cannot -----------------
+
+
+def busy(runnable: float, ci: tuple[float, float], rate: float, idle: float, on_cpu: float = 0.7) -> Summary:
+    """A step the host left too few free cores for, with the kernel's accounting of it."""
+    from exporter.stats.measurement import Accounting
+
+    accounting = Accounting(runnable, ci, on_cpu, idle, (idle * 0.95, idle * 1.05), [idle] * 3)
+    return summary(idle, None, cores=on_cpu, rate=rate, other=1.3, rate_ci=(rate * 0.97, rate * 1.03),
+                   inconclusive_reason="other processes used 1.3 cores, leaving 0.7 of 2 cores",
+                   accounting=accounting)
+
+
+def test_a_busy_host_still_says_what_the_runtime_did():
+    serial = step("threads", busy(1.02, (0.99, 1.05), rate=0.98, idle=1.0))
+    assert verdict_of(serial) == ("threads: serialised — GIL enabled; 1.0 (1.0–1.1) worker ran at a time while "
+                                  "other processes used 1.3 cores; on an idle host ×1.00 (0.95–1.05)")
+    both = step("processes", busy(1.99, (1.97, 2.00), rate=0.99, idle=1.97))
+    assert verdict_of(both).startswith("processes: parallel — 2.0 (2.0–2.0) workers at once; the host gave them "
+                                       "0.7 cores while other processes used 1.3 cores; on an idle host ×1.97")
+    contended = step("threads", busy(1.96, (1.90, 1.99), rate=0.45, idle=0.88))
+    assert verdict_of(contended, gil=False).startswith("threads: contention — 2.0 (1.9–2.0) workers at once, "
+                                                       "each at 45 % of one worker's speed")
+
+
+def test_parallelism_is_classified_from_the_accounting_and_says_uncertain_on_a_threshold():
+    report = workload_report(step("threads", busy(1.02, (0.99, 1.05), rate=0.98, idle=1.0)))
+    cases = {(1.02, (0.99, 1.05), 0.98): "serialised", (1.99, (1.97, 2.00), 0.99): "parallel",
+             (1.95, (1.90, 1.99), 0.45): "contention", (1.45, (1.35, 1.55), 0.95): "contention",
+             (1.25, (1.10, 1.40), 0.95): "uncertain"}
+    for (runnable, ci, rate), expected in cases.items():
+        s = step("threads", busy(runnable, ci, rate=rate, idle=runnable * rate))
+        assert verdicts.parallelism(s, report, 2.0) == expected, (runnable, ci, rate)
+    asyncio = step("asyncio", busy(1.0, (0.99, 1.0), rate=1.0, idle=1.0))
+    assert verdicts.parallelism(asyncio, report, 2.0) == "serialised"

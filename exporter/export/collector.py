@@ -31,6 +31,9 @@ STEP_FAMILIES = ("probe_success", "probe_duration_seconds", "speedup_ratio", "sp
                  "speedup_upper_ratio", "speedup_unsteady", "step_conclusive", "speedup_pairs", "step_remeasured",
                  "speedup_spread_ratio", "efficiency_ratio", "serial_fraction_ratio", "throughput_units_per_second",
                  "cpu_cores_used", "cpu_rate_ratio", "interference_cores", "steal_ratio", "core_utilisation_ratio")
+# The kernel's accounting of a step: exported whatever the host's load (CPU-bound steps, Linux).
+ACCOUNTING_FAMILIES = ("runnable_workers", "runnable_workers_lower", "runnable_workers_upper", "on_cpu_workers",
+                       "idle_speedup_ratio", "idle_speedup_lower_ratio", "idle_speedup_upper_ratio")
 
 
 def step_families(snapshot: Snapshot) -> Iterator[Metric]:
@@ -81,6 +84,30 @@ def step_families(snapshot: Snapshot) -> Iterator[Metric]:
                 efficiency, serial, throughput, cores, rate, interference, steal)
     if snapshot.per_core_series:
         yield per_core
+    yield from accounting_families(snapshot)
+
+
+def accounting_families(snapshot: Snapshot) -> Iterator[Metric]:
+    """Workers runnable at once and the idle-host speedup, with their intervals."""
+    families = [family(name) for name in ACCOUNTING_FAMILIES]
+    runnable, runnable_low, runnable_high, on_cpu, idle, idle_low, idle_high = families
+    for report in snapshot.reports.values():
+        for step in report.steps:
+            a = step.summary.accounting if step.summary is not None and step.available else None
+            if a is None or step.mode == SEQUENTIAL:
+                continue
+            key = report.key(step).labels
+            runnable.add_metric(key, a.runnable)
+            on_cpu.add_metric(key, a.on_cpu)
+            if a.runnable_ci is not None:
+                runnable_low.add_metric(key, a.runnable_ci[0])
+                runnable_high.add_metric(key, a.runnable_ci[1])
+            if a.idle_speedup is not None:
+                idle.add_metric(key, a.idle_speedup)
+            if a.idle_speedup_ci is not None:
+                idle_low.add_metric(key, a.idle_speedup_ci[0])
+                idle_high.add_metric(key, a.idle_speedup_ci[1])
+    yield from families
 
 
 def nice_number(nice: Nice) -> int:

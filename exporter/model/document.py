@@ -20,8 +20,9 @@ from typing import Any, Optional, Sequence, Union
 from exporter.host.cpus import HostCpus
 from exporter.model.results import StepKey, StepResult, WorkloadReport
 from exporter.model.schedule import Schedule
-from exporter.model.verdicts import step_verdicts, workload_verdict
-from exporter.stats.measurement import finite_number
+from exporter.model.verdicts import parallelism, step_verdicts, workload_verdict
+from exporter.runner.modes import SEQUENTIAL
+from exporter.stats.measurement import Accounting, finite_number
 
 VERSION = 2  # 1: before the fields of independent pairs (pairs, conclusive, ...); read with their defaults
 
@@ -89,6 +90,15 @@ class Step:
     cpu_rate_ratio: Optional[float] = None
     cpu_rate_ci: Optional[list[float]] = None
     pair_cpu_rates: list[float] = field(default_factory=list)
+    # The kernel's per-thread accounting (CPU-bound steps, Linux): whatever the host's load.
+    runnable_workers: Optional[float] = None  # workers the runtime let run at once
+    runnable_workers_ci: Optional[list[float]] = None
+    on_cpu_workers: Optional[float] = None  # workers on a CPU at once: what the host gave them
+    idle_speedup: Optional[float] = None  # what the step would show on an idle host
+    idle_speedup_ci: Optional[list[float]] = None
+    pair_idle_speedups: list[float] = field(default_factory=list)
+    # parallel, serialised, contention or uncertain: what the runtime did (null: nothing can say)
+    parallelism: Optional[str] = None
     interference_cores: Optional[float] = None
     steal_ratio: Optional[float] = None
     free_cores: Optional[float] = None
@@ -210,7 +220,7 @@ class ServedResults(Results):
 # --- building --------------------------------------------------------------------------
 
 
-def step_fields(step: StepResult, report: WorkloadReport) -> dict[str, Any]:
+def step_fields(step: StepResult, report: WorkloadReport, usable: float) -> dict[str, Any]:
     """A step's fields in the document. An unsteady or inconclusive step's speedup is
     withheld: its pairs and CPU-time figures stay."""
     s = step.summary
@@ -230,6 +240,8 @@ def step_fields(step: StepResult, report: WorkloadReport) -> dict[str, Any]:
         efficiency=shown.efficiency if shown else None, serial_fraction=shown.serial_fraction if shown else None,
         cores_used=s.cores_used if s else None, cpu_rate_ratio=s.cpu_rate_ratio if s else None,
         cpu_rate_ci=list(s.rate_ci) if s and s.rate_ci else None, pair_cpu_rates=list(s.pair_rates) if s else [],
+        **accounting_fields(s.accounting if s else None),
+        parallelism=parallelism(step, report, usable) if step.mode != SEQUENTIAL else None,
         interference_cores=s.interference_cores if s else None, steal_ratio=s.steal_ratio if s else None,
         free_cores=s.free_cores if s else None,
         unsteady=s.unsteady if s else False, unsteady_reason=s.unsteady_reason if s else None,
@@ -240,6 +252,15 @@ def step_fields(step: StepResult, report: WorkloadReport) -> dict[str, Any]:
         startup_seconds=s.startup_seconds if s else None,
         repeats=[w.wall_seconds for w in step.windows if w.role != "baseline"],
     )
+
+
+def accounting_fields(a: Optional[Accounting]) -> dict[str, Any]:
+    if a is None:
+        return {}
+    return dict(runnable_workers=a.runnable, runnable_workers_ci=list(a.runnable_ci) if a.runnable_ci else None,
+                on_cpu_workers=a.on_cpu, idle_speedup=a.idle_speedup,
+                idle_speedup_ci=list(a.idle_speedup_ci) if a.idle_speedup_ci else None,
+                pair_idle_speedups=list(a.pair_idle_speedups))
 
 
 def interpreter_of(report: WorkloadReport) -> InterpreterInfo:
@@ -275,7 +296,7 @@ def _build(reports: Sequence[WorkloadReport], host: HostCpus, served: bool) -> R
     steps: list[Any] = []
     for report, texts in zip(reports, said):
         for step in report.steps:
-            fields = step_fields(step, report)
+            fields = step_fields(step, report, host.usable)
             steps.append(ServedStep(**fields, verdict=texts.get((step.mode, step.workers))) if served else Step(**fields))
     return (ServedResults if served else Results)(
         host=Host(host.logical, host.physical, host.affinity, host.quota, host.usable),

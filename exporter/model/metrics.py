@@ -75,6 +75,18 @@ METRICS: dict[str, MetricSpec] = _specs(
     MetricSpec("cpu_cores_used", "CPU seconds of the workers divided by wall seconds of the timed window.", STEP_LABELS),
     MetricSpec("cpu_rate_ratio", "Work per CPU-second of the workers together relative to one worker of the same pool "
                "alone; speedup ~ cpu_cores_used * cpu_rate_ratio.", STEP_LABELS),
+    MetricSpec("runnable_workers", "Workers the runtime let run at once, on a CPU or waiting for one (the kernel's "
+               "per-thread accounting, mean over the parallel windows): a figure of the runtime, not of the host's "
+               "load. GIL-bound threads read ~1, parallel workers ~N.", STEP_LABELS),
+    MetricSpec("runnable_workers_lower", "Lower end of the runnable workers' 95% interval.", STEP_LABELS),
+    MetricSpec("runnable_workers_upper", "Upper end of the runnable workers' 95% interval.", STEP_LABELS),
+    MetricSpec("idle_speedup_ratio", "The speedup the step would show on an idle host: runnable workers (at most the "
+               "cores they could use) times cpu_rate_ratio, geometric mean over the pairs. Exported whatever the "
+               "host's load; on a quiet host it agrees with pyparallel_speedup_ratio.", STEP_LABELS),
+    MetricSpec("idle_speedup_lower_ratio", "Lower end of the idle-host speedup's 95% interval.", STEP_LABELS),
+    MetricSpec("idle_speedup_upper_ratio", "Upper end of the idle-host speedup's 95% interval.", STEP_LABELS),
+    MetricSpec("on_cpu_workers", "Workers on a CPU at once in the timed windows: the cores the host gave the step "
+               "(median of the parallel windows).", STEP_LABELS),
     MetricSpec("interference_cores", "CPU used by other processes during the timed windows, in cores: host busy time "
                "(kernel per-CPU counters, steal excluded) minus the probe's process tree, median of windows.",
                STEP_LABELS),

@@ -10,6 +10,8 @@ the alerts agree on what "not parallel" means.
 
 from __future__ import annotations
 
+from typing import Optional
+
 from exporter.stats.measurement import Summary, interval_text
 from exporter.runner.modes import ALL_MODES, SEQUENTIAL
 from exporter.model.results import StepResult, WorkloadReport
@@ -85,9 +87,93 @@ def shortfall_causes(step: StepResult, report: WorkloadReport, usable: float, po
     return causes
 
 
+# --- what the runtime did: from the kernel's accounting, whatever the host's load ----------
+
+PARALLEL, SERIALISED, CONTENTION, UNCERTAIN = "parallel", "serialised", "contention", "uncertain"
+
+
+def possible_at_once(step: StepResult) -> float:
+    """The workers a mode can run at once by design (one event loop: 1)."""
+    limit = ALL_MODES[step.mode].max_cores
+    return float(step.workers) if limit is None else min(float(step.workers), limit)
+
+
+def parallelism(step: StepResult, report: WorkloadReport, usable: float) -> Optional[str]:
+    """``parallel``, ``serialised``, ``contention`` or ``uncertain`` (the evidence sits on a
+    threshold): what the runtime let the workers do; None where nothing can say (a failed
+    step, a workload that waits rather than computes, no accounting and no conclusive figure).
+
+    The kernel's accounting decides when there is one: workers runnable at once and their work
+    per CPU-second do not depend on free cores. Without it, the conclusive wall-clock figures.
+    """
+    s = step.summary
+    if s is None or step.workers < 2 or not s.cpu_bound:
+        return None
+    a = s.accounting
+    if a is not None:
+        low, high = a.runnable_ci or (a.runnable, a.runnable)
+        rate_low, rate_high = s.rate_ci or (s.cpu_rate_ratio or 1.0,) * 2
+    elif s.conclusive and not s.unsteady:
+        low = high = s.cores_used
+        rate_low, rate_high = s.rate_ci or (s.cpu_rate_ratio or 1.0,) * 2
+    else:
+        return None
+    together = SCALES_FRACTION * min(possible_at_once(step), float("inf") if a is not None else usable)
+    if high < NOT_PARALLEL or possible_at_once(step) < NOT_PARALLEL:
+        return SERIALISED
+    if low >= together:
+        if rate_low >= CONTENTION_RATE:
+            return PARALLEL
+        return CONTENTION if rate_high < CONTENTION_RATE else UNCERTAIN
+    if low >= NOT_PARALLEL and high < together:
+        return CONTENTION  # more than one at a time, fewer than all: they waited on each other
+    return UNCERTAIN
+
+
+def interval_words(low: float, high: float, estimate: float, good: float) -> str:
+    """The leading words a speedup's interval allows: one word when it lies on one side of
+    each threshold, ``uncertain`` when it straddles one (near-identical figures never get
+    different words), and never a speedup for an estimate below 1."""
+    if high < NOT_PARALLEL:
+        return "no parallel speedup"
+    if low >= good and estimate >= 1:
+        return "scales"
+    if low >= NOT_PARALLEL and high < good:
+        return "partial speedup"
+    return "uncertain"
+
+
+def accounting_verdict(step: StepResult, report: WorkloadReport, usable: float) -> Optional[str]:
+    """A busy host's verdict: what the runtime did, the cores the host gave, the idle-host speedup."""
+    s = step.summary
+    assert s is not None
+    a, kind = s.accounting, parallelism(step, report, usable)
+    if a is None or kind is None:
+        return None
+    at_once = f"{a.runnable:.1f}" + (f" ({a.runnable_ci[0]:.1f}–{a.runnable_ci[1]:.1f})" if a.runnable_ci else "")
+    idle = (f"; on an idle host {interval_text(a.idle_speedup, a.idle_speedup_ci)}"
+            if a.idle_speedup is not None else "")
+    other = f"other processes used {(s.interference_cores or 0.0):.1f} cores"
+    if kind == SERIALISED:
+        return (f"{step.mode}: serialised — {serialisation_cause(step, report)}; {at_once} worker ran at a time "
+                f"while {other}{idle}")
+    if kind == PARALLEL:
+        return (f"{step.mode}: parallel — {at_once} workers at once; the host gave them {a.on_cpu:.1f} cores "
+                f"while {other}{idle}")
+    if kind == CONTENTION:
+        rate = f", each at {s.cpu_rate_ratio * 100:.0f} % of one worker's speed" if s.cpu_rate_ratio else ""
+        usual = contention_cause(step, report).split(" (", 1)[1].rstrip(")")
+        return f"{step.mode}: contention — {at_once} workers at once{rate} ({usual}){idle}"
+    return (f"{step.mode}: uncertain — {at_once} workers at once, between serialised and parallel; "
+            f"{other}{idle}")
+
+
 def mode_verdict(step: StepResult, report: WorkloadReport, usable: float) -> str:
-    """Leading words scripts read: ``no parallel speedup``, ``scales``, ``partial speedup``,
-    ``cannot tell`` (too few free cores) or ``unsteady`` (withheld), then evidence and cause."""
+    """Leading words scripts read. With a conclusive wall-clock figure: ``no parallel
+    speedup``, ``scales``, ``partial speedup`` or ``uncertain`` (its interval straddles a
+    threshold); where the host left too few free cores, what the kernel's accounting says:
+    ``parallel``, ``serialised``, ``contention`` or ``uncertain``; ``cannot tell`` where
+    neither can say, ``unsteady`` (withheld). Then the evidence and the cause."""
     if not step.available:
         return f"{step.mode}: unavailable"
     if step.summary is None:
@@ -96,6 +182,9 @@ def mode_verdict(step: StepResult, report: WorkloadReport, usable: float) -> str
     if s.unsteady:
         return f"{step.mode}: unsteady — {s.unsteady_reason}"
     if not s.conclusive:
+        said = accounting_verdict(step, report, usable)
+        if said is not None:
+            return said
         return f"{step.mode}: cannot tell — {s.inconclusive_reason}; {s.cores_used:.2f} cores busy"
     # CPU-bound work cannot beat the usable cores; waiting (sleep) can overlap up to N.
     cpu_bound = s.cpu_bound
@@ -116,11 +205,14 @@ def mode_verdict(step: StepResult, report: WorkloadReport, usable: float) -> str
         else:
             cause = serialisation_cause(step, report)
         return f"{step.mode}: no parallel speedup {shown} — {cause}; {s.cores_used:.2f} cores busy"
-    good = SCALES_FRACTION * possible
-    if low >= good or (s.speedup >= good and (not cpu_bound or s.cores_used >= good)):
+    words = interval_words(low, high, s.speedup, SCALES_FRACTION * possible)
+    if words == "scales":
         return f"{step.mode}: scales {shown} (ideal ×{step.workers})"
     causes = shortfall_causes(step, report, usable, possible)
-    return f"{step.mode}: partial speedup {shown} of ×{possible:g} possible — " + "; ".join(causes)
+    if words == "partial speedup":
+        return f"{step.mode}: partial speedup {shown} of ×{possible:g} possible — " + "; ".join(causes)
+    return f"{step.mode}: uncertain {shown} of ×{possible:g} possible (the interval spans a threshold) — " + \
+        "; ".join(causes)
 
 
 def step_verdicts(report: WorkloadReport, usable: float) -> dict[tuple[str, int], str]:

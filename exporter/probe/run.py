@@ -164,12 +164,13 @@ class Conversation:
         index = event.get("index", -1)
         if not _is_int(index):
             raise ValueError("expected an integer window index")
+        runnable, on_cpu = _concurrency(event.get("concurrency"), count)
         window = measurement.Window(
             starts=_numbers(event["starts"], count), ends=_numbers(event["ends"], count),
             cpu_seconds=cpu_seconds, startup_seconds=_numbers([event["startup_seconds"]], 1)[0],
             core_utilisation=measurement.busy_fractions(self.counters_before, after),
             index=index, interference_cores=load.interference_cores, steal_ratio=load.steal_ratio,
-            role=role, pair=pair, attempt=attempt)
+            role=role, pair=pair, attempt=attempt, runnable_workers=runnable, on_cpu_workers=on_cpu)
         free = measurement.window_free_cores(window, self.usable_cpus, modes.max_cores(step.mode))
         window = dataclasses.replace(window, clean=free.enough)
         step.windows.append(window)
@@ -230,6 +231,9 @@ def summarise_steps(report: WorkloadReport, usable_cpus: Optional[float] = None)
 _VERSION = re.compile(r"^\d{1,3}\.\d{1,3}\.\d{1,3}[a-z0-9+]{0,16}$")
 _IMPLEMENTATION = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 MAX_MESSAGE_CHARS = 1000
+# The kernel updates a running thread's accounting at its scheduler tick, so one reading can
+# be a few milliseconds behind: over a 0.3 s span a sum may exceed the threads by ~2 %.
+RUNNABLE_SLACK = 1.05
 
 
 def _checked_identity(identity: Identity) -> Identity:
@@ -252,6 +256,20 @@ def _numbers(values: object, count: int) -> list[float]:
     if not all(measurement.finite_number(v) for v in values):
         raise ValueError("expected finite numbers")
     return [float(v) for v in values]
+
+
+def _concurrency(value: object, workers: int) -> tuple[Optional[float], Optional[float]]:
+    """The window's (runnable, on CPU) workers from the kernel's accounting; (None, None)
+    where the runner had none. A figure no thread can reach is a protocol error."""
+    if value is None:
+        return None, None
+    if not isinstance(value, dict):
+        raise ValueError("expected the window's concurrency as an object")
+    runnable, on_cpu = _numbers([value["runnable_workers"], value["on_cpu_workers"]], 2)
+    # Each worker is runnable at most all the time; a few per cent over is the kernel's tick.
+    if not 0 <= on_cpu <= runnable <= workers * RUNNABLE_SLACK + RUNNABLE_SLACK:
+        raise ValueError(f"runnable workers {runnable:.3g} and on CPU {on_cpu:.3g} are not possible for {workers}")
+    return runnable, on_cpu
 
 
 def _is_int(value: object) -> bool:

@@ -26,10 +26,18 @@ import traceback
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from exporter.runner import schedstat, workloads
+from exporter.runner.gilstate import gil_enabled
 from exporter.runner.modes import ASYNCIO, PROCESSES, SEQUENTIAL, SUBINTERPRETERS, THREADS
 
 POLL_SECONDS = 0.05
 JOIN_SECONDS = 5.0
+# A thread waiting for the GIL wakes every switch interval (5 ms by default) to ask for it.
+# On a busy host each wake-up waits for a CPU, and the kernel counts that wait as runnable
+# time: two threads taking turns read as up to ~1.45 workers at once with one other process
+# busy (0.2 s: 1.00-1.04 with zero, one or two: benchmarks/results-busy.md). So a timed
+# window of threads runs with this switch interval while the GIL is on: the threads still
+# take turns, in longer slices, and a waiter stays blocked as it would on an idle host.
+GIL_WAIT_SECONDS = 0.2
 
 Timings = Dict[str, Any]
 Handshake = Callable[[], None]
@@ -281,6 +289,17 @@ class ThreadPool(Pool):
 
     def prepare(self) -> Callable[[int], None]:
         return warmed_operation(self.workload)
+
+    def window(self, indexes: Sequence[int], ops: int, handshake: Handshake) -> Timings:
+        """With the GIL on, a window runs with the switch interval at ``GIL_WAIT_SECONDS``."""
+        if not gil_enabled():
+            return super().window(indexes, ops, handshake)
+        previous = sys.getswitchinterval()
+        sys.setswitchinterval(GIL_WAIT_SECONDS)
+        try:
+            return super().window(indexes, ops, handshake)
+        finally:
+            sys.setswitchinterval(previous)
 
 
 class SubinterpreterPool(ThreadPool):

@@ -150,6 +150,10 @@ class Window:
     pair: int = -1
     attempt: int = 0
     clean: bool = True  # the host left the window the cores it needed (see window_had_free_cores)
+    # The kernel's accounting from the release to the first worker's end: workers runnable (on
+    # a CPU or waiting for one) and workers on a CPU, on average; None where it keeps none.
+    runnable_workers: Optional[float] = None
+    on_cpu_workers: Optional[float] = None
 
     @property
     def wall_seconds(self) -> float:
@@ -182,6 +186,17 @@ class Pair:
         if spent <= 0 or alone <= 0:
             return None
         return workers * alone / spent
+
+    def idle_speedup(self, workers: int, cores: float) -> Optional[float]:
+        """The speedup this pair would show on an idle host: the workers the runtime let run at
+        once (at most the ``cores`` they could have) times their work per CPU-second. On an
+        idle host runnable workers are the cores used, so this is cores × rate, which is the
+        wall-clock speedup; on a busy host neither factor waits for free cores."""
+        rate = self.cpu_rate_ratio(workers)
+        runnable = self.window.runnable_workers
+        if rate is None or runnable is None:
+            return None
+        return min(runnable, cores) * rate
 
 
 def last_attempt(windows: Sequence[Window]) -> list[Window]:
@@ -291,6 +306,42 @@ def interval_text(estimate: float, interval: Optional[Tuple[float, float]]) -> s
     return f"×{estimate:.2f}" + (f" ({interval[0]:.2f}–{interval[1]:.2f})" if interval else "")
 
 
+def mean_estimate(values: Sequence[float]) -> Tuple[float, Optional[Tuple[float, float]]]:
+    """Arithmetic mean and its 95 % interval (Student t; None below 2 values): for figures
+    that add up, such as workers runnable at once."""
+    centre = statistics.fmean(values)
+    if len(values) < 2:
+        return centre, None
+    half = t_quantile(len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
+    return centre, (centre - half, centre + half)
+
+
+@dataclass(frozen=True)
+class Accounting:
+    """What the kernel's per-thread accounting says of a step, whatever the host's load."""
+
+    runnable: float  # workers the runtime let run at once, on average over the parallel windows
+    runnable_ci: Optional[Tuple[float, float]]
+    on_cpu: float  # workers on a CPU: the cores the host gave them
+    idle_speedup: Optional[float]  # what the step would show on an idle host
+    idle_speedup_ci: Optional[Tuple[float, float]]
+    pair_idle_speedups: Sequence[float]
+
+
+def account(pairs: Sequence[Pair], workers: int, cores: float,
+            between_probe_sd: float = BETWEEN_PROBE_SD) -> Optional[Accounting]:
+    """The step's runnable workers and idle-host speedup from every pair, clean or not (the
+    host's other load does not enter either); None without the kernel's accounting."""
+    counted = [p for p in pairs if p.window.runnable_workers is not None and p.window.on_cpu_workers is not None]
+    if not counted:
+        return None
+    runnable, runnable_ci = mean_estimate([p.window.runnable_workers or 0.0 for p in counted])
+    speedups = [e for e in (p.idle_speedup(workers, cores) for p in counted) if e is not None and e > 0]
+    idle, idle_ci = ratio_estimate(speedups, between_probe_sd) if speedups else (None, None)
+    return Accounting(runnable, runnable_ci, statistics.median(p.window.on_cpu_workers or 0.0 for p in counted),
+                      idle, clipped(idle_ci, cores), speedups)
+
+
 def assess(pairs: Sequence[Pair], workers: int, usable_cpus: Optional[float]) -> Assessment:
     """The speedup and rate of a step's pairs, with their intervals and physical ceiling."""
     estimate, interval = ratio_estimate([p.speedup(workers) for p in pairs])
@@ -395,6 +446,7 @@ class Summary:
     free_cores: Optional[float] = None
     remeasured_reason: Optional[str] = None  # why the runner measured the step again from scratch
     pair_rates: Sequence[float] = ()
+    accounting: Optional[Accounting] = None  # the kernel's per-thread accounting (CPU-bound steps)
 
     @property
     def unsteady(self) -> bool:
@@ -492,4 +544,7 @@ def summarise(windows: Sequence[Window], workers: int, ops_per_unit: int,
         free_cores=space.free if space is not None else None,
         remeasured_reason=remeasured_reason,
         pair_rates=[r for r in (p.cpu_rate_ratio(workers) for p in pairs) if r is not None],
+        accounting=account(everything, workers, min(float(workers), usable_cpus or float(workers),
+                                                    max_cores if max_cores is not None else float(workers)))
+        if verdict.cpu_bound else None,
     )
