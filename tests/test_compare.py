@@ -229,6 +229,34 @@ def test_a_busy_candidate_is_never_a_regression() -> None:
     assert comparison.exit_code == compare.EXIT_INCONCLUSIVE == 3
 
 
+def accounted(speedup: Optional[float], idle: float, ci: tuple[float, float], conclusive: bool,
+              pairs: Optional[list[float]] = None) -> dict[str, Any]:
+    """A threads step with the kernel's accounting: its idle-host estimate whatever the load."""
+    return step("threads", 2, speedup, ci=[speedup * 0.97, speedup * 1.03] if speedup else None,
+                conclusive=conclusive, inconclusive_reason=None if conclusive else BUSY,
+                pair_speedups=[speedup] * 4 if speedup else [1.0, 1.4, 0.9],
+                idle_speedup=idle, idle_speedup_ci=list(ci), pair_idle_speedups=pairs or [idle] * 4)
+
+
+def test_on_a_busy_host_the_idle_host_estimates_show_a_regression_the_wall_clock_cannot() -> None:
+    """3.13t against 3.13t with PYTHON_GIL=1, both probed while other work took the cores."""
+    base = document(accounted(None, 1.96, (1.90, 2.00), conclusive=False, pairs=[1.95, 1.97, 1.96, 1.94]))
+    cand = document(accounted(None, 1.01, (0.97, 1.05), conclusive=False, pairs=[1.0, 1.02, 1.01, 0.99]))
+    comparison = compare_dicts(base, cand)
+    row = only_row(comparison)
+    assert row.status == "regression" and "idle-host estimates" in row.why
+    assert row.baseline.figure == row.candidate.figure == compare.IDLE_HOST
+    assert comparison.exit_code == compare.EXIT_REGRESSION
+
+
+def test_on_a_busy_host_the_same_interpreter_twice_is_no_regression_not_cannot_tell() -> None:
+    base = document(accounted(None, 1.96, (1.90, 2.00), conclusive=False))
+    cand = document(accounted(1.95, 1.95, (1.89, 2.00), conclusive=True))  # quiet for one of the two
+    comparison = compare_dicts(base, cand)
+    assert only_row(comparison).status == "no change"
+    assert comparison.exit_code == compare.EXIT_OK
+
+
 def test_a_busy_baseline_is_never_no_regression() -> None:
     base = document(step("threads", 2, None, conclusive=False, inconclusive_reason=BUSY))
     cand = document(step("threads", 2, 1.9, ci=[1.85, 1.95], conclusive=True))

@@ -37,6 +37,7 @@ IDENTITY_FIELDS = ("implementation", "version", "free_threaded_build", "gil_enab
 IDENTITY_LABELS = {"implementation": "implementation", "version": "version",
                    "free_threaded_build": "free-threaded build", "gil_enabled": "GIL at run time"}
 FAILING = ("regression", "new failure")
+WALL_CLOCK, IDLE_HOST = "wall-clock speedup", "idle-host estimate"
 INCONCLUSIVE = "inconclusive"
 # What a document may hold: /api/v1/results of a large fleet config is a few MB.
 MAX_DOCUMENT_BYTES = 64 << 20
@@ -116,6 +117,7 @@ class Side:
     reason: Optional[str]
     message: str
     cannot_tell: Optional[str] = None  # why this side's figure could not show the parallelism
+    figure: str = WALL_CLOCK  # which speedup: measured, or the idle-host estimate
 
     @staticmethod
     def of(step: Step, usable_cpus: float) -> Side:
@@ -124,6 +126,26 @@ class Side:
                     interval=interval, interval_kind=kind, pairs=tuple(step.pair_speedups or ()),
                     reason=step.reason, message=step.message or step.unsteady_reason or "",
                     cannot_tell=cannot_tell(step, usable_cpus))
+
+    @staticmethod
+    def estimated(step: Step) -> Side:
+        """The step's idle-host speedup from the kernel's accounting, in place of the wall clock."""
+        interval = (step.idle_speedup_ci[0], step.idle_speedup_ci[1]) if step.idle_speedup_ci else None
+        return Side(success=step.success, available=step.available, speedup=step.idle_speedup,
+                    interval=interval, interval_kind="confidence interval" if interval else "",
+                    pairs=tuple(step.pair_idle_speedups), reason=step.reason, message=step.message or "",
+                    figure=IDLE_HOST)
+
+
+def sides(baseline: Step, candidate: Step, b_cpus: float, c_cpus: float) -> tuple[Side, Side]:
+    """Both steps' wall-clock figures; where either could not tell (the host left too few free
+    cores), both steps' idle-host estimates when both have them: the kernel's accounting does
+    not need free cores, and comparing like with like keeps the two figures apart."""
+    b_side, c_side = Side.of(baseline, b_cpus), Side.of(candidate, c_cpus)
+    busy = b_side.cannot_tell or c_side.cannot_tell
+    if busy and baseline.idle_speedup is not None and candidate.idle_speedup is not None:
+        return Side.estimated(baseline), Side.estimated(candidate)
+    return b_side, c_side
 
 
 def cannot_tell(step: Step, usable_cpus: float) -> Optional[str]:
@@ -224,6 +246,7 @@ def judge(baseline: Side, candidate: Side, threshold: float, alpha: float) -> di
         return {"status": "no figure", "why": "speedup withheld (unsteady): " + (candidate.message or baseline.message)}
     change = candidate.speedup / baseline.speedup - 1
     figures: dict[str, Any] = {"change": change}
+    of = "" if baseline.figure == WALL_CLOCK else f" ({baseline.figure}s: the host left too few free cores)"
     if len(baseline.pairs) >= 2 and len(candidate.pairs) >= 2:
         figures["p_lower"] = mann_whitney_less(candidate.pairs, baseline.pairs)
         figures["p_higher"] = mann_whitney_less(baseline.pairs, candidate.pairs)
@@ -231,24 +254,24 @@ def judge(baseline: Side, candidate: Side, threshold: float, alpha: float) -> di
     if b and c and c[1] < b[0] * (1 - threshold):
         return figures | {"status": "regression",
                           "why": f"candidate's interval {c[0]:.2f}–{c[1]:.2f} lies more than {threshold:.0%} below "
-                                 f"the baseline's {b[0]:.2f}–{b[1]:.2f}"}
+                                 f"the baseline's {b[0]:.2f}–{b[1]:.2f}{of}"}
     if b and c and c[0] > b[1] * (1 + threshold):
         return figures | {"status": "improvement",
                           "why": f"candidate's interval {c[0]:.2f}–{c[1]:.2f} lies more than {threshold:.0%} above "
-                                 f"the baseline's {b[0]:.2f}–{b[1]:.2f}"}
+                                 f"the baseline's {b[0]:.2f}–{b[1]:.2f}{of}"}
     if "p_lower" in figures and change <= -threshold and figures["p_lower"] < alpha:
         return figures | {"status": "regression",
-                          "why": f"{change:+.0%}; Mann–Whitney U on the paired windows: p={figures['p_lower']:.3g} < {alpha:g}"}
+                          "why": f"{change:+.0%}; Mann–Whitney U on the paired windows: p={figures['p_lower']:.3g} < {alpha:g}{of}"}
     if "p_higher" in figures and change >= threshold and figures["p_higher"] < alpha:
         return figures | {"status": "improvement",
-                          "why": f"{change:+.0%}; Mann–Whitney U on the paired windows: p={figures['p_higher']:.3g} < {alpha:g}"}
+                          "why": f"{change:+.0%}; Mann–Whitney U on the paired windows: p={figures['p_higher']:.3g} < {alpha:g}{of}"}
     if abs(change) < threshold:
         why = f"{change:+.0%} is within the {threshold:.0%} threshold"
     elif "p_lower" in figures:
         why = f"{change:+.0%} but not significant (p={min(figures['p_lower'], figures['p_higher']):.3g} ≥ {alpha:g})"
     else:
         why = f"{change:+.0%} but the intervals are not {threshold:.0%} apart: noise cannot be ruled out"
-    return figures | {"status": "no change", "why": why}
+    return figures | {"status": "no change", "why": why + of}
 
 
 def gil_came_back(baseline: InterpreterInfo, candidate: InterpreterInfo) -> Optional[str]:
@@ -295,7 +318,7 @@ def compare_documents(baseline: Results, candidate: Results, *,
     b_steps, c_steps = steps(baseline, b_interp.name), steps(candidate, c_interp.name)
     rows = []
     for key in (k for k in b_steps if k in c_steps):
-        b_side, c_side = Side.of(b_steps[key], b_cpus), Side.of(c_steps[key], c_cpus)
+        b_side, c_side = sides(b_steps[key], c_steps[key], b_cpus, c_cpus)
         if key[1] == SEQUENTIAL and b_side.success == c_side.success:
             continue  # the baseline of each file: its speedup is 1 by definition
         rows.append(Row(*key, baseline=b_side, candidate=c_side, **judge(b_side, c_side, threshold, alpha)))

@@ -24,6 +24,7 @@ from exporter.gate.compare import (
     EXIT_INCONCLUSIVE,
     EXIT_OK,
     IDENTITY_LABELS,
+    IDLE_HOST,
     INCONCLUSIVE,
     CompareError,
     Comparison,
@@ -46,7 +47,8 @@ def side_text(side: Side) -> str:
     if side.speedup is None:
         return "withheld"
     interval = f" [{side.interval[0]:.2f}–{side.interval[1]:.2f}]" if side.interval else ""
-    return f"{side.speedup:.2f}×{interval}"
+    estimated = "~" if side.figure == IDLE_HOST else ""
+    return f"{estimated}{side.speedup:.2f}×{interval}"
 
 
 def identity_value(key: str, value: Any) -> str:
@@ -79,6 +81,9 @@ def render(comparison: Comparison, console: Console) -> None:
                       Text(side_text(row.candidate)), "" if row.change is None else f"{row.change:+.0%}",
                       "" if p is None else f"{p:.2g}", Text(row.status, style=STYLES.get(row.status, "")))
     console.print(table)
+    if any(row.baseline.figure == IDLE_HOST for row in comparison.rows):
+        console.print(Text("~ the idle-host estimate (workers the runtime let run at once × their rate, from the "
+                           "kernel's accounting): the host left too few free cores for the wall clock", style="dim"))
     for row in comparison.rows:
         console.print(Text(f"  {row.workload} {row.mode} ×{row.workers}: {row.status}: {row.why}",
                            style=STYLES.get(row.status) or "dim"))
