@@ -14,16 +14,19 @@ from rich.table import Table
 from rich.text import Text
 
 from exporter.host.cpus import HostCpus
-from exporter.stats.measurement import Summary
+from exporter.stats.measurement import Summary, interval_text
 from exporter.model.results import SCHED_IDLE, Nice, StepResult, WorkloadReport
 from exporter.model.verdicts import NOTABLE_STEAL, speedup_text, verdict
+from exporter.runner.modes import SEQUENTIAL
 
 
 BAR_WIDTH = 20
 MAX_CPUS_WITH_BARS = 16  # more CPUs than this get a one-line summary instead of bars
 
 
-COLUMNS = ("mode", "N", "time", "unit/s", "speedup", "eff", "cores", "rate", "other", "pairs")
+# Throughput and wall time are in the JSON and the metrics; the table keeps, within 80
+# columns, what a verdict rests on.
+COLUMNS = ("mode", "N", "speedup", "eff", "cores", "rate", "at once", "other", "pairs")
 
 
 def optional(value: Optional[float], fmt: str) -> str:
@@ -38,13 +41,23 @@ def step_row(step: StepResult) -> list[str]:
     if not step.success or step.summary is None:
         return [f"[red]{mode}[/red]", str(step.workers)] + ["[red]fail[/red]"] * blank
     s = step.summary
-    shown = (speedup_text(s) if s.shown else "[yellow]unsteady[/yellow]" if s.unsteady
-             else "[yellow]cannot tell[/yellow]")
     efficiency = f"{s.efficiency * 100:.0f}%" if s.shown else "–"
     pairs = str(s.pairs) + ("[yellow]*[/yellow]" if s.remeasured_reason else "")
-    return [mode, str(step.workers), f"{s.wall_seconds:.2f}s", f"{s.throughput_units_per_second:.2f}",
-            shown, efficiency, f"{s.cores_used:.2f}", optional(s.cpu_rate_ratio, ".2f"),
+    at_once = optional(s.accounting.runnable if s.accounting and step.mode != SEQUENTIAL else None, ".2f")
+    return [mode, str(step.workers), speedup_cell(s), efficiency, f"{s.cores_used:.2f}", optional(s.cpu_rate_ratio, ".2f"), at_once,
             optional(s.interference_cores, ".2f"), pairs]
+
+
+def speedup_cell(s: Summary) -> str:
+    """The measured speedup; where the host was too busy for it, the idle-host estimate (~)."""
+    if s.shown:
+        return speedup_text(s)
+    if s.unsteady:
+        return "[yellow]unsteady[/yellow]"
+    a = s.accounting
+    if a is not None and a.idle_speedup is not None:
+        return f"[yellow]~{interval_text(a.idle_speedup, a.idle_speedup_ci)}[/yellow]"
+    return "[yellow]cannot tell[/yellow]"
 
 
 def results_table(report: WorkloadReport) -> Table:
@@ -63,8 +76,10 @@ def results_table(report: WorkloadReport) -> Table:
                          f"of the same pool alone; pairs = independent (T1, TN) pairs, {report.spec.repeats}+ "
                          f"until ±{report.spec.precision:.0%}, {report.spec.max_repeats} or "
                          f"{report.spec.step_budget_seconds:g} s (* measured again); cores = CPU s / wall s; "
-                         f"rate = work per CPU s vs one worker alone; other = cores used by other processes; "
-                         f"processes start with {report.spec.start_method}")
+                         f"rate = work per CPU s vs one worker alone; at once = workers runnable at once (the "
+                         f"kernel's accounting: on a CPU or waiting for one); ~ = the idle-host speedup, at once "
+                         f"× rate, where other processes left too few free cores for the wall clock; other = cores "
+                         f"used by other processes; processes start with {report.spec.start_method}")
     return table
 
 

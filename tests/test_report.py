@@ -134,7 +134,7 @@ def test_unsteady_step_shows_no_figure_in_verdict_table_or_json():
     reason = "speedup ×2.30 (2.20–2.40) exceeds the 2 cores CPU-bound work can use"
     s = step("processes", summary(2.3, (2.2, 2.4), cores=1.9, unsteady=reason))
     assert verdict_of(s) == f"processes: unsteady — {reason}"
-    assert "unsteady" in report.step_row(s)[4] and "2.30" not in report.step_row(s)[4]
+    assert "unsteady" in report.step_row(s)[report.COLUMNS.index("speedup")] and "2.30" not in report.step_row(s)[report.COLUMNS.index("speedup")]
     document = results_document.to_json(results_document.build([workload_report(s)], TWO_CORES))
     result = document["results"][1]
     assert result["unsteady"] is True and result["unsteady_reason"] == reason
@@ -158,7 +158,7 @@ def test_inconclusive_step_says_cannot_tell_and_shows_no_figure():
     reason = "other processes used 1.0 cores, leaving 1.0 of 2 cores where the workers needed 2"
     s = step("processes", summary(1.02, (0.95, 1.1), cores=1.0, other=1.0, inconclusive_reason=reason))
     assert verdict_of(s) == f"processes: cannot tell — {reason}; 1.00 cores busy"
-    assert "cannot tell" in report.step_row(s)[4] and "1.02" not in report.step_row(s)[4]
+    assert "cannot tell" in report.step_row(s)[report.COLUMNS.index("speedup")] and "1.02" not in report.step_row(s)[report.COLUMNS.index("speedup")]
     result = results_document.to_json(results_document.build([workload_report(s)], TWO_CORES))["results"][1]
     assert result["conclusive"] is False and result["inconclusive_reason"] == reason
     assert result["speedup"] is None and result["efficiency"] is None and result["pair_speedups"] == [1.02] * 3
@@ -166,7 +166,7 @@ def test_inconclusive_step_says_cannot_tell_and_shows_no_figure():
 
 def test_speedup_cell_shows_the_interval():
     s = step("processes", summary(1.91, (1.86, 1.95), cores=1.96))
-    assert report.step_row(s)[4] == "×1.91 (1.86–1.95)"
+    assert report.step_row(s)[report.COLUMNS.index("speedup")] == "×1.91 (1.86–1.95)"
 
 
 def test_core_bars_shade_the_other_processes_share():
