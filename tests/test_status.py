@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -449,3 +449,31 @@ def test_a_view_key_named_like_a_dict_method_renders_as_the_key() -> None:
 
     template = templating.environment("exporter.pages").from_string("{{ view.items }} {{ view.values }} {{ view.missing is undefined }}")
     assert template.render(view={"items": "<3 rows>", "values": 2}) == "&lt;3 rows&gt; 2 True"
+
+
+def test_a_step_the_host_was_too_busy_for_shows_its_idle_host_estimate_and_what_was_measured() -> None:
+    """Not a failure: the kernel's accounting stands in for the wall clock (~), and cores used
+    and the per-core bars stay on the page; without the accounting it reads 'cannot tell'."""
+    from exporter.stats.measurement import Accounting
+
+    busy = dict(interference_cores=1.3, inconclusive_reason="other processes used 1.3 cores")
+    with_accounting = workload_report()
+    threads = with_accounting.steps[1]
+    assert threads.summary is not None
+    threads.summary = replace(threads.summary, accounting=Accounting(1.98, (1.95, 2.0), 0.7, 1.96, (1.9, 2.0), [1.96] * 3),
+                              **busy)
+    without = workload_report(workload="sha256")
+    plain = without.steps[1]
+    assert plain.summary is not None
+    plain.summary = replace(plain.summary, **busy)
+    text = page_for(FakeDaemon(reports=[with_accounting, without]))
+    estimated = re.search(r'<tr class="estimated" data-workload="pure_python" data-mode="threads".*?</tr>', text, re.S)
+    assert estimated is not None, text
+    row = estimated.group(0)
+    assert '<span class="speedup">~1.96×</span>' in row and "1.90–2.00" in row
+    assert "idle-host estimate" in row and "<span class=\"cores-used\">1.96</span>" in row
+    assert row.count('class="cpu-bar"') == 4 and "parallel — 2.0" in row
+    busy_row = re.search(r'<tr class="busy" data-workload="sha256" data-mode="threads".*?</tr>', text, re.S)
+    assert busy_row is not None
+    assert '<span class="speedup">cannot tell</span>' in busy_row.group(0)
+    assert "<span class=\"cores-used\">1.96</span>" in busy_row.group(0)

@@ -167,21 +167,36 @@ def identity_text(interpreter: Mapping[str, Any]) -> str:
 
 
 def step_row(r: Mapping[str, Any], points: Sequence) -> View:
-    """One table row: ``state`` is ok, failed or unavailable; only ok rows have figures."""
+    """One table row. ``state``: ``ok`` (a measured speedup), ``estimated`` (the host was too
+    busy for the wall clock; the idle-host estimate from the kernel's accounting stands in),
+    ``busy`` (neither could tell; what was measured is still shown), ``failed`` or
+    ``unavailable`` (no figures)."""
     row = {"workload": r["workload"], "mode": r["mode"], "workers": r["workers"],
            "sparkline": sparkline(points, r["workers"])}
     if not r["available"]:
         return row | {"state": "unavailable", "speedup": "unavailable", "verdict": clip(r["message"], VERDICT_CHARS)}
-    if not r["success"] or r["speedup"] is None:
-        why = (f"failed ({r['reason']})" if not r["success"] else "cannot tell" if r.get("conclusive") is False
-               else "no figure")
-        detail = r["message"] or r.get("unsteady_reason") or r.get("inconclusive_reason") or ""
+    if not r["success"] or (r["speedup"] is None and r.get("conclusive") is not False):
+        why = f"failed ({r['reason']})" if not r["success"] else "no figure"
+        detail = r["message"] or r.get("unsteady_reason") or ""
         return row | {"state": "failed", "speedup": why, "verdict": clip(detail, VERDICT_CHARS)}
-    interval, kind = speedup_interval(r["speedup"], r["speedup_ci"], r["speedup_spread"])
-    return row | {"state": "ok", "speedup": f"{r['speedup']:.2f}×",
-                  "interval": f"{interval[0]:.2f}–{interval[1]:.2f}" if interval else "—", "interval_kind": kind,
-                  "efficiency": number(r["efficiency"], "{:.0%}"), "cores_used": number(r["cores_used"]),
-                  "cores": core_bars(r), "load_split": load_split(r), "verdict": r.get("verdict") or "baseline (T1)"}
+    measured = {"efficiency": number(r["efficiency"], "{:.0%}"), "cores_used": number(r["cores_used"]),
+                "cores": core_bars(r), "load_split": load_split(r),
+                "verdict": clip(r.get("verdict") or "baseline (T1)", VERDICT_CHARS)}
+    if r["speedup"] is not None:
+        interval, kind = speedup_interval(r["speedup"], r["speedup_ci"], r["speedup_spread"])
+        return row | measured | {"state": "ok", "speedup": f"{r['speedup']:.2f}×", "interval": interval_text(interval),
+                                 "interval_kind": kind}
+    if r.get("idle_speedup") is not None:
+        return row | measured | {"state": "estimated", "speedup": f"~{r['idle_speedup']:.2f}×",
+                                 "interval": interval_text(r.get("idle_speedup_ci")),
+                                 "interval_kind": "idle-host estimate: workers runnable at once × their rate, from the "
+                                                  "kernel's accounting (the host was too busy for the wall clock)"}
+    return row | measured | {"state": "busy", "speedup": "cannot tell", "interval": "—",
+                             "interval_kind": r.get("inconclusive_reason") or ""}
+
+
+def interval_text(interval: Optional[Sequence[float]]) -> str:
+    return f"{interval[0]:.2f}–{interval[1]:.2f}" if interval else "—"
 
 
 # --- the SVG pictures' geometry ---------------------------------------------------------------
