@@ -44,8 +44,8 @@ def step_row(step: StepResult) -> list[str]:
     efficiency = f"{s.efficiency * 100:.0f}%" if s.shown else "–"
     pairs = str(s.pairs) + ("[yellow]*[/yellow]" if s.remeasured_reason else "")
     at_once = optional(s.accounting.runnable if s.accounting and step.mode != SEQUENTIAL else None, ".2f")
-    return [mode, str(step.workers), speedup_cell(s), efficiency, f"{s.cores_used:.2f}", optional(s.cpu_rate_ratio, ".2f"), at_once,
-            optional(s.interference_cores, ".2f"), pairs]
+    return [mode, str(step.workers), speedup_cell(s), efficiency, f"{s.cores_used:.2f}",
+            optional(s.cpu_rate_ratio, ".2f"), at_once, optional(s.interference_cores, ".2f"), pairs]
 
 
 def speedup_cell(s: Summary) -> str:

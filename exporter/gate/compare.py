@@ -261,10 +261,12 @@ def judge(baseline: Side, candidate: Side, threshold: float, alpha: float) -> di
                                  f"the baseline's {b[0]:.2f}–{b[1]:.2f}{of}"}
     if "p_lower" in figures and change <= -threshold and figures["p_lower"] < alpha:
         return figures | {"status": "regression",
-                          "why": f"{change:+.0%}; Mann–Whitney U on the paired windows: p={figures['p_lower']:.3g} < {alpha:g}{of}"}
+                          "why": f"{change:+.0%}; Mann–Whitney U on the paired windows: "
+                                 f"p={figures['p_lower']:.3g} < {alpha:g}{of}"}
     if "p_higher" in figures and change >= threshold and figures["p_higher"] < alpha:
         return figures | {"status": "improvement",
-                          "why": f"{change:+.0%}; Mann–Whitney U on the paired windows: p={figures['p_higher']:.3g} < {alpha:g}{of}"}
+                          "why": f"{change:+.0%}; Mann–Whitney U on the paired windows: "
+                                 f"p={figures['p_higher']:.3g} < {alpha:g}{of}"}
     if abs(change) < threshold:
         why = f"{change:+.0%} is within the {threshold:.0%} threshold"
     elif "p_lower" in figures:
