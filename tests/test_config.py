@@ -96,7 +96,23 @@ def test_no_file_means_defaults():
     cfg = loader.load_config(None)
     assert cfg == settings.Config()
     assert cfg.interval_seconds == 300 and cfg.duty_cycle == 0.05
-    assert cfg.probe.workers == ()  # the usable cores, found at run time
+    assert cfg.probe.workers == (2,)  # two free cores answer on a busy or a large host alike
+
+
+def test_usable_workers_are_the_usable_cores_found_at_run_time():
+    cfg = loader.config_from_mapping({"probe": {"workers": [2, "usable"]}})
+    assert [spec.workers for spec in cfg.probe_specs(8)] == [(2, 8), (2, 8)]
+    assert cfg.probe_specs(2)[0].workers == (2,)  # one step where both are the same
+    with pytest.raises(loader.Located, match=r"probe.workers: must be an integer >= 1, got 'all'"):
+        loader.config_from_mapping({"probe": {"workers": ["all"]}})
+
+
+def test_two_workers_need_two_free_cores_on_a_large_host_a_tenth_busy_where_all_would_need_all():
+    """On 64 usable cores with 7 busy, two workers can show their parallelism; 64 cannot."""
+    from exporter.stats.measurement import FreeCores
+
+    assert FreeCores(64.0, 7.0, 0.0, needed=2.0, logical=64.0).enough
+    assert not FreeCores(64.0, 7.0, 0.0, needed=64.0, logical=64.0).enough
 
 
 def test_default_interpreter_is_the_running_python():

@@ -29,6 +29,10 @@ def _integer(text: str) -> object:
     return text if number is None else number
 
 
+def _worker_count(text: str) -> object:
+    return v.USABLE if text == v.USABLE else _integer(text)
+
+
 @dataclass(frozen=True)
 class Field:
     """One setting of a config section."""
@@ -60,8 +64,8 @@ PROBE_FIELDS: tuple[Field, ...] = (
     Field("workloads", "workloads", v.list_of(v.workload_name), "--workload", many=True,
           help="workload name or package.module:function"),
     Field("modes", "modes", v.list_of(v.mode_name), "--mode", many=True, help="mode to compare"),
-    Field("workers", "workers", v.list_of(v.worker_count), "--workers", many=True, read=_integer,
-          help="worker count(s)", default_text="usable cores"),
+    Field("workers", "workers", v.list_of(v.worker_count), "--workers", many=True, read=_worker_count,
+          help="worker count(s), or usable: the usable cores"),
     Field("unit_seconds", "unit_seconds", v.unit_seconds, "--seconds", read=_number,
           help="target duration of one unit of work"),
     Field("repeats", "repeats", v.repeats_count, "--repeats", read=_integer,

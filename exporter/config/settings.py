@@ -11,9 +11,9 @@ from __future__ import annotations
 import re
 import sys
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Union
 
-from exporter.config.validators import MAX_LIST_ITEMS
+from exporter.config.validators import MAX_LIST_ITEMS, USABLE
 from exporter.host import cpus
 from exporter.model.results import Interpreter, Nice, ProbeSpec
 from exporter.model.verdicts import FREE_CORES, NOT_PARALLEL
@@ -50,7 +50,10 @@ class ProbeConfig:
 
     workloads: tuple[str, ...] = ("pure_python", "sha256")
     modes: tuple[str, ...] = (SEQUENTIAL, THREADS, PROCESSES)
-    workers: tuple[int, ...] = ()  # empty: the usable core count, found at run time
+    # Two workers need two free cores: they answer on a busy or a large host alike (a step
+    # needs as many free cores as workers for its wall-clock figure). "usable": the usable
+    # core count, found at run time (every core of the host or the container's quota).
+    workers: tuple[Union[int, str], ...] = (2,)
     unit_seconds: float = ProbeSpec.unit_seconds
     repeats: int = ProbeSpec.repeats
     timeout_seconds: float = ProbeSpec.timeout_seconds
@@ -149,7 +152,7 @@ class Config:
     def probe_specs(self, default_workers: int) -> list[ProbeSpec]:
         """One probe per workload; no configured worker counts means the usable cores."""
         p = self.probe
-        workers = p.workers or (default_workers,)
+        workers = tuple(dict.fromkeys(default_workers if n == USABLE else int(n) for n in p.workers))
         return [ProbeSpec(w, p.modes, workers, p.unit_seconds, p.repeats, p.timeout_seconds,
                           p.start_method, precision=p.precision, max_repeats=p.max_repeats,
                           step_budget_seconds=p.step_budget_seconds, nice=p.nice,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, Union
 
 from exporter.config.yamlfile import show
 from exporter.host import cpus
@@ -46,6 +46,7 @@ MAX_INTERVAL_SECONDS = 7 * 86400.0
 MIN_MEMORY_LIMIT_BYTES = 64 << 20  # an interpreter with a few worker processes needs more than this
 MAX_NAME_CHARS = 255
 MAX_SERVICE_INTERVAL_SECONDS = 300.0
+USABLE = "usable"  # a worker count: the usable cores, found at run time
 
 
 def max_workers() -> int:
@@ -167,7 +168,10 @@ def bounded_int(high: Callable[[], int]) -> Callable[[Any], int]:
 repeats_count = bounded_int(lambda: MAX_REPEATS)
 
 
-def worker_count(value: Any) -> int:
+def worker_count(value: Any) -> Union[int, str]:
+    """A worker count, or ``usable``: the usable core count at run time."""
+    if value == USABLE:
+        return USABLE
     number = positive_int(value)
     if number > MAX_WORKERS_ABSOLUTE:
         raise ValueError(f"must be at most {MAX_WORKERS_ABSOLUTE}, got {show(value)}")
