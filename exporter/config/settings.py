@@ -22,6 +22,9 @@ from exporter.runner.modes import PROCESSES, SEQUENTIAL, THREADS
 PER_CORE_SERIES_MAX_CPUS = 64  # above this, per-CPU series would dominate a scrape
 DEFAULT_MEMORY_LIMIT_SHARE = 0.5  # of the host's memory (or the exporter's own memory limit)
 MIN_DEFAULT_MEMORY_LIMIT_BYTES = 256 << 20
+# serve's wait for free cores before each parallel step, within its interval: a busy moment
+# often passes in seconds, and the round is placed in the quieter one rather than measured in it.
+SERVE_WAIT_QUIET_SECONDS = 30.0
 MAX_SERVICE_GROUPS = MAX_LIST_ITEMS  # group names, rendered from the templates, at run time too
 TEMPLATE_FIELD = re.compile(r"\{([^{}]*)\}")  # a placeholder in a group's name template
 
@@ -73,9 +76,10 @@ class ProbeConfig:
     max_repeats: int = ProbeSpec.max_repeats
     step_budget_seconds: float = ProbeSpec.step_budget_seconds
     nice: Nice = ProbeSpec.nice  # 0..19, or "idle" (SCHED_IDLE): run the probe's process tree niced
-    # Before each parallel step, wait up to this long for enough free cores (0: do not wait;
-    # the daemon retries an inconclusive step later in its interval instead).
-    wait_quiet_seconds: float = ProbeSpec.wait_quiet_seconds
+    # Before each parallel step, wait up to this long for enough free cores (0: do not wait).
+    # None: serve waits up to SERVE_WAIT_QUIET_SECONDS (the wait is not probe time: the duty
+    # cycle does not count it), the one-shot probe not at all.
+    wait_quiet_seconds: Optional[float] = None
     # The whole probe tree's memory; None: default_memory_limit(), found at run time.
     memory_limit_bytes: Optional[int] = None
 
@@ -149,14 +153,15 @@ class Config:
         """The configured interpreters, or the running Python."""
         return self.interpreters or (Interpreter(default_interpreter_name(), sys.executable),)
 
-    def probe_specs(self, default_workers: int) -> list[ProbeSpec]:
-        """One probe per workload; no configured worker counts means the usable cores."""
+    def probe_specs(self, default_workers: int, wait_quiet: float = ProbeSpec.wait_quiet_seconds) -> list[ProbeSpec]:
+        """One probe per workload; ``usable`` workers are ``default_workers``, the usable cores;
+        ``wait_quiet`` is the wait for free cores where the config sets none."""
         p = self.probe
         workers = tuple(dict.fromkeys(default_workers if n == USABLE else int(n) for n in p.workers))
         return [ProbeSpec(w, p.modes, workers, p.unit_seconds, p.repeats, p.timeout_seconds,
                           p.start_method, precision=p.precision, max_repeats=p.max_repeats,
                           step_budget_seconds=p.step_budget_seconds, nice=p.nice,
                           workload_path=p.workload_path, deadline=p.deadline_seconds,
-                          wait_quiet_seconds=p.wait_quiet_seconds,
+                          wait_quiet_seconds=wait_quiet if p.wait_quiet_seconds is None else p.wait_quiet_seconds,
                           memory_limit_bytes=p.memory_limit())
                 for w in p.workloads]

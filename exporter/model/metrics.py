@@ -120,8 +120,9 @@ METRICS: dict[str, MetricSpec] = _specs(
     MetricSpec("process_start_method_info", "Start method of the processes mode's workers; always 1.",
                ("start_method",), scope="host"),
     MetricSpec("exporter_build_info", "Version of python-parallelism-exporter; always 1.", ("version",), scope="host"),
-    MetricSpec("round_duration_seconds", "Wall time of the last complete probe round.", scope="daemon"),
-    MetricSpec("duty_cycle_ratio", "Share of wall time spent probing: last round's duration over the interval in "
+    MetricSpec("round_duration_seconds", "Probe time of the last complete round: its wall time less the time it "
+               "waited for free cores.", scope="daemon"),
+    MetricSpec("duty_cycle_ratio", "Share of wall time spent probing: last round's probe time over the interval in "
                "force.", scope="daemon"),
     MetricSpec("probe_interval_seconds", "Interval between probe round starts in force: the configured one, stretched "
                "when rounds exceed the duty-cycle budget.", scope="daemon"),

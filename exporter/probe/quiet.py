@@ -7,6 +7,7 @@ and the daemon's retries of inconclusive steps wait here, bounded, for such a mo
 
 from __future__ import annotations
 
+import random
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -43,11 +44,17 @@ class Wait:
 
 def wait_for_free_cores(usable: float, needed: float, timeout: float,
                         sample: Callable[[float, float], measurement.FreeCores] = sample_free_cores,
-                        stop: Callable[[], bool] = lambda: False) -> Wait:
-    """Sample until enough cores are free, ``timeout`` seconds pass or ``stop()`` says so."""
+                        stop: Callable[[], bool] = lambda: False,
+                        pause: Callable[[], float] = lambda: random.uniform(0.0, SAMPLE_SECONDS)) -> Wait:
+    """Sample until enough cores are free, ``timeout`` seconds pass or ``stop()`` says so.
+
+    Between busy samples it pauses a random part of a sample, so exporters on one host (or a
+    fleet started together) do not sample, and then probe, in step.
+    """
     started = time.monotonic()
     while True:
         reading = sample(usable, needed)
         waited = time.monotonic() - started
         if reading.enough or waited >= timeout or stop():
             return Wait(reading.enough, waited, reading)
+        time.sleep(min(pause(), max(0.0, timeout - waited)))

@@ -29,7 +29,7 @@ from typing import Any, Callable, Dict, List, Optional, TextIO, Tuple
 from exporter.stats import measurement
 from exporter.runner import workloads
 from exporter.runner.gilstate import gil_enabled
-from exporter.runner.modes import PROCESSES, SEQUENTIAL as SEQUENTIAL_MODE, SUBINTERPRETERS
+from exporter.runner.modes import PROCESSES, SEQUENTIAL as SEQUENTIAL_MODE, SUBINTERPRETERS, max_cores
 from exporter.runner.pools import (AnyPool, WorkerFailed, describe_exception, die_with_parent, make_pool,
                             subinterpreters_unavailable_reason)
 
@@ -185,8 +185,11 @@ class StepLoop:
                                attempt=attempt, index=self.index, tree_cpu_seconds=tree))
         self.index += 1
         clean = self.handshake.window_was_clean()
+        concurrency = timings.get("concurrency") or {}
         return measurement.Window(timings["starts"], timings["ends"], timings["cpu_seconds"],
-                                  timings["startup_seconds"], role=role, pair=pair, attempt=attempt, clean=clean)
+                                  timings["startup_seconds"], role=role, pair=pair, attempt=attempt, clean=clean,
+                                  runnable_workers=concurrency.get("runnable_workers"),
+                                  on_cpu_workers=concurrency.get("on_cpu_workers"))
 
     def warm_up(self, pool: AnyPool, step: Step) -> None:
         """Untimed: every worker runs a whole unit together first, so no timed window is the
@@ -211,6 +214,7 @@ class StepLoop:
         workers = step[1]
         everyone = list(range(workers))
         clean: List[measurement.Pair] = []
+        measured: List[measurement.Pair] = []  # clean or not: the kernel's accounting needs no free cores
         verdict: Optional[measurement.Assessment] = None
         spent, k = 0.0, 0
         while True:
@@ -223,24 +227,38 @@ class StepLoop:
                 parallel = self.timed(pool, step, everyone, "parallel", k, attempt)
                 baseline = self.timed(pool, step, alone, "baseline", k, attempt)
             k += 1
+            measured.append(measurement.Pair(baseline, parallel))
             if baseline.clean and parallel.clean:
-                clean.append(measurement.Pair(baseline, parallel))
+                clean.append(measured[-1])
                 verdict = measurement.assess(clean, workers, self.usable)
             last_cost = time.perf_counter() - began
             spent += last_cost
-            if not self.wants_more(verdict, len(clean), k, spent, last_cost):
+            if not self.wants_more(verdict, len(clean), measured, spent, last_cost, step):
                 return verdict
 
-    def wants_more(self, verdict: Optional[measurement.Assessment], clean: int, measured: int,
-                   spent: float, last_cost: float) -> bool:
+    def accounted_precisely(self, pairs: List[measurement.Pair], step: Step) -> bool:
+        """The kernel's accounting of these pairs gives the idle-host speedup to the precision."""
+        mode, workers = step
+        limit = max_cores(mode)
+        cores = min(float(workers), self.usable or float(workers), limit if limit is not None else float(workers))
+        accounting = measurement.account(pairs, workers, cores)
+        if accounting is None or accounting.idle_speedup is None:
+            return False
+        return measurement.relative_half_width(accounting.idle_speedup, accounting.idle_speedup_ci) <= self.precision
+
+    def wants_more(self, verdict: Optional[measurement.Assessment], clean: int, pairs: List[measurement.Pair],
+                   spent: float, last_cost: float, step: Step) -> bool:
+        measured = len(pairs)
         if measured < self.minimum:
             return True  # the configured minimum always runs
         # Spoiled pairs (other load took the cores) are replaced, within the budget and up
-        # to twice the most pairs, so a burst of other load costs time, not the figure.
+        # to twice the most pairs, so a burst of other load costs time, not the figure —
+        # unless the kernel's accounting of every pair already gives the step's idle-host
+        # speedup precisely: then a busy host costs the fewest pairs, not the whole budget.
         if measured >= 2 * self.maximum or spent + last_cost > self.budget:
             return False
         if clean < self.minimum:
-            return True
+            return not self.accounted_precisely(pairs, step)
         if verdict is None or clean >= self.maximum or verdict.clearly_implausible():
             return False
         return verdict.half_width > self.precision or verdict.trouble() is not None

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Optional
 
 from exporter.config.loader import load_config
-from exporter.config.settings import Config
+from exporter.config.settings import SERVE_WAIT_QUIET_SECONDS, Config
 from exporter.errors import ConfigError
 from exporter.export.collector import empty_snapshot
 from exporter.host.cpus import host_cpus
@@ -73,6 +73,7 @@ class Daemon:
         self.clock = RoundClock(config.interval_seconds, config.jitter_seconds, config.duty_cycle, due=time.time())
         self.retry: Optional[Retry] = None
         self.probe_seconds_this_interval = 0.0  # round and retries: what the duty cycle counts
+        self.waited_this_round = 0.0  # seconds the round waited for free cores (not probe time)
         self._wake = threading.Event()  # a reload or stop: the lane looks at the clock again
         self._reload_lock = threading.Lock()
         self._lane = threading.Thread(target=self._run_lane, name="probe-lane", daemon=True)
@@ -161,6 +162,7 @@ class Daemon:
         self.round_idle.clear()
         self.round_started_at = started_at or time.time()
         self.retry = None
+        self.waited_this_round = 0.0
         started = time.monotonic()
         try:
             config = self.config
@@ -173,8 +175,10 @@ class Daemon:
                     return
             duration = time.monotonic() - started
             self.last_round = (self.round_started_at, self.round_started_at + duration)
-            self.probe_seconds_this_interval = duration
-            self._apply_duty_cycle(config, duration, self.round_started_at)
+            # Waiting for free cores is not probing: the duty cycle pays for measurement only.
+            probing = max(0.0, duration - self.waited_this_round)
+            self.probe_seconds_this_interval = probing
+            self._apply_duty_cycle(config, probing, self.round_started_at)
             self._plan_retry(0)
         except Exception:  # a bug must not kill the lane: log it, the next round runs
             log_kv(log, logging.ERROR, "probe round failed", exc_info=True)
@@ -186,10 +190,11 @@ class Daemon:
 
     def _probe_interpreter(self, config: Config, interpreter: Interpreter) -> None:
         free_threaded = False
-        for spec in config.probe_specs(self.host.default_workers):
+        for spec in config.probe_specs(self.host.default_workers, SERVE_WAIT_QUIET_SECONDS):
             if self.stopping.is_set():
                 return
             report = probe.run_workload(interpreter, spec)
+            self.waited_this_round += sum(step.waited_seconds for step in report.steps)
             if self.stopping.is_set():
                 return  # killed by shutdown: not a failure of the workload
             self._publish([report])
@@ -226,7 +231,8 @@ class Daemon:
                    interval_seconds=round(self.clock.in_force, 1))
         self._update(round_duration_seconds=duration, duty_cycle_ratio=duration / self.clock.in_force,
                      interval_seconds=self.clock.in_force)
-        log_kv(log, logging.INFO, "probe round finished", duration_seconds=round(duration, 2))
+        log_kv(log, logging.INFO, "probe round finished", duration_seconds=round(duration, 2),
+               waited_seconds=round(self.waited_this_round, 2))
 
     # --- inconclusive steps: try again when the host is quieter -------------------------------
 
@@ -268,7 +274,8 @@ class Daemon:
     def _retry_steps(self, config: Config, name: str, workload: str, steps: Steps, budget: float) -> float:
         """Retry one workload's inconclusive steps; the seconds spent probing."""
         interpreter = next((i for i in config.interpreter_list() if i.name == name), None)
-        spec = next((s for s in config.probe_specs(self.host.default_workers) if s.workload == workload), None)
+        spec = next((s for s in config.probe_specs(self.host.default_workers, SERVE_WAIT_QUIET_SECONDS)
+                     if s.workload == workload), None)
         old = self._snapshot.reports.get((name, workload))
         if interpreter is None or spec is None or old is None:
             return 0.0
