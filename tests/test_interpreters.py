@@ -56,6 +56,14 @@ def test_free_threaded_threads_scale_where_the_gil_build_does_not(ft_stack):
     for name in ("cpython-system", "cpython-3.13t-gil"):
         if told[name]:
             assert threads[name] < 1.15, threads
+    # What the runtime did, from the kernel's accounting: it holds whatever the host's load was.
+    runnable = support.values(ft_stack.query('pyparallel_runnable_workers{workload="pure_python",mode="threads"}'),
+                              "interpreter")
+    assert runnable["cpython-3.13t"] > 1.8, runnable
+    assert runnable["cpython-system"] < 1.25 and runnable["cpython-3.13t-gil"] < 1.25, runnable
+    idle = support.values(ft_stack.query('pyparallel_idle_speedup_ratio{workload="pure_python",mode="threads"}'),
+                          "interpreter")
+    assert idle["cpython-system"] < 1.25 and idle["cpython-3.13t-gil"] < 1.25, idle
 
 
 @pytest.mark.integration

@@ -93,6 +93,42 @@ def test_gil_threads_do_not_scale_and_use_one_core(pure_python_report):
         assert step.summary.speedup < 1.15, step.summary
 
 
+# --- what the runtime did, from the kernel's accounting: these hold on a loaded host too ------
+
+
+@needs_two_cores
+def test_the_kernel_sees_two_processes_run_at_once_and_one_gil_thread_at_a_time(pure_python_report):
+    """Workers runnable at once do not need free cores: processes read ~2, GIL threads ~1 and
+    one event loop 1, whatever other work ran, and the verdicts classify them so."""
+    usable = host_cpus().usable
+    figures = {}
+    for mode in ("processes", "threads", "asyncio"):
+        step = pure_python_report.step(mode, 2)
+        accounting = step.summary.accounting
+        assert accounting is not None, f"{mode}: no kernel accounting on Linux"
+        figures[mode] = accounting
+        # The host gives at most what ran: on a CPU is part of runnable.
+        assert 0 < accounting.on_cpu <= accounting.runnable + 0.05, accounting
+    assert figures["processes"].runnable > 1.8, figures["processes"]
+    assert figures["threads"].runnable < 1.2, figures["threads"]
+    assert figures["asyncio"].runnable < 1.1, figures["asyncio"]
+    kinds = {mode: verdicts.parallelism(pure_python_report.step(mode, 2), pure_python_report, usable)
+             for mode in figures}
+    assert kinds["threads"] == kinds["asyncio"] == "serialised", kinds
+    # Processes are parallel, or slow each other on SMT siblings (contention): never serialised.
+    assert kinds["processes"] in ("parallel", "contention"), kinds
+    # The idle-host speedup: about the runnable workers times their rate, two for processes.
+    assert figures["processes"].idle_speedup > 1.5 or kinds["processes"] == "contention"
+    assert figures["threads"].idle_speedup < 1.25
+
+
+def test_the_idle_host_estimate_agrees_with_the_wall_clock_where_the_host_was_quiet(pure_python_report):
+    for mode in ("processes", "threads"):
+        summary = pure_python_report.step(mode, 2).summary
+        if summary.accounting is not None and could_tell(summary, f"pure_python {mode}"):
+            assert summary.accounting.idle_speedup == pytest.approx(summary.speedup, abs=0.15), summary
+
+
 def test_asyncio_runs_cpu_work_on_one_core(pure_python_report):
     summary = pure_python_report.step("asyncio", 2).summary
     assert summary.speedup < 1.3
