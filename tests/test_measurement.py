@@ -260,3 +260,19 @@ def test_pairs_spoiled_by_other_load_are_left_out_and_too_few_clean_ones_cannot_
     assert not busy.conclusive and not busy.shown and busy.pairs == 1
     assert "other processes used 1.0 cores" in (busy.inconclusive_reason or "")
     assert "2 of 3 pairs" in (busy.inconclusive_reason or "")
+
+
+def test_a_steps_own_history_widens_its_interval_where_probes_disagree():
+    """Contended code settles into different regimes from probe to probe (×1.2, ×0.63): the
+    spread of a step's earlier figures becomes the allowance between probes."""
+    steady = [1.95, 1.96, 1.94, 1.95, 1.96]
+    regimes = [1.2, 0.63, 1.19, 0.64, 1.21, 0.62]
+    assert measurement.between_probe_sd(steady[:4]) == measurement.BETWEEN_PROBE_SD  # too few to learn from
+    assert measurement.between_probe_sd(steady) == measurement.BETWEEN_PROBE_SD  # steadier than the floor
+    learned = measurement.between_probe_sd(regimes)
+    assert learned > 0.3
+    values = [0.64, 0.65, 0.63, 0.64]
+    narrow = measurement.ratio_estimate(values)[1]
+    wide = measurement.ratio_estimate(values, learned)[1]
+    assert narrow is not None and wide is not None
+    assert narrow[1] < 1.0 < wide[1], (narrow, wide)  # the next probe's ×1.2 regime is inside the wide one

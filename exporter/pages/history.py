@@ -110,6 +110,13 @@ class History:
                                                       step.workers, step.reason or "error",
                                                       step.message[:MAX_MESSAGE_CHARS], log))
 
+    def figures(self, interpreter: str, workload: str) -> dict[tuple[str, int], list[float]]:
+        """(mode, workers) -> this workload's measured speedups, oldest first (gaps left out)."""
+        with self._lock:
+            return {(key.mode, key.workers): [p.speedup for p in points if p.speedup is not None]
+                    for key, points in self._series.items()
+                    if key.interpreter == interpreter and key.workload == workload}
+
     def series(self) -> dict[StepKey, list[Point]]:
         with self._lock:
             return {key: list(points) for key, points in self._series.items()}

@@ -16,7 +16,7 @@ import queue
 import re
 import statistics
 import time
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, Mapping, Optional, Sequence
 
 from exporter.stats import measurement
 from exporter.runner import modes
@@ -202,11 +202,13 @@ class Conversation:
         self.finish_step()
 
 
-def summarise_steps(report: WorkloadReport, usable_cpus: Optional[float] = None) -> None:
+def summarise_steps(report: WorkloadReport, usable_cpus: Optional[float] = None,
+                    earlier: Mapping[tuple[str, int], Sequence[float]] = {}) -> None:
     """Compute every successful step's figures from its own windows.
 
     A CPU-bound speedup above ``usable_cpus``, or a baseline slower per CPU-second than the
-    workers, marks the step unsteady; too few free cores mark it inconclusive.
+    workers, marks the step unsteady; too few free cores mark it inconclusive. ``earlier``
+    holds a step's figures from earlier probes: their spread widens its interval.
     """
     sequential = report.sequential
     for step in report.steps:
@@ -219,9 +221,10 @@ def summarise_steps(report: WorkloadReport, usable_cpus: Optional[float] = None)
             if step is sequential:
                 step.summary = measurement.summarise_sequential(step.windows, report.ops_per_unit)
             else:
-                step.summary = measurement.summarise(step.windows, step.workers, report.ops_per_unit,
-                                                     usable_cpus, step.remeasured_reason,
-                                                     modes.max_cores(step.mode), report.spec.repeats)
+                step.summary = measurement.summarise(
+                    step.windows, step.workers, report.ops_per_unit, usable_cpus, step.remeasured_reason,
+                    modes.max_cores(step.mode), report.spec.repeats,
+                    measurement.between_probe_sd(earlier.get((step.mode, step.workers), ())))
         except (ValueError, statistics.StatisticsError):  # no (complete) window
             step.fail("error", "the runner finished without measuring this step")
             continue
@@ -286,9 +289,10 @@ def _reason(value: object) -> str:
     return value if isinstance(value, str) and value in FAILURE_REASONS else "error"
 
 
-def run_workload(interpreter: Interpreter, spec: ProbeSpec,
-                 progress: Progress = lambda _: None) -> WorkloadReport:
-    """Probe one workload on one interpreter; failures become failed steps with a reason."""
+def run_workload(interpreter: Interpreter, spec: ProbeSpec, progress: Progress = lambda _: None,
+                 earlier: Mapping[tuple[str, int], Sequence[float]] = {}) -> WorkloadReport:
+    """Probe one workload on one interpreter; failures become failed steps with a reason.
+    ``earlier``: each step's figures from earlier probes (the daemon's history)."""
     report = WorkloadReport(interpreter, spec,
                             steps=[StepResult(spec.workload, m, n) for m, n in spec.steps()])
     started = time.monotonic()
@@ -312,7 +316,7 @@ def run_workload(interpreter: Interpreter, spec: ProbeSpec,
         if step.reason is not None:
             step.log = runner.stderr_tail
     try:
-        summarise_steps(report, usable)
+        summarise_steps(report, usable, earlier)
     except Exception as exc:  # figures a runner sent that the arithmetic cannot take
         log_kv(log, logging.ERROR, "summarising a probe failed with an internal error", workload=spec.workload,
                interpreter=interpreter.name, exc_info=True)

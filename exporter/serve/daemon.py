@@ -193,7 +193,7 @@ class Daemon:
         for spec in config.probe_specs(self.host.default_workers, SERVE_WAIT_QUIET_SECONDS):
             if self.stopping.is_set():
                 return
-            report = probe.run_workload(interpreter, spec)
+            report = probe.run_workload(interpreter, spec, earlier=self.history.figures(interpreter.name, spec.workload))
             self.waited_this_round += sum(step.waited_seconds for step in report.steps)
             if self.stopping.is_set():
                 return  # killed by shutdown: not a failure of the workload

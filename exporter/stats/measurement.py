@@ -32,6 +32,12 @@ CPU_BOUND_SHARE = 0.25
 # by benchmarks/gate.py on an idle 2-vCPU VM at 0-0.008 per cell; 0.012 is above all of them
 # (docs/measurement.md, "How well it works").
 BETWEEN_PROBE_SD = 0.012
+# Contended code can settle into different regimes from one probe to the next (×1.2 and ×0.63
+# for the same free-threaded workload): a constant cannot cover that, a step's own history
+# can. With at least this many earlier figures the allowance is their spread (never less
+# than BETWEEN_PROBE_SD), from at most LEARNED_FROM of the latest.
+MIN_FIGURES_TO_LEARN = 5
+LEARNED_FROM = 20
 # A step's figure can show the parallelism only when the cores free for it (usable, less
 # steal, less other processes' load) are about what its workers can use: other load may take
 # this share of the needed cores (at least FREE_CORES_MIN_SLACK cores: counter tick noise).
@@ -220,6 +226,15 @@ def pair_windows(windows: Sequence[Window], clean_only: bool = True) -> list[Pai
     return [p for p in pairs if p.baseline.clean and p.window.clean] if clean_only else pairs
 
 
+def between_probe_sd(earlier: Sequence[float]) -> float:
+    """The variance between probes a step's own earlier figures show, as a standard deviation
+    of the log figure; the constant allowance until there are enough of them."""
+    recent = [math.log(v) for v in earlier[-LEARNED_FROM:] if v > 0]
+    if len(recent) < MIN_FIGURES_TO_LEARN:
+        return BETWEEN_PROBE_SD
+    return max(BETWEEN_PROBE_SD, statistics.stdev(recent))
+
+
 def t_quantile(degrees_of_freedom: int) -> float:
     """The 97.5 % quantile of Student's t (a two-sided 95 % interval)."""
     if degrees_of_freedom in T_975:
@@ -342,9 +357,10 @@ def account(pairs: Sequence[Pair], workers: int, cores: float,
                       idle, clipped(idle_ci, cores), speedups)
 
 
-def assess(pairs: Sequence[Pair], workers: int, usable_cpus: Optional[float]) -> Assessment:
+def assess(pairs: Sequence[Pair], workers: int, usable_cpus: Optional[float],
+           between_sd: float = BETWEEN_PROBE_SD) -> Assessment:
     """The speedup and rate of a step's pairs, with their intervals and physical ceiling."""
-    estimate, interval = ratio_estimate([p.speedup(workers) for p in pairs])
+    estimate, interval = ratio_estimate([p.speedup(workers) for p in pairs], between_sd)
     rates = [r for r in (p.cpu_rate_ratio(workers) for p in pairs) if r is not None and r > 0]
     rate, rate_interval = ratio_estimate(rates, between_probe_sd=0.0) if rates else (None, None)
     cpu_bound = statistics.median(p.cpu_share(workers) for p in pairs) >= CPU_BOUND_SHARE
@@ -500,7 +516,8 @@ def busy_reason(windows: Sequence[Window], usable_cpus: float, needed: float) ->
 
 def summarise(windows: Sequence[Window], workers: int, ops_per_unit: int,
               usable_cpus: Optional[float] = None, remeasured_reason: Optional[str] = None,
-              max_cores: Optional[float] = None, min_pairs: int = 2) -> Summary:
+              max_cores: Optional[float] = None, min_pairs: int = 2,
+              between_sd: float = BETWEEN_PROBE_SD) -> Summary:
     """A parallel step's figures from its own clean pairs; time, cores and per-CPU are medians
     of their parallel windows. Fewer than ``min_pairs`` clean pairs (the host kept taking the
     cores the step needed): the step cannot tell, and its figures come from every pair.
@@ -514,7 +531,7 @@ def summarise(windows: Sequence[Window], workers: int, ops_per_unit: int,
     pairs = clean if conclusive else (clean or everything)
     parallel = [p.window for p in pairs]
     current = last_attempt(windows)
-    verdict = assess(pairs, workers, usable_cpus)
+    verdict = assess(pairs, workers, usable_cpus, between_sd)
     speedups = [p.speedup(workers) for p in pairs]
     median_wall = statistics.median(w.wall_seconds for w in parallel)
     needed = min(verdict.ceiling, max_cores if max_cores is not None else verdict.ceiling) if verdict.cpu_bound else 0.0
@@ -545,6 +562,7 @@ def summarise(windows: Sequence[Window], workers: int, ops_per_unit: int,
         remeasured_reason=remeasured_reason,
         pair_rates=[r for r in (p.cpu_rate_ratio(workers) for p in pairs) if r is not None],
         accounting=account(everything, workers, min(float(workers), usable_cpus or float(workers),
-                                                    max_cores if max_cores is not None else float(workers)))
+                                                    max_cores if max_cores is not None else float(workers)),
+                           between_sd)
         if verdict.cpu_bound else None,
     )
