@@ -228,3 +228,16 @@ def test_parallelism_is_classified_from_the_accounting_and_says_uncertain_on_a_t
         assert verdicts.parallelism(s, report, 2.0) == expected, (runnable, ci, rate)
     asyncio = step("asyncio", busy(1.0, (0.99, 1.0), rate=1.0, idle=1.0))
     assert verdicts.parallelism(asyncio, report, 2.0) == "serialised"
+
+
+def test_under_a_one_cpu_quota_processes_read_parallel_with_the_quota_named_not_unsteady():
+    one_cpu = HostCpus(logical=2, physical=2, affinity=2, quota=1.0)
+    from exporter.stats.measurement import Accounting
+
+    accounting = Accounting(1.99, (1.97, 2.0), 1.0, 1.0, (0.97, 1.0), [1.0] * 4)
+    for summary_ in (summary(1.06, (1.02, 1.10), cores=1.0, unsteady="speedup ×1.06 exceeds the 1 cores",
+                             accounting=accounting),
+                     summary(1.0, (0.97, 1.02), cores=1.0, accounting=accounting)):
+        text = verdict_of(step("processes", summary_), host=one_cpu)
+        assert text.startswith("processes: parallel — 2.0 (2.0–2.0) workers at once; the CPU limit (quota or "
+                               "affinity) gave them 1.0 cores; on an idle host ×1.00"), text

@@ -158,8 +158,9 @@ def accounting_verdict(step: StepResult, report: WorkloadReport, usable: float) 
         return (f"{step.mode}: serialised — {serialisation_cause(step, report)}; {at_once} worker ran at a time "
                 f"while {other}{idle}")
     if kind == PARALLEL:
-        return (f"{step.mode}: parallel — {at_once} workers at once; the host gave them {a.on_cpu:.1f} cores "
-                f"while {other}{idle}")
+        gave = (f"the CPU limit (quota or affinity) gave them {a.on_cpu:.1f} cores" if usable < step.workers
+                else f"the host gave them {a.on_cpu:.1f} cores while {other}")
+        return f"{step.mode}: parallel — {at_once} workers at once; {gave}{idle}"
     if kind == CONTENTION:
         rate = f", each at {s.cpu_rate_ratio * 100:.0f} % of one worker's speed" if s.cpu_rate_ratio else ""
         usual = contention_cause(step, report).split(" (", 1)[1].rstrip(")")
@@ -179,12 +180,16 @@ def mode_verdict(step: StepResult, report: WorkloadReport, usable: float) -> str
     if step.summary is None:
         return f"{step.mode}: failed ({step.reason})"
     s = step.summary
-    if s.unsteady:
-        return f"{step.mode}: unsteady — {s.unsteady_reason}"
-    if not s.conclusive:
+    # The wall clock cannot show the runtime's parallelism where the host took the cores, or
+    # a CPU limit allows fewer than the workers: there the kernel's accounting answers.
+    capped = usable < step.workers and parallelism(step, report, usable) == PARALLEL
+    if s.unsteady or not s.conclusive or capped:
         said = accounting_verdict(step, report, usable)
         if said is not None:
             return said
+    if s.unsteady:
+        return f"{step.mode}: unsteady — {s.unsteady_reason}"
+    if not s.conclusive:
         return f"{step.mode}: cannot tell — {s.inconclusive_reason}; {s.cores_used:.2f} cores busy"
     # CPU-bound work cannot beat the usable cores; waiting (sleep) can overlap up to N.
     cpu_bound = s.cpu_bound
