@@ -353,8 +353,9 @@ def account(pairs: Sequence[Pair], workers: int, cores: float,
     runnable, runnable_ci = mean_estimate([p.window.runnable_workers or 0.0 for p in counted])
     speedups = [e for e in (p.idle_speedup(workers, cores) for p in counted) if e is not None and e > 0]
     idle, idle_ci = ratio_estimate(speedups, between_probe_sd) if speedups else (None, None)
+    # What the cores cannot give, the idle host cannot show either (as the wall clock's ceiling).
     return Accounting(runnable, runnable_ci, statistics.median(p.window.on_cpu_workers or 0.0 for p in counted),
-                      idle, clipped(idle_ci, cores), speedups)
+                      min(idle, cores) if idle is not None else None, clipped(idle_ci, cores), speedups)
 
 
 def assess(pairs: Sequence[Pair], workers: int, usable_cpus: Optional[float],
