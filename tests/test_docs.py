@@ -40,3 +40,14 @@ def test_relative_links_in_readme_and_docs_resolve() -> None:
             if not path.exists():
                 broken.append(f"{page.relative_to(ROOT)} -> {target}")
     assert broken == []
+
+
+def test_measurement_doc_states_the_verdicts_thresholds_the_code_uses():
+    """One threshold in code and docs: the words' boundaries are read from exporter.model.verdicts."""
+    from exporter.model import verdicts
+
+    text = (ROOT / "docs" / "measurement.md").read_text()
+    assert f"×{verdicts.NOT_PARALLEL:g}" in text and f"`verdicts.NOT_PARALLEL`" in text
+    assert f"{verdicts.SCALES_FRACTION:.0%}".replace("%", " %") in text
+    assert f"{verdicts.CONTENTION_RATE:.0%}".replace("%", " %") in text
+    assert not re.search(r"×1\.2(?![0-9])[^\n]*(?:threshold|interval below)", text), "a stale ×1.2 threshold"
