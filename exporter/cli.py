@@ -41,6 +41,7 @@ NOT_A_TERMINAL_WIDTH = 160
 # (ProbeConfig): a person reading it once sees the whole contrast, while the daemon spends
 # its duty-cycle budget on the CPU-bound steps whose change an alert can act on.
 ONE_SHOT = ProbeConfig(workloads=(*ProbeConfig.workloads, "sleep"), modes=(SEQUENTIAL, THREADS, PROCESSES, ASYNCIO))
+MAX_RUNS = 20  # runs of one probe --runs: pyperf spreads its values over 20 processes
 PLOT_INSTALL = "scripts/install plot (in a clone), or pip install matplotlib into this Python's environment"
 
 
@@ -64,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     fields.add_probe_flags(one_shot, ONE_SHOT)
     one_shot.add_argument("--python", action="append", metavar="[NAME=]PATH",
                           help="interpreter to probe; repeat to compare several (default: this one)")
+    one_shot.add_argument("--runs", metavar="N",
+                          help=f"probe each workload N times, each in a fresh runner, and pool their pairs: the "
+                               f"interval then holds the variance between runs, as code whose speed settles "
+                               f"differently in each run needs (1..{MAX_RUNS}; default 1)")
     one_shot.add_argument("--json", action="store_true", help="print one JSON document instead")
     one_shot.add_argument("--plot", metavar="FILE.png", help="also write a chart (needs matplotlib: the plot extra)")
     one_shot.add_argument("--textfile", metavar="PATH",
@@ -193,6 +198,8 @@ def run_one_shot(args: argparse.Namespace) -> int:
         check_textfile_target(args.textfile)
     if args.plot:
         check_plot_target(args.plot)
+    runs = 1 if args.runs is None else fields.check_flag("--runs", validators.bounded_int(lambda: MAX_RUNS),
+                                                         fields.read_integer(args.runs))
     host = cpus.host_cpus()
     err = Console(stderr=True)
     reports: list[WorkloadReport] = []
@@ -206,7 +213,7 @@ def run_one_shot(args: argparse.Namespace) -> int:
                     if status is not None:  # Text, not markup: paths and workload names may hold brackets
                         status.update(Text(where + message))
 
-                reports.append(probe.run_workload(interpreter, spec, progress))
+                reports.append(probe.run_pooled(interpreter, spec, runs, progress))
     name_after_identity(reports)
     comparison = None
     if args.compare:  # reports come interpreter by interpreter: the baseline's first

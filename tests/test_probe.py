@@ -330,3 +330,27 @@ def test_steps_measured_before_a_timeout_keep_their_windows():
     assert report.step("sequential", 1).success and len(report.step("sequential", 1).windows) == 3
     threads = report.step("threads", 2)
     assert threads.success and threads.summary is not None and len(threads.summary.pair_speedups) >= 1
+
+
+def test_pooled_runs_keep_every_runs_pairs_apart_and_a_failure_in_any_run_fails_the_step():
+    from exporter.model.results import StepResult, WorkloadReport
+    from exporter.stats.measurement import Window
+
+    def window(role: str, pair: int, attempt: int = 0) -> Window:
+        return Window([0.0, 0.0], [0.3, 0.3], [0.3, 0.3], 0.01, role=role, pair=pair, attempt=attempt)
+
+    def report(fail: bool) -> WorkloadReport:
+        spec = probe.ProbeSpec("pure_python", ("threads",), (2,))
+        threads = StepResult("pure_python", "threads", 2, windows=[window("baseline", 0, 0), window("baseline", 0, 1),
+                                                                   window("parallel", 0, 1)])
+        if fail:
+            threads.fail("crash", "boom")
+        return WorkloadReport(probe.Interpreter("x", "/x"), spec, steps=[StepResult("pure_python", "sequential", 1),
+                                                                         threads])
+
+    pooled = probe.pool_runs([report(False), report(False)])
+    windows = pooled.step("threads", 2).windows
+    assert len(windows) == 4 and {w.attempt for w in windows} == {0}  # each run's last attempt only
+    assert len({w.pair for w in windows}) == 2  # the two runs' pair 0 stay two pairs
+    failed = probe.pool_runs([report(False), report(True)]).step("threads", 2)
+    assert failed.reason == "crash" and failed.summary is None

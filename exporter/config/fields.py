@@ -17,20 +17,20 @@ from exporter.config.settings import ProbeConfig
 from exporter.errors import ConfigError
 
 
-def _number(text: str) -> object:
+def read_number(text: str) -> object:
     """A number written in ASCII (float() would read "٠.٥" too), or the text for the error."""
     number = inputs.ascii_number(text)
     return text if number is None else number
 
 
-def _integer(text: str) -> object:
+def read_integer(text: str) -> object:
     """An integer written in ASCII decimal digits, or the text for the error."""
     number = inputs.ascii_int(text)
     return text if number is None else number
 
 
-def _worker_count(text: str) -> object:
-    return v.USABLE if text == v.USABLE else _integer(text)
+def read_worker_count(text: str) -> object:
+    return v.USABLE if text == v.USABLE else read_integer(text)
 
 
 @dataclass(frozen=True)
@@ -64,15 +64,15 @@ PROBE_FIELDS: tuple[Field, ...] = (
     Field("workloads", "workloads", v.list_of(v.workload_name), "--workload", many=True,
           help="workload name or package.module:function"),
     Field("modes", "modes", v.list_of(v.mode_name), "--mode", many=True, help="mode to compare"),
-    Field("workers", "workers", v.list_of(v.worker_count), "--workers", many=True, read=_worker_count,
+    Field("workers", "workers", v.list_of(v.worker_count), "--workers", many=True, read=read_worker_count,
           help="worker count(s), or usable: the usable cores"),
-    Field("unit_seconds", "unit_seconds", v.unit_seconds, "--seconds", read=_number,
+    Field("unit_seconds", "unit_seconds", v.unit_seconds, "--seconds", read=read_number,
           help="target duration of one unit of work"),
-    Field("repeats", "repeats", v.repeats_count, "--repeats", read=_integer,
+    Field("repeats", "repeats", v.repeats_count, "--repeats", read=read_integer,
           help="fewest independent (one worker, N workers) pairs per step"),
-    Field("timeout", "timeout_seconds", v.timeout_duration, "--timeout", read=_number, duration=True,
+    Field("timeout", "timeout_seconds", v.timeout_duration, "--timeout", read=read_number, duration=True,
           help="longest wait for the runner's next result"),
-    Field("deadline", "deadline_seconds", v.deadline_duration, "--deadline", read=_number,
+    Field("deadline", "deadline_seconds", v.deadline_duration, "--deadline", read=read_number,
           help="wall-clock limit of one workload's whole probe", default_text="timeout x (steps + 1)"),
     Field("workload_path", "workload_path", v.list_of(v.directory), "--workload.path", many=True, metavar="DIR",
           help="directory to import package.module:function workloads from; repeatable "
@@ -80,18 +80,18 @@ PROBE_FIELDS: tuple[Field, ...] = (
     Field("start_method", "start_method", v.start_method, "--start-method",
           help="processes start method: fork, forkserver, spawn"),
     Field("per_core_series", "per_core_series", v.optional_bool),
-    Field("precision", "precision", v.ratio, "--precision", read=_number,
+    Field("precision", "precision", v.ratio, "--precision", read=read_number,
           help="target relative half-width of the speedup's 95%% interval"),
-    Field("max_repeats", "max_repeats", v.repeats_count, "--max-repeats", read=_integer,
+    Field("max_repeats", "max_repeats", v.repeats_count, "--max-repeats", read=read_integer,
           help="most clean pairs a step runs to reach the precision"),
-    Field("step_budget", "step_budget_seconds", v.timeout_duration, "--step-budget", read=_number, duration=True,
+    Field("step_budget", "step_budget_seconds", v.timeout_duration, "--step-budget", read=read_number, duration=True,
           help="time one step may spend reaching the precision"),
-    Field("nice", "nice", v.nice_value, "--nice", read=_integer,
+    Field("nice", "nice", v.nice_value, "--nice", read=read_integer,
           help="run the probe at a lower priority: 0..19 or idle (SCHED_IDLE)"),
-    Field("wait_quiet", "wait_quiet_seconds", v.wait_duration, "--wait-quiet", read=_number, metavar="SECONDS",
+    Field("wait_quiet", "wait_quiet_seconds", v.wait_duration, "--wait-quiet", read=read_number, metavar="SECONDS",
           help="before each parallel step, wait up to this long for enough free cores (0: measure at once; where "
                "the host stays busy the kernel's accounting still answers)", default_text="0; serve: 30s"),
-    Field("memory_limit", "memory_limit_bytes", v.memory_size, "--memory-limit", read=_integer,
+    Field("memory_limit", "memory_limit_bytes", v.memory_size, "--memory-limit", read=read_integer,
           help="memory of the whole probe process tree, e.g. 2GiB", default_text="half the host's memory"),
 )
 TOP_FIELDS: tuple[Field, ...] = (

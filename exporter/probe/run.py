@@ -31,7 +31,7 @@ from exporter.model.results import (FAILURE_REASONS, Identity, ImportCheck, Inte
 
 log = logging.getLogger(__name__)
 
-__all__ = ["run_workload", "check_import", "kill_all_runners", "PACKAGE_PARENT", "Interpreter", "ProbeSpec", "WorkloadReport"]
+__all__ = ["run_workload", "run_pooled", "pool_runs", "check_import", "kill_all_runners", "PACKAGE_PARENT", "Interpreter", "ProbeSpec", "WorkloadReport"]
 
 Progress = Callable[[str], None]
 # After the runner exits, its multiprocessing helpers (forkserver, resource tracker) see
@@ -326,6 +326,52 @@ def run_workload(interpreter: Interpreter, spec: ProbeSpec, progress: Progress =
                 step.fail("error", f"internal error: {type(exc).__name__}: {exc}")
     report.duration_seconds = time.monotonic() - started
     return report
+
+
+def run_pooled(interpreter: Interpreter, spec: ProbeSpec, runs: int,
+               progress: Progress = lambda _: None) -> WorkloadReport:
+    """Probe a workload ``runs`` times, each in a fresh runner, and pool the runs' pairs into
+    one report whose intervals hold the variance between the runs (pyperf's lesson: one
+    process's values miss the variance between processes; contended code can settle into a
+    different regime in each)."""
+    reports = [run_workload(interpreter, spec, _numbered(progress, i, runs)) for i in range(runs)]
+    if runs == 1:
+        return reports[0]
+    pooled = pool_runs(reports)
+    summarise_steps(pooled, host_cpus().usable, {(s.mode, s.workers): shown_speedups(reports, s) for s in pooled.steps})
+    return pooled
+
+
+def _numbered(progress: Progress, index: int, runs: int) -> Progress:
+    return lambda message: progress(f"run {index + 1}/{runs}: {message}")
+
+
+def shown_speedups(reports: Sequence[WorkloadReport], step: StepResult) -> list[float]:
+    """The step's measured speedup in each report that has one."""
+    summaries = [r.step(step.mode, step.workers).summary for r in reports]
+    return [s.speedup for s in summaries if s is not None and s.shown]
+
+
+RUN_PAIRS_APART = 1_000_000  # pair numbers of one run, apart from the next run's
+
+
+def pool_runs(reports: Sequence[WorkloadReport]) -> WorkloadReport:
+    """One report of several runs: each step's windows of every run's last attempt, the
+    runs' pairs numbered apart; a step that failed in any run fails with that run's reason."""
+    first = reports[0]
+    steps = []
+    for step in first.steps:
+        runs = [r.step(step.mode, step.workers) for r in reports]
+        failed = next((s for s in runs if s.reason is not None or not s.available), None)
+        if failed is not None:
+            steps.append(dataclasses.replace(failed, summary=None, success=False))
+            continue
+        windows = [dataclasses.replace(w, pair=w.pair + number * RUN_PAIRS_APART, attempt=0)
+                   for number, run in enumerate(runs) for w in measurement.last_attempt(run.windows)]
+        steps.append(dataclasses.replace(step, windows=windows, summary=None, success=False,
+                                         waited_seconds=sum(s.waited_seconds for s in runs),
+                                         duration_seconds=sum(s.duration_seconds for s in runs)))
+    return dataclasses.replace(first, steps=steps, duration_seconds=sum(r.duration_seconds for r in reports))
 
 
 def converse(conversation: Conversation, spec: ProbeSpec, deadline: float) -> None:
