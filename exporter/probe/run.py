@@ -31,7 +31,8 @@ from exporter.model.results import (FAILURE_REASONS, Identity, ImportCheck, Inte
 
 log = logging.getLogger(__name__)
 
-__all__ = ["run_workload", "run_pooled", "pool_runs", "check_import", "kill_all_runners", "PACKAGE_PARENT", "Interpreter", "ProbeSpec", "WorkloadReport"]
+__all__ = ["run_workload", "run_pooled", "pool_runs", "check_import", "kill_all_runners", "PACKAGE_PARENT", "Interpreter",
+           "ProbeSpec", "WorkloadReport"]
 
 Progress = Callable[[str], None]
 # After the runner exits, its multiprocessing helpers (forkserver, resource tracker) see
