@@ -107,26 +107,34 @@ def test_reload_of_a_missing_file_fails_and_a_good_one_recovers(daemon: Daemon, 
     assert reload_ok(daemon) == 1
 
 
-def test_a_round_finishing_after_a_reload_does_not_bring_back_what_the_reload_removed(daemon, tmp_path):
-    """The running round started under the old config; its report for a workload the reload
-    removed must not republish the series the reload pruned (bounded cardinality)."""
+def failed_report(daemon: Daemon, workload: str):
+    """A report of this daemon's interpreter whose threads step failed."""
     from exporter.model.results import Interpreter, ProbeSpec, StepResult, WorkloadReport
 
+    interpreter = daemon.config.interpreter_list()[0]
+    return WorkloadReport(Interpreter(interpreter.name, interpreter.path), ProbeSpec(workload, ("threads",), (2,)),
+                          steps=[StepResult(workload, "threads", 2, reason="error", message="boom")])
+
+
+def publish_two_workloads_then_remove_one(daemon: Daemon):
+    """Reload to probe sleep and pure_python, publish both, then reload without pure_python;
+    the pure_python report shown before the second reload."""
     path = Path(daemon.config_path)
     write(path, {**BASE, "probe": {**BASE["probe"], "workloads": ["sleep", "pure_python"]}})
     assert daemon.reload()[0]
-    interpreter = daemon.config.interpreter_list()[0]
-
-    def report(workload: str) -> WorkloadReport:
-        spec = ProbeSpec(workload, ("threads",), (2,))
-        return WorkloadReport(Interpreter(interpreter.name, interpreter.path), spec,
-                              steps=[StepResult(workload, "threads", 2, reason="error", message="boom")])
-
-    daemon._publish([report("sleep"), report("pure_python")])
-    write(path, BASE)  # pure_python removed while, say, its report was on its way
+    daemon._publish([failed_report(daemon, "sleep"), failed_report(daemon, "pure_python")])
+    shown = daemon.snapshot().reports[(daemon.config.interpreter_list()[0].name, "pure_python")]
+    write(path, BASE)
     assert daemon.reload()[0]
+    return shown
+
+
+def test_a_round_finishing_after_a_reload_does_not_bring_back_what_the_reload_removed(daemon, tmp_path):
+    """The running round started under the old config; its report for a workload the reload
+    removed must not republish the series the reload pruned (bounded cardinality)."""
+    publish_two_workloads_then_remove_one(daemon)  # pure_python removed while its report was on its way
     assert {w for _, w in daemon.snapshot().reports} == {"sleep"}
-    daemon._publish([report("pure_python")])  # the round that started before the reload ends
+    daemon._publish([failed_report(daemon, "pure_python")])  # the round that started before the reload ends
     assert {w for _, w in daemon.snapshot().reports} == {"sleep"}
     assert all(key[1] != "pure_python" for key, _ in daemon.snapshot().failures)
 
@@ -144,23 +152,8 @@ def test_a_reload_that_fails_on_a_bug_logs_the_traceback(daemon, monkeypatch, ca
 def test_a_retry_finishing_after_a_reload_does_not_bring_back_what_the_reload_removed(daemon, tmp_path):
     """As a round's report, a retry of an inconclusive step that lands after a reload removed
     its workload must not republish the series the reload pruned."""
-    from exporter.model.results import Interpreter, ProbeSpec, StepResult, WorkloadReport
-
-    path = Path(daemon.config_path)
-    write(path, {**BASE, "probe": {**BASE["probe"], "workloads": ["sleep", "pure_python"]}})
-    assert daemon.reload()[0]
-    interpreter = daemon.config.interpreter_list()[0]
-
-    def report(workload: str) -> WorkloadReport:
-        spec = ProbeSpec(workload, ("threads",), (2,))
-        return WorkloadReport(Interpreter(interpreter.name, interpreter.path), spec,
-                              steps=[StepResult(workload, "threads", 2, reason="error", message="boom")])
-
-    daemon._publish([report("sleep"), report("pure_python")])
-    old = daemon.snapshot().reports[(interpreter.name, "pure_python")]
-    write(path, BASE)  # pure_python removed while its retry was running
-    assert daemon.reload()[0]
-    daemon._publish_retry(old, report("pure_python"), [("threads", 2)])
+    old = publish_two_workloads_then_remove_one(daemon)  # pure_python removed while its retry was running
+    daemon._publish_retry(old, failed_report(daemon, "pure_python"), [("threads", 2)])
     assert {w for _, w in daemon.snapshot().reports} == {"sleep"}
     assert all(key[0].workload != "pure_python" for key in daemon.snapshot().failures)
     assert all(key.workload != "pure_python" for key in daemon.snapshot().last_success)

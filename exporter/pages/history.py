@@ -68,18 +68,6 @@ class Point:
     speedup: Optional[float]
 
 
-@dataclass(frozen=True)
-class Failure:
-    timestamp: float
-    interpreter: str
-    workload: str
-    mode: str
-    workers: int
-    reason: str
-    message: str
-    log: tuple[str, ...]
-
-
 class History:
     """Thread-safe: the probe lane records, web requests read."""
 
@@ -89,7 +77,7 @@ class History:
         self.limit = limit
         self._lock = threading.Lock()
         self._series: dict[StepKey, deque[Point]] = {}
-        self._failures: deque[Failure] = deque(maxlen=limit)
+        self._failures: deque[HistoryFailure] = deque(maxlen=limit)
 
     def record(self, reports: Iterable[WorkloadReport]) -> None:
         """Add one point per available step of these reports (and their failures)."""
@@ -105,8 +93,8 @@ class History:
                     series = self._series.setdefault(key, deque(maxlen=self.limit))
                     series.append(Point(timestamp, speedup))
                     if not step.success:
-                        log = tuple(line[:MAX_LOG_LINE_CHARS] for line in step.log[-MAX_LOG_LINES:])
-                        self._failures.append(Failure(timestamp, report.interpreter.name, step.workload, step.mode,
+                        log = [line[:MAX_LOG_LINE_CHARS] for line in step.log[-MAX_LOG_LINES:]]
+                        self._failures.append(HistoryFailure(timestamp, report.interpreter.name, step.workload, step.mode,
                                                       step.workers, step.reason or "error",
                                                       step.message[:MAX_MESSAGE_CHARS], log))
 
@@ -121,7 +109,7 @@ class History:
         with self._lock:
             return {key: list(points) for key, points in self._series.items()}
 
-    def failures(self) -> list[Failure]:
+    def failures(self) -> list[HistoryFailure]:
         """Recent failures, newest first."""
         with self._lock:
             return list(reversed(self._failures))
@@ -142,7 +130,7 @@ class History:
             version=1, limit=self.limit,
             steps=[HistorySeries(k[0], k[1], k[2], k[3], [[p.timestamp, p.speedup] for p in points])
                    for k, points in self.series().items()],
-            failures=[HistoryFailure(**(asdict(f) | {"log": list(f.log)})) for f in self.failures()])
+            failures=self.failures())
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self.document())
@@ -171,7 +159,7 @@ class History:
         if not isinstance(document, dict) or document.get("version") != 1:
             raise ValueError("not a history file of this exporter (version 1)")
         series: dict[StepKey, deque[Point]] = {}
-        failures: deque[Failure] = deque(maxlen=self.limit)
+        failures: deque[HistoryFailure] = deque(maxlen=self.limit)
         try:
             for step in document["steps"]:
                 key = StepKey(_text(step["interpreter"]), _text(step["workload"]), _text(step["mode"]),
@@ -180,9 +168,9 @@ class History:
                                     maxlen=self.limit)
             for f in reversed(document["failures"]):  # newest first in the file
                 log = [_text(line)[:MAX_LOG_LINE_CHARS] for line in f["log"]][-MAX_LOG_LINES:]
-                failures.append(Failure(_number(f["timestamp"]), _text(f["interpreter"]), _text(f["workload"]),
-                                        _text(f["mode"]), _count(f["workers"]), _text(f["reason"]),
-                                        _text(f["message"])[:MAX_MESSAGE_CHARS], tuple(log)))
+                failures.append(HistoryFailure(_number(f["timestamp"]), _text(f["interpreter"]), _text(f["workload"]),
+                                               _text(f["mode"]), _count(f["workers"]), _text(f["reason"]),
+                                               _text(f["message"])[:MAX_MESSAGE_CHARS], log))
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"damaged history file: {type(exc).__name__}: {str(exc)[:200]}") from None
         with self._lock:
