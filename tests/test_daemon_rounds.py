@@ -24,7 +24,7 @@ def daemon(monkeypatch) -> Daemon:
     config = config_from_mapping({"import_check": {"modules": ["json"]},
                                   "probe": {"workloads": ["sleep"], "modes": ["threads"], "workers": [2]}})
 
-    def free_threaded_report(interpreter: Interpreter, spec: ProbeSpec) -> WorkloadReport:
+    def free_threaded_report(interpreter: Interpreter, spec: ProbeSpec, earlier: object = None) -> WorkloadReport:
         from exporter.model.results import Identity
 
         identity = Identity("3.13.5", "cpython", interpreter.path, True, False, ("forkserver",), None)
