@@ -22,7 +22,7 @@ from exporter.model.results import StepKey, StepResult, WorkloadReport
 from exporter.model.schedule import Schedule
 from exporter.model.verdicts import parallelism, step_verdicts, workload_verdict
 from exporter.runner.modes import SEQUENTIAL
-from exporter.stats.measurement import Accounting, finite_number
+from exporter.stats.measurement import BASELINE, Accounting, finite_number
 
 VERSION = 2  # 1: before the fields of independent pairs (pairs, conclusive, ...); read with their defaults
 
@@ -250,7 +250,7 @@ def step_fields(step: StepResult, report: WorkloadReport, usable: float) -> dict
         warmup_seconds=step.warmup[1] - step.warmup[0] if step.warmup else None,
         core_utilisation=list(s.core_utilisation) if s else [],
         startup_seconds=s.startup_seconds if s else None,
-        repeats=[w.wall_seconds for w in step.windows if w.role != "baseline"],
+        repeats=[w.wall_seconds for w in step.windows if w.role != BASELINE],
     )
 
 

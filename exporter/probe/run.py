@@ -154,10 +154,10 @@ class Conversation:
     def add_window(self, event: dict) -> None:
         after, wall = cpu_counters(), time.monotonic() - self.counters_read_at
         step = self.report.step(event["mode"], event["workers"])
-        role, pair, attempt = event.get("role", "parallel"), event.get("pair", -1), event.get("attempt", 0)
+        role, pair, attempt = event.get("role", measurement.PARALLEL), event.get("pair", -1), event.get("attempt", 0)
         if role not in measurement.ROLES or not all(_is_int(v) for v in (pair, attempt)):
             raise ValueError("expected a known role and integer pair and attempt")
-        count = 1 if role != "parallel" else step.workers
+        count = 1 if role != measurement.PARALLEL else step.workers
         cpu_seconds = _numbers(event["cpu_seconds"], count)
         # The runner's own figure for its process tree, workers included (see StepLoop.timed).
         probe_cpu = _numbers([event.get("tree_cpu_seconds", sum(cpu_seconds))], 1)[0]
@@ -176,7 +176,7 @@ class Conversation:
         window = dataclasses.replace(window, clean=free.enough)
         step.windows.append(window)
         self.runner.send({"clean": free.enough})
-        if role == "parallel":
+        if role == measurement.PARALLEL:
             pairs = len(measurement.pair_windows(step.windows))
             self.progress(f"{self.report.spec.workload}: {step.mode} ×{step.workers}: {pairs} pair"
                           + ("s" if pairs != 1 else ""))

@@ -204,7 +204,7 @@ class StepLoop:
         try:
             self.warm_up(pool, SEQUENTIAL)
             for repeat in range(self.minimum):
-                self.timed(pool, SEQUENTIAL, [0], "sequential", repeat, 0)
+                self.timed(pool, SEQUENTIAL, [0], measurement.SEQUENTIAL_ROLE, repeat, 0)
         finally:
             pool.close()
 
@@ -221,11 +221,11 @@ class StepLoop:
             began = time.perf_counter()
             alone = [k % workers]  # each worker takes its turn as the baseline
             if k % 2 == 0:
-                baseline = self.timed(pool, step, alone, "baseline", k, attempt)
-                parallel = self.timed(pool, step, everyone, "parallel", k, attempt)
+                baseline = self.timed(pool, step, alone, measurement.BASELINE, k, attempt)
+                parallel = self.timed(pool, step, everyone, measurement.PARALLEL, k, attempt)
             else:
-                parallel = self.timed(pool, step, everyone, "parallel", k, attempt)
-                baseline = self.timed(pool, step, alone, "baseline", k, attempt)
+                parallel = self.timed(pool, step, everyone, measurement.PARALLEL, k, attempt)
+                baseline = self.timed(pool, step, alone, measurement.BASELINE, k, attempt)
             k += 1
             measured.append(measurement.Pair(baseline, parallel))
             if baseline.clean and parallel.clean:

@@ -131,7 +131,9 @@ def host_load(before: Sequence[Mapping[str, float]], after: Sequence[Mapping[str
     return HostLoad(other, steal_ratio)
 
 
-ROLES = ("sequential", "baseline", "parallel")
+# A window's role: the sequential step's unit, one worker of a parallel step's pool alone
+# (the baseline), or all of its workers.
+SEQUENTIAL_ROLE, BASELINE, PARALLEL = ROLES = ("sequential", "baseline", "parallel")
 
 
 @dataclass(frozen=True)
@@ -152,7 +154,7 @@ class Window:
     index: int = -1
     interference_cores: Optional[float] = None
     steal_ratio: Optional[float] = None
-    role: str = "parallel"
+    role: str = PARALLEL
     pair: int = -1
     attempt: int = 0
     clean: bool = True  # the host left the window the cores it needed (see window_had_free_cores)
@@ -220,9 +222,9 @@ def pair_windows(windows: Sequence[Window], clean_only: bool = True) -> list[Pai
     No window serves two pairs, so the pairs' speedups are independent values.
     """
     current = last_attempt(windows)
-    baselines = {w.pair: w for w in current if w.role == "baseline"}
+    baselines = {w.pair: w for w in current if w.role == BASELINE}
     pairs = [Pair(baselines[w.pair], w) for w in sorted(current, key=lambda w: w.pair)
-             if w.role == "parallel" and w.pair in baselines]
+             if w.role == PARALLEL and w.pair in baselines]
     return [p for p in pairs if p.baseline.clean and p.window.clean] if clean_only else pairs
 
 
