@@ -19,6 +19,7 @@ import pytest
 from exporter.probe import run as probe
 from exporter.model import verdicts
 from exporter.host.cpus import host_cpus
+from exporter.stats import measurement
 from support import could_tell, processes_with_token, wait_for_quiet_host
 
 pytestmark = pytest.mark.integration  # every test starts the runner
@@ -186,9 +187,10 @@ def test_a_step_stops_at_its_precision_or_its_budget(pure_python_report):
             assert half <= spec.precision or pure_python_report.step(mode, 2).duration_seconds > spec.step_budget_seconds * 0.8
 
 
-def test_a_busy_host_makes_a_step_say_cannot_tell_never_a_low_speedup():
-    """Another process keeps a core busy: processes ×2 cannot show their parallelism, and
-    the product says so instead of exporting a speedup near 1."""
+def test_a_busy_host_makes_the_wall_clock_say_cannot_tell_and_the_accounting_answer():
+    """Another process keeps a core busy: processes ×2 cannot show their parallelism on the
+    wall clock, and the product says so instead of a speedup near 1; the kernel's accounting
+    answers instead: two processes ran at once."""
     burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         time.sleep(0.5)
@@ -200,7 +202,10 @@ def test_a_busy_host_makes_a_step_say_cannot_tell_never_a_low_speedup():
     assert summary is not None and not summary.conclusive and not summary.shown
     assert "other processes used" in (summary.inconclusive_reason or "")
     assert summary.interference_cores > 0.4, summary
-    assert verdicts.mode_verdict(report.step("processes", 2), report, 2.0).startswith("processes: cannot tell — ")
+    assert summary.accounting is not None and summary.accounting.runnable > 1.8, summary.accounting
+    verdict = verdicts.mode_verdict(report.step("processes", 2), report, 2.0)
+    # Parallel, or on SMT siblings contention — never a low figure presented as the runtime's.
+    assert verdict.startswith(("processes: parallel — ", "processes: contention — ")), verdict
 
 
 def test_wait_quiet_waits_for_free_cores_before_a_step():
@@ -213,7 +218,11 @@ def test_wait_quiet_waits_for_free_cores_before_a_step():
         burner.kill()
         burner.wait()
     step = report.step("processes", 2)
-    assert 1.0 < step.waited_seconds < 30.0, step.waited_seconds  # it waited for the burner to end
+    # It waited while the burner ran; then until the host was quiet, or — where other work
+    # kept it busy — to the end of its bound, and the step met that other load.
+    assert step.waited_seconds > 1.5, step.waited_seconds
+    if step.waited_seconds >= 30.0:
+        assert step.summary.interference_cores > measurement.FREE_CORES_MIN_SLACK, step.summary
 
 
 def test_sleep_overlaps_in_threads_and_asyncio():

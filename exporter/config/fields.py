@@ -90,7 +90,8 @@ PROBE_FIELDS: tuple[Field, ...] = (
           help="run the probe at a lower priority: 0..19 or idle (SCHED_IDLE)"),
     Field("wait_quiet", "wait_quiet_seconds", v.wait_duration, "--wait-quiet", read=read_number, metavar="SECONDS",
           help="before each parallel step, wait up to this long for enough free cores (0: measure at once; where "
-               "the host stays busy the kernel's accounting still answers)", default_text="0; serve: 30s"),
+               "the host stays busy the kernel's accounting still answers)",
+          default_text="0; serve: 30s, at most a tenth of the interval"),
     Field("memory_limit", "memory_limit_bytes", v.memory_size, "--memory-limit", read=read_integer,
           help="memory of the whole probe process tree, e.g. 2GiB", default_text="half the host's memory"),
 )

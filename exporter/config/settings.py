@@ -23,8 +23,15 @@ PER_CORE_SERIES_MAX_CPUS = 64  # above this, per-CPU series would dominate a scr
 DEFAULT_MEMORY_LIMIT_SHARE = 0.5  # of the host's memory (or the exporter's own memory limit)
 MIN_DEFAULT_MEMORY_LIMIT_BYTES = 256 << 20
 # serve's wait for free cores before each parallel step, within its interval: a busy moment
-# often passes in seconds, and the round is placed in the quieter one rather than measured in it.
+# often passes in seconds, and the round is placed in the quieter one rather than measured in
+# it. At most a tenth of the interval, so the steps of a round still fit in it.
 SERVE_WAIT_QUIET_SECONDS = 30.0
+SERVE_WAIT_QUIET_SHARE = 0.1
+
+
+def serve_wait_quiet(interval_seconds: float) -> float:
+    """How long ``serve`` waits for free cores before a step, where the config sets no wait."""
+    return min(SERVE_WAIT_QUIET_SECONDS, SERVE_WAIT_QUIET_SHARE * interval_seconds)
 MAX_SERVICE_GROUPS = MAX_LIST_ITEMS  # group names, rendered from the templates, at run time too
 TEMPLATE_FIELD = re.compile(r"\{([^{}]*)\}")  # a placeholder in a group's name template
 

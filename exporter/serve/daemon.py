@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Optional
 
 from exporter.config.loader import load_config
-from exporter.config.settings import SERVE_WAIT_QUIET_SECONDS, Config
+from exporter.config.settings import Config, serve_wait_quiet
 from exporter.errors import ConfigError
 from exporter.export.collector import empty_snapshot
 from exporter.host.cpus import host_cpus
@@ -190,7 +190,7 @@ class Daemon:
 
     def _probe_interpreter(self, config: Config, interpreter: Interpreter) -> None:
         free_threaded = False
-        for spec in config.probe_specs(self.host.default_workers, SERVE_WAIT_QUIET_SECONDS):
+        for spec in config.probe_specs(self.host.default_workers, serve_wait_quiet(config.interval_seconds)):
             if self.stopping.is_set():
                 return
             report = probe.run_workload(interpreter, spec, earlier=self.history.figures(interpreter.name, spec.workload))
@@ -274,7 +274,7 @@ class Daemon:
     def _retry_steps(self, config: Config, name: str, workload: str, steps: Steps, budget: float) -> float:
         """Retry one workload's inconclusive steps; the seconds spent probing."""
         interpreter = next((i for i in config.interpreter_list() if i.name == name), None)
-        spec = next((s for s in config.probe_specs(self.host.default_workers, SERVE_WAIT_QUIET_SECONDS)
+        spec = next((s for s in config.probe_specs(self.host.default_workers, serve_wait_quiet(config.interval_seconds))
                      if s.workload == workload), None)
         old = self._snapshot.reports.get((name, workload))
         if interpreter is None or spec is None or old is None:

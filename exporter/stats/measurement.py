@@ -21,10 +21,11 @@ from typing import Mapping, Optional, Sequence, Tuple, TypeGuard
 IDLE_FIELDS = ("idle", "iowait")
 DOUBLE_COUNTED_FIELDS = ("guest", "guest_nice")
 STEAL_FIELD = "steal"
-# A step's work is CPU-bound when a unit's CPU seconds are at least this share of the
-# baseline's wall seconds per unit (sleeping workers use almost none). CPU seconds per unit
-# do not grow when other load preempts the workers, so this holds on a busy host down to a
-# quarter of a core. Only CPU-bound work is capped by the usable cores.
+# A step's work is CPU-bound when its workers want a CPU — on one or waiting for one, the
+# kernel's accounting — at least this share of the time (sleeping workers almost never do,
+# whatever the host's load). Without the accounting: a unit's CPU seconds over the window's
+# wall seconds, which other load lowers, so that proxy holds only down to a quarter of a core
+# for each worker. Only CPU-bound work is capped by the usable cores.
 CPU_BOUND_SHARE = 0.25
 # The variance between probes that one probe's pairs cannot see (the host's state minutes
 # apart, a new runner process), as a standard deviation of the log speedup. It is added to
@@ -173,6 +174,15 @@ class Window:
         """CPU seconds of all workers over wall seconds: ~1 for GIL threads, ~N for processes."""
         return sum(self.cpu_seconds) / self.wall_seconds
 
+    @property
+    def demand_share(self) -> float:
+        """The share of the time each worker wanted a CPU: runnable workers per worker from the
+        kernel's accounting, else CPU seconds per worker over wall seconds."""
+        workers = len(self.cpu_seconds)
+        if self.runnable_workers is not None:
+            return self.runnable_workers / workers
+        return sum(self.cpu_seconds) / (self.wall_seconds * workers) if self.wall_seconds > 0 else 0.0
+
 
 @dataclass(frozen=True)
 class Pair:
@@ -185,7 +195,10 @@ class Pair:
         return speedup(self.baseline.wall_seconds, self.window.wall_seconds, workers)
 
     def cpu_share(self, workers: int) -> float:
-        """CPU seconds per unit in the parallel window over the baseline's wall seconds per unit."""
+        """How much of the time the workers wanted a CPU: from the kernel's accounting of the
+        parallel window, else its CPU seconds per unit over the baseline's wall seconds per unit."""
+        if self.window.runnable_workers is not None:
+            return self.window.demand_share
         return sum(self.window.cpu_seconds) / workers / self.baseline.wall_seconds
 
     def cpu_rate_ratio(self, workers: int) -> Optional[float]:
@@ -405,26 +418,26 @@ class FreeCores:
 
     def reason(self) -> Optional[str]:
         """None when enough cores were free; else why the step cannot tell."""
-        if self.enough:
-            return None
+        return None if self.enough else self.account()
+
+    def account(self) -> str:
+        """What other load took and left, in words."""
         taken = f"other processes used {self.other:.1f} cores" + (
             f" and the hypervisor stole {self.steal:.0%}" if self.steal >= 0.01 else "")
         return f"{taken}, leaving {self.free:.1f} of {self.usable:g} cores where the workers needed {self.needed:g}"
 
 
-def cores_needed(workers: int, cpu_seconds: float, wall_seconds: float, usable_cpus: float,
-                 max_cores: Optional[float] = None) -> float:
+def cores_needed(window: Window, usable_cpus: float, max_cores: Optional[float] = None) -> float:
     """The cores a window's workers could use: one each when they compute (even if something
     kept them from it), capped by the usable cores and the mode's own limit; none when they wait."""
-    if wall_seconds <= 0 or cpu_seconds / (wall_seconds * workers) < CPU_BOUND_SHARE:
+    if window.wall_seconds <= 0 or window.demand_share < CPU_BOUND_SHARE:
         return 0.0
-    return min(float(workers), usable_cpus, max_cores if max_cores is not None else usable_cpus)
+    return min(float(len(window.cpu_seconds)), usable_cpus, max_cores if max_cores is not None else usable_cpus)
 
 
 def window_free_cores(window: Window, usable_cpus: float, max_cores: Optional[float] = None) -> FreeCores:
     """Whether the host left one timed window the cores its workers needed."""
-    needed = cores_needed(len(window.cpu_seconds), sum(window.cpu_seconds), window.wall_seconds, usable_cpus,
-                          max_cores)
+    needed = cores_needed(window, usable_cpus, max_cores)
     return FreeCores(usable_cpus, window.interference_cores or 0.0, window.steal_ratio or 0.0, needed,
                      float(len(window.core_utilisation)) or None)
 
@@ -497,7 +510,7 @@ def summarise_sequential(windows: Sequence[Window], ops_per_unit: int) -> Summar
         interference_cores=_median_of([w.interference_cores for w in current]),
         steal_ratio=_median_of([w.steal_ratio for w in current]),
         pairs=len(current),
-        cpu_bound=statistics.median(w.cores_used for w in current) >= CPU_BOUND_SHARE,
+        cpu_bound=statistics.median(w.demand_share for w in current) >= CPU_BOUND_SHARE,
     )
 
 
@@ -513,8 +526,8 @@ def busy_reason(windows: Sequence[Window], usable_cpus: float, needed: float) ->
     space = free_cores(busy, usable_cpus, needed)
     pairs = {w.pair for w in current}
     spoiled = {w.pair for w in current if not w.clean}
-    return (f"{space.reason() or 'too few free cores'} (in {len(spoiled)} of {len(pairs)} pairs; "
-            f"too few clean pairs to measure)")
+    # The median of the spoiled windows may look free enough where some of them were not.
+    return f"{space.account()} (in {len(spoiled)} of {len(pairs)} pairs; too few clean pairs to measure)"
 
 
 def summarise(windows: Sequence[Window], workers: int, ops_per_unit: int,
