@@ -233,6 +233,10 @@ def check_textfile_target(path: str) -> None:
     if not os.path.isdir(directory):
         raise ConfigError(f"--textfile: {path}: directory {directory} does not exist")
     try:
+        inputs.refuse_to_replace(target)
+    except OSError as exc:
+        raise ConfigError(f"--textfile: {exc}") from None
+    try:
         # Root passes every permission check, so only a real file tells a read-only mount.
         with tempfile.NamedTemporaryFile(dir=directory, prefix=".pyparallel-check-"):
             pass
