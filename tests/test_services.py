@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import html
 import os
+import stat
 import sys
 import sysconfig
+import threading
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -14,6 +17,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 import fake_elf
+import support
 from conftest import built_python, free_threaded_python, gil_313_python, py314_python
 
 from exporter.host import procfs
@@ -25,7 +29,7 @@ from exporter.services.pyidentity import NOT_PYTHON, UNREADABLE, PythonIdentity,
 from exporter.services.collector import METRIC_NAMES, ServiceCollector
 from exporter.services.status import services_config_document, services_document
 from exporter.services.match import Facts, Matcher, match_group, render_name, systemd_unit
-from exporter.services.watcher import Sampler
+from exporter.services.watcher import Sampler, scan_bound
 from exporter.services.window import Cohort, Reading, ServicesSnapshot, cohort, group_state, process_window
 
 TESTDATA = Path(__file__).parent / "testdata"
@@ -430,3 +434,156 @@ def test_a_reload_with_other_groups_starts_fresh_windows_and_keeps_the_error_cou
     assert watcher.snapshot().errors["permission"] == 3
     watcher.configure(ServicesConfig())  # the section removed: off
     assert watcher.snapshot().enabled is False
+
+
+# --- another user's files: never blocking, bounded -------------------------------------------
+
+
+def test_a_fifo_or_a_device_is_refused_without_being_opened(tmp_path):
+    """O_PATH opens nothing: a FIFO would otherwise wait for a writer (a device's driver would
+    see an open); fstat then shows what it is."""
+    fifo = tmp_path / "libpython3.13t.so"
+    os.mkfifo(fifo)
+    with pytest.raises(procfs.Refused, match="not a regular file"):
+        procfs.UntrustedFile(str(fifo), 1024)
+    if os.geteuid() == 0:
+        device = tmp_path / "null"
+        os.mknod(device, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+        with pytest.raises(procfs.Refused, match="not a regular file"):
+            procfs.UntrustedFile(str(device), 1024)
+
+
+def test_an_untrusted_file_is_read_within_its_byte_budget_and_its_size(tmp_path):
+    path = tmp_path / "binary"
+    path.write_bytes(bytes(range(256)) * 4)
+    with procfs.UntrustedFile(str(path), 600) as file:
+        assert file.pread(10, 2) == bytes([10, 11])
+        with pytest.raises(procfs.Refused, match="outside the file"):
+            file.pread(1000, 100)
+        file.pread(0, 500)
+        with pytest.raises(procfs.Refused, match="more than the bytes allowed"):
+            file.pread(0, 200)
+
+
+def test_a_read_past_the_scan_deadline_cuts_the_scan(tmp_path):
+    path = tmp_path / "binary"
+    path.write_bytes(b"x" * 100)
+    with pytest.raises(procfs.ScanCut):
+        procfs.UntrustedFile(str(path), 100, procfs.Deadline(0.0)).pread(0, 10)
+
+
+@pytest.mark.parametrize("lie", [{"symbol_table_bytes": 200_000_000 * 24}, {"section_count": 60_000},
+                                 {"string_table_bytes": 1 << 40}, {"segment_count": 50_000}])
+def test_an_elf_declaring_more_than_the_caps_is_refused_before_reading_it(tmp_path, lie):
+    path = tmp_path / "libpython3.13t.so"
+    path.write_bytes(fake_elf.elf_file(fake_elf.interpreter(3, 13, 5, True), **lie))
+    with pytest.raises(procfs.Refused):
+        pyidentity.read_binary_facts(str(path))
+
+
+def test_big_endian_and_32_bit_interpreters_are_read_too(tmp_path):
+    path = tmp_path / "python"
+    path.write_bytes(fake_elf.elf_file({**fake_elf.interpreter(3, 13, 1, True),
+                                        "Py_Version": fake_elf.py_version(3, 13, 1, ">")}, big_endian=True))
+    assert pyidentity.read_binary_facts(str(path)) == pyidentity.BinaryFacts("cpython", "3.13.1", True)
+    path.write_bytes(fake_elf.elf_file({**fake_elf.interpreter(3, 12, 3), "Py_Version": (0x030C03F0).to_bytes(4, "little")},
+                                       bits=32))
+    assert pyidentity.read_binary_facts(str(path)) == pyidentity.BinaryFacts("cpython", "3.12.3", False)
+
+
+def test_a_process_whose_executable_is_a_fifo_is_unknown_and_counted(proc):
+    fifo = proc.files / "python3.13t"
+    proc.files.mkdir()
+    os.mkfifo(fifo)
+    proc.add(72, "python3.13t", exe=str(fifo))
+    reasons: list[str] = []
+    identity = pyidentity.identify(72, procfs.exe(72, proc.path), lambda: procfs.mapped_files(72, proc.path),
+                                   pyidentity.BinaryCache(), proc.path, count=reasons.append)
+    assert identity == UNREADABLE and reasons == ["refused"]
+
+
+def test_the_regexes_see_only_the_first_4_kib_of_a_command_line(proc):
+    group = services({"groups": [{"name": "q-{queue}", "cmdline": [r"-Q (?P<queue>\w+)"]}]}).groups
+    proc.add(73, "celery", cmdline="celery worker -Q early", start=100)
+    proc.add(74, "celery", cmdline="celery worker " + "x" * procfs.MAX_CMDLINE_BYTES + " -Q late", start=101)
+    assert decide(Matcher(group, own_pid=1, proc=proc.path), proc)[0] == {73: "q-early"}
+
+
+# --- a scan's time bound ----------------------------------------------------------------------
+
+
+def py_sampler(proc: FakeProc, interval: str = "5s") -> Sampler:
+    return Sampler(services({"interval": interval, "groups": [{"name": "py", "comm": ["python3"]}]}), proc=proc.path,
+                   own_pid=1)
+
+
+def test_a_scan_over_its_bound_is_cut_counted_and_the_unread_keep_their_window(proc):
+    for pid in (80, 81):
+        proc.add(pid, "python3", start=pid, threads={pid: 0})
+    sampler = py_sampler(proc)
+    sampler.sample(host_usable=2)
+    sampler.bound_seconds = 0.0  # every scan is cut before it reads a process
+    cut = sampler.sample(host_usable=2)
+    assert cut.scan_overruns == 1 and cut.cohorts == ()
+    sampler.bound_seconds = 5.0
+    proc.add(80, "python3", start=80, threads={80: 100})  # a second of CPU since the first scan
+    whole = sampler.sample(host_usable=2)
+    assert whole.scan_overruns == 1
+    assert [c.processes for c in whole.cohorts] == [2]
+    assert whole.cohorts[0].cores_used > 0  # its window reaches back over the cut scan to the first
+
+
+def test_a_cut_scan_reads_the_processes_it_knows_before_new_ones(proc, monkeypatch):
+    proc.add(82, "python3", start=82)
+    sampler = py_sampler(proc)
+    sampler.sample(host_usable=2)
+    proc.add(83, "python3", start=83)  # new: an identity to read
+    read: list[int] = []
+    real = Sampler._read
+
+    class AfterOneRead(procfs.Deadline):
+        def passed(self) -> bool:
+            return len(read) >= 1
+
+    def read_one(self, key, *args):
+        read.append(key[0])
+        return real(self, key, *args)
+
+    monkeypatch.setattr(Sampler, "_read", read_one)
+    monkeypatch.setattr(procfs.Deadline, "after", classmethod(lambda cls, seconds: AfterOneRead()))
+    snapshot = sampler.sample(host_usable=2)
+    assert read == [82] and snapshot.scan_overruns == 1
+
+
+def test_the_scan_bound_is_half_the_interval_and_at_most_ten_seconds():
+    assert scan_bound(1.0) == 0.5 and scan_bound(5.0) == 2.5 and scan_bound(300.0) == 10.0
+
+
+def test_a_stuck_scan_shows_as_running_seconds_and_a_reload_does_not_wait_for_it(proc):
+    from exporter.services.watcher import ServiceWatcher
+
+    proc.add(84, "python3", start=84)
+    watcher = ServiceWatcher(services({"groups": [{"name": "py", "comm": ["python3"]}]}), host_usable=lambda: 2.0,
+                             proc=proc.path)
+    release = threading.Event()
+    assert watcher._sampler is not None
+    watcher._sampler.sample = lambda host_usable: release.wait() and ServicesSnapshot()  # type: ignore[method-assign]
+    stuck = threading.Thread(target=watcher.sample_once, daemon=True)
+    stuck.start()
+    try:
+        support.wait_for(lambda: watcher.snapshot().scan_started_at is not None, 5, "the scan to start")
+        time.sleep(0.05)
+        registry = CollectorRegistry()
+        registry.register(ServiceCollector(watcher.snapshot))
+        assert registry.get_sample_value("pyparallel_service_scan_running_seconds") >= 0.05
+        watcher.configure(services({"groups": [{"name": "other", "comm": ["python3"]}]}))  # returns at once
+        assert watcher.snapshot().configured == ("other",)
+        assert watcher.snapshot().scan_started_at is not None  # still stuck: still visible
+    finally:
+        release.set()
+        stuck.join(5)
+    assert watcher.snapshot().scan_started_at is None
+    registry = CollectorRegistry()
+    registry.register(ServiceCollector(watcher.snapshot))
+    assert registry.get_sample_value("pyparallel_service_scan_running_seconds") == 0
+

@@ -117,8 +117,9 @@ class Sampler:
                 self.read_in[key] = self.scans
         unread = {}
         if cut and self.previous is not None:
+            # those still watched, and those a scan cut short of /proc could not see
             unread = {k: r for k, r in {**self.previous.unread, **self.previous.readings}.items()
-                      if k in members and k not in readings}
+                      if k not in readings and (k in members or k[0] not in stats)}
         else:  # only a whole scan knows which processes are gone
             for cache in (self.identities, self.usable, self.read_in):
                 for gone in cache.keys() - members.keys():
