@@ -13,9 +13,9 @@ from typing import Mapping, Optional, Sequence
 PY_VERSION = "Py_Version"
 
 
-def py_version(major: int, minor: int, micro: int = 0, order: str = "<") -> bytes:
+def py_version(major: int, minor: int, micro: int = 0, order: str = "<", bits: int = 64) -> bytes:
     """``Py_Version`` as CPython stores it: an unsigned long of PY_VERSION_HEX, final release."""
-    return struct.pack(order + "Q", major << 24 | minor << 16 | micro << 8 | 0xF0)
+    return struct.pack(order + ("Q" if bits == 64 else "I"), major << 24 | minor << 16 | micro << 8 | 0xF0)
 
 
 def interpreter(major: int, minor: int, micro: int = 0, free_threaded: bool = False) -> dict[str, bytes]:
