@@ -1,0 +1,121 @@
+"""SIGINT and SIGTERM in the first tenth of a second of ``probe``, ``compare`` and ``serve``.
+
+``python benchmarks/signals.py [--tries 20] [--delays 0.005,0.01,0.03,0.05,0.1] [--markdown OUT.md]``
+
+Each try starts the console script, waits the delay after ``Popen`` returned (the process
+exists and has exec'd), sends the signal and reads what the command says. A try is clean when
+it exits 128 + the signal's number (``serve`` may also exit 0 on SIGTERM, its ordinary stop),
+prints no traceback, and its last line on stderr says it was interrupted (or, for ``serve``
+once it runs, that it shuts down); ``probe`` and ``compare`` print that one line and nothing
+else. Every cell is tried ``--tries`` times; the table shows the clean tries and what the
+others did. ``tests/test_signals.py`` samples this matrix; this script runs all of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.machine import cpu_model  # noqa: E402
+
+SCRIPT = Path(sys.executable).parent / "parallelism-exporter"
+COMMANDS = {
+    "probe": ["probe", "--workload", "sleep", "--repeats", "1"],
+    "compare": ["compare", "baseline.json", "candidate.json"],
+    "serve": ["serve", "--web.listen-address=127.0.0.1:0"],
+}
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+DEFAULT_DELAYS = (0.005, 0.01, 0.03, 0.05, 0.1)
+
+
+def allowed_codes(command: str, sig: signal.Signals) -> set[int]:
+    return {128 + sig, 0} if command == "serve" and sig == signal.SIGTERM else {128 + sig}
+
+
+def verdict(command: str, sig: signal.Signals, code: int, stderr: str) -> str:
+    """"clean", or what the try did instead (exit code and the telling line)."""
+    lines = stderr.strip().splitlines()
+    last = lines[-1] if lines else ""
+    said = f"interrupted by {sig.name}" in last or (command == "serve" and "shutting down" in last)
+    alone = command == "serve" or len(lines) == 1
+    if code in allowed_codes(command, sig) and said and alone and "Traceback" not in stderr:
+        return "clean"
+    telling = next((line for line in lines if "Error" in line or "Interrupt" in line), last)
+    return f"rc {code}: {telling.strip()[:80] or '(nothing on stderr)'}"
+
+
+def one_try(command: str, sig: signal.Signals, delay: float, workdir: str) -> tuple[str, float]:
+    """The verdict, and how late the signal was sent against the delay asked for (ms)."""
+    child = subprocess.Popen([str(SCRIPT), *COMMANDS[command]], cwd=workdir, stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    started = time.monotonic()
+    try:
+        time.sleep(max(0.0, started + delay - time.monotonic()))
+        late = (time.monotonic() - started - delay) * 1000
+        child.send_signal(sig)
+        _, stderr = child.communicate(timeout=60)
+    finally:
+        child.kill()
+        child.wait()
+    return verdict(command, sig, child.returncode, stderr), late
+
+
+def run(tries: int, delays: list[float], commands: list[str]) -> list[str]:
+    workdir = tempfile.mkdtemp(prefix="pyparallel-signals-")
+    rows = ["| command | signal | " + " | ".join(f"{d * 1000:g} ms" for d in delays) + " |",
+            "|---|---|" + "---|" * len(delays)]
+    others: list[str] = []
+    lateness: list[float] = []
+    for command in commands:
+        for sig in SIGNALS:
+            cells = []
+            for delay in delays:
+                outcomes: Counter[str] = Counter()
+                for _ in range(tries):
+                    outcome, late = one_try(command, sig, delay, workdir)
+                    outcomes[outcome] += 1
+                    lateness.append(late)
+                cells.append(f"{outcomes['clean']}/{tries}")
+                others += [f"- {command} {sig.name} at {delay * 1000:g} ms, {n}×: {what}"
+                           for what, n in sorted(outcomes.items()) if what != "clean"]
+                print(f"{command} {sig.name} {delay}: {dict(outcomes)}", file=sys.stderr)
+            rows.append(f"| {command} | {sig.name} | " + " | ".join(cells) + " |")
+    lateness.sort()
+    return [*rows, "", f"Signals sent late by {lateness[len(lateness) // 2]:.2f} ms (median), "
+            f"{lateness[int(0.99 * (len(lateness) - 1))]:.2f} ms (99th percentile).", "",
+            *(others or ["Every try was clean."])]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tries", type=int, default=20)
+    parser.add_argument("--delays", default=",".join(f"{d:g}" for d in DEFAULT_DELAYS))
+    parser.add_argument("--commands", default=",".join(COMMANDS))
+    parser.add_argument("--markdown", type=Path, help="append the results to this file")
+    args = parser.parse_args()
+    delays = [float(d) for d in args.delays.split(",")]
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    head = [f"## `python benchmarks/signals.py --tries {args.tries} --delays {args.delays}`", "",
+            f"{cpu_model()}, {os.cpu_count()} CPUs, Linux {platform.release()}; CPython {platform.python_version()} "
+            f"({sys.executable}); {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; load average "
+            f"at the start {load}.", ""]
+    text = "\n".join([*head, *run(args.tries, delays, args.commands.split(",")), ""]) + "\n"
+    print(text)
+    if args.markdown:
+        with args.markdown.open("a") as handle:
+            handle.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
