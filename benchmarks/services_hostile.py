@@ -23,9 +23,7 @@ its GIL). Reported: scans and their wall time against the bound, scans cut, the 
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
 import random
 import shutil
 import statistics
@@ -41,7 +39,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import fake_elf  # noqa: E402
-from benchmarks.machine import cpu_model  # noqa: E402
+from benchmarks.machine import publish, this_run  # noqa: E402
 from exporter.config.settings import config_from_mapping  # noqa: E402
 from exporter.host import procfs  # noqa: E402
 from exporter.services.collector import ServiceCollector  # noqa: E402
@@ -242,10 +240,7 @@ def run(minutes: float, interval: float, seed: int) -> list[str]:
     over = [s for s in scans if s > bound]
     slow = [s for s in scrapes if s > SCRAPE_TARGET_MS]
     return [
-        f"- Machine: {cpu_model()}, {os.cpu_count()} CPUs, Linux {platform.release()}; CPython "
-        f"{platform.python_version()} ({sys.executable}); "
-        f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; load average at the end "
-        f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}.",
+        f"- Machine: {this_run()} at the end.",
         f"- {elapsed / 60:.1f} minutes, interval {interval:g} s (scan bound {bound:g} s), {POPULATION} attackers, "
         f"two replaced every {CHURN_SECONDS:g} s; started: "
         + ", ".join(f"{kind} {count}" for kind, count in sorted(attackers.started.items())) + ".",
@@ -270,11 +265,7 @@ def main() -> int:
     args = parser.parse_args()
     lines = [f"## `python benchmarks/services_hostile.py --minutes {args.minutes:g} --interval {args.interval:g}`",
              "", *run(args.minutes, args.interval, args.seed), ""]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.markdown:
-        with args.markdown.open("a") as handle:
-            handle.write(text)
+    publish("\n".join(lines) + "\n", args.markdown)
     return 0
 
 

@@ -14,9 +14,7 @@ others did. ``tests/test_signals.py`` samples this matrix; this script runs all 
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -24,9 +22,10 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.machine import cpu_model  # noqa: E402
+from benchmarks.machine import publish, this_run  # noqa: E402
 
 SCRIPT = Path(sys.executable).parent / "parallelism-exporter"
 COMMANDS = {
@@ -54,10 +53,12 @@ def verdict(command: str, sig: signal.Signals, code: int, stderr: str) -> str:
     return f"rc {code}: {telling.strip()[:80] or '(nothing on stderr)'}"
 
 
-def one_try(command: str, sig: signal.Signals, delay: float, workdir: str) -> tuple[str, float]:
+def one_try(command: str, sig: signal.Signals, delay: float, workdir: str,
+            env: Optional[dict[str, str]] = None) -> tuple[str, float]:
     """The verdict, and how late the signal was sent against the delay asked for (ms)."""
     child = subprocess.Popen([str(SCRIPT), *COMMANDS[command]], cwd=workdir, stdin=subprocess.DEVNULL,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, **(env or {})})
     started = time.monotonic()
     try:
         time.sleep(max(0.0, started + delay - time.monotonic()))
@@ -70,7 +71,7 @@ def one_try(command: str, sig: signal.Signals, delay: float, workdir: str) -> tu
     return verdict(command, sig, child.returncode, stderr), late
 
 
-def run(tries: int, delays: list[float], commands: list[str]) -> list[str]:
+def run(tries: int, delays: list[float], commands: list[str], env: dict[str, str]) -> list[str]:
     workdir = tempfile.mkdtemp(prefix="pyparallel-signals-")
     rows = ["| command | signal | " + " | ".join(f"{d * 1000:g} ms" for d in delays) + " |",
             "|---|---|" + "---|" * len(delays)]
@@ -82,7 +83,7 @@ def run(tries: int, delays: list[float], commands: list[str]) -> list[str]:
             for delay in delays:
                 outcomes: Counter[str] = Counter()
                 for _ in range(tries):
-                    outcome, late = one_try(command, sig, delay, workdir)
+                    outcome, late = one_try(command, sig, delay, workdir, env)
                     outcomes[outcome] += 1
                     lateness.append(late)
                 cells.append(f"{outcomes['clean']}/{tries}")
@@ -101,21 +102,22 @@ def main() -> int:
     parser.add_argument("--tries", type=int, default=20)
     parser.add_argument("--delays", default=",".join(f"{d:g}" for d in DEFAULT_DELAYS))
     parser.add_argument("--commands", default=",".join(COMMANDS))
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="set in the commands' environment (GLIBC_TUNABLES=glibc.malloc.tcache_count=0: serve "
+                             "without its restart)")
     parser.add_argument("--markdown", type=Path, help="append the results to this file")
     args = parser.parse_args()
+    # Children inherit an ignored SIGINT (a background job of a shell ignores it): the
+    # commands must start with the disposition a terminal gives them.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     delays = [float(d) for d in args.delays.split(",")]
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    head = [f"## `python benchmarks/signals.py --tries {args.tries} --delays {args.delays}`", "",
-            f"{cpu_model()}, {os.cpu_count()} CPUs, Linux {platform.release()}; CPython {platform.python_version()} "
-            f"({sys.executable}); {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; load average "
-            f"at the start {load}.", ""]
-    text = "\n".join([*head, *run(args.tries, delays, args.commands.split(",")), ""]) + "\n"
-    print(text)
-    if args.markdown:
-        with args.markdown.open("a") as handle:
-            handle.write(text)
+    env = dict(item.split("=", 1) for item in args.env)
+    flags = "".join(f" --env {item}" for item in args.env) + (f" --commands {args.commands}"
+                                                               if args.commands != ",".join(COMMANDS) else "")
+    head = [f"## `python benchmarks/signals.py --tries {args.tries} --delays {args.delays}{flags}`", "",
+            f"{this_run()} at the start.", ""]
+    publish("\n".join([*head, *run(args.tries, delays, args.commands.split(","), env), ""]) + "\n", args.markdown)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -25,68 +25,48 @@ ENTRY_POINTS = {"console script": [str(Path(sys.executable).parent / "parallelis
                 "python -m exporter": [sys.executable, "-m", "exporter"]}
 
 
-@pytest.mark.parametrize("entry", sorted(ENTRY_POINTS))
-@pytest.mark.parametrize("command", [["probe", "--workload", "sleep"], ["compare", "a.json", "b.json"],
-                                     ["serve", "--web.listen-address=127.0.0.1:0"]])
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_while_the_command_line_is_still_importing_is_one_line_and_128_plus_it(
-        tmp_path: Path, entry: str, command: list[str], sig: signal.Signals) -> None:
-    # A stand-in for rich that blocks inside its import, so the signal lands exactly where the
-    # command line's heavy modules are still loading (rich is the first of them).
-    fake = tmp_path / "slow" / "rich"
-    fake.mkdir(parents=True)
-    importing = tmp_path / "importing"
-    (fake / "__init__.py").write_text(f"open({str(importing)!r}, 'w').close()\nimport time\ntime.sleep(60)\n")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path / "slow"), str(support.REPO)]))
-    child = subprocess.Popen([*ENTRY_POINTS[entry], *command], env=env, cwd=tmp_path, stdin=subprocess.DEVNULL,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        support.wait_for(importing.exists, 30, "the command line's imports to begin", interval=0.01)
-        child.send_signal(sig)
-        _, stderr = child.communicate(timeout=30)
-    finally:
-        child.kill()
-    assert (child.returncode, stderr) == (128 + sig, f"parallelism-exporter: interrupted by {sig.name}\n")
-
-
-# A stand-in for site's last step, run before any code of ours: it can hold an import of
-# ours, or the start-up of serve's restarted process, for a second, and says when it does.
+# A stand-in for site's last step, run before any code of ours: it holds the first import of
+# one module (PYPARALLEL_TEST_HOLD), or the start-up of serve's restarted process, for a
+# second, and says when it does.
 HOLDING_SITECUSTOMIZE = """
 import os, sys, time
-flag = os.environ["PYPARALLEL_TEST_FLAG"]
-if os.environ["PYPARALLEL_TEST_HOLD"] == "restart":
+flag, hold = os.environ["PYPARALLEL_TEST_FLAG"], os.environ["PYPARALLEL_TEST_HOLD"]
+def held():
+    open(flag, "w").close()
+    time.sleep(1)
+if hold == "restart":
     if "PYPARALLEL_USER_GLIBC_TUNABLES" in os.environ:  # serve's restarted process, starting
-        open(flag, "w").close()
-        time.sleep(1)
+        held()
 else:
     class Hold:
         def find_spec(self, name, path=None, target=None):
-            if name == "exporter.serve":  # the console script's own imports, before main()
-                open(flag, "w").close()
-                time.sleep(1)
-            return None
+            if name == hold and not os.path.exists(flag):
+                held()
+            return None  # then the real import goes on
     sys.meta_path.insert(0, Hold())
 """
+COMMANDS = signals_matrix.COMMANDS
+# exporter.serve: the entry module's own imports, before main(); rich: the command line's
+# heavy imports (rich is the first of them); restart: serve's restarted process.
+HOLDS = [(hold, command) for hold in ("exporter.serve", "rich") for command in COMMANDS] + [("restart", "serve")]
 
 
-@pytest.mark.parametrize(("hold", "command"), [("import", ["probe", "--workload", "sleep"]),
-                                                ("import", ["compare", "a.json", "b.json"]),
-                                                ("import", ["serve", "--web.listen-address=127.0.0.1:0"]),
-                                                ("restart", ["serve", "--web.listen-address=127.0.0.1:0"])])
+@pytest.mark.parametrize("entry", sorted(ENTRY_POINTS))
+@pytest.mark.parametrize(("hold", "command"), HOLDS)
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_before_the_handlers_waits_for_them(tmp_path: Path, hold: str, command: list[str],
+def test_a_signal_before_the_handlers_waits_for_them(tmp_path: Path, entry: str, hold: str, command: str,
                                                       sig: signal.Signals) -> None:
-    """From the entry module's first statement SIGINT and SIGTERM are blocked until main()
-    handles them, and serve's restart keeps them blocked across execve: a signal during the
-    console script's imports, or while the restarted serve starts, waits instead of killing
-    the process silently (-15) or raising where nothing catches it."""
+    """From the entry module's first statement SIGINT and SIGTERM are blocked until the command
+    line is loaded and main() handles them, and serve's restart keeps them blocked across
+    execve: a signal during the imports, or while the restarted serve starts, waits instead of
+    killing the process silently (-15) or raising where nothing catches it."""
     (tmp_path / "site").mkdir()
     (tmp_path / "site" / "sitecustomize.py").write_text(HOLDING_SITECUSTOMIZE)
     flag = tmp_path / "holding"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path / "site"), str(support.REPO)]),
                PYPARALLEL_TEST_HOLD=hold, PYPARALLEL_TEST_FLAG=str(flag))
     env.pop("GLIBC_TUNABLES", None)  # a user's tcache setting would skip the restart
-    child = subprocess.Popen([*ENTRY_POINTS["console script"], *command], env=env, cwd=tmp_path,
+    child = subprocess.Popen([*ENTRY_POINTS[entry], *COMMANDS[command]], env=env, cwd=tmp_path,
                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         support.wait_for(flag.exists, 30, f"the {hold} to be held", interval=0.005)

@@ -93,5 +93,6 @@ def main(log_format: str = "logfmt") -> None:
         killed = containment.kill_probe(token, cgroups, kind, sweep=True)
         for cgroup in cgroups:
             containment.remove_cgroup(cgroup)
-        log_kv(logging.getLogger(__name__), logging.WARNING, "killed the processes of a probe whose exporter died",
-               processes_killed=killed, cgroups=",".join(c.name for c in cgroups))
+        if killed:  # a probe stopped while it was being set up had nothing to kill yet
+            log_kv(logging.getLogger(__name__), logging.WARNING, "killed the processes of a probe whose exporter died",
+                   processes_killed=killed, cgroups=",".join(c.name for c in cgroups))
