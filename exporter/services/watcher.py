@@ -79,9 +79,27 @@ class Sampler:
         """Read every process's stat, decide groups, read the watched ones in detail, until
         the scan's bound; returns the scan and how many processes' stat it read."""
         deadline = procfs.Deadline.after(self.bound_seconds)
+        self.scans += 1
+        stats, read_at, cut = self._read_stats(deadline)
+        members = self.matcher.decide(stats, self.count, deadline, complete=not cut)
+        readings, cut_short = self._read_members(members, stats, read_at, deadline)
+        cut = cut or cut_short
+        unread = {}
+        if cut and self.previous is not None:
+            # those still watched, and those a scan cut short of /proc could not see
+            unread = {k: r for k, r in {**self.previous.unread, **self.previous.readings}.items()
+                      if k not in readings and (k in members or k[0] not in stats)}
+        else:  # only a whole scan knows which processes are gone
+            for cache in (self.identities, self.usable, self.read_in):
+                for gone in cache.keys() - members.keys():
+                    del cache[gone]
+        host = procfs.cpu_times()
+        return Scan(time.monotonic(), host["idle"] + host.get("iowait", 0.0), readings, cut, unread), len(stats)
+
+    def _read_stats(self, deadline: procfs.Deadline) -> tuple[dict[int, procfs.Stat], dict[int, float], bool]:
+        """Every process's stat and when it was read; True when the deadline cut the list."""
         stats: dict[int, procfs.Stat] = {}
         read_at: dict[int, float] = {}
-        self.scans += 1
         cut = False
         for pid in procfs.pids(self.proc):
             if deadline.passed():
@@ -100,32 +118,27 @@ class Sampler:
             if self.last_pids.get(pid, stat.start_ticks) != stat.start_ticks:
                 self.count("pid_reused")
         self.last_pids = {pid: stat.start_ticks for pid, stat in stats.items()}
-        members = self.matcher.decide(stats, self.count, deadline, complete=not cut)
+        return stats, read_at, cut
+
+    def _read_members(self, members: Mapping[ProcKey, str], stats: Mapping[int, procfs.Stat],
+                      read_at: Mapping[int, float], deadline: procfs.Deadline) -> tuple[dict[ProcKey, Reading], bool]:
+        """The watched processes' readings; True when the deadline cut them short.
+
+        Processes read before stay measured whatever new ones cost: they come first, the
+        longest unread first; new ones (an identity to read) after them.
+        """
         self.quotas = {}
-        readings = {}
-        # Processes read before stay measured whatever new ones cost: they come first, the
-        # longest unread first; new ones (an identity to read) after them.
+        readings: dict[ProcKey, Reading] = {}
         for key in sorted(members, key=lambda k: (k not in self.read_in, self.read_in.get(k, 0))):
             try:
                 deadline.check()
                 reading = self._read(key, members[key], stats[key[0]], read_at[key[0]], deadline)
             except procfs.ScanCut:
-                cut = True
-                break
+                return readings, True
             if reading is not None:
                 readings[key] = reading
                 self.read_in[key] = self.scans
-        unread = {}
-        if cut and self.previous is not None:
-            # those still watched, and those a scan cut short of /proc could not see
-            unread = {k: r for k, r in {**self.previous.unread, **self.previous.readings}.items()
-                      if k not in readings and (k in members or k[0] not in stats)}
-        else:  # only a whole scan knows which processes are gone
-            for cache in (self.identities, self.usable, self.read_in):
-                for gone in cache.keys() - members.keys():
-                    del cache[gone]
-        host = procfs.cpu_times()
-        return Scan(time.monotonic(), host["idle"] + host.get("iowait", 0.0), readings, cut, unread), len(stats)
+        return readings, False
 
     def _read(self, key: ProcKey, group: str, stat: procfs.Stat, stat_at: float,
               deadline: procfs.Deadline) -> Optional[Reading]:
