@@ -217,7 +217,10 @@ def run(minutes: float, interval: float, seed: int) -> list[str]:
         started = time.monotonic()
         end = started + minutes * 60
         next_churn = started + CHURN_SECONDS
+        rss_after_a_minute = None
         while time.monotonic() < end:
+            if rss_after_a_minute is None and time.monotonic() - started >= 60:
+                rss_after_a_minute = rss_mib()  # caches and arenas warm: what follows is growth
             begin = time.perf_counter()
             generate_latest(registry)
             scrapes.append((time.perf_counter() - begin) * 1000)
@@ -232,6 +235,7 @@ def run(minutes: float, interval: float, seed: int) -> list[str]:
                 next_churn += CHURN_SECONDS
             time.sleep(1 / SCRAPES_PER_SECOND)
         cpu = procfs.read_stat(os.getpid(), sampler_tid).cpu_seconds - cpu_start
+        rss_end = rss_mib()
         elapsed = time.monotonic() - started
         final = watcher.snapshot()
     finally:
@@ -252,7 +256,8 @@ def run(minutes: float, interval: float, seed: int) -> list[str]:
         f"- Scrapes: {len(scrapes)}; latency median {statistics.median(scrapes):.2f} ms, p99 "
         f"{percentile(scrapes, 0.99):.2f} ms, max {max(scrapes):.2f} ms; over {SCRAPE_TARGET_MS:g} ms: {len(slow)}.",
         f"- Sampler thread CPU: {cpu:.1f} s in {elapsed:.0f} s ({cpu / elapsed:.1%} of a core); RSS "
-        f"{rss_start:.1f} → {rss_mib():.1f} MiB.",
+        f"{rss_start:.1f} MiB at the start, {rss_after_a_minute or float('nan'):.1f} after a minute, "
+        f"{rss_end:.1f} at the end.",
     ]
 
 

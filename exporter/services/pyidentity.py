@@ -114,11 +114,16 @@ def facts_from_elf(found: Optional[elf.ElfFacts]) -> BinaryFacts:
     return BinaryFacts("cpython", version_from_hex(value), free_threaded, found.needed)
 
 
+def facts_of(file: UntrustedFile) -> BinaryFacts:
+    """The facts of an open binary; Refused when its headers declare more than
+    ``exporter.services.elf``'s caps."""
+    return facts_from_elf(elf.read_elf(file, _SYMBOLS, frozenset({VERSION_SYMBOL})))
+
+
 def read_binary_facts(path: str, deadline: Deadline = UNBOUNDED) -> BinaryFacts:
-    """The facts of the binary at ``path``; Refused when it is not a regular file or its
-    headers declare more than ``exporter.services.elf``'s caps."""
+    """The facts of the binary at ``path``; Refused when it is not a regular file either."""
     with UntrustedFile(path, elf.MAX_FILE_READ_BYTES, deadline) as file:
-        return facts_from_elf(elf.read_elf(file, _SYMBOLS, frozenset({VERSION_SYMBOL})))
+        return facts_of(file)
 
 
 def _named_version(path: str, implementation: str) -> str:
@@ -152,7 +157,7 @@ class BinaryCache:
                     known = self._facts.get(file.key)
                 if known is not None:
                     return known
-                facts = facts_from_elf(elf.read_elf(file, _SYMBOLS, frozenset({VERSION_SYMBOL})))
+                facts = facts_of(file)
         except (FileNotFoundError, PermissionError, ProcessLookupError):
             return None
         except OSError as exc:  # ELOOP, ENOTDIR, EIO...: a path we will not follow
