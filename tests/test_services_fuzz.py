@@ -14,7 +14,6 @@ import os
 import socket
 import stat
 import tempfile
-import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -24,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fake_elf
+import support
 from exporter.host import procfs
 from exporter.services import elf, pyidentity
 from exporter.services.pyidentity import NOT_PYTHON, UNREADABLE
@@ -37,23 +37,8 @@ COUNTS = st.one_of(st.integers(0, 70), st.integers(0, 1 << 16), st.integers(0, 1
 
 
 def promptly(read: Callable[[], Any]) -> tuple[str, Any]:
-    """("ok", value) or ("refused", message), from a thread that must finish promptly."""
-    result: list[tuple[str, Any]] = []
-
-    def run() -> None:
-        try:
-            result.append(("ok", read()))
-        except procfs.Refused as exc:
-            result.append(("refused", str(exc)))
-        except BaseException as exc:  # noqa: BLE001 - reported below as the test's failure
-            result.append(("crash", f"{type(exc).__name__}: {exc}"[:500]))
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(PROMPTLY)
-    assert not thread.is_alive(), f"the reader did not return within {PROMPTLY:g}s"
-    assert result[0][0] != "crash", result[0][1]
-    return result[0]
+    """("ok", value) or ("error", the refusal), from a thread that must finish promptly."""
+    return support.promptly(read, (procfs.Refused,), PROMPTLY, "the reader")
 
 
 @contextmanager
