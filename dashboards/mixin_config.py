@@ -217,6 +217,10 @@ class MixinConfig:
     # A configured group with no process: a stopped service or a matcher gone stale.
     service_not_found_for: str = "15m"
     service_unreadable_for: str = "30m"
+    # A scan running this long is stuck in a read (exporter/services/watcher.py cuts a scan
+    # after at most 10 s), held for service_stalled_for so a slow moment does not page.
+    service_scan_stall: str = "1m"
+    service_stalled_for: str = "5m"
     services_dashboard_uid: str = "pyparallel-services"  # stable: links and bookmarks use it
     services_dashboard_title: str = "Python parallelism — services"
 

@@ -236,6 +236,16 @@ def services_alerts_group(config: MixinConfig = CONFIG) -> dict[str, Any]:
             "CAP_SYS_PTRACE (read-only use) to identify them.",
             severity=c.info_severity,
         ),
+        _alert(
+            c,
+            "PyParallelServiceWatcherStalled",
+            f"pyparallel_service_scan_running_seconds{{{sel}}} > {seconds(c.service_scan_stall)}",
+            c.service_stalled_for,
+            "The services watcher is stuck in a read.",
+            f"A scan of /proc on {{{{ $labels.{c.host_label} }}}} has been running for {VALUE} s (a scan is cut after "
+            "10 s at most): a read the kernel does not answer, such as a file on a hung network or FUSE file system "
+            "that a watched process maps. The service figures are those of the last scan before it.",
+        ),
     ]}
 
 
@@ -325,6 +335,19 @@ def service_tests(c: MixinConfig) -> list[dict[str, Any]]:
         [pt.series("pyparallel_service_processes", ft_app, pt.const(3, 2 * rounds)),
          pt.series("pyparallel_service_processes", unknown, pt.const(0, 2 * rounds))],
         [pt.silent("PyParallelServiceInterpreterUnreadable", pt.when(2 * rounds - 1))],
+    ))
+    sampler = dict(t.labels)
+    stuck = [pt.ROUND * i for i in range(5)]  # a scan that began at the start and never ended
+    tests.append(pt.case(
+        "A scan that never returns fires once its running time has stayed above the stall for the hold time",
+        [pt.series("pyparallel_service_scan_running_seconds", sampler, stuck)],
+        [pt.silent("PyParallelServiceWatcherStalled", pt.when(1)),
+         fires(c, "PyParallelServiceWatcherStalled", pt.when(4), sampler, float(stuck[4]))],
+    ))
+    tests.append(pt.case(
+        "Scans that end (running time back to 0 between them, 10 s at their slowest) never fire",
+        [pt.series("pyparallel_service_scan_running_seconds", sampler, [0, 0.05, 0, 10] * 4)],
+        [pt.silent("PyParallelServiceWatcherStalled", pt.when(15))],
     ))
     return tests
 

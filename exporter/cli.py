@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.text import Text
 
 from exporter import __version__, report
-from exporter.config import fields, loader, validators
+from exporter.config import fields, inputs, loader, validators
 from exporter.config.settings import Config, ProbeConfig
 from exporter.errors import ConfigError, Terminated
 from exporter.export.push import PushError, add_push_flags, push_reports
@@ -160,6 +160,10 @@ def check_textfile_target(path: str) -> None:
         raise ConfigError(f"--textfile: {path}: is a directory")
     if not os.path.isdir(directory):
         raise ConfigError(f"--textfile: {path}: directory {directory} does not exist")
+    try:
+        inputs.refuse_to_replace(target)
+    except OSError as exc:
+        raise ConfigError(f"--textfile: {exc}") from None
     try:
         # Root passes every permission check, so only a real file tells a read-only mount.
         with tempfile.NamedTemporaryFile(dir=directory, prefix=".pyparallel-check-"):

@@ -178,3 +178,36 @@ def leaves_a_thread_running() -> None:
     if _first_time("thread"):
         threading.Thread(target=time.sleep, args=(3600,), name="forgotten-sleeper").start()
     time.sleep(0.001)
+
+
+def detaches_sleepers_then_hangs() -> None:
+    """Five sleeps that leave the session (setsid) and a double-forked daemon, then a hang:
+    all there when the exporter is killed mid-probe."""
+    import subprocess
+
+    if _first_time("detach"):
+        for _ in range(5):
+            subprocess.Popen(["sleep", "600"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)
+        double_forks_a_daemon()
+    time.sleep(3600)
+
+
+# As root: a new PID namespace whose init moves itself out of the probe's cgroup v2 (root may)
+# and starts 50 sleeps there; they stay in the probe's other cgroups and keep its token.
+UNSHARE_AND_LEAVE_CGROUP = """
+echo 1 > /sys/fs/cgroup/unified/cgroup.procs 2>/dev/null || echo 1 > /sys/fs/cgroup/cgroup.procs 2>/dev/null
+for i in $(seq 50); do sleep 600 & done
+wait
+"""
+
+
+def unshares_and_leaves_its_cgroup() -> None:
+    import subprocess
+
+    if _first_time("unshare"):
+        subprocess.Popen(["unshare", "--fork", "--pid", "sh", "-c", UNSHARE_AND_LEAVE_CGROUP],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
+        time.sleep(0.5)  # the 50 sleeps are started
+    time.sleep(0.001)

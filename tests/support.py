@@ -283,3 +283,27 @@ def stack_could_tell(stack: Any, selector: str, what: str) -> bool:
                               f"pyparallel_step_conclusive 0 with {float(other[0]['value'][1]):.2f} cores of other load"),
                   stacklevel=2)
     return False
+
+
+def promptly(call: Callable[[], Any], errors: tuple[type[BaseException], ...], seconds: float,
+             what: str) -> tuple[str, Any]:
+    """("ok", what ``call`` returned) or ("error", the message of one of ``errors``), from a
+    thread that must return within ``seconds`` (a reader blocked on a FIFO never does); any
+    other exception fails the test."""
+    result: list[tuple[str, Any]] = []
+
+    def run() -> None:
+        try:
+            result.append(("ok", call()))
+        except errors as exc:
+            result.append(("error", str(exc)))
+        except BaseException as exc:  # noqa: BLE001 - reported below as the test's failure
+            result.append(("crash", f"{type(exc).__name__}: {exc}"[:500]))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"{what} did not return within {seconds:g}s"
+    kind, value = result[0]
+    assert kind != "crash", f"{what} raised {value}"
+    return kind, value

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 import subprocess
 import threading
 import sys
 
 import pytest
 
+from exporter.config import inputs
+from exporter.config.settings import Config
 from exporter.errors import ConfigError
+from exporter.export.collector import write_textfile
 from exporter.host.cpus import host_cpus
 
 
@@ -218,3 +223,36 @@ def test_a_report_into_a_pipe_keeps_every_figure_whole():
                  "--seconds", "0.1", "--repeats", "2")
     assert result.returncode == 0, result.stderr
     assert "…" not in result.stdout, result.stdout
+
+
+def special_files(directory) -> list:
+    """A FIFO, and as root a character device with /dev/full's numbers, in ``directory``."""
+    fifo = directory / "x.fifo"
+    os.mkfifo(fifo)
+    if os.geteuid() != 0:
+        return [fifo]
+    device = directory / "full"
+    os.mknod(device, stat.S_IFCHR | 0o666, os.makedev(1, 7))
+    return [fifo, device]
+
+
+@pytest.mark.integration  # runs the command line in a child process
+def test_textfile_never_replaces_a_device_or_fifo_and_fails_before_probing(tmp_path):
+    for path in special_files(tmp_path):
+        kind = os.lstat(path).st_mode
+        result = cli("probe", "--workload", "pure_python", "--repeats", "50", "--textfile", str(path), timeout=60)
+        assert result.returncode == 2
+        assert result.stderr.splitlines() == [f"parallelism-exporter: --textfile: {path} is not a regular file "
+                                              f"({inputs.file_kind(kind)}); not replacing it"]
+        assert os.lstat(path).st_mode == kind
+
+
+def test_writing_the_textfile_never_replaces_a_device_or_fifo(tmp_path):
+    """The same guard at the write, for a FIFO made while the probe ran."""
+    paths = special_files(tmp_path)
+    for path in paths:
+        kind = os.lstat(path).st_mode
+        with pytest.raises(OSError, match="is not a regular file"):
+            write_textfile(str(path), [], host_cpus(), Config())
+        assert os.lstat(path).st_mode == kind
+    assert sorted(tmp_path.iterdir()) == sorted(paths)  # no temporary file left behind

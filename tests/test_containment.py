@@ -8,13 +8,16 @@ that token only: other probes run on this machine at the same time.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import psutil
@@ -168,8 +171,7 @@ def test_a_workload_that_grows_without_end_fails_at_the_memory_limit(function, m
 def test_where_no_cgroup_can_be_written_a_memory_error_under_rlimit_as_is_the_memory_reason(monkeypatch):
     from exporter.probe import memorylimit
 
-    monkeypatch.setattr(memorylimit.containment, "v1_directory", lambda *args: None)
-    monkeypatch.setattr(memorylimit.MemoryLimit, "_limit_v2", lambda self, cgroup: False)
+    monkeypatch.setattr(containment, "_LAYOUT", replace(containment.layout(), memory=None))
     monkeypatch.setattr(memorylimit, "MIN_ADDRESS_SPACE_BYTES", 0)  # the floor 3.13t needs would hide a 256 MiB test
     token = uuid.uuid4().hex
     spec = probe.ProbeSpec("faulty_workloads:grows_memory_without_end", ("threads",), (2,), 0.05, 1, 60.0,
@@ -403,7 +405,7 @@ def test_a_relative_interpreter_path_is_relative_to_our_working_directory(tmp_pa
 
 @pytest.mark.parametrize("function", ["forks_detached_sleepers", "double_forks_a_daemon", "holds_stderr_open"])
 def test_without_a_cgroup_the_token_sweep_still_kills_detached_processes(function, monkeypatch):
-    monkeypatch.setattr(containment, "_PARENT", (None, "none"))
+    monkeypatch.setattr(containment, "_LAYOUT", containment.Layout(None, None, None))
     report, leftovers = run_faulty(function)
     assert reasons(report) == {"error"}
     assert "left" in report.step("sequential", 1).message
@@ -411,13 +413,25 @@ def test_without_a_cgroup_the_token_sweep_still_kills_detached_processes(functio
     assert leftovers == []
 
 
-def test_a_fork_bomb_meets_the_probe_cgroups_process_limit(monkeypatch):
-    """With a pids controller (here the cgroup v1 pids hierarchy) a probe cannot fork without bound."""
+def v1_pids_only() -> containment.Layout:
     parent = Path("/sys/fs/cgroup/pids")
-    if os.geteuid() != 0 or not (parent / "cgroup.procs").exists() or not os.access(parent, os.W_OK):
+    if not (parent / "cgroup.procs").exists() or not os.access(parent, os.W_OK):
         pytest.skip("needs a writable cgroup v1 pids hierarchy at /sys/fs/cgroup/pids")
-    own = containment._own_cgroup("pids")
-    monkeypatch.setattr(containment, "_PARENT", (Path(str(parent) + (own or "/").rstrip("/")), "cgroup1"))
+    own = containment.Hierarchy(Path(str(parent) + (containment._own_cgroup("pids") or "/").rstrip("/")), "cgroup1")
+    return containment.Layout(own, own, None)
+
+
+@pytest.mark.parametrize("layout", [v1_pids_only, containment.layout], ids=["v1 pids", "this host's own"])
+def test_a_fork_bomb_meets_the_probe_cgroups_process_limit(monkeypatch, layout):
+    """With a pids controller a probe cannot fork without bound: the v1 pids hierarchy alone,
+    and this host's own layout (on a hybrid host the v2 boundary has no pids.max: the v1
+    pids cgroup beside it holds the limit)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    found = layout()
+    if found.pids is None:
+        pytest.skip("no writable pids controller here")
+    monkeypatch.setattr(containment, "_LAYOUT", found)
     monkeypatch.setattr(containment, "MAX_PROBE_PROCESSES", 24)
     report, leftovers = run_faulty("forks_sleepers")
     assert reasons(report) == {"error"}
@@ -443,3 +457,74 @@ def test_textfile_on_a_read_only_file_system_fails_before_probing(tmp_path):
         assert time.monotonic() - started < 20
     finally:
         subprocess.run(["umount", str(mount)])
+
+
+# --- hybrid cgroup layouts (issue 27: v2 with only hugetlb, v1 controllers writable) ----------
+
+
+def fake_hierarchy(root: Path, name: str, subtree_control: str = "") -> Path:
+    directory = root / name
+    directory.mkdir()
+    (directory / "cgroup.procs").write_text("")
+    (directory / "cgroup.subtree_control").write_text(subtree_control)
+    return directory
+
+
+@pytest.mark.parametrize("delegated, pids_kind, memory_kind", [("hugetlb", "cgroup1", "cgroup1"),
+                                                                ("memory pids", "cgroup2", "cgroup2"),
+                                                                ("pids", "cgroup2", "cgroup1")])
+def test_each_limit_goes_where_its_controller_is_writable(tmp_path, monkeypatch, caplog, delegated, pids_kind,
+                                                          memory_kind):
+    """v2 kills the tree (cgroup.kill); pids.max and the memory limit go to v2 only where it
+    delegates their controller, else to the v1 hierarchy of that controller; the first probe
+    says in the log which it uses."""
+    v2, pids, memory = (fake_hierarchy(tmp_path, "unified", delegated), fake_hierarchy(tmp_path, "pids"),
+                        fake_hierarchy(tmp_path, "memory"))
+    monkeypatch.setattr(containment, "_mounts", lambda: [(str(v2), "cgroup2", set()), (str(pids), "cgroup", {"pids"}),
+                                                         (str(memory), "cgroup", {"memory"})])
+    monkeypatch.setattr(containment, "_own_cgroup", lambda controller: "/")
+    monkeypatch.setattr(containment, "_kernel_has_cgroup_kill", lambda: True)
+    monkeypatch.setattr(containment, "_LAYOUT", None)
+    caplog.set_level(logging.INFO, logger=containment.__name__)
+    found = containment.layout()
+    where = {"cgroup2": v2, "cgroup1": None}
+    assert found.boundary == containment.Hierarchy(v2, "cgroup2")
+    assert found.pids == containment.Hierarchy(where[pids_kind] or pids, pids_kind)
+    assert found.memory == containment.Hierarchy(where[memory_kind] or memory, memory_kind)
+    said = next(r.kv for r in caplog.records if r.getMessage() == "probe containment")
+    assert said == {"boundary": str(found.boundary), "pids_limit": str(found.pids), "memory_limit": str(found.memory)}
+
+
+def test_sigkill_of_the_daemon_leaves_no_detached_process_after_a_second(tmp_path):
+    """setsid'd sleeps and a double-forked daemon are out of reach of PR_SET_PDEATHSIG: the
+    sentinel kills them when the exporter's pipe ends."""
+    token = uuid.uuid4().hex
+    config = {"interval": "1h", "jitter": "0s", "duty_cycle": 1,
+              "probe": {"workloads": ["faulty_workloads:detaches_sleepers_then_hangs"], "modes": ["sequential"],
+                        "workers": [1], "unit_seconds": 0.05, "repeats": 1, "timeout": "10m"}}
+    exporter = support.start_exporter(tmp_path, config, env={"PYPARALLEL_TEST_TOKEN": token})
+    try:
+        support.wait_for(lambda: sum(p.name() == "sleep" for p in processes_with_token(token)) >= 6, 60,
+                         "the detached sleeps")
+    finally:
+        exporter.stop(signal.SIGKILL)
+    killed = time.monotonic()
+    support.wait_for(lambda: not processes_with_token(token), 5, "every probe process to die", interval=0.02)
+    assert time.monotonic() - killed < 1.0
+
+
+def test_a_root_workload_that_unshares_and_leaves_its_cgroup_leaves_nothing_behind():
+    """Out of the cgroup v2 boundary, in a PID namespace of its own: still in the probe's v1
+    cgroups and still carrying its token, so it dies with the probe, and no cgroup is left."""
+    found = containment.layout()
+    if os.geteuid() != 0 or shutil.which("unshare") is None or found.boundary is None:
+        pytest.skip("needs root, unshare(1) and a cgroup")
+    token = uuid.uuid4().hex
+    spec = probe.ProbeSpec("faulty_workloads:unshares_and_leaves_its_cgroup", ("threads",), (2,), 0.05, 1, 30.0,
+                           "forkserver", workload_path=(str(TESTS),), memory_limit_bytes=LIMIT)
+    report = probe.run_workload(probe.Interpreter("test", sys.executable, {"PYPARALLEL_TEST_TOKEN": token}), spec)
+    assert reasons(report) == {"error"}  # it left processes behind: a failed probe
+    assert processes_with_token(token) == []
+    for hierarchy in (found.boundary, found.pids, found.memory):
+        if hierarchy is not None:
+            assert not boundary_dirs_of_this_process(hierarchy.parent)

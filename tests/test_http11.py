@@ -55,6 +55,19 @@ def test_requests_we_will_not_serve_get_their_status(request_bytes: bytes, statu
     assert isinstance(outcome, tuple) and outcome[0] == status
 
 
+def head_of(size: int) -> bytes:
+    """A complete request head of exactly ``size`` bytes, blank line included."""
+    head = GET.replace(b"\r\n\r\n", b"\r\nX-Pad: \r\n\r\n")
+    return head.replace(b"X-Pad: ", b"X-Pad: " + b"a" * (size - len(head)))
+
+
+def test_a_head_over_the_limit_gets_431_even_when_it_arrives_in_one_read() -> None:
+    """h11 limits only a head still incomplete; a whole one was parsed at any size."""
+    assert isinstance(read(head_of(http11.MAX_HEAD_BYTES)), Request)
+    assert read(head_of(http11.MAX_HEAD_BYTES + 1)) == (431, "")
+    assert read(head_of(3 * http11.MAX_HEAD_BYTES)) == (431, "")
+
+
 def test_a_client_that_closes_mid_request_is_closed_unanswered() -> None:
     assert read(b"GET /metrics HTTP/1.1\r\nHo", b"") is CLOSED
 

@@ -113,6 +113,8 @@ CORPUS: dict[str, tuple[bytes, int | None]] = {
     "non-ascii header value": (GET + b"X-Name: caf\xc3\xa9 \xff\r\n\r\n", 200),
     "header without colon": (GET + b"not a header\r\n\r\n", 400),  # Go: "malformed MIME header line"
     "huge header": (GET + b"X-Big: " + b"a" * 100_000 + b"\r\n\r\n", 431),
+    "header over the head limit, whole in one read": (GET + b"X-Big: " + b"a" * 40_000 + b"\r\n\r\n", 431),
+    "header under the head limit": (GET + b"X-Big: " + b"a" * 30_000 + b"\r\n\r\n", 200),
     "many headers": (GET + b"".join(b"X-%d: y\r\n" % i for i in range(300)) + b"\r\n", 431),
     "huge uri": (b"GET /" + b"a" * 100_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
     "absurd Content-Length": (GET + b"Content-Length: 99999999999999999999999\r\n\r\n", 400),  # as Go: not a length

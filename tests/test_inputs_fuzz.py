@@ -14,7 +14,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,6 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import support
 from exporter.gate import compare
 from exporter.config import loader as config_loader
 from exporter.pages import history
@@ -76,22 +76,7 @@ JSON_LOADERS = ["history", "compare"]
 def outcome(name: str, path: str) -> tuple[str, Any]:
     """("ok", value) or ("error", one-line message), run in a thread that must finish promptly."""
     load, errors = LOADERS[name]
-    result: list[tuple[str, Any]] = []
-
-    def run() -> None:
-        try:
-            result.append(("ok", load(path)))
-        except errors as exc:
-            result.append(("error", str(exc)))
-        except BaseException as exc:  # noqa: BLE001 - reported below as the test's failure
-            result.append(("crash", f"{type(exc).__name__}: {exc}"[:500]))
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(PROMPTLY)
-    assert not thread.is_alive(), f"the {name} loader did not return within {PROMPTLY:g}s on {path}"
-    kind, value = result[0]
-    assert kind != "crash", f"the {name} loader raised {value}"
+    kind, value = support.promptly(lambda: load(path), errors, PROMPTLY, f"the {name} loader on {path}")
     if kind == "error":
         assert "\n" not in value and len(value) < 2000, value
     return kind, value

@@ -5,12 +5,20 @@ from __future__ import annotations
 
 import html
 import os
+import stat
 import sys
 import sysconfig
+import threading
+import time
 from pathlib import Path
+from typing import Sequence
 
 import pytest
 from prometheus_client import CollectorRegistry
+
+import fake_elf
+import support
+from conftest import built_python, free_threaded_python, gil_313_python, py314_python
 
 from exporter.host import procfs
 from exporter.services import pyidentity
@@ -18,11 +26,11 @@ from exporter.pages import statuspage
 from exporter.web import templating
 from exporter.config.settings import ServicesConfig
 from exporter.config.loader import config_from_mapping, load_config
-from exporter.services.pyidentity import NOT_PYTHON, PythonIdentity, evidence_from_names, version_from_hex
+from exporter.services.pyidentity import NOT_PYTHON, UNREADABLE, PythonIdentity, version_from_hex
 from exporter.services.collector import METRIC_NAMES, ServiceCollector
 from exporter.services.status import services_config_document, services_document
 from exporter.services.match import Facts, Matcher, match_group, render_name, systemd_unit
-from exporter.services.watcher import Sampler
+from exporter.services.watcher import Sampler, scan_bound
 from exporter.services.window import Cohort, Reading, ServicesSnapshot, cohort, group_state, process_window
 
 TESTDATA = Path(__file__).parent / "testdata"
@@ -38,51 +46,85 @@ def services(raw: dict) -> ServicesConfig:
 # --- identity --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("exe", "mapped", "expected"), [
-    ("/usr/bin/python3.11", [], ("cpython", "3.11", False)),
-    ("/opt/py/bin/python3.13t", [], ("cpython", "3.13", True)),
-    ("/usr/bin/uwsgi", ["/usr/lib/libpython3.12.so.1.0"], ("cpython", "3.12", False)),
-    ("/usr/bin/uwsgi", ["/usr/lib/libpython3.13t.so.1.0"], ("cpython", "3.13", True)),
-    # a free-threaded build's python3.13 is a hard link without the t: an extension's ABI tag outranks it
-    ("/opt/ft/bin/python3.13", ["/opt/ft/lib/python3.13t/lib-dynload/_json.cpython-313t-x86_64-linux-gnu.so"],
-     ("cpython", "3.13", True)),
-    ("/usr/bin/python3", [], ("cpython", "", None)),  # no version in the name: the binary decides
-    ("/usr/bin/pypy3.10", [], ("pypy", "3.10", False)),
-    ("/usr/bin/python3.11 (deleted)", [], ("cpython", "3.11", False)),  # upgraded under a running service
-])
-def test_names_say_implementation_version_and_build(exe, mapped, expected):
-    evidence = evidence_from_names(exe, mapped)
-    assert evidence is not None
-    assert (evidence.implementation, evidence.version, evidence.free_threaded) == expected
-
-
-def test_a_process_with_nothing_python_mapped_is_not_python():
-    assert evidence_from_names("/usr/sbin/nginx", ["/usr/lib/x86_64-linux-gnu/libc.so.6"]) is None
-    assert pyidentity.identify(1, "/usr/sbin/nginx", [], pyidentity.BinaryCache()) == NOT_PYTHON
-
-
 def test_py_version_hex_reads_as_cpython_writes_it():
     assert version_from_hex(0x030D05F0) == "3.13.5"
     assert version_from_hex(0x030E00A1) == "3.14.0a1"
     assert version_from_hex(0x030C00C2) == "3.12.0rc2"
 
 
-def test_the_running_interpreter_is_identified_from_its_own_maps_with_its_exact_version():
+def test_the_running_interpreter_is_identified_from_its_own_binary_with_its_exact_version():
     """The test process is a real Python: its executable or libpython holds Py_Version."""
     pid = os.getpid()
-    identity = pyidentity.identify(pid, procfs.exe(pid), procfs.mapped_files(pid), pyidentity.BinaryCache())
+    identity = pyidentity.identify(pid, procfs.exe(pid), lambda: procfs.mapped_files(pid), pyidentity.BinaryCache())
     assert identity.implementation == "cpython"
     assert identity.version == "{}.{}.{}".format(*sys.version_info[:3])
     assert identity.free_threaded_build is bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
 
 
-def test_a_binary_without_py_version_leaves_the_build_to_the_names(tmp_path):
+@pytest.mark.parametrize(("python", "version", "free_threaded"), [
+    (gil_313_python, "3.13.", False), (free_threaded_python, "3.13.", True), (py314_python, "3.14.", False),
+    (lambda: built_python("PYPARALLEL_PY315_PYTHON", "~/.cache/python3.15/bin/python3.15"), "3.15.", False)])
+def test_real_interpreter_binaries_say_their_version_and_build(python, version, free_threaded):
+    path = python()
+    if path is None:
+        pytest.skip("this interpreter is not built here (scripts/build-python)")
+    facts = pyidentity.read_binary_facts(os.path.realpath(path))
+    assert (facts.implementation, facts.version[:len(version)], facts.free_threaded) == ("cpython", version,
+                                                                                       free_threaded)
+
+
+# (executable name, its symbols and needed libraries, mapped libraries with their symbols) -> identity
+IDENTITIES = {
+    "a GIL build": (("python3.11", fake_elf.interpreter(3, 11, 7), ()), {}, ("cpython", "3.11.7", False)),
+    # a free-threaded build's python3 is a hard link without the t: its symbols say what it is
+    "a free-threaded build named python3": (("python3", fake_elf.interpreter(3, 13, 5, True), ()), {},
+                                             ("cpython", "3.13.5", True)),
+    "a shared build's library": (("uwsgi", {"main": b""}, ("libpython3.12.so.1.0",)),
+                                 {"libpython3.12.so.1.0": fake_elf.interpreter(3, 12, 4)}, ("cpython", "3.12.4", False)),
+    "PyPy's launcher and library": (("pypy3.10", {"main": b""}, ("libpypy3.10-c.so",)),
+                                    {"libpypy3.10-c.so": {"pypy_setup_home": b""}}, ("pypy", "3.10", False)),
+    "before Py_Version: the name gives the version": (("python3.9", fake_elf.interpreter(3, 9), ()), {},
+                                                       ("cpython", "3.9", False)),
+    "a name that claims more than the binary says": (("python3.12", fake_elf.interpreter(3, 9), ()), {},
+                                                     ("cpython", "", False)),
+    "an embedding program that loaded libpython": (("apache2", {"main": b""}, ()),
+                                                    {"libpython3.11.so.1.0": fake_elf.interpreter(3, 11, 2)},
+                                                    ("cpython", "3.11.2", False)),
+    "two loaded libraries that disagree": (("apache2", {"main": b""}, ()),
+                                           {"libpython3.11.so.1.0": fake_elf.interpreter(3, 11, 2),
+                                            "libpython3.13t.so.1.0": fake_elf.interpreter(3, 13, 5, True)},
+                                           ("unknown", "", None)),
+    # the names are hints only: a binary without Python's symbols is not Python
+    "a program named like Python": (("python3.13t", {"main": b""}, ()), {}, ("none", "", None)),
+    "a library named like Python": (("myapp", {"main": b""}, ()), {"libpython3.13t.so": {"main": b""}},
+                                    ("none", "", None)),
+    # an interpreter executable decides; a library mapped beside it cannot change what it is
+    "a GIL build mapping a forged free-threaded libpython": (
+        ("python3.11", fake_elf.interpreter(3, 11, 2), ()),
+        {"libpython3.13t.so": fake_elf.interpreter(3, 13, 5, True)}, ("cpython", "3.11.2", False)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(IDENTITIES))
+def test_identity_comes_from_the_symbols_of_the_binary_that_runs_the_interpreter(proc, case):
+    (exe, symbols, needed), libraries, expected = IDENTITIES[case]
+    proc.add(70, exe[:15], exe=proc.binary(exe, fake_elf.elf_file(symbols, needed=needed)),
+             mapped=[proc.binary(name, fake_elf.elf_file(library)) for name, library in libraries.items()])
+    identity = pyidentity.identify(70, procfs.exe(70, proc.path), lambda: procfs.mapped_files(70, proc.path),
+                                   pyidentity.BinaryCache(), proc.path)
+    assert (identity.implementation, identity.version, identity.free_threaded_build) == expected
+
+
+def test_a_process_with_nothing_python_mapped_is_not_python_and_no_binary_is_read(proc):
+    proc.add(71, "nginx", exe="/nonexistent/nginx", mapped=["/usr/lib/x86_64-linux-gnu/libc.so.6"])
+    assert pyidentity.identify(71, procfs.exe(71, proc.path), lambda: procfs.mapped_files(71, proc.path),
+                               pyidentity.BinaryCache(), proc.path) == NOT_PYTHON
+
+
+def test_a_binary_that_is_not_elf_says_nothing(tmp_path):
     plain = tmp_path / "not-elf"
     plain.write_bytes(b"#!/bin/sh\necho hi\n")
-    assert pyidentity.read_binary_facts(str(plain)) == pyidentity.BinaryFacts(None, None)
-    banner = tmp_path / "banner"
-    banner.write_bytes(b"\0" * 100 + pyidentity.FREE_THREADING_BANNER + b"\0")
-    assert pyidentity.read_binary_facts(str(banner)).free_threaded is True
+    assert pyidentity.read_binary_facts(str(plain)) == pyidentity.NOTHING
 
 
 # --- /proc parsing ---------------------------------------------------------------------------
@@ -127,13 +169,25 @@ def test_rendered_names_are_label_safe_and_short():
 
 
 class FakeProc:
-    """A directory shaped like /proc: the files procfs reads, for processes we make up."""
+    """A directory shaped like /proc: the files procfs reads, for processes we make up.
+
+    Their root is the real one, so a mapped path names a real file (``binary`` makes one)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self.path = str(root)
+        self.files = root.parent / f"{root.name}-files"
+
+    def binary(self, name: str, data: bytes) -> str:
+        """A file with ``data`` named ``name``, outside the fake /proc: its absolute path."""
+        self.files.mkdir(exist_ok=True)
+        path = self.files / name
+        path.write_bytes(data)
+        return str(path)
 
     def add(self, pid: int, comm: str, ppid: int = 1, cmdline: str = "", start: int = 100, cgroup: str = "/",
-            threads: dict[int, int] | None = None, cpus: str = "0-1") -> None:
+            threads: dict[int, int] | None = None, cpus: str = "0-1", exe: str | None = None,
+            mapped: Sequence[str] = ()) -> None:
         threads = threads if threads is not None else {pid: 0}
         directory = self.root / str(pid)
         (directory / "task").mkdir(parents=True, exist_ok=True)
@@ -142,9 +196,12 @@ class FakeProc:
         (directory / "cmdline").write_bytes(cmdline.replace(" ", "\0").encode() + b"\0")
         (directory / "cgroup").write_text(f"0::{cgroup}\n")
         (directory / "status").write_text(f"Name:\t{comm}\nCpus_allowed_list:\t{cpus}\n")
-        (directory / "maps").write_text("")
+        (directory / "maps").write_text("".join(f"7f0000{i:04x}000-7f0000{i:04x}fff r--p 00000000 08:01 {i} {path}\n"
+                                                for i, path in enumerate(mapped)))
         if not (directory / "exe").is_symlink():
-            (directory / "exe").symlink_to(f"/nonexistent/bin/{comm}")
+            (directory / "exe").symlink_to(exe or f"/nonexistent/bin/{comm}")
+        if not (directory / "root").is_symlink():
+            (directory / "root").symlink_to("/")
         for tid, ticks in threads.items():
             (directory / "task" / str(tid)).mkdir(exist_ok=True)
             (directory / "task" / str(tid) / "stat").write_text(self.stat(tid, comm, ppid, ticks, 1, start))
@@ -162,7 +219,8 @@ class FakeProc:
 
 @pytest.fixture
 def proc(tmp_path) -> FakeProc:
-    return FakeProc(tmp_path)
+    (tmp_path / "proc").mkdir()
+    return FakeProc(tmp_path / "proc")
 
 
 def decide(matcher: Matcher, proc: FakeProc) -> tuple[dict, list[str]]:
@@ -220,8 +278,8 @@ def test_sampler_counts_pid_reuse_and_keeps_going(proc):
     assert second.errors["pid_reused"] == 1
     assert second.cohorts[0].cores_used == 0  # no window across two different processes
     assert second.states == {}  # a process seen once has no window yet: no state is claimed
-    # "python3" names no version, and its binary cannot be opened: build and version unknown
-    assert second.cohorts[0].identity == PythonIdentity("cpython", "", None)
+    # its binary cannot be opened: nothing is known of its interpreter
+    assert second.cohorts[0].identity == UNREADABLE
 
 
 # --- one window ------------------------------------------------------------------------------
@@ -377,3 +435,156 @@ def test_a_reload_with_other_groups_starts_fresh_windows_and_keeps_the_error_cou
     assert watcher.snapshot().errors["permission"] == 3
     watcher.configure(ServicesConfig())  # the section removed: off
     assert watcher.snapshot().enabled is False
+
+
+# --- another user's files: never blocking, bounded -------------------------------------------
+
+
+def test_a_fifo_or_a_device_is_refused_without_being_opened(tmp_path):
+    """O_PATH opens nothing: a FIFO would otherwise wait for a writer (a device's driver would
+    see an open); fstat then shows what it is."""
+    fifo = tmp_path / "libpython3.13t.so"
+    os.mkfifo(fifo)
+    with pytest.raises(procfs.Refused, match="not a regular file"):
+        procfs.UntrustedFile(str(fifo), 1024)
+    if os.geteuid() == 0:
+        device = tmp_path / "null"
+        os.mknod(device, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+        with pytest.raises(procfs.Refused, match="not a regular file"):
+            procfs.UntrustedFile(str(device), 1024)
+
+
+def test_an_untrusted_file_is_read_within_its_byte_budget_and_its_size(tmp_path):
+    path = tmp_path / "binary"
+    path.write_bytes(bytes(range(256)) * 4)
+    with procfs.UntrustedFile(str(path), 600) as file:
+        assert file.pread(10, 2) == bytes([10, 11])
+        with pytest.raises(procfs.Refused, match="outside the file"):
+            file.pread(1000, 100)
+        file.pread(0, 500)
+        with pytest.raises(procfs.Refused, match="more than the bytes allowed"):
+            file.pread(0, 200)
+
+
+def test_a_read_past_the_scan_deadline_cuts_the_scan(tmp_path):
+    path = tmp_path / "binary"
+    path.write_bytes(b"x" * 100)
+    with pytest.raises(procfs.ScanCut):
+        procfs.UntrustedFile(str(path), 100, procfs.Deadline(0.0)).pread(0, 10)
+
+
+@pytest.mark.parametrize("lie", [{"symbol_table_bytes": 200_000_000 * 24}, {"section_count": 60_000},
+                                 {"string_table_bytes": 1 << 40}, {"segment_count": 50_000}])
+def test_an_elf_declaring_more_than_the_caps_is_refused_before_reading_it(tmp_path, lie):
+    path = tmp_path / "libpython3.13t.so"
+    path.write_bytes(fake_elf.elf_file(fake_elf.interpreter(3, 13, 5, True), **lie))
+    with pytest.raises(procfs.Refused):
+        pyidentity.read_binary_facts(str(path))
+
+
+def test_big_endian_and_32_bit_interpreters_are_read_too(tmp_path):
+    path = tmp_path / "python"
+    path.write_bytes(fake_elf.elf_file({**fake_elf.interpreter(3, 13, 1, True),
+                                        "Py_Version": fake_elf.py_version(3, 13, 1, ">")}, big_endian=True))
+    assert pyidentity.read_binary_facts(str(path)) == pyidentity.BinaryFacts("cpython", "3.13.1", True)
+    path.write_bytes(fake_elf.elf_file({**fake_elf.interpreter(3, 12, 3), "Py_Version": (0x030C03F0).to_bytes(4, "little")},
+                                       bits=32))
+    assert pyidentity.read_binary_facts(str(path)) == pyidentity.BinaryFacts("cpython", "3.12.3", False)
+
+
+def test_a_process_whose_executable_is_a_fifo_is_unknown_and_counted(proc):
+    fifo = proc.files / "python3.13t"
+    proc.files.mkdir()
+    os.mkfifo(fifo)
+    proc.add(72, "python3.13t", exe=str(fifo))
+    reasons: list[str] = []
+    identity = pyidentity.identify(72, procfs.exe(72, proc.path), lambda: procfs.mapped_files(72, proc.path),
+                                   pyidentity.BinaryCache(), proc.path, count=reasons.append)
+    assert identity == UNREADABLE and reasons == ["refused"]
+
+
+def test_the_regexes_see_only_the_first_4_kib_of_a_command_line(proc):
+    group = services({"groups": [{"name": "q-{queue}", "cmdline": [r"-Q (?P<queue>\w+)"]}]}).groups
+    proc.add(73, "celery", cmdline="celery worker -Q early", start=100)
+    proc.add(74, "celery", cmdline="celery worker " + "x" * procfs.MAX_CMDLINE_BYTES + " -Q late", start=101)
+    assert decide(Matcher(group, own_pid=1, proc=proc.path), proc)[0] == {73: "q-early"}
+
+
+# --- a scan's time bound ----------------------------------------------------------------------
+
+
+def py_sampler(proc: FakeProc, interval: str = "5s") -> Sampler:
+    return Sampler(services({"interval": interval, "groups": [{"name": "py", "comm": ["python3"]}]}), proc=proc.path,
+                   own_pid=1)
+
+
+def test_a_scan_over_its_bound_is_cut_counted_and_the_unread_keep_their_window(proc):
+    for pid in (80, 81):
+        proc.add(pid, "python3", start=pid, threads={pid: 0})
+    sampler = py_sampler(proc)
+    sampler.sample(host_usable=2)
+    sampler.bound_seconds = 0.0  # every scan is cut before it reads a process
+    cut = sampler.sample(host_usable=2)
+    assert cut.scan_overruns == 1 and cut.cohorts == ()
+    sampler.bound_seconds = 5.0
+    proc.add(80, "python3", start=80, threads={80: 100})  # a second of CPU since the first scan
+    whole = sampler.sample(host_usable=2)
+    assert whole.scan_overruns == 1
+    assert [c.processes for c in whole.cohorts] == [2]
+    assert whole.cohorts[0].cores_used > 0  # its window reaches back over the cut scan to the first
+
+
+def test_a_cut_scan_reads_the_processes_it_knows_before_new_ones(proc, monkeypatch):
+    proc.add(82, "python3", start=82)
+    sampler = py_sampler(proc)
+    sampler.sample(host_usable=2)
+    proc.add(83, "python3", start=83)  # new: an identity to read
+    read: list[int] = []
+    real = Sampler._read
+
+    class AfterOneRead(procfs.Deadline):
+        def passed(self) -> bool:
+            return len(read) >= 1
+
+    def read_one(self, key, *args):
+        read.append(key[0])
+        return real(self, key, *args)
+
+    monkeypatch.setattr(Sampler, "_read", read_one)
+    monkeypatch.setattr(procfs.Deadline, "after", classmethod(lambda cls, seconds: AfterOneRead()))
+    snapshot = sampler.sample(host_usable=2)
+    assert read == [82] and snapshot.scan_overruns == 1
+
+
+def test_the_scan_bound_is_half_the_interval_and_at_most_ten_seconds():
+    assert scan_bound(1.0) == 0.5 and scan_bound(5.0) == 2.5 and scan_bound(300.0) == 10.0
+
+
+def test_a_stuck_scan_shows_as_running_seconds_and_a_reload_does_not_wait_for_it(proc):
+    from exporter.services.watcher import ServiceWatcher
+
+    proc.add(84, "python3", start=84)
+    watcher = ServiceWatcher(services({"groups": [{"name": "py", "comm": ["python3"]}]}), host_usable=lambda: 2.0,
+                             proc=proc.path)
+    release = threading.Event()
+    assert watcher._sampler is not None
+    watcher._sampler.sample = lambda host_usable: release.wait() and ServicesSnapshot()  # type: ignore[method-assign]
+    stuck = threading.Thread(target=watcher.sample_once, daemon=True)
+    stuck.start()
+    try:
+        support.wait_for(lambda: watcher.snapshot().scan_started_at is not None, 5, "the scan to start")
+        time.sleep(0.05)
+        registry = CollectorRegistry()
+        registry.register(ServiceCollector(watcher.snapshot))
+        assert registry.get_sample_value("pyparallel_service_scan_running_seconds") >= 0.05
+        watcher.configure(services({"groups": [{"name": "other", "comm": ["python3"]}]}))  # returns at once
+        assert watcher.snapshot().configured == ("other",)
+        assert watcher.snapshot().scan_started_at is not None  # still stuck: still visible
+    finally:
+        release.set()
+        stuck.join(5)
+    assert watcher.snapshot().scan_started_at is None
+    registry = CollectorRegistry()
+    registry.register(ServiceCollector(watcher.snapshot))
+    assert registry.get_sample_value("pyparallel_service_scan_running_seconds") == 0
+

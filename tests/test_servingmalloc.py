@@ -129,11 +129,14 @@ print(json.dumps({{"pid": os.getpid(), "caches_off": malloc.thread_caches_off(),
 """
 
 
-def restart_then_look(python: str, command: str, tunables: str | None = None) -> dict:
-    """Run the console script's first step as ``command`` would, then look at the caches."""
-    env = {key: value for key, value in os.environ.items() if key != "GLIBC_TUNABLES"}
+def restart_then_look(python: str, command: str, tunables: str | None = None, marker: str | None = None) -> dict:
+    """Run the console script's first step as ``command`` would, then look at the caches;
+    ``marker``: a PYPARALLEL_USER_GLIBC_TUNABLES already in the user's environment."""
+    env = {key: value for key, value in os.environ.items() if key not in ("GLIBC_TUNABLES", malloc.USER_TUNABLES)}
     if tunables is not None:
         env["GLIBC_TUNABLES"] = tunables
+    if marker is not None:
+        env[malloc.USER_TUNABLES] = marker
     child = subprocess.run([python, "-c", RESTART_THEN_LOOK.format(repo=str(REPO)), command], env=env,
                            capture_output=True, text=True, timeout=60)
     assert child.returncode == 0, child.stderr
@@ -145,6 +148,18 @@ def test_serve_restarts_in_place_without_thread_caches_and_gives_back_the_users_
         seen = restart_then_look(sys.executable, "serve", tunables)
         assert seen["caches_off"] and seen["reused"]
         assert (seen["tunables"], seen["marker"]) == (tunables, False)
+
+
+@pytest.mark.parametrize("marker", ["set:glibc.malloc.perturb=1", "unset", "1 set:glibc.malloc.perturb=1"])
+def test_a_preset_marker_neither_skips_the_restart_nor_reaches_the_probes(marker):
+    """Only our own restart of this very process (its PID) sets the marker: one found in the
+    user's environment is dropped, so serve still restarts and probes see the user's settings."""
+    for tunables in (None, "glibc.malloc.perturb=0"):
+        seen = restart_then_look(sys.executable, "serve", tunables, marker)
+        assert seen["caches_off"] and seen["reused"]
+        assert (seen["tunables"], seen["marker"]) == (tunables, False)
+    seen = restart_then_look(sys.executable, "probe", None, marker)
+    assert (seen["caches_off"], seen["tunables"], seen["marker"]) == (False, None, False)
 
 
 def test_other_commands_keep_glibc_caches():
@@ -178,7 +193,7 @@ def test_real_serve_runs_without_caches_and_its_probes_with_the_users_settings(t
         served = by_pid.pop(service.process.pid)  # restarted in place: the PID we started
         assert malloc.USER_TUNABLES in served  # what it was restarted with
         assert all(env.get("GLIBC_TUNABLES") == "glibc.malloc.perturb=0" for env in by_pid.values())
-        assert not any(malloc.USER_TUNABLES in env for env in by_pid.values())
+        assert not any(malloc.USER_TUNABLES in env or malloc.HELD_SIGNALS in env for env in by_pid.values())
         support.wait_for(lambda: "msg=starting" in service.log_text(), 30, "the starting line")
         assert "malloc_thread_caches=off" in service.log_text()
     finally:

@@ -70,6 +70,9 @@ INVALID: dict[str, str] = {
         "{path}: basic_auth_users.alice: bcrypt cost 31 is above 16: every password check doubles with "
         "the cost (16 already takes seconds); hash it again at 4-16",
     "invalid-basic-auth-trailing-newline.yml": "{path}: basic_auth_users.alice: not a bcrypt hash",
+    "invalid-basic-auth-salt-character.yml":
+        "{path}: basic_auth_users.alice: not a bcrypt hash: the salt's last character must be one of . O e u "
+        "(bcrypt would refuse every password)",
     "invalid-cert-file-device.yml":
         "{path}: tls_server_config.cert_file: /dev/null: not a regular file (a character device)",
     "invalid-basic-auth-not-mapping.yml":
@@ -224,6 +227,27 @@ basic_auth_users:
     assert dict(config.basic_auth_users) == {"alice": alice, "bob": bob}
     assert dict(config.headers) == {"X-Frame-Options": "deny",
                                     "X-Content-Type-Options": "nosniff"}
+
+
+def test_the_check_accepts_a_hash_exactly_when_bcrypt_does(config_dir: Path) -> None:
+    """Every character of bcrypt's alphabet at every place of the salt and the hash: a hash
+    that passes --config.check is one bcrypt can check a password against."""
+    hashed = bcrypt.hashpw(b"secret", bcrypt.gensalt(4)).decode()
+    alphabet = "./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+    for place in range(len("$2b$04$"), len(hashed)):
+        for character in alphabet:
+            variant = hashed[:place] + character + hashed[place + 1:]
+            try:
+                bcrypt.checkpw(b"secret", variant.encode())
+                bcrypt_accepts = True
+            except ValueError:
+                bcrypt_accepts = False
+            try:
+                load_web_config(_write(config_dir, f"basic_auth_users:\n  alice: '{variant}'\n"))
+                checked = True
+            except ConfigError:
+                checked = False
+            assert checked == bcrypt_accepts, variant
 
 
 def test_repr_does_not_show_password_hashes(config_dir: Path) -> None:

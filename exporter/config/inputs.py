@@ -65,6 +65,20 @@ def read_bytes(path: str, max_bytes: int) -> bytes:
     return data
 
 
+def refuse_to_replace(path: str) -> None:
+    """Raise OSError when ``path`` exists as a device, a FIFO, a socket or a directory.
+
+    For a file written atomically (a temporary file renamed over it): renaming over
+    ``/dev/full`` or a FIFO would remove it. A symbolic link is replaced, never its target.
+    """
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+        raise OSError(f"{path} is not a regular file ({file_kind(mode)}); not replacing it")
+
+
 def file_kind(mode: int) -> str:
     """What a non-regular file is, in words a user recognises."""
     for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),

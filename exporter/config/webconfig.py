@@ -72,7 +72,10 @@ _Fail = Callable[[str, str], ConfigError]
 
 # $2a$/$2b$/$2y$, two-digit cost (ASCII: \d would take "١٠" too, and serve would crash on
 # it), 22 characters of salt and 31 of hash (bcrypt's base64).
-_BCRYPT_RE = re.compile(r"\$2[aby]\$([0-9]{2})\$[./A-Za-z0-9]{53}", re.ASCII)
+_BCRYPT_RE = re.compile(r"\$2[aby]\$([0-9]{2})\$([./A-Za-z0-9]{22})[./A-Za-z0-9]{31}", re.ASCII)
+# The salt is 16 bytes in 22 base64 characters: the last one carries 2 bits and 4 zero bits,
+# so it is one of these four. bcrypt refuses any other salt, and with it every password.
+BCRYPT_SALT_LAST = ".Oeu"
 MIN_BCRYPT_COST = 4  # bcrypt's own minimum
 # bcrypt allows up to 31, but every check doubles with the cost: 10 takes ~0.07 s on a small
 # VM, 16 ~5 s, 31 days. Above 16 one login is a denial of service.
@@ -260,6 +263,9 @@ def _parse_users(users: Any, fail: _Fail) -> dict[str, str]:
         match = _BCRYPT_RE.fullmatch(hashed) if isinstance(hashed, str) else None
         if match is None or int(match.group(1)) < MIN_BCRYPT_COST:
             raise fail(where, "not a bcrypt hash")
+        if match.group(2)[-1] not in BCRYPT_SALT_LAST:
+            raise fail(where, f"not a bcrypt hash: the salt's last character must be one of "
+                              f"{' '.join(BCRYPT_SALT_LAST)} (bcrypt would refuse every password)")
         if int(match.group(1)) > MAX_BCRYPT_COST:
             raise fail(where, f"bcrypt cost {int(match.group(1))} is above {MAX_BCRYPT_COST}: every password "
                               f"check doubles with the cost (16 already takes seconds); hash it again at "

@@ -16,6 +16,7 @@ from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from exporter import __version__
+from exporter.config import inputs
 from exporter.config.settings import Config
 from exporter.host.cpus import HostCpus
 from exporter.model.metrics import family  # every family's name, type, help and labels
@@ -221,8 +222,9 @@ def write_textfile(path: str, reports: list[WorkloadReport], host: HostCpus, cfg
     """Write the metrics of a one-shot run for node_exporter's textfile collector.
 
     prometheus_client writes a temporary file and renames it, so node_exporter never reads
-    a half-written file.
+    a half-written file. The rename never replaces a device or a FIFO given as the path.
     """
+    inputs.refuse_to_replace(path)
     snapshot = empty_snapshot(cfg, host).with_round(reports)
     registry = CollectorRegistry()
     registry.register(ParallelismCollector(lambda: snapshot))

@@ -7,11 +7,19 @@ more (comm, parent, start time and CPU time are all in it). Files that need more
 (``exe``, ``maps``, ``environ``) are read only for the processes that need them, once each.
 A process that exits mid-read raises ``Vanished``; one we may not read raises
 ``PermissionError``: callers count both and go on.
+
+Every file is opened without blocking and read only if it is a regular file, with a byte cap.
+The files a process can point us at (the binaries its ``maps`` names) are another user's:
+``UntrustedFile`` opens them without ever opening a device or a FIFO, and holds each read to a
+byte budget and a deadline (``Deadline``), so a scan's time is bounded by what it reads.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import stat as stat_mode
+import time
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
@@ -21,6 +29,14 @@ ProcKey = tuple[int, int]  # pid, start time in clock ticks after boot: one proc
 MAX_THREADS_READ = 4096  # threads of one process read per sample: beyond, the rest is ignored
 MAX_MAPS_BYTES = 8 * 1024 * 1024  # a huge maps file (a JVM, a leak) is read up to this much
 MAX_ENVIRON_BYTES = 4 * 1024 * 1024  # twice Linux's default limit on arguments and environment
+# The command line matchers see: its first 4 KiB (one page, all /proc/<pid>/cmdline showed
+# before Linux 4.2, and what ps shows). A regex's cost grows with the text, up to its square
+# for a pattern such as 'celery .* -Q': 64 KiB of "celery " cost half a second a process.
+MAX_CMDLINE_BYTES = 4096
+# One read of another user's file may take this long: a local file within our byte caps reads
+# in milliseconds, so only a stalled network file system reaches it.
+FILE_SECONDS = 1.0
+_CHUNK_BYTES = 65536  # one read() at a time, so a deadline is checked between them
 # The fields of a ``cpu`` line of /proc/stat, in the kernel's order (proc(5)); guest and
 # guest_nice are already counted in user and nice.
 CPU_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal", "guest", "guest_nice")
@@ -51,22 +67,137 @@ def parse_stat(text: str) -> Stat:
                 threads=int(fields[17]), start_ticks=int(fields[19]))
 
 
-def _read(path: str, limit: int = 65536) -> bytes:
-    """At most ``limit`` bytes, read a page-sized chunk at a time (no buffer of ``limit`` bytes
-    for a file that is usually a few hundred)."""
+class Refused(Exception):
+    """A file broke the rules for reading another user's file: not a regular file, or over
+    its byte cap or its time."""
+
+
+class ScanCut(Exception):
+    """The scan's time bound passed: what is left of it waits for the next scan."""
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """When a scan must end (``time.monotonic()``); each file read in it ends by
+    ``FILE_SECONDS`` after it starts, or with the scan."""
+
+    at: float = math.inf
+
+    @classmethod
+    def after(cls, seconds: float) -> Deadline:
+        return cls(time.monotonic() + seconds)
+
+    def passed(self) -> bool:
+        return time.monotonic() >= self.at
+
+    def check(self) -> None:
+        """Raise ScanCut once the scan's time is up."""
+        if self.passed():
+            raise ScanCut()
+
+    def for_file(self) -> float:
+        return min(self.at, time.monotonic() + FILE_SECONDS)
+
+
+UNBOUNDED = Deadline()
+
+
+def _read(path: str, limit: int = 65536, deadline: Deadline = UNBOUNDED) -> bytes:
+    """At most ``limit`` bytes of the regular file ``path``, a chunk at a time (no buffer of
+    ``limit`` bytes for a file that is usually a few hundred)."""
     try:
-        with open(path, "rb", buffering=0) as handle:
-            chunks, size = [], 0
-            while size < limit and (chunk := handle.read(min(65536, limit - size))):
-                chunks.append(chunk)
-                size += len(chunk)
-            return b"".join(chunks)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
     except (FileNotFoundError, ProcessLookupError):
         raise Vanished(path) from None
     except PermissionError:
         raise
     except OSError as exc:  # ESRCH and friends while the process is being reaped
         raise Vanished(f"{path}: {exc}") from None
+    try:
+        _require_regular(fd, path)
+        return _read_to_end(fd, path, limit, deadline.for_file(), deadline)
+    except OSError as exc:
+        raise Vanished(f"{path}: {exc}") from None
+    finally:
+        os.close(fd)
+
+
+def _require_regular(fd: int, path: str) -> os.stat_result:
+    status = os.fstat(fd)
+    if not stat_mode.S_ISREG(status.st_mode):
+        raise Refused(f"{path}: not a regular file")
+    return status
+
+
+def _read_to_end(fd: int, path: str, limit: int, until: float, deadline: Deadline) -> bytes:
+    chunks, size = [], 0
+    while size < limit and (chunk := os.read(fd, min(_CHUNK_BYTES, limit - size))):
+        chunks.append(chunk)
+        size += len(chunk)
+        if time.monotonic() >= until:
+            deadline.check()
+            raise Refused(f"{path}: not read within {FILE_SECONDS} s")
+    return b"".join(chunks)
+
+
+class UntrustedFile:
+    """A file another user may have written or replaced since we learnt its name.
+
+    Opened first with ``O_PATH``, which opens nothing (a device's driver never sees an open,
+    a FIFO never waits for a writer), and read only when ``fstat`` shows a regular file: then
+    the same inode is opened for reading, without blocking, and checked again. Every read
+    counts against ``max_bytes`` and the deadline; ``Refused`` when either is exceeded or the
+    file is not what it must be.
+    """
+
+    def __init__(self, path: str, max_bytes: int, deadline: Deadline = UNBOUNDED) -> None:
+        self.path = path
+        self._left = max_bytes
+        self._deadline = deadline
+        self._until = deadline.for_file()
+        handle = os.open(path, os.O_PATH | os.O_CLOEXEC)
+        try:
+            _require_regular(handle, path)
+            self.fd = os.open(f"/proc/self/fd/{handle}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+        finally:
+            os.close(handle)
+        try:
+            status = _require_regular(self.fd, path)
+        except BaseException:
+            os.close(self.fd)
+            raise
+        self.size = status.st_size
+        # One file whatever its name: an inode, as long as it keeps its size and time.
+        self.key = (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
+
+    def pread(self, offset: int, size: int) -> bytes:
+        """Exactly ``size`` bytes at ``offset``; Refused past the end, the budget or the time."""
+        if offset < 0 or size < 0 or offset + size > self.size:
+            raise Refused(f"{self.path}: {size} bytes at {offset} are outside the file")
+        if size > self._left:
+            raise Refused(f"{self.path}: more than the bytes allowed for one file")
+        self._left -= size
+        chunks = []
+        while size > 0:
+            if time.monotonic() >= self._until:
+                self._deadline.check()
+                raise Refused(f"{self.path}: not read within {FILE_SECONDS} s")
+            chunk = os.pread(self.fd, min(_CHUNK_BYTES, size), offset)
+            if not chunk:
+                raise Refused(f"{self.path}: shorter than it said")
+            chunks.append(chunk)
+            offset += len(chunk)
+            size -= len(chunk)
+        return b"".join(chunks)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+    def __enter__(self) -> UntrustedFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def read_stat(pid: int, tid: Optional[int] = None, proc: str = PROC) -> Stat:
@@ -152,8 +283,10 @@ def voluntary_switches(pid: int, tid: int, proc: str = PROC) -> int:
 
 
 def cmdline(pid: int, proc: str = PROC) -> str:
-    """The command line, arguments joined by spaces (as process-exporter matches it)."""
-    return _read(f"{proc}/{pid}/cmdline").rstrip(b"\0").replace(b"\0", b" ").decode("utf-8", "replace")
+    """The command line's first ``MAX_CMDLINE_BYTES``, arguments joined by spaces (as
+    process-exporter matches it)."""
+    raw = _read(f"{proc}/{pid}/cmdline", MAX_CMDLINE_BYTES)
+    return raw.rstrip(b"\0").replace(b"\0", b" ").decode("utf-8", "replace")
 
 
 def exe(pid: int, proc: str = PROC) -> str:
@@ -173,10 +306,10 @@ def cgroup(pid: int, proc: str = PROC) -> str:
     return _read(f"{proc}/{pid}/cgroup").decode("utf-8", "replace")
 
 
-def mapped_files(pid: int, proc: str = PROC) -> list[str]:
+def mapped_files(pid: int, proc: str = PROC, deadline: Deadline = UNBOUNDED) -> list[str]:
     """Paths of the files mapped into the process (its libraries, its executable)."""
     files = set()
-    for line in _read(f"{proc}/{pid}/maps", MAX_MAPS_BYTES).decode("utf-8", "replace").splitlines():
+    for line in _read(f"{proc}/{pid}/maps", MAX_MAPS_BYTES, deadline).decode("utf-8", "replace").splitlines():
         parts = line.split(None, 5)
         if len(parts) == 6 and parts[5].startswith("/"):
             files.add(parts[5])

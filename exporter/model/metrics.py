@@ -155,12 +155,16 @@ METRICS: dict[str, MetricSpec] = _specs(
                scope="service"),
     MetricSpec("service_watch_enabled", "Whether the services section configures groups to watch.", scope="service"),
     MetricSpec("service_sample_errors", "Processes the sampler could not read, by reason: permission, vanished "
-               "(exited mid-read), pid_reused, too_many_groups, internal.", ("reason",), kind="counter",
-               scope="service"),
+               "(exited mid-read), pid_reused, too_many_groups, refused (a file it points at is not a regular file, "
+               "or over its byte or time bound), internal.", ("reason",), kind="counter", scope="service"),
     MetricSpec("service_window_seconds", "Length of the last window between two scans.", scope="service"),
     MetricSpec("service_host_idle_cores", "Idle cores of the host over the last window (idle and iowait time).",
                scope="service"),
     MetricSpec("service_scan_duration_seconds", "Wall time the last scan of /proc took.", scope="service"),
+    MetricSpec("service_scan_overruns", "Scans cut at their time bound (half the interval, at most 10 s); the "
+               "processes a cut scan did not reach wait for the next one.", kind="counter", scope="service"),
+    MetricSpec("service_scan_running_seconds", "How long the scan in progress has been running, 0 between scans; "
+               "beyond the scan's bound the sampler is stuck in a read.", scope="service"),
     MetricSpec("service_last_scan_timestamp_seconds", "Unix time of the last scan.", scope="service"),
     MetricSpec("service_scanned_processes", "Processes on the host the last scan read.", scope="service"),
 )

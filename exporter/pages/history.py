@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import stat
 import tempfile
 import threading
 from collections import deque
@@ -138,7 +137,7 @@ class History:
     def save(self, path: str) -> None:
         """Write atomically (temporary file, then rename): a crash never leaves half a file."""
         directory = os.path.dirname(os.path.abspath(path))
-        _refuse_special_file(path)
+        inputs.refuse_to_replace(path)  # renaming over /dev/full would remove the device
         fd, temporary = tempfile.mkstemp(prefix=".history-", dir=directory)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -176,17 +175,6 @@ class History:
         with self._lock:
             self._series, self._failures = series, failures
         return sum(len(points) for points in series.values())
-
-
-def _refuse_special_file(path: str) -> None:
-    """``save`` replaces the file: never a device or a FIFO given as ``--history.file``
-    (renaming over /dev/full would remove the device)."""
-    try:
-        mode = os.lstat(path).st_mode
-    except FileNotFoundError:
-        return
-    if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
-        raise OSError(f"{path} is not a regular file ({inputs.file_kind(mode)}); not replacing it")
 
 
 def _number(value: object) -> float:

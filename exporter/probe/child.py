@@ -220,31 +220,38 @@ class RunnerProcess:
 
     def __init__(self, interpreter: Interpreter, memory_limit_bytes: Optional[int] = None) -> None:
         self.containment = Containment()
-        self.memory = MemoryLimit(memory_limit_bytes, self.containment)
-        env = dict(os.environ, **interpreter.env, **self.containment.environment())
-        # -P for every interpreter multiprocessing starts from the runner (3.10 ignores it).
-        env.setdefault("PYTHONSAFEPATH", "1")
-        # The runner starts in "/": a relative path (./venv/bin/python) means ours, not its.
-        path = os.path.abspath(interpreter.path) if os.sep in interpreter.path else interpreter.path
-        try:
-            self.process = subprocess.Popen(
-                [path, "-c", bootstrap(os.getpid())], stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd="/",
-                start_new_session=True)
+        self.memory = MemoryLimit(None, self.containment)
+        process: Optional[subprocess.Popen[bytes]] = None
+        try:  # a signal (Ctrl-C) may stop us anywhere here: the boundary is released with what it holds
+            self.memory = MemoryLimit(memory_limit_bytes, self.containment)
+            process = self._start(interpreter)
+            # Before the request is sent the runner only waits on stdin, so nothing it starts
+            # can be forked outside the cgroup.
+            self.containment.adopt(process.pid)
+            self.memory.adopt(process.pid)
         except BaseException:
+            if process is not None:
+                process.kill()
+                process.wait()
             self.containment.close()
             self.memory.close()
             raise
-        # Before the request is sent the runner only waits on stdin, so nothing it starts
-        # can be forked outside the cgroup.
-        self.containment.adopt(self.process.pid)
-        self.memory.adopt(self.process.pid)
+        self.process = process
         assert self.process.stdout is not None and self.process.stderr is not None
         self.output = OutputCapture(self.process.stdout, self.process.stderr)
         self._closed = False
         self._lock = threading.RLock()
         with _live_lock:
             _live_runners.add(self)
+
+    def _start(self, interpreter: Interpreter) -> subprocess.Popen[bytes]:
+        env = dict(os.environ, **interpreter.env, **self.containment.environment())
+        # -P for every interpreter multiprocessing starts from the runner (3.10 ignores it).
+        env.setdefault("PYTHONSAFEPATH", "1")
+        # The runner starts in "/": a relative path (./venv/bin/python) means ours, not its.
+        path = os.path.abspath(interpreter.path) if os.sep in interpreter.path else interpreter.path
+        return subprocess.Popen([path, "-c", bootstrap(os.getpid())], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env=env, cwd="/", start_new_session=True)
 
     @property
     def stderr_tail(self) -> list[str]:

@@ -2,16 +2,24 @@
 
 A workload may fork, double-fork, call ``setsid`` and close its stdio: such descendants
 leave the runner's session and process group and are re-parented to init, so neither
-``killpg`` nor a walk of the runner's children finds them. Two boundaries they cannot leave:
+``killpg`` nor a walk of the runner's children finds them. What they cannot leave:
 
-- a **cgroup** per probe (cgroup v2 ``cgroup.kill`` where a writable v2 hierarchy is
-  mounted, else a cgroup v1 ``pids`` hierarchy, killed member by member until empty);
-- otherwise an **environment token**: every process of the probe inherits
-  ``PYPARALLEL_PROBE_TOKEN`` and a sweep of ``/proc`` kills every process carrying it (a
-  process that execs with a cleared environment escapes this fallback; the cgroup does not).
+- **cgroups**, one per probe in every writable hierarchy that serves it (``Layout``): the v2
+  hierarchy, whose ``cgroup.kill`` takes the whole tree at once; the v1 ``pids`` hierarchy,
+  as the boundary where v2 cannot kill and for its ``pids.max`` where v2 has no pids
+  controller; and the cgroup of the probe's memory limit (``exporter.probe.memorylimit``).
+  On a hybrid host (v2 mounted with only some controllers, v1 controllers writable beside
+  it) a probe gets one of each, and the exporter logs which it uses when it first probes;
+- an **environment token**: every process of the probe inherits ``PYPARALLEL_PROBE_TOKEN``.
+  Where no cgroup can be made it is the only boundary, and the last kill of a probe sweeps
+  ``/proc`` for it anyway: a root workload can move itself out of a cgroup, not out of all
+  of them and its environment at once (a process that also execs with a cleared
+  environment and leaves every cgroup escapes; only root can).
 
-Cgroups are named ``pyparallel-<owner pid>-<token>``; one whose owner died (an exporter
-killed with SIGKILL) is emptied and removed the next time a probe starts.
+``kill()`` takes the union of them. Cgroups are named ``pyparallel-<owner pid>-<token>``. A
+probe is registered with a sentinel process (``exporter.probe.sentinel``) that kills it if the
+exporter dies first, SIGKILL included; one left anyway is emptied and removed the next time a
+probe starts.
 """
 
 from __future__ import annotations
@@ -22,11 +30,13 @@ import re
 import signal
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 from exporter.host import procfs
 from exporter.logs import log_kv
+from exporter.probe import sentinel
 
 log = logging.getLogger(__name__)
 
@@ -77,23 +87,76 @@ def _kernel_has_cgroup_kill() -> bool:
     return match is not None and (int(match.group(1)), int(match.group(2))) >= (5, 14)
 
 
-def cgroup_parent() -> tuple[Optional[Path], str]:
-    """Where probe cgroups can be made, and their kind (``cgroup2``, ``cgroup1`` or ``none``).
+@dataclass(frozen=True)
+class Hierarchy:
+    """Where one kind of probe cgroup is made: our own cgroup in a writable hierarchy."""
 
-    The parent is the exporter's own cgroup, so a service manager that delegates a
-    subtree (systemd ``Delegate=yes``) keeps the probes inside the service's accounting.
-    """
+    parent: Path
+    kind: str  # "cgroup2" or "cgroup1"
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.parent}"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Which writable cgroups the probes use on this host; None: that one is not available."""
+
+    boundary: Optional[Hierarchy]  # kills the tree: v2 with cgroup.kill, else the v1 pids hierarchy
+    pids: Optional[Hierarchy]  # where pids.max holds: v2 if it delegates pids, else v1 pids
+    memory: Optional[Hierarchy]  # where the memory limit holds: v2 if it delegates memory, else v1 memory
+
+    def describe(self) -> dict[str, str]:
+        """The log line's fields: each part, and where."""
+        return {"boundary": str(self.boundary or "environment token"), "pids_limit": str(self.pids or "none"),
+                "memory_limit": str(self.memory or "RLIMIT_AS")}
+
+
+def find_layout() -> Layout:
+    """The cgroups a probe can use here, in our own cgroup of each hierarchy (so a service
+    manager that delegates a subtree, systemd ``Delegate=yes``, keeps the probes inside the
+    service's accounting)."""
     mounts = _mounts()
+    v2 = _v2_directory(mounts)
+    v1_pids, v1_memory = v1_directory("pids", mounts), v1_directory("memory", mounts)
+    delegated = _delegated_controllers(v2) if v2 is not None else set()
+
+    def pick(controller: str, v1: Optional[Path]) -> Optional[Hierarchy]:
+        if v2 is not None and controller in delegated:
+            return Hierarchy(v2, "cgroup2")
+        return Hierarchy(v1, "cgroup1") if v1 is not None else None
+
+    if v2 is not None and _kernel_has_cgroup_kill():
+        boundary: Optional[Hierarchy] = Hierarchy(v2, "cgroup2")
+    else:
+        boundary = Hierarchy(v1_pids, "cgroup1") if v1_pids is not None else None
+    return Layout(boundary, pick("pids", v1_pids), pick("memory", v1_memory))
+
+
+def cgroup_parent() -> tuple[Optional[Path], str]:
+    """Where probe boundaries are made, and their kind (``cgroup2``, ``cgroup1`` or ``none``)."""
+    boundary = find_layout().boundary
+    return (boundary.parent, boundary.kind) if boundary is not None else (None, "none")
+
+
+def _v2_directory(mounts: list[tuple[str, str, set[str]]]) -> Optional[Path]:
+    """Our own cgroup in a writable cgroup v2 hierarchy, if there is one."""
     v2_path = _own_cgroup("")
-    if v2_path is not None and _kernel_has_cgroup_kill():
-        for point, fstype, _ in mounts:
-            directory = Path(point + v2_path.rstrip("/"))
-            if fstype == "cgroup2" and _writable(directory) and (directory / "cgroup.procs").exists():
-                return directory, "cgroup2"
-    pids = v1_directory("pids", mounts)
-    if pids is not None:
-        return pids, "cgroup1"
-    return None, "none"
+    if v2_path is None:
+        return None
+    for point, fstype, _ in mounts:
+        directory = Path(point + v2_path.rstrip("/"))
+        if fstype == "cgroup2" and _writable(directory) and (directory / "cgroup.procs").exists():
+            return directory
+    return None
+
+
+def _delegated_controllers(directory: Path) -> set[str]:
+    """The v2 controllers a child of ``directory`` gets (its ``cgroup.subtree_control``)."""
+    try:
+        return set((directory / "cgroup.subtree_control").read_text().split())
+    except OSError:
+        return set()
 
 
 def v1_directory(controller: str, mounts: Optional[list[tuple[str, str, set[str]]]] = None) -> Optional[Path]:
@@ -108,16 +171,18 @@ def v1_directory(controller: str, mounts: Optional[list[tuple[str, str, set[str]
     return None
 
 
-_PARENT: Optional[tuple[Optional[Path], str]] = None
+_LAYOUT: Optional[Layout] = None
 
 
-def _cached_parent() -> tuple[Optional[Path], str]:
-    global _PARENT
-    if _PARENT is None:
-        _PARENT = cgroup_parent()
-        log_kv(log, logging.INFO, "probe containment", boundary=_PARENT[1] if _PARENT[0] else "environment token",
-               cgroup_parent=str(_PARENT[0] or ""))
-    return _PARENT
+def layout() -> Layout:
+    """The layout, found and logged once per process."""
+    global _LAYOUT
+    if _LAYOUT is None:
+        _LAYOUT = find_layout()
+        parts = _LAYOUT.describe()
+        log_kv(log, logging.INFO, "probe containment", boundary=parts["boundary"], pids_limit=parts["pids_limit"],
+               memory_limit=parts["memory_limit"])
+    return _LAYOUT
 
 
 def _pid_alive(pid: int) -> bool:
@@ -136,88 +201,111 @@ class Containment:
     def __init__(self) -> None:
         self.token = uuid.uuid4().hex
         self.closed = False
-        parent, kind = _cached_parent()
-        self.kind = kind
-        self.cgroup: Optional[Path] = None
-        if parent is not None:
-            remove_stale_cgroups(parent, kind)
-            directory = parent / f"{CGROUP_PREFIX}{os.getpid()}-{self.token}"
-            try:
-                directory.mkdir()
-                self.cgroup = directory
-            except OSError as exc:
-                log_kv(log, logging.DEBUG, "cannot create a probe cgroup", parent=str(parent), error=str(exc))
-            else:
-                _limit_processes(directory)
-        if self.cgroup is None:
-            self.kind = "none"
+        self.kind = "none"  # of the boundary: "cgroup2" (cgroup.kill), "cgroup1" or "none" (the token)
+        self.cgroup: Optional[Path] = None  # the boundary's cgroup
+        self.cgroups: list[Path] = []  # every cgroup of the probe: the boundary's first
+        found = layout()
+        if found.boundary is not None:
+            self.cgroup = self._make(found.boundary)
+            self.kind = found.boundary.kind if self.cgroup is not None else "none"
+        limit = self._make(found.pids) if found.pids is not None and found.pids != found.boundary else self.cgroup
+        if limit is not None:
+            _limit_processes(limit)
+        sentinel.watch(self.token, self.cgroups)
+
+    def _make(self, hierarchy: Hierarchy) -> Optional[Path]:
+        remove_stale_cgroups(hierarchy.parent, hierarchy.kind)
+        directory = hierarchy.parent / f"{CGROUP_PREFIX}{os.getpid()}-{self.token}"
+        try:
+            directory.mkdir()
+        except OSError as exc:
+            log_kv(log, logging.DEBUG, "cannot create a probe cgroup", parent=str(hierarchy.parent), error=str(exc))
+            return None
+        self.cgroups.append(directory)
+        return directory
+
+    def include(self, cgroup: Path) -> None:
+        """Count one more cgroup of the probe's in its boundary (the memory limit's)."""
+        self.cgroups.append(cgroup)
+        sentinel.watch(self.token, self.cgroups)
 
     def environment(self) -> dict[str, str]:
         """Variables every process of the probe inherits (the sweep's mark)."""
         return {TOKEN_VARIABLE: self.token}
 
     def adopt(self, pid: int) -> None:
-        """Move the runner into the cgroup before it starts any work (its children follow)."""
-        if self.cgroup is None:
-            return
-        try:
-            (self.cgroup / "cgroup.procs").write_text(str(pid))
-        except OSError as exc:
-            log_kv(log, logging.DEBUG, "cannot move a probe process into its cgroup; falling back to the token sweep",
-                   pid=pid, cgroup=str(self.cgroup), error=str(exc))
-            self._remove()
-            self.kind = "none"
+        """Move the runner into the probe's cgroups before it starts any work (its children follow)."""
+        for cgroup in list(self.cgroups):
+            try:
+                (cgroup / "cgroup.procs").write_text(str(pid))
+            except OSError as exc:
+                log_kv(log, logging.DEBUG, "cannot move a probe process into its cgroup", pid=pid, cgroup=str(cgroup),
+                       error=str(exc))
+                self.cgroups.remove(cgroup)
+                remove_cgroup(cgroup)
+                if cgroup == self.cgroup:  # the token sweep is the boundary now
+                    self.cgroup, self.kind = None, "none"
 
     def members(self) -> list[int]:
         """Pids of the probe's live processes (zombies are not members)."""
         if self.closed:
             return []
-        cgroup = self.cgroup
-        if cgroup is not None:
-            return _read_pids(cgroup)
-        return _pids_with_token(self.token)
+        if not self.cgroups:
+            return _pids_with_token(self.token)
+        return sorted({pid for cgroup in self.cgroups for pid in _read_pids(cgroup)})
 
-    def kill(self, wait: float = KILL_WAIT_SECONDS) -> int:
-        """SIGKILL every member and wait until none is left; returns how many were seen."""
-        seen: set[int] = set()
-        if self.kind == "cgroup2" and self.cgroup is not None:
-            seen.update(self.members())
-            if seen:
-                try:
-                    (self.cgroup / "cgroup.kill").write_text("1")
-                except OSError as exc:
-                    log_kv(log, logging.WARNING, "cgroup.kill failed", cgroup=str(self.cgroup), error=str(exc))
-        deadline = time.monotonic() + wait
-        while True:
-            # A fork storm races a member-by-member kill; new members keep appearing until
-            # every parent is dead, so loop until the boundary is empty.
-            members = self.members()
-            if not members:
-                return len(seen)
-            seen.update(members)
-            for pid in members:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
-            if time.monotonic() > deadline:
-                log_kv(log, logging.WARNING, "probe processes still alive", after_seconds=round(wait),
-                       pids=",".join(map(str, sorted(members)[:20])))
-                return len(seen)
-            time.sleep(_POLL_SECONDS)
+    def kill(self, wait: float = KILL_WAIT_SECONDS, sweep: bool = False) -> int:
+        """SIGKILL every member and wait until none is left; returns how many were seen.
+        ``sweep``: also every process carrying the token, wherever it moved itself."""
+        return kill_probe(self.token, self.cgroups if not self.closed else [], self.kind, wait, sweep)
 
     def close(self) -> None:
-        """Kill what is left and remove the cgroup; the boundary is empty from then on."""
+        """Kill what is left (the token swept too) and remove the cgroups; the boundary is
+        empty from then on."""
         if not self.closed:
-            self.kill()
-            self._remove()
+            self.kill(sweep=True)
+            for cgroup in self.cgroups:
+                remove_cgroup(cgroup)
             self.closed = True
+            sentinel.forget(self.token)
 
-    def _remove(self) -> None:
-        if self.cgroup is None:
-            return
-        remove_cgroup(self.cgroup)
-        self.cgroup = None
+
+def kill_probe(token: str, cgroups: list[Path], kind: str, wait: float = KILL_WAIT_SECONDS,
+               sweep: bool = False) -> int:
+    """SIGKILL every process in ``cgroups`` (the first of kind ``kind``) and, with ``sweep``
+    or without a cgroup, every process carrying ``token``, until none is left; returns how
+    many were seen."""
+    seen: set[int] = set()
+
+    def members() -> set[int]:
+        found = {pid for cgroup in cgroups for pid in _read_pids(cgroup)}
+        if found or (cgroups and not sweep) or not token:
+            return found
+        return set(_pids_with_token(token))
+
+    if kind == "cgroup2" and cgroups and _read_pids(cgroups[0]):
+        try:
+            (cgroups[0] / "cgroup.kill").write_text("1")
+        except OSError as exc:
+            log_kv(log, logging.WARNING, "cgroup.kill failed", cgroup=str(cgroups[0]), error=str(exc))
+    deadline = time.monotonic() + wait
+    while True:
+        # A fork storm races a member-by-member kill; new members keep appearing until every
+        # parent is dead, so loop until the boundary is empty.
+        current = members() - {os.getpid()}
+        if not current:
+            return len(seen)
+        seen |= current
+        for pid in current:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        if time.monotonic() > deadline:
+            log_kv(log, logging.WARNING, "probe processes still alive", after_seconds=round(wait),
+                   pids=",".join(map(str, sorted(current)[:20])))
+            return len(seen)
+        time.sleep(_POLL_SECONDS)
 
 
 def remove_cgroup(directory: Path) -> None:
@@ -273,9 +361,7 @@ def remove_stale_cgroups(parent: Path, kind: str) -> None:
         owner = child.name[len(CGROUP_PREFIX):].split("-", 1)[0]
         if not owner.isdigit() or _pid_alive(int(owner)):
             continue
-        stale = Containment.__new__(Containment)
-        stale.token, stale.kind, stale.cgroup, stale.closed = "", kind, child, False
-        killed = stale.kill(wait=1.0)
-        stale._remove()
+        killed = kill_probe("", [child], kind, wait=1.0)
+        remove_cgroup(child)
         log_kv(log, logging.WARNING, "removed a probe cgroup left by a dead exporter", cgroup=child.name,
                exporter_pid=owner, processes_killed=killed)

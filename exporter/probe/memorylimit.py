@@ -51,13 +51,17 @@ class MemoryLimit:
         self._events: Optional[Path] = None  # where the kernel counts OOM kills
         if limit_bytes is None:
             return
-        if boundary.kind == "cgroup2" and boundary.cgroup is not None and self._limit_v2(boundary.cgroup):
-            self.kind = "cgroup2"
-            return
-        parent = containment.v1_directory("memory")
-        if parent is not None:
-            containment.remove_stale_cgroups(parent, "cgroup1")
-            self._make_v1(parent / f"{CGROUP_PREFIX}{os.getpid()}-{boundary.token}")
+        where = containment.layout().memory
+        if where is not None and where.kind == "cgroup2":
+            if boundary.kind == "cgroup2" and boundary.cgroup is not None and self._limit_v2(boundary.cgroup):
+                self.kind = "cgroup2"
+                return
+            where = containment.Hierarchy(parent, "cgroup1") if (parent := containment.v1_directory("memory")) else None
+        if where is not None:
+            containment.remove_stale_cgroups(where.parent, "cgroup1")
+            self._make_v1(where.parent / f"{CGROUP_PREFIX}{os.getpid()}-{boundary.token}")
+            if self.cgroup is not None:
+                boundary.include(self.cgroup)  # its members are the probe's too, wherever else they went
 
     def describe(self) -> str:
         """The limit as a message names it."""

@@ -16,7 +16,9 @@ glibc reads at start-up (``GLIBC_TUNABLES``). So the console script re-executes 
 for ``serve``, before anything else runs (same PID, same command line), with the caches
 turned off, and the new process puts the user's ``GLIBC_TUNABLES`` back at once so that probe
 children start with the user's allocator. A user who sets ``glibc.malloc.tcache_count``
-themselves keeps their setting.
+themselves keeps their setting. The variable that carries the user's value across the
+restart names the process's PID (which ``execve`` keeps), so the same variable found in the
+environment of any other process is dropped, neither believed nor passed on.
 
 Free-threaded builds are left alone: their threads do run at once, and their Python objects
 live in mimalloc's heaps, not in glibc's arenas. So are C libraries other than glibc.
@@ -26,15 +28,20 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Mapping, Optional
 
 from exporter.runner.gilstate import gil_enabled
 
 M_ARENA_MAX = -8  # glibc's malloc.h
 TUNABLES = "GLIBC_TUNABLES"
 THREAD_CACHES_OFF = "glibc.malloc.tcache_count=0"
-# Set only across our own re-exec: the user's GLIBC_TUNABLES as it was, or "unset".
+# Set only across our own re-exec: "<pid> set:<the user's GLIBC_TUNABLES>" or "<pid> unset".
 USER_TUNABLES = "PYPARALLEL_USER_GLIBC_TUNABLES"
 _WAS_SET = "set:"
+_WAS_UNSET = "unset"
+# Also across it: "<pid> <signal numbers>", the signals the console script held for the
+# restarted process to release (exporter.entry).
+HELD_SIGNALS = "PYPARALLEL_HELD_SIGNALS"
 # What glibc read at start-up: restore_user_environment puts the user's value back later.
 _TUNABLES_AT_START = os.environ.get(TUNABLES, "")
 
@@ -60,20 +67,21 @@ def use_one_malloc_arena() -> bool:
         return False
 
 
-def restart_serve_once_without_thread_caches(argv: list[str]) -> None:
+def restart_serve_once_without_thread_caches(argv: list[str], carry: Optional[Mapping[str, str]] = None) -> None:
     """The console script's first step: ``serve`` re-executes itself once with the caches off,
-    and the restarted process (like every other command) gets the user's GLIBC_TUNABLES."""
+    and the restarted process (like every other command) gets the user's GLIBC_TUNABLES.
+    ``carry``: more variables for the restarted process alone."""
     # A script read from stdin ("-") could not be read again by the restarted process.
     if not restore_user_environment() and argv[1:2] == ["serve"] and argv[0] not in ("", "-"):
-        restart_without_thread_caches()
+        restart_without_thread_caches(carry or {})
 
 
 def restore_user_environment() -> bool:
     """After our re-exec, give GLIBC_TUNABLES back the user's value (probe children inherit
-    it); True if this process is that re-exec."""
-    user = os.environ.pop(USER_TUNABLES, None)
-    if user is None:
-        return False
+    it); True if this process is that re-exec. The marker is removed in any case."""
+    pid, _, user = os.environ.pop(USER_TUNABLES, "").partition(" ")
+    if pid != str(os.getpid()) or not (user.startswith(_WAS_SET) or user == _WAS_UNSET):
+        return False  # not set by our own restart of this very process
     if user.startswith(_WAS_SET):
         os.environ[TUNABLES] = user[len(_WAS_SET):]
     else:
@@ -81,15 +89,16 @@ def restore_user_environment() -> bool:
     return True
 
 
-def restart_without_thread_caches() -> None:
+def restart_without_thread_caches(carry: Mapping[str, str]) -> None:
     """Re-execute this command with glibc's per-thread caches off. Returns, changing nothing,
     where that does not apply or cannot be done; otherwise does not return."""
     user = os.environ.get(TUNABLES)
     command = list(getattr(sys, "orig_argv", []))
     if not (on_glibc() and gil_enabled()) or "tcache_count" in (user or "") or not sys.executable or not command:
         return
-    env = dict(os.environ, **{TUNABLES: f"{user}:{THREAD_CACHES_OFF}" if user else THREAD_CACHES_OFF,
-                              USER_TUNABLES: _WAS_SET + user if user is not None else "unset"})
+    marker = _WAS_SET + user if user is not None else _WAS_UNSET
+    env = dict(os.environ, **carry, **{TUNABLES: f"{user}:{THREAD_CACHES_OFF}" if user else THREAD_CACHES_OFF,
+                                       USER_TUNABLES: f"{os.getpid()} {marker}"})
     try:
         os.execve(sys.executable, command, env)
     except OSError:  # e.g. the interpreter's file is gone: run on with glibc's defaults

@@ -9,6 +9,7 @@ thread name, so the series count is bounded by the configuration.
 
 from __future__ import annotations
 
+import time
 from typing import Callable, Iterator, Optional
 
 from prometheus_client.core import Metric
@@ -70,9 +71,13 @@ def sampler_families(snapshot: ServicesSnapshot) -> Iterator[Metric]:
     for reason in ERROR_REASONS:
         errors.add_metric([reason], snapshot.errors.get(reason, 0))
     yield errors
+    overruns = family("service_scan_overruns")
+    overruns.add_metric([], snapshot.scan_overruns)
+    yield overruns
+    running = time.time() - snapshot.scan_started_at if snapshot.scan_started_at is not None else 0.0
     single = {"window_seconds": snapshot.window_seconds, "host_idle_cores": snapshot.host_idle_cores,
               "scan_duration_seconds": snapshot.scan_seconds, "last_scan_timestamp_seconds": snapshot.sampled_at,
-              "scanned_processes": float(snapshot.scanned_processes)}
+              "scanned_processes": float(snapshot.scanned_processes), "scan_running_seconds": max(running, 0.0)}
     for name, value in single.items():
         if value is not None:
             sampler = family(f"service_{name}")

@@ -5,6 +5,8 @@ follows its parent (children of a service count with it) unless it matches a gro
 own. The exporter and the probes it starts are never watched. A decision is kept for the
 life of the process, ``(pid, start time)``, and taken again only when the process execs
 (its ``comm`` changes), so reading ``cmdline``, ``exe`` and ``cgroup`` costs once per process.
+Regexes see the command line's first ``procfs.MAX_CMDLINE_BYTES``: a pattern's cost grows with
+the text it searches, and the command line is the process owner's to make as long as they like.
 """
 
 from __future__ import annotations
@@ -93,11 +95,14 @@ class Matcher:
         self._decisions: dict[ProcKey, tuple[str, Optional[str]]] = {}  # key -> (comm, group)
         self.names: set[str] = set()  # rendered group names seen, bounded by MAX_SERVICE_GROUPS
 
-    def decide(self, stats: Mapping[int, procfs.Stat], count: Callable[[str], None]) -> dict[ProcKey, str]:
+    def decide(self, stats: Mapping[int, procfs.Stat], count: Callable[[str], None],
+               deadline: procfs.Deadline = procfs.UNBOUNDED, complete: bool = True) -> dict[ProcKey, str]:
         """The group of every process in this scan that belongs to one.
 
         Parents are decided before their children (by start time), so a child finds its
         parent's decision. ``count(reason)`` is told of every process that could not be read.
+        Past the deadline, new processes wait for the next scan (their children, younger,
+        too). ``complete``: ``stats`` holds every process, so decisions of the others can go.
         """
         decided: dict[ProcKey, str] = {}
         live: set[ProcKey] = set()
@@ -106,12 +111,15 @@ class Matcher:
             live.add(key)
             known = self._decisions.get(key)
             if known is None or known[0] != stat.comm:  # new, or it exec'd another program
+                if deadline.passed():
+                    continue
                 known = (stat.comm, self._decide_one(pid, stat, stats, count))
                 self._decisions[key] = known
             if known[1] is not None and known[1] != SELF:
                 decided[key] = known[1]
-        for gone in self._decisions.keys() - live:
-            del self._decisions[gone]
+        if complete:
+            for gone in self._decisions.keys() - live:
+                del self._decisions[gone]
         self.names = {group for _, group in self._decisions.values() if group and group != SELF}
         return decided
 
@@ -156,6 +164,8 @@ class Matcher:
                     count("permission")  # another user's process: exe matchers cannot see it
         except PermissionError:
             count("permission")
+        except procfs.Refused:
+            count("refused")
         except procfs.Vanished:
             count("vanished")
             return None

@@ -38,7 +38,7 @@ def identity_text(identity: Mapping[str, Any]) -> str:
     if identity["implementation"] == "none":
         return "not Python"
     if identity["implementation"] == "unknown":
-        return "unreadable (no permission to read its maps)"
+        return "unreadable (no permission to read its maps, or a file it maps refused as untrusted)"
     build = {True: "free-threaded build", False: "GIL build", None: "build unknown"}[identity["free_threaded_build"]]
     return f"{identity['implementation']} {identity['version'] or '(version unknown)'}, {build}"
 

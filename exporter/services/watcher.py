@@ -37,6 +37,16 @@ from exporter.services.window import (
 
 log = logging.getLogger(__name__)
 USABLE_REFRESH_SCANS = 12  # a minute at the default interval
+# A scan is cut at this share of the interval, so the windows stay about one interval long,
+SCAN_SHARE = 0.5
+# and at most this long: a host's scan takes tens of milliseconds (250 ms wall for 1 000
+# watched processes on a loaded 2-CPU VM, benchmarks/results-services.md).
+MAX_SCAN_SECONDS = 10.0
+
+
+def scan_bound(interval_seconds: float) -> float:
+    """How long one scan may take before it is cut."""
+    return min(interval_seconds * SCAN_SHARE, MAX_SCAN_SECONDS)
 
 
 # --- scanning ------------------------------------------------------------------------------
@@ -57,17 +67,44 @@ class Sampler:
         self.last_pids: dict[int, int] = {}  # pid -> start ticks, to notice a pid reused
         self.quotas: dict[str, Optional[float]] = {}  # per cgroup, for one scan
         self.usable: dict[ProcKey, tuple[int, float]] = {}  # scan number of the read, usable cores
+        self.read_in: dict[ProcKey, int] = {}  # the scan that last read each watched process
         self.scans = 0
+        self.overruns = 0  # scans cut at their bound
+        self.bound_seconds = scan_bound(config.interval_seconds)
 
     def count(self, reason: str) -> None:
         self.errors[reason] += 1
 
     def scan(self) -> tuple[Scan, int]:
-        """Read every process's stat, decide groups, read the watched ones in detail."""
+        """Read every process's stat, decide groups, read the watched ones in detail, until
+        the scan's bound; returns the scan and how many processes' stat it read."""
+        deadline = procfs.Deadline.after(self.bound_seconds)
+        self.scans += 1
+        stats, read_at, cut = self._read_stats(deadline)
+        members = self.matcher.decide(stats, self.count, deadline, complete=not cut)
+        readings, cut_short = self._read_members(members, stats, read_at, deadline)
+        cut = cut or cut_short
+        unread = {}
+        if cut and self.previous is not None:
+            # those still watched, and those a scan cut short of /proc could not see
+            unread = {k: r for k, r in {**self.previous.unread, **self.previous.readings}.items()
+                      if k not in readings and (k in members or k[0] not in stats)}
+        else:  # only a whole scan knows which processes are gone
+            for cache in (self.identities, self.usable, self.read_in):
+                for gone in cache.keys() - members.keys():
+                    del cache[gone]
+        host = procfs.cpu_times()
+        return Scan(time.monotonic(), host["idle"] + host.get("iowait", 0.0), readings, cut, unread), len(stats)
+
+    def _read_stats(self, deadline: procfs.Deadline) -> tuple[dict[int, procfs.Stat], dict[int, float], bool]:
+        """Every process's stat and when it was read; True when the deadline cut the list."""
         stats: dict[int, procfs.Stat] = {}
         read_at: dict[int, float] = {}
-        self.scans += 1
+        cut = False
         for pid in procfs.pids(self.proc):
+            if deadline.passed():
+                cut = True
+                break
             try:
                 stats[pid] = procfs.read_stat(pid, proc=self.proc)
                 read_at[pid] = time.monotonic()
@@ -75,25 +112,36 @@ class Sampler:
                 continue  # exited between the listing and the read: it was never watched
             except PermissionError:
                 self.count("permission")
+            except procfs.Refused:
+                self.count("refused")
         for pid, stat in stats.items():
             if self.last_pids.get(pid, stat.start_ticks) != stat.start_ticks:
                 self.count("pid_reused")
         self.last_pids = {pid: stat.start_ticks for pid, stat in stats.items()}
-        members = self.matcher.decide(stats, self.count)
+        return stats, read_at, cut
+
+    def _read_members(self, members: Mapping[ProcKey, str], stats: Mapping[int, procfs.Stat],
+                      read_at: Mapping[int, float], deadline: procfs.Deadline) -> tuple[dict[ProcKey, Reading], bool]:
+        """The watched processes' readings; True when the deadline cut them short.
+
+        Processes read before stay measured whatever new ones cost: they come first, the
+        longest unread first; new ones (an identity to read) after them.
+        """
         self.quotas = {}
-        readings = {}
-        for key, group in members.items():
-            reading = self._read(key, group, stats[key[0]], read_at[key[0]])
+        readings: dict[ProcKey, Reading] = {}
+        for key in sorted(members, key=lambda k: (k not in self.read_in, self.read_in.get(k, 0))):
+            try:
+                deadline.check()
+                reading = self._read(key, members[key], stats[key[0]], read_at[key[0]], deadline)
+            except procfs.ScanCut:
+                return readings, True
             if reading is not None:
                 readings[key] = reading
-        for gone in self.identities.keys() - readings.keys():
-            del self.identities[gone]
-        for gone in self.usable.keys() - readings.keys():
-            del self.usable[gone]
-        host = procfs.cpu_times()
-        return Scan(time.monotonic(), host["idle"] + host.get("iowait", 0.0), readings), len(stats)
+                self.read_in[key] = self.scans
+        return readings, False
 
-    def _read(self, key: ProcKey, group: str, stat: procfs.Stat, stat_at: float) -> Optional[Reading]:
+    def _read(self, key: ProcKey, group: str, stat: procfs.Stat, stat_at: float,
+              deadline: procfs.Deadline) -> Optional[Reading]:
         pid = key[0]
         try:
             if stat.threads == 1:  # most processes: the scan's own read says it all
@@ -106,13 +154,16 @@ class Sampler:
                 self.count("pid_reused")  # reused between the scan and this read
                 return None
             usable = self._usable_cores(key)
-            identity = self._identity(key)
+            identity = self._identity(key, deadline)
             switches = self._switches(key, threads, at)
         except procfs.Vanished:
             self.count("vanished")
             return None
         except PermissionError:
             self.count("permission")
+            return None
+        except procfs.Refused:
+            self.count("refused")
             return None
         return Reading(group, identity, at, cpu.cpu_seconds, threads, switches, usable)
 
@@ -131,20 +182,25 @@ class Sampler:
         self.usable[key] = (self.scans, usable)
         return usable
 
-    def _identity(self, key: ProcKey) -> PythonIdentity:
+    def _identity(self, key: ProcKey, deadline: procfs.Deadline) -> PythonIdentity:
+        """Read once per process (ScanCut leaves it for the next scan)."""
         if key not in self.identities:
             pid = key[0]
             try:
-                self.identities[key] = identify(pid, procfs.exe(pid, self.proc), procfs.mapped_files(pid, self.proc),
-                                                self.binaries, self.proc)
+                self.identities[key] = identify(pid, procfs.exe(pid, self.proc),
+                                                lambda: procfs.mapped_files(pid, self.proc, deadline),
+                                                self.binaries, self.proc, deadline, self.count)
             except PermissionError:
                 self.count("permission")
+                self.identities[key] = UNREADABLE
+            except procfs.Refused:
+                self.count("refused")
                 self.identities[key] = UNREADABLE
         return self.identities[key]
 
     def _switches(self, key: ProcKey, threads: Mapping[int, float], at: float) -> dict[int, int]:
         """Voluntary switches of the threads busy since the last scan (read only for those)."""
-        before = self.previous.readings.get(key) if self.previous else None
+        before = self.previous.last(key) if self.previous else None
         if before is None:
             return {}
         seconds = max(at - before.at, 1e-6)
@@ -163,6 +219,7 @@ class Sampler:
         started, wall = time.monotonic(), time.time()
         current, scanned = self.scan()
         previous, self.previous = self.previous, current
+        self.overruns += current.cut
         per_cohort: dict[CohortKey, list[Reading]] = {}
         for reading in current.readings.values():
             per_cohort.setdefault((reading.group, reading.identity), []).append(reading)
@@ -171,7 +228,7 @@ class Sampler:
         windows: dict[CohortKey, list[ProcessWindow]] = {}
         if previous is not None and idle is not None:
             for key, after in current.readings.items():
-                before = previous.readings.get(key)
+                before = previous.last(key)
                 if before is not None and before.group == after.group:
                     w = process_window(before, after, self.config, idle)
                     windows.setdefault((after.group, after.identity), []).append(w)
@@ -192,7 +249,7 @@ class Sampler:
             enabled=True, configured=configured_names(self.config), cohorts=cohorts, states=states,
             cpu_seconds=dict(self.cpu_seconds), errors=dict(self.errors), window_seconds=window,
             host_idle_cores=idle, sampled_at=wall, scan_seconds=time.monotonic() - started,
-            scanned_processes=scanned, interval_seconds=self.config.interval_seconds)
+            scan_overruns=self.overruns, scanned_processes=scanned, interval_seconds=self.config.interval_seconds)
 
 
 def configured_names(config: ServicesConfig) -> tuple[str, ...]:
@@ -214,12 +271,15 @@ class ServiceWatcher:
         self._sampler = Sampler(config, proc) if config.enabled else None
         self._snapshot = ServicesSnapshot(enabled=config.enabled, configured=configured_names(config),
                                           interval_seconds=config.interval_seconds)
-        self._lock = threading.Lock()  # guards the sampler swap on reload
+        self._lock = threading.Lock()  # guards the sampler swap on reload (never held during a scan)
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
+        # Unix time the scan in progress began: a scan stuck in a read shows here, even after
+        # a reload replaced its sampler.
+        self._scan_started: Optional[float] = None
 
     def snapshot(self) -> ServicesSnapshot:
-        return self._snapshot
+        return replace(self._snapshot, scan_started_at=self._scan_started)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="services-sampler", daemon=True)
@@ -235,11 +295,12 @@ class ServiceWatcher:
         with self._lock:
             if config == self._config:
                 return
-            errors = self._sampler.errors if self._sampler else None
+            old = self._sampler
             self._config = config
             self._sampler = Sampler(config, self._proc) if config.enabled else None
-            if self._sampler is not None and errors is not None:
-                self._sampler.errors = errors  # error counters never go back
+            if self._sampler is not None and old is not None:
+                self._sampler.errors = old.errors  # counters never go back
+                self._sampler.overruns = old.overruns
             self._snapshot = ServicesSnapshot(enabled=config.enabled, configured=configured_names(config),
                                               interval_seconds=config.interval_seconds)
 
@@ -247,22 +308,30 @@ class ServiceWatcher:
         """One scan; a bug or an unexpected /proc is logged and counted, never fatal."""
         with self._lock:
             sampler = self._sampler
-            if sampler is None:
-                return
-            try:
-                self._snapshot = sampler.sample(self._host_usable())
-            except Exception:
-                sampler.count("internal")
-                log_kv(log, logging.ERROR, "services sample failed", exc_info=True)
-                self._snapshot = replace(self._snapshot, errors=dict(sampler.errors))
+        if sampler is None:
+            return
+        self._scan_started = time.time()
+        try:
+            snapshot = sampler.sample(self._host_usable())
+        except Exception:
+            sampler.count("internal")
+            log_kv(log, logging.ERROR, "services sample failed", exc_info=True)
+            snapshot = replace(self._snapshot, errors=dict(sampler.errors))
+        finally:
+            self._scan_started = None
+        with self._lock:
+            if self._sampler is sampler:  # a reload during the scan started afresh: drop it
+                self._snapshot = snapshot
 
     def _run(self) -> None:
-        slow = False
+        cut = False
         while not self._stop.is_set():
             started = time.monotonic()
+            overruns = self._snapshot.scan_overruns
             self.sample_once()
-            was_slow, slow = slow, (self._snapshot.scan_seconds or 0) > self._config.interval_seconds / 2
-            if slow and not was_slow:  # once when it starts, not every interval
-                log_kv(log, logging.WARNING, "services scan takes more than half the interval",
-                       scan_seconds=round(self._snapshot.scan_seconds or 0, 3), interval=self._config.interval_seconds)
+            was_cut, cut = cut, self._snapshot.scan_overruns > overruns
+            if cut and not was_cut:  # once when it starts, not every interval
+                log_kv(log, logging.WARNING, "services scan cut at its time bound: the processes it did not reach "
+                       "wait for the next scan", bound_seconds=scan_bound(self._config.interval_seconds),
+                       interval=self._config.interval_seconds)
             self._stop.wait(max(0.1, self._config.interval_seconds - (time.monotonic() - started)))

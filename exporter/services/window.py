@@ -18,7 +18,9 @@ from typing import Mapping, Optional
 from exporter.config.settings import ServicesConfig
 from exporter.host.procfs import ProcKey
 from exporter.services.pyidentity import PythonIdentity
-ERROR_REASONS = ("permission", "vanished", "pid_reused", "too_many_groups", "internal")
+# refused: a file a process points at was not a regular file, or over its byte or time bound
+# (procfs.UntrustedFile), or an ELF over exporter.services.elf's caps.
+ERROR_REASONS = ("permission", "vanished", "pid_reused", "too_many_groups", "refused", "internal")
 # Group states, one of them 1 per group: what the last window can say.
 STATES = ("parallel", "serial", "host_busy", "one_usable_core", "one_busy_thread", "idle", "no_process")
 # A group is serial when at least this share of its judged processes showed the signature
@@ -47,6 +49,14 @@ class Scan:
     at: float
     host_idle_seconds: float  # idle + iowait, all CPUs together
     readings: Mapping[ProcKey, Reading]
+    cut: bool = False  # stopped at its time bound before every watched process was read
+    # Watched processes a cut scan did not reach, with their last reading: the next window
+    # of each starts there.
+    unread: Mapping[ProcKey, Reading] = field(default_factory=dict)
+
+    def last(self, key: ProcKey) -> Optional[Reading]:
+        """The last reading of a process as of this scan, read in it or before."""
+        return self.readings.get(key) or self.unread.get(key)
 
 
 @dataclass(frozen=True)
@@ -99,6 +109,8 @@ class ServicesSnapshot:
     host_idle_cores: Optional[float] = None
     sampled_at: Optional[float] = None  # Unix time of the last scan
     scan_seconds: Optional[float] = None  # wall time the last scan took
+    scan_overruns: int = 0  # scans cut at their time bound, since the start
+    scan_started_at: Optional[float] = None  # Unix time the scan in progress began; None between scans
     scanned_processes: int = 0
     interval_seconds: float = 5.0
 

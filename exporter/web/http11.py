@@ -108,6 +108,9 @@ class RequestReader:
                 problem = self._check_request_line()
                 if problem is not None or not self._line_checked:
                     return problem if problem is not None else self._waiting()
+            # h11 holds only an *incomplete* head to its limit: a whole head that arrived in one
+            # read is parsed at any size, so the size is measured here as the bytes it consumed.
+            before = self.buffered if self.h11.their_state is h11.IDLE else 0
             try:
                 event = self.h11.next_event()
             except h11.RemoteProtocolError as exc:
@@ -115,6 +118,8 @@ class RequestReader:
             if event is h11.NEED_DATA or event is h11.PAUSED:
                 return self._waiting()
             if isinstance(event, h11.Request):
+                if before - self.buffered > MAX_HEAD_BYTES:
+                    return 431, ""
                 problem = check_request(event)
                 if problem is not None:
                     return problem
