@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import fake_elf  # noqa: E402
 from benchmarks.machine import publish, this_run  # noqa: E402
-from exporter.config.settings import config_from_mapping  # noqa: E402
+from exporter.config.loader import config_from_mapping  # noqa: E402
 from exporter.host import procfs  # noqa: E402
 from exporter.services.collector import ServiceCollector  # noqa: E402
 from exporter.services.watcher import ServiceWatcher, scan_bound  # noqa: E402

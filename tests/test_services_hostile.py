@@ -38,7 +38,7 @@ SAMPLER_CPU_SECONDS = 3.0
 # Two scans by the real Sampler over the real /proc; prints what the second one saw.
 SAMPLER = r"""
 import json, sys, time
-from exporter.config.settings import config_from_mapping
+from exporter.config.loader import config_from_mapping
 from exporter.services.watcher import Sampler
 config = config_from_mapping({"services": {"interval": "5s", "groups": json.loads(sys.argv[1])}}).services
 sampler = Sampler(config)
