@@ -286,8 +286,31 @@ def test_sampler_counts_pid_reuse_and_keeps_going(proc):
 
 
 def reading(at: float, cpu: float, threads: dict[int, float], usable: float = 2.0, identity=GIL_311,
-            switches: dict[int, int] | None = None) -> Reading:
-    return Reading("web", identity, at, cpu, threads, switches or {}, usable)
+            switches: dict[int, int] | None = None, runnable: dict[int, float] | None = None) -> Reading:
+    return Reading("web", identity, at, cpu, threads, switches or {}, usable, runnable or {})
+
+
+def test_on_a_busy_host_the_kernels_accounting_tells_the_runtimes_turns_from_the_hosts():
+    """No idle core: two busy threads got 0.7 cores together. Runnable at once and never
+    asleep, the host held them back: not serialised. Going to sleep 120 times a second (a GIL
+    waiter asks for the GIL every 5 ms, and under load its wake-ups wait for a CPU, so it reads
+    runnable), or blocked for half a thread's worth: the runtime did — serialised. Neither is
+    host_busy."""
+    before = reading(0.0, 0.0, {1: 0.0, 2: 0.0}, switches={1: 0, 2: 0}, runnable={1: 0.0, 2: 0.0})
+
+    def after(runnable: float, switches: int) -> Reading:
+        return reading(5.0, 3.5, {1: 1.75, 2: 1.75}, switches={1: switches, 2: switches},
+                       runnable={1: runnable, 2: runnable})
+
+    parallel = process_window(before, after(4.9, 5), CONFIG, host_idle_cores=0.0)
+    assert parallel.serialised is False and parallel.runnable_threads == pytest.approx(1.96)
+    polling = process_window(before, after(4.9, 600), CONFIG, host_idle_cores=0.0)
+    assert polling.serialised is True
+    blocked = process_window(before, after(3.5, 5), CONFIG, host_idle_cores=0.0)
+    assert blocked.serialised is True and blocked.runnable_threads == pytest.approx(1.4)
+    without = process_window(reading(0.0, 0.0, {1: 0.0, 2: 0.0}), reading(5.0, 3.5, {1: 1.75, 2: 1.75}), CONFIG,
+                             host_idle_cores=0.0)
+    assert without.serialised is None  # no accounting and no idle core: cannot tell
 
 
 def test_gil_bound_threads_use_one_core_and_show_the_signature():

@@ -21,7 +21,7 @@ import os
 import stat as stat_mode
 import time
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from typing import Iterable, Iterator, Optional
 
 PROC = "/proc"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -269,6 +269,20 @@ def thread_cpu_seconds(pid: int, proc: str = PROC) -> dict[int, float]:
         try:
             times[tid] = read_stat(pid, tid, proc).cpu_seconds
         except Vanished:
+            continue
+    return times
+
+
+def thread_runnable_seconds(pid: int, tids: Iterable[int], proc: str = PROC) -> dict[int, float]:
+    """Seconds each thread was runnable — on a CPU or waiting for one — from the kernel's
+    per-thread accounting (``task/<tid>/schedstat``); threads that exit mid-read, or a kernel
+    that keeps no such accounting, are left out."""
+    times = {}
+    for tid in tids:
+        try:
+            fields = _read(f"{proc}/{pid}/task/{tid}/schedstat", 256).split()
+            times[tid] = (int(fields[0]) + int(fields[1])) / 1e9
+        except (Vanished, PermissionError, ValueError, IndexError):
             continue
     return times
 

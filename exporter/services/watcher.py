@@ -144,11 +144,13 @@ class Sampler:
               deadline: procfs.Deadline) -> Optional[Reading]:
         pid = key[0]
         try:
+            runnable: dict[int, float] = {}  # a single thread cannot take turns with itself
             if stat.threads == 1:  # most processes: the scan's own read says it all
                 at, cpu, threads = stat_at, stat, {pid: stat.cpu_seconds}
             else:  # the threads, then the process again, so both span the same window
                 at = time.monotonic()
                 threads = procfs.thread_cpu_seconds(pid, self.proc)
+                runnable = procfs.thread_runnable_seconds(pid, threads, self.proc)
                 cpu = procfs.read_stat(pid, proc=self.proc)
             if cpu.start_ticks != key[1]:
                 self.count("pid_reused")  # reused between the scan and this read
@@ -165,7 +167,7 @@ class Sampler:
         except procfs.Refused:
             self.count("refused")
             return None
-        return Reading(group, identity, at, cpu.cpu_seconds, threads, switches, usable)
+        return Reading(group, identity, at, cpu.cpu_seconds, threads, switches, usable, runnable)
 
     def _usable_cores(self, key: ProcKey) -> float:
         """Affinity capped by the cgroup quota; read again every USABLE_REFRESH_SCANS scans

@@ -3,10 +3,13 @@
 Per process, over a window: ``cores used`` = CPU seconds / wall seconds; ``busy threads`` =
 threads that used more than ``busy_thread_share`` of a core; ``capacity`` = min(busy threads,
 usable cores); ``parallelism`` = cores used / capacity. The *serialisation signature* is two
-or more busy threads and two or more usable cores, with ``min_free_cores`` idle on the host,
-yet no more than ``serial_cores`` cores used: on a GIL build, the GIL; on a free-threaded
-build, a lock or an extension that re-enabled the GIL. Where the host has no idle core the
-window cannot tell, and says so.
+or more busy threads and two or more usable cores, yet no more than ``serial_cores`` cores
+used, and the kernel's per-thread accounting shows the threads held back by the runtime —
+blocked for half a thread's worth of the window, or going to sleep again and again as a
+GIL waiter does — rather than runnable and waiting for a CPU the host gave to others: on a
+GIL build, the GIL; on a free-threaded build, a lock or an extension that re-enabled the
+GIL. Without that accounting it needs ``min_free_cores`` idle on the host, and says it
+cannot tell (``host_busy``) where there are none.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Mapping, Optional
 
 from exporter.config.settings import ServicesConfig
 from exporter.host.procfs import ProcKey
+from exporter.model.verdicts import SERIALISED_SHORTFALL
 from exporter.services.pyidentity import PythonIdentity
 # refused: a file a process points at was not a regular file, or over its byte or time bound
 # (procfs.UntrustedFile), or an ELF over exporter.services.elf's caps.
@@ -26,6 +30,10 @@ STATES = ("parallel", "serial", "host_busy", "one_usable_core", "one_busy_thread
 # A group is serial when at least this share of its judged processes showed the signature
 # (the services alerts use the same figure).
 SERIAL_SHARE = 0.5
+# A busy thread that goes to sleep this often waits on something: a GIL waiter wakes to ask for
+# the GIL every switch interval (200 times a second at the default 5 ms), a thread that
+# computes freely almost never sleeps.
+WAITER_SWITCHES_PER_SECOND = 20.0
 CohortKey = tuple[str, PythonIdentity]  # group, interpreter identity
 
 
@@ -40,6 +48,9 @@ class Reading:
     threads: Mapping[int, float]  # tid -> CPU seconds
     switches: Mapping[int, int]  # tid -> voluntary context switches, for threads busy at this read
     usable_cores: float  # affinity, capped by the cgroup's CPU quota
+    # tid -> seconds runnable (on a CPU or waiting for one): the kernel's accounting, for the
+    # threads of multi-threaded processes; empty where the kernel keeps none.
+    runnable: Mapping[int, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -68,6 +79,7 @@ class ProcessWindow:
     usable_cores: float
     switches_per_busy_thread: Optional[float]  # per second; None: no busy thread read twice
     serialised: Optional[bool]  # None: the window cannot tell (see ``signature``)
+    runnable_threads: Optional[float] = None  # busy threads runnable at once; None: no accounting
 
     @property
     def capacity(self) -> float:
@@ -126,21 +138,37 @@ def process_window(before: Reading, after: Reading, config: ServicesConfig, host
     switched = [after.switches[t] - before.switches[t] for t in busy if t in before.switches and t in after.switches]
     cores = max(after.cpu_seconds - before.cpu_seconds, 0.0) / seconds
     usable = after.usable_cores
+    counted = [t for t in busy if t in before.runnable and t in after.runnable]
+    runnable = (sum(after.runnable[t] - before.runnable[t] for t in counted) / seconds
+                if busy and len(counted) == len(busy) else None)
     return ProcessWindow(cores_used=cores, busy_threads=len(busy), usable_cores=usable,
                          switches_per_busy_thread=sum(switched) / len(switched) / seconds if switched else None,
-                         serialised=signature(cores, len(busy), usable, host_idle_cores, config))
+                         serialised=signature(cores, len(busy), usable, host_idle_cores, config, runnable,
+                                              sum(switched) / len(switched) / seconds if switched else None),
+                         runnable_threads=runnable)
 
 
-def signature(cores: float, busy: int, usable: float, host_idle_cores: float, config: ServicesConfig) -> Optional[bool]:
-    """Whether busy threads that could run in parallel shared about one core; None: cannot tell.
+def signature(cores: float, busy: int, usable: float, host_idle_cores: float, config: ServicesConfig,
+              runnable: Optional[float] = None, switches_per_thread: Optional[float] = None) -> Optional[bool]:
+    """Whether busy threads that could run in parallel took turns; None: cannot tell.
 
-    More than ``serial_cores`` cores used is evidence of parallelism on any host; about one
-    core proves serialisation only while the host had cores to spare.
+    More than ``serial_cores`` cores used is evidence of parallelism on any host. The kernel's
+    accounting says who held the threads back on any host too: threads blocked for half a
+    thread's worth of the window, or that go to sleep again and again (a thread waiting for
+    the GIL wakes every switch interval to ask for it), were held back by the runtime —
+    the GIL, a lock; threads runnable at once that never block were held back by the host.
+    Without it, about one core proves serialisation only while the host had cores to spare.
     """
     if busy < 2 or usable < 2:
         return None
     if cores > config.serial_cores:
         return False
+    blocked = runnable is not None and busy - runnable >= SERIALISED_SHORTFALL
+    waits = switches_per_thread is not None and switches_per_thread >= WAITER_SWITCHES_PER_SECOND
+    if blocked or waits:
+        return True
+    if runnable is not None and switches_per_thread is not None:
+        return False  # runnable at once and never asleep: the host, not the runtime, held them back
     return True if host_idle_cores >= config.min_free_cores else None
 
 
