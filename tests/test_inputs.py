@@ -11,6 +11,7 @@ import pytest
 from exporter import cli
 from exporter.config import inputs
 from exporter.errors import ConfigError
+from scaling import assert_linear
 
 
 def test_a_regular_file_is_read_whole_within_its_cap(tmp_path: Path) -> None:
@@ -54,6 +55,30 @@ def test_json_nesting_is_bounded_before_the_recursive_parser_sees_it() -> None:
         inputs.parse_json(("[" * 33 + "]" * 33).encode())
     with pytest.raises(inputs.InputError, match="^nested more than 32 levels deep$"):
         inputs.parse_json(("[" * 1_000_000).encode())
+
+
+# Texts the depth scan once read in quadratic time (issue 27: 80 KB of escaped quotes took 35 s).
+ADVERSARIAL_JSON = {
+    "unterminated escaped quotes": lambda n: '"' + '\\"' * n,
+    "escaped quotes, a lone backslash at the end": lambda n: '"' + '\\"' * n + "\\",
+    "escaped quotes outside a string": lambda n: '\\"' * n,
+    "bare quotes": lambda n: '"' * n,
+    "strings opened in brackets": lambda n: '["\\' * n,
+}
+
+
+@pytest.mark.parametrize("make", ADVERSARIAL_JSON.values(), ids=ADVERSARIAL_JSON.keys())
+def test_json_loading_takes_time_linear_in_the_size_of_any_text(make) -> None:
+    def parse(data: bytes) -> None:
+        with pytest.raises(inputs.InputError):
+            inputs.parse_json(data)
+
+    assert_linear(parse, lambda n: make(n).encode(), 1000)
+
+
+@pytest.mark.parametrize("text, depth", [('"\\"\\"', 0), ('["a\\', 1), ('[["\\"]]', 2), ('[[]] "[[[', 2)])
+def test_json_depth_of_unterminated_strings(text: str, depth: int) -> None:
+    assert inputs.json_depth(text) == depth
 
 
 def test_json_arrays_and_objects_are_bounded() -> None:
