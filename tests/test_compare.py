@@ -18,7 +18,7 @@ from scipy import stats  # the test extra installs it: the cross-check runs in C
 
 from conftest import IN_CI, free_threaded_python
 from exporter import cli
-from exporter.gate import compare
+from exporter.gate import compare, table
 from exporter.stats import ranktest
 import support
 from support import REPO, TESTS
@@ -627,3 +627,59 @@ def test_documents_with_numbers_json_does_not_allow_are_one_line(tmp_path: Path,
 def test_fraction_flags_take_ascii_digits_only(tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str) -> None:
     code, _, err = run_compare(tmp_path, document(), document(), flag, "\u0660.\u0661", capsys=capsys)
     assert code == 2 and f"{flag}: must be a number" in err
+
+
+# --- issue 27: valid Unicode only, and exit 1 for a regression alone ----------------------
+
+
+@pytest.mark.parametrize("where, expected", [
+    (("results", 1, "message"), "results[1].message"),
+    (("results", 1, "workload"), "results[1].workload"),
+    (("interpreters", 0, "version"), "interpreters[0].version"),
+    (("verdicts",), "verdicts"),
+])
+def test_a_lone_surrogate_in_a_document_is_exit_2_naming_the_field(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], where: tuple, expected: str) -> None:
+    """It was a traceback and exit 1, the regression code: printing "\\ud800" raises."""
+    candidate = json.loads(json.dumps(document(step("threads", 2, 1.9, success=False))))  # a copy of IDENTITY_311 too
+    target: Any = candidate
+    for key in where[:-1]:
+        target = target[key]
+    target[where[-1]] = "\ud800" if where != ("verdicts",) else ["fine", "x\udfffy"]
+    code, out, err = run_compare(tmp_path, document(step("threads", 2, 1.9)), candidate, capsys=capsys)
+    assert (code, out) == (2, "")
+    assert err == (f"parallelism-exporter compare: {tmp_path / 'cand.json'}: {expected}{'[1]' if expected == 'verdicts' else ''}: "
+                   f"not valid Unicode: a lone surrogate U+{'DFFF' if expected == 'verdicts' else 'D800'} "
+                   "(a \\ud800-\\udfff escape must be half of a pair)\n")
+
+
+def test_a_surrogate_pair_is_one_character_and_compares(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    candidate = document(step("threads", 2, 1.9, success=False))
+    candidate["results"][1]["message"] = "\U0001f600"  # json.dumps writes "\ud83d\ude00"
+    code, out, _ = run_compare(tmp_path, document(step("threads", 2, 1.9)), candidate, capsys=capsys)
+    assert code == 1 and "\U0001f600" in out
+
+
+def test_a_value_the_reader_did_not_expect_is_bad_input_exit_2_and_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    def unexpected(data: Any) -> Any:
+        raise TypeError("'<' not supported between\n instances")
+
+    monkeypatch.setattr(compare.document, "parse", unexpected)
+    code, out, err = run_compare(tmp_path, document(), document(), capsys=capsys)
+    assert (code, out) == (2, "")
+    assert err == (f"parallelism-exporter compare: {tmp_path / 'base.json'}: not a results document this exporter "
+                   "can read (TypeError: '<' not supported between instances)\n")
+
+
+def test_a_bug_in_compare_shows_its_traceback_and_is_exit_70_never_1(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise AttributeError("'Step' object has no attribute 'speedupp'")
+
+    monkeypatch.setattr(table, "compare_documents", broken)
+    code, out, err = run_compare(tmp_path, document(), document(), capsys=capsys)
+    assert (code, out) == (compare.EXIT_BUG, "")
+    assert "Traceback (most recent call last)" in err and "AttributeError: 'Step' object has no attribute" in err
+    assert err.endswith("parallelism-exporter compare: internal error (exit 70): a bug in compare, not in the files; "
+                        "please report it with the traceback above\n")

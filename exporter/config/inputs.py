@@ -25,7 +25,7 @@ import json
 import os
 import re
 import stat
-from typing import Any, Optional
+from typing import Any, Iterator, Literal, Optional
 
 MAX_DEPTH = 32  # the deepest real document (a probe --json result) nests 5 levels
 MAX_ITEMS = 100_000  # items of one array or object; a history step keeps at most 100 000 points
@@ -39,6 +39,13 @@ _JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)', re.DOTALL)
 _NOT_A_BRACKET = re.compile(r"[^\[\]{}]+")
 # Each bracket as a signed byte, +1 opening and -1 closing: their running sum is the depth.
 _DEPTH_STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
+# A JSON or YAML escape can write one half of a UTF-16 surrogate pair alone ("\\ud800"); Python
+# keeps it as a lone surrogate, a code point no encoder writes: printing it or sending it in a
+# page raises UnicodeEncodeError. Decoded UTF-8 holds none (the codec refuses them), so only a
+# JSON text with such an escape needs its strings looked at.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+REPLACEMENT_CHARACTER = "\ufffd"
 _ASCII_INT = re.compile(r"[-+]?[0-9]+", re.ASCII)
 # inf and nan are read too, so a flag's validator can refuse them by value ("got inf").
 _ASCII_NUMBER = re.compile(r"[-+]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?|inf|infinity|nan)",
@@ -92,13 +99,17 @@ def format_bytes(size: int) -> str:
 # --- JSON -------------------------------------------------------------------------------
 
 
-def read_json(path: str, *, max_bytes: int, max_depth: int = MAX_DEPTH, max_items: int = MAX_ITEMS) -> Any:
+def read_json(path: str, *, max_bytes: int, max_depth: int = MAX_DEPTH, max_items: int = MAX_ITEMS,
+              lone_surrogates: Literal["refuse", "replace"] = "refuse") -> Any:
     """Read and parse one JSON document under the rule; InputError or OSError otherwise."""
-    return parse_json(read_bytes(path, max_bytes), max_depth=max_depth, max_items=max_items)
+    return parse_json(read_bytes(path, max_bytes), max_depth=max_depth, max_items=max_items,
+                      lone_surrogates=lone_surrogates)
 
 
-def parse_json(data: bytes, *, max_depth: int = MAX_DEPTH, max_items: int = MAX_ITEMS) -> Any:
-    """One JSON document from UTF-8 bytes, nested at most ``max_depth`` levels."""
+def parse_json(data: bytes, *, max_depth: int = MAX_DEPTH, max_items: int = MAX_ITEMS,
+               lone_surrogates: Literal["refuse", "replace"] = "refuse") -> Any:
+    """One JSON document from UTF-8 bytes, nested at most ``max_depth`` levels; a string
+    holding a lone surrogate is refused (naming where it is) or has it replaced by U+FFFD."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -114,6 +125,10 @@ def parse_json(data: bytes, *, max_depth: int = MAX_DEPTH, max_items: int = MAX_
     except RecursionError:  # a thread with less stack than the depth check assumes
         raise InputError(f"nested more than {max_depth} levels deep") from None
     check_items(document, max_items)
+    if _SURROGATE_ESCAPE.search(text):
+        if lone_surrogates == "replace":
+            return replace_lone_surrogates(document)
+        refuse_lone_surrogates(document)
     return document
 
 
@@ -153,6 +168,84 @@ def _bounded_int(text: str) -> int:
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a number JSON allows")
+
+
+# --- text: valid Unicode only -----------------------------------------------------------
+
+
+def refuse_lone_surrogates(document: Any) -> None:
+    """InputError naming the first string (or key) of ``document`` that holds a lone surrogate."""
+    for where, text in strings(document):
+        found = _LONE_SURROGATE.search(text)
+        if found:
+            raise InputError(f"{where or 'the document'}: not valid Unicode: a lone surrogate "
+                             f"U+{ord(found.group()):04X} (a \\ud800-\\udfff escape must be half of a pair)")
+
+
+def replace_lone_surrogates(document: Any) -> Any:
+    """``document`` with every lone surrogate of its strings and keys replaced by U+FFFD, so
+    text from a workload or an older version's file is kept and can be printed and served.
+
+    Lists and mappings are changed in place (a document just parsed: nothing else holds it),
+    without recursion: any depth.
+    """
+    if isinstance(document, str):
+        return valid_text(document)
+    pending = [document]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, list):
+            items: Any = enumerate(value)
+        elif isinstance(value, dict):
+            items = [(valid_text(key) if isinstance(key, str) else key, item) for key, item in value.items()]
+            value.clear()
+        else:
+            continue
+        for key, item in items:
+            value[key] = valid_text(item) if isinstance(item, str) else item
+            pending.append(item)
+    return document
+
+
+def valid_text(text: str) -> str:
+    """``text`` with each lone surrogate replaced by U+FFFD."""
+    return _LONE_SURROGATE.sub(REPLACEMENT_CHARACTER, text)
+
+
+def strings(document: Any) -> Iterator[tuple[str, str]]:
+    """(where, string) for every string and mapping key in ``document``, in document order;
+    ``where`` reads as a field path: ``results[3].message``. No recursion (any depth), and
+    each list or mapping is visited once: YAML aliases share one (a billion laughs is 81
+    references) or hold themselves."""
+    pending: list[tuple[str, Any]] = [("", document)]
+    visited: set[int] = set()
+    while pending:
+        where, value = pending.pop()
+        if isinstance(value, str):
+            yield where, value
+            continue
+        if not isinstance(value, (list, dict)) or id(value) in visited:
+            continue
+        visited.add(id(value))
+        if isinstance(value, list):
+            pending.extend((f"{where}[{i}]", item) for i, item in reversed(list(enumerate(value))))
+            continue
+        children = []
+        for key, item in value.items():
+            here = f"{where}.{path_key(key)}" if where else path_key(key)
+            if isinstance(key, str):
+                children.append((f"{here} (the key)", key))
+            children.append((here, item))
+        pending.extend(reversed(children))
+
+
+def path_key(key: Any) -> str:
+    """A mapping key as it reads in a field path: as written when it is a short printable
+    string, otherwise quoted (escapes for what cannot be printed)."""
+    if isinstance(key, str) and len(key) <= 100 and key.isprintable():
+        return key
+    text = repr(key)
+    return text if len(text) <= 60 else text[:60] + "…"
 
 
 # --- numbers in flags and durations -----------------------------------------------------

@@ -100,6 +100,15 @@ def parse(data: bytes) -> Any:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise YAMLFileError(f"not UTF-8 text: {exc.reason} at byte {exc.start}") from None
+    document = _load(text)
+    try:
+        inputs.refuse_lone_surrogates(document)  # YAML's "\\ud800" escape too
+    except inputs.InputError as exc:
+        raise YAMLFileError(str(exc)) from None
+    return document
+
+
+def _load(text: str) -> Any:
     try:
         return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - StrictLoader is a SafeLoader
     except yaml.MarkedYAMLError as exc:
