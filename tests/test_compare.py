@@ -603,7 +603,7 @@ def test_cli_pair_speedups_beyond_what_a_probe_writes_are_refused_at_once(
     most 2000 of them (twice max_repeats pairs at the most, max_repeats at most 1000)."""
     import time
 
-    many = [1.0 + i * 1e-6 for i in range(100_000)]
+    many = [1.9 + i * 1e-7 for i in range(100_000)]  # around the speedup: only their number is wrong
     started = time.monotonic()
     code, _, err = run_compare(tmp_path, document(step("threads", 2, 1.9, pairs=many)), document(), capsys=capsys)
     assert time.monotonic() - started < 5
@@ -683,3 +683,23 @@ def test_a_bug_in_compare_shows_its_traceback_and_is_exit_70_never_1(
     assert "Traceback (most recent call last)" in err and "AttributeError: 'Step' object has no attribute" in err
     assert err.endswith("parallelism-exporter compare: internal error (exit 70): a bug in compare, not in the files; "
                         "please report it with the traceback above\n")
+
+
+@pytest.mark.parametrize("candidate, expected", [
+    (json.dumps(dict(document(step("threads", 2, 1.9)), version=2))[:-1] + ', "version": 99}',
+     "(top level): duplicate key 'version'"),  # json kept the last: version 99
+    (json.dumps(document(step("threads", 2, 1.9))).replace('"workers": 2,', '"workers": 2, "workers": 1,'),
+     "results[1]: duplicate key 'workers'"),
+    (dict(document(step("threads", 2, 1.9)), version=99), "version: this exporter reads versions 1 to"),
+    (dict(document(step("threads", 2, 1.9)), version=-1), "version: this exporter reads versions 1 to"),
+    (document(step("threads", 2, 1.9, pairs=[-1.0, -1.0, -1.0])), "results[1].pair_speedups[0]: must be a number > 0"),
+    (document(step("threads", 2, 1.9, pairs=[0.0, 0.0, 0.0])), "results[1].pair_speedups[0]: must be a number > 0"),
+    (document(step("threads", 0, 1.9)), "results[1].workers: must be a number from 1 to 256, got 0"),
+    (document(step("threads", 2, 1.9, ci=[2.0, 1.8])), "results[1].speedup_ci: must be [low, high] with low <= high"),
+])
+def test_a_candidate_no_probe_wrote_is_exit_2_not_no_regression(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], candidate: Any, expected: str) -> None:
+    """Each of these was exit 0, "no regression" (issue 27)."""
+    code, out, err = run_compare(tmp_path, document(step("threads", 2, 1.9)), candidate, capsys=capsys)
+    assert (code, out) == (2, "")
+    assert err.startswith(f"parallelism-exporter compare: {tmp_path / 'cand.json'}: {expected}") and err.count("\n") == 1, err

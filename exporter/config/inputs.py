@@ -25,7 +25,7 @@ import json
 import os
 import re
 import stat
-from typing import Any, Iterator, Literal, Optional
+from typing import Any, Callable, Iterator, Literal, Optional
 
 MAX_DEPTH = 32  # the deepest real document (a probe --json result) nests 5 levels
 MAX_ITEMS = 100_000  # items of one array or object; a history step keeps at most 100 000 points
@@ -108,16 +108,19 @@ def read_json(path: str, *, max_bytes: int, max_depth: int = MAX_DEPTH, max_item
 
 def parse_json(data: bytes, *, max_depth: int = MAX_DEPTH, max_items: int = MAX_ITEMS,
                lone_surrogates: Literal["refuse", "replace"] = "refuse") -> Any:
-    """One JSON document from UTF-8 bytes, nested at most ``max_depth`` levels; a string
-    holding a lone surrogate is refused (naming where it is) or has it replaced by U+FFFD."""
+    """One JSON document from UTF-8 bytes, nested at most ``max_depth`` levels, no object
+    naming a key twice; a string holding a lone surrogate is refused (naming where it is) or
+    has it replaced by U+FFFD."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InputError(f"not UTF-8 text: {exc.reason} at byte {exc.start}") from None
     if json_depth(text) > max_depth:
         raise InputError(f"nested more than {max_depth} levels deep")
+    duplicates: list[_DuplicateKeys] = []
     try:
-        document = json.loads(text, parse_constant=_refuse_constant, parse_int=_bounded_int)
+        document = json.loads(text, parse_constant=_refuse_constant, parse_int=_bounded_int,
+                              object_pairs_hook=_object_marking_duplicates(duplicates))
     except json.JSONDecodeError as exc:
         raise InputError(f"not a JSON document: {exc.msg} at line {exc.lineno}") from None
     except ValueError as exc:  # NaN, Infinity, a huge integer
@@ -125,6 +128,8 @@ def parse_json(data: bytes, *, max_depth: int = MAX_DEPTH, max_items: int = MAX_
     except RecursionError:  # a thread with less stack than the depth check assumes
         raise InputError(f"nested more than {max_depth} levels deep") from None
     check_items(document, max_items)
+    if duplicates:
+        refuse_duplicate_keys(document)
     if _SURROGATE_ESCAPE.search(text):
         if lone_surrogates == "replace":
             return replace_lone_surrogates(document)
@@ -160,6 +165,36 @@ def check_items(document: Any, max_items: int) -> None:
         pending.extend(children)
 
 
+class _DuplicateKeys(dict):
+    """A JSON object that names ``key`` twice (``json`` would keep the last value silently)."""
+
+    key: str = ""
+
+
+def _object_marking_duplicates(found: list[_DuplicateKeys]) -> Callable[[list[tuple[str, Any]]], dict]:
+    """json's object_pairs_hook: a dict, marked and listed in ``found`` when a key repeats, so
+    the refusal can say where it is once the whole document is parsed."""
+
+    def make_object(pairs: list[tuple[str, Any]]) -> dict:
+        made = dict(pairs)
+        if len(made) == len(pairs):
+            return made
+        marked = _DuplicateKeys(made)
+        seen: set[str] = set()
+        marked.key = next(key for key, _ in pairs if key in seen or seen.add(key))  # type: ignore[func-returns-value]
+        found.append(marked)
+        return marked
+
+    return make_object
+
+
+def refuse_duplicate_keys(document: Any) -> None:
+    """InputError naming the first object of ``document`` that names a key twice."""
+    for where, value in values(document):
+        if isinstance(value, _DuplicateKeys):
+            raise InputError(f"{where or '(top level)'}: duplicate key {quoted(value.key)}")
+
+
 def _bounded_int(text: str) -> int:
     if len(text.lstrip("-")) > MAX_INTEGER_DIGITS:
         raise ValueError(f"an integer of {len(text.lstrip('-'))} digits (at most {MAX_INTEGER_DIGITS})")
@@ -178,7 +213,7 @@ def refuse_lone_surrogates(document: Any) -> None:
     for where, text in strings(document):
         found = _LONE_SURROGATE.search(text)
         if found:
-            raise InputError(f"{where or 'the document'}: not valid Unicode: a lone surrogate "
+            raise InputError(f"{where or '(top level)'}: not valid Unicode: a lone surrogate "
                              f"U+{ord(found.group()):04X} (a \\ud800-\\udfff escape must be half of a pair)")
 
 
@@ -213,38 +248,50 @@ def valid_text(text: str) -> str:
 
 
 def strings(document: Any) -> Iterator[tuple[str, str]]:
-    """(where, string) for every string and mapping key in ``document``, in document order;
-    ``where`` reads as a field path: ``results[3].message``. No recursion (any depth), and
-    each list or mapping is visited once: YAML aliases share one (a billion laughs is 81
-    references) or hold themselves."""
+    """(where, string) for every string and mapping key in ``document``, in document order."""
+    for where, value in values(document):
+        if isinstance(value, str):
+            yield where, value
+        elif isinstance(value, dict):
+            yield from ((f"{field_path(where, key)} (the key)", key) for key in value if isinstance(key, str))
+
+
+def values(document: Any) -> Iterator[tuple[str, Any]]:
+    """(where, value) for ``document`` and every value in it, in document order; ``where``
+    reads as a field path, ``results[3].message``. No recursion (any depth), and each list or
+    mapping is visited once: YAML aliases share one (a billion laughs is 81 references) or
+    hold themselves."""
     pending: list[tuple[str, Any]] = [("", document)]
     visited: set[int] = set()
     while pending:
         where, value = pending.pop()
-        if isinstance(value, str):
-            yield where, value
-            continue
+        yield where, value
         if not isinstance(value, (list, dict)) or id(value) in visited:
             continue
         visited.add(id(value))
         if isinstance(value, list):
             pending.extend((f"{where}[{i}]", item) for i, item in reversed(list(enumerate(value))))
-            continue
-        children = []
-        for key, item in value.items():
-            here = f"{where}.{path_key(key)}" if where else path_key(key)
-            if isinstance(key, str):
-                children.append((f"{here} (the key)", key))
-            children.append((here, item))
-        pending.extend(reversed(children))
+        else:
+            pending.extend((field_path(where, key), item) for key, item in reversed(list(value.items())))
+
+
+def field_path(where: str, key: Any) -> str:
+    """The path of ``key`` in the mapping at ``where``: ``results[3]`` and ``speedup`` make
+    ``results[3].speedup``."""
+    return f"{where}.{path_key(key)}" if where else path_key(key)
 
 
 def path_key(key: Any) -> str:
     """A mapping key as it reads in a field path: as written when it is a short printable
-    string, otherwise quoted (escapes for what cannot be printed)."""
+    string, otherwise quoted."""
     if isinstance(key, str) and len(key) <= 100 and key.isprintable():
         return key
-    text = repr(key)
+    return quoted(key)
+
+
+def quoted(value: Any) -> str:
+    """``repr`` cut to 60 characters: one line, escapes for what cannot be printed."""
+    text = repr(value)
     return text if len(text) <= 60 else text[:60] + "…"
 
 

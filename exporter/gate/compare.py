@@ -229,11 +229,17 @@ class Comparison:
             "candidate": {"file": self.candidate_label, "interpreter": interpreter_json(self.candidate_interpreter)},
             "threshold": self.threshold, "alpha": self.alpha,
             "identity_changes": self.identity_changes,
-            "rows": [asdict(row) for row in self.rows],
+            "rows": [row_json(row) for row in self.rows],
             "only_in_baseline": self.only_in_baseline, "only_in_candidate": self.only_in_candidate,
             "regressions": len(self.regressions), "gil_regression": self.gil_regression,
             "inconclusive": self.inconclusive, "exit_code": self.exit_code,
         }
+
+
+def row_json(row: Row) -> dict[str, Any]:
+    """``asdict(row)`` without its deep copies, which took 7 s for 100 000 rows: a row holds
+    only numbers, strings and tuples of them."""
+    return dict(vars(row), baseline=dict(vars(row.baseline)), candidate=dict(vars(row.candidate)))
 
 
 def judge(baseline: Side, candidate: Side, threshold: float, alpha: float) -> dict[str, Any]:
