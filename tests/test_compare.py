@@ -703,3 +703,14 @@ def test_a_candidate_no_probe_wrote_is_exit_2_not_no_regression(
     code, out, err = run_compare(tmp_path, document(step("threads", 2, 1.9)), candidate, capsys=capsys)
     assert (code, out) == (2, "")
     assert err.startswith(f"parallelism-exporter compare: {tmp_path / 'cand.json'}: {expected}") and err.count("\n") == 1, err
+
+
+def test_judging_takes_time_linear_in_the_steps() -> None:
+    """Parsing, judging and --json's rows: no work per step that grows with the steps."""
+    from scaling import assert_linear
+
+    def documents(steps: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        rows = [step("threads", 2, 1.9, ci=[1.8, 2.0], pairs=[1.8, 1.9, 2.0], workload=f"w{i}") for i in range(steps)]
+        return document(*rows), document(*rows)
+
+    assert_linear(lambda pair: compare_dicts(*pair).to_json(), documents, 200)

@@ -161,3 +161,28 @@ def test_the_schema_says_the_bounds_the_reader_enforces() -> None:
                                               "minItems": 2, "maxItems": 2, "description": "[low, high], low <= high"}
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(with_step(workers=0), document.json_schema())
+
+
+def steps_document(steps: int) -> dict:
+    """A document of ``steps`` steps, as the product writes each."""
+    written = json.loads(json.dumps(document.to_json(document.build(reports(), HOST))))
+    written["results"] = [dict(written["results"][1], workers=1 + i % 256, workload=f"w{i // 256}") for i in range(steps)]
+    return written
+
+
+def test_reading_reads_each_class_once_not_each_object(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The type hints were read for every object: ~1 ms a step, 100 000 steps took minutes."""
+    import typing
+
+    calls: list[object] = []
+    real = typing.get_type_hints
+    monkeypatch.setattr(typing, "get_type_hints", lambda cls, *a, **k: calls.append(cls) or real(cls, *a, **k))
+    monkeypatch.setattr(document, "TYPES", document.typedjson.Types(document.FIELD_BOUNDS))
+    assert len(document.parse(steps_document(1000)).results) == 1000
+    assert len(calls) == len(set(calls)) == 4  # Results, Host, InterpreterInfo, Step
+
+
+def test_reading_takes_time_linear_in_the_steps() -> None:
+    from scaling import assert_linear
+
+    assert_linear(document.parse, steps_document, 300)

@@ -96,6 +96,7 @@ class Types:
     def __init__(self, bounds: Mapping[str, Bounds]) -> None:
         self.bounds = dict(bounds)
         self._readers: dict[tuple[Any, Optional[Bounds]], Reader] = {}
+        self._objects: dict[type, Reader] = {}  # a class is read the same wherever it is used
 
     def bounds_of(self, cls: type, name: str) -> Optional[Bounds]:
         return self.bounds.get(f"{cls.__name__}.{name}", self.bounds.get(name))
@@ -127,8 +128,10 @@ class Types:
         return nullable if allows_none else not_null
 
     def _compile_type(self, hint: Any, bounds: Optional[Bounds]) -> Reader:
-        if dataclasses.is_dataclass(hint):
-            return self._object_reader(hint)  # type: ignore[arg-type]
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+            if hint not in self._objects:
+                self._objects[hint] = self._object_reader(hint)
+            return self._objects[hint]
         origin = typing.get_origin(hint)
         if origin is list:
             return self._list_reader(typing.get_args(hint)[0], bounds)
