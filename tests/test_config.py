@@ -74,6 +74,8 @@ INVALID = {
     # issue 27: each passed --config.check or crashed later
     "invalid-lone-surrogate.yml": "interpreters[0].env.PYTHONWARNINGS: not valid Unicode: a lone surrogate U+DC80 "
                                   "(a \\ud800-\\udfff escape must be half of a pair)",
+    "invalid-yaml11-boolean.yml": "probe.per_core_series: must be true, false or auto, got 'on' (the file is YAML 1.2: "
+                                  "write true or false; yes, no, on, off, y and n are strings)",
 }
 
 

@@ -46,6 +46,7 @@ MIN_MEMORY_LIMIT_BYTES = 64 << 20  # an interpreter with a few worker processes 
 MAX_NAME_CHARS = 255
 MAX_SERVICE_INTERVAL_SECONDS = 300.0
 USABLE = "usable"  # a worker count: the usable cores, found at run time
+YAML_1_1_BOOLEANS = {"yes", "no", "on", "off", "y", "n"}  # strings in YAML 1.2, which the config file is
 
 
 def max_workers() -> int:
@@ -222,8 +223,15 @@ def optional_bool(value: Any) -> Optional[bool]:
     if value is None or value == "auto":
         return None
     if not isinstance(value, bool):
-        raise ValueError(f"must be true, false or auto, got {show(value)}")
+        raise ValueError(f"must be true, false or auto, got {show(value)}{yaml_1_1_hint(value)}")
     return value
+
+
+def yaml_1_1_hint(value: Any) -> str:
+    """Why ``yes`` is not a boolean here: the config file is YAML 1.2 (exporter.config.yamlfile)."""
+    if isinstance(value, str) and value.lower() in YAML_1_1_BOOLEANS:
+        return " (the file is YAML 1.2: write true or false; yes, no, on, off, y and n are strings)"
+    return ""
 
 
 # --- names, paths and lists ----------------------------------------------------------------
