@@ -714,3 +714,22 @@ def test_judging_takes_time_linear_in_the_steps() -> None:
         return document(*rows), document(*rows)
 
     assert_linear(lambda pair: compare_dicts(*pair).to_json(), documents, 200)
+
+
+def test_an_output_that_cannot_be_written_is_one_line_and_exit_2_not_a_bug(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """compare --json > /dev/full: the disk, not compare, failed."""
+    import errno
+
+    class Full:
+        def write(self, text: str) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def flush(self) -> None:
+            pass
+
+    base = tmp_path / "base.json"
+    base.write_text(json.dumps(document(step("threads", 2, 1.9))))
+    monkeypatch.setattr(sys, "stdout", Full())
+    assert cli.run(["compare", str(base), str(base), "--json"]) == 2
+    assert capsys.readouterr().err == "parallelism-exporter compare: cannot write the result: No space left on device\n"
