@@ -139,7 +139,7 @@ class Types:
             return _mapping
         if origin is Union:  # nice: a number or "idle"
             return _whole_number_or_string
-        scalar = {bool: _boolean, int: _whole_number, float: _finite_number, str: _string}.get(hint)
+        scalar = _SCALARS.get(hint)
         if scalar is None:
             raise TypeError(f"no reader for a value of type {hint!r}")  # a field type this module lacks
         return scalar if bounds is None or not bounds.limits() else _bounded(scalar, bounds)
@@ -231,37 +231,24 @@ def _bounded(read: Reader, bounds: Bounds) -> Reader:
     return read_bounded
 
 
-def _mapping(value: Any) -> Any:
-    if not isinstance(value, dict):
-        raise Invalid(f"must be an object, got {show(value)}")
-    return value
+def _scalar(accepts: Callable[[Any], bool], expected: str, convert: Callable[[Any], Any] = lambda value: value) -> Reader:
+    def read_scalar(value: Any) -> Any:
+        if not accepts(value):
+            raise Invalid(f"must be {expected}, got {show(value)}")
+        return convert(value)
+
+    return read_scalar
 
 
-def _whole_number_or_string(value: Any) -> Any:
-    if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise Invalid(f"must be a whole number or a string, got {show(value)}")
-    return value
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _boolean(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise Invalid(f"must be true or false, got {show(value)}")
-    return value
-
-
-def _whole_number(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise Invalid(f"must be a whole number, got {show(value)}")
-    return value
-
-
-def _finite_number(value: Any) -> float:
-    if not finite_number(value):
-        raise Invalid(f"must be a finite number, got {show(value)}")
-    return float(value)
-
-
-def _string(value: Any) -> str:
-    if not isinstance(value, str):
-        raise Invalid(f"must be a string, got {show(value)}")
-    return value
+_SCALARS: dict[Any, Reader] = {
+    bool: _scalar(lambda value: isinstance(value, bool), "true or false"),
+    int: _scalar(_whole, "a whole number"),
+    float: _scalar(finite_number, "a finite number", float),
+    str: _scalar(lambda value: isinstance(value, str), "a string"),
+}
+_mapping = _scalar(lambda value: isinstance(value, dict), "an object")
+_whole_number_or_string = _scalar(lambda value: _whole(value) or isinstance(value, str), "a whole number or a string")
