@@ -247,10 +247,16 @@ def test_a_telemetry_path_the_server_already_serves_is_refused(registry: Collect
     (["--web.listen-address", "http://localhost:9860"], "--web.listen-address: must be host:port, not a URL"),
 ])
 def test_config_check_refuses_the_web_flags_serve_refuses_before_anything_starts(
-        capsys: pytest.CaptureFixture[str], command: list[str], flags: list[str], message: str) -> None:
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, command: list[str], flags: list[str],
+        message: str) -> None:
     """--config.check passed these, then serve refused them (issue 27)."""
+    import logging
+
     from exporter import cli
 
+    root = logging.getLogger()  # serve sends logging to stderr: not for the tests after this one
+    monkeypatch.setattr(root, "handlers", [])
+    monkeypatch.setattr(root, "level", root.level)
     assert cli.run(["serve", *command, *flags]) == 2
     out, err = capsys.readouterr()
     assert out == "" and err.count("\n") == 1 and message in err, err
