@@ -266,7 +266,7 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
         if args.command == "probe":
             return run_one_shot_interruptible(args)
         if args.command == "compare":
-            return table.run(args)
+            return table.run_guarded(args)
         from exporter.serve.command import serve
 
         return serve(args)

@@ -15,6 +15,11 @@ def raises() -> None:
     raise ValueError("boom from a workload")
 
 
+def raises_a_lone_surrogate() -> None:
+    """Its message reaches the parent as the JSON escape "\\ud800": half a surrogate pair."""
+    raise ValueError("bad \ud800 text")
+
+
 def aborts() -> None:
     os.abort()
 

@@ -7,6 +7,7 @@ reader, never unbounded memory — and a malformed event is a ProtocolError, nev
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import Any
@@ -39,7 +40,8 @@ def capture(stdout_chunks: list[bytes], stderr_chunks: list[bytes]) -> tuple[lis
 
 
 LINE_PIECES = st.sampled_from([b"\n", b"{", b"}", b'"event"', b":", b'"step"', b"[1]", b"\xff", b"\xc3", b"null",
-                               b'{"event": "done"}\n', b'{"no": 1}\n', b"x" * 1000])
+                               b'{"event": "done"}\n', b'{"no": 1}\n', b"x" * 1000, b'"\\ud800"', b'"\\udc00x"',
+                               b'{"event": "step_failed", "message": "\\ud83d"}\n'])
 CHUNKS = st.lists(st.binary(max_size=300) | st.lists(LINE_PIECES, max_size=20).map(b"".join), max_size=8)
 
 
@@ -49,6 +51,8 @@ def test_any_bytes_from_a_runner_become_events_protocol_errors_or_stderr_lines(s
     items, tail = capture(stdout_chunks, stderr_chunks)
     for item in items:
         assert isinstance(item, ProtocolError) or (isinstance(item, dict) and isinstance(item["event"], str))
+        if isinstance(item, dict):  # valid Unicode: printable, storable, servable
+            json.dumps(item, ensure_ascii=False).encode("utf-8")
     assert len(tail) <= STDERR_LINES
     assert all(len(line) <= STDERR_LINE_CHARS + len(" [truncated]") for line in tail)
 
@@ -68,6 +72,14 @@ def test_invalid_utf8_is_replaced_not_fatal():
     items, tail = capture([b'{"event": "x\xff"}\n'], [b"caf\xc3\n"])
     assert items == [{"event": "x\ufffd"}]
     assert tail == ["caf\ufffd"]
+
+
+def test_a_lone_surrogate_from_a_workload_is_replaced_so_it_can_be_printed_and_served():
+    """A JSON escape writes half a surrogate pair alone; UTF-8 output of it raised (issue 27)."""
+    items, _ = capture([b'{"event": "step_failed", "message": "ValueError: \\ud800", "log": ["\\udfff"],'
+                        b' "\\udc00": 1, "pair": "\\ud83d\\ude00"}\n'], [])
+    assert items == [{"event": "step_failed", "message": "ValueError: \ufffd", "log": ["\ufffd"], "\ufffd": 1,
+                      "pair": "\U0001f600"}]
 
 
 class QuietRunner:

@@ -18,7 +18,7 @@ from scipy import stats  # the test extra installs it: the cross-check runs in C
 
 from conftest import IN_CI, free_threaded_python
 from exporter import cli
-from exporter.gate import compare
+from exporter.gate import compare, table
 from exporter.stats import ranktest
 import support
 from support import REPO, TESTS
@@ -603,7 +603,7 @@ def test_cli_pair_speedups_beyond_what_a_probe_writes_are_refused_at_once(
     most 2000 of them (twice max_repeats pairs at the most, max_repeats at most 1000)."""
     import time
 
-    many = [1.0 + i * 1e-6 for i in range(100_000)]
+    many = [1.9 + i * 1e-7 for i in range(100_000)]  # around the speedup: only their number is wrong
     started = time.monotonic()
     code, _, err = run_compare(tmp_path, document(step("threads", 2, 1.9, pairs=many)), document(), capsys=capsys)
     assert time.monotonic() - started < 5
@@ -627,3 +627,109 @@ def test_documents_with_numbers_json_does_not_allow_are_one_line(tmp_path: Path,
 def test_fraction_flags_take_ascii_digits_only(tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str) -> None:
     code, _, err = run_compare(tmp_path, document(), document(), flag, "\u0660.\u0661", capsys=capsys)
     assert code == 2 and f"{flag}: must be a number" in err
+
+
+# --- issue 27: valid Unicode only, and exit 1 for a regression alone ----------------------
+
+
+@pytest.mark.parametrize("where, expected", [
+    (("results", 1, "message"), "results[1].message"),
+    (("results", 1, "workload"), "results[1].workload"),
+    (("interpreters", 0, "version"), "interpreters[0].version"),
+    (("verdicts",), "verdicts"),
+])
+def test_a_lone_surrogate_in_a_document_is_exit_2_naming_the_field(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], where: tuple, expected: str) -> None:
+    """It was a traceback and exit 1, the regression code: printing "\\ud800" raises."""
+    candidate = json.loads(json.dumps(document(step("threads", 2, 1.9, success=False))))  # a copy of IDENTITY_311 too
+    target: Any = candidate
+    for key in where[:-1]:
+        target = target[key]
+    target[where[-1]] = "\ud800" if where != ("verdicts",) else ["fine", "x\udfffy"]
+    code, out, err = run_compare(tmp_path, document(step("threads", 2, 1.9)), candidate, capsys=capsys)
+    assert (code, out) == (2, "")
+    assert err == (f"parallelism-exporter compare: {tmp_path / 'cand.json'}: {expected}{'[1]' if expected == 'verdicts' else ''}: "
+                   f"not valid Unicode: a lone surrogate U+{'DFFF' if expected == 'verdicts' else 'D800'} "
+                   "(a \\ud800-\\udfff escape must be half of a pair)\n")
+
+
+def test_a_surrogate_pair_is_one_character_and_compares(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    candidate = document(step("threads", 2, 1.9, success=False))
+    candidate["results"][1]["message"] = "\U0001f600"  # json.dumps writes "\ud83d\ude00"
+    code, out, _ = run_compare(tmp_path, document(step("threads", 2, 1.9)), candidate, capsys=capsys)
+    assert code == 1 and "\U0001f600" in out
+
+
+def test_a_value_the_reader_did_not_expect_is_bad_input_exit_2_and_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    def unexpected(data: Any) -> Any:
+        raise TypeError("'<' not supported between\n instances")
+
+    monkeypatch.setattr(compare.document, "parse", unexpected)
+    code, out, err = run_compare(tmp_path, document(), document(), capsys=capsys)
+    assert (code, out) == (2, "")
+    assert err == (f"parallelism-exporter compare: {tmp_path / 'base.json'}: not a results document this exporter "
+                   "can read (TypeError: '<' not supported between instances)\n")
+
+
+def test_a_bug_in_compare_shows_its_traceback_and_is_exit_70_never_1(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise AttributeError("'Step' object has no attribute 'speedupp'")
+
+    monkeypatch.setattr(table, "compare_documents", broken)
+    code, out, err = run_compare(tmp_path, document(), document(), capsys=capsys)
+    assert (code, out) == (compare.EXIT_BUG, "")
+    assert "Traceback (most recent call last)" in err and "AttributeError: 'Step' object has no attribute" in err
+    assert err.endswith("parallelism-exporter compare: internal error (exit 70): a bug in compare, not in the files; "
+                        "please report it with the traceback above\n")
+
+
+@pytest.mark.parametrize("candidate, expected", [
+    (json.dumps(dict(document(step("threads", 2, 1.9)), version=2))[:-1] + ', "version": 99}',
+     "(top level): duplicate key 'version'"),  # json kept the last: version 99
+    (json.dumps(document(step("threads", 2, 1.9))).replace('"workers": 2,', '"workers": 2, "workers": 1,'),
+     "results[1]: duplicate key 'workers'"),
+    (dict(document(step("threads", 2, 1.9)), version=99), "version: this exporter reads versions 1 to"),
+    (dict(document(step("threads", 2, 1.9)), version=-1), "version: this exporter reads versions 1 to"),
+    (document(step("threads", 2, 1.9, pairs=[-1.0, -1.0, -1.0])), "results[1].pair_speedups[0]: must be a number > 0"),
+    (document(step("threads", 2, 1.9, pairs=[0.0, 0.0, 0.0])), "results[1].pair_speedups[0]: must be a number > 0"),
+    (document(step("threads", 0, 1.9)), "results[1].workers: must be a number from 1 to 256, got 0"),
+    (document(step("threads", 2, 1.9, ci=[2.0, 1.8])), "results[1].speedup_ci: must be [low, high] with low <= high"),
+])
+def test_a_candidate_no_probe_wrote_is_exit_2_not_no_regression(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], candidate: Any, expected: str) -> None:
+    """Each of these was exit 0, "no regression" (issue 27)."""
+    code, out, err = run_compare(tmp_path, document(step("threads", 2, 1.9)), candidate, capsys=capsys)
+    assert (code, out) == (2, "")
+    assert err.startswith(f"parallelism-exporter compare: {tmp_path / 'cand.json'}: {expected}") and err.count("\n") == 1, err
+
+
+def test_judging_takes_time_linear_in_the_steps() -> None:
+    """Parsing, judging and --json's rows: no work per step that grows with the steps."""
+    from scaling import assert_linear
+
+    def documents(steps: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        rows = [step("threads", 2, 1.9, ci=[1.8, 2.0], pairs=[1.8, 1.9, 2.0], workload=f"w{i}") for i in range(steps)]
+        return document(*rows), document(*rows)
+
+    assert_linear(lambda pair: compare_dicts(*pair).to_json(), documents, 200)
+
+
+def test_an_output_that_cannot_be_written_is_one_line_and_exit_2_not_a_bug(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """compare --json > /dev/full: the disk, not compare, failed."""
+    import errno
+
+    class Full:
+        def write(self, text: str) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def flush(self) -> None:
+            pass
+
+    base = tmp_path / "base.json"
+    base.write_text(json.dumps(document(step("threads", 2, 1.9))))
+    monkeypatch.setattr(sys, "stdout", Full())
+    assert cli.run(["compare", str(base), str(base), "--json"]) == 2
+    assert capsys.readouterr().err == "parallelism-exporter compare: cannot write the result: No space left on device\n"

@@ -71,6 +71,11 @@ INVALID = {
     "invalid-workload-module.yml": "probe.workloads: user workloads are written package.module:function, got 'not a module:run'",
     "invalid-memory-limit-small.yml": "probe.memory_limit: must be at least 64MiB, got '32MiB'",
     "invalid-memory-limit-unit.yml": "probe.memory_limit: must be a size like 512MiB or 2GiB, got '512 MB'",
+    # issue 27: each passed --config.check or crashed later
+    "invalid-lone-surrogate.yml": "interpreters[0].env.PYTHONWARNINGS: not valid Unicode: a lone surrogate U+DC80 "
+                                  "(a \\ud800-\\udfff escape must be half of a pair)",
+    "invalid-yaml11-boolean.yml": "probe.per_core_series: must be true, false or auto, got 'on' (the file is YAML 1.2: "
+                                  "write true or false; yes, no, on, off, y and n are strings)",
 }
 
 

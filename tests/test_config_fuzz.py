@@ -137,3 +137,42 @@ def test_a_key_with_a_line_break_is_quoted_in_the_one_line_error(tmp_path, docum
     with pytest.raises(ConfigError) as error:
         webconfig.load_web_config(str(path))
     assert "\n" not in str(error.value) and "\r" not in str(error.value)
+
+
+# --- issue 27: YAML 1.1 booleans and lone surrogates ---------------------------------------
+
+YAML_1_1_BOOLEANS = st.sampled_from(sorted(validators.YAML_1_1_BOOLEANS)).flatmap(
+    lambda word: st.sampled_from([word, word.upper(), word.capitalize()]))
+SURROGATE_ESCAPES = st.integers(0xD800, 0xDFFF).map(lambda point: f"\\u{point:04x}")
+
+
+@FUZZ
+@given(YAML_1_1_BOOLEANS)
+def test_a_yaml_1_1_boolean_never_becomes_a_boolean(word):
+    """yes, on, y, ... were read as true where a key wants a boolean: now a string, refused by name."""
+    path = write(f"probe:\n  per_core_series: {word}\n".encode())
+    with pytest.raises(ConfigError, match=f"probe.per_core_series: must be true, false or auto, got '{word}' "
+                                          r"\(the file is YAML 1.2"):
+        loader.load_config(path)
+
+
+@FUZZ
+@given(st.sampled_from(["on", "off", "yes", "no", "y", "n", "No", "ON"]))
+def test_a_yaml_1_1_boolean_where_a_string_is_wanted_stays_the_string_written(word):
+    path = write(f"interpreters:\n  - name: {word}\n    path: /usr/bin/python3\n".encode())
+    assert loader.load_config(path).interpreters[0].name == word
+
+
+@FUZZ
+@given(st.text(st.characters(categories=["L", "N"]), max_size=5), SURROGATE_ESCAPES, st.sampled_from(["name", "path", "env"]))
+def test_a_lone_surrogate_anywhere_in_a_config_is_one_line_naming_its_field(before, escape, key):
+    text = before + escape
+    value = f'{{PYTHONWARNINGS: "{text}"}}' if key == "env" else f'"{text}"'
+    fields_ = {"name": "a", "path": "/usr/bin/python3", key: value}
+    data = "interpreters:\n  - " + "\n    ".join(f"{k}: {v}" for k, v in fields_.items()) + "\n"
+    path = write(data.encode())
+    with pytest.raises(ConfigError) as error:
+        loader.load_config(path)
+    where = "interpreters[0].env.PYTHONWARNINGS" if key == "env" else f"interpreters[0].{key}"
+    assert f"{where}: not valid Unicode: a lone surrogate" in str(error.value)
+    str(error.value).encode("utf-8")  # the line itself can be printed

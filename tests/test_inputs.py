@@ -3,6 +3,7 @@ ASCII only (issue 17): Python's int() and float() read any Unicode digit, ``int(
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 from exporter import cli
 from exporter.config import inputs
 from exporter.errors import ConfigError
+from scaling import assert_linear
 
 
 def test_a_regular_file_is_read_whole_within_its_cap(tmp_path: Path) -> None:
@@ -54,6 +56,56 @@ def test_json_nesting_is_bounded_before_the_recursive_parser_sees_it() -> None:
         inputs.parse_json(("[" * 33 + "]" * 33).encode())
     with pytest.raises(inputs.InputError, match="^nested more than 32 levels deep$"):
         inputs.parse_json(("[" * 1_000_000).encode())
+
+
+# Texts the depth scan once read in quadratic time (issue 27: 80 KB of escaped quotes took 35 s).
+ADVERSARIAL_JSON = {
+    "unterminated escaped quotes": lambda n: '"' + '\\"' * n,
+    "escaped quotes, a lone backslash at the end": lambda n: '"' + '\\"' * n + "\\",
+    "escaped quotes outside a string": lambda n: '\\"' * n,
+    "bare quotes": lambda n: '"' * n,
+    "strings opened in brackets": lambda n: '["\\' * n,
+}
+
+
+@pytest.mark.parametrize("make", ADVERSARIAL_JSON.values(), ids=ADVERSARIAL_JSON.keys())
+def test_json_loading_takes_time_linear_in_the_size_of_any_text(make) -> None:
+    def parse(data: bytes) -> None:
+        with pytest.raises(inputs.InputError):
+            inputs.parse_json(data)
+
+    assert_linear(parse, lambda n: make(n).encode(), 1000)
+
+
+@pytest.mark.parametrize("text, depth", [('"\\"\\"', 0), ('["a\\', 1), ('[["\\"]]', 2), ('[[]] "[[[', 2)])
+def test_json_depth_of_unterminated_strings(text: str, depth: int) -> None:
+    assert inputs.json_depth(text) == depth
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"a": 1, "a": 2}', "(top level): duplicate key 'a'"),
+    ('{"x": [{"b": 1}, {"c": 1, "d": 2, "c": 3}]}', "x[1]: duplicate key 'c'"),
+    ('[{"a\\ud800": 1, "a\\ud800": 2}]', "[0]: duplicate key 'a\\ud800'"),
+])
+def test_a_json_object_naming_a_key_twice_is_refused_naming_where(text: str, message: str) -> None:
+    """json keeps the last value silently: a second "version" would win."""
+    with pytest.raises(inputs.InputError) as error:
+        inputs.parse_json(text.encode())
+    assert str(error.value) == message
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"a": [1, "\\ud800"]}', "a[1]: not valid Unicode: a lone surrogate U+D800"),
+    ('{"a\\udfffb": 1}', "'a\\udfffb' (the key): not valid Unicode: a lone surrogate U+DFFF"),
+    ('"\\udc00"', "(top level): not valid Unicode: a lone surrogate U+DC00"),
+])
+def test_a_lone_surrogate_is_refused_naming_where_or_replaced(text: str, message: str) -> None:
+    with pytest.raises(inputs.InputError) as error:
+        inputs.parse_json(text.encode())
+    assert str(error.value) == message + " (a \\ud800-\\udfff escape must be half of a pair)"
+    replaced = inputs.parse_json(text.encode(), lone_surrogates="replace")
+    assert "\ufffd" in json.dumps(replaced, ensure_ascii=False)
+    assert inputs.parse_json(b'"\\ud83d\\ude00"') == "\U0001f600"  # a pair is one character
 
 
 def test_json_arrays_and_objects_are_bounded() -> None:

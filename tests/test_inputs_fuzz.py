@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -230,3 +231,77 @@ def test_endless_files_are_refused_before_a_byte_is_read():
 @given(st.sampled_from(sorted(LOADERS)), st.binary(max_size=400))
 def test_any_bytes_give_a_value_or_one_line_error(loader, data):
     outcome(loader, write(data))
+
+
+# --- issue 27: lone surrogates, duplicate keys, runs of escapes ---------------------------
+
+SURROGATE_ESCAPES = st.integers(0xD800, 0xDFFF).map(lambda point: f"\\u{point:04x}")
+JSON_PIECES = st.sampled_from(['"', '\\"', "\\\\", "\\", "\\ud800", "\\udfff", "\\ud83d\\ude00", "{", "}", "[", "]",
+                               ":", ",", '"a"', '"version"', "1", "null", " "])
+
+
+def string_paths(value: Any, prefix: str = "") -> list[tuple[str, list]]:
+    """(field path, path of keys) of every string value in a decoded JSON document."""
+    found = []
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else []
+    for key, item in items:
+        where = f"{prefix}[{key}]" if isinstance(key, int) else f"{prefix}.{key}" if prefix else key
+        if isinstance(item, str):
+            found.append((where, [key]))
+        else:
+            found += [(w, [key, *keys]) for w, keys in string_paths(item, where)]
+    return found
+
+
+@FUZZ
+@given(st.sampled_from(JSON_LOADERS), st.lists(JSON_PIECES, max_size=80), st.integers(0, 3000))
+def test_any_run_of_quotes_escapes_and_surrogates_gives_a_value_or_one_line_error(loader, pieces, repeat):
+    """An unterminated string of 80 KB of escaped quotes took 35 s: a run of them, repeated."""
+    kind, value = outcome(loader, write(("".join(pieces) + '\\"' * repeat).encode()))
+    if kind == "ok":
+        json.dumps(value, ensure_ascii=False).encode("utf-8")  # valid Unicode: printable, servable
+
+
+@FUZZ
+@given(st.data(), SURROGATE_ESCAPES)
+def test_a_lone_surrogate_in_any_string_of_a_compare_document_is_refused_naming_it(data, escape):
+    good = json.loads(json.dumps(document(step("threads", 2, 1.9, ci=[1.8, 2.0], pairs=[1.8, 1.9, 2.0]),
+                                          step("processes", 2, None, success=False))))  # a copy: the identity is shared
+    where, keys = data.draw(st.sampled_from(string_paths(good)))
+    target = good
+    for key in keys[:-1]:
+        target = target[key]
+    target[keys[-1]] = "x" + chr(int(escape[2:], 16))  # json.dumps writes it as the escape
+    kind, message = outcome("compare", write(json.dumps(good).encode()))
+    assert kind == "error" and message.endswith(f"{where}: not valid Unicode: a lone surrogate U+{escape[2:].upper()} "
+                                                "(a \\ud800-\\udfff escape must be half of a pair)"), message
+
+
+@FUZZ
+@given(st.data())
+def test_a_key_named_twice_in_any_object_of_a_compare_document_is_refused(data):
+    text = json.dumps(document(step("threads", 2, 1.9, ci=[1.8, 2.0], pairs=[1.8, 1.9, 2.0])))
+    keys = sorted(set(object_keys(text)))
+    key = data.draw(st.sampled_from(keys))
+    at = data.draw(st.sampled_from([i for i in range(len(text)) if text.startswith(f'"{key}": ', i)]))
+    doubled = text[:at] + f'"{key}": null, ' + text[at:]  # the later value wins in json: null never would
+    kind, message = outcome("compare", write(doubled.encode()))
+    assert kind == "error" and f"duplicate key {key!r}" in message, message
+
+
+def object_keys(text: str) -> list[str]:
+    """The keys of a JSON text json.dumps wrote."""
+    return re.findall(r'"([a-z_]+)": ', text)
+
+
+@FUZZ
+@given(SURROGATE_ESCAPES, st.sampled_from(["message", "reason", "interpreter", "log"]))
+def test_a_history_file_holding_a_lone_surrogate_restores_it_as_u_fffd(escape, field):
+    failure = {"timestamp": 1.0, "interpreter": "default", "workload": "w", "mode": "threads", "workers": 2,
+               "reason": "error", "message": "m", "log": ["l"]}
+    failure[field] = [f"a{escape}"] if field == "log" else f"a{escape}"
+    text = json.dumps({"version": 1, "limit": 10, "steps": [], "failures": [failure]}).replace("\\\\u", "\\u")
+    restored = history.History(10)
+    restored.restore(write(text.encode()))
+    (kept,) = restored.failures()
+    assert "a\ufffd" in json.dumps(vars(kept), ensure_ascii=False)

@@ -260,6 +260,16 @@ def test_raising_workload_fails_every_step_with_reason_error(monkeypatch):
     assert leftovers == []
 
 
+def test_a_lone_surrogate_in_a_workloads_message_is_printed_replaced_not_a_traceback():
+    """The report printed the message as is: UnicodeEncodeError and a traceback (issue 27)."""
+    result = subprocess.run([sys.executable, "-m", "exporter", "probe", "--workload", "faulty_workloads:raises_a_lone_surrogate",
+                             "--workload.path", str(TESTS), "--mode", "threads", "--workers", "2", "--seconds", "0.05",
+                             "--repeats", "1"], capture_output=True, timeout=120)
+    assert result.returncode == 1, result.stderr  # a probe failed
+    assert b"Traceback" not in result.stderr
+    assert "ValueError: bad \ufffd text" in result.stdout.decode("utf-8")
+
+
 def test_aborting_workload_is_a_crash_with_the_signal_named(monkeypatch):
     report, leftovers = run_faulty("aborts", monkeypatch)
     assert {s.reason for s in report.steps} == {"crash"}

@@ -293,6 +293,25 @@ def test_history_file_round_trip_keeps_points_failures_and_the_limit(tmp_path: P
     assert restored.failures() == history.failures()
 
 
+def test_a_history_file_holding_a_lone_surrogate_restores_it_replaced_and_the_page_serves(tmp_path: Path) -> None:
+    """An older version stored a workload's "\\ud800" as is; the page then answered 500 (issue 27)."""
+    history = History()
+    history.record([workload_report(fail_threads=True)])
+    saved = history.to_json()
+    saved["failures"][0]["message"] = "ValueError: \ud800"
+    saved["failures"][0]["log"] = ["\udfff \ud83d\ude00"]
+    path = tmp_path / "history.json"
+    path.write_text(json.dumps(saved))  # the escapes \ud800 and \udfff, as json.dump wrote them
+    restored = History()
+    restored.restore(str(path))
+    (failure,) = restored.failures()
+    assert (failure.message, failure.log) == ("ValueError: \ufffd", ["\ufffd \U0001f600"])
+    app = WebApp(CollectorRegistry(), routes=StatusPages(FakeDaemon(reports=[workload_report()], history=restored)).routes())
+    page, api = get(app, "/"), get(app, "/api/v1/results")
+    assert page.status == 200 and "ValueError: \ufffd" in page.body.decode("utf-8")
+    assert api.status == 200 and json.loads(api.body)["history"]["failures"][0]["message"] == "ValueError: \ufffd"
+
+
 @pytest.mark.parametrize("content", ["{", "[]", '{"version": 2}', '{"version": 1, "steps": [{"points": 3}]}'])
 def test_damaged_history_file_is_refused_with_value_error(tmp_path: Path, content: str) -> None:
     path = tmp_path / "history.json"

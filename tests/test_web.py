@@ -219,6 +219,49 @@ def test_telemetry_path_must_be_absolute(registry: CollectorRegistry) -> None:
     assert str(info.value) == "--web.telemetry-path: must start with '/', got 'metrics'"
 
 
+SERVED_PATHS = ["/", "/-/healthy", "/-/ready", "/-/reload", "/-/quit", "/api/v1/results", "/api/v1/services", "/config"]
+
+
+@pytest.mark.parametrize("path", SERVED_PATHS)
+def test_a_telemetry_path_the_server_already_serves_is_refused(registry: CollectorRegistry, path: str) -> None:
+    """--web.telemetry-path /-/healthy hid the metrics behind the health check (issue 27)."""
+    from exporter.pages.handlers import PAGES
+
+    with pytest.raises(ConfigError) as info:
+        WebApp(registry, telemetry_path=path, routes={page: lambda environ, start: [] for page in PAGES})
+    assert str(info.value).startswith("--web.telemetry-path: must not be a path the server already serves (")
+    assert str(info.value).endswith(f"got {path!r}")
+
+
+@pytest.mark.parametrize("command", [["--config.check"], []], ids=["--config.check", "serve"])
+@pytest.mark.parametrize("flags, message", [
+    (["--web.telemetry-path", "/-/healthy"], "--web.telemetry-path: must not be a path the server already serves"),
+    (["--web.telemetry-path", "/config"], "--web.telemetry-path: must not be a path the server already serves"),
+    (["--web.telemetry-path", "metrics"], "--web.telemetry-path: must start with '/', got 'metrics'"),
+    (["--web.telemetry-path", "/a b"], "--web.telemetry-path: must be visible ASCII characters without '?' or '#'"),
+    (["--web.telemetry-path", "/metrics?x"], "--web.telemetry-path: must be visible ASCII characters without"),
+    (["--web.telemetry-path", "/m\udcff"], "--web.telemetry-path: must be visible ASCII characters without"),  # argv's byte 0xff
+    (["--web.listen-address", ":99999"], "--web.listen-address: port must be a number from 0 to 65535, got ':99999'"),
+    (["--web.listen-address", "9860"], "--web.listen-address: missing port"),
+    (["--web.listen-address", "[::1:9860"], "--web.listen-address: missing ']' in IPv6 address"),
+    (["--web.listen-address", "http://localhost:9860"], "--web.listen-address: must be host:port, not a URL"),
+])
+def test_config_check_refuses_the_web_flags_serve_refuses_before_anything_starts(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, command: list[str], flags: list[str],
+        message: str) -> None:
+    """--config.check passed these, then serve refused them (issue 27)."""
+    import logging
+
+    from exporter import cli
+
+    root = logging.getLogger()  # serve sends logging to stderr: not for the tests after this one
+    monkeypatch.setattr(root, "handlers", [])
+    monkeypatch.setattr(root, "level", root.level)
+    assert cli.run(["serve", *command, *flags]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and message in err, err
+
+
 def test_failing_collector_gives_500_and_the_app_keeps_serving(app: Any) -> None:
     class Broken(Collector):
         def collect(self) -> Any:
@@ -303,12 +346,14 @@ def test_extra_routes_answer_get_and_head_and_refuse_other_methods(app: Any) -> 
         start("200 OK", [("Content-Type", "text/plain")])
         return [b"extra page"]
 
-    web = app(routes={"/extra": page, "/metrics": page})
+    web = app(routes={"/extra": page, "/-/healthy": page})
     assert call(web, "/extra").text == "extra page"
     head = call(web, "/extra", method="HEAD")
     assert (head.status, head.body) == (200, b"")
     assert call(web, "/extra", method="POST").status == 405
-    assert "pyparallel_test_gauge" in call(web, "/metrics").text  # built-ins win
+    assert call(web, "/-/healthy").text != "extra page"  # built-ins win
+    with pytest.raises(ConfigError, match="must not be a path the server already serves"):
+        app(routes={"/metrics": page})  # the metrics and the page: one would hide the other
 
 
 def test_head_on_metrics_has_the_headers_and_no_body(app: Any) -> None:

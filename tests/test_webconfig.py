@@ -33,7 +33,7 @@ INVALID: dict[str, str] = {
     "invalid-unsupported-rate-limit.yml": "{path}: rate_limit: not supported by this exporter",
     "invalid-unsupported-http2.yml":
         "{path}: http_server_config.http2: not supported by this exporter",
-    "invalid-tls-not-mapping.yml": "{path}: tls_server_config: must be a mapping, got boolean",
+    "invalid-tls-not-mapping.yml": "{path}: tls_server_config: must be a mapping, got string",  # "yes": a string in YAML 1.2
     "invalid-cert-without-key.yml":
         "{path}: tls_server_config: cert_file and key_file must both be set",
     "invalid-client-auth-without-cert.yml":

@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 from exporter.config.yamlfile import show
 from exporter.host import cpus
-from exporter.model.results import SCHED_IDLE, Nice
+from exporter.model.results import MAX_WORKERS, SCHED_IDLE, Nice
 from exporter.runner import workloads
 from exporter.runner.modes import MODES
 from exporter.stats.measurement import finite_number
@@ -34,7 +34,6 @@ SIZE_UNITS = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 <
 _SIZE = re.compile(r"([0-9]+)(" + "|".join(SIZE_UNITS) + ")?", re.ASCII)
 
 # Upper bounds: a value beyond these is a typo or an attack, never a probe anyone wants.
-MAX_WORKERS_ABSOLUTE = 256
 WORKERS_PER_CPU = 4  # oversubscription a probe may ask for, relative to the host's CPUs
 MAX_REPEATS = 1000
 MAX_LIST_ITEMS = 64  # workloads, modes, interpreters...: each item is a probe or a label value
@@ -47,11 +46,12 @@ MIN_MEMORY_LIMIT_BYTES = 64 << 20  # an interpreter with a few worker processes 
 MAX_NAME_CHARS = 255
 MAX_SERVICE_INTERVAL_SECONDS = 300.0
 USABLE = "usable"  # a worker count: the usable cores, found at run time
+YAML_1_1_BOOLEANS = {"yes", "no", "on", "off", "y", "n"}  # strings in YAML 1.2, which the config file is
 
 
 def max_workers() -> int:
     """The largest worker count a config may ask for on this host."""
-    return min(MAX_WORKERS_ABSOLUTE, WORKERS_PER_CPU * (os.cpu_count() or 1))
+    return min(MAX_WORKERS, WORKERS_PER_CPU * (os.cpu_count() or 1))
 
 
 # --- durations and sizes -----------------------------------------------------------------
@@ -173,8 +173,8 @@ def worker_count(value: Any) -> Union[int, str]:
     if value == USABLE:
         return USABLE
     number = positive_int(value)
-    if number > MAX_WORKERS_ABSOLUTE:
-        raise ValueError(f"must be at most {MAX_WORKERS_ABSOLUTE}, got {show(value)}")
+    if number > MAX_WORKERS:
+        raise ValueError(f"must be at most {MAX_WORKERS}, got {show(value)}")
     if number > max_workers():
         raise ValueError(f"must be at most {max_workers()} ({WORKERS_PER_CPU} per CPU on this host), got {show(value)}")
     return number
@@ -205,8 +205,8 @@ def ratio(value: Any) -> float:
 
 def cores_value(value: Any) -> float:
     number = positive_float(value)
-    if number > MAX_WORKERS_ABSOLUTE:
-        raise ValueError(f"must be at most {MAX_WORKERS_ABSOLUTE}, got {show(value)}")
+    if number > MAX_WORKERS:
+        raise ValueError(f"must be at most {MAX_WORKERS}, got {show(value)}")
     return number
 
 
@@ -223,8 +223,15 @@ def optional_bool(value: Any) -> Optional[bool]:
     if value is None or value == "auto":
         return None
     if not isinstance(value, bool):
-        raise ValueError(f"must be true, false or auto, got {show(value)}")
+        raise ValueError(f"must be true, false or auto, got {show(value)}{yaml_1_1_hint(value)}")
     return value
+
+
+def yaml_1_1_hint(value: Any) -> str:
+    """Why ``yes`` is not a boolean here: the config file is YAML 1.2 (exporter.config.yamlfile)."""
+    if isinstance(value, str) and value.lower() in YAML_1_1_BOOLEANS:
+        return " (the file is YAML 1.2: write true or false; yes, no, on, off, y and n are strings)"
+    return ""
 
 
 # --- names, paths and lists ----------------------------------------------------------------

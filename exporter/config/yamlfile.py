@@ -7,9 +7,11 @@ most ``MAX_ITEMS`` items per list or mapping, duplicate keys are refused (PyYAML
 keeps the last one), and every parser failure — bad syntax, a constructor error such as
 ``2024-13-45`` — becomes a ``YAMLFileError`` with one line of text.
 
-Numbers are read as YAML 1.2 writes them, in ASCII decimal: PyYAML's YAML 1.1 rules would
-read ``0x10`` as 16, ``010`` as 8, ``1_000`` as 1000 and ``1:30`` as 90; here those stay
-strings, which the validators then refuse by name.
+Numbers and booleans are read as YAML 1.2 writes them (its core schema): numbers in ASCII
+decimal, booleans only ``true`` and ``false``. PyYAML's YAML 1.1 rules would read ``0x10`` as
+16, ``010`` as 8, ``1_000`` as 1000, ``1:30`` as 90 and ``yes``, ``no``, ``on``, ``off`` as
+booleans; here those stay strings, which a field that wants a number or a boolean refuses
+by name, and which a field that wants a string keeps as written.
 """
 
 from __future__ import annotations
@@ -29,7 +31,10 @@ MAX_CONFIG_BYTES = 256 * 1024
 MAX_DEPTH = 32  # real configs nest 4 levels; PyYAML recurses ~4 frames per level
 MAX_ITEMS = 10_000  # per list or mapping; the validators allow far fewer (MAX_LIST_ITEMS)
 
-_INT_TAG, _FLOAT_TAG = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
+_INT_TAG, _FLOAT_TAG, _BOOL_TAG = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:bool"
+# YAML 1.2's core schema: only true and false. YAML 1.1 (PyYAML's default) also reads yes, no,
+# on and off as booleans, so a name "on" or a country "NO" would silently become one.
+_BOOL = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
 # YAML 1.2's core schema, ASCII digits only: no 0x/0o/0b, leading-zero octal, _ or base 60.
 _INT = re.compile(r"^[-+]?[0-9]+$", re.ASCII)
 _FLOAT = re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
@@ -42,10 +47,10 @@ class YAMLFileError(inputs.InputError):
 
 class StrictLoader(yaml.SafeLoader):
     """SafeLoader that refuses duplicate keys, deep nesting and huge collections, and reads
-    numbers as YAML 1.2 decimals."""
+    numbers and booleans as YAML 1.2 does."""
 
     yaml_implicit_resolvers = {
-        first: [(tag, regexp) for tag, regexp in resolvers if tag not in (_INT_TAG, _FLOAT_TAG)]
+        first: [(tag, regexp) for tag, regexp in resolvers if tag not in (_INT_TAG, _FLOAT_TAG, _BOOL_TAG)]
         for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
 
     def __init__(self, stream: str) -> None:
@@ -89,6 +94,7 @@ class StrictLoader(yaml.SafeLoader):
 
 StrictLoader.add_implicit_resolver(_INT_TAG, _INT, list("-+0123456789"))
 StrictLoader.add_implicit_resolver(_FLOAT_TAG, _FLOAT, list("-+.0123456789"))
+StrictLoader.add_implicit_resolver(_BOOL_TAG, _BOOL, list("tTfF"))
 StrictLoader.add_constructor(_INT_TAG, StrictLoader.construct_yaml_int)
 
 
@@ -100,6 +106,15 @@ def parse(data: bytes) -> Any:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise YAMLFileError(f"not UTF-8 text: {exc.reason} at byte {exc.start}") from None
+    document = _load(text)
+    try:
+        inputs.refuse_lone_surrogates(document)  # YAML's "\\ud800" escape too
+    except inputs.InputError as exc:
+        raise YAMLFileError(str(exc)) from None
+    return document
+
+
+def _load(text: str) -> Any:
     try:
         return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - StrictLoader is a SafeLoader
     except yaml.MarkedYAMLError as exc:

@@ -9,6 +9,7 @@ import argparse
 import json
 import math
 import sys
+import traceback
 from typing import Any
 
 from rich import box
@@ -21,6 +22,7 @@ from exporter.gate.compare import (
     DEFAULT_ALPHA,
     DEFAULT_THRESHOLD,
     EXIT_BAD_INPUT,
+    EXIT_BUG,
     EXIT_INCONCLUSIVE,
     EXIT_OK,
     IDENTITY_LABELS,
@@ -146,3 +148,24 @@ def run(args: argparse.Namespace) -> int:
     else:
         render(comparison, Console())
     return comparison.exit_code
+
+
+def run_guarded(args: argparse.Namespace) -> int:
+    """``run``, whose unexpected exceptions are exit 70 with their traceback, never exit 1.
+
+    Bad input is CompareError (one line, exit 2) wherever it is found, and a value the reader
+    did not expect becomes one while the document is read (``compare.VALUE_ERRORS``); an
+    output that cannot be written is one line and exit 2 too. What is left is a bug in
+    compare: it must show (the traceback) and must not pass for a regression or for bad
+    input, which would send the user to their files.
+    """
+    try:
+        return run(args)
+    except OSError as exc:  # the files were read: this is the output (a full disk, a closed pipe)
+        print(f"parallelism-exporter compare: cannot write the result: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except Exception:  # noqa: BLE001 - every exception: Python's own exit code for one would be 1
+        traceback.print_exc()
+        print(f"parallelism-exporter compare: internal error (exit {EXIT_BUG}): a bug in compare, not in the "
+              "files; please report it with the traceback above", file=sys.stderr)
+        return EXIT_BUG

@@ -12,17 +12,18 @@ about a field.
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
+import statistics
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence, Union
 
 from exporter.host.cpus import HostCpus
-from exporter.model.results import StepKey, StepResult, WorkloadReport
+from exporter.model import typedjson
+from exporter.model.results import MAX_WORKERS, StepKey, StepResult, WorkloadReport
 from exporter.model.schedule import Schedule
+from exporter.model.typedjson import Bounds
 from exporter.model.verdicts import parallelism, step_verdicts, workload_verdict
 from exporter.runner.modes import SEQUENTIAL
-from exporter.stats.measurement import BASELINE, Accounting, finite_number
+from exporter.stats.measurement import BASELINE, Accounting
 
 VERSION = 2  # 1: before the fields of independent pairs (pairs, conclusive, ...); read with their defaults
 
@@ -311,131 +312,89 @@ def to_json(document: Results) -> dict[str, Any]:
 
 # --- reading -----------------------------------------------------------------------------
 
-
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _optional(hint: Any) -> tuple[bool, Any]:
-    """(whether None is allowed, the type without None)."""
-    if typing.get_origin(hint) in (Union, types.UnionType):
-        arguments = [a for a in typing.get_args(hint) if a is not type(None)]
-        allows_none = len(arguments) < len(typing.get_args(hint))
-        return allows_none, arguments[0] if len(arguments) == 1 else Union[tuple(arguments)]
-    return False, hint
-
-
-def _value(value: Any, hint: Any, where: str) -> Any:
-    allows_none, hint = _optional(hint)
-    if value is None:
-        if allows_none:
-            return None
-        raise DocumentError(f"{where}: must not be null")
-    if dataclasses.is_dataclass(hint):
-        return _object(value, hint, where)
-    origin = typing.get_origin(hint)
-    if origin is list:
-        if not isinstance(value, list):
-            raise DocumentError(f"{where}: must be a list, got {_show(value)}")
-        (item,) = typing.get_args(hint)
-        return [_value(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is dict or hint is dict:  # the services document: its own shape (docs/services.md)
-        if not isinstance(value, dict):
-            raise DocumentError(f"{where}: must be an object, got {_show(value)}")
-        return value
-    if origin is Union:  # nice: a number or "idle"
-        if isinstance(value, bool) or not isinstance(value, (int, str)):
-            raise DocumentError(f"{where}: must be a whole number or a string, got {_show(value)}")
-        return value
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise DocumentError(f"{where}: must be true or false, got {_show(value)}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise DocumentError(f"{where}: must be a whole number, got {_show(value)}")
-        return value
-    if hint is float:
-        if not finite_number(value):
-            raise DocumentError(f"{where}: must be a finite number, got {_show(value)}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise DocumentError(f"{where}: must be a string, got {_show(value)}")
-        return value
-    raise DocumentError(f"{where}: cannot read a value of type {hint!r}")  # a field type this reader lacks
-
-
-def _object(value: Any, cls: Any, where: str) -> Any:
-    if not isinstance(value, dict):
-        raise DocumentError(f"{where}: must be an object, got {_show(value)}")
-    fields, hints = {}, _hints(cls)
-    for item in dataclasses.fields(cls):
-        here = f"{where}.{item.name}" if where else item.name
-        if item.name in value:
-            fields[item.name] = _value(value[item.name], hints[item.name], here)
-        elif item.default is dataclasses.MISSING and item.default_factory is dataclasses.MISSING:
-            raise DocumentError(f"{here}: missing")
-    return cls(**fields)  # fields this version does not know (a newer writer's) are ignored
-
-
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:40] + "…"
+FIRST_VERSION = 1  # every version since has only added fields: a reader of VERSION reads them all
+NON_NEGATIVE, POSITIVE, AT_LEAST_ONE = Bounds(minimum=0), Bounds(above=0), Bounds(minimum=1)
+# What each number of the document may be (by field name, in every class; "Class.field" for
+# one class's): what the writer can produce (exporter/stats/measurement.py), so a document
+# outside it was not written by a probe. serial_fraction (negative above linear speedup),
+# steal_ratio (the kernel's steal counter can step back) and timestamps are left free.
+FIELD_BOUNDS = {
+    "Results.version": Bounds(minimum=FIRST_VERSION, maximum=VERSION),
+    "logical_cpus": AT_LEAST_ONE, "physical_cpus": AT_LEAST_ONE, "affinity_cpus": AT_LEAST_ONE,
+    "cgroup_quota_cpus": POSITIVE, "usable_cpus": POSITIVE,
+    "workers": Bounds(minimum=1, maximum=MAX_WORKERS),
+    "speedup": POSITIVE, "speedup_ci": Bounds(above=0, interval=True), "pair_speedups": POSITIVE,
+    "idle_speedup": POSITIVE, "idle_speedup_ci": Bounds(above=0, interval=True), "pair_idle_speedups": POSITIVE,
+    "cpu_rate_ratio": NON_NEGATIVE, "cpu_rate_ci": Bounds(minimum=0, interval=True), "pair_cpu_rates": POSITIVE,
+    "runnable_workers": NON_NEGATIVE, "runnable_workers_ci": Bounds(interval=True),  # mean ± t·se: may dip below 0
+    "on_cpu_workers": NON_NEGATIVE, "cores_used": NON_NEGATIVE, "efficiency": NON_NEGATIVE,
+    "core_utilisation": Bounds(minimum=0, maximum=1), "interference_cores": NON_NEGATIVE, "free_cores": NON_NEGATIVE,
+    "speedup_spread": NON_NEGATIVE, "pairs": NON_NEGATIVE,
+    "throughput_units_per_second": NON_NEGATIVE, "throughput_ops_per_second": NON_NEGATIVE,
+    "duration_seconds": NON_NEGATIVE, "wall_seconds": NON_NEGATIVE, "waited_seconds": NON_NEGATIVE,
+    "warmup_seconds": NON_NEGATIVE, "startup_seconds": NON_NEGATIVE, "repeats": NON_NEGATIVE,
+}
+# A figure and the pairs it summarises: the writer's figure is their geometric mean
+# (measurement.ratio_estimate); the idle-host estimate is capped at the cores the step could
+# use, so it may be below its pairs' mean, never above.
+PAIRED_FIGURES = (("speedup", "pair_speedups", False), ("cpu_rate_ratio", "pair_cpu_rates", False),
+                  ("idle_speedup", "pair_idle_speedups", True))
+# How far a figure may be from its pairs' geometric mean. Written, they agree to rounding; 5 %
+# leaves room for a tool that rounds them, and is half of compare's default threshold, so the
+# figure and its pairs cannot tell two stories about one regression.
+PAIRS_AGREEMENT = 0.05
+TYPES = typedjson.Types(FIELD_BOUNDS)
 
 
 def parse(data: Any) -> Results:
-    """A results document from decoded JSON; DocumentError (one line, naming the field) if not."""
+    """A results document from decoded JSON; DocumentError (one line, naming the field) if not.
+
+    Versions FIRST_VERSION to VERSION are read (missing fields at their defaults); the
+    version is checked first, as a newer writer's fields may mean something else.
+    """
     if not isinstance(data, dict) or "results" not in data:
         raise DocumentError("not a probe --json or /api/v1/results document (expected an object with results)")
-    document = _object(data, Results, "")
-    for i, step in enumerate(document.results):
-        if step.speedup is not None and step.speedup <= 0:
-            raise DocumentError(f"results[{i}].speedup: must be a number > 0, got {step.speedup!r}")
-        if step.speedup_ci is not None and len(step.speedup_ci) != 2:
-            raise DocumentError(f"results[{i}].speedup_ci: must be [low, high] or null")
+    version = data.get("version", FIRST_VERSION)
+    try:
+        TYPES.reader(int, FIELD_BOUNDS["Results.version"])(version)
+    except typedjson.Invalid:
+        raise DocumentError(f"version: this exporter reads versions {FIRST_VERSION} to {VERSION}, "
+                            f"got {typedjson.show(version)}") from None
+    try:
+        document: Results = TYPES.read(Results, data)
+        for i, step in enumerate(document.results):
+            try:
+                check_pairs(step)
+            except typedjson.Invalid as exc:
+                raise exc.inside(f".results[{i}]") from None
+    except typedjson.Invalid as exc:
+        raise DocumentError(str(exc)) from None
     return document
+
+
+def check_pairs(step: Step) -> None:
+    """Each figure agrees with the pairs it summarises (``PAIRED_FIGURES``), or Invalid."""
+    for figure_name, pairs_name, capped in PAIRED_FIGURES:
+        figure, pairs = getattr(step, figure_name), getattr(step, pairs_name)
+        if figure is None or not pairs:
+            continue
+        mean = statistics.geometric_mean(pairs)  # the pairs are > 0: their bounds say so
+        if figure > mean * (1 + PAIRS_AGREEMENT) or (not capped and figure < mean / (1 + PAIRS_AGREEMENT)):
+            raise typedjson.Invalid(f"{figure:g} is not what {pairs_name} say: their geometric mean is {mean:.4g}",
+                                    f".{figure_name}")
 
 
 # --- the schema --------------------------------------------------------------------------
 
 
-def _schema_of(hint: Any) -> dict[str, Any]:
-    allows_none, hint = _optional(hint)
-    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
-        schema: dict[str, Any] = {"$ref": f"#/$defs/{hint.__name__}"}
-    elif typing.get_origin(hint) is list:
-        schema = {"type": "array", "items": _schema_of(typing.get_args(hint)[0])}
-    elif typing.get_origin(hint) is dict:
-        schema = {"type": "object"}
-    elif typing.get_origin(hint) is Union:
-        schema = {"type": ["integer", "string"]}
-    else:
-        schema = {"type": {bool: "boolean", int: "integer", float: "number", str: "string"}[hint]}
-    if allows_none:
-        schema = {"anyOf": [schema, {"type": "null"}]}
-    return schema
-
-
-def _definition(cls: Any) -> dict[str, Any]:
-    hints = _hints(cls)
-    required = [f.name for f in dataclasses.fields(cls)
-                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
-    definition = {"type": "object", "properties": {f.name: _schema_of(hints[f.name]) for f in dataclasses.fields(cls)},
-                  "required": required}
-    if cls.__doc__ and not cls.__doc__.startswith(cls.__name__ + "("):
-        definition["description"] = " ".join(cls.__doc__.split())
-    return definition
-
-
 def json_schema() -> dict[str, Any]:
     """The JSON Schema of the document, derived from these classes (docs/results.schema.json)."""
-    schema = _definition(Results)
+    schema = TYPES.definition(Results)
     served = (ServedResults, ServedStep, WorkloadVerdict, ExporterInfo, Schedule, HistoryDocument, HistorySeries,
               HistoryFailure)
     return {"$schema": "https://json-schema.org/draft/2020-12/schema",
             "title": "python-parallelism-exporter results (probe --json; /api/v1/results adds $defs/ServedResults)",
-            **schema, "$defs": {cls.__name__: _definition(cls) for cls in (Host, InterpreterInfo, Step, *served)}}
+            **schema, "$defs": {cls.__name__: TYPES.definition(cls) for cls in (Host, InterpreterInfo, Step, *served)}}
 
 
 if __name__ == "__main__":  # python -m exporter.model.document > docs/results.schema.json

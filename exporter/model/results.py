@@ -19,6 +19,11 @@ from exporter.runner.modes import SEQUENTIAL
 # of it, or an allocation failed).
 FAILURE_REASONS = ("error", "crash", "timeout", "interpreter", "memory")
 
+# The most workers a step has: a config asks for at most this many (probe.workers), and a
+# results document that claims more is refused. Beyond it a probe measures the scheduler, not
+# the interpreter.
+MAX_WORKERS = 256
+
 # probe.nice: a nice value 0..19, or "idle" for the SCHED_IDLE policy.
 Nice = Union[int, str]
 SCHED_IDLE = "idle"

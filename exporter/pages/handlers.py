@@ -64,6 +64,11 @@ def _respond(start: StartResponse, environ: Mapping[str, Any], body: bytes, cont
     return [b""] if method == "HEAD" else [body]
 
 
+# path -> the StatusPages method that serves it ("/" replaces the web server's landing page);
+# --web.telemetry-path may take none of them.
+PAGES = {"/": "page", "/api/v1/results": "results", "/config": "config", "/api/v1/services": "services"}
+
+
 class StatusPages:
     """The WSGI apps of ``/``, ``/api/v1/results`` and ``/config`` for the web server's routes."""
 
@@ -97,9 +102,7 @@ class StatusPages:
         return _respond(start, environ, body, "text/plain; charset=utf-8")
 
     def routes(self) -> dict[str, WSGIApp]:
-        return {path: self._guarded(app) for path, app in
-                (("/", self.page), ("/api/v1/results", self.results), ("/config", self.config),
-                 ("/api/v1/services", self.services))}
+        return {path: self._guarded(getattr(self, handler)) for path, handler in PAGES.items()}
 
     @staticmethod
     def _guarded(app: WSGIApp) -> WSGIApp:

@@ -154,7 +154,7 @@ class History:
         """Load what ``save`` wrote, keeping the last ``limit`` of everything; returns the
         number of points read. Raises OSError or ValueError (one line) for a missing or damaged
         file; it is read under ``exporter.config.inputs``' rule (a FIFO or /dev/zero is an error)."""
-        document = inputs.read_json(path, max_bytes=MAX_FILE_BYTES, max_items=MAX_LIMIT)
+        document = inputs.read_json(path, max_bytes=MAX_FILE_BYTES, max_items=MAX_LIMIT, lone_surrogates="replace")
         if not isinstance(document, dict) or document.get("version") != 1:
             raise ValueError("not a history file of this exporter (version 1)")
         series: dict[StepKey, deque[Point]] = {}

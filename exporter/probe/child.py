@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 from typing import IO, Optional, Union
 
+from exporter.config import inputs
 from exporter.probe.containment import Containment
 from exporter.probe.memorylimit import MemoryLimit
 from exporter.model.results import Interpreter
@@ -194,7 +195,9 @@ class OutputCapture:
         if not isinstance(event, dict) or not isinstance(event.get("event"), str):
             self._put(ProtocolError(f"runner sent {_short(text)}, not an event object with an 'event' key"))
             return
-        self._put(event)
+        # A workload's message may hold a lone surrogate ("\\ud800", a JSON escape here): kept
+        # as U+FFFD, it can be printed, stored in the history and served.
+        self._put(inputs.replace_lone_surrogates(event))
 
 
 def _short(text: str, limit: int = 80) -> str:

@@ -18,11 +18,11 @@ from exporter.config.loader import load_config
 from exporter.config.webconfig import load_web_config
 from exporter.export.exposition import TelemetryApp
 from exporter.logs import log_kv, setup_logging
-from exporter.pages.handlers import StatusPages
+from exporter.pages.handlers import PAGES, StatusPages
 from exporter.serve.daemon import Daemon
 from exporter.serve.malloc import thread_caches_off, use_one_malloc_arena
 from exporter.services.collector import ServiceCollector
-from exporter.web.listen import start_web_server
+from exporter.web.listen import check_web_flags, start_web_server
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,7 @@ def serve(args: argparse.Namespace) -> int:
     setup_logging(args.log_level, args.log_format)
     config = load_config(args.config_file)
     web_config = load_web_config(args.web_config_file) if args.web_config_file else None
+    check_web_flags(args.listen_address, args.telemetry_path, PAGES)  # as the web server will, before anything starts
     if args.config_check:
         print(f"config OK: {args.config_file or '(built-in defaults)'}"
               + (f"; web config OK: {args.web_config_file}" if web_config else ""))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -36,6 +37,11 @@ Route = WSGIApp  # a route's handler is a WSGI app for its path
 # Methods each kind of route answers; any other gets 405 with an Allow header.
 READ_ONLY = ("GET", "HEAD")
 CONTROL = ("POST", "PUT")
+LANDING, HEALTHY, READY, RELOAD, QUIT = "/", "/-/healthy", "/-/ready", "/-/reload", "/-/quit"
+BUILT_IN_PATHS = (LANDING, HEALTHY, READY, RELOAD, QUIT)
+# A telemetry path a request can reach: visible ASCII (a WSGI path is bytes read as Latin-1),
+# no "?" or "#" (a request's path stops there).
+_REACHABLE_PATH = re.compile(r"/[!-~]*", re.ASCII)
 
 
 class Lifecycle:
@@ -73,6 +79,20 @@ class Lifecycle:
         return _text(start, "200 OK", "Requesting termination... Goodbye!")
 
 
+def check_telemetry_path(path: str, pages: Iterable[str] = ()) -> None:
+    """ConfigError unless ``path`` can serve the metrics: absolute, reachable by a request, and
+    not a path the server already serves (a built-in one or one of ``pages``), which it would
+    hide or be hidden by (``/-/healthy`` hid the metrics)."""
+    if not path.startswith("/"):
+        raise ConfigError(f"--web.telemetry-path: must start with '/', got {path!r}")
+    if not _REACHABLE_PATH.fullmatch(path) or "?" in path or "#" in path:
+        raise ConfigError(f"--web.telemetry-path: must be visible ASCII characters without '?' or '#', got {path!r}")
+    if path in BUILT_IN_PATHS or path in pages:
+        served = ", ".join(sorted({*BUILT_IN_PATHS, *pages}))
+        raise ConfigError(f"--web.telemetry-path: must not be a path the server already serves ({served}), "
+                          f"got {path!r}")
+
+
 class WebApp:
     """The WSGI application: auth, extra headers, then one route of the table.
 
@@ -80,15 +100,14 @@ class WebApp:
     ``reload``/``quit`` back ``/-/reload`` and ``/-/quit``, which answer 403 unless
     ``enable_lifecycle``. ``routes`` adds pages (path -> WSGI app) answering GET and HEAD,
     behind the same auth; one at ``/`` replaces the built-in landing page, other built-ins win.
-    Raises ConfigError for a telemetry path that is not absolute.
+    Raises ConfigError for a telemetry path ``check_telemetry_path`` refuses.
     """
 
     def __init__(self, metrics: CollectorRegistry | WSGIApp, *, telemetry_path: str = "/metrics",
                  web_config: WebConfig | None = None, is_ready: Callable[[], bool] = lambda: True,
                  reload: Callable[[], tuple[bool, str]] | None = None, quit: Callable[[], None] | None = None,
                  enable_lifecycle: bool = False, routes: Mapping[str, WSGIApp] | None = None) -> None:
-        if not telemetry_path.startswith("/"):
-            raise ConfigError(f"--web.telemetry-path: must start with '/', got {telemetry_path!r}")
+        check_telemetry_path(telemetry_path, routes or {})
         web_config = web_config or WebConfig()
         # prometheus_client's app negotiates gzip and OpenMetrics for a plain registry.
         self._metrics = make_wsgi_app(metrics) if isinstance(metrics, CollectorRegistry) else metrics
@@ -102,11 +121,11 @@ class WebApp:
         # path -> (methods, handler); a new page is one line here.
         self._routes: dict[str, tuple[tuple[str, ...], Route]] = {
             telemetry_path: (READ_ONLY, self._serve_metrics),
-            "/": (READ_ONLY, self._landing),
-            "/-/healthy": (READ_ONLY, self._healthy),
-            "/-/ready": (READ_ONLY, self._ready),
-            "/-/reload": (CONTROL, lifecycle.do_reload),
-            "/-/quit": (CONTROL, lifecycle.do_quit),
+            LANDING: (READ_ONLY, self._landing),
+            HEALTHY: (READ_ONLY, self._healthy),
+            READY: (READ_ONLY, self._ready),
+            RELOAD: (CONTROL, lifecycle.do_reload),
+            QUIT: (CONTROL, lifecycle.do_quit),
         }
         for path, page in (routes or {}).items():
             # The status page replaces the plain landing page; every other built-in route wins.

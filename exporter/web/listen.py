@@ -11,7 +11,7 @@ import ipaddress
 import logging
 import socket
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -22,7 +22,7 @@ from exporter.web.httpserver import (DEFAULT_IDLE_TIMEOUT_SECONDS, DEFAULT_MAX_R
                                  DEFAULT_MAX_REQUESTS_PER_CONNECTION, DEFAULT_READ_TIMEOUT_SECONDS,
                                  BoundedHTTPServer, somaxconn)
 from exporter.logs import log_kv
-from exporter.web.app import WebApp, WSGIApp
+from exporter.web.app import WebApp, WSGIApp, check_telemetry_path
 from exporter.config.webconfig import WebConfig
 
 log = logging.getLogger(__name__)
@@ -92,8 +92,7 @@ def start_web_server(
             raise ConfigError(f"{name}: must be between 0 and 3600 seconds, got {seconds:g}")
     if max_requests_per_connection < 1:
         raise ConfigError(f"requests per connection: must be 1 or more, got {max_requests_per_connection}")
-    host, port = parse_listen_address(listen_address)
-    family, sockaddr, dualstack = _resolve(host, port, listen_address)
+    host, family, sockaddr, dualstack = listen_target(listen_address)
     web_config = web_config or WebConfig()
     ssl_context = web_config.ssl_context()
     app = WebApp(metrics, telemetry_path=telemetry_path, web_config=web_config, is_ready=is_ready,
@@ -133,6 +132,20 @@ def _listen(family: socket.AddressFamily, sockaddr: Any, dualstack: bool) -> soc
         sock.close()
         raise
     return sock
+def check_web_flags(listen_address: str, telemetry_path: str, pages: Iterable[str] = ()) -> None:
+    """ConfigError for a listen address or telemetry path ``start_web_server`` would refuse
+    (``pages``: the paths the caller adds), checked as it checks them, without binding:
+    ``serve --config.check``."""
+    listen_target(listen_address)
+    check_telemetry_path(telemetry_path, pages)
+
+
+def listen_target(address: str) -> tuple[str, socket.AddressFamily, Any, bool]:
+    """(host, socket family, address to bind, dual-stack) of a ``--web.listen-address``."""
+    host, port = parse_listen_address(address)
+    return (host, *_resolve(host, port, address))
+
+
 def parse_listen_address(address: str) -> tuple[str, int]:
     """Split a node_exporter-style ``[host]:port``; host "" means every interface."""
 
