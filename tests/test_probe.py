@@ -19,7 +19,7 @@ import pytest
 from exporter.probe import run as probe
 from exporter.model import verdicts
 from exporter.host.cpus import host_cpus
-from exporter.stats import measurement
+from exporter.probe import quiet
 from support import could_tell, processes_with_token, wait_for_quiet_host
 
 pytestmark = pytest.mark.integration  # every test starts the runner
@@ -218,11 +218,9 @@ def test_wait_quiet_waits_for_free_cores_before_a_step():
         burner.kill()
         burner.wait()
     step = report.step("processes", 2)
-    # It waited while the burner ran; then until the host was quiet, or — where other work
-    # kept it busy — to the end of its bound, and the step met that other load.
-    assert step.waited_seconds > 1.5, step.waited_seconds
-    if step.waited_seconds >= 30.0:
-        assert step.summary.interference_cores > measurement.FREE_CORES_MIN_SLACK, step.summary
+    # It waited while the burner ran, then until the host was quiet or, where other work kept
+    # it busy, to the end of its bound (a shared CI machine: a step measured then still answers).
+    assert 1.0 < step.waited_seconds <= 30.0 + quiet.SAMPLE_SECONDS * 2, step.waited_seconds
 
 
 def test_sleep_overlaps_in_threads_and_asyncio():
