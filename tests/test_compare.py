@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -18,7 +19,7 @@ from scipy import stats  # the test extra installs it: the cross-check runs in C
 
 from conftest import IN_CI, free_threaded_python
 from exporter import cli
-from exporter.gate import compare
+from exporter.gate import compare, table
 from exporter.stats import ranktest
 import support
 from support import REPO, TESTS
@@ -324,6 +325,60 @@ def test_cli_json_has_every_row_and_the_exit_code(tmp_path: Path, capsys: pytest
     assert {c["field"] for c in result["identity_changes"]} == {"version", "free_threaded_build", "gil_enabled"}
 
 
+def every_kind_of_row() -> tuple[dict[str, Any], dict[str, Any]]:
+    """Two documents whose comparison has the longest names and verdicts the table shows."""
+    mine = "myapp.bench:score_batch"
+    base = document(step("threads", 2, 1.71, ci=[1.27, 2.16]), step("processes", 2, 1.66, ci=[1.17, 2.15]),
+                    step("subinterpreters", 2, 1.9, ci=[1.8, 1.95]), step("threads", 2, 1.9, ci=[1.8, 1.95],
+                                                                           workload=mine),
+                    step("processes", 2, None, success=False, workload=mine), identity=IDENTITY_313T)
+    cand = document(step("threads", 2, 0.98, ci=[0.95, 1.0]),
+                    step("processes", 2, None, conclusive=False, inconclusive_reason=BUSY),
+                    step("subinterpreters", 2, None, success=False), step("threads", 2, 1.9, ci=[1.8, 1.95],
+                                                                          workload=mine),
+                    step("processes", 2, None, success=False, workload=mine), identity=IDENTITY_313T)
+    return base, cand
+
+
+def table_lines(text: str) -> list[str]:
+    """The table's header and rows: from the header line to the first line of the notes under
+    it (indented by two spaces; a row's wrapped cells are indented further)."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("workload"))
+    end = next(i for i, line in enumerate(lines) if i > start and re.match(r"  \S", line))
+    return lines[start:end]
+
+
+def assert_table_whole(text: str) -> None:
+    assert "(alpha 0.05)" in " ".join(text.split())  # the heading wraps, never cut
+    header = table_lines(text)[0].split()
+    assert header == ["workload", "mode", "N", "baseline", "candidate", "change", "p", "verdict"]
+    for verdict in ("regression", "inconclusive", "new failure", "no change", "failed in both"):
+        assert any(line.rstrip().endswith(verdict) for line in table_lines(text)), (verdict, text)
+    assert "…" not in text
+
+
+def test_the_table_fits_80_columns_with_every_column_and_whole_verdicts() -> None:
+    import io
+
+    from rich.console import Console
+
+    out = io.StringIO()
+    table.render(compare_dicts(*every_kind_of_row()), Console(file=out, width=80))
+    text = out.getvalue()
+    assert max(len(line.rstrip()) for line in text.splitlines()) <= 80, text
+    assert_table_whole(text)
+
+
+def test_the_table_is_whole_in_a_ci_log_without_columns(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """CI runs compare with stdout to a log and no COLUMNS: rich falls back to 80 columns."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+    code, out, err = run_compare(tmp_path, *every_kind_of_row(), capsys=capsys)
+    assert code == 1 and err == ""
+    assert_table_whole(out)
+
+
 @pytest.mark.parametrize("baseline, candidate, flags, expected", [
     ("{not json", None, [], "base.json: not a JSON document: Expecting property name enclosed in double quotes at line 1"),
     ([1, 2], None, [], "base.json: not a probe --json or /api/v1/results document (expected an object with results)"),
@@ -477,7 +532,6 @@ def test_example_workflow_matches_the_github_workflow_schema() -> None:
 
 
 def test_example_workflow_uses_only_flags_the_cli_accepts() -> None:
-    import re
     import shlex
 
     import yaml
