@@ -218,3 +218,21 @@ def test_a_report_into_a_pipe_keeps_every_figure_whole():
                  "--seconds", "0.1", "--repeats", "2")
     assert result.returncode == 0, result.stderr
     assert "…" not in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize("argv, codes", [
+    ([], ("0", "1", "2", "3")), (["compare"], ("0", "1", "2", "3")), (["serve"], ("0", "2"))])
+def test_help_describes_the_command_and_its_exit_codes(capsys, argv, codes):
+    from exporter import cli as command_line
+
+    with pytest.raises(SystemExit) as exit_:
+        command_line.run([*argv, "--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    description = text.split("\n\n")[1]  # after the usage
+    assert not description.startswith(("positional arguments", "options")), text
+    exit_codes = text.split("exit codes:", 1)[1]
+    for code in codes:
+        assert f" {code} " in exit_codes, (code, text)
+    if not argv:
+        assert "3 inconclusive" in exit_codes
