@@ -31,7 +31,7 @@ from exporter.host import cpus
 from exporter.model import document
 from exporter.model.results import Interpreter, WorkloadReport
 from exporter.pages.history import add_history_flags
-from exporter.probe import run as probe
+from exporter.probe import preflight, run as probe
 from exporter.runner import workloads
 from exporter.runner.modes import ALL_MODES, ASYNCIO, PROCESSES, SEQUENTIAL, THREADS
 
@@ -214,6 +214,15 @@ def check_plot_target(path: str) -> None:
         raise ConfigError(f"--plot: directory {directory!r} does not exist")
 
 
+def check_interpreters(interpreters: Sequence[Interpreter], from_flags: bool) -> None:
+    """Refuse, before probing, an interpreter that cannot run the probe (after the other
+    checks: this one starts each interpreter once)."""
+    for interpreter in interpreters:
+        reason = preflight.why_not_runnable(interpreter)
+        if reason is not None:
+            raise ConfigError(f"--python: {reason}" if from_flags else f"interpreter {interpreter.name}: {reason}")
+
+
 def run_one_shot(args: argparse.Namespace) -> int:
     cfg = one_shot_config(args)
     if args.compare and len(cfg.interpreters) != 2:
@@ -222,6 +231,7 @@ def run_one_shot(args: argparse.Namespace) -> int:
         check_textfile_target(args.textfile)
     if args.plot:
         check_plot_target(args.plot)
+    check_interpreters(cfg.interpreter_list(), from_flags=bool(args.python))
     host = cpus.host_cpus()
     err = Console(stderr=True)
     reports: list[WorkloadReport] = []

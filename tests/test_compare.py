@@ -564,13 +564,18 @@ def test_probe_compare_needs_exactly_two_interpreters(capsys: pytest.CaptureFixt
 
 @pytest.mark.integration
 def test_probe_compare_runs_both_and_fails_on_a_step_the_candidate_cannot_run(tmp_path: Path) -> None:
+    # A Python that answers the check before probing but cannot start the runner.
+    broken = tmp_path / "python"
+    broken.write_text(f'#!/bin/sh\ncase "$2" in *loop.main*) echo "no runner here" >&2; exit 1;; esac\n'
+                      f'exec {sys.executable} "$@"\n')
+    broken.chmod(0o755)
     args = [sys.executable, "-m", "exporter", "probe", "--python", f"old={sys.executable}",
-            "--python", f"new={tmp_path / 'no-such-python'}", "--workload", "sleep", "--mode", "sequential,threads",
+            "--python", f"new={broken}", "--workload", "sleep", "--mode", "sequential,threads",
             "--workers", "2", "--seconds", "0.1", "--repeats", "1", "--compare"]
     env = dict(os.environ, PYTHONPATH=str(REPO), COLUMNS="200")
     text = subprocess.run(args, capture_output=True, text=True, cwd=TESTS, env=env, timeout=120)
     assert text.returncode == 1, text.stderr
-    assert "sleep threads ×2: new failure: fails in the candidate (interpreter): cannot start" in text.stdout
+    assert "sleep threads ×2: new failure: fails in the candidate (interpreter): " in text.stdout
     as_json = subprocess.run(args + ["--json"], capture_output=True, text=True, cwd=TESTS, env=env, timeout=120)
     assert as_json.returncode == 1
     comparison = json.loads(as_json.stdout)["comparison"]

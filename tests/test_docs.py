@@ -47,7 +47,7 @@ def test_measurement_doc_states_the_verdicts_thresholds_the_code_uses():
     from exporter.model import verdicts
 
     text = (ROOT / "docs" / "measurement.md").read_text()
-    assert f"×{verdicts.NOT_PARALLEL:g}" in text and f"`verdicts.NOT_PARALLEL`" in text
+    assert f"×{verdicts.NOT_PARALLEL:g}" in text and "`verdicts.NOT_PARALLEL`" in text
     assert f"{verdicts.SCALES_FRACTION:.0%}".replace("%", " %") in text
     assert f"{verdicts.CONTENTION_RATE:.0%}".replace("%", " %") in text
     assert not re.search(r"×1\.2(?![0-9])[^\n]*(?:threshold|interval below)", text), "a stale ×1.2 threshold"
