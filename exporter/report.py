@@ -64,7 +64,7 @@ def results_table(report: WorkloadReport) -> Table:
     identity = report.identity
     title = f"{report.spec.workload} — {report.label}"
     # One space between columns (not two), so the interval fits an 80-column terminal.
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+    table = Table(title=title, title_justify="left", caption_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
                   padding=(0, 1, 0, 0), collapse_padding=True, show_edge=False)
     for column in COLUMNS:
         table.add_column(column, justify="left" if column == "mode" else "right", no_wrap=True)

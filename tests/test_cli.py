@@ -141,7 +141,7 @@ def test_terminal_report_has_table_bars_and_verdict():
     out = result.stdout
     assert "sleep" in out and "threads" in out and "speedup" in out
     assert "per-core utilisation" in out and "cpu0" in out
-    assert "sleep: threads: scales" in out
+    assert "sleep: threads: overlaps waiting" in out
 
 
 @pytest.mark.integration  # runs the command line in a child process
