@@ -15,7 +15,7 @@ from rich.text import Text
 
 from exporter.host.cpus import HostCpus
 from exporter.stats.measurement import Summary, interval_text
-from exporter.model.results import SCHED_IDLE, Nice, StepResult, WorkloadReport
+from exporter.model.results import SCHED_IDLE, Nice, StepResult, WorkloadReport, other_share
 from exporter.model.verdicts import NOTABLE_STEAL, speedup_text, verdict
 from exporter.runner.modes import SEQUENTIAL
 
@@ -106,14 +106,6 @@ def bar(fraction: float, width: int = BAR_WIDTH, other: float = 0.0) -> Text:
     colour = "green" if fraction >= 0.75 else "yellow" if fraction >= 0.25 else "dim"
     return (Text("█" * (filled - theirs), style=colour) + Text("▓" * theirs, style="magenta")
             + Text("░" * (width - filled), style="dim"))
-
-
-def other_share(summary: Summary) -> float:
-    """Share of the busy CPU time that other processes used (host-wide, not per CPU)."""
-    busy = sum(summary.core_utilisation)
-    if not summary.interference_cores or busy <= 0:
-        return 0.0
-    return min(1.0, summary.interference_cores / busy)
 
 
 def core_bars(report: WorkloadReport, width: int) -> Group:

@@ -218,7 +218,7 @@ def mode_verdict(step: StepResult, report: WorkloadReport, usable: float) -> str
         return f"{step.mode}: no parallel speedup {shown} — {cause}; {s.cores_used:.2f} cores busy"
     words = interval_words(low, high, s.speedup, SCALES_FRACTION * possible)
     if words == "scales" and not cpu_bound:  # waits that overlap: no core computes in parallel
-        return f"{step.mode}: overlaps waiting {shown} (ideal ×{step.workers}; the workload waits, it does not compute)"
+        return f"{step.mode}: overlaps waiting {shown} (ideal ×{step.workers})"
     if words == "scales":
         return f"{step.mode}: scales {shown} (ideal ×{step.workers})"
     causes = shortfall_causes(step, report, usable, possible)
