@@ -553,6 +553,76 @@ def test_example_workflow_uses_only_flags_the_cli_accepts() -> None:
         parser.parse_args(args)  # a flag it does not know exits 2 and fails the test
 
 
+def checkout_copy(target: Path) -> None:
+    """The working tree as a fresh clone would hold it, uncommitted changes included: every
+    tracked or untracked-but-not-ignored file, no .venv."""
+    import shutil
+
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                            capture_output=True, check=True).stdout.decode().split("\0")
+    for name in filter(None, listed):
+        source = REPO / name
+        if source.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+
+
+def github_expressions(text: str, values: dict[str, str]) -> str:
+    """``${{ expression }}`` as GitHub fills it in; an expression the test does not know fails it."""
+    def value(match: re.Match[str]) -> str:
+        assert match.group(1) in values, f"the test does not know ${{{{ {match.group(1)} }}}}"
+        return values[match.group(1)]
+
+    return re.sub(r"\$\{\{\s*(.+?)\s*\}\}", value, text)
+
+
+@pytest.mark.integration
+def test_example_workflow_runs_as_pasted_in_a_clone(tmp_path: Path) -> None:
+    """Every ``run:`` step of the GitHub Actions example, in order, in a copy of this checkout,
+    as a runner runs it: ``bash -e``, the job's env, $GITHUB_PATH and $GITHUB_STEP_SUMMARY.
+    The setup-python steps are the 3.13 and 3.13t scripts/build-python builds."""
+    import yaml
+
+    from conftest import require_gil_313_python
+
+    clone, github = tmp_path / "clone", tmp_path / "github"
+    clone.mkdir()
+    github.mkdir()
+    checkout_copy(clone)
+    workflow = yaml.safe_load(EXAMPLE_WORKFLOW.read_text())
+    values = {"steps.baseline.outputs.python-path": require_gil_313_python(),
+              "steps.candidate.outputs.python-path": require_free_threaded_python(), "secrets.PUSHGATEWAY_URL": ""}
+    values |= {f"env.{k}": str(v) for k, v in workflow["env"].items() if "${{" not in str(v)}
+    path = [p for p in os.environ["PATH"].split(os.pathsep) if ".venv" not in p]  # no exporter but the clone's
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "COLUMNS")}
+    env |= {k: github_expressions(str(v), values) for k, v in workflow["env"].items()}
+    env |= {"GITHUB_PATH": str(github / "path"), "GITHUB_STEP_SUMMARY": str(github / "summary.md")}
+    (github / "path").touch()
+    codes = {}
+    for step in workflow["jobs"]["parallelism"]["steps"]:
+        if "run" not in step:
+            continue
+        added = (github / "path").read_text().split()
+        env["PATH"] = os.pathsep.join(list(reversed(added)) + path)
+        done = subprocess.run(["bash", "-e", "-c", github_expressions(step["run"], values)], cwd=clone, env=env,
+                              capture_output=True, text=True, timeout=1800)
+        codes[step["name"]] = done.returncode
+        if done.returncode != 0 and not step["name"].startswith("Compare"):
+            pytest.fail(f"{step['name']}: exit {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    compared = json.loads((clone / "comparison.json").read_text())
+    for name in ("baseline.json", "candidate.json"):
+        results = json.loads((clone / name).read_text())["results"]
+        assert {r["workload"] for r in results} == {"myapp.bench:score_batch", "pure_python"}
+        assert all(r["success"] for r in results), [r["message"] for r in results if not r["success"]]
+    assert "### Parallelism gate" in (github / "summary.md").read_text()
+    (compare_step,) = [code for name, code in codes.items() if name.startswith("Compare")]
+    assert compare_step == compared["exit_code"]
+    if compare_step == compare.EXIT_INCONCLUSIVE:
+        warnings.warn(support.HostTooBusy(f"the example gate: {compared['inconclusive']}"), stacklevel=2)
+    else:  # 3.13 → 3.13t: threads gain, nothing regresses
+        assert compare_step == compare.EXIT_OK, (clone / "comparison.txt").read_text()
+
+
 # --- probe --compare --------------------------------------------------------------------
 
 
