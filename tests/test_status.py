@@ -573,3 +573,25 @@ def test_the_page_has_a_legend_and_says_what_t1_is() -> None:
         assert key in plain, key
     assert "against the sequential baseline" not in text
     assert "one worker of the same pool did alone in T1" in text
+
+
+def test_an_idle_host_estimate_is_a_hollow_point_of_the_history_not_a_measured_figure() -> None:
+    from exporter.stats.measurement import Accounting
+
+    daemon = FakeDaemon()
+    daemon.history.record([workload_report(started_at=1_700_000_000.0)])
+    estimated = busy_report(1_700_000_300.0)
+    threads = estimated.steps[1]
+    assert threads.summary is not None
+    threads.summary = replace(threads.summary, accounting=Accounting(1.98, (1.95, 2.0), 0.7, 1.96, (1.9, 2.0),
+                                                                     [1.96] * 3))
+    daemon.history.record([estimated])
+    daemon.reports = [estimated]
+    series = next(s for s in daemon.history.document().steps if s.mode == "threads")
+    assert (series.points[-1][1], series.outcomes[-1]) == (1.96, "estimated")
+    # The interval learns the variance between probes from measured figures only.
+    assert daemon.history.figures("cpython-3.13t", "pure_python")[("threads", 2)] == [1.9]
+    row = re.search(r'<tr class="estimated"[^>]*data-mode="threads".*?</tr>', page_for(daemon), re.S)
+    assert row is not None
+    assert row.group(0).count('class="estimated-round"') == 1 and 'class="busy-round"' not in row.group(0)
+    assert "2 rounds; last ~1.96; min 1.90, max 1.96; 0 failed; 1 idle-host estimate" in row.group(0)

@@ -175,10 +175,10 @@ class ExporterInfo:
 @dataclass
 class HistorySeries:
     """One step's last rounds: [Unix time, speedup or null] each, oldest first, and each
-    round's outcome: ok (measured), estimated (the host was too busy for the wall clock; the
-    kernel's accounting gave the idle-host speedup), busy (no figure could tell: a busy host or
-    an unsteady figure) or failed. Files written before outcomes existed have none: there a
-    null speedup is a failure."""
+    round's outcome: ok (the measured speedup), estimated (the host was too busy for the wall
+    clock: the figure is the idle-host speedup from the kernel's accounting), busy (no figure
+    could tell: a busy host or an unsteady figure) or failed. Files written before outcomes
+    existed have none: there a null speedup is a failure."""
 
     interpreter: str
     workload: str

@@ -76,17 +76,20 @@ def outcome(success: bool, speedup: Optional[float], idle_speedup: Optional[floa
     return ESTIMATED if idle_speedup is not None else BUSY
 
 
-def step_outcome(step: StepResult) -> str:
+def step_point(step: StepResult) -> tuple[str, Optional[float]]:
+    """A step's round as the history keeps it: its outcome and its figure — the measured
+    speedup, or the idle-host estimate where only that could tell; None otherwise."""
     s = step.summary
-    shown = s is not None and s.shown
+    measured = s.speedup if s is not None and s.shown else None
     idle = s.accounting.idle_speedup if s is not None and s.accounting is not None and not s.unsteady else None
-    return outcome(step.success and s is not None, s.speedup if shown and s is not None else None, idle)
+    said = outcome(step.success and s is not None, measured, idle)
+    return said, measured if said == OK else idle if said == ESTIMATED else None
 
 
 @dataclass(frozen=True)
 class Point:
-    """One round's figure of one step; ``speedup`` is None where the round gave no measured
-    figure (``outcome`` says why)."""
+    """One round's figure of one step: the measured speedup (``ok``), the idle-host estimate
+    (``estimated``), or None where the round gave no figure (``busy``, ``failed``)."""
 
     timestamp: float
     speedup: Optional[float]
@@ -128,10 +131,9 @@ class History:
                     if not step.available:
                         continue
                     key = report.key(step)
-                    # Withheld figures (unsteady, cannot tell) are gaps, as in the metrics.
-                    speedup = step.summary.speedup if step.summary is not None and step.summary.shown else None
+                    said, figure = step_point(step)
                     series = self._series.setdefault(key, deque(maxlen=self.limit))
-                    series.append(Point(timestamp, speedup, step_outcome(step)))
+                    series.append(Point(timestamp, figure, said))
                     if not step.success:
                         log = tuple(line[:MAX_LOG_LINE_CHARS] for line in step.log[-MAX_LOG_LINES:])
                         self._failures.append(Failure(timestamp, report.interpreter.name, step.workload, step.mode,
@@ -148,9 +150,10 @@ class History:
             known.append(HistoryIdentity(report.interpreter.name, timestamp, identity))
 
     def figures(self, interpreter: str, workload: str) -> dict[tuple[str, int], list[float]]:
-        """(mode, workers) -> this workload's measured speedups, oldest first (gaps left out)."""
+        """(mode, workers) -> this workload's measured speedups, oldest first (estimates and
+        gaps left out)."""
         with self._lock:
-            return {(key.mode, key.workers): [p.speedup for p in points if p.speedup is not None]
+            return {(key.mode, key.workers): [p.speedup for p in points if p.speedup is not None and p.outcome == OK]
                     for key, points in self._series.items()
                     if key.interpreter == interpreter and key.workload == workload}
 

@@ -87,6 +87,10 @@ def number(value: Optional[float], fmt: str = "{:.2f}") -> str:
     return "—" if value is None else fmt.format(value)
 
 
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def clip(text: str, limit: int) -> str:
     """Workload output can be huge; the page shows a bounded part of it."""
     return text if len(text) <= limit else text[:limit] + f"… ({len(text) - limit} more characters)"
@@ -259,32 +263,39 @@ def load_split(result: Mapping[str, Any]) -> Optional[View]:
 
 
 def sparkline(series: Mapping[str, Any], workers: int, identities: Sequence[Mapping[str, Any]] = ()) -> Optional[View]:
-    """The step's speedup over the last rounds. Rounds without a measured figure are ticks at
-    the bottom: red where the step failed, amber where the host was too busy to tell (or only
-    the idle-host estimate could); a dashed line where the interpreter's identity changed."""
+    """The step's speedup over the last rounds: measured figures on the line, idle-host
+    estimates as hollow amber dots on it (the host was too busy for the wall clock); rounds
+    without a figure are ticks at the bottom, red where the step failed, amber where the host
+    was too busy to tell; a dashed line where the interpreter's identity changed."""
     points = series["points"]
     if not points:
         return None
     values = [p[1] for p in points]
     outcomes = series.get("outcomes") or [OK if v is not None else FAILED for v in values]
-    ok = [v for v in values if v is not None]
-    top = max([float(workers)] + ok)
+    known_values = [v for v in values if v is not None]
+    top = max([float(workers)] + known_values)
     w, h = SPARKLINE_WIDTH, SPARKLINE_HEIGHT
     dx = w / max(1, len(points) - 1)
 
     def y(value: float) -> str:
         return f"{h - 2 - (h - 4) * value / top:.1f}"
 
+    def ticks(wanted: str) -> list[str]:
+        return [f"{max(0.0, i * dx - 1):.1f}" for i, o in enumerate(outcomes) if o == wanted]
+
     known = [(f"{i * dx:.1f}", y(v)) for i, v in enumerate(values) if v is not None]
-    failed, unmeasured = outcomes.count(FAILED), sum(1 for o in outcomes if o in (ESTIMATED, BUSY))
-    summary = (f"{len(points)} rounds; last {number(values[-1])}; "
-               + (f"min {min(ok):.2f}, max {max(ok):.2f}" if ok else "no measured figure")
-               + f"; {failed} failed" + (f"; {unmeasured} without a figure (host too busy)" if unmeasured else ""))
+    last = values[-1]
+    summary = (f"{len(points)} rounds; last {'~' if outcomes[-1] == ESTIMATED else ''}{number(last)}; "
+               + (f"min {min(known_values):.2f}, max {max(known_values):.2f}" if known_values else "no figure")
+               + f"; {outcomes.count(FAILED)} failed"
+               + (f"; {plural(outcomes.count(ESTIMATED), 'idle-host estimate')}" if ESTIMATED in outcomes else "")
+               + (f"; {outcomes.count(BUSY)} without a figure (host too busy)" if BUSY in outcomes else ""))
     return {"width": w, "height": h, "title": summary, "ideal_y": y(workers),
             "line": " ".join(f"{x},{yy}" for x, yy in known) if len(known) > 1 else None,
-            "last": known[-1] if known else None,
-            "failed_x": [f"{max(0.0, i * dx - 1):.1f}" for i, o in enumerate(outcomes) if o == FAILED],
-            "busy_x": [f"{max(0.0, i * dx - 1):.1f}" for i, o in enumerate(outcomes) if o in (ESTIMATED, BUSY)],
+            "last": known[-1] if known and last is not None and outcomes[-1] == OK else None,
+            "estimates": [(f"{i * dx:.1f}", y(v)) for i, (v, o) in enumerate(zip(values, outcomes))
+                          if v is not None and o == ESTIMATED],
+            "failed_x": ticks(FAILED), "busy_x": ticks(BUSY),
             "changes": identity_changes([p[0] for p in points], identities, dx)}
 
 
