@@ -57,7 +57,11 @@ def contention_cause(step: StepResult, report: WorkloadReport) -> str:
 
 def other_load(summary: Summary) -> str:
     """The host's other load during a step, as every verdict words it."""
-    return f"other processes used {(summary.interference_cores or 0.0):.1f} cores"
+    return other_cores(f"{(summary.interference_cores or 0.0):.1f}")
+
+
+def other_cores(cores: str) -> str:
+    return f"other processes used {cores} cores"
 
 
 def free_cores(summary: Summary, usable: float) -> float:
@@ -250,8 +254,8 @@ def workload_verdict(report: WorkloadReport, said: dict[tuple[str, int], str]) -
     if len(loads) < 2:
         return f"{report.spec.workload}: " + "; ".join(said.values())
     low, high = f"{min(loads):.1f}", f"{max(loads):.1f}"
-    load = f"other processes used {low if low == high else f'{low}–{high}'} cores during these steps"
-    return f"{report.spec.workload}: " + "; ".join(texts.values()) + f" ({load})"
+    load = other_cores(low if low == high else f"{low}–{high}")
+    return f"{report.spec.workload}: " + "; ".join(texts.values()) + f" ({load} during these steps)"
 
 
 def without_other_load(text: str, load: str) -> str:
