@@ -31,7 +31,7 @@ from exporter.host import cpus
 from exporter.model import document
 from exporter.model.results import Interpreter, WorkloadReport
 from exporter.pages.history import add_history_flags
-from exporter.probe import run as probe
+from exporter.probe import preflight, run as probe
 from exporter.runner import workloads
 from exporter.runner.modes import ALL_MODES, ASYNCIO, PROCESSES, SEQUENTIAL, THREADS
 
@@ -45,6 +45,31 @@ MAX_RUNS = 20  # runs of one probe --runs: pyperf spreads its values over 20 pro
 PLOT_INSTALL = "scripts/install plot (in a clone), or pip install matplotlib into this Python's environment"
 
 
+TOP_EPILOG = """exit codes:
+  probe    0 every probe succeeded, 1 a probe failed, 2 bad input
+  compare  0 no regression, 1 a regression, 2 bad input, 3 inconclusive (rerun on a quieter host)
+  serve    0 stopped by SIGTERM, SIGINT or POST /-/quit, 2 bad flags or configuration
+each command's --help says more."""
+COMPARE_DESCRIPTION = """\
+Compare two probe --json (or /api/v1/results) documents of one host, step by step: both
+speedups with their intervals, the change and a verdict. A regression is a drop of more than
+--threshold that is not noise, a step that fails only in the candidate, or the GIL coming back."""
+COMPARE_EPILOG = """exit codes:
+  0  no regression: every step in both files could be judged and none regressed
+  1  a regression (or the GIL came back), whatever else the files say
+  2  bad input: a missing or damaged file, several interpreters without a choice, different usable CPUs
+  3  inconclusive: a side could not show a step's parallelism (the host was too busy) or a baseline
+     step is missing from the candidate; rerun the gate, never count it as a pass"""
+SERVE_DESCRIPTION = """\
+Run the exporter: probe the configured interpreters on a schedule, within a duty-cycle budget,
+and serve the figures as Prometheus metrics (--web.telemetry-path), a status page at / and
+/api/v1/results."""
+SERVE_EPILOG = """exit codes:
+  0  stopped by SIGTERM, SIGINT or POST /-/quit (with --web.enable-lifecycle); --config.check: valid
+  2  a bad flag, config file or web config file, or an address it cannot listen on (one line on stderr)
+SIGHUP or POST /-/reload reloads the config file; a reload that fails keeps the running configuration."""
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse, but a usage error is one line and exit code 2."""
 
@@ -54,7 +79,8 @@ class OneLineParser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="parallelism-exporter",
-                           description="Measure how well this Python runs CPU-bound work in parallel.")
+                           description="Measure how well this Python runs CPU-bound work in parallel.",
+                           epilog=TOP_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
@@ -77,10 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
                           help="with two --python (baseline first): compare them as `compare` does; exit 1 on a regression")
     add_push_flags(one_shot)
 
-    compare_command = commands.add_parser("compare", help="compare two probe --json results; exit 1 on a regression")
+    compare_command = commands.add_parser("compare", help="compare two probe --json results: the upgrade gate",
+                                          description=COMPARE_DESCRIPTION, epilog=COMPARE_EPILOG,
+                                          formatter_class=argparse.RawDescriptionHelpFormatter)
     table.add_compare_flags(compare_command)
 
-    serve = commands.add_parser("serve", help="run the exporter daemon")
+    serve = commands.add_parser("serve", help="run the exporter daemon", description=SERVE_DESCRIPTION,
+                                epilog=SERVE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_serve_flags(serve)
     return parser
 
@@ -194,6 +223,15 @@ def check_plot_target(path: str) -> None:
         raise ConfigError(f"--plot: directory {directory!r} does not exist")
 
 
+def check_interpreters(interpreters: Sequence[Interpreter], from_flags: bool) -> None:
+    """Refuse, before probing, an interpreter that cannot run the probe (after the other
+    checks: this one starts each interpreter once)."""
+    for interpreter in interpreters:
+        reason = preflight.why_not_runnable(interpreter)
+        if reason is not None:
+            raise ConfigError(f"--python: {reason}" if from_flags else f"interpreter {interpreter.name}: {reason}")
+
+
 def run_one_shot(args: argparse.Namespace) -> int:
     cfg = one_shot_config(args)
     if args.compare and len(cfg.interpreters) != 2:
@@ -204,6 +242,7 @@ def run_one_shot(args: argparse.Namespace) -> int:
         check_plot_target(args.plot)
     runs = 1 if args.runs is None else fields.check_flag("--runs", validators.bounded_int(lambda: MAX_RUNS),
                                                          fields.read_integer(args.runs))
+    check_interpreters(cfg.interpreter_list(), from_flags=bool(args.python))
     host = cpus.host_cpus()
     err = Console(stderr=True)
     reports: list[WorkloadReport] = []

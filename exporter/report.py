@@ -15,7 +15,7 @@ from rich.text import Text
 
 from exporter.host.cpus import HostCpus
 from exporter.stats.measurement import Summary, interval_text
-from exporter.model.results import SCHED_IDLE, Nice, StepResult, WorkloadReport
+from exporter.model.results import SCHED_IDLE, Nice, StepResult, WorkloadReport, other_share
 from exporter.model.verdicts import NOTABLE_STEAL, speedup_text, verdict
 from exporter.runner.modes import SEQUENTIAL
 
@@ -64,7 +64,7 @@ def results_table(report: WorkloadReport) -> Table:
     identity = report.identity
     title = f"{report.spec.workload} — {report.label}"
     # One space between columns (not two), so the interval fits an 80-column terminal.
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+    table = Table(title=title, title_justify="left", caption_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
                   padding=(0, 1, 0, 0), collapse_padding=True, show_edge=False)
     for column in COLUMNS:
         table.add_column(column, justify="left" if column == "mode" else "right", no_wrap=True)
@@ -106,14 +106,6 @@ def bar(fraction: float, width: int = BAR_WIDTH, other: float = 0.0) -> Text:
     colour = "green" if fraction >= 0.75 else "yellow" if fraction >= 0.25 else "dim"
     return (Text("█" * (filled - theirs), style=colour) + Text("▓" * theirs, style="magenta")
             + Text("░" * (width - filled), style="dim"))
-
-
-def other_share(summary: Summary) -> float:
-    """Share of the busy CPU time that other processes used (host-wide, not per CPU)."""
-    busy = sum(summary.core_utilisation)
-    if not summary.interference_cores or busy <= 0:
-        return 0.0
-    return min(1.0, summary.interference_cores / busy)
 
 
 def core_bars(report: WorkloadReport, width: int) -> Group:

@@ -78,12 +78,57 @@ def test_json_document_has_interpreter_host_and_results():
 
 
 @pytest.mark.integration  # runs the command line in a child process
-def test_failed_probe_exits_1_and_says_why(tmp_path):
-    result = cli("probe", "--python", str(tmp_path / "missing-python"), "--workload", "sleep",
+def test_failed_probe_exits_1_and_says_why():
+    from support import TESTS
+
+    result = cli("probe", "--workload", "faulty_workloads:raises", "--workload.path", str(TESTS),
                  "--mode", "threads", "--seconds", "0.1", "--repeats", "1", "--json")
     assert result.returncode == 1
     results = json.loads(result.stdout)["results"]
-    assert {r["reason"] for r in results} == {"interpreter"}
+    assert {r["reason"] for r in results} == {"error"}
+
+
+@pytest.mark.parametrize("kind", ["missing", "not executable", "directory"])
+def test_a_bad_python_is_exit_2_and_one_line_before_probing(tmp_path, capsys, kind):
+    """No process starts (the unit-test guard would fail the test): the path alone says it."""
+    from exporter import cli as command_line
+
+    path = {"missing": tmp_path / "python3.13", "not executable": tmp_path / "python", "directory": tmp_path}[kind]
+    if kind == "not executable":
+        path.write_text("#!/bin/sh\n")
+    assert command_line.run(["probe", "--python", str(path), "--json"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1
+    assert err.startswith(f"parallelism-exporter: --python: {path}: "), err
+
+
+@pytest.mark.integration  # the check runs each interpreter once
+@pytest.mark.parametrize("script, expected", [
+    ('echo "3 9"', "Python 3.9 is too old: the probe needs 3.10 or newer"),
+    ("echo boom >&2; exit 1", "does not run as Python (boom)"),
+])
+def test_an_interpreter_too_old_or_not_python_is_exit_2_before_probing(tmp_path, capsys, script, expected):
+    from exporter import cli as command_line
+
+    fake = tmp_path / "python"
+    fake.write_text(f"#!/bin/sh\n{script}\n")
+    fake.chmod(0o755)
+    assert command_line.run(["probe", "--python", f"old={fake}", "--json"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err == f"parallelism-exporter: --python: {fake}: {expected}\n"
+
+
+def test_a_user_workload_module_not_found_names_workload_path():
+    from exporter.probe.run import with_import_hint
+
+    missing = "ModuleNotFoundError: No module named 'myapp'"
+    assert "--workload.path" in with_import_hint(missing, "myapp.bench:score_batch")
+    assert "--workload.path" in with_import_hint("ModuleNotFoundError: No module named 'myapp.bench'",
+                                                 "myapp.bench:score_batch")
+    # A module the workload itself imports is the user's dependency, not a path to add.
+    numpy = "ModuleNotFoundError: No module named 'numpy'"
+    assert with_import_hint(numpy, "myapp.bench:score_batch") == numpy
+    assert with_import_hint(missing, "pure_python") == missing
 
 
 @pytest.mark.integration  # runs the command line in a child process
@@ -101,7 +146,7 @@ def test_terminal_report_has_table_bars_and_verdict():
     out = result.stdout
     assert "sleep" in out and "threads" in out and "speedup" in out
     assert "per-core utilisation" in out and "cpu0" in out
-    assert "sleep: threads: scales" in out
+    assert "sleep: threads: overlaps waiting" in out
 
 
 @pytest.mark.integration  # runs the command line in a child process
@@ -256,3 +301,21 @@ def test_writing_the_textfile_never_replaces_a_device_or_fifo(tmp_path):
             write_textfile(str(path), [], host_cpus(), Config())
         assert os.lstat(path).st_mode == kind
     assert sorted(tmp_path.iterdir()) == sorted(paths)  # no temporary file left behind
+
+
+@pytest.mark.parametrize("argv, codes", [
+    ([], ("0", "1", "2", "3")), (["compare"], ("0", "1", "2", "3")), (["serve"], ("0", "2"))])
+def test_help_describes_the_command_and_its_exit_codes(capsys, argv, codes):
+    from exporter import cli as command_line
+
+    with pytest.raises(SystemExit) as exit_:
+        command_line.run([*argv, "--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    description = text.split("\n\n")[1]  # after the usage
+    assert not description.startswith(("positional arguments", "options")), text
+    exit_codes = text.split("exit codes:", 1)[1]
+    for code in codes:
+        assert f" {code} " in exit_codes, (code, text)
+    if not argv:
+        assert "3 inconclusive" in exit_codes

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -324,6 +325,60 @@ def test_cli_json_has_every_row_and_the_exit_code(tmp_path: Path, capsys: pytest
     assert {c["field"] for c in result["identity_changes"]} == {"version", "free_threaded_build", "gil_enabled"}
 
 
+def every_kind_of_row() -> tuple[dict[str, Any], dict[str, Any]]:
+    """Two documents whose comparison has the longest names and verdicts the table shows."""
+    mine = "myapp.bench:score_batch"
+    base = document(step("threads", 2, 1.71, ci=[1.27, 2.16]), step("processes", 2, 1.66, ci=[1.17, 2.15]),
+                    step("subinterpreters", 2, 1.9, ci=[1.8, 1.95]), step("threads", 2, 1.9, ci=[1.8, 1.95],
+                                                                           workload=mine),
+                    step("processes", 2, None, success=False, workload=mine), identity=IDENTITY_313T)
+    cand = document(step("threads", 2, 0.98, ci=[0.95, 1.0]),
+                    step("processes", 2, None, conclusive=False, inconclusive_reason=BUSY),
+                    step("subinterpreters", 2, None, success=False), step("threads", 2, 1.9, ci=[1.8, 1.95],
+                                                                          workload=mine),
+                    step("processes", 2, None, success=False, workload=mine), identity=IDENTITY_313T)
+    return base, cand
+
+
+def table_lines(text: str) -> list[str]:
+    """The table's header and rows: from the header line to the first line of the notes under
+    it (indented by two spaces; a row's wrapped cells are indented further)."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("workload"))
+    end = next(i for i, line in enumerate(lines) if i > start and re.match(r"  \S", line))
+    return lines[start:end]
+
+
+def assert_table_whole(text: str) -> None:
+    assert "(alpha 0.05)" in " ".join(text.split())  # the heading wraps, never cut
+    header = table_lines(text)[0].split()
+    assert header == ["workload", "mode", "N", "baseline", "candidate", "change", "p", "verdict"]
+    for verdict in ("regression", "inconclusive", "new failure", "no change", "failed in both"):
+        assert any(line.rstrip().endswith(verdict) for line in table_lines(text)), (verdict, text)
+    assert "…" not in text
+
+
+def test_the_table_fits_80_columns_with_every_column_and_whole_verdicts() -> None:
+    import io
+
+    from rich.console import Console
+
+    out = io.StringIO()
+    table.render(compare_dicts(*every_kind_of_row()), Console(file=out, width=80))
+    text = out.getvalue()
+    assert max(len(line.rstrip()) for line in text.splitlines()) <= 80, text
+    assert_table_whole(text)
+
+
+def test_the_table_is_whole_in_a_ci_log_without_columns(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """CI runs compare with stdout to a log and no COLUMNS: rich falls back to 80 columns."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+    code, out, err = run_compare(tmp_path, *every_kind_of_row(), capsys=capsys)
+    assert code == 1 and err == ""
+    assert_table_whole(out)
+
+
 @pytest.mark.parametrize("baseline, candidate, flags, expected", [
     ("{not json", None, [], "base.json: not a JSON document: Expecting property name enclosed in double quotes at line 1"),
     ([1, 2], None, [], "base.json: not a probe --json or /api/v1/results document (expected an object with results)"),
@@ -477,19 +532,19 @@ def test_example_workflow_matches_the_github_workflow_schema() -> None:
 
 
 def test_example_workflow_uses_only_flags_the_cli_accepts() -> None:
-    import re
     import shlex
 
     import yaml
 
     workflow = yaml.safe_load(EXAMPLE_WORKFLOW.read_text())
+    known = {k: str(v) for k, v in workflow["env"].items() if "${{" not in str(v)}
     commands = []
     for step in workflow["jobs"]["parallelism"]["steps"]:
         script = step.get("run", "").replace("\\\n", " ")
         for line in script.splitlines():
             line = re.sub(r"\$\{\{[^}]*\}\}", "/usr/bin/python3", line)  # ${{ expressions }}
             line = re.sub(r"\$\{PUSHGATEWAY_URL:\+([^}]*)\}", r"\1", line)  # the push flags, as when set
-            line = re.sub(r"\$\{?(\w+)\}?", "x", line)
+            line = re.sub(r'"?\$\{?(\w+)\}?"?', lambda m: known.get(m.group(1), "x"), line)  # env values
             line = re.split(r"\s(?:>|\|\|)\s", line.strip().removeprefix("COLUMNS=120 "))[0]
             if line.startswith("parallelism-exporter "):
                 commands.append(shlex.split(line)[1:])
@@ -497,6 +552,79 @@ def test_example_workflow_uses_only_flags_the_cli_accepts() -> None:
     parser = cli.build_parser()
     for args in commands:
         parser.parse_args(args)  # a flag it does not know exits 2 and fails the test
+
+
+def checkout_copy(target: Path) -> None:
+    """The working tree as a fresh clone would hold it, uncommitted changes included: every
+    tracked or untracked-but-not-ignored file, no .venv."""
+    import shutil
+
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                            capture_output=True, check=True).stdout.decode().split("\0")
+    for name in filter(None, listed):
+        source = REPO / name
+        if source.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+
+
+def github_expressions(text: str, values: dict[str, str]) -> str:
+    """``${{ expression }}`` as GitHub fills it in; an expression the test does not know fails it."""
+    def value(match: re.Match[str]) -> str:
+        assert match.group(1) in values, f"the test does not know ${{{{ {match.group(1)} }}}}"
+        return values[match.group(1)]
+
+    return re.sub(r"\$\{\{\s*(.+?)\s*\}\}", value, text)
+
+
+@pytest.mark.integration
+def test_example_workflow_runs_as_pasted_in_a_clone(tmp_path: Path) -> None:
+    """Every ``run:`` step of the GitHub Actions example, in order, in a copy of this checkout,
+    as a runner runs it: ``bash -e``, the job's env, $GITHUB_PATH and $GITHUB_STEP_SUMMARY.
+    The setup-python steps are the 3.13 and 3.13t scripts/build-python builds. Only the time
+    the probes may spend is cut (REPEATS, WAIT_QUIET): on a loaded machine the pasted 2m
+    waits would make this one test take a quarter of an hour."""
+    import yaml
+
+    from conftest import require_gil_313_python
+
+    clone, github = tmp_path / "clone", tmp_path / "github"
+    clone.mkdir()
+    github.mkdir()
+    checkout_copy(clone)
+    workflow = yaml.safe_load(EXAMPLE_WORKFLOW.read_text())
+    values = {"steps.baseline.outputs.python-path": require_gil_313_python(),
+              "steps.candidate.outputs.python-path": require_free_threaded_python(), "secrets.PUSHGATEWAY_URL": ""}
+    values |= {f"env.{k}": str(v) for k, v in workflow["env"].items() if "${{" not in str(v)}
+    path = [p for p in os.environ["PATH"].split(os.pathsep) if ".venv" not in p]  # no exporter but the clone's
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "COLUMNS")}
+    env |= {k: github_expressions(str(v), values) for k, v in workflow["env"].items()}
+    env |= {"REPEATS": "3", "WAIT_QUIET": "5s"}
+    env |= {"GITHUB_PATH": str(github / "path"), "GITHUB_STEP_SUMMARY": str(github / "summary.md")}
+    (github / "path").touch()
+    codes = {}
+    for step in workflow["jobs"]["parallelism"]["steps"]:
+        if "run" not in step:
+            continue
+        added = (github / "path").read_text().split()
+        env["PATH"] = os.pathsep.join(list(reversed(added)) + path)
+        done = subprocess.run(["bash", "-e", "-c", github_expressions(step["run"], values)], cwd=clone, env=env,
+                              capture_output=True, text=True, timeout=1800)
+        codes[step["name"]] = done.returncode
+        if done.returncode != 0 and not step["name"].startswith("Compare"):
+            pytest.fail(f"{step['name']}: exit {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    compared = json.loads((clone / "comparison.json").read_text())
+    for name in ("baseline.json", "candidate.json"):
+        results = json.loads((clone / name).read_text())["results"]
+        assert {r["workload"] for r in results} == {"myapp.bench:score_batch", "pure_python"}
+        assert all(r["success"] for r in results), [r["message"] for r in results if not r["success"]]
+    assert "### Parallelism gate" in (github / "summary.md").read_text()
+    (compare_step,) = [code for name, code in codes.items() if name.startswith("Compare")]
+    assert compare_step == compared["exit_code"]
+    if compare_step == compare.EXIT_INCONCLUSIVE:
+        warnings.warn(support.HostTooBusy(f"the example gate: {compared['inconclusive']}"), stacklevel=2)
+    else:  # 3.13 → 3.13t: threads gain, nothing regresses
+        assert compare_step == compare.EXIT_OK, (clone / "comparison.txt").read_text()
 
 
 # --- probe --compare --------------------------------------------------------------------
@@ -510,13 +638,18 @@ def test_probe_compare_needs_exactly_two_interpreters(capsys: pytest.CaptureFixt
 
 @pytest.mark.integration
 def test_probe_compare_runs_both_and_fails_on_a_step_the_candidate_cannot_run(tmp_path: Path) -> None:
+    # A Python that answers the check before probing but cannot start the runner.
+    broken = tmp_path / "python"
+    broken.write_text(f'#!/bin/sh\ncase "$2" in *loop.main*) echo "no runner here" >&2; exit 1;; esac\n'
+                      f'exec {sys.executable} "$@"\n')
+    broken.chmod(0o755)
     args = [sys.executable, "-m", "exporter", "probe", "--python", f"old={sys.executable}",
-            "--python", f"new={tmp_path / 'no-such-python'}", "--workload", "sleep", "--mode", "sequential,threads",
+            "--python", f"new={broken}", "--workload", "sleep", "--mode", "sequential,threads",
             "--workers", "2", "--seconds", "0.1", "--repeats", "1", "--compare"]
     env = dict(os.environ, PYTHONPATH=str(REPO), COLUMNS="200")
     text = subprocess.run(args, capture_output=True, text=True, cwd=TESTS, env=env, timeout=120)
     assert text.returncode == 1, text.stderr
-    assert "sleep threads ×2: new failure: fails in the candidate (interpreter): cannot start" in text.stdout
+    assert "sleep threads ×2: new failure: fails in the candidate (interpreter): " in text.stdout
     as_json = subprocess.run(args + ["--json"], capture_output=True, text=True, cwd=TESTS, env=env, timeout=120)
     assert as_json.returncode == 1
     comparison = json.loads(as_json.stdout)["comparison"]

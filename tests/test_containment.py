@@ -211,10 +211,11 @@ def test_default_deadline_is_timeout_times_steps_plus_one():
 
 
 def fake_interpreter(tmp_path: Path, output: str, name: str = "python") -> str:
-    """An 'interpreter' that answers the request with ``output`` on stdout."""
+    """An 'interpreter' that answers the request with ``output`` on stdout (and the command
+    line's check before probing with its version)."""
     script = tmp_path / name
-    script.write_text(f"#!{sys.executable}\nimport sys\nsys.stdout.write({output!r})\nsys.stdout.flush()\n"
-                      "sys.stdin.readline()\n")
+    script.write_text(f"#!{sys.executable}\nimport sys\nif 'print(*sys.version_info' in sys.argv[-1]: sys.exit(print(3, 11))\n"
+                      f"sys.stdout.write({output!r})\nsys.stdout.flush()\nsys.stdin.readline()\n")
     script.chmod(0o755)
     return str(script)
 

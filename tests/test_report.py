@@ -241,3 +241,39 @@ def test_under_a_one_cpu_quota_processes_read_parallel_with_the_quota_named_not_
         text = verdict_of(step("processes", summary_), host=one_cpu)
         assert text.startswith("processes: parallel — 2.0 (2.0–2.0) workers at once; the CPU limit (quota or "
                                "affinity) gave them 1.0 cores; on an idle host ×1.00"), text
+
+
+def test_the_workload_line_says_the_other_load_once_not_in_every_mode():
+    threads = step("threads", busy(1.02, (0.99, 1.05), rate=0.98, idle=1.0))
+    processes = step("processes", busy(1.99, (1.97, 2.00), rate=0.99, idle=1.97))
+    processes.summary = replace(processes.summary, interference_cores=1.1)
+    line = verdicts.verdict(workload_report(threads, processes), TWO_CORES.usable)
+    assert line.count("other processes used") == 1, line
+    assert line == ("pure_python: threads: serialised — GIL enabled; 1.0 (1.0–1.1) worker ran at a time; on an idle "
+                    "host ×1.00 (0.95–1.05); processes: parallel — 2.0 (2.0–2.0) workers at once; the host gave them "
+                    "0.7 cores; on an idle host ×1.97 (1.87–2.07) (other processes used 1.1–1.3 cores during these "
+                    "steps)")
+    # Each step's own verdict (the status page's rows, the JSON) still says it.
+    assert "while other processes used 1.3 cores" in verdicts.mode_verdict(threads, workload_report(threads), 2.0)
+
+
+def test_one_step_keeps_its_other_load_in_the_workload_line():
+    processes = step("processes", summary(1.41, (1.35, 1.47), cores=1.95, rate=0.72, other=0.8))
+    line = verdicts.verdict(workload_report(processes), TWO_CORES.usable)
+    assert "other processes used 0.8 cores during the run" in line and "during these steps" not in line
+
+
+def test_a_workload_that_waits_overlaps_waiting_it_does_not_scale():
+    sleeping = step("threads", summary(2.0, (1.95, 2.05), cores=0.01, rate=None))
+    assert not sleeping.summary.cpu_bound
+    assert verdict_of(sleeping) == "threads: overlaps waiting ×2.00 (1.95–2.05) (ideal ×2)"
+
+
+def test_the_legend_under_each_table_is_left_aligned():
+    console = Console(width=80, record=True)
+    report.render([workload_report(step("threads", summary(1.0, (0.95, 1.05), cores=1.0)))], TWO_CORES, console)
+    lines = console.export_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("N workers"))
+    end = next(i for i, line in enumerate(lines) if line.startswith("per-core"))
+    # Every line of the legend starts at the left edge (centred, the wrapped lines would not).
+    assert start < end and all(not line.startswith(" ") for line in lines[start:end]), lines

@@ -496,3 +496,121 @@ def test_a_step_the_host_was_too_busy_for_shows_its_idle_host_estimate_and_what_
     assert busy_row is not None
     assert '<span class="speedup">cannot tell</span>' in busy_row.group(0)
     assert "<span class=\"cores-used\">1.96</span>" in busy_row.group(0)
+
+
+# --- what a new user reads: busy rounds, the legend, upgrades on the page's own history ---------
+
+
+def busy_report(started_at: float, version: str = "3.13.5") -> WorkloadReport:
+    """Threads the host was too busy for, with no accounting: 'cannot tell', not a failure."""
+    report = workload_report(started_at=started_at)
+    threads = report.steps[1]
+    assert threads.summary is not None
+    threads.summary = replace(threads.summary, interference_cores=1.3,
+                              inconclusive_reason="other processes used 1.3 cores")
+    assert report.identity is not None
+    report.identity = replace(report.identity, version=version)
+    return report
+
+
+def test_a_round_the_host_was_too_busy_for_is_an_amber_tick_not_a_failure() -> None:
+    daemon = FakeDaemon()
+    daemon.history.record([workload_report(started_at=1_700_000_000.0)])
+    daemon.history.record([busy_report(1_700_000_300.0)])
+    daemon.reports = [busy_report(1_700_000_300.0)]
+    text = page_for(daemon)
+    row = re.search(r'<tr class="busy"[^>]*data-mode="threads".*?</tr>', text, re.S)
+    assert row is not None, text
+    assert 'class="failed-round"' not in row.group(0) and row.group(0).count('class="busy-round"') == 1
+    assert "2 rounds; last —; min 1.90, max 1.90; 0 failed; 1 without a figure (host too busy)" in row.group(0)
+    assert "2 of 2 succeeded" in text and "failed</a>" not in text  # the host section agrees
+
+
+def test_an_unsteady_figure_is_not_a_failure_either() -> None:
+    report = workload_report()
+    threads = report.steps[1]
+    assert threads.summary is not None
+    threads.summary = replace(threads.summary, unsteady_reason="speedup ×2.40 exceeds the 2 usable cores")
+    text = page_for(FakeDaemon(reports=[report]))
+    row = re.search(r'<tr class="busy"[^>]*data-mode="threads".*?</tr>', text, re.S)
+    assert row is not None and '<span class="speedup">unsteady</span>' in row.group(0)
+    assert "exceeds the 2 usable cores" in row.group(0)
+
+
+def test_an_interpreter_change_is_marked_on_the_history_and_listed() -> None:
+    daemon = FakeDaemon()
+    for i, version in enumerate(["3.13.5", "3.13.5", "3.14.0", "3.14.0"]):
+        report = workload_report(started_at=1_700_000_000.0 + i * 300)
+        assert report.identity is not None
+        report.identity = replace(report.identity, version=version)
+        daemon.history.record([report])
+    daemon.reports = [report]
+    text = page_for(daemon, now=1_700_001_210.0)
+    row = re.search(r'<tr class="ok"[^>]*data-mode="threads".*?</tr>', text, re.S)
+    assert row is not None
+    marks = re.findall(r'<g class="identity-change"><title>(.*?)</title><line x1="([\d.]+)"', row.group(0))
+    # Halfway between the second round (x = 1 × 140/3) and the third (x = 2 × 140/3).
+    assert marks == [("interpreter changed: cpython 3.13.5, free-threaded, GIL disabled → cpython 3.14.0, "
+                      "free-threaded, GIL disabled", "70.0")]
+    changes = re.search(r'<ul class="identity-changes">(.*?)</ul>', text, re.S)
+    assert changes is not None
+    assert "since 2023-11-14 22:13:23 UTC (20m ago): cpython 3.13.5" in changes.group(1)
+    assert "since 2023-11-14 22:23:23 UTC (10m ago): cpython 3.14.0" in changes.group(1)
+
+
+def test_history_file_keeps_outcomes_and_identities_and_reads_older_files(tmp_path: Path) -> None:
+    history = History()
+    history.record([workload_report(started_at=1.0)])
+    history.record([busy_report(2.0, version="3.14.0")])
+    path = tmp_path / "history.json"
+    history.save(str(path))
+    restored = History()
+    restored.restore(str(path))
+    assert restored.document() == history.document()
+    threads = next(s for s in restored.document().steps if s.mode == "threads")
+    assert threads.outcomes == ["ok", "busy"]
+    assert [i.identity.split(",")[0] for i in restored.document().identities] == ["cpython 3.13.5", "cpython 3.14.0"]
+    # A file written before outcomes existed: a point without a speedup was a failure.
+    older = json.loads(path.read_text())
+    for step in older["steps"]:
+        del step["outcomes"]
+    del older["identities"]
+    path.write_text(json.dumps(older))
+    restored.restore(str(path))
+    assert next(s for s in restored.document().steps if s.mode == "threads").outcomes == ["ok", "failed"]
+
+
+def test_the_page_has_a_legend_and_says_what_t1_is() -> None:
+    daemon = FakeDaemon(reports=[workload_report()])
+    daemon.history.record(daemon.reports)
+    text = page_for(daemon)
+    legend = re.search(r'<p class="legend">(.*?)</p>', text, re.S)
+    assert legend is not None
+    plain = re.sub(r"<[^>]+>", "", legend.group(1))
+    for key in ("cores the probe used", "cores other processes used", "round failed", "host too busy to tell",
+                "interpreter changed"):
+        assert key in plain, key
+    assert "against the sequential baseline" not in text
+    assert "one worker of the same pool did alone in T1" in text
+
+
+def test_an_idle_host_estimate_is_a_hollow_point_of_the_history_not_a_measured_figure() -> None:
+    from exporter.stats.measurement import Accounting
+
+    daemon = FakeDaemon()
+    daemon.history.record([workload_report(started_at=1_700_000_000.0)])
+    estimated = busy_report(1_700_000_300.0)
+    threads = estimated.steps[1]
+    assert threads.summary is not None
+    threads.summary = replace(threads.summary, accounting=Accounting(1.98, (1.95, 2.0), 0.7, 1.96, (1.9, 2.0),
+                                                                     [1.96] * 3))
+    daemon.history.record([estimated])
+    daemon.reports = [estimated]
+    series = next(s for s in daemon.history.document().steps if s.mode == "threads")
+    assert (series.points[-1][1], series.outcomes[-1]) == (1.96, "estimated")
+    # The interval learns the variance between probes from measured figures only.
+    assert daemon.history.figures("cpython-3.13t", "pure_python")[("threads", 2)] == [1.9]
+    row = re.search(r'<tr class="estimated"[^>]*data-mode="threads".*?</tr>', page_for(daemon), re.S)
+    assert row is not None
+    assert row.group(0).count('class="estimated-round"') == 1 and 'class="busy-round"' not in row.group(0)
+    assert "2 rounds; last ~1.96; min 1.90, max 1.96; 0 failed; 1 idle-host estimate" in row.group(0)

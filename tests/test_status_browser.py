@@ -119,13 +119,14 @@ def test_table_shows_what_the_api_returns_with_a_bar_per_cpu(browser_factory: An
     checked = 0
     for result in document["results"]:
         element = row(driver, result)
+        if not result["success"]:
+            continue
+        # A step the host was too busy for shows its estimate or "cannot tell", and what was measured.
         if result["speedup"] is not None:
             assert element.find_element(By.CSS_SELECTOR, ".speedup").text == f"{result['speedup']:.2f}×"
             assert element.find_element(By.CSS_SELECTOR, ".efficiency").text == f"{result['efficiency']:.0%}"
-        elif result["idle_speedup"] is not None:  # a busy host: the kernel's accounting stands in
+        elif result["idle_speedup"] is not None:  # the kernel's accounting stands in
             assert element.find_element(By.CSS_SELECTOR, ".speedup").text == f"~{result['idle_speedup']:.2f}×"
-        else:
-            continue
         assert element.find_element(By.CSS_SELECTOR, ".cores-used").text == f"{result['cores_used']:.2f}"
         bars = element.find_elements(By.CSS_SELECTOR, "svg.cores g.cpu-bar")
         assert len(bars) == len(result["core_utilisation"]) == document["host"]["logical_cpus"]
@@ -177,6 +178,52 @@ def test_page_reads_at_desktop_and_phone_width(browser_factory: Any, http_export
     assert overflowing == 0
     assert driver.find_element(By.CSS_SELECTOR, ".speedup").is_displayed()
     save_screenshot(driver, tmp_path_factory.mktemp("screenshots") / f"status-page-{width}px.png")
+
+
+def screenshots_script() -> Any:
+    """scripts/screenshots.py, whose ``mark_busy`` makes the docs' picture of a busy step."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("screenshots", support.REPO / "scripts" / "screenshots.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_a_step_the_host_was_too_busy_for_reads_cannot_tell_not_failed(
+        browser_factory: Any, http_exporter: support.Service, tmp_path: Path, width: int) -> None:
+    """The live document with one step as a busy host leaves it (scripts/screenshots.py's
+    mark_busy), rendered by the page's own code: no red, what was measured still shown, the
+    legend visible, nothing overflowing."""
+    from selenium.webdriver.common.by import By
+
+    from exporter.pages import statuspage
+
+    document = json.loads(support.http_get(http_exporter.url + "/api/v1/results")[1])
+    busy = screenshots_script().mark_busy(document, document["interpreters"][0]["name"], "pure_python", "threads")
+    page = tmp_path / "status.html"
+    page.write_text(statuspage.render_page(busy, "/metrics"))
+    driver = browser_factory()
+    driver.set_window_size(width, 900)
+    driver.get(page.as_uri())
+    result = next(r for r in busy["results"] if r["workload"] == "pure_python" and r["mode"] == "threads")
+    element = row(driver, result)
+    assert element.get_attribute("class") == "busy"
+    assert element.find_element(By.CSS_SELECTOR, ".speedup").text == "cannot tell"
+    assert element.find_element(By.CSS_SELECTOR, ".cores-used").text == f"{result['cores_used']:.2f}"
+    assert len(element.find_elements(By.CSS_SELECTOR, "svg.cores g.cpu-bar")) == busy["host"]["logical_cpus"]
+    assert element.find_elements(By.CSS_SELECTOR, "svg.sparkline rect.busy-round")
+    assert not element.find_elements(By.CSS_SELECTOR, "svg.sparkline rect.failed-round")
+    red = driver.execute_script("return Array.from(arguments[0].querySelectorAll('*')).filter(e => "
+                                "getComputedStyle(e).color === 'rgb(198, 40, 40)').length", element)
+    assert red == 0  # the failed rows' colour
+    legend = driver.find_element(By.CSS_SELECTOR, ".legend")
+    assert legend.is_displayed() and "other processes used" in legend.text
+    assert driver.execute_script("return document.documentElement.scrollWidth") <= driver.execute_script(
+        "return window.innerWidth")
+    save_screenshot(driver, tmp_path / f"status-page-busy-{width}px.png")
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ from typing import Any
 
 from rich import box
 from rich.console import Console
+from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
@@ -46,6 +47,8 @@ def side_text(side: Side) -> str:
         return "n/a"
     if not side.success:
         return f"failed ({side.reason})"
+    if side.cannot_tell:
+        return "cannot tell"
     if side.speedup is None:
         return "withheld"
     interval = f" [{side.interval[0]:.2f}–{side.interval[1]:.2f}]" if side.interval else ""
@@ -61,7 +64,15 @@ def identity_value(key: str, value: Any) -> str:
     return str(value)
 
 
+COLUMNS = ("workload", "mode", "N", "baseline", "candidate", "change", "p", "verdict")
+WRAPPING = ("workload", "baseline", "candidate")  # the rest never wraps: a verdict is never cut
+INDENT = 2  # the lines under the table: wrapped lines keep the indent, so each stays one item
+
+
 def render(comparison: Comparison, console: Console) -> None:
+    """The comparison for a person or a CI log: fits 80 columns, as a pipe without
+    ``COLUMNS`` gets (long names and intervals wrap inside their cells; the verdict, change
+    and p never do)."""
     for role, label, interpreter in (("baseline: ", comparison.baseline_label, comparison.baseline_interpreter),
                                      ("candidate:", comparison.candidate_label, comparison.candidate_interpreter)):
         where = "" if label == interpreter.name else f"{label} — "
@@ -70,25 +81,16 @@ def render(comparison: Comparison, console: Console) -> None:
         key = change["field"]
         console.print(Text(f"identity changed: {IDENTITY_LABELS[key]}: {identity_value(key, change['baseline'])} → "
                            f"{identity_value(key, change['candidate'])}", style="yellow"))
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left",
-                  title=Text(f"speedup [interval]; regression: a drop of more than {comparison.threshold:.0%} "
-                             f"that is not noise (alpha {comparison.alpha:g})"))
-    for column in ("workload", "mode", "N", "baseline", "candidate", "change", "p", "verdict"):
-        table.add_column(column, justify="right" if column in ("N", "change", "p") else "left",
-                         overflow="fold", no_wrap=column not in ("baseline", "candidate"),
-                         min_width=11 if column in ("baseline", "candidate") else None)
-    for row in comparison.rows:
-        p = row.p_lower if row.change is not None and row.change < 0 else row.p_higher
-        table.add_row(Text(row.workload), row.mode, str(row.workers), Text(side_text(row.baseline)),
-                      Text(side_text(row.candidate)), "" if row.change is None else f"{row.change:+.0%}",
-                      "" if p is None else f"{p:.2g}", Text(row.status, style=STYLES.get(row.status, "")))
-    console.print(table)
+    # Above the table rather than its title: a title is cut at the table's width, a line wraps.
+    console.print(Text(f"speedup [interval]; regression: a drop of more than {comparison.threshold:.0%} "
+                       f"that is not noise (alpha {comparison.alpha:g})"))
+    console.print(rows_table(comparison))
     if any(row.baseline.figure == IDLE_HOST for row in comparison.rows):
-        console.print(Text("~ the idle-host estimate (workers the runtime let run at once × their rate, from the "
-                           "kernel's accounting): the host left too few free cores for the wall clock", style="dim"))
+        indented(console, Text("~ the idle-host estimate (workers the runtime let run at once × their rate, from the "
+                               "kernel's accounting): the host left too few free cores for the wall clock", style="dim"))
     for row in comparison.rows:
-        console.print(Text(f"  {row.workload} {row.mode} ×{row.workers}: {row.status}: {row.why}",
-                           style=STYLES.get(row.status) or "dim"))
+        indented(console, Text(f"{row.workload} {row.mode} ×{row.workers}: {row.status}: {row.why}",
+                               style=STYLES.get(row.status) or "dim"))
     for label, keys in (("only in the baseline", comparison.only_in_baseline),
                         ("only in the candidate", comparison.only_in_candidate)):
         if keys:
@@ -104,6 +106,27 @@ def render(comparison: Comparison, console: Console) -> None:
         console.print(Text("inconclusive (exit 3): " + "; ".join(comparison.inconclusive), style="bold yellow"))
     elif comparison.exit_code == EXIT_OK:
         console.print(Text("no regression", style="bold green"))
+
+
+def rows_table(comparison: Comparison) -> Table:
+    """One row per step in both files. One space between columns, as the probe's report."""
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, padding=(0, 1, 0, 0),
+                  collapse_padding=True)
+    verdict_width = max((len(row.status) for row in comparison.rows), default=len("verdict"))
+    for column in COLUMNS:
+        table.add_column(column, justify="right" if column in ("N", "change", "p") else "left",
+                         overflow="fold", no_wrap=column not in WRAPPING,
+                         min_width=max(verdict_width, len(column)) if column == "verdict" else None)
+    for row in comparison.rows:
+        p = row.p_lower if row.change is not None and row.change < 0 else row.p_higher
+        table.add_row(Text(row.workload), row.mode, str(row.workers), Text(side_text(row.baseline)),
+                      Text(side_text(row.candidate)), "" if row.change is None else f"{row.change:+.0%}",
+                      "" if p is None else f"{p:.2g}", Text(row.status, style=STYLES.get(row.status, "")))
+    return table
+
+
+def indented(console: Console, text: Text) -> None:
+    console.print(Padding(text, (0, 0, 0, INDENT), expand=False))
 
 
 # --- command line -----------------------------------------------------------------------

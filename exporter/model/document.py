@@ -175,13 +175,29 @@ class ExporterInfo:
 
 @dataclass
 class HistorySeries:
-    """One step's last rounds: [Unix time, speedup or null] each, oldest first."""
+    """One step's last rounds: [Unix time, speedup or null] each, oldest first, and each
+    round's outcome: ok (the measured speedup), estimated (the host was too busy for the wall
+    clock: the figure is the idle-host speedup from the kernel's accounting), busy (no figure
+    could tell: a busy host or an unsteady figure) or failed. Files written before outcomes
+    existed have none: there a null speedup is a failure."""
 
     interpreter: str
     workload: str
     mode: str
     workers: int
     points: list[list[Optional[float]]]
+    outcomes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class HistoryIdentity:
+    """From ``since`` (Unix time of its first round) the interpreter ``interpreter`` ran as
+    ``identity`` (``cpython 3.13.5, free-threaded, GIL disabled``): where it changes, an upgrade
+    or a configuration change happened between two rounds."""
+
+    interpreter: str
+    since: float
+    identity: str
 
 
 @dataclass
@@ -204,6 +220,7 @@ class HistoryDocument:
     limit: int
     steps: list[HistorySeries]
     failures: list[HistoryFailure]  # newest first
+    identities: list[HistoryIdentity] = field(default_factory=list)  # oldest first
 
 
 @dataclass
@@ -391,7 +408,7 @@ def json_schema() -> dict[str, Any]:
     """The JSON Schema of the document, derived from these classes (docs/results.schema.json)."""
     schema = TYPES.definition(Results)
     served = (ServedResults, ServedStep, WorkloadVerdict, ExporterInfo, Schedule, HistoryDocument, HistorySeries,
-              HistoryFailure)
+              HistoryFailure, HistoryIdentity)
     return {"$schema": "https://json-schema.org/draft/2020-12/schema",
             "title": "python-parallelism-exporter results (probe --json; /api/v1/results adds $defs/ServedResults)",
             **schema, "$defs": {cls.__name__: TYPES.definition(cls) for cls in (Host, InterpreterInfo, Step, *served)}}

@@ -101,6 +101,16 @@ class StepKey(NamedTuple):
         return (self.workload, self.mode, self.workers)
 
 
+def other_share(summary: measurement.Summary) -> float:
+    """Share of a step's busy CPU time that other processes used. Host-wide, not per CPU: the
+    kernel's per-CPU counters cannot tell whose a CPU's busy time was, so the report's bars and
+    the chart draw this same part of every CPU as other load."""
+    busy = sum(summary.core_utilisation)
+    if not summary.interference_cores or busy <= 0:
+        return 0.0
+    return min(1.0, summary.interference_cores / busy)
+
+
 def identity_text(identity: Mapping[str, Any]) -> str:
     """``cpython 3.13.5, free-threaded, GIL disabled`` from an Identity's fields (or an
     interpreter of the JSON document): how every output describes an interpreter."""

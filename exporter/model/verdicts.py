@@ -1,11 +1,12 @@
 """Verdicts: what a step's figures say, in words scripts can rely on.
 
-The leading words (``no parallel speedup``, ``scales``, ``partial speedup``, ``cannot tell``,
-``unsteady``) stay stable; the rest names the evidence and where a shortfall went — the
-cores busy and their rate (contention) or idle (serialisation: the GIL, one event loop, a
-lock), other processes, steal, a CPU quota, start-up. The thresholds are shared with the
-alert rules (dashboards/mixin_config.py reads them here), so the report, the status page and
-the alerts agree on what "not parallel" means.
+The leading words (``no parallel speedup``, ``scales``, ``overlaps waiting`` for a workload
+that waits rather than computes, ``partial speedup``, ``cannot tell``, ``unsteady``) stay
+stable; the rest names the evidence and where a shortfall went — the cores busy and their
+rate (contention) or idle (serialisation: the GIL, one event loop, a lock), other processes,
+steal, a CPU quota, start-up. The thresholds are shared with the alert rules
+(dashboards/mixin_config.py reads them here), so the report, the status page and the alerts
+agree on what "not parallel" means.
 """
 
 from __future__ import annotations
@@ -54,6 +55,15 @@ def contention_cause(step: StepResult, report: WorkloadReport) -> str:
     return f"contention: the workers slowed each other down{rate} ({usual})"
 
 
+def other_load(summary: Summary) -> str:
+    """The host's other load during a step, as every verdict words it."""
+    return other_cores(f"{(summary.interference_cores or 0.0):.1f}")
+
+
+def other_cores(cores: str) -> str:
+    return f"other processes used {cores} cores"
+
+
 def free_cores(summary: Summary, usable: float) -> float:
     """Capacity neither the probe nor other processes used."""
     return usable - summary.cores_used - (summary.interference_cores or 0.0)
@@ -77,7 +87,7 @@ def shortfall_causes(step: StepResult, report: WorkloadReport, usable: float, po
         usual = contention_cause(step, report).split(" (", 1)[1].rstrip(")")
         causes.append(f"contention: the workers slowed each other down ({usual})")
     if (s.interference_cores or 0.0) >= NOTABLE_INTERFERENCE:
-        causes.append(f"other processes used {s.interference_cores:.1f} cores during the run")
+        causes.append(f"{other_load(s)} during the run")
     if (s.steal_ratio or 0.0) >= NOTABLE_STEAL:
         causes.append(f"the hypervisor stole {s.steal_ratio:.0%} of the CPU time")
     if possible < step.workers:
@@ -153,7 +163,7 @@ def accounting_verdict(step: StepResult, report: WorkloadReport, usable: float) 
     at_once = f"{a.runnable:.1f}" + (f" ({a.runnable_ci[0]:.1f}–{a.runnable_ci[1]:.1f})" if a.runnable_ci else "")
     idle = (f"; on an idle host {interval_text(a.idle_speedup, a.idle_speedup_ci)}"
             if a.idle_speedup is not None else "")
-    other = f"other processes used {(s.interference_cores or 0.0):.1f} cores"
+    other = other_load(s)
     if kind == SERIALISED:
         return (f"{step.mode}: serialised — {serialisation_cause(step, report)}; {at_once} worker ran at a time "
                 f"while {other}{idle}")
@@ -204,13 +214,15 @@ def mode_verdict(step: StepResult, report: WorkloadReport, usable: float) -> str
             cause = contention_cause(step, report)
         elif free_cores(s, usable) < FREE_CORES and (s.interference_cores or 0.0) >= NOTABLE_INTERFERENCE:
             # No core stood idle: the host, not the runtime, kept the workers from running.
-            cause = f"other processes used {s.interference_cores:.1f} cores during the run"
+            cause = f"{other_load(s)} during the run"
         elif possible < step.workers and possible < NOT_PARALLEL:
             cause = f"only {usable:g} usable cores (CPU affinity or quota)"
         else:
             cause = serialisation_cause(step, report)
         return f"{step.mode}: no parallel speedup {shown} — {cause}; {s.cores_used:.2f} cores busy"
     words = interval_words(low, high, s.speedup, SCALES_FRACTION * possible)
+    if words == "scales" and not cpu_bound:  # waits that overlap: no core computes in parallel
+        return f"{step.mode}: overlaps waiting {shown} (ideal ×{step.workers})"
     if words == "scales":
         return f"{step.mode}: scales {shown} (ideal ×{step.workers})"
     causes = shortfall_causes(step, report, usable, possible)
@@ -226,11 +238,32 @@ def step_verdicts(report: WorkloadReport, usable: float) -> dict[tuple[str, int]
 
 
 def workload_verdict(report: WorkloadReport, said: dict[tuple[str, int], str]) -> str:
-    """One line per workload from its steps' verdicts (``step_verdicts``)."""
+    """One line per workload from its steps' verdicts (``step_verdicts``), the host's other
+    load said once at the end where several steps name it."""
     sequential = report.sequential
     if not sequential.success:
         return f"{report.spec.workload}: failed — {sequential.message}"
-    return f"{report.spec.workload}: " + "; ".join(said.values())
+    texts, loads = dict(said), []
+    for step in report.steps:
+        text = texts.get((step.mode, step.workers))
+        if text is not None and step.summary is not None:
+            shorter = without_other_load(text, other_load(step.summary))
+            if shorter != text:
+                texts[(step.mode, step.workers)] = shorter
+                loads.append(step.summary.interference_cores or 0.0)
+    if len(loads) < 2:
+        return f"{report.spec.workload}: " + "; ".join(said.values())
+    low, high = f"{min(loads):.1f}", f"{max(loads):.1f}"
+    load = other_cores(low if low == high else f"{low}–{high}")
+    return f"{report.spec.workload}: " + "; ".join(texts.values()) + f" ({load} during these steps)"
+
+
+def without_other_load(text: str, load: str) -> str:
+    """A step's verdict without its clause on the other load (``other_load``), where that
+    clause adds to the verdict rather than being its cause."""
+    for clause in (f"; {load} during the run", f" while {load}"):
+        text = text.replace(clause, "")
+    return text.removesuffix(f"; {load}").replace(f"; {load};", ";")
 
 
 def verdict(report: WorkloadReport, usable: float) -> str:

@@ -20,8 +20,8 @@ from dataclasses import asdict, dataclass
 from typing import Any, Callable, Iterable, Optional
 
 from exporter.config import inputs
-from exporter.model.document import HistoryDocument, HistoryFailure, HistorySeries
-from exporter.model.results import StepKey, WorkloadReport
+from exporter.model.document import HistoryDocument, HistoryFailure, HistoryIdentity, HistorySeries
+from exporter.model.results import StepKey, StepResult, WorkloadReport, identity_text
 from exporter.stats.measurement import finite_number
 
 DEFAULT_LIMIT = 100
@@ -59,12 +59,40 @@ def file_flag(text: str) -> str:
     return text
 
 
+# A round's outcome for one step, the status page's row states: a measured speedup, the
+# idle-host estimate where the host was too busy for the wall clock, no figure that could
+# tell (a busy host, an unsteady figure), a failure.
+OK, ESTIMATED, BUSY, FAILED = "ok", "estimated", "busy", "failed"
+OUTCOMES = (OK, ESTIMATED, BUSY, FAILED)
+
+
+def outcome(success: bool, speedup: Optional[float], idle_speedup: Optional[float]) -> str:
+    """What a step's round came to: the history's outcome and the status page's row state."""
+    if not success:
+        return FAILED
+    if speedup is not None:
+        return OK
+    return ESTIMATED if idle_speedup is not None else BUSY
+
+
+def step_point(step: StepResult) -> tuple[str, Optional[float]]:
+    """A step's round as the history keeps it: its outcome and its figure — the measured
+    speedup, or the idle-host estimate where only that could tell; None otherwise."""
+    s = step.summary
+    measured = s.speedup if s is not None and s.shown else None
+    idle = s.accounting.idle_speedup if s is not None and s.accounting is not None and not s.unsteady else None
+    said = outcome(step.success and s is not None, measured, idle)
+    return said, measured if said == OK else idle if said == ESTIMATED else None
+
+
 @dataclass(frozen=True)
 class Point:
-    """One round's figure of one step; ``speedup`` is None when the step failed."""
+    """One round's figure of one step: the measured speedup (``ok``), the idle-host estimate
+    (``estimated``), or None where the round gave no figure (``busy``, ``failed``)."""
 
     timestamp: float
     speedup: Optional[float]
+    outcome: str = OK
 
 
 class History:
@@ -77,30 +105,42 @@ class History:
         self._lock = threading.Lock()
         self._series: dict[StepKey, deque[Point]] = {}
         self._failures: deque[HistoryFailure] = deque(maxlen=limit)
+        # Per interpreter name, the identities it ran as and since when, oldest first.
+        self._identities: dict[str, deque[HistoryIdentity]] = {}
 
     def record(self, reports: Iterable[WorkloadReport]) -> None:
         """Add one point per available step of these reports (and their failures)."""
         with self._lock:
             for report in reports:
                 timestamp = report.started_at + report.duration_seconds
+                self._record_identity(report, timestamp)
                 for step in report.steps:
                     if not step.available:
                         continue
                     key = report.key(step)
-                    # Withheld figures (unsteady, cannot tell) are gaps, as in the metrics.
-                    speedup = step.summary.speedup if step.summary is not None and step.summary.shown else None
+                    said, figure = step_point(step)
                     series = self._series.setdefault(key, deque(maxlen=self.limit))
-                    series.append(Point(timestamp, speedup))
+                    series.append(Point(timestamp, figure, said))
                     if not step.success:
                         log = [line[:MAX_LOG_LINE_CHARS] for line in step.log[-MAX_LOG_LINES:]]
                         self._failures.append(HistoryFailure(timestamp, report.interpreter.name, step.workload, step.mode,
                                                       step.workers, step.reason or "error",
                                                       step.message[:MAX_MESSAGE_CHARS], log))
 
+    def _record_identity(self, report: WorkloadReport, timestamp: float) -> None:
+        """A new entry where the interpreter runs as something else than in its last round."""
+        if report.identity is None:
+            return  # it never started: nothing to say about what it is
+        identity = identity_text(asdict(report.identity))
+        known = self._identities.setdefault(report.interpreter.name, deque(maxlen=self.limit))
+        if not known or known[-1].identity != identity:
+            known.append(HistoryIdentity(report.interpreter.name, timestamp, identity))
+
     def figures(self, interpreter: str, workload: str) -> dict[tuple[str, int], list[float]]:
-        """(mode, workers) -> this workload's measured speedups, oldest first (gaps left out)."""
+        """(mode, workers) -> this workload's measured speedups, oldest first (estimates and
+        gaps left out)."""
         with self._lock:
-            return {(key.mode, key.workers): [p.speedup for p in points if p.speedup is not None]
+            return {(key.mode, key.workers): [p.speedup for p in points if p.speedup is not None and p.outcome == OK]
                     for key, points in self._series.items()
                     if key.interpreter == interpreter and key.workload == workload}
 
@@ -119,17 +159,23 @@ class History:
             self._series = {k: v for k, v in self._series.items() if keep(k[0], k[1])}
             kept = [f for f in self._failures if keep(f.interpreter, f.workload)]
             self._failures = deque(kept, maxlen=self.limit)
+            measured = {key.interpreter for key in self._series}
+            self._identities = {name: v for name, v in self._identities.items() if name in measured}
 
     # --- the API's form and persistence (--history.file) ------------------------------------
 
     def document(self) -> HistoryDocument:
         """Points as [unix time, speedup or null]; failures newest first. The API's
         ``history`` and the ``--history.file`` format."""
+        with self._lock:
+            identities = [entry for known in self._identities.values() for entry in known]
         return HistoryDocument(
             version=1, limit=self.limit,
-            steps=[HistorySeries(k[0], k[1], k[2], k[3], [[p.timestamp, p.speedup] for p in points])
+            steps=[HistorySeries(k[0], k[1], k[2], k[3], [[p.timestamp, p.speedup] for p in points],
+                                 [p.outcome for p in points])
                    for k, points in self.series().items()],
-            failures=self.failures())
+            failures=self.failures(),
+            identities=sorted(identities, key=lambda entry: entry.since))
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self.document())
@@ -159,22 +205,38 @@ class History:
             raise ValueError("not a history file of this exporter (version 1)")
         series: dict[StepKey, deque[Point]] = {}
         failures: deque[HistoryFailure] = deque(maxlen=self.limit)
+        identities: dict[str, deque[HistoryIdentity]] = {}
         try:
             for step in document["steps"]:
                 key = StepKey(_text(step["interpreter"]), _text(step["workload"]), _text(step["mode"]),
                        _count(step["workers"]))
-                series[key] = deque((Point(_number(t), None if v is None else _number(v)) for t, v in step["points"]),
-                                    maxlen=self.limit)
+                outcomes = _outcomes(step.get("outcomes", []), step["points"])
+                series[key] = deque((Point(_number(t), None if v is None else _number(v), o)
+                                     for (t, v), o in zip(step["points"], outcomes)), maxlen=self.limit)
+            for entry in document.get("identities", []):
+                name = _text(entry["interpreter"])
+                identities.setdefault(name, deque(maxlen=self.limit)).append(
+                    HistoryIdentity(name, _number(entry["since"]), _text(entry["identity"])[:MAX_MESSAGE_CHARS]))
             for f in reversed(document["failures"]):  # newest first in the file
                 log = [_text(line)[:MAX_LOG_LINE_CHARS] for line in f["log"]][-MAX_LOG_LINES:]
                 failures.append(HistoryFailure(_number(f["timestamp"]), _text(f["interpreter"]), _text(f["workload"]),
                                                _text(f["mode"]), _count(f["workers"]), _text(f["reason"]),
                                                _text(f["message"])[:MAX_MESSAGE_CHARS], log))
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ValueError(f"damaged history file: {type(exc).__name__}: {str(exc)[:200]}") from None
         with self._lock:
-            self._series, self._failures = series, failures
+            self._series, self._failures, self._identities = series, failures, identities
         return sum(len(points) for points in series.values())
+
+
+def _outcomes(outcomes: object, points: list) -> list[str]:
+    """Each point's outcome; a file written before outcomes existed has none, and there a
+    point without a speedup was a failure."""
+    if outcomes == []:
+        return [OK if v is not None else FAILED for _, v in points]
+    if not isinstance(outcomes, list) or len(outcomes) != len(points) or not all(o in OUTCOMES for o in outcomes):
+        raise ValueError(f"expected one of {', '.join(OUTCOMES)} for each point")
+    return outcomes
 
 
 def _number(value: object) -> float:

@@ -23,7 +23,7 @@ from exporter.model import results
 from exporter.services import status
 from exporter.web import templating
 from exporter.model.document import speedup_interval
-from exporter.pages.history import MAX_LOG_LINE_CHARS, MAX_LOG_LINES, MAX_MESSAGE_CHARS
+from exporter.pages.history import BUSY, ESTIMATED, FAILED, MAX_LOG_LINE_CHARS, MAX_LOG_LINES, MAX_MESSAGE_CHARS, OK, outcome
 
 TEMPLATES = "exporter.pages"  # the package whose templates/ folder holds this module's pages
 
@@ -87,6 +87,10 @@ def number(value: Optional[float], fmt: str = "{:.2f}") -> str:
     return "—" if value is None else fmt.format(value)
 
 
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def clip(text: str, limit: int) -> str:
     """Workload output can be huge; the page shows a bounded part of it."""
     return text if len(text) <= limit else text[:limit] + f"… ({len(text) - limit} more characters)"
@@ -142,22 +146,27 @@ def first_round_section(document: Document, now: float) -> Optional[View]:
 
 
 def interpreters_section(document: Document, now: float) -> View:
-    history = {(s["interpreter"], s["workload"], s["mode"], s["workers"]): s["points"]
-               for s in document.get("history", {}).get("steps", [])}
-    return {"interpreters": [interpreter_view(document, interpreter, history)
+    history = document.get("history", {})
+    series = {(s["interpreter"], s["workload"], s["mode"], s["workers"]): s for s in history.get("steps", [])}
+    identities = history.get("identities", [])
+    return {"interpreters": [interpreter_view(document, interpreter, series, identities, now)
                              for interpreter in document["interpreters"]]}
 
 
-def interpreter_view(document: Document, interpreter: Mapping[str, Any], history: Mapping[tuple, Sequence]) -> View:
+def interpreter_view(document: Document, interpreter: Mapping[str, Any], series: Mapping[tuple, Mapping[str, Any]],
+                     identities: Sequence[Mapping[str, Any]], now: float) -> View:
     name = interpreter["name"]
     results = [r for r in document["results"] if r["interpreter"] == name]
     verdicts = {v["workload"]: v["verdict"] for v in document.get("workload_verdicts", []) if v["interpreter"] == name}
+    mine = [i for i in identities if i["interpreter"] == name]
     workloads = []
     for workload in dict.fromkeys(r["workload"] for r in results):
-        rows = [step_row(r, history.get((name, r["workload"], r["mode"], r["workers"]), []))
+        rows = [step_row(r, series.get((name, r["workload"], r["mode"], r["workers"])), mine)
                 for r in results if r["workload"] == workload]
         workloads.append({"name": workload, "verdict": verdicts.get(workload), "rows": rows})
-    return {"name": name, "identity": identity_text(interpreter), "workloads": workloads}
+    changes = [{"when": when(i["since"], now), "identity": i["identity"]} for i in mine]
+    return {"name": name, "identity": identity_text(interpreter), "workloads": workloads,
+            "changes": changes if len(changes) > 1 else []}
 
 
 def identity_text(interpreter: Mapping[str, Any]) -> str:
@@ -166,33 +175,35 @@ def identity_text(interpreter: Mapping[str, Any]) -> str:
     return f"{results.identity_text(interpreter)} (at run time) — {interpreter['path']}"
 
 
-def step_row(r: Mapping[str, Any], points: Sequence) -> View:
-    """One table row. ``state``: ``ok`` (a measured speedup), ``estimated`` (the host was too
-    busy for the wall clock; the idle-host estimate from the kernel's accounting stands in),
-    ``busy`` (neither could tell; what was measured is still shown), ``failed`` or
-    ``unavailable`` (no figures)."""
+def step_row(r: Mapping[str, Any], series: Optional[Mapping[str, Any]] = None,
+             identities: Sequence[Mapping[str, Any]] = ()) -> View:
+    """One table row. ``state`` (``history.outcome``): ``ok`` (a measured speedup),
+    ``estimated`` (the host was too busy for the wall clock; the idle-host estimate from the
+    kernel's accounting stands in), ``busy`` (no figure could tell: a busy host, an unsteady
+    figure; what was measured is still shown), ``failed`` or ``unavailable`` (no figures)."""
     row = {"workload": r["workload"], "mode": r["mode"], "workers": r["workers"],
-           "sparkline": sparkline(points, r["workers"])}
+           "sparkline": sparkline(series, r["workers"], identities) if series else None}
     if not r["available"]:
         return row | {"state": "unavailable", "speedup": "unavailable", "verdict": clip(r["message"], VERDICT_CHARS)}
-    if not r["success"] or (r["speedup"] is None and r.get("conclusive") is not False):
-        why = f"failed ({r['reason']})" if not r["success"] else "no figure"
-        detail = r["message"] or r.get("unsteady_reason") or ""
-        return row | {"state": "failed", "speedup": why, "verdict": clip(detail, VERDICT_CHARS)}
-    measured = {"efficiency": number(r["efficiency"], "{:.0%}"), "cores_used": number(r["cores_used"]),
+    # An unsteady figure reads "unsteady", not an estimate: as the terminal report shows it.
+    state = outcome(r["success"], r["speedup"], None if r.get("unsteady") else r.get("idle_speedup"))
+    if state == FAILED:
+        return row | {"state": state, "speedup": f"failed ({r['reason']})", "verdict": clip(r["message"], VERDICT_CHARS)}
+    measured = {"state": state, "efficiency": number(r["efficiency"], "{:.0%}"), "cores_used": number(r["cores_used"]),
                 "cores": core_bars(r), "load_split": load_split(r),
                 "verdict": clip(r.get("verdict") or "baseline (T1)", VERDICT_CHARS)}
-    if r["speedup"] is not None:
+    if state == OK:
         interval, kind = speedup_interval(r["speedup"], r["speedup_ci"], r["speedup_spread"])
-        return row | measured | {"state": "ok", "speedup": f"{r['speedup']:.2f}×", "interval": interval_text(interval),
+        return row | measured | {"speedup": f"{r['speedup']:.2f}×", "interval": interval_text(interval),
                                  "interval_kind": kind}
-    if r.get("idle_speedup") is not None:
-        return row | measured | {"state": "estimated", "speedup": f"~{r['idle_speedup']:.2f}×",
+    if state == ESTIMATED:
+        return row | measured | {"speedup": f"~{r['idle_speedup']:.2f}×",
                                  "interval": interval_text(r.get("idle_speedup_ci")),
                                  "interval_kind": "idle-host estimate: workers runnable at once × their rate, from the "
                                                   "kernel's accounting (the host was too busy for the wall clock)"}
-    return row | measured | {"state": "busy", "speedup": "cannot tell", "interval": "—",
-                             "interval_kind": r.get("inconclusive_reason") or ""}
+    why = r.get("unsteady_reason") if r.get("unsteady") else r.get("inconclusive_reason")
+    return row | measured | {"speedup": "unsteady" if r.get("unsteady") else "cannot tell", "interval": "—",
+                             "interval_kind": why or ""}
 
 
 def interval_text(interval: Optional[Sequence[float]]) -> str:
@@ -251,27 +262,65 @@ def load_split(result: Mapping[str, Any]) -> Optional[View]:
             "probe_width": f"{probe_width:.1f}", "other_width": f"{other_width:.1f}"}
 
 
-def sparkline(points: Sequence[Sequence[Any]], workers: int) -> Optional[View]:
-    """The step's speedup over the last rounds; failed rounds are red ticks at the bottom."""
+def sparkline(series: Mapping[str, Any], workers: int, identities: Sequence[Mapping[str, Any]] = ()) -> Optional[View]:
+    """The step's speedup over the last rounds: measured figures on the line, idle-host
+    estimates as hollow amber dots on it (the host was too busy for the wall clock); rounds
+    without a figure are ticks at the bottom, red where the step failed, amber where the host
+    was too busy to tell; a dashed line where the interpreter's identity changed."""
+    points = series["points"]
     if not points:
         return None
     values = [p[1] for p in points]
-    ok = [v for v in values if v is not None]
-    top = max([float(workers)] + ok)
+    outcomes = series.get("outcomes") or [OK if v is not None else FAILED for v in values]
+    known_values = [v for v in values if v is not None]
+    top = max([float(workers)] + known_values)
     w, h = SPARKLINE_WIDTH, SPARKLINE_HEIGHT
     dx = w / max(1, len(points) - 1)
 
     def y(value: float) -> str:
         return f"{h - 2 - (h - 4) * value / top:.1f}"
 
+    def ticks(wanted: str) -> list[str]:
+        return [f"{max(0.0, i * dx - 1):.1f}" for i, o in enumerate(outcomes) if o == wanted]
+
     known = [(f"{i * dx:.1f}", y(v)) for i, v in enumerate(values) if v is not None]
-    summary = (f"{len(points)} rounds; last {number(values[-1])}; "
-               + (f"min {min(ok):.2f}, max {max(ok):.2f}" if ok else "no successful round")
-               + f"; {values.count(None)} failed")
+    last = values[-1]
+    summary = (f"{len(points)} rounds; last {'~' if outcomes[-1] == ESTIMATED else ''}{number(last)}; "
+               + (f"min {min(known_values):.2f}, max {max(known_values):.2f}" if known_values else "no figure")
+               + f"; {outcomes.count(FAILED)} failed"
+               + (f"; {plural(outcomes.count(ESTIMATED), 'idle-host estimate')}" if ESTIMATED in outcomes else "")
+               + (f"; {outcomes.count(BUSY)} without a figure (host too busy)" if BUSY in outcomes else ""))
     return {"width": w, "height": h, "title": summary, "ideal_y": y(workers),
             "line": " ".join(f"{x},{yy}" for x, yy in known) if len(known) > 1 else None,
-            "last": known[-1] if known else None,
-            "failed_x": [f"{max(0.0, i * dx - 1):.1f}" for i, v in enumerate(values) if v is None]}
+            "last": known[-1] if known and last is not None and outcomes[-1] == OK else None,
+            "estimates": [(f"{i * dx:.1f}", y(v)) for i, (v, o) in enumerate(zip(values, outcomes))
+                          if v is not None and o == ESTIMATED],
+            "failed_x": ticks(FAILED), "busy_x": ticks(BUSY),
+            "changes": identity_changes([p[0] for p in points], identities, dx)}
+
+
+def identity_changes(times: Sequence[float], identities: Sequence[Mapping[str, Any]], dx: float) -> list[View]:
+    """Where, between two of the sparkline's rounds, the interpreter started running as
+    something else (an upgrade, PYTHON_GIL, a rebuilt image): x halfway between them."""
+    marks = []
+    for change in identities[1:]:
+        after = next((i for i, t in enumerate(times) if t >= change["since"]), None)
+        if after is None or after == 0:
+            continue  # after the last round shown, or before the first one
+        before = identity_at(identities, times[after - 1])
+        marks.append({"x": f"{(after - 0.5) * dx:.1f}",
+                      "title": f"interpreter changed: {before or 'unknown'} → {change['identity']}"})
+    return marks
+
+
+def identity_at(identities: Sequence[Mapping[str, Any]], timestamp: float) -> Optional[str]:
+    """The identity in force at ``timestamp`` (identities oldest first)."""
+    current = None
+    for entry in identities:
+        if entry["since"] > timestamp:
+            break
+        current = entry["identity"]
+    return current
 
 
 # --- failures -------------------------------------------------------------------------------

@@ -50,6 +50,7 @@ STDERR_LINE_CHARS = 500
 _READ_BYTES = 65536
 _NOISE_WARNINGS = 5  # non-event lines on stdout logged per runner
 MEMORY_POLL_SECONDS = 0.25  # a probe that hits its memory limit fails well within a second
+MIN_PYTHON = (3, 10)  # the oldest interpreter the runner runs in
 
 
 def bootstrap(parent_pid: int) -> str:
@@ -64,8 +65,8 @@ def bootstrap(parent_pid: int) -> str:
         "import sys\n"
         "if sys.path and sys.path[0] == '':\n"
         "    del sys.path[0]\n"
-        "if sys.version_info < (3, 10):\n"
-        "    sys.exit('python >= 3.10 is required, this is ' + sys.version.split()[0])\n"
+        f"if sys.version_info < {MIN_PYTHON!r}:\n"
+        f"    sys.exit('python >= {'.'.join(map(str, MIN_PYTHON))} is required, this is ' + sys.version.split()[0])\n"
         f"sys.path.append({PACKAGE_PARENT!r})\n"
         "from exporter.runner import loop\n"
         f"loop.die_with_parent({parent_pid})\n"

@@ -19,7 +19,7 @@ import time
 from typing import Callable, Iterator, Mapping, Optional, Sequence
 
 from exporter.stats import measurement
-from exporter.runner import modes
+from exporter.runner import modes, workloads
 from exporter.runner.modes import SEQUENTIAL
 from exporter.probe.child import PACKAGE_PARENT, ProtocolError, RunnerProcess, kill_all_runners
 from exporter.host.cpus import host_cpus
@@ -138,7 +138,8 @@ class Conversation:
             step = self.report.step(event["mode"], event["workers"])
             step.available, step.message = False, _text(event["message"])
         elif kind == "failed":
-            self.fail_unfinished(_reason(event["reason"]), _text(event["message"]))
+            self.fail_unfinished(_reason(event["reason"]), with_import_hint(_text(event["message"]),
+                                                                            self.report.spec.workload))
         else:
             log_kv(log, logging.DEBUG, "ignoring a runner event", event=str(kind)[:100])  # a newer runner's
 
@@ -283,6 +284,22 @@ def _is_int(value: object) -> bool:
 def _text(value: object) -> str:
     text = str(value)
     return text if len(text) <= MAX_MESSAGE_CHARS else text[:MAX_MESSAGE_CHARS] + "…"
+
+
+MISSING_MODULE = re.compile(r"ModuleNotFoundError: No module named '([^']+)'")
+
+
+def with_import_hint(message: str, workload: str) -> str:
+    """A user workload's own module not found: say where the runner looks for it (the
+    working directory is not one of those places, on purpose)."""
+    missing = MISSING_MODULE.match(message)
+    module = workload.partition(":")[0]
+    if not workloads.is_user_workload(workload) or missing is None:
+        return message
+    if module != missing.group(1) and not module.startswith(missing.group(1) + "."):
+        return message  # a module the workload imports: the user's dependency, not its path
+    return (f"{message} (workload modules are imported from a --workload.path DIR, probe.workload_path in a "
+            f"config file, or the interpreter's own sys.path; never from the working directory)")
 
 
 def _reason(value: object) -> str:

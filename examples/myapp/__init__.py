@@ -1,0 +1,1 @@
+"""A sample application for the parallelism gate (docs/catch-regressions-before-upgrade.md)."""
