@@ -207,6 +207,20 @@ def values(result: list[dict], label: str) -> dict[str, float]:
     return {series["metric"].get(label, ""): float(series["value"][1]) for series in result}
 
 
+def probe_leftovers(token: str, exporter_pid: int) -> list:
+    """Processes carrying the test's token besides the exporter and its sentinel (the small
+    process that outlives the exporter only to kill its probes, exporter/probe/sentinel.py)."""
+    import psutil
+
+    def sentinel(process: psutil.Process) -> bool:
+        try:
+            return process.ppid() == exporter_pid and "exporter.probe.sentinel" in " ".join(process.cmdline())
+        except psutil.Error:
+            return False
+
+    return [p for p in processes_with_token(token) if p.pid != exporter_pid and not sentinel(p)]
+
+
 def processes_with_token(token: str) -> list:
     """Live processes whose environment carries PYPARALLEL_TEST_TOKEN=token."""
     import psutil

@@ -148,8 +148,7 @@ def test_raising_aborting_and_hanging_workloads_are_counted_and_the_daemon_keeps
     assert support.http_get(exporter.url + "/-/healthy")[0] == 200
     assert exporter.alive()
     exporter_pid = exporter.process.pid
-    leftovers = [p for p in support.processes_with_token(token) if p.pid != exporter_pid]
-    assert leftovers == []
+    assert support.probe_leftovers(token, exporter_pid) == []
 
 
 def test_sigterm_during_a_probe_exits_0_within_5_seconds_and_kills_the_probe(exporter_factory):

@@ -389,7 +389,7 @@ def test_collector_exports_group_and_identity_labels_only():
         assert family.documentation, family.name
         for sample in family.samples:
             assert sample.name.startswith("pyparallel_service_")
-            assert set(sample.labels) <= {*labels, "quantile", "reason", "pyparallel_service_state"}
+            assert set(sample.labels) <= {*labels, "stat", "reason", "pyparallel_service_state"}
     names = {f.name for f in registry.collect()}
     assert {n.removesuffix("_total") for n in METRIC_NAMES} == names
 

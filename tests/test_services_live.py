@@ -241,7 +241,7 @@ def test_daemon_serves_the_groups_figures_on_metrics_the_api_and_the_status_page
     assert groups["served"]["interpreters"][0]["free_threaded_build"] is False
     assert 'pyparallel_service_busy_threads{free_threaded_build="false",group="served"' in metrics
     assert 'pyparallel_service_state{group="absent",pyparallel_service_state="no_process"} 1.0' in metrics
-    allowed = {"group", "implementation", "version", "free_threaded_build", "quantile", "reason",
+    allowed = {"group", "implementation", "version", "free_threaded_build", "stat", "reason",
                "pyparallel_service_state"}
     for family in text_string_to_metric_families(metrics):
         if family.name.startswith("pyparallel_service_"):

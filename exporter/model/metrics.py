@@ -146,8 +146,9 @@ METRICS: dict[str, MetricSpec] = _specs(
                "or a lock). Absent when no process could be judged.", COHORT_LABELS, scope="service"),
     MetricSpec("service_voluntary_context_switches_per_busy_thread", "Voluntary context switches per second of each "
                "busy thread, averaged (GIL hand-offs and lock waits show here).", COHORT_LABELS, scope="service"),
-    MetricSpec("service_process_parallelism_ratio", "Parallelism of single processes with busy threads: quantile 0 "
-               "the lowest, 0.5 the median, 1 the highest.", COHORT_LABELS + ("quantile",), scope="service"),
+    MetricSpec("service_process_parallelism_ratio", "Parallelism of single processes with busy threads: stat min, "
+               "median or max over the group's processes (a gauge: quantile is a summary's label).",
+               COHORT_LABELS + ("stat",), scope="service"),
     MetricSpec("service_cpu_seconds", "CPU seconds the group's processes used while watched, summed over the windows.",
                COHORT_LABELS, kind="counter", scope="service"),
     MetricSpec("service_state", "What the last window says of each group: parallel, serial, or why it cannot tell "

@@ -20,7 +20,7 @@ from exporter.services.window import ERROR_REASONS, STATES, Cohort, ServicesSnap
 
 COHORT_GAUGES = ("processes", "threads", "cores_used", "busy_threads", "usable_cores", "parallelism_ratio",
                  "serialised_ratio", "voluntary_context_switches_per_busy_thread")
-QUANTILES = ("0", "0.5", "1")  # min, median, max over a group's processes
+STATS = ("min", "median", "max")  # over a group's processes
 METRIC_NAMES: frozenset[str] = exposed_names("service")  # exporter/model/metrics.py declares each family
 
 
@@ -44,8 +44,8 @@ def cohort_families(snapshot: ServicesSnapshot) -> Iterator[Metric]:
         for name, value in cohort_values(c).items():
             if value is not None:
                 gauges[name].add_metric(labels, value)
-        for quantile, value in zip(QUANTILES, c.process_parallelism):
-            spread.add_metric(labels + [quantile], value)
+        for stat, value in zip(STATS, c.process_parallelism):
+            spread.add_metric(labels + [stat], value)
     yield from gauges.values()
     yield spread
     cpu = family("service_cpu_seconds")
